@@ -1,0 +1,397 @@
+//! Trace and span ids, the current context of each thread, and carrying it into tasks.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::span::{self, SpanRecord};
+
+/// A 128-bit trace id: the `operation_Id` that ties together everything one operation did.
+///
+/// Shown as 32 lowercase hex digits, as Application Insights and W3C Trace Context write it.
+///
+/// ```
+/// # use census_runtime::TraceId;
+/// let id = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+/// assert_eq!(id.to_string(), "0af7651916cd43dd8448eb211c80319c");
+/// assert!(TraceId::from_hex("00000000000000000000000000000000").is_none());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TraceId(u128);
+
+/// A 64-bit span id: the `id` of one telemetry item, shown as 16 lowercase hex digits.
+///
+/// ```
+/// # use census_runtime::SpanId;
+/// let id = SpanId::from_hex("b7ad6b7169203331").unwrap();
+/// assert_eq!(format!("{id}"), "b7ad6b7169203331");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpanId(u64);
+
+macro_rules! hex_id {
+    ($ty:ident, $int:ty, $digits:expr) => {
+        impl $ty {
+            /// Builds an id from its integer value; zero is not a valid id.
+            pub const fn new(value: $int) -> Option<Self> {
+                if value == 0 { None } else { Some($ty(value)) }
+            }
+
+            /// The integer value.
+            pub const fn to_int(self) -> $int {
+                self.0
+            }
+
+            /// Parses exactly the lowercase or uppercase hex form; rejects zero and any other length.
+            pub fn from_hex(hex: &str) -> Option<Self> {
+                if hex.len() != $digits || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
+                <$int>::from_str_radix(hex, 16).ok().and_then(Self::new)
+            }
+
+            /// Writes the lowercase hex form into `out`, with no allocation.
+            pub fn write_hex(self, out: &mut [u8; $digits]) {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let mut value = self.0;
+                for slot in out.iter_mut().rev() {
+                    *slot = HEX[(value & 0xf) as usize];
+                    value >>= 4;
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut buf = [0u8; $digits];
+                self.write_hex(&mut buf);
+                // The buffer holds ASCII hex digits only.
+                f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($ty), "({})"), self)
+            }
+        }
+    };
+}
+
+hex_id!(TraceId, u128, 32);
+hex_id!(SpanId, u64, 16);
+
+impl TraceId {
+    /// A fresh random trace id.
+    pub fn random() -> Self {
+        let high = u128::from(next_random());
+        let low = u128::from(next_random());
+        TraceId(((high << 64) | low).max(1))
+    }
+}
+
+impl SpanId {
+    /// A fresh random span id.
+    pub fn random() -> Self {
+        SpanId(next_random().max(1))
+    }
+}
+
+/// The identity of a span as other code and other services see it: what `traceparent` carries.
+///
+/// ```
+/// # use census_runtime::{SpanContext, SpanId, TraceId};
+/// let ctx = SpanContext::new(TraceId::random(), SpanId::random(), true);
+/// assert!(ctx.is_sampled());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct SpanContext {
+    trace_id: TraceId,
+    span_id: SpanId,
+    sampled: bool,
+}
+
+impl SpanContext {
+    /// A context from its parts.
+    pub const fn new(trace_id: TraceId, span_id: SpanId, sampled: bool) -> Self {
+        SpanContext {
+            trace_id,
+            span_id,
+            sampled,
+        }
+    }
+
+    /// The trace (operation) id.
+    pub const fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// The span id.
+    pub const fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+
+    /// Whether the trace is recorded.
+    pub const fn is_sampled(&self) -> bool {
+        self.sampled
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random ids: a per-thread wyrand generator, seeded once per thread from the OS-seeded hasher.
+
+thread_local! {
+    static RNG: Cell<u64> = const { Cell::new(0) };
+}
+
+fn seed() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(crate::clock::now());
+    hasher.finish() | 1
+}
+
+#[inline]
+pub(crate) fn next_random() -> u64 {
+    RNG.with(|state| {
+        let mut s = state.get();
+        if s == 0 {
+            s = seed();
+        }
+        s = s.wrapping_add(0xa076_1d64_78bd_642f);
+        state.set(s);
+        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The per-thread stack of what is current.
+
+/// One entry of a thread's context stack.
+pub(crate) enum Frame {
+    /// A span being recorded.
+    Span(SpanRecord),
+    /// The root of a trace the sampler dropped: its children are inert.
+    Unsampled(TraceId),
+    /// A context carried in from elsewhere (a spawned task, a thread, an incoming request):
+    /// the parent of the spans started under it, not a span itself.
+    Parent(SpanContext),
+}
+
+impl Frame {
+    pub(crate) fn context(&self) -> Option<SpanContext> {
+        match self {
+            Frame::Span(record) => Some(SpanContext::new(record.trace_id, record.span_id, true)),
+            Frame::Unsampled(_) => None,
+            Frame::Parent(ctx) => Some(*ctx),
+        }
+    }
+}
+
+pub(crate) struct Local {
+    pub(crate) stack: Vec<Frame>,
+    /// Spans finished on this thread, handed to the pipeline's queue in batches.
+    pub(crate) finished: Vec<SpanRecord>,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if !self.finished.is_empty() {
+            crate::pipeline::hand_off(&mut self.finished);
+        }
+    }
+}
+
+thread_local! {
+    pub(crate) static LOCAL: RefCell<Local> = const {
+        RefCell::new(Local { stack: Vec::new(), finished: Vec::new() })
+    };
+}
+
+/// Runs `f` on this thread's state; `None` while the thread is being torn down.
+#[inline]
+pub(crate) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|local| local.try_borrow_mut().ok().map(|mut local| f(&mut local)))
+        .ok()
+        .flatten()
+}
+
+/// The context of the span that is current on this thread, if any.
+///
+/// ```
+/// assert!(census_runtime::current_context().is_none());
+/// ```
+pub fn current_context() -> Option<SpanContext> {
+    with_local(|local| local.stack.last().and_then(Frame::context)).flatten()
+}
+
+/// What a task or thread takes with it so that its spans nest under the span current here.
+///
+/// Capture it with [`Carried::current`] where the work is created and make it current where the
+/// work runs, with [`Carried::run`] for a closure or [`Carried::instrument`] for a future.
+///
+/// ```
+/// # use census_runtime::Carried;
+/// let carried = Carried::current();
+/// std::thread::spawn(move || carried.run(|| {
+///     // spans started here are children of the span that was current at spawn
+/// })).join().unwrap();
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Carried(Option<FrameCopy>);
+
+#[derive(Clone, Copy, Debug)]
+enum FrameCopy {
+    Parent(SpanContext),
+    Unsampled(TraceId),
+}
+
+impl Carried {
+    /// Captures the current context of this thread.
+    pub fn current() -> Self {
+        let copy = with_local(|local| {
+            local.stack.last().map(|frame| match frame {
+                Frame::Unsampled(trace) => FrameCopy::Unsampled(*trace),
+                other => FrameCopy::Parent(
+                    other
+                        .context()
+                        .expect("span and parent frames have a context"),
+                ),
+            })
+        })
+        .flatten();
+        Carried(copy)
+    }
+
+    /// A context from a remote parent (for example a parsed `traceparent`).
+    pub fn from_context(ctx: SpanContext) -> Self {
+        Carried(Some(FrameCopy::Parent(ctx)))
+    }
+
+    /// The carried context, if a sampled span was current.
+    pub fn context(&self) -> Option<SpanContext> {
+        match self.0 {
+            Some(FrameCopy::Parent(ctx)) => Some(ctx),
+            _ => None,
+        }
+    }
+
+    fn frame(&self) -> Option<Frame> {
+        self.0.map(|copy| match copy {
+            FrameCopy::Parent(ctx) => Frame::Parent(ctx),
+            FrameCopy::Unsampled(trace) => Frame::Unsampled(trace),
+        })
+    }
+
+    /// Runs `f` with the carried context current.
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        let Some(frame) = self.frame() else {
+            return f();
+        };
+        let _entered = Entered::push(frame);
+        f()
+    }
+
+    /// Wraps a future so that the carried context is current each time it is polled.
+    pub fn instrument<F: Future>(self, future: F) -> WithContext<F> {
+        WithContext {
+            carried: self,
+            inner: future,
+        }
+    }
+}
+
+/// Pops a pushed frame when dropped, unwinding included.
+struct Entered {
+    depth: usize,
+}
+
+impl Entered {
+    fn push(frame: Frame) -> Entered {
+        let depth = with_local(|local| {
+            local.stack.push(frame);
+            local.stack.len() - 1
+        })
+        .unwrap_or(usize::MAX);
+        Entered { depth }
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        if self.depth == usize::MAX {
+            return;
+        }
+        with_local(|local| {
+            if local.stack.len() > self.depth {
+                local.stack.remove(self.depth);
+            }
+            span::after_pop(local);
+        });
+    }
+}
+
+/// A future run with a carried context current on every poll; see [`Carried::instrument`] and
+/// [`FutureExt::in_current_span`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct WithContext<F> {
+    carried: Carried,
+    inner: F,
+}
+
+impl<F: Future> Future for WithContext<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `inner` is structurally pinned: it is never moved out of `self`.
+        let this = unsafe { self.get_unchecked_mut() };
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        match this.carried.frame() {
+            Some(frame) => {
+                let _entered = Entered::push(frame);
+                inner.poll(cx)
+            }
+            None => inner.poll(cx),
+        }
+    }
+}
+
+/// Carrying the current span into futures that run elsewhere.
+pub trait FutureExt: Future + Sized {
+    /// Makes the span current here the parent of the spans this future starts, wherever it is
+    /// polled: use it on futures handed to `tokio::spawn`.
+    ///
+    /// ```
+    /// use census_runtime::FutureExt;
+    /// # async fn work() {}
+    /// # async fn demo() {
+    /// tokio::spawn(work().in_current_span());
+    /// # }
+    /// ```
+    fn in_current_span(self) -> WithContext<Self> {
+        Carried::current().instrument(self)
+    }
+}
+
+impl<F: Future> FutureExt for F {}
+
+/// Spawns a thread whose spans nest under the span current here.
+///
+/// ```
+/// let handle = census_runtime::spawn_thread(|| 2 + 2);
+/// assert_eq!(handle.join().unwrap(), 4);
+/// ```
+pub fn spawn_thread<F, T>(f: F) -> std::thread::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let carried = Carried::current();
+    std::thread::spawn(move || carried.run(f))
+}

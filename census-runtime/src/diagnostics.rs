@@ -1,0 +1,37 @@
+//! Self-diagnostics: what census did with the spans it was given, readable at any time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Process-wide counters, bumped off the hot path (or with one relaxed atomic add on it).
+pub(crate) struct Counters {
+    pub(crate) exported: AtomicU64,
+    pub(crate) dropped_queue_full: AtomicU64,
+}
+
+pub(crate) static COUNTERS: Counters = Counters {
+    exported: AtomicU64::new(0),
+    dropped_queue_full: AtomicU64::new(0),
+};
+
+/// A snapshot of census's own counters since the process started.
+///
+/// ```
+/// let diagnostics = census_runtime::diagnostics();
+/// assert_eq!(diagnostics.dropped_queue_full, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Diagnostics {
+    /// Spans handed to the exporters.
+    pub exported: u64,
+    /// Spans dropped because the queue to the export worker was full.
+    pub dropped_queue_full: u64,
+}
+
+/// Reads census's own counters.
+pub fn diagnostics() -> Diagnostics {
+    Diagnostics {
+        exported: COUNTERS.exported.load(Ordering::Relaxed),
+        dropped_queue_full: COUNTERS.dropped_queue_full.load(Ordering::Relaxed),
+    }
+}

@@ -1,0 +1,97 @@
+//! An exporter that keeps spans in memory, for tests (the user's too).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Exporter, Resource};
+use crate::context::SpanId;
+use crate::span::SpanRecord;
+
+/// Keeps every exported span in memory; clones share the same store.
+///
+/// ```
+/// use census_runtime::{inproc, MemoryExporter};
+/// use std::time::Duration;
+///
+/// #[inproc]
+/// fn price() -> u32 { 42 }
+///
+/// let memory = MemoryExporter::new();
+/// let census = census_runtime::pipeline().exporter(memory.clone()).install().unwrap();
+/// price();
+/// census.flush(Duration::from_secs(5)).unwrap();
+/// assert_eq!(memory.spans()[0].name(), "price");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MemoryExporter {
+    spans: Arc<Mutex<Vec<SpanRecord>>>,
+    resource: Arc<Mutex<Option<Resource>>>,
+}
+
+impl MemoryExporter {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<SpanRecord>> {
+        self.spans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every span exported so far, in the order they were exported.
+    pub fn spans(&self) -> Vec<SpanRecord> {
+        self.lock().clone()
+    }
+
+    /// The spans named `name`.
+    pub fn named(&self, name: &str) -> Vec<SpanRecord> {
+        self.lock()
+            .iter()
+            .filter(|s| s.name() == name)
+            .cloned()
+            .collect()
+    }
+
+    /// The one span named `name`; panics when there is not exactly one (meant for tests).
+    pub fn one(&self, name: &str) -> SpanRecord {
+        let mut found = self.named(name);
+        assert_eq!(
+            found.len(),
+            1,
+            "expected exactly one span named {name:?}, found {}",
+            found.len()
+        );
+        found.remove(0)
+    }
+
+    /// The spans whose parent is `parent`.
+    pub fn children_of(&self, parent: SpanId) -> Vec<SpanRecord> {
+        self.lock()
+            .iter()
+            .filter(|s| s.parent_id() == Some(parent))
+            .cloned()
+            .collect()
+    }
+
+    /// The resource the pipeline described itself with, once a batch arrived.
+    pub fn resource(&self) -> Option<Resource> {
+        self.resource.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Forgets every span.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
+impl Exporter for MemoryExporter {
+    fn export(&mut self, batch: &[SpanRecord], resource: &Resource) {
+        self.lock().extend_from_slice(batch);
+        if let Ok(mut slot) = self.resource.lock()
+            && slot.is_none()
+        {
+            *slot = Some(resource.clone());
+        }
+    }
+}

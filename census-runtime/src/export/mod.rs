@@ -1,0 +1,90 @@
+//! Exporters: where finished spans go.
+
+mod console;
+mod memory;
+
+pub use console::ConsoleExporter;
+pub use memory::MemoryExporter;
+
+use std::time::Instant;
+
+use crate::span::SpanRecord;
+
+/// Receives finished spans, in batches, on the pipeline's worker thread.
+///
+/// An exporter may take its time (the worker is not the application's thread), but it should
+/// hand slow work such as network calls to a worker of its own so that the queue keeps draining.
+///
+/// ```
+/// use census_runtime::{Exporter, Resource, SpanRecord};
+///
+/// struct CountSpans(usize);
+///
+/// impl Exporter for CountSpans {
+///     fn export(&mut self, batch: &[SpanRecord], _resource: &Resource) {
+///         self.0 += batch.len();
+///     }
+/// }
+/// ```
+pub trait Exporter: Send + 'static {
+    /// Takes a batch of finished spans.
+    fn export(&mut self, batch: &[SpanRecord], resource: &Resource);
+
+    /// Delivers what was exported so far, before `deadline`; `false` if it could not.
+    fn flush(&mut self, deadline: Instant) -> bool {
+        let _ = deadline;
+        true
+    }
+
+    /// Delivers what is left and stops, before `deadline`; `false` if it could not.
+    fn shutdown(&mut self, deadline: Instant) -> bool {
+        self.flush(deadline)
+    }
+}
+
+/// What describes this process in every telemetry item: the cloud role and instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// `ai.cloud.role`: the service's name.
+    pub cloud_role: String,
+    /// `ai.cloud.roleInstance`: this instance (the host name).
+    pub cloud_role_instance: String,
+    /// `ai.internal.sdkVersion`.
+    pub sdk_version: String,
+}
+
+impl Resource {
+    pub(crate) fn new(role: Option<String>, instance: Option<String>) -> Self {
+        Resource {
+            cloud_role: role.unwrap_or_else(default_role),
+            cloud_role_instance: instance.unwrap_or_else(host_name),
+            sdk_version: format!(
+                "rust{}:census{}",
+                rustc_version(),
+                env!("CARGO_PKG_VERSION")
+            ),
+        }
+    }
+}
+
+fn default_role() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|path| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The host name, from the kernel where it says, else from the environment.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+fn rustc_version() -> &'static str {
+    option_env!("CENSUS_RUSTC_VERSION").unwrap_or("")
+}

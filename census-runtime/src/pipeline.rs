@@ -1,0 +1,530 @@
+//! The pipeline: configuration, installation, the bounded queue of finished spans, the export
+//! worker, flush and shutdown.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::context::TraceId;
+use crate::diagnostics::COUNTERS;
+use crate::export::{Exporter, Resource};
+use crate::sampler::{self, Sampler};
+use crate::span::{self, SpanRecord};
+
+/// What can go wrong when a pipeline is installed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A pipeline is installed already in this process.
+    #[error("a census pipeline is installed already; drop its guard before installing another")]
+    AlreadyInstalled,
+    /// The sampler's rate is not a fraction.
+    #[error("sampling rate {0} is outside 0.0..=1.0")]
+    InvalidSamplingRate(f64),
+    /// Nothing would receive the spans.
+    #[error(
+        "no exporter is configured: add one with .exporter(...) or set APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )]
+    NoExporter,
+    /// A setting is out of range.
+    #[error("{setting} must be {expected}, got {got}")]
+    InvalidSetting {
+        /// The builder method.
+        setting: &'static str,
+        /// What it accepts.
+        expected: &'static str,
+        /// What it was given.
+        got: String,
+    },
+    /// The export worker could not be started.
+    #[error("could not start the export worker thread: {0}")]
+    Worker(#[source] std::io::Error),
+}
+
+/// A flush that did not finish in time.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The deadline passed before the exporters had everything.
+    #[error("flush did not finish within {0:?}")]
+    Timeout(Duration),
+    /// No pipeline is installed.
+    #[error("no census pipeline is installed")]
+    NotInstalled,
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the hot path reads.
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The sampler's rate, as the bits of an `f64`.
+static RATE: AtomicU64 = AtomicU64::new(0x3ff0_0000_0000_0000); // 1.0
+/// The sampling percentage recorded on each span, as the bits of an `f32`.
+static PERCENT: AtomicU32 = AtomicU32::new(0x42c8_0000); // 100.0
+
+/// Whether a pipeline is installed: the one check an annotated call makes when none is.
+#[inline(always)]
+pub(crate) fn is_active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+#[inline]
+pub(crate) fn sampled(trace_id: TraceId) -> bool {
+    sampler::decide(f64::from_bits(RATE.load(Ordering::Relaxed)), trace_id)
+}
+
+#[inline]
+pub(crate) fn sample_percentage() -> f32 {
+    f32::from_bits(PERCENT.load(Ordering::Relaxed))
+}
+
+/// Finished spans on their way to the worker: batches handed over by threads, and emptied
+/// batches handed back so that threads do not allocate in the steady state.
+struct SpanQueue {
+    batches: ArrayQueue<Vec<SpanRecord>>,
+    spare: ArrayQueue<Vec<SpanRecord>>,
+    /// Spans in `batches`, bounded by `max_spans`.
+    queued: AtomicUsize,
+    max_spans: usize,
+    wake_requested: AtomicBool,
+}
+
+static QUEUE: OnceLock<SpanQueue> = OnceLock::new();
+static WORKER_THREAD: Mutex<Option<Thread>> = Mutex::new(None);
+
+/// Hands a thread's finished spans to the worker. Never blocks: when the queue is full the spans
+/// are dropped and counted.
+pub(crate) fn hand_off(finished: &mut Vec<SpanRecord>) {
+    let count = finished.len();
+    if count == 0 {
+        return;
+    }
+    let Some(queue) = QUEUE.get() else {
+        finished.clear();
+        return;
+    };
+    let queued = queue.queued.fetch_add(count, Ordering::AcqRel) + count;
+    if queued > queue.max_spans {
+        queue.queued.fetch_sub(count, Ordering::AcqRel);
+        COUNTERS
+            .dropped_queue_full
+            .fetch_add(count as u64, Ordering::Relaxed);
+        finished.clear();
+        return;
+    }
+    let replacement = queue.spare.pop().unwrap_or_default();
+    let batch = std::mem::replace(finished, replacement);
+    if let Err(mut batch) = queue.batches.push(batch) {
+        queue.queued.fetch_sub(count, Ordering::AcqRel);
+        COUNTERS
+            .dropped_queue_full
+            .fetch_add(count as u64, Ordering::Relaxed);
+        batch.clear();
+        let _ = queue.spare.push(batch);
+        return;
+    }
+    // Wake the worker early only when the queue is filling up: one wake per half queue, not a
+    // syscall per span.
+    if queued > queue.max_spans / 2 && !queue.wake_requested.swap(true, Ordering::AcqRel) {
+        wake_worker();
+    }
+}
+
+fn wake_worker() {
+    if let Ok(worker) = WORKER_THREAD.lock()
+        && let Some(thread) = worker.as_ref()
+    {
+        thread.unpark();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration.
+
+/// Starts configuring the census pipeline; finish with [`PipelineBuilder::install`].
+///
+/// ```
+/// use census_runtime::{MemoryExporter, Sampler};
+/// let memory = MemoryExporter::new();
+/// let census = census_runtime::pipeline()
+///     .sampler(Sampler::probability(0.25))
+///     .cloud_role("orders-api")
+///     .exporter(memory.clone())
+///     .install()?;
+/// // ... the guard flushes and shuts the pipeline down when dropped
+/// drop(census);
+/// # Ok::<(), census_runtime::ConfigError>(())
+/// ```
+pub fn pipeline() -> PipelineBuilder {
+    PipelineBuilder {
+        sampler: Sampler::always(),
+        cloud_role: None,
+        cloud_role_instance: None,
+        exporters: Vec::new(),
+        max_batch: 512,
+        export_interval: Duration::from_millis(200),
+        queue_capacity: 65_536,
+        shutdown_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Configuration of the census pipeline; made by [`pipeline`].
+#[must_use = "nothing is recorded until install() is called"]
+pub struct PipelineBuilder {
+    sampler: Sampler,
+    cloud_role: Option<String>,
+    cloud_role_instance: Option<String>,
+    exporters: Vec<Box<dyn Exporter>>,
+    max_batch: usize,
+    export_interval: Duration,
+    queue_capacity: usize,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for PipelineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineBuilder")
+            .field("sampler", &self.sampler)
+            .field("cloud_role", &self.cloud_role)
+            .field("cloud_role_instance", &self.cloud_role_instance)
+            .field("exporters", &self.exporters.len())
+            .field("max_batch", &self.max_batch)
+            .field("export_interval", &self.export_interval)
+            .field("queue_capacity", &self.queue_capacity)
+            .finish()
+    }
+}
+
+impl PipelineBuilder {
+    /// Which traces are recorded (default: all).
+    pub fn sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = sampler;
+        self
+    }
+
+    /// The cloud role: the service's name on the application map (default: the executable's name).
+    pub fn cloud_role(mut self, role: impl Into<String>) -> Self {
+        self.cloud_role = Some(role.into());
+        self
+    }
+
+    /// The cloud role instance (default: the host name).
+    pub fn cloud_role_instance(mut self, instance: impl Into<String>) -> Self {
+        self.cloud_role_instance = Some(instance.into());
+        self
+    }
+
+    /// Adds an exporter; every finished span goes to every exporter.
+    pub fn exporter(mut self, exporter: impl Exporter) -> Self {
+        self.exporters.push(Box::new(exporter));
+        self
+    }
+
+    /// The most spans handed to an exporter at once (default 512).
+    pub fn max_batch(mut self, spans: usize) -> Self {
+        self.max_batch = spans;
+        self
+    }
+
+    /// How long finished spans may wait before they are exported (default 200 ms).
+    pub fn export_interval(mut self, interval: Duration) -> Self {
+        self.export_interval = interval;
+        self
+    }
+
+    /// How many finished spans may wait for the worker before new ones are dropped and counted
+    /// (default 65,536). Fixed by the first pipeline installed in the process.
+    pub fn queue_capacity(mut self, spans: usize) -> Self {
+        self.queue_capacity = spans;
+        self
+    }
+
+    /// How long dropping the guard waits for the exporters (default 5 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Starts the pipeline: from now on annotated calls are recorded and exported.
+    ///
+    /// Returns a guard that flushes and shuts the pipeline down when dropped. One pipeline at a
+    /// time per process.
+    pub fn install(self) -> Result<Pipeline, ConfigError> {
+        if !self.sampler.is_valid() {
+            return Err(ConfigError::InvalidSamplingRate(self.sampler.rate()));
+        }
+        if self.max_batch == 0 {
+            return Err(invalid("max_batch", "at least 1", self.max_batch));
+        }
+        if self.queue_capacity == 0 {
+            return Err(invalid("queue_capacity", "at least 1", self.queue_capacity));
+        }
+        if self.export_interval.is_zero() {
+            return Err(invalid(
+                "export_interval",
+                "longer than zero",
+                format!("{:?}", self.export_interval),
+            ));
+        }
+        if self.exporters.is_empty() {
+            return Err(ConfigError::NoExporter);
+        }
+        if INSTALLED
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(ConfigError::AlreadyInstalled);
+        }
+        match self.start() {
+            Ok(pipeline) => Ok(pipeline),
+            Err(error) => {
+                INSTALLED.store(false, Ordering::Release);
+                Err(error)
+            }
+        }
+    }
+
+    fn start(self) -> Result<Pipeline, ConfigError> {
+        crate::clock::init();
+        span::install_panic_hook();
+        let capacity = self.queue_capacity;
+        let queue = QUEUE.get_or_init(|| SpanQueue {
+            batches: ArrayQueue::new(capacity.clamp(16, 1 << 20)),
+            spare: ArrayQueue::new(256),
+            queued: AtomicUsize::new(0),
+            max_spans: capacity,
+            wake_requested: AtomicBool::new(false),
+        });
+        let resource = Resource::new(self.cloud_role, self.cloud_role_instance);
+        let (control_tx, control_rx) = mpsc::channel();
+        let worker = Worker {
+            queue,
+            exporters: self.exporters,
+            resource,
+            max_batch: self.max_batch,
+            interval: self.export_interval,
+            control: control_rx,
+            pending: Vec::new(),
+        };
+        let handle = thread::Builder::new()
+            .name("census-export".into())
+            .spawn(move || worker.run())
+            .map_err(ConfigError::Worker)?;
+        if let Ok(mut slot) = WORKER_THREAD.lock() {
+            *slot = Some(handle.thread().clone());
+        }
+        if let Ok(mut slot) = CONTROL.lock() {
+            *slot = Some(control_tx);
+        }
+        RATE.store(self.sampler.rate().to_bits(), Ordering::Relaxed);
+        PERCENT.store(
+            ((self.sampler.rate() * 100.0) as f32).to_bits(),
+            Ordering::Relaxed,
+        );
+        ACTIVE.store(true, Ordering::Release);
+        Ok(Pipeline {
+            worker: Some(handle),
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+fn invalid(setting: &'static str, expected: &'static str, got: impl ToString) -> ConfigError {
+    ConfigError::InvalidSetting {
+        setting,
+        expected,
+        got: got.to_string(),
+    }
+}
+
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+static CONTROL: Mutex<Option<mpsc::Sender<Command>>> = Mutex::new(None);
+
+enum Command {
+    Flush {
+        deadline: Instant,
+        done: mpsc::Sender<bool>,
+    },
+    Shutdown {
+        deadline: Instant,
+        done: mpsc::Sender<bool>,
+    },
+}
+
+/// The installed pipeline. Dropping it flushes what is queued (within the shutdown timeout) and
+/// stops recording.
+#[derive(Debug)]
+#[must_use = "dropping the guard shuts the pipeline down at once"]
+pub struct Pipeline {
+    worker: Option<JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+impl Pipeline {
+    /// Delivers every span finished so far to the exporters, waiting at most `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        flush(timeout)
+    }
+
+    /// Stops recording, delivers what is queued within `timeout`, and stops the worker.
+    pub fn shutdown(mut self, timeout: Duration) -> Result<(), FlushError> {
+        self.stop(timeout)
+    }
+
+    fn stop(&mut self, timeout: Duration) -> Result<(), FlushError> {
+        let Some(worker) = self.worker.take() else {
+            return Ok(());
+        };
+        ACTIVE.store(false, Ordering::Release);
+        hand_off_current_thread();
+        let result = send(timeout, |deadline, done| Command::Shutdown {
+            deadline,
+            done,
+        });
+        if result.is_ok() {
+            let _ = worker.join();
+        }
+        if let Ok(mut slot) = CONTROL.lock() {
+            *slot = None;
+        }
+        if let Ok(mut slot) = WORKER_THREAD.lock() {
+            *slot = None;
+        }
+        INSTALLED.store(false, Ordering::Release);
+        result
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let timeout = self.shutdown_timeout;
+        if let Err(error) = self.stop(timeout) {
+            log::warn!("census: shutdown incomplete: {error}");
+        }
+    }
+}
+
+fn hand_off_current_thread() {
+    crate::context::with_local(|local| {
+        if !local.finished.is_empty() {
+            hand_off(&mut local.finished);
+        }
+    });
+}
+
+/// Delivers every span finished so far to the exporters, waiting at most `timeout`.
+///
+/// Spans still open are not waited for. Spans finished on this thread inside a span that is
+/// still open are included.
+///
+/// ```
+/// # use census_runtime::{FlushError, MemoryExporter};
+/// # use std::time::Duration;
+/// assert_eq!(census_runtime::flush(Duration::from_secs(1)), Err(FlushError::NotInstalled));
+/// let _census = census_runtime::pipeline().exporter(MemoryExporter::new()).install().unwrap();
+/// census_runtime::flush(Duration::from_secs(5)).unwrap();
+/// ```
+pub fn flush(timeout: Duration) -> Result<(), FlushError> {
+    hand_off_current_thread();
+    send(timeout, |deadline, done| Command::Flush { deadline, done })
+}
+
+fn send(
+    timeout: Duration,
+    command: impl FnOnce(Instant, mpsc::Sender<bool>) -> Command,
+) -> Result<(), FlushError> {
+    let deadline = Instant::now() + timeout;
+    let (done_tx, done_rx) = mpsc::channel();
+    {
+        let control = CONTROL.lock().map_err(|_| FlushError::NotInstalled)?;
+        let sender = control.as_ref().ok_or(FlushError::NotInstalled)?;
+        sender
+            .send(command(deadline, done_tx))
+            .map_err(|_| FlushError::NotInstalled)?;
+    }
+    wake_worker();
+    match done_rx.recv_timeout(timeout) {
+        Ok(true) => Ok(()),
+        Ok(false) | Err(mpsc::RecvTimeoutError::Timeout) => Err(FlushError::Timeout(timeout)),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(FlushError::NotInstalled),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker.
+
+struct Worker {
+    queue: &'static SpanQueue,
+    exporters: Vec<Box<dyn Exporter>>,
+    resource: Resource,
+    max_batch: usize,
+    interval: Duration,
+    control: mpsc::Receiver<Command>,
+    pending: Vec<SpanRecord>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut last_export = Instant::now();
+        loop {
+            self.drain_queue();
+            let command = self.control.try_recv().ok();
+            let due = last_export.elapsed() >= self.interval;
+            if command.is_some() || due || self.pending.len() >= self.max_batch {
+                self.export_pending();
+                last_export = Instant::now();
+            }
+            match command {
+                Some(Command::Flush { deadline, done }) => {
+                    let ok = self.exporters.iter_mut().all(|e| e.flush(deadline));
+                    let _ = done.send(ok && Instant::now() <= deadline);
+                }
+                Some(Command::Shutdown { deadline, done }) => {
+                    // Spans that finished on other threads while shutting down.
+                    self.drain_queue();
+                    self.export_pending();
+                    let mut ok = true;
+                    for exporter in &mut self.exporters {
+                        ok &= exporter.shutdown(deadline);
+                    }
+                    let _ = done.send(ok && Instant::now() <= deadline);
+                    return;
+                }
+                None => {
+                    self.queue.wake_requested.store(false, Ordering::Release);
+                    let wait = self.interval.saturating_sub(last_export.elapsed());
+                    if self.queue.batches.is_empty() {
+                        thread::park_timeout(wait.max(Duration::from_millis(1)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn drain_queue(&mut self) {
+        while let Some(mut batch) = self.queue.batches.pop() {
+            self.queue.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+            self.pending.append(&mut batch);
+            let _ = self.queue.spare.push(batch);
+        }
+    }
+
+    fn export_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        for chunk in self.pending.chunks(self.max_batch) {
+            for exporter in &mut self.exporters {
+                exporter.export(chunk, &self.resource);
+            }
+            COUNTERS
+                .exported
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+        self.pending.clear();
+    }
+}

@@ -1,0 +1,180 @@
+//! Call-site descriptors and the compile-time registry of every instrumented site.
+
+use std::fmt;
+
+/// What kind of telemetry a span becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SpanKind {
+    /// An outgoing call or an in-process operation: a `RemoteDependency`.
+    Dependency,
+    /// An incoming request handled by this service: a `Request`.
+    Request,
+}
+
+/// The static description of one instrumented place in the code.
+///
+/// The attribute macros emit one `static` `Site` per annotated function and register it, so
+/// [`sites`] can list every dependency a program calls without running it. Integrations and the
+/// [`span`](crate::span()) builder use sites of their own.
+///
+/// ```
+/// # use census_runtime::Site;
+/// static SITE: Site = Site::dependency("load", "SQL")
+///     .with_target("orders-db")
+///     .at(module_path!(), file!(), line!());
+/// assert_eq!(SITE.kind(), "SQL");
+/// assert_eq!(SITE.target(), Some("orders-db"));
+/// ```
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Site {
+    name: &'static str,
+    kind: &'static str,
+    span_kind: SpanKind,
+    target: Option<&'static str>,
+    data: Option<&'static str>,
+    fields: &'static [&'static str],
+    module: &'static str,
+    file: &'static str,
+    line: u32,
+}
+
+/// The `type` of an in-process dependency, as Application Insights shows it.
+pub const INPROC: &str = "INPROC";
+
+impl Site {
+    /// An in-process span (`type` `INPROC`) named `name`.
+    pub const fn inproc(name: &'static str) -> Self {
+        Self::dependency(name, INPROC)
+    }
+
+    /// A dependency of type `kind` (`SQL`, `HTTP`, `postgresql`, a name of your own) named `name`.
+    pub const fn dependency(name: &'static str, kind: &'static str) -> Self {
+        Site {
+            name,
+            kind,
+            span_kind: SpanKind::Dependency,
+            target: None,
+            data: None,
+            fields: &[],
+            module: "",
+            file: "",
+            line: 0,
+        }
+    }
+
+    /// An incoming request named `name` (integrations usually replace it per request).
+    pub const fn request(name: &'static str) -> Self {
+        let mut site = Self::dependency(name, "");
+        site.span_kind = SpanKind::Request;
+        site
+    }
+
+    /// Sets the static target (the server, the database, the service called).
+    pub const fn with_target(mut self, target: &'static str) -> Self {
+        self.target = Some(target);
+        self
+    }
+
+    /// Sets the static command text (a SQL statement, a URL template).
+    pub const fn with_data(mut self, data: &'static str) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    /// Names the function arguments that are recorded as properties, in order.
+    pub const fn with_fields(mut self, fields: &'static [&'static str]) -> Self {
+        self.fields = fields;
+        self
+    }
+
+    /// Sets where the site is in the source: `module_path!()`, `file!()`, `line!()`.
+    pub const fn at(mut self, module: &'static str, file: &'static str, line: u32) -> Self {
+        self.module = module;
+        self.file = file;
+        self.line = line;
+        self
+    }
+
+    /// The operation's name (the function's, or the one given in the attribute).
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The dependency type: `INPROC`, or the attribute's `kind`.
+    pub const fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// Whether the span becomes a dependency or a request.
+    pub const fn span_kind(&self) -> SpanKind {
+        self.span_kind
+    }
+
+    /// The static target, when the attribute gives one.
+    pub const fn target(&self) -> Option<&'static str> {
+        self.target
+    }
+
+    /// The static command text, when the attribute gives one.
+    pub const fn data(&self) -> Option<&'static str> {
+        self.data
+    }
+
+    /// The names of the arguments recorded as properties.
+    pub const fn fields(&self) -> &'static [&'static str] {
+        self.fields
+    }
+
+    /// The module that holds the site.
+    pub const fn module(&self) -> &'static str {
+        self.module
+    }
+
+    /// The source file that holds the site.
+    pub const fn file(&self) -> &'static str {
+        self.file
+    }
+
+    /// The line of the annotated function.
+    pub const fn line(&self) -> u32 {
+        self.line
+    }
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} [{}", self.name, self.kind)?;
+        if let Some(target) = self.target {
+            write!(f, " -> {target}")?;
+        }
+        write!(f, "] at {}:{} ({})", self.file, self.line, self.module)
+    }
+}
+
+/// One entry of the registry: a reference to an annotated function's `static` [`Site`].
+#[doc(hidden)]
+pub struct Registered(pub &'static Site);
+
+inventory::collect!(Registered);
+
+/// Every site registered by `#[inproc]` and `#[dependency]` in this binary, in no particular order.
+///
+/// The list is built at link time: a program can print every dependency it may call without
+/// calling any of them.
+///
+/// ```
+/// #[census_runtime::dependency(kind = "SQL", target = "orders-db")]
+/// fn load_orders() {}
+///
+/// let site = census_runtime::sites()
+///     .find(|site| site.name() == "load_orders")
+///     .expect("registered at link time");
+/// assert_eq!(site.kind(), "SQL");
+/// assert_eq!(site.target(), Some("orders-db"));
+/// ```
+pub fn sites() -> impl Iterator<Item = &'static Site> {
+    inventory::iter::<Registered>
+        .into_iter()
+        .map(|entry| entry.0)
+}

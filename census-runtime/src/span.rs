@@ -1,0 +1,891 @@
+//! Starting and ending spans: the guards the macros use, the records they leave, and the API for
+//! code that is not a function.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use crate::clock;
+use crate::context::{Frame, Local, SpanContext, SpanId, TraceId, with_local};
+use crate::pipeline;
+use crate::site::{Site, SpanKind};
+
+/// How many finished spans a thread keeps before it hands them to the pipeline even while a span
+/// is still open on it.
+const HAND_OFF_AT: usize = 64;
+
+/// A finished span, as exporters receive it.
+///
+/// ```
+/// # use census_runtime::{MemoryExporter, Sampler};
+/// let memory = MemoryExporter::new();
+/// let census = census_runtime::pipeline().exporter(memory.clone()).install().unwrap();
+/// census_runtime::span("checkout").kind("SQL").target("orders-db").in_scope(|| {});
+/// census.flush(std::time::Duration::from_secs(5)).unwrap();
+/// let span = &memory.spans()[0];
+/// assert_eq!((span.name(), span.kind(), span.target()), ("checkout", "SQL", Some("orders-db")));
+/// assert!(span.success());
+/// ```
+#[derive(Clone, Debug)]
+pub struct SpanRecord {
+    pub(crate) site: &'static Site,
+    pub(crate) trace_id: TraceId,
+    pub(crate) span_id: SpanId,
+    pub(crate) parent_id: Option<SpanId>,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) sample_rate: f32,
+    pub(crate) success: bool,
+    pub(crate) extra: Option<Box<SpanExtra>>,
+}
+
+/// The values of a span that are known only at run time. Most spans have none.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SpanExtra {
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) kind: Option<&'static str>,
+    pub(crate) target: Option<Cow<'static, str>>,
+    pub(crate) data: Option<Cow<'static, str>>,
+    pub(crate) result_code: Option<Cow<'static, str>>,
+    pub(crate) error: Option<String>,
+    pub(crate) properties: Vec<(Cow<'static, str>, String)>,
+    pub(crate) exception: Option<ExceptionInfo>,
+    pub(crate) operation_name: Option<Cow<'static, str>>,
+}
+
+/// What is known of a panic that unwound through a span.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExceptionInfo {
+    /// The kind of exception: `panic`.
+    pub type_name: Cow<'static, str>,
+    /// The panic's message.
+    pub message: String,
+    /// Where it panicked, `file:line:column`, when known.
+    pub location: Option<String>,
+}
+
+impl SpanRecord {
+    fn new(site: &'static Site, trace_id: TraceId, parent_id: Option<SpanId>, rate: f32) -> Self {
+        SpanRecord {
+            site,
+            trace_id,
+            span_id: SpanId::random(),
+            parent_id,
+            start: clock::now(),
+            end: 0,
+            sample_rate: rate,
+            success: true,
+            extra: None,
+        }
+    }
+
+    fn extra_mut(&mut self) -> &mut SpanExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// The call site that produced the span.
+    pub fn site(&self) -> &'static Site {
+        self.site
+    }
+
+    /// The operation's name: set at run time, else the site's.
+    pub fn name(&self) -> &str {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.name.as_deref())
+            .unwrap_or(self.site.name())
+    }
+
+    /// The dependency type (`INPROC`, `SQL`, `HTTP`, ...).
+    pub fn kind(&self) -> &str {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.kind)
+            .unwrap_or(self.site.kind())
+    }
+
+    /// Dependency or request.
+    pub fn span_kind(&self) -> SpanKind {
+        self.site.span_kind()
+    }
+
+    /// The target: set at run time, else the site's.
+    pub fn target(&self) -> Option<&str> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.target.as_deref())
+            .or(self.site.target())
+    }
+
+    /// The command text (SQL, URL): set at run time, else the site's.
+    pub fn data(&self) -> Option<&str> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.data.as_deref())
+            .or(self.site.data())
+    }
+
+    /// The result code, when one was set or the span failed.
+    pub fn result_code(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.result_code.as_deref())
+    }
+
+    /// Whether the operation succeeded.
+    pub fn success(&self) -> bool {
+        self.success
+    }
+
+    /// The failure's message (an error's `Display`, a panic's message).
+    pub fn error_message(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.error.as_deref())
+    }
+
+    /// The panic that unwound through the span, if any.
+    pub fn exception(&self) -> Option<&ExceptionInfo> {
+        self.extra.as_ref().and_then(|e| e.exception.as_ref())
+    }
+
+    /// The custom properties recorded on the span (fields and `set_property`), in order.
+    pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.extra
+            .iter()
+            .flat_map(|e| e.properties.iter())
+            .map(|(k, v)| (k.as_ref(), v.as_str()))
+    }
+
+    /// One property's value.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The operation name the whole trace is grouped under, when one was set.
+    pub fn operation_name(&self) -> Option<&str> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.operation_name.as_deref())
+    }
+
+    /// The trace (operation) id.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// The span's own id.
+    pub fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+
+    /// The parent span's id; `None` for the root of a trace.
+    pub fn parent_id(&self) -> Option<SpanId> {
+        self.parent_id
+    }
+
+    /// The span's context.
+    pub fn context(&self) -> SpanContext {
+        SpanContext::new(self.trace_id, self.span_id, true)
+    }
+
+    /// When the span started, wall clock.
+    pub fn start_time(&self) -> SystemTime {
+        clock::to_system_time(self.start)
+    }
+
+    /// How long it lasted.
+    pub fn duration(&self) -> Duration {
+        clock::between(self.start, self.end)
+    }
+
+    /// The sampling percentage in force when the trace was sampled (100 keeps everything).
+    pub fn sample_rate(&self) -> f64 {
+        f64::from(self.sample_rate)
+    }
+
+    fn fail(&mut self, code: Cow<'static, str>, message: Option<String>) {
+        self.success = false;
+        let extra = self.extra_mut();
+        if extra.result_code.is_none() {
+            extra.result_code = Some(code);
+        }
+        if message.is_some() {
+            extra.error = message;
+        }
+    }
+
+    fn record_fields(&mut self, values: &[&dyn Display]) {
+        let names = self.site.fields();
+        if values.is_empty() || names.is_empty() {
+            return;
+        }
+        let extra = self.extra_mut();
+        for (name, value) in names.iter().zip(values) {
+            extra
+                .properties
+                .push((Cow::Borrowed(*name), value.to_string()));
+        }
+    }
+
+    fn fail_on_panic(&mut self) {
+        let info = PANIC.with(|p| p.borrow_mut().take());
+        let message = info
+            .as_ref()
+            .map(|i| i.message.clone())
+            .unwrap_or_else(|| "panicked".to_owned());
+        self.fail(Cow::Borrowed("panic"), Some(message.clone()));
+        self.extra_mut().exception = Some(info.unwrap_or(ExceptionInfo {
+            type_name: Cow::Borrowed("panic"),
+            message,
+            location: None,
+        }));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Starting a span.
+
+/// Decides, for a new span on this thread, what frame it pushes: a recording span, the unsampled
+/// root of a trace, or nothing at all (inert, under an unsampled root).
+#[inline]
+fn open(local: &mut Local, site: &'static Site) -> Option<Frame> {
+    let (trace_id, parent_id) = match local.stack.last() {
+        Some(Frame::Span(parent)) => (parent.trace_id, Some(parent.span_id)),
+        Some(Frame::Parent(ctx)) if ctx.is_sampled() => (ctx.trace_id(), Some(ctx.span_id())),
+        Some(Frame::Parent(_)) | Some(Frame::Unsampled(_)) => return None,
+        None => {
+            let trace_id = TraceId::random();
+            if !pipeline::sampled(trace_id) {
+                return Some(Frame::Unsampled(trace_id));
+            }
+            (trace_id, None)
+        }
+    };
+    Some(Frame::Span(SpanRecord::new(
+        site,
+        trace_id,
+        parent_id,
+        pipeline::sample_percentage(),
+    )))
+}
+
+/// Ends a span: stamps it and moves it into the thread's finished buffer.
+fn close(local: &mut Local, mut record: SpanRecord) {
+    record.end = clock::now();
+    local.finished.push(record);
+    if local.finished.len() >= HAND_OFF_AT {
+        pipeline::hand_off(&mut local.finished);
+    }
+}
+
+/// After a frame is popped: an empty stack means this thread is idle, so its finished spans go.
+pub(crate) fn after_pop(local: &mut Local) {
+    if local.stack.is_empty() && !local.finished.is_empty() {
+        pipeline::hand_off(&mut local.finished);
+    }
+}
+
+/// Removes the frame pushed at `depth`, wherever later frames leaked by misuse ended up.
+fn take_frame(local: &mut Local, depth: usize, span_id: Option<SpanId>) -> Option<Frame> {
+    let matches = |frame: &Frame| match (frame, span_id) {
+        (Frame::Span(r), Some(id)) => r.span_id == id,
+        (Frame::Unsampled(_), None) => true,
+        _ => false,
+    };
+    if local.stack.get(depth).is_some_and(matches) {
+        return Some(local.stack.remove(depth));
+    }
+    let index = local.stack.iter().rposition(matches)?;
+    Some(local.stack.remove(index))
+}
+
+/// A span that is current on this thread until it is dropped.
+///
+/// Made by the macros for sync functions and by [`SpanBuilder::start`]. It is not `Send`: a span
+/// entered on one thread ends on that thread. Hold it across `.await` and the span is lost; use
+/// [`SpanBuilder::instrument`] for async code.
+#[must_use = "the span ends when the guard is dropped"]
+pub struct SpanGuard {
+    /// Where the span's frame sits on the thread's stack; `usize::MAX` when inert.
+    depth: usize,
+    span_id: Option<SpanId>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for SpanGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpanGuard")
+            .field("recording", &self.span_id.is_some())
+            .finish()
+    }
+}
+
+impl SpanGuard {
+    const INERT: SpanGuard = SpanGuard {
+        depth: usize::MAX,
+        span_id: None,
+        _not_send: PhantomData,
+    };
+
+    /// Starts a span for `site` under the current span and makes it current.
+    #[inline]
+    pub fn enter(site: &'static Site) -> SpanGuard {
+        if !pipeline::is_active() {
+            return SpanGuard::INERT;
+        }
+        Self::enter_slow(site, None)
+    }
+
+    #[inline(never)]
+    fn enter_slow(site: &'static Site, extra: Option<Box<SpanExtra>>) -> SpanGuard {
+        with_local(|local| match open(local, site) {
+            None => SpanGuard::INERT,
+            Some(mut frame) => {
+                let span_id = match &mut frame {
+                    Frame::Span(record) => {
+                        record.extra = extra;
+                        Some(record.span_id)
+                    }
+                    _ => None,
+                };
+                local.stack.push(frame);
+                SpanGuard {
+                    depth: local.stack.len() - 1,
+                    span_id,
+                    _not_send: PhantomData,
+                }
+            }
+        })
+        .unwrap_or(SpanGuard::INERT)
+    }
+
+    /// Whether this guard records a span (the pipeline is installed and the trace sampled).
+    #[inline]
+    pub fn is_recording(&self) -> bool {
+        self.span_id.is_some()
+    }
+
+    /// The recorded span's context.
+    pub fn context(&self) -> Option<SpanContext> {
+        let id = self.span_id?;
+        self.with_record(|r| SpanContext::new(r.trace_id, id, true))
+    }
+
+    fn with_record<R>(&self, f: impl FnOnce(&mut SpanRecord) -> R) -> Option<R> {
+        let id = self.span_id?;
+        with_local(|local| {
+            let frame = match local.stack.get_mut(self.depth) {
+                Some(Frame::Span(r)) if r.span_id == id => Some(r),
+                _ => local.stack.iter_mut().rev().find_map(|f| match f {
+                    Frame::Span(r) if r.span_id == id => Some(r),
+                    _ => None,
+                }),
+            };
+            frame.map(f)
+        })
+        .flatten()
+    }
+
+    /// Records the function's arguments named in the site's `fields(...)`, by `Display`.
+    pub fn record_fields(&self, values: &[&dyn Display]) {
+        if self.is_recording() && !values.is_empty() {
+            self.with_record(|r| r.record_fields(values));
+        }
+    }
+
+    /// Marks the span failed with an error: its `Display` becomes the message and `code` (the
+    /// error's type, unless a result code was set) the result code.
+    pub fn fail_with_error(&self, error: &dyn Display, code: &'static str) {
+        if self.is_recording() {
+            let message = error.to_string();
+            self.with_record(|r| r.fail(Cow::Borrowed(short_type_name(code)), Some(message)));
+        }
+    }
+
+    /// Marks the span failed with a message.
+    pub fn fail(&self, message: impl Display) {
+        if self.is_recording() {
+            let message = message.to_string();
+            self.with_record(|r| r.fail(Cow::Borrowed("error"), Some(message)));
+        }
+    }
+}
+
+impl Drop for SpanGuard {
+    #[inline]
+    fn drop(&mut self) {
+        if self.depth == usize::MAX {
+            return;
+        }
+        let panicking = std::thread::panicking();
+        with_local(|local| {
+            if let Some(frame) = take_frame(local, self.depth, self.span_id)
+                && let Frame::Span(mut record) = frame
+            {
+                if panicking {
+                    record.fail_on_panic();
+                }
+                close(local, record);
+            }
+            after_pop(local);
+        });
+    }
+}
+
+/// `std::any::type_name` without the module paths: `std::io::error::Error` -> `Error`,
+/// `alloc::boxed::Box<dyn core::error::Error>` -> `Box<dyn Error>`.
+pub(crate) fn short_type_name(full: &'static str) -> &'static str {
+    // Keep the allocation-free common case: a path with no generic arguments.
+    if !full.contains('<') {
+        return full.rsplit("::").next().unwrap_or(full);
+    }
+    let head = full.split('<').next().unwrap_or(full);
+    let start = head.rfind("::").map_or(0, |i| i + 2);
+    &full[start..]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Async spans.
+
+/// A span for a future: current while the future is polled, ended when it completes (or is
+/// dropped before completing, which counts as cancelled).
+#[must_use = "futures do nothing unless polled"]
+pub struct Instrumented<F, O> {
+    inner: F,
+    frame: Option<Frame>,
+    outcome: Option<O>,
+}
+
+impl<F: fmt::Debug, O> fmt::Debug for Instrumented<F, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instrumented")
+            .field("inner", &self.inner)
+            .field("recording", &matches!(self.frame, Some(Frame::Span(_))))
+            .finish()
+    }
+}
+
+/// Starts an async span for `site` under the current span. The span starts now and is made
+/// current on each poll of the future given to [`AsyncSpan::instrument`].
+pub struct AsyncSpan {
+    frame: Option<Frame>,
+}
+
+impl fmt::Debug for AsyncSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncSpan")
+            .field("recording", &self.is_recording())
+            .finish()
+    }
+}
+
+impl AsyncSpan {
+    /// Opens a span for `site` under the span current on this thread.
+    #[inline]
+    pub fn start(site: &'static Site) -> AsyncSpan {
+        if !pipeline::is_active() {
+            return AsyncSpan { frame: None };
+        }
+        Self::start_slow(site, None)
+    }
+
+    #[inline(never)]
+    fn start_slow(site: &'static Site, extra: Option<Box<SpanExtra>>) -> AsyncSpan {
+        let frame = with_local(|local| open(local, site))
+            .flatten()
+            .map(|mut frame| {
+                if let Frame::Span(record) = &mut frame {
+                    record.extra = extra;
+                }
+                frame
+            });
+        AsyncSpan { frame }
+    }
+
+    /// Whether the span is recorded.
+    pub fn is_recording(&self) -> bool {
+        matches!(self.frame, Some(Frame::Span(_)))
+    }
+
+    /// Records the arguments named in the site's `fields(...)`.
+    pub fn record_fields(&mut self, values: &[&dyn Display]) {
+        if let Some(Frame::Span(record)) = &mut self.frame {
+            record.record_fields(values);
+        }
+    }
+
+    /// Runs `future` inside the span; `outcome` looks at its output to mark the span.
+    pub fn instrument<F, O>(self, future: F, outcome: O) -> Instrumented<F, O>
+    where
+        F: Future,
+        O: FnOnce(&F::Output, &mut Outcome<'_>),
+    {
+        Instrumented {
+            inner: future,
+            frame: self.frame,
+            outcome: Some(outcome),
+        }
+    }
+}
+
+/// The outcome of a call, as the generated code reports it.
+pub struct Outcome<'a> {
+    record: Option<&'a mut SpanRecord>,
+}
+
+impl Outcome<'_> {
+    /// Marks the span failed by an error value.
+    pub fn fail_with_error(&mut self, error: &dyn Display, code: &'static str) {
+        if let Some(record) = self.record.as_deref_mut() {
+            record.fail(
+                Cow::Borrowed(short_type_name(code)),
+                Some(error.to_string()),
+            );
+        }
+    }
+}
+
+/// Pops the future's frame back out of the thread stack after a poll, unwinding included.
+struct PollGuard<'a> {
+    slot: &'a mut Option<Frame>,
+    depth: usize,
+    span_id: Option<SpanId>,
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        with_local(|local| {
+            let frame = take_frame(local, self.depth, self.span_id);
+            match frame {
+                Some(Frame::Span(mut record)) if panicking => {
+                    record.fail_on_panic();
+                    close(local, record);
+                }
+                other => *self.slot = other,
+            }
+            after_pop(local);
+        });
+    }
+}
+
+impl<F: Future, O: FnOnce(&F::Output, &mut Outcome<'_>)> Future for Instrumented<F, O> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `inner` is structurally pinned and never moved; the other fields are not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        let Some(frame) = this.frame.take() else {
+            return inner.poll(cx);
+        };
+        let span_id = match &frame {
+            Frame::Span(r) => Some(r.span_id),
+            _ => None,
+        };
+        let depth = with_local(|local| {
+            local.stack.push(frame);
+            local.stack.len() - 1
+        });
+        let Some(depth) = depth else {
+            return inner.poll(cx);
+        };
+        let poll = {
+            let _guard = PollGuard {
+                slot: &mut this.frame,
+                depth,
+                span_id,
+            };
+            inner.poll(cx)
+        };
+        if let Poll::Ready(output) = &poll
+            && let Some(Frame::Span(mut record)) = this.frame.take()
+        {
+            if let Some(outcome) = this.outcome.take() {
+                outcome(
+                    output,
+                    &mut Outcome {
+                        record: Some(&mut record),
+                    },
+                );
+            }
+            with_local(|local| {
+                close(local, record);
+                after_pop(local);
+            });
+        }
+        poll
+    }
+}
+
+impl<F, O> Drop for Instrumented<F, O> {
+    fn drop(&mut self) {
+        if let Some(Frame::Span(mut record)) = self.frame.take() {
+            // Dropped before completion: the caller gave up on it (a timeout, a lost select).
+            let extra = record.extra_mut();
+            if extra.result_code.is_none() {
+                extra.result_code = Some(Cow::Borrowed("cancelled"));
+            }
+            with_local(|local| {
+                close(local, record);
+                after_pop(local);
+            });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panic capture: the message and location of a panic, for the span it unwinds through.
+
+thread_local! {
+    static PANIC: RefCell<Option<ExceptionInfo>> = const { RefCell::new(None) };
+}
+
+/// Chains a panic hook that remembers the panic for the spans it unwinds through.
+pub(crate) fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_span = with_local(|local| {
+                local
+                    .stack
+                    .iter()
+                    .any(|frame| matches!(frame, Frame::Span(_)))
+            })
+            .unwrap_or(false);
+            if in_span {
+                let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
+                    (*s).to_owned()
+                } else if let Some(s) = info.payload().downcast_ref::<String>() {
+                    s.clone()
+                } else {
+                    "Box<dyn Any>".to_owned()
+                };
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                let _ = PANIC.try_with(|p| {
+                    if let Ok(mut slot) = p.try_borrow_mut() {
+                        *slot = Some(ExceptionInfo {
+                            type_name: Cow::Borrowed("panic"),
+                            message,
+                            location,
+                        });
+                    }
+                });
+            }
+            previous(info);
+        }));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The current span, for values known only at run time.
+
+/// The span current on this thread, to record what is known only at run time.
+///
+/// Every method is a no-op when no span is recording, and cheap: values are formatted only
+/// when they will be kept.
+///
+/// ```
+/// use census_runtime::{current_span, dependency};
+///
+/// #[dependency(kind = "SQL", target = "orders-db")]
+/// fn load(id: u64) -> Result<(), std::fmt::Error> {
+///     current_span().set_data("SELECT * FROM orders WHERE id = ?");
+///     current_span().set_property("order.id", id);
+///     Ok(())
+/// }
+/// # load(7).unwrap();
+/// ```
+pub fn current_span() -> CurrentSpan {
+    CurrentSpan {
+        _not_send: PhantomData,
+    }
+}
+
+/// A handle on the span current on this thread; see [`current_span`].
+#[derive(Debug, Clone, Copy)]
+pub struct CurrentSpan {
+    _not_send: PhantomData<*const ()>,
+}
+
+impl CurrentSpan {
+    fn with<R>(&self, f: impl FnOnce(&mut SpanRecord) -> R) -> Option<R> {
+        if !pipeline::is_active() {
+            return None;
+        }
+        with_local(|local| match local.stack.last_mut() {
+            Some(Frame::Span(record)) => Some(f(record)),
+            _ => None,
+        })
+        .flatten()
+    }
+
+    /// Whether a span is recording here.
+    pub fn is_recording(&self) -> bool {
+        self.with(|_| ()).is_some()
+    }
+
+    /// The current span's context.
+    pub fn context(&self) -> Option<SpanContext> {
+        self.with(|r| r.context())
+    }
+
+    /// Sets the command text: the SQL statement, the URL, the command line.
+    pub fn set_data(&self, data: impl Into<Cow<'static, str>>) {
+        let data = data.into();
+        self.with(|r| r.extra_mut().data = Some(data));
+    }
+
+    /// Sets the target (when the attribute leaves it to run time).
+    pub fn set_target(&self, target: impl Into<Cow<'static, str>>) {
+        let target = target.into();
+        self.with(|r| r.extra_mut().target = Some(target));
+    }
+
+    /// Renames the operation.
+    pub fn set_name(&self, name: impl Into<Cow<'static, str>>) {
+        let name = name.into();
+        self.with(|r| r.extra_mut().name = Some(name));
+    }
+
+    /// Sets the result code (a status code, an error number).
+    pub fn set_result_code(&self, code: impl Display) {
+        if self.is_recording() {
+            let code = code.to_string();
+            self.with(|r| r.extra_mut().result_code = Some(Cow::Owned(code)));
+        }
+    }
+
+    /// Adds a custom property.
+    pub fn set_property(&self, key: impl Into<Cow<'static, str>>, value: impl Display) {
+        if self.is_recording() {
+            let entry = (key.into(), value.to_string());
+            self.with(|r| r.extra_mut().properties.push(entry));
+        }
+    }
+
+    /// Sets whether the operation succeeded.
+    pub fn set_success(&self, success: bool) {
+        self.with(|r| r.success = success);
+    }
+
+    /// Marks the operation failed, with a message.
+    pub fn fail(&self, message: impl Display) {
+        if self.is_recording() {
+            let message = message.to_string();
+            self.with(|r| r.fail(Cow::Borrowed("error"), Some(message)));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spans for code that is not a function.
+
+/// Starts describing a span for a block of code; see [`SpanBuilder`].
+///
+/// ```
+/// let total = census_runtime::span("price basket").in_scope(|| 3 * 7);
+/// assert_eq!(total, 21);
+/// ```
+pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
+    SpanBuilder {
+        extra: SpanExtra {
+            name: Some(name.into()),
+            ..SpanExtra::default()
+        },
+    }
+}
+
+static BUILDER_SITE: Site = Site::inproc("span").at(module_path!(), file!(), line!());
+
+/// A span for a block, a closure or a future; made by [`span`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until started"]
+pub struct SpanBuilder {
+    extra: SpanExtra,
+}
+
+impl SpanBuilder {
+    /// The dependency type (default `INPROC`).
+    pub fn kind(mut self, kind: &'static str) -> Self {
+        self.extra.kind = Some(kind);
+        self
+    }
+
+    /// The target.
+    pub fn target(mut self, target: impl Into<Cow<'static, str>>) -> Self {
+        self.extra.target = Some(target.into());
+        self
+    }
+
+    /// The command text.
+    pub fn data(mut self, data: impl Into<Cow<'static, str>>) -> Self {
+        self.extra.data = Some(data.into());
+        self
+    }
+
+    /// A custom property.
+    pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
+        self.extra.properties.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// Starts the span and makes it current until the guard is dropped.
+    ///
+    /// ```
+    /// let _span = census_runtime::span("warm cache").start();
+    /// // ... the span covers the rest of the scope
+    /// ```
+    pub fn start(self) -> SpanGuard {
+        if !pipeline::is_active() {
+            return SpanGuard::INERT;
+        }
+        SpanGuard::enter_slow(&BUILDER_SITE, Some(Box::new(self.extra)))
+    }
+
+    /// Runs `f` inside the span. A panic fails the span and continues.
+    pub fn in_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        let _guard = self.start();
+        f()
+    }
+
+    /// Runs `f` inside the span; an `Err` fails it, with the error's `Display` as message.
+    ///
+    /// ```
+    /// let parsed: Result<u8, _> = census_runtime::span("parse").try_in_scope(|| "300".parse::<u8>());
+    /// assert!(parsed.is_err());
+    /// ```
+    pub fn try_in_scope<T, E: Display>(self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let guard = self.start();
+        let result = f();
+        if let Err(error) = &result {
+            guard.fail_with_error(error, std::any::type_name::<E>());
+        }
+        result
+    }
+
+    /// Runs `future` inside the span, current on each poll, ended when it completes.
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// let answer = census_runtime::span("compute").instrument(async { 42 }).await;
+    /// # assert_eq!(answer, 42);
+    /// # }
+    /// ```
+    pub fn instrument<F: Future>(
+        self,
+        future: F,
+    ) -> Instrumented<F, impl FnOnce(&F::Output, &mut Outcome<'_>)> {
+        let span = if pipeline::is_active() {
+            AsyncSpan::start_slow(&BUILDER_SITE, Some(Box::new(self.extra)))
+        } else {
+            AsyncSpan { frame: None }
+        };
+        span.instrument(future, |_, _| {})
+    }
+}

@@ -1,0 +1,1 @@
+//! Compile-pass and compile-fail cases of the census attributes.
