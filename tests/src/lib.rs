@@ -1,1 +1,32 @@
-//! End-to-end tests of census.
+//! End-to-end tests of census, and what they share.
+//!
+//! Every test installs its own pipeline; a pipeline is process-wide, so the suite runs under
+//! `cargo nextest run`, which gives each test a process of its own.
+
+use std::time::Duration;
+
+use census_runtime::{MemoryExporter, Pipeline, Sampler};
+
+/// A pipeline that keeps every span in memory, sampling everything.
+pub fn install_memory() -> (Pipeline, MemoryExporter) {
+    install_memory_sampled(Sampler::always())
+}
+
+/// A pipeline that keeps every sampled span in memory.
+pub fn install_memory_sampled(sampler: Sampler) -> (Pipeline, MemoryExporter) {
+    let memory = MemoryExporter::new();
+    let pipeline = census_runtime::pipeline()
+        .sampler(sampler)
+        .cloud_role("census-tests")
+        .exporter(memory.clone())
+        .install()
+        .expect("the pipeline installs");
+    (pipeline, memory)
+}
+
+/// Delivers everything finished so far to the exporters.
+pub fn flush(pipeline: &Pipeline) {
+    pipeline
+        .flush(Duration::from_secs(10))
+        .expect("flush completes in time");
+}
