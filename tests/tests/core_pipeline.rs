@@ -1,0 +1,157 @@
+//! The pipeline: one at a time, a full queue drops and counts instead of blocking, flush sees
+//! spans from idle threads, the console exporter prints trees.
+
+use std::io::Write;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use census_runtime::{ConfigError, ConsoleExporter, Exporter, MemoryExporter, Resource, SpanRecord, inproc};
+use census_tests::{flush, install_memory};
+
+#[inproc]
+fn unit_of_work() {}
+
+#[test]
+fn a_second_install_is_refused_until_the_first_guard_is_dropped() {
+    let (first, _memory) = install_memory();
+    let second = census_runtime::pipeline().exporter(MemoryExporter::new()).install();
+    assert!(matches!(second, Err(ConfigError::AlreadyInstalled)));
+    drop(first);
+    let third = census_runtime::pipeline().exporter(MemoryExporter::new()).install();
+    assert!(third.is_ok());
+}
+
+#[test]
+fn install_without_an_exporter_is_an_error_that_says_what_to_do() {
+    // SAFETY: the test process is single-threaded here; nothing else reads the environment.
+    unsafe { std::env::remove_var("APPLICATIONINSIGHTS_CONNECTION_STRING") };
+    let error = census_runtime::pipeline().install().unwrap_err();
+    assert!(matches!(error, ConfigError::NoExporter));
+    assert!(error.to_string().contains("APPLICATIONINSIGHTS_CONNECTION_STRING"));
+}
+
+/// An exporter that blocks until released: the worker is stuck, the queue fills.
+struct Stuck {
+    release: Arc<Mutex<mpsc::Receiver<()>>>,
+    seen: Arc<Mutex<usize>>,
+}
+
+impl Exporter for Stuck {
+    fn export(&mut self, batch: &[SpanRecord], _resource: &Resource) {
+        let _ = self.release.lock().unwrap().recv();
+        *self.seen.lock().unwrap() += batch.len();
+    }
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_and_never_blocks_the_caller() {
+    let (release_tx, release_rx) = mpsc::channel();
+    let seen = Arc::new(Mutex::new(0));
+    let pipeline = census_runtime::pipeline()
+        .queue_capacity(1_000)
+        .export_interval(Duration::from_millis(1))
+        .exporter(Stuck {
+            release: Arc::new(Mutex::new(release_rx)),
+            seen: seen.clone(),
+        })
+        .install()
+        .unwrap();
+    const CALLS: usize = 20_000;
+    for _ in 0..CALLS {
+        unit_of_work();
+    }
+    // Every call returned although the exporter is stuck; what did not fit was counted.
+    let dropped = census_runtime::diagnostics().dropped_queue_full as usize;
+    assert!(dropped > 0, "the queue overflowed");
+    assert!(dropped <= CALLS - 1_000, "at least a queue's worth was kept (dropped {dropped})");
+    // Release the exporter for as many batches as it may take.
+    for _ in 0..CALLS {
+        let _ = release_tx.send(());
+    }
+    pipeline.flush(Duration::from_secs(10)).unwrap();
+    let delivered = *seen.lock().unwrap();
+    assert_eq!(delivered + dropped, CALLS, "every span was either delivered or counted as dropped");
+}
+
+#[test]
+fn flush_delivers_spans_finished_on_threads_that_are_now_idle() {
+    let (pipeline, memory) = install_memory();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(|| {
+                unit_of_work();
+                // The thread stays alive and idle while the test flushes.
+                std::thread::sleep(Duration::from_millis(300));
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    flush(&pipeline);
+    assert_eq!(memory.named("unit_of_work").len(), 8);
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+#[test]
+fn dropping_the_guard_delivers_what_is_queued() {
+    let memory = MemoryExporter::new();
+    let pipeline = census_runtime::pipeline()
+        .export_interval(Duration::from_secs(3600))
+        .exporter(memory.clone())
+        .install()
+        .unwrap();
+    for _ in 0..10 {
+        unit_of_work();
+    }
+    drop(pipeline);
+    assert_eq!(memory.named("unit_of_work").len(), 10);
+}
+
+#[derive(Clone, Default)]
+struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[inproc]
+fn place_order() -> Result<(), String> {
+    load_order();
+    price_order()
+}
+
+#[census_runtime::dependency(kind = "SQL", target = "orders-db")]
+fn load_order() {}
+
+#[inproc]
+fn price_order() -> Result<(), String> {
+    Err("no price for sku-9".into())
+}
+
+#[test]
+fn the_console_exporter_prints_each_operation_as_an_indented_tree() {
+    let out = SharedBuffer::default();
+    let pipeline = census_runtime::pipeline()
+        .exporter(ConsoleExporter::to_writer(out.clone()))
+        .install()
+        .unwrap();
+    let _ = place_order();
+    pipeline.flush(Duration::from_secs(5)).unwrap();
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("place_order  INPROC  "), "{text}");
+    assert!(lines[0].ends_with("FAILED (String: no price for sku-9)"), "{text}");
+    assert!(lines[1].starts_with("  load_order  SQL -> orders-db  "), "{text}");
+    assert!(lines[1].ends_with("  ok"), "{text}");
+    assert!(lines[2].starts_with("  price_order  INPROC  "), "{text}");
+    assert!(lines[2].contains(" ms  FAILED (String: no price for sku-9)"), "{text}");
+}
