@@ -395,3 +395,43 @@ where
     let carried = Carried::current();
     std::thread::spawn(move || carried.run(f))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_lowercase_hex() {
+        let trace = TraceId::new(0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c).unwrap();
+        assert_eq!(trace.to_string(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(
+            TraceId::from_hex("0AF7651916CD43DD8448EB211C80319C"),
+            Some(trace)
+        );
+        let span = SpanId::new(0xb7).unwrap();
+        assert_eq!(span.to_string(), "00000000000000b7");
+        assert_eq!(SpanId::from_hex(&span.to_string()), Some(span));
+    }
+
+    #[test]
+    fn malformed_hex_ids_are_rejected() {
+        for bad in [
+            "",
+            "0af7",
+            "0af7651916cd43dd8448eb211c80319cc",
+            "+af7651916cd43dd8448eb211c80319c",
+            "0af7651916cd43dd8448eb211c80319g",
+        ] {
+            assert_eq!(TraceId::from_hex(bad), None, "{bad:?}");
+        }
+        assert_eq!(SpanId::from_hex("0000000000000000"), None);
+        assert_eq!(SpanId::from_hex("+000000000000001"), None);
+    }
+
+    #[test]
+    fn random_ids_are_nonzero_and_distinct() {
+        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| SpanId::random()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(TraceId::random().to_int() != 0);
+    }
+}

@@ -889,3 +889,19 @@ impl SpanBuilder {
         span.instrument(future, |_, _| {})
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::short_type_name;
+
+    #[test]
+    fn type_names_lose_their_module_paths() {
+        assert_eq!(short_type_name("std::io::error::Error"), "Error");
+        assert_eq!(short_type_name("alloc::string::String"), "String");
+        assert_eq!(short_type_name("u32"), "u32");
+        assert_eq!(
+            short_type_name("alloc::boxed::Box<dyn core::error::Error>"),
+            "Box<dyn core::error::Error>"
+        );
+    }
+}
