@@ -75,6 +75,11 @@ pub use context::{
     Carried, FutureExt, SpanContext, SpanId, TraceId, WithContext, current_context, spawn_thread,
 };
 pub use diagnostics::{Diagnostics, diagnostics};
+#[cfg(feature = "azure")]
+pub use export::{
+    AzureExporter, AzureExporterBuilder, CONNECTION_STRING_ENV, ConnectionString,
+    ConnectionStringError,
+};
 pub use export::{ConsoleExporter, Exporter, MemoryExporter, Resource};
 pub use pipeline::{ConfigError, FlushError, Pipeline, PipelineBuilder, flush, pipeline};
 pub use sampler::{Sampler, sample_score};

@@ -43,6 +43,27 @@ pub enum ConfigError {
     /// The export worker could not be started.
     #[error("could not start the export worker thread: {0}")]
     Worker(#[source] std::io::Error),
+    /// The Application Insights connection string is malformed; the error names the bad part.
+    #[cfg(feature = "azure")]
+    #[error("invalid Application Insights connection string: {0}")]
+    ConnectionString(#[from] crate::export::ConnectionStringError),
+    /// The Azure exporter was configured but no connection string was given, in code or in
+    /// `APPLICATIONINSIGHTS_CONNECTION_STRING`.
+    #[cfg(feature = "azure")]
+    #[error(
+        "the Azure exporter has no connection string: call .connection_string(...) or set APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )]
+    MissingConnectionString,
+    /// The local storage directory for undelivered telemetry could not be made.
+    #[cfg(feature = "azure")]
+    #[error("could not create the local storage directory {}: {source}", path.display())]
+    Storage {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A flush that did not finish in time.
@@ -169,6 +190,10 @@ pub fn pipeline() -> PipelineBuilder {
         export_interval: Duration::from_millis(200),
         queue_capacity: 65_536,
         shutdown_timeout: Duration::from_secs(5),
+        #[cfg(feature = "azure")]
+        connection_string: None,
+        #[cfg(feature = "azure")]
+        azure: None,
     }
 }
 
@@ -183,6 +208,10 @@ pub struct PipelineBuilder {
     export_interval: Duration,
     queue_capacity: usize,
     shutdown_timeout: Duration,
+    #[cfg(feature = "azure")]
+    connection_string: Option<String>,
+    #[cfg(feature = "azure")]
+    azure: Option<crate::export::AzureExporterBuilder>,
 }
 
 impl std::fmt::Debug for PipelineBuilder {
@@ -195,7 +224,8 @@ impl std::fmt::Debug for PipelineBuilder {
             .field("max_batch", &self.max_batch)
             .field("export_interval", &self.export_interval)
             .field("queue_capacity", &self.queue_capacity)
-            .finish()
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -249,11 +279,71 @@ impl PipelineBuilder {
         self
     }
 
+    /// Sends the spans to Azure Application Insights with this connection string (read from
+    /// `APPLICATIONINSIGHTS_CONNECTION_STRING` when not set here), in addition to any
+    /// [`exporter`](Self::exporter). A malformed string fails [`install`](Self::install).
+    ///
+    /// ```
+    /// use census_runtime::{ConfigError, ConnectionStringError};
+    /// let error = census_runtime::pipeline()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=ftp://x")
+    ///     .install()
+    ///     .unwrap_err();
+    /// assert!(matches!(
+    ///     error,
+    ///     ConfigError::ConnectionString(ConnectionStringError::InvalidEndpoint { key: "IngestionEndpoint", .. })
+    /// ));
+    /// ```
+    #[cfg(feature = "azure")]
+    pub fn connection_string(mut self, connection_string: impl Into<String>) -> Self {
+        self.connection_string = Some(connection_string.into());
+        self
+    }
+
+    /// Settings of the Azure exporter (gzip, local storage and its limits, timeouts, batching);
+    /// see [`AzureExporterBuilder`](crate::AzureExporterBuilder). Its connection string, when it
+    /// has one, wins over [`connection_string`](Self::connection_string).
+    #[cfg(feature = "azure")]
+    pub fn azure(mut self, settings: crate::export::AzureExporterBuilder) -> Self {
+        self.azure = Some(settings);
+        self
+    }
+
+    /// The Azure exporter to build at install, with its parsed connection string, if any.
+    #[cfg(feature = "azure")]
+    fn azure_exporter(
+        &mut self,
+    ) -> Result<
+        Option<(
+            crate::export::AzureExporterBuilder,
+            crate::export::ConnectionString,
+        )>,
+        ConfigError,
+    > {
+        let settings = self.azure.take();
+        let text = match (&settings, &self.connection_string) {
+            (Some(settings), _) if settings.has_connection_string() => {
+                let exporter = settings.clone().build_parsed()?;
+                return Ok(Some(exporter));
+            }
+            (_, Some(text)) => Some(text.clone()),
+            _ => std::env::var(crate::export::CONNECTION_STRING_ENV).ok(),
+        };
+        match text {
+            Some(text) => {
+                let connection = crate::export::ConnectionString::parse(&text)?;
+                Ok(Some((settings.unwrap_or_default(), connection)))
+            }
+            None if settings.is_some() => Err(ConfigError::MissingConnectionString),
+            None => Ok(None),
+        }
+    }
+
     /// Starts the pipeline: from now on annotated calls are recorded and exported.
     ///
     /// Returns a guard that flushes and shuts the pipeline down when dropped. One pipeline at a
     /// time per process.
-    pub fn install(self) -> Result<Pipeline, ConfigError> {
+    pub fn install(mut self) -> Result<Pipeline, ConfigError> {
         if !self.sampler.is_valid() {
             return Err(ConfigError::InvalidSamplingRate(self.sampler.rate()));
         }
@@ -270,7 +360,11 @@ impl PipelineBuilder {
                 format!("{:?}", self.export_interval),
             ));
         }
-        if self.exporters.is_empty() {
+        #[cfg(feature = "azure")]
+        let azure = self.azure_exporter()?;
+        #[cfg(not(feature = "azure"))]
+        let azure: Option<()> = None;
+        if self.exporters.is_empty() && azure.is_none() {
             return Err(ConfigError::NoExporter);
         }
         if INSTALLED
@@ -278,6 +372,16 @@ impl PipelineBuilder {
             .is_err()
         {
             return Err(ConfigError::AlreadyInstalled);
+        }
+        #[cfg(feature = "azure")]
+        if let Some((settings, connection)) = azure {
+            match settings.build_with(connection) {
+                Ok(exporter) => self.exporters.push(Box::new(exporter)),
+                Err(error) => {
+                    INSTALLED.store(false, Ordering::Release);
+                    return Err(error);
+                }
+            }
         }
         match self.start() {
             Ok(pipeline) => Ok(pipeline),

@@ -1,8 +1,15 @@
 //! Exporters: where finished spans go.
 
+#[cfg(feature = "azure")]
+pub(crate) mod azure;
 mod console;
 mod memory;
 
+#[cfg(feature = "azure")]
+pub use azure::{
+    AzureExporter, AzureExporterBuilder, CONNECTION_STRING_ENV, ConnectionString,
+    ConnectionStringError,
+};
 pub use console::ConsoleExporter;
 pub use memory::MemoryExporter;
 

@@ -1,0 +1,581 @@
+//! Span records to Application Insights envelopes, written as compact JSON straight into a
+//! reused buffer, one item per envelope.
+//!
+//! Each envelope is one line of JSON with no raw newline in it, so a batch is both the body of a
+//! POST (`[item,item]`) and a storage file (one item per line), and the transport can resend any
+//! single item.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::export::Resource;
+use crate::site::SpanKind;
+use crate::span::SpanRecord;
+
+/// Serialised envelopes, back to back, with where each one ends.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Items {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Items {
+    /// How many envelopes.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Their size in bytes, separators not counted.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// The `index`th envelope's JSON.
+    pub(crate) fn get(&self, index: usize) -> &[u8] {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        &self.bytes[start..self.ends[index]]
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Appends one envelope's JSON.
+    pub(crate) fn push(&mut self, item: &[u8]) {
+        self.bytes.extend_from_slice(item);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Appends every envelope of `other`.
+    pub(crate) fn append(&mut self, other: &Items) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.ends.extend(other.ends.iter().map(|end| base + end));
+    }
+
+    /// The envelopes at `range`, as a new batch.
+    pub(crate) fn slice(&self, range: std::ops::Range<usize>) -> Items {
+        let mut out = Items::default();
+        for index in range {
+            out.push(self.get(index));
+        }
+        out
+    }
+
+    /// The envelopes as a JSON array, into `body` (cleared first).
+    pub(crate) fn write_array(&self, body: &mut Vec<u8>) {
+        body.clear();
+        body.reserve(self.bytes.len() + self.len() + 2);
+        body.push(b'[');
+        for (i, item) in self.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(item);
+        }
+        body.push(b']');
+    }
+
+    /// The envelopes one per line, as storage keeps them.
+    pub(crate) fn write_lines(&self, out: &mut Vec<u8>) {
+        for item in self.iter() {
+            out.extend_from_slice(item);
+            out.push(b'\n');
+        }
+    }
+
+    /// Reads back what [`Items::write_lines`] wrote; blank lines are skipped.
+    pub(crate) fn from_lines(text: &[u8]) -> Items {
+        let mut items = Items::default();
+        for line in text.split(|b| *b == b'\n') {
+            let line = line.trim_ascii();
+            if !line.is_empty() {
+                items.push(line);
+            }
+        }
+        items
+    }
+}
+
+/// Writes envelopes for one instrumentation key; caches what every envelope of this process
+/// shares (the key and the resource's tags).
+#[derive(Debug)]
+pub(crate) struct EnvelopeWriter {
+    ikey: String,
+    /// `{"iKey":"...","tags":{"ai.cloud.role":"...",...` up to the per-span tags, for `resource`.
+    head: Vec<u8>,
+    resource: Option<Resource>,
+    scratch: String,
+}
+
+const DEPENDENCY: &str = "Microsoft.ApplicationInsights.RemoteDependency";
+const REQUEST: &str = "Microsoft.ApplicationInsights.Request";
+const EXCEPTION: &str = "Microsoft.ApplicationInsights.Exception";
+
+impl EnvelopeWriter {
+    pub(crate) fn new(ikey: &str) -> EnvelopeWriter {
+        EnvelopeWriter {
+            ikey: ikey.to_owned(),
+            head: Vec::new(),
+            resource: None,
+            scratch: String::new(),
+        }
+    }
+
+    fn head_for(&mut self, resource: &Resource) {
+        if self.resource.as_ref() == Some(resource) {
+            return;
+        }
+        let out = &mut self.head;
+        out.clear();
+        out.extend_from_slice(b"{\"iKey\":");
+        string(out, &self.ikey);
+        out.extend_from_slice(b",\"tags\":{");
+        let device = device();
+        let tags: [(&str, &str); 7] = [
+            ("ai.cloud.role", &resource.cloud_role),
+            ("ai.cloud.roleInstance", &resource.cloud_role_instance),
+            ("ai.device.id", &resource.cloud_role_instance),
+            ("ai.device.locale", &device.locale),
+            ("ai.device.osVersion", &device.os_version),
+            ("ai.device.type", "Other"),
+            ("ai.internal.sdkVersion", &resource.sdk_version),
+        ];
+        for (i, (key, value)) in tags.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, key);
+            out.push(b':');
+            string(out, value);
+        }
+        self.resource = Some(resource.clone());
+    }
+
+    /// Appends the envelopes of `record` to `items`: its RemoteDependency or Request, then an
+    /// Exception when a panic unwound through it.
+    pub(crate) fn write(&mut self, record: &SpanRecord, resource: &Resource, items: &mut Items) {
+        self.head_for(resource);
+        let operation_name = match record.span_kind() {
+            SpanKind::Request => Some(record.operation_name().unwrap_or(record.name())),
+            _ => record.operation_name(),
+        };
+        let out = &mut items.bytes;
+        let span_id = record.span_id().to_string();
+        out.extend_from_slice(&self.head);
+        operation_tags(
+            out,
+            record,
+            record.parent_id().map(|p| p.to_string()).as_deref(),
+            operation_name,
+        );
+        out.extend_from_slice(b",\"time\":");
+        time(out, &mut self.scratch, record.start_time());
+        let request = record.span_kind() == SpanKind::Request;
+        out.extend_from_slice(b",\"name\":");
+        string(out, if request { REQUEST } else { DEPENDENCY });
+        if request {
+            out.extend_from_slice(b",\"data\":{\"baseData\":{\"id\":");
+            string(out, &span_id);
+            out.extend_from_slice(b",\"duration\":");
+            duration(out, &mut self.scratch, record.duration());
+            out.extend_from_slice(b",\"responseCode\":");
+            string(out, result_code(record));
+            write_common(out, record);
+            out.extend_from_slice(b",\"name\":");
+            string(out, record.name());
+            if let Some(url) = record.data() {
+                out.extend_from_slice(b",\"url\":");
+                string(out, url);
+            }
+            out.extend_from_slice(b"},\"baseType\":\"RequestData\"}");
+        } else {
+            out.extend_from_slice(b",\"data\":{\"baseData\":{\"name\":");
+            string(out, record.name());
+            out.extend_from_slice(b",\"id\":");
+            string(out, &span_id);
+            out.extend_from_slice(b",\"resultCode\":");
+            string(out, result_code(record));
+            out.extend_from_slice(b",\"duration\":");
+            duration(out, &mut self.scratch, record.duration());
+            write_common(out, record);
+            out.extend_from_slice(b",\"type\":");
+            string(out, record.kind());
+            if let Some(data) = record.data() {
+                out.extend_from_slice(b",\"data\":");
+                string(out, data);
+            }
+            if let Some(target) = record.target() {
+                out.extend_from_slice(b",\"target\":");
+                string(out, target);
+            }
+            out.extend_from_slice(b"},\"baseType\":\"RemoteDependencyData\"}");
+        }
+        sample_rate(out, &mut self.scratch, record);
+        out.push(b'}');
+        items.ends.push(out.len());
+
+        if let Some(exception) = record.exception() {
+            let out = &mut items.bytes;
+            out.extend_from_slice(&self.head);
+            operation_tags(out, record, Some(&span_id), operation_name);
+            out.extend_from_slice(b",\"time\":");
+            time(
+                out,
+                &mut self.scratch,
+                record.start_time() + record.duration(),
+            );
+            out.extend_from_slice(b",\"name\":");
+            string(out, EXCEPTION);
+            out.extend_from_slice(
+                b",\"data\":{\"baseData\":{\"exceptions\":[{\"id\":1,\"outerId\":0,\"typeName\":",
+            );
+            string(out, &exception.type_name);
+            out.extend_from_slice(b",\"message\":");
+            string(out, &exception.message);
+            out.extend_from_slice(b",\"hasFullStack\":false,\"parsedStack\":");
+            self.scratch.clear();
+            let _ = write!(
+                self.scratch,
+                "  at {} ({})",
+                record.name(),
+                exception.location.as_deref().unwrap_or("unknown location")
+            );
+            string(out, &self.scratch);
+            out.extend_from_slice(b"}],\"ver\":2},\"baseType\":\"ExceptionData\"}");
+            sample_rate(out, &mut self.scratch, record);
+            out.push(b'}');
+            items.ends.push(out.len());
+        }
+    }
+}
+
+/// The per-span tags, closing the `tags` object.
+fn operation_tags(
+    out: &mut Vec<u8>,
+    record: &SpanRecord,
+    parent: Option<&str>,
+    operation_name: Option<&str>,
+) {
+    out.extend_from_slice(b",\"ai.operation.id\":");
+    string(out, &record.trace_id().to_string());
+    if let Some(parent) = parent {
+        out.extend_from_slice(b",\"ai.operation.parentId\":");
+        string(out, parent);
+    }
+    if let Some(name) = operation_name {
+        out.extend_from_slice(b",\"ai.operation.name\":");
+        string(out, name);
+    }
+    out.push(b'}');
+}
+
+/// `success`, `properties` and `ver`, shared by requests and dependencies.
+fn write_common(out: &mut Vec<u8>, record: &SpanRecord) {
+    out.extend_from_slice(if record.success() {
+        b",\"success\":true"
+    } else {
+        b",\"success\":false"
+    });
+    out.extend_from_slice(b",\"properties\":{");
+    let mut first = true;
+    let error = record
+        .error_message()
+        .filter(|_| !record.success())
+        .map(|m| ("error.message", m));
+    for (key, value) in record.properties().chain(error) {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        string(out, key);
+        out.push(b':');
+        string(out, value);
+    }
+    out.extend_from_slice(b"},\"ver\":2");
+}
+
+fn result_code(record: &SpanRecord) -> &str {
+    match record.result_code() {
+        Some(code) => code,
+        None if record.success() => "0",
+        None => "error",
+    }
+}
+
+fn sample_rate(out: &mut Vec<u8>, scratch: &mut String, record: &SpanRecord) {
+    let rate = record.sample_rate();
+    if rate < 100.0 && rate.is_finite() {
+        scratch.clear();
+        let _ = write!(scratch, "{}", (rate * 1000.0).round() / 1000.0);
+        out.extend_from_slice(b",\"sampleRate\":");
+        out.extend_from_slice(scratch.as_bytes());
+    }
+}
+
+/// A JSON string, escaped.
+pub(crate) fn string(out: &mut Vec<u8>, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// `"2026-11-23T19:56:37.211428Z"`: UTC, microseconds.
+fn time(out: &mut Vec<u8>, scratch: &mut String, at: SystemTime) {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    scratch.clear();
+    let _ = write!(
+        scratch,
+        "\"{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z\"",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_micros()
+    );
+    out.extend_from_slice(scratch.as_bytes());
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `"0.00:00:00.010123"`: days, hours, minutes, seconds, microseconds.
+fn duration(out: &mut Vec<u8>, scratch: &mut String, d: Duration) {
+    let secs = d.as_secs();
+    scratch.clear();
+    let _ = write!(
+        scratch,
+        "\"{}.{:02}:{:02}:{:02}.{:06}\"",
+        secs / 86_400,
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60,
+        d.subsec_micros()
+    );
+    out.extend_from_slice(scratch.as_bytes());
+}
+
+/// What the `ai.device.*` tags say, read once.
+struct Device {
+    locale: String,
+    os_version: String,
+}
+
+fn device() -> &'static Device {
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEVICE.get_or_init(|| {
+        let locale = ["LC_ALL", "LC_MESSAGES", "LANG"]
+            .iter()
+            .filter_map(|name| std::env::var(name).ok())
+            .find(|v| !v.is_empty())
+            .map(|v| v.split(['.', '@']).next().unwrap_or("C").to_owned())
+            .unwrap_or_else(|| "C".to_owned());
+        let os_version = std::fs::read_to_string("/proc/sys/kernel/version")
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| std::env::consts::OS.to_owned());
+        Device { locale, os_version }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{SpanId, TraceId};
+    use crate::site::Site;
+    use crate::span::{ExceptionInfo, SpanExtra};
+    use std::borrow::Cow;
+
+    static REQUEST_SITE: Site = Site::request("GET /orders/{id}");
+    static SQL_SITE: Site = Site::dependency("load", "SQL").with_target("orders-db");
+
+    fn record(site: &'static Site, parent: Option<u64>) -> SpanRecord {
+        crate::clock::init();
+        let start = crate::clock::now();
+        SpanRecord {
+            site,
+            trace_id: TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            span_id: SpanId::from_hex("b7ad6b7169203331").unwrap(),
+            parent_id: parent.and_then(SpanId::new),
+            start,
+            end: start + 1,
+            sample_rate: 100.0,
+            success: true,
+            extra: None,
+        }
+    }
+
+    fn resource() -> Resource {
+        Resource {
+            cloud_role: "orders \"api\"".into(),
+            cloud_role_instance: "host-1".into(),
+            sdk_version: "rust1.95:census0.1.0".into(),
+        }
+    }
+
+    fn json(items: &Items, index: usize) -> serde_json::Value {
+        serde_json::from_slice(items.get(index)).expect("valid JSON")
+    }
+
+    #[test]
+    fn dependency_envelope() {
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        let mut items = Items::default();
+        let mut rec = record(&SQL_SITE, Some(0x42));
+        rec.success = false;
+        rec.extra = Some(Box::new(SpanExtra {
+            data: Some(Cow::Borrowed("SELECT 1\n-- \"quoted\"\u{1}")),
+            result_code: Some(Cow::Borrowed("DbError")),
+            error: Some("boom".into()),
+            properties: vec![(Cow::Borrowed("order.id"), "7".into())],
+            ..SpanExtra::default()
+        }));
+        writer.write(&rec, &resource(), &mut items);
+        assert_eq!(items.len(), 1);
+        assert!(!items.get(0).contains(&b'\n'));
+        let v = json(&items, 0);
+        assert_eq!(v["iKey"], "00000000-0000-0000-0000-000000000001");
+        assert_eq!(v["name"], DEPENDENCY);
+        assert_eq!(v["tags"]["ai.cloud.role"], "orders \"api\"");
+        assert_eq!(
+            v["tags"]["ai.operation.id"],
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(v["tags"]["ai.operation.parentId"], "0000000000000042");
+        let base = &v["data"]["baseData"];
+        assert_eq!(v["data"]["baseType"], "RemoteDependencyData");
+        assert_eq!(base["type"], "SQL");
+        assert_eq!(base["target"], "orders-db");
+        assert_eq!(base["data"], "SELECT 1\n-- \"quoted\"\u{1}");
+        assert_eq!(base["success"], false);
+        assert_eq!(base["resultCode"], "DbError");
+        assert_eq!(base["properties"]["order.id"], "7");
+        assert_eq!(base["properties"]["error.message"], "boom");
+        assert_eq!(base["ver"], 2);
+        assert!(v.get("sampleRate").is_none());
+    }
+
+    #[test]
+    fn request_envelope_with_panic_and_sampling() {
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        let mut items = Items::default();
+        let mut rec = record(&REQUEST_SITE, Some(0x99));
+        rec.sample_rate = 25.0;
+        rec.success = false;
+        rec.extra = Some(Box::new(SpanExtra {
+            data: Some(Cow::Borrowed("http://127.0.0.1/orders/7")),
+            result_code: Some(Cow::Borrowed("500")),
+            exception: Some(ExceptionInfo {
+                type_name: Cow::Borrowed("panic"),
+                message: "index out of bounds".into(),
+                location: Some("src/main.rs:3:5".into()),
+            }),
+            ..SpanExtra::default()
+        }));
+        writer.write(&rec, &resource(), &mut items);
+        assert_eq!(items.len(), 2);
+        let v = json(&items, 0);
+        assert_eq!(v["name"], REQUEST);
+        assert_eq!(v["sampleRate"], 25.0);
+        assert_eq!(v["tags"]["ai.operation.name"], "GET /orders/{id}");
+        let base = &v["data"]["baseData"];
+        assert_eq!(base["responseCode"], "500");
+        assert_eq!(base["url"], "http://127.0.0.1/orders/7");
+        assert_eq!(base["id"], "b7ad6b7169203331");
+        let e = json(&items, 1);
+        assert_eq!(e["name"], EXCEPTION);
+        assert_eq!(e["tags"]["ai.operation.parentId"], "b7ad6b7169203331");
+        let ex = &e["data"]["baseData"]["exceptions"][0];
+        assert_eq!(ex["typeName"], "panic");
+        assert_eq!(ex["message"], "index out of bounds");
+        assert!(
+            ex["parsedStack"]
+                .as_str()
+                .unwrap()
+                .contains("src/main.rs:3:5")
+        );
+    }
+
+    #[test]
+    fn times_and_durations() {
+        let mut out = Vec::new();
+        let mut s = String::new();
+        time(
+            &mut out,
+            &mut s,
+            UNIX_EPOCH + Duration::new(1_795_463_797, 211_428_000),
+        );
+        assert_eq!(out, b"\"2026-11-23T19:56:37.211428Z\"");
+        out.clear();
+        time(
+            &mut out,
+            &mut s,
+            UNIX_EPOCH + Duration::from_secs(951_782_400),
+        );
+        assert_eq!(out, b"\"2000-02-29T00:00:00.000000Z\"");
+        out.clear();
+        duration(&mut out, &mut s, Duration::new(90_061, 10_123_000));
+        assert_eq!(out, b"\"1.01:01:01.010123\"");
+    }
+
+    #[test]
+    fn items_round_trip_through_lines() {
+        let mut items = Items::default();
+        items.push(b"{\"a\":1}");
+        items.push(b"{\"b\":2}");
+        let mut lines = Vec::new();
+        items.write_lines(&mut lines);
+        assert_eq!(Items::from_lines(&lines), items);
+        let mut body = Vec::new();
+        items.write_array(&mut body);
+        assert_eq!(body, b"[{\"a\":1},{\"b\":2}]");
+        assert_eq!(items.slice(1..2).get(0), b"{\"b\":2}");
+    }
+}

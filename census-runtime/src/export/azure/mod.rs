@@ -1,0 +1,470 @@
+//! The Azure Application Insights exporter.
+//!
+//! The pipeline's worker hands it finished spans; it writes them as envelopes into a reused
+//! buffer and passes the buffer, through a bounded channel, to its transport thread, which
+//! batches by count and time, gzips, posts, retries and stores (see `transport.rs`). The pipeline
+//! worker is never held up by the network: when the channel is full, the batch goes straight to
+//! local storage (or is dropped and counted when storage is off).
+
+mod connection_string;
+mod envelope;
+mod storage;
+mod transport;
+
+pub use connection_string::{ConnectionString, ConnectionStringError};
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use self::connection_string::Endpoint;
+use self::envelope::{EnvelopeWriter, Items};
+use self::storage::{Storage, StoreError};
+use self::transport::{Message, Transport, TransportConfig};
+use crate::diagnostics::COUNTERS;
+use crate::export::{Exporter, Resource};
+use crate::pipeline::ConfigError;
+use crate::span::SpanRecord;
+
+/// The environment variable the connection string is read from when none is set in code.
+pub const CONNECTION_STRING_ENV: &str = "APPLICATIONINSIGHTS_CONNECTION_STRING";
+
+/// Where undelivered batches are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StorageSetting {
+    /// `{user cache dir}/census/{key}`.
+    Default,
+    /// `{dir}/{key}`.
+    Dir(PathBuf),
+    /// Nowhere: undelivered batches are retried from memory, then dropped.
+    Off,
+}
+
+/// Settings of the Azure exporter; made by [`AzureExporter::builder`].
+///
+/// Give it to the pipeline with [`PipelineBuilder::azure`](crate::PipelineBuilder::azure) (the
+/// pipeline fills in the connection string from `.connection_string(...)` or
+/// `APPLICATIONINSIGHTS_CONNECTION_STRING`), or build the exporter yourself and pass it to
+/// [`PipelineBuilder::exporter`](crate::PipelineBuilder::exporter).
+///
+/// ```
+/// use census_runtime::AzureExporter;
+/// use std::time::Duration;
+///
+/// let census = census_runtime::pipeline()
+///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+///     .azure(
+///         AzureExporter::builder()
+///             .gzip(false)
+///             .storage_dir(std::env::temp_dir().join("census-doc-example"))
+///             .storage_limits(8 << 20, Duration::from_secs(24 * 3600))
+///             .timeout(Duration::from_secs(5)),
+///     )
+///     .install()?;
+/// # drop(census.shutdown(Duration::from_millis(100)));
+/// # Ok::<(), census_runtime::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "the builder does nothing until built or given to the pipeline"]
+pub struct AzureExporterBuilder {
+    connection_string: Option<String>,
+    gzip: bool,
+    storage: StorageSetting,
+    storage_max_bytes: u64,
+    storage_max_age: Duration,
+    max_batch: usize,
+    send_interval: Duration,
+    timeout: Duration,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    queue_batches: usize,
+}
+
+impl Default for AzureExporterBuilder {
+    fn default() -> Self {
+        AzureExporterBuilder {
+            connection_string: None,
+            gzip: true,
+            storage: StorageSetting::Default,
+            storage_max_bytes: 50 << 20,
+            storage_max_age: Duration::from_secs(48 * 3600),
+            max_batch: 100,
+            send_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            queue_batches: 64,
+        }
+    }
+}
+
+impl AzureExporterBuilder {
+    /// The connection string (default: `APPLICATIONINSIGHTS_CONNECTION_STRING`).
+    pub fn connection_string(mut self, connection_string: impl Into<String>) -> Self {
+        self.connection_string = Some(connection_string.into());
+        self
+    }
+
+    pub(crate) fn has_connection_string(&self) -> bool {
+        self.connection_string.is_some()
+    }
+
+    /// Whether bodies are gzipped (`Content-Encoding: gzip`); default on.
+    pub fn gzip(mut self, on: bool) -> Self {
+        self.gzip = on;
+        self
+    }
+
+    /// Keeps undelivered batches under `dir` (in a directory per instrumentation key) instead
+    /// of the user's cache directory.
+    pub fn storage_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.storage = StorageSetting::Dir(dir.into());
+        self
+    }
+
+    /// Keeps no undelivered batch on disk: they are retried from memory (a few batches), then
+    /// dropped and counted.
+    pub fn no_storage(mut self) -> Self {
+        self.storage = StorageSetting::Off;
+        self
+    }
+
+    /// The most bytes local storage takes (default 50 MiB) and how old a stored batch may get
+    /// before it is deleted unsent (default 48 hours).
+    pub fn storage_limits(mut self, max_bytes: u64, max_age: Duration) -> Self {
+        self.storage_max_bytes = max_bytes;
+        self.storage_max_age = max_age;
+        self
+    }
+
+    /// The most envelopes in one POST (default 100, as the reference exporter).
+    pub fn max_batch(mut self, envelopes: usize) -> Self {
+        self.max_batch = envelopes;
+        self
+    }
+
+    /// How long envelopes may wait for a fuller batch before they are sent (default 1 s).
+    pub fn send_interval(mut self, interval: Duration) -> Self {
+        self.send_interval = interval;
+        self
+    }
+
+    /// The timeout of one HTTP request, connection included (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The backoff after a failed delivery: from `min`, doubling to `max`, with jitter
+    /// (default 1 s to 60 s). A `Retry-After` from the service overrides it.
+    pub fn retry_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_backoff = min;
+        self.max_backoff = max.max(min);
+        self
+    }
+
+    /// How many batches may wait for the transport thread before they go straight to storage
+    /// (default 64).
+    pub fn queue_batches(mut self, batches: usize) -> Self {
+        self.queue_batches = batches;
+        self
+    }
+
+    /// Builds the exporter and starts its transport thread.
+    ///
+    /// Without a connection string set on the builder, it is read from
+    /// `APPLICATIONINSIGHTS_CONNECTION_STRING`.
+    ///
+    /// ```
+    /// use census_runtime::{AzureExporter, ConfigError, ConnectionStringError};
+    ///
+    /// let error = AzureExporter::builder().connection_string("InstrumentationKey=oops").build().unwrap_err();
+    /// assert!(matches!(
+    ///     error,
+    ///     ConfigError::ConnectionString(ConnectionStringError::InvalidInstrumentationKey { .. })
+    /// ));
+    /// ```
+    pub fn build(self) -> Result<AzureExporter, ConfigError> {
+        let (settings, connection) = self.build_parsed()?;
+        settings.build_with(connection)
+    }
+
+    /// The settings with their connection string parsed (from the environment when not set).
+    pub(crate) fn build_parsed(self) -> Result<(Self, ConnectionString), ConfigError> {
+        let text = match &self.connection_string {
+            Some(text) => text.clone(),
+            None => std::env::var(CONNECTION_STRING_ENV)
+                .map_err(|_| ConfigError::MissingConnectionString)?,
+        };
+        let connection = ConnectionString::parse(&text)?;
+        Ok((self, connection))
+    }
+
+    pub(crate) fn build_with(
+        self,
+        connection: ConnectionString,
+    ) -> Result<AzureExporter, ConfigError> {
+        for (setting, value) in [
+            ("max_batch", self.max_batch),
+            ("queue_batches", self.queue_batches),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::InvalidSetting {
+                    setting,
+                    expected: "at least 1",
+                    got: value.to_string(),
+                });
+            }
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::InvalidSetting {
+                setting: "timeout",
+                expected: "longer than zero",
+                got: format!("{:?}", self.timeout),
+            });
+        }
+        let ikey = connection.instrumentation_key().to_owned();
+        let storage = match &self.storage {
+            StorageSetting::Off => None,
+            StorageSetting::Dir(dir) => {
+                let dir = dir.join(storage::key_dir(&ikey));
+                Some(
+                    Storage::open(dir.clone(), self.storage_max_bytes, self.storage_max_age)
+                        .map_err(|source| ConfigError::Storage { path: dir, source })?,
+                )
+            }
+            StorageSetting::Default => match storage::default_dir(&ikey) {
+                Some(dir) => {
+                    match Storage::open(dir.clone(), self.storage_max_bytes, self.storage_max_age) {
+                        Ok(storage) => Some(storage),
+                        Err(error) => {
+                            log::warn!(
+                                "census: no local storage ({}: {error}); undelivered telemetry is kept in memory only",
+                                dir.display()
+                            );
+                            None
+                        }
+                    }
+                }
+                None => {
+                    log::warn!(
+                        "census: no cache directory for local storage; undelivered telemetry is kept in memory only"
+                    );
+                    None
+                }
+            },
+        };
+        let endpoint = Endpoint::parse(connection.ingestion_endpoint()).map_err(|reason| {
+            ConnectionStringError::InvalidEndpoint {
+                key: "IngestionEndpoint",
+                value: connection.ingestion_endpoint().to_owned(),
+                reason,
+            }
+        })?;
+        let config = TransportConfig {
+            endpoint,
+            gzip: self.gzip,
+            max_items: self.max_batch,
+            interval: self.send_interval,
+            timeout: self.timeout,
+            min_backoff: self.min_backoff,
+            max_backoff: self.max_backoff,
+            memory_batches: self.queue_batches,
+        };
+        let (sender, inbox) = mpsc::sync_channel(self.queue_batches);
+        let (spare_tx, spare_rx) = mpsc::sync_channel(self.queue_batches);
+        let transport = Transport::new(config, storage.clone(), inbox, spare_tx);
+        let thread = std::thread::Builder::new()
+            .name("census-azure".into())
+            .spawn(move || transport.run())
+            .map_err(ConfigError::Worker)?;
+        Ok(AzureExporter {
+            writer: EnvelopeWriter::new(&ikey),
+            sender: Some(sender),
+            spare: spare_rx,
+            storage,
+            thread: Some(thread),
+            warnings: Warnings::default(),
+            connection,
+        })
+    }
+}
+
+/// Sends spans to Azure Application Insights, as envelopes that match what the reference
+/// exporter (`opencensus-ext-azure`) sends, and loses none of them to a failing network: see
+/// the crate's documentation of the transport for the statuses, retries and local storage.
+///
+/// Usually made by the pipeline from the connection string
+/// ([`PipelineBuilder::connection_string`](crate::PipelineBuilder::connection_string) or
+/// `APPLICATIONINSIGHTS_CONNECTION_STRING`); build one yourself to pass it to
+/// [`PipelineBuilder::exporter`](crate::PipelineBuilder::exporter).
+///
+/// The exporter's own HTTP calls are not instrumented: they run on its transport thread, where
+/// no span is current, with a client census does not hook.
+///
+/// ```
+/// use census_runtime::AzureExporter;
+///
+/// let exporter = AzureExporter::builder()
+///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9")
+///     .no_storage()
+///     .build()?;
+/// assert_eq!(exporter.connection_string().track_url(), "http://127.0.0.1:9/v2.1/track");
+/// let census = census_runtime::pipeline().exporter(exporter).install()?;
+/// # drop(census.shutdown(std::time::Duration::from_millis(100)));
+/// # Ok::<(), census_runtime::ConfigError>(())
+/// ```
+pub struct AzureExporter {
+    writer: EnvelopeWriter,
+    sender: Option<SyncSender<Message>>,
+    spare: Receiver<Items>,
+    storage: Option<Storage>,
+    thread: Option<JoinHandle<()>>,
+    warnings: Warnings,
+    connection: ConnectionString,
+}
+
+impl fmt::Debug for AzureExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureExporter")
+            .field("connection", &self.connection)
+            .field("storage", &self.storage_dir())
+            .finish()
+    }
+}
+
+impl AzureExporter {
+    /// Starts configuring an exporter.
+    pub fn builder() -> AzureExporterBuilder {
+        AzureExporterBuilder::default()
+    }
+
+    /// The connection string in use.
+    pub fn connection_string(&self) -> &ConnectionString {
+        &self.connection
+    }
+
+    /// The directory undelivered batches are kept in, when storage is on.
+    pub fn storage_dir(&self) -> Option<&Path> {
+        self.storage.as_ref().map(Storage::dir)
+    }
+
+    /// Sends a control message, waiting for room in the channel until `deadline`.
+    fn control(&mut self, deadline: Instant, make: impl Fn(mpsc::Sender<bool>) -> Message) -> bool {
+        let Some(sender) = &self.sender else {
+            return true;
+        };
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut message = make(done_tx);
+        loop {
+            match sender.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(_) => return false,
+            }
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        done_rx.recv_timeout(wait).unwrap_or(false)
+    }
+}
+
+impl Exporter for AzureExporter {
+    fn export(&mut self, batch: &[SpanRecord], resource: &Resource) {
+        let mut items = self.spare.try_recv().unwrap_or_default();
+        items.clear();
+        for record in batch {
+            self.writer.write(record, resource, &mut items);
+        }
+        if items.is_empty() {
+            return;
+        }
+        let Some(sender) = &self.sender else {
+            return;
+        };
+        let n = items.len() as u64;
+        match sender.try_send(Message::Items(items)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Message::Items(items)))
+            | Err(TrySendError::Disconnected(Message::Items(items))) => {
+                COUNTERS.export_queue_full.fetch_add(n, Ordering::Relaxed);
+                let stored = match &self.storage {
+                    Some(storage) => storage.write(&items),
+                    None => Err(StoreError::Io(std::io::Error::other("storage is off"))),
+                };
+                match stored {
+                    Ok(()) => {
+                        COUNTERS.stored.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(StoreError::Full { .. }) => {
+                        COUNTERS
+                            .dropped_storage_full
+                            .fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(StoreError::Io(_)) => {
+                        COUNTERS.dropped_unstored.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+                self.warnings.warn(
+                    "queue",
+                    format_args!(
+                        "census: the Azure transport is behind; {n} envelopes bypassed its queue"
+                    ),
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn flush(&mut self, deadline: Instant) -> bool {
+        self.control(deadline, |done| Message::Flush {
+            // A little earlier, so that the answer arrives before this side stops waiting.
+            deadline: deadline
+                .checked_sub(Duration::from_millis(20))
+                .unwrap_or(deadline),
+            done,
+        })
+    }
+
+    fn shutdown(&mut self, deadline: Instant) -> bool {
+        let ok = self.control(deadline, |done| Message::Shutdown { deadline, done });
+        self.sender = None;
+        if ok && let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        ok
+    }
+}
+
+/// Rate-limited warnings through `log`: at most one a minute per kind, with how many were
+/// held back. Used on the exporter's threads only, never on the application's.
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    last: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl Warnings {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    pub(crate) fn warn(&mut self, kind: &'static str, message: fmt::Arguments<'_>) {
+        let now = Instant::now();
+        match self.last.get_mut(kind) {
+            Some((at, held)) if now.duration_since(*at) < Self::EVERY => *held += 1,
+            Some((at, held)) => {
+                log::warn!("{message} ({held} similar warnings held back)");
+                *at = now;
+                *held = 0;
+            }
+            None => {
+                log::warn!("{message}");
+                self.last.insert(kind, (now, 0));
+            }
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Local storage: batches that could not be delivered, kept on disk until the endpoint answers
+//! again, also across restarts.
+//!
+//! Layout of the directory (one per instrumentation key):
+//!
+//! - `{micros}-{random}.blob`: a batch, one envelope per line; `micros` is when it was written
+//!   (microseconds since the Unix epoch, 20 digits, so names sort by age).
+//! - `{micros}-{random}.blob@{until}-{pid}.lock`: the same batch, leased by process `pid` until
+//!   `until` (microseconds since the epoch) while it is being sent. A lease whose time passed, or
+//!   whose process is gone, can be taken again.
+//! - `{micros}-{random}.tmp`: a batch being written. It becomes a `.blob` by an atomic rename
+//!   once complete, so a crash never leaves a half batch that would be sent.
+//!
+//! The directory is readable by its owner only (0700, files 0600 on Unix); its size is capped
+//! (new batches are refused when full) and files older than the maximum age are deleted unsent.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::envelope::Items;
+use crate::diagnostics::COUNTERS;
+
+const BLOB: &str = ".blob";
+const TMP: &str = ".tmp";
+const LOCK: &str = ".lock";
+
+/// Why a batch was not written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("local storage is full ({used} of {max} bytes)")]
+    Full { used: u64, max: u64 },
+    #[error("could not write to local storage: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A bounded directory of undelivered batches.
+#[derive(Debug, Clone)]
+pub(crate) struct Storage {
+    dir: PathBuf,
+    max_bytes: u64,
+    max_age: Duration,
+    lease: Duration,
+}
+
+/// A batch taken out of storage to be sent: delete it once delivered, release it otherwise.
+#[derive(Debug)]
+pub(crate) struct Leased {
+    path: PathBuf,
+    stem: String,
+    pub(crate) items: Items,
+}
+
+impl Storage {
+    /// Opens (creating it, owner-only) the directory.
+    pub(crate) fn open(dir: PathBuf, max_bytes: u64, max_age: Duration) -> io::Result<Storage> {
+        create_private_dir(&dir)?;
+        Ok(Storage {
+            dir,
+            max_bytes,
+            max_age,
+            lease: Duration::from_secs(60),
+        })
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a batch, atomically.
+    pub(crate) fn write(&self, items: &Items) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let used = self.used_bytes();
+        let size = (items.byte_len() + items.len()) as u64;
+        if used + size > self.max_bytes {
+            return Err(StoreError::Full {
+                used,
+                max: self.max_bytes,
+            });
+        }
+        let stem = format!(
+            "{:020}-{:016x}",
+            micros(SystemTime::now()),
+            crate::context::next_random()
+        );
+        let tmp = self.dir.join(format!("{stem}{TMP}"));
+        let mut bytes = Vec::with_capacity(size as usize);
+        items.write_lines(&mut bytes);
+        let result = (|| {
+            let mut file = create_private_file(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            fs::rename(&tmp, self.dir.join(format!("{stem}{BLOB}")))
+        })();
+        if let Err(error) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// The bytes the directory's batches take.
+    fn used_bytes(&self) -> u64 {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Whether any batch waits (leased by others or not).
+    #[cfg(test)]
+    pub(crate) fn has_batches(&self) -> bool {
+        fs::read_dir(&self.dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(BLOB) || name.ends_with(LOCK)
+            })
+        })
+    }
+
+    /// Leases the oldest batch that can be sent, deleting expired ones and leftovers on the way.
+    pub(crate) fn lease_oldest(&self) -> Option<Leased> {
+        let now = SystemTime::now();
+        let now_micros = micros(now);
+        let max_age = self.max_age.as_micros() as u64;
+        let mut names: Vec<String> = fs::read_dir(&self.dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            let path = self.dir.join(&name);
+            let Some(written) = name.get(..20).and_then(|d| d.parse::<u64>().ok()) else {
+                continue;
+            };
+            let age = now_micros.saturating_sub(written);
+            if name.ends_with(TMP) {
+                // A write that never finished: its process died.
+                if age > self.lease.as_micros() as u64 {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            }
+            let stem = match name.split_once(BLOB) {
+                Some((stem, rest)) if rest.is_empty() => stem.to_owned(),
+                Some((stem, rest)) if rest.starts_with('@') && rest.ends_with(LOCK) => {
+                    if lease_held(&rest[1..rest.len() - LOCK.len()], now_micros) {
+                        continue;
+                    }
+                    stem.to_owned()
+                }
+                _ => continue,
+            };
+            if age > max_age {
+                let lines = fs::read(&path)
+                    .map(|b| Items::from_lines(&b).len())
+                    .unwrap_or(0);
+                if fs::remove_file(&path).is_ok() {
+                    COUNTERS
+                        .dropped_expired
+                        .fetch_add(lines as u64, Ordering::Relaxed);
+                }
+                continue;
+            }
+            let until = now_micros + self.lease.as_micros() as u64;
+            let leased = self
+                .dir
+                .join(format!("{stem}{BLOB}@{until}-{}{LOCK}", std::process::id()));
+            if fs::rename(&path, &leased).is_err() {
+                continue; // taken by another process meanwhile
+            }
+            match fs::read(&leased) {
+                Ok(bytes) => {
+                    return Some(Leased {
+                        path: leased,
+                        stem,
+                        items: Items::from_lines(&bytes),
+                    });
+                }
+                Err(_) => continue,
+            }
+        }
+        None
+    }
+
+    /// The batch was delivered (or dropped for good): delete it.
+    pub(crate) fn remove(&self, leased: Leased) {
+        let _ = fs::remove_file(&leased.path);
+    }
+
+    /// The batch could not be delivered: give it back for a later try.
+    pub(crate) fn release(&self, leased: Leased) {
+        let _ = fs::rename(
+            &leased.path,
+            self.dir.join(format!("{}{BLOB}", leased.stem)),
+        );
+    }
+
+    /// Replaces a leased batch by what is left of it to send (after a partial success), or
+    /// deletes it when nothing is.
+    pub(crate) fn replace(&self, leased: Leased, rest: &Items) -> Result<(), StoreError> {
+        if rest.is_empty() {
+            self.remove(leased);
+            return Ok(());
+        }
+        let result = self.write_unbounded(rest);
+        self.remove(leased);
+        result
+    }
+
+    fn write_unbounded(&self, items: &Items) -> Result<(), StoreError> {
+        let storage = Storage {
+            max_bytes: u64::MAX,
+            ..self.clone()
+        };
+        storage.write(items)
+    }
+}
+
+/// `until-pid`: whether that lease still holds.
+fn lease_held(lease: &str, now_micros: u64) -> bool {
+    let Some((until, pid)) = lease.split_once('-') else {
+        return false;
+    };
+    let (Ok(until), Ok(pid)) = (until.parse::<u64>(), pid.parse::<u32>()) else {
+        return false;
+    };
+    until > now_micros && pid != std::process::id() && process_alive(pid)
+}
+
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true // elsewhere the lease's time decides
+    }
+}
+
+fn micros(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_micros() as u64
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn create_private_file(path: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// The default place: `{user cache dir}/census/{hash of the key}`.
+pub(crate) fn default_dir(ikey: &str) -> Option<PathBuf> {
+    let cache = if cfg!(target_os = "macos") {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join("Library/Caches"))
+    } else if cfg!(windows) {
+        std::env::var_os("LOCALAPPDATA").map(PathBuf::from)
+    } else {
+        std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+    }?;
+    Some(cache.join("census").join(key_dir(ikey)))
+}
+
+/// A directory name per instrumentation key that does not reveal the key (FNV-1a, 64 bits).
+pub(crate) fn key_dir(ikey: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ikey.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "census-storage-{name}-{}-{:x}",
+            std::process::id(),
+            crate::context::next_random()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn items(n: usize) -> Items {
+        let mut items = Items::default();
+        for i in 0..n {
+            items.push(format!("{{\"n\":{i}}}").as_bytes());
+        }
+        items
+    }
+
+    #[test]
+    fn write_lease_release_remove() {
+        let dir = temp_dir("cycle");
+        let storage = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        storage.write(&items(3)).unwrap();
+        assert!(storage.has_batches());
+        let leased = storage.lease_oldest().unwrap();
+        assert_eq!(leased.items, items(3));
+        // Leased by this process: still takeable by it (it released or crashed), not by others.
+        storage.release(leased);
+        let leased = storage.lease_oldest().unwrap();
+        storage.remove(leased);
+        assert!(!storage.has_batches());
+        assert!(storage.lease_oldest().is_none());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("perm");
+        let storage = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        storage.write(&items(1)).unwrap();
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            assert_eq!(
+                entry.metadata().unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn full_storage_refuses() {
+        let dir = temp_dir("full");
+        let storage = Storage::open(dir.clone(), 20, Duration::from_secs(3600)).unwrap();
+        storage.write(&items(2)).unwrap();
+        assert!(matches!(
+            storage.write(&items(2)),
+            Err(StoreError::Full { .. })
+        ));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn key_dir_hides_key() {
+        let d = key_dir("00000000-0000-0000-0000-000000000001");
+        assert_eq!(d.len(), 16);
+        assert!(!d.contains("0001"));
+    }
+}

@@ -1,0 +1,645 @@
+//! The transport: a thread of its own that batches envelopes, posts them to
+//! `{endpoint}/v2.1/track`, reads the answer, retries, follows redirects, splits what is too
+//! large, and keeps what cannot be delivered yet in local storage.
+//!
+//! HTTP is `ureq` (blocking, rustls): the transport is one thread doing one request at a time, so
+//! a blocking client is the simplest thing that works, needs no async runtime in the application
+//! (nor interferes with one it has), and brings a small dependency tree. Its automatic redirects
+//! are off: 307/308 are handled here so that the new origin is kept for later batches.
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
+
+use super::Warnings;
+use super::connection_string::Endpoint;
+use super::envelope::Items;
+use super::storage::{Storage, StoreError};
+use crate::diagnostics::COUNTERS;
+
+/// At most this many redirects are followed for one batch.
+const MAX_REDIRECTS: usize = 10;
+/// How much of a response body is read.
+const MAX_RESPONSE: u64 = 1 << 20;
+/// Statuses of a whole batch, or of one item of a 206, that are worth sending again.
+const RETRYABLE: &[u16] = &[401, 403, 408, 429, 500, 502, 503, 504];
+/// Per-item statuses of a 206 that are worth sending again.
+const RETRYABLE_ITEM: &[u16] = &[408, 429, 500, 502, 503, 504];
+
+/// What the exporter hands the transport.
+pub(crate) enum Message {
+    /// Envelopes to send.
+    Items(Items),
+    /// Deliver everything queued before `deadline`, then answer whether it all went.
+    Flush {
+        deadline: Instant,
+        done: std::sync::mpsc::Sender<bool>,
+    },
+    /// Like `Flush`, then stop.
+    Shutdown {
+        deadline: Instant,
+        done: std::sync::mpsc::Sender<bool>,
+    },
+}
+
+/// The transport's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct TransportConfig {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) gzip: bool,
+    pub(crate) max_items: usize,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) min_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    /// Batches kept in memory for a retry when there is no storage.
+    pub(crate) memory_batches: usize,
+}
+
+/// The answer to one batch.
+enum Delivery {
+    /// Everything went, or was dropped for good.
+    Done,
+    /// These envelopes should be sent again, not before `after` when the service said so.
+    Retry {
+        items: Items,
+        after: Option<Duration>,
+    },
+}
+
+pub(crate) struct Transport {
+    config: TransportConfig,
+    endpoint: Endpoint,
+    agent: ureq::Agent,
+    storage: Option<Storage>,
+    inbox: Receiver<Message>,
+    spare: SyncSender<Items>,
+    pending: Items,
+    pending_since: Option<Instant>,
+    /// Undelivered batches when there is no storage.
+    memory: VecDeque<Items>,
+    /// No new attempt before this (backoff or `Retry-After`).
+    retry_at: Instant,
+    /// The backlog (storage, memory) is looked at again at this time.
+    backlog_at: Instant,
+    failures: u32,
+    body: Vec<u8>,
+    compressed: Vec<u8>,
+    warnings: Warnings,
+}
+
+impl Transport {
+    pub(crate) fn new(
+        config: TransportConfig,
+        storage: Option<Storage>,
+        inbox: Receiver<Message>,
+        spare: SyncSender<Items>,
+    ) -> Transport {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(config.timeout))
+            .user_agent(concat!("census/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let now = Instant::now();
+        Transport {
+            endpoint: config.endpoint.clone(),
+            config,
+            agent,
+            storage,
+            inbox,
+            spare,
+            pending: Items::default(),
+            pending_since: None,
+            memory: VecDeque::new(),
+            retry_at: now,
+            backlog_at: now,
+            failures: 0,
+            body: Vec::new(),
+            compressed: Vec::new(),
+            warnings: Warnings::default(),
+        }
+    }
+
+    /// The thread's loop: until shut down, or until the exporter is gone.
+    pub(crate) fn run(mut self) {
+        loop {
+            let wake = self.next_wake();
+            let timeout = wake.saturating_duration_since(Instant::now());
+            match self.inbox.recv_timeout(timeout) {
+                Ok(Message::Items(mut items)) => {
+                    if self.pending.is_empty() {
+                        self.pending_since = Some(Instant::now());
+                    }
+                    self.pending.append(&items);
+                    items.clear();
+                    let _ = self.spare.try_send(items);
+                }
+                Ok(Message::Flush { deadline, done }) => {
+                    let ok = self.flush(deadline);
+                    let _ = done.send(ok);
+                }
+                Ok(Message::Shutdown { deadline, done }) => {
+                    let ok = self.flush(deadline);
+                    let _ = done.send(ok);
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush(Instant::now() + self.config.timeout);
+                    return;
+                }
+            }
+            let now = Instant::now();
+            let due = self
+                .pending_since
+                .is_some_and(|since| now >= since + self.config.interval);
+            if self.pending.len() >= self.config.max_items || due {
+                self.ship_pending();
+            }
+            if Instant::now() >= self.retry_at && Instant::now() >= self.backlog_at {
+                self.send_backlog();
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.retry_at.max(self.backlog_at);
+        if let Some(since) = self.pending_since {
+            wake = wake.min(since + self.config.interval);
+        }
+        wake.max(Instant::now() + Duration::from_millis(1))
+    }
+
+    /// Sends what is pending, in batches; what fails goes to the backlog.
+    fn ship_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_since = None;
+        let mut start = 0;
+        while start < pending.len() {
+            let end = (start + self.config.max_items).min(pending.len());
+            let batch = pending.slice(start..end);
+            start = end;
+            if Instant::now() < self.retry_at {
+                // The endpoint is failing: do not knock again before the backoff is over.
+                self.keep(batch);
+                continue;
+            }
+            match self.deliver(batch) {
+                Delivery::Done => self.succeeded(),
+                Delivery::Retry { items, after } => {
+                    self.failed(after);
+                    self.keep(items);
+                }
+            }
+        }
+        let mut reuse = pending;
+        reuse.clear();
+        self.pending = reuse;
+    }
+
+    /// Sends the oldest batches of the backlog while the endpoint takes them.
+    fn send_backlog(&mut self) {
+        for _ in 0..64 {
+            if let Some(batch) = self.memory.pop_front() {
+                match self.deliver(batch) {
+                    Delivery::Done => self.succeeded(),
+                    Delivery::Retry { items, after } => {
+                        self.failed(after);
+                        self.memory.push_front(items);
+                        return;
+                    }
+                }
+                continue;
+            }
+            let Some(storage) = self.storage.clone() else {
+                break;
+            };
+            let Some(mut leased) = storage.lease_oldest() else {
+                break;
+            };
+            let items = std::mem::take(&mut leased.items);
+            let count = items.len();
+            match self.deliver(items) {
+                Delivery::Done => {
+                    storage.remove(leased);
+                    self.succeeded();
+                }
+                Delivery::Retry { items, after } => {
+                    self.failed(after);
+                    if items.len() == count {
+                        storage.release(leased);
+                    } else if let Err(error) = storage.replace(leased, &items) {
+                        self.lost(&items, &error);
+                    }
+                    return;
+                }
+            }
+        }
+        // Nothing left here: look again later (another process may leave batches too).
+        self.backlog_at = Instant::now() + Duration::from_secs(30);
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            log::info!("census: Application Insights accepts telemetry again");
+        }
+        self.failures = 0;
+        self.retry_at = Instant::now();
+        // The endpoint answers: whatever waits in the backlog can go now.
+        self.backlog_at = Instant::now();
+    }
+
+    fn failed(&mut self, after: Option<Duration>) {
+        self.failures = self.failures.saturating_add(1);
+        let exp = self
+            .config
+            .min_backoff
+            .saturating_mul(1u32 << self.failures.saturating_sub(1).min(16))
+            .min(self.config.max_backoff);
+        // Full jitter over the upper half: spreads out many instances failing together.
+        let jitter = (crate::context::next_random() % 1000) as f64 / 1000.0;
+        let backoff = exp.mul_f64(0.5 + jitter / 2.0);
+        // The service's own `Retry-After` wins over the computed backoff.
+        let wait = after.unwrap_or(backoff);
+        self.retry_at = Instant::now() + wait;
+        self.backlog_at = self.retry_at;
+    }
+
+    /// Keeps envelopes that could not be delivered yet: in storage, else in memory.
+    fn keep(&mut self, items: Items) {
+        if items.is_empty() {
+            return;
+        }
+        let n = items.len() as u64;
+        match &self.storage {
+            Some(storage) => match storage.write(&items) {
+                Ok(()) => {
+                    COUNTERS.stored.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(error) => self.lost(&items, &error),
+            },
+            None => {
+                let held: usize = self.memory.iter().map(Items::len).sum();
+                if held + items.len() > self.config.memory_batches * self.config.max_items {
+                    COUNTERS.dropped_unstored.fetch_add(n, Ordering::Relaxed);
+                    self.warnings.warn(
+                        "memory",
+                        format_args!(
+                            "census: dropped {n} envelopes: the endpoint fails, storage is off and the retry queue is full"
+                        ),
+                    );
+                } else {
+                    self.memory.push_back(items);
+                }
+            }
+        }
+    }
+
+    fn lost(&mut self, items: &Items, error: &StoreError) {
+        let n = items.len() as u64;
+        match error {
+            StoreError::Full { .. } => COUNTERS
+                .dropped_storage_full
+                .fetch_add(n, Ordering::Relaxed),
+            StoreError::Io(_) => COUNTERS.dropped_unstored.fetch_add(n, Ordering::Relaxed),
+        };
+        self.warnings.warn(
+            "storage",
+            format_args!("census: dropped {n} undeliverable envelopes: {error}"),
+        );
+    }
+
+    /// Delivers everything queued (pending and the in-memory backlog) before `deadline`; what
+    /// cannot go in time is kept in storage. `true` when everything went.
+    fn flush(&mut self, deadline: Instant) -> bool {
+        let mut queue: VecDeque<Items> = VecDeque::new();
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_since = None;
+        let mut start = 0;
+        while start < pending.len() {
+            let end = (start + self.config.max_items).min(pending.len());
+            queue.push_back(pending.slice(start..end));
+            start = end;
+        }
+        queue.extend(self.memory.drain(..));
+        let mut all = true;
+        while let Some(mut batch) = queue.pop_front() {
+            loop {
+                let now = Instant::now();
+                if now >= deadline || self.retry_at >= deadline {
+                    all = false;
+                    self.keep(batch);
+                    break;
+                }
+                if self.retry_at > now {
+                    std::thread::sleep(self.retry_at - now);
+                }
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                match self.deliver_within(batch, timeout.min(self.config.timeout)) {
+                    Delivery::Done => {
+                        self.succeeded();
+                        break;
+                    }
+                    Delivery::Retry { items, after } => {
+                        self.failed(after);
+                        batch = items;
+                    }
+                }
+            }
+        }
+        if !all {
+            self.warnings.warn(
+                "flush",
+                format_args!(
+                    "census: could not deliver everything before the deadline; the rest is kept for later"
+                ),
+            );
+        }
+        all
+    }
+
+    fn deliver(&mut self, items: Items) -> Delivery {
+        let timeout = self.config.timeout;
+        self.deliver_within(items, timeout)
+    }
+
+    /// One batch: post it, follow redirects, read the answer, split on 413.
+    fn deliver_within(&mut self, items: Items, timeout: Duration) -> Delivery {
+        let count = items.len() as u64;
+        if count == 0 {
+            return Delivery::Done;
+        }
+        let answer = self.post(&items, timeout);
+        match answer {
+            Answer::Status {
+                status: 200,
+                after: _,
+                body: _,
+            } => {
+                COUNTERS.sent.fetch_add(count, Ordering::Relaxed);
+                Delivery::Done
+            }
+            Answer::Status {
+                status: 206,
+                after,
+                body,
+            } => self.partial(items, &body, after),
+            Answer::Status { status: 413, .. } if count > 1 => {
+                let half = items.len() / 2;
+                let mut retry = Items::default();
+                let mut wait = None;
+                for part in [items.slice(0..half), items.slice(half..items.len())] {
+                    if let Delivery::Retry { items, after } = self.deliver_within(part, timeout) {
+                        retry.append(&items);
+                        wait = wait.max(after);
+                    }
+                }
+                if retry.is_empty() {
+                    Delivery::Done
+                } else {
+                    Delivery::Retry {
+                        items: retry,
+                        after: wait,
+                    }
+                }
+            }
+            Answer::Status { status: 413, .. } => {
+                COUNTERS
+                    .dropped_too_large
+                    .fetch_add(count, Ordering::Relaxed);
+                self.warnings.warn(
+                    "413",
+                    format_args!(
+                        "census: dropped an envelope the endpoint says is too large (413)"
+                    ),
+                );
+                Delivery::Done
+            }
+            Answer::Status { status, after, .. } if RETRYABLE.contains(&status) => {
+                self.retrying(&items, &format!("status {status}"));
+                Delivery::Retry { items, after }
+            }
+            Answer::Status { status, .. } if (500..600).contains(&status) => {
+                self.retrying(&items, &format!("status {status}"));
+                Delivery::Retry { items, after: None }
+            }
+            Answer::Status { status, .. } => {
+                COUNTERS
+                    .dropped_rejected
+                    .fetch_add(count, Ordering::Relaxed);
+                self.warnings.warn(
+                    "rejected",
+                    format_args!("census: the endpoint refused {count} envelopes with status {status}; dropped"),
+                );
+                Delivery::Done
+            }
+            Answer::Failed(reason) => {
+                self.retrying(&items, &reason);
+                Delivery::Retry { items, after: None }
+            }
+        }
+    }
+
+    fn retrying(&mut self, items: &Items, reason: &str) {
+        COUNTERS
+            .retried
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        self.warnings.warn(
+            "retry",
+            format_args!(
+                "census: could not deliver {} envelopes ({reason}); they will be sent again",
+                items.len()
+            ),
+        );
+    }
+
+    /// A 206: keep the retryable items, drop the others.
+    fn partial(&mut self, items: Items, body: &[u8], after: Option<Duration>) -> Delivery {
+        let Some(errors) = parse_errors(body) else {
+            // Unreadable: which items failed is unknown, so all of them are sent again.
+            self.retrying(&items, "206 with an unreadable body");
+            return Delivery::Retry { items, after };
+        };
+        let mut retry = Items::default();
+        let mut failed = vec![false; items.len()];
+        let mut rejected = 0u64;
+        for (index, status) in errors {
+            let Some(slot) = failed.get_mut(index) else {
+                continue;
+            };
+            if *slot {
+                continue;
+            }
+            *slot = true;
+            if RETRYABLE_ITEM.contains(&status) {
+                retry.push(items.get(index));
+            } else {
+                rejected += 1;
+            }
+        }
+        let accepted = failed.iter().filter(|f| !**f).count() as u64;
+        COUNTERS.sent.fetch_add(accepted, Ordering::Relaxed);
+        if rejected > 0 {
+            COUNTERS
+                .dropped_rejected
+                .fetch_add(rejected, Ordering::Relaxed);
+            self.warnings.warn(
+                "rejected-items",
+                format_args!(
+                    "census: the endpoint refused {rejected} envelopes of a batch; dropped"
+                ),
+            );
+        }
+        if retry.is_empty() {
+            Delivery::Done
+        } else {
+            self.retrying(&retry, "206, retryable items");
+            Delivery::Retry {
+                items: retry,
+                after,
+            }
+        }
+    }
+
+    /// Posts a batch, following at most ten 307/308 redirects.
+    fn post(&mut self, items: &Items, timeout: Duration) -> Answer {
+        items.write_array(&mut self.body);
+        let gzip = self.config.gzip;
+        if gzip {
+            self.compressed.clear();
+            let mut encoder = flate2::write::GzEncoder::new(
+                std::mem::take(&mut self.compressed),
+                flate2::Compression::fast(),
+            );
+            let written = encoder.write_all(&self.body);
+            match (written, encoder.finish()) {
+                (Ok(()), Ok(buffer)) => self.compressed = buffer,
+                _ => return Answer::Failed("could not compress the batch".to_owned()),
+            }
+        }
+        for _ in 0..=MAX_REDIRECTS {
+            let url = self.endpoint.track_url();
+            let mut request = self
+                .agent
+                .post(&url)
+                .header("Content-Type", "application/json; charset=utf-8")
+                .header("Accept", "application/json");
+            if gzip {
+                request = request.header("Content-Encoding", "gzip");
+            }
+            let request = request
+                .config()
+                .timeout_global(Some(timeout.max(Duration::from_millis(1))))
+                .build();
+            let payload: &[u8] = if gzip { &self.compressed } else { &self.body };
+            let mut response = match request.send(payload) {
+                Ok(response) => response,
+                Err(error) => return Answer::Failed(error.to_string()),
+            };
+            let status = response.status().as_u16();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            if status == 307 || status == 308 {
+                let moved = header("location").and_then(|l| self.endpoint.redirected(&l));
+                match moved {
+                    Some(endpoint) => {
+                        log::info!(
+                            "census: the ingestion endpoint moved to {}://{}",
+                            endpoint.scheme,
+                            endpoint.authority
+                        );
+                        self.endpoint = endpoint;
+                        continue;
+                    }
+                    None => {
+                        return Answer::Status {
+                            status,
+                            after: None,
+                            body: Vec::new(),
+                        };
+                    }
+                }
+            }
+            let after = header("retry-after").and_then(|v| parse_retry_after(&v));
+            let body = if status == 206 || status == 200 {
+                response
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_RESPONSE)
+                    .read_to_vec()
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            return Answer::Status {
+                status,
+                after,
+                body,
+            };
+        }
+        Answer::Failed(format!("more than {MAX_REDIRECTS} redirects"))
+    }
+}
+
+enum Answer {
+    Status {
+        status: u16,
+        after: Option<Duration>,
+        body: Vec<u8>,
+    },
+    Failed(String),
+}
+
+/// `Retry-After` in seconds (the form Application Insights sends), capped at an hour.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs.min(3600.0)))
+}
+
+/// The `errors` of a 206 body: `(index, statusCode)` pairs; `None` when unreadable.
+fn parse_errors(body: &[u8]) -> Option<Vec<(usize, u16)>> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let errors = value.get("errors")?.as_array()?;
+    errors
+        .iter()
+        .map(|e| {
+            let index = usize::try_from(e.get("index")?.as_u64()?).ok()?;
+            let status = u16::try_from(e.get("statusCode")?.as_u64()?).ok()?;
+            Some((index, status))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("99999"), Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn partial_errors() {
+        let body = br#"{"itemsReceived":3,"itemsAccepted":1,"errors":[{"index":0,"statusCode":500,"message":"x"},{"index":2,"statusCode":400}]}"#;
+        assert_eq!(parse_errors(body), Some(vec![(0, 500), (2, 400)]));
+        assert_eq!(parse_errors(b"not json"), None);
+        assert_eq!(parse_errors(br#"{"errors":[{"index":"x"}]}"#), None);
+    }
+}
