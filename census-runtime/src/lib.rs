@@ -98,6 +98,14 @@ pub mod __private {
 
     use std::fmt::Display;
 
+    /// Runs a sync function's body. Taking it as an `FnOnce` (instead of calling a closure in
+    /// place, which infers `FnMut`) lets the body return borrows of its captured arguments, as
+    /// `&mut self` getters do.
+    #[inline(always)]
+    pub fn run<R>(body: impl FnOnce() -> R) -> R {
+        body()
+    }
+
     /// Wraps a function's return value so that method resolution can tell a `Result` whose error
     /// is `Display` (the span fails on `Err`) from any other value (the span succeeds).
     pub struct Probe<'a, T: ?Sized>(pub &'a T);
