@@ -30,3 +30,6 @@ pub fn flush(pipeline: &Pipeline) {
         .flush(Duration::from_secs(10))
         .expect("flush completes in time");
 }
+
+pub mod azure;
+pub mod ingestion;

@@ -1,0 +1,573 @@
+//! A scriptable Application Insights ingestion endpoint: a real HTTP/1.1 server on 127.0.0.1
+//! that records every request (headers, and the body gunzipped and parsed as JSON items) and
+//! answers what the test scripts: any status, per-item errors of a 206, `Retry-After`,
+//! `Location`, a delay, a dropped connection, or holding every request until released. It can be
+//! stopped (connections are then refused) and started again on the same port.
+//!
+//! ```
+//! use census_tests::ingestion::{IngestionServer, Reply};
+//!
+//! let server = IngestionServer::start().unwrap();
+//! server.script([Reply::status(503).retry_after(1), Reply::status(200)]);
+//! assert!(server.connection_string().contains("IngestionEndpoint=http://127.0.0.1:"));
+//! ```
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The instrumentation key the tests use.
+pub const IKEY: &str = "00000000-0000-0000-0000-000000000001";
+
+/// What the server answers to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// An explicit body; else, for 200 and 206, `{itemsReceived, itemsAccepted, errors}`.
+    pub body: Option<String>,
+    /// Extra response headers.
+    pub headers: Vec<(String, String)>,
+    /// Waits this long before answering.
+    pub delay: Duration,
+    /// Closes the connection without answering.
+    pub drop_connection: bool,
+    /// Per-item errors of a 206: `(index, statusCode)`.
+    pub errors: Vec<(usize, u16)>,
+    /// Answers this many requests (default 1).
+    pub times: usize,
+}
+
+impl Reply {
+    /// Answers `status`.
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            body: None,
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+            drop_connection: false,
+            errors: Vec::new(),
+            times: 1,
+        }
+    }
+
+    /// `200`, every item accepted.
+    pub fn ok() -> Reply {
+        Reply::status(200)
+    }
+
+    /// A `206` whose items at these indexes failed with these statuses.
+    pub fn partial(errors: &[(usize, u16)]) -> Reply {
+        Reply {
+            errors: errors.to_vec(),
+            ..Reply::status(206)
+        }
+    }
+
+    /// Closes the connection without an answer.
+    pub fn drop_connection() -> Reply {
+        Reply {
+            drop_connection: true,
+            ..Reply::status(0)
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Adds `Retry-After: seconds`.
+    pub fn retry_after(self, seconds: u64) -> Reply {
+        self.header("Retry-After", &seconds.to_string())
+    }
+
+    /// Adds `Location: url`.
+    pub fn location(self, url: &str) -> Reply {
+        self.header("Location", url)
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: &str) -> Reply {
+        self.body = Some(body.to_owned());
+        self
+    }
+
+    /// Waits before answering.
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+
+    /// Answers this many requests.
+    pub fn times(mut self, times: usize) -> Reply {
+        self.times = times;
+        self
+    }
+}
+
+/// One request as the server received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// `POST`.
+    pub method: String,
+    /// The request target, as sent (`/v2.1/track`).
+    pub path: String,
+    /// Every header, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body's size on the wire.
+    pub wire_len: usize,
+    /// The body, gunzipped when it was gzipped.
+    pub body: Vec<u8>,
+    /// The body's JSON items (the elements of the array), when it parsed.
+    pub items: Vec<Value>,
+    /// What the server answered (0: dropped the connection).
+    pub reply: Reply,
+    /// When it arrived.
+    pub received: Instant,
+}
+
+impl Recorded {
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The items the answer accepted: all of a 200, those of a 206 not listed as errors.
+    pub fn accepted(&self) -> Vec<Value> {
+        match self.reply.status {
+            200 => self.items.clone(),
+            206 => self
+                .items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.reply.errors.iter().any(|(e, _)| e == i))
+                .map(|(_, v)| v.clone())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Recorded>,
+    script: VecDeque<Reply>,
+    default: Option<Reply>,
+    held: bool,
+    waiting: usize,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    stopping: AtomicBool,
+    connections: Mutex<Vec<TcpStream>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The server; stops when dropped.
+pub struct IngestionServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl IngestionServer {
+    /// Starts on a free port of 127.0.0.1.
+    pub fn start() -> io::Result<IngestionServer> {
+        Self::start_on(0)
+    }
+
+    /// Starts on `port` of 127.0.0.1 (0: any free one).
+    pub fn start_on(port: u16) -> io::Result<IngestionServer> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            connections: Mutex::new(Vec::new()),
+        });
+        let mut server = IngestionServer {
+            shared,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            accept: None,
+        };
+        server.listen()?;
+        Ok(server)
+    }
+
+    fn listen(&mut self) -> io::Result<()> {
+        let listener = bind_retrying(self.addr)?;
+        self.addr = listener.local_addr()?;
+        self.shared.stopping.store(false, Ordering::SeqCst);
+        let shared = Arc::clone(&self.shared);
+        self.accept = Some(thread::spawn(move || {
+            for stream in listener.incoming() {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                if let Ok(clone) = stream.try_clone() {
+                    shared
+                        .connections
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(clone);
+                }
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || serve(stream, &shared));
+            }
+        }));
+        Ok(())
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A connection string pointing at this server.
+    pub fn connection_string(&self) -> String {
+        format!(
+            "InstrumentationKey={IKEY};IngestionEndpoint={}/",
+            self.url()
+        )
+    }
+
+    /// Queues replies, used in order before the default.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.shared.lock().script.extend(replies);
+    }
+
+    /// The reply once the script is used up (default: 200).
+    pub fn set_default(&self, reply: Reply) {
+        self.shared.lock().default = Some(reply);
+    }
+
+    /// Holds every request, unanswered, until [`release`](Self::release).
+    pub fn hold(&self) {
+        self.shared.lock().held = true;
+    }
+
+    /// Answers the held requests and stops holding.
+    pub fn release(&self) {
+        self.shared.lock().held = false;
+        self.shared.changed.notify_all();
+    }
+
+    /// How many requests are held right now.
+    pub fn held(&self) -> usize {
+        self.shared.lock().waiting
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Every item of every request, accepted or not.
+    pub fn items(&self) -> Vec<Value> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .flat_map(|r| r.items.clone())
+            .collect()
+    }
+
+    /// Every item the server accepted.
+    pub fn accepted(&self) -> Vec<Value> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .flat_map(|r| r.accepted())
+            .collect()
+    }
+
+    /// The `data.baseData.name` of every accepted item.
+    pub fn accepted_names(&self) -> Vec<String> {
+        self.accepted()
+            .iter()
+            .filter_map(|v| v["data"]["baseData"]["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Waits until `done` holds for the requests so far, at most `timeout`.
+    pub fn wait_until(&self, timeout: Duration, done: impl Fn(&[Recorded]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        loop {
+            if done(&state.requests) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, (deadline - now).min(Duration::from_millis(50)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits until at least `n` items were accepted.
+    pub fn wait_for_accepted(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |requests| {
+            requests.iter().map(|r| r.accepted().len()).sum::<usize>() >= n
+        })
+    }
+
+    /// Stops listening and closes every connection: from now on connections are refused.
+    pub fn stop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+        for stream in self
+            .shared
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.release();
+    }
+
+    /// Listens again on the same port.
+    pub fn restart(&mut self) -> io::Result<()> {
+        if self.accept.is_none() {
+            self.listen()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for IngestionServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn bind_retrying(addr: SocketAddr) -> io::Result<TcpListener> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(error) if Instant::now() < deadline && addr.port() != 0 => {
+                let _ = error;
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Serves one connection: requests one after another (keep-alive).
+fn serve(stream: TcpStream, shared: &Shared) {
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let mut writer = write_half;
+    let mut reader = BufReader::new(stream);
+    while let Ok(Some(request)) = read_request(&mut reader) {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let reply = {
+            let mut state = shared.lock();
+            let reply = next_reply(&mut state);
+            let recorded = record(request, reply.clone());
+            state.requests.push(recorded);
+            shared.changed.notify_all();
+            state.waiting += 1;
+            while state.held && !shared.stopping.load(Ordering::SeqCst) {
+                state = shared
+                    .changed
+                    .wait_timeout(state, Duration::from_millis(50))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            state.waiting -= 1;
+            reply
+        };
+        if !reply.delay.is_zero() {
+            thread::sleep(reply.delay);
+        }
+        if reply.drop_connection || shared.stopping.load(Ordering::SeqCst) {
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
+        let items = shared.lock().requests.last().map_or(0, |r| r.items.len());
+        if write_reply(&mut writer, &reply, items).is_err() {
+            return;
+        }
+    }
+}
+
+fn next_reply(state: &mut State) -> Reply {
+    if let Some(front) = state.script.front_mut() {
+        if front.times > 1 {
+            front.times -= 1;
+            return front.clone();
+        }
+        if let Some(reply) = state.script.pop_front() {
+            return reply;
+        }
+    }
+    state.default.clone().unwrap_or_else(Reply::ok)
+}
+
+struct RawRequest {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<RawRequest>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 {
+            return Ok(None);
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+    }
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _): &&(String, String)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.resize(len, 0);
+        reader.read_exact(&mut body)?;
+    }
+    Ok(Some(RawRequest {
+        method,
+        path,
+        headers,
+        body,
+    }))
+}
+
+fn record(request: RawRequest, reply: Reply) -> Recorded {
+    let gzip = request
+        .headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("content-encoding") && v.contains("gzip"));
+    let wire_len = request.body.len();
+    let body = if gzip {
+        let mut out = Vec::new();
+        match flate2::read::GzDecoder::new(&request.body[..]).read_to_end(&mut out) {
+            Ok(_) => out,
+            Err(_) => request.body,
+        }
+    } else {
+        request.body
+    };
+    let items = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(items)) => items,
+        Ok(other) => vec![other],
+        Err(_) => Vec::new(),
+    };
+    Recorded {
+        method: request.method,
+        path: request.path,
+        headers: request.headers,
+        wire_len,
+        body,
+        items,
+        reply,
+        received: Instant::now(),
+    }
+}
+
+fn write_reply(out: &mut TcpStream, reply: &Reply, items: usize) -> io::Result<()> {
+    let body = match (&reply.body, reply.status) {
+        (Some(body), _) => body.clone(),
+        (None, 200 | 206) => {
+            let errors: Vec<Value> = reply
+                .errors
+                .iter()
+                .map(|(index, status)| {
+                    serde_json::json!({"index": index, "statusCode": status, "message": "scripted"})
+                })
+                .collect();
+            serde_json::json!({
+                "itemsReceived": items,
+                "itemsAccepted": items.saturating_sub(errors.len()),
+                "errors": errors,
+            })
+            .to_string()
+        }
+        (None, _) => String::new(),
+    };
+    let mut head = format!(
+        "HTTP/1.1 {} Scripted\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        reply.status,
+        body.len()
+    );
+    for (name, value) in &reply.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    out.write_all(body.as_bytes())?;
+    out.flush()
+}
