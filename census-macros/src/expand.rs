@@ -19,10 +19,13 @@ use crate::errors::Errors;
 
 /// Expands `#[inproc(args)]` or `#[dependency(args)]` on `item`.
 ///
-/// With any mistake, the item comes back as written (minus the census attributes of its
-/// methods) next to one `compile_error!` per mistake, so the rest of the crate still type-checks
+/// With any mistake, the item comes back as written (the census attributes of its methods
+/// neutralized) next to one `compile_error!` per mistake, so the rest of the crate still type-checks
 /// and only the real mistakes are reported.
 pub(crate) fn attribute(flavor: Flavor, args: TokenStream, item: TokenStream) -> TokenStream {
+    if is_handled(&args) {
+        return item;
+    }
     let mut errors = Errors::default();
     let args = Args::parse(flavor, args, &mut errors);
     let (expanded, fallback) = match syn::parse2::<Item>(item.clone()) {
@@ -42,6 +45,18 @@ pub(crate) fn attribute(flavor: Flavor, args: TokenStream, item: TokenStream) ->
     } else {
         quote!(#fallback #errors)
     }
+}
+
+/// What a block's expansion leaves in place of a method's own attribute: the attribute's path
+/// stays, so that its `use` is not reported unused, and the attribute then expands to nothing.
+const HANDLED: &str = "__census_handled";
+
+fn is_handled(args: &TokenStream) -> bool {
+    let mut tokens = args.clone().into_iter();
+    matches!(
+        (tokens.next(), tokens.next()),
+        (Some(proc_macro2::TokenTree::Ident(ident)), None) if ident == HANDLED
+    )
 }
 
 /// What one instrumented function's site says.
@@ -88,7 +103,7 @@ fn expand_fn(args: &Args, mut function: ItemFn, errors: &mut Errors) -> (TokenSt
         );
         return (fallback.clone(), fallback);
     }
-    if args.flavor == Flavor::Dependency && args.kind.is_none() {
+    if args.flavor == Flavor::Dependency && args.key("kind").is_none() {
         missing_kind(errors, None);
     }
     let spec = Spec {
@@ -383,11 +398,11 @@ fn expand_impl(
             ),
         );
     }
-    if args.flavor == Flavor::Dependency && args.kind.is_none() {
+    if args.flavor == Flavor::Dependency && args.key("kind").is_none() {
         missing_kind(errors, None);
     }
 
-    // Take the methods' own attributes out first, so that neither output carries them.
+    // Read the methods' own attributes first, so that neither output expands them again.
     let own: Vec<Option<Own>> = block
         .items
         .iter_mut()
@@ -422,27 +437,29 @@ fn expand_impl(
     (block.into_token_stream(), fallback)
 }
 
-/// Removes a method's census attributes and reads the first; a second one is a mistake.
-fn take_own(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> Option<Own> {
+/// Reads a method's census attribute (a second one is a mistake) and neutralizes it: it becomes
+/// `#[path(__census_handled)]`, which expands to the method as it is.
+fn take_own(attrs: &mut [Attribute], errors: &mut Errors) -> Option<Own> {
     let mut own: Option<Own> = None;
-    let mut kept = Vec::with_capacity(attrs.len());
-    for attr in attrs.drain(..) {
+    for attr in attrs.iter_mut() {
         let Some(flavor) = Flavor::of(attr.path()) else {
-            kept.push(attr);
             continue;
         };
         if own.is_some() {
             errors.at(
-                &attr,
+                &*attr,
                 "a method takes one #[inproc] or #[dependency]: this one is the second",
             );
-            continue;
+        } else if let Some(args) = parse_inner(flavor, attr, errors) {
+            own = Some(Own {
+                attr: attr.clone(),
+                args,
+            });
         }
-        if let Some(args) = parse_inner(flavor, &attr, errors) {
-            own = Some(Own { attr, args });
-        }
+        let path = attr.path().clone();
+        let handled = Ident::new(HANDLED, Span::call_site());
+        attr.meta = syn::parse_quote!(#path(#handled));
     }
-    *attrs = kept;
     own
 }
 
@@ -471,7 +488,7 @@ fn merge(block: &Args, own: Option<&Own>, name: String, errors: &mut Errors) -> 
                 .clone()
                 .or_else(|| inherit.then(|| block.kind.clone()).flatten());
             if kind.is_none() {
-                if block.flavor == Flavor::Inproc {
+                if block.flavor == Flavor::Inproc && args.key("kind").is_none() {
                     missing_kind(errors, Some(attr));
                 }
                 return None;

@@ -66,7 +66,23 @@ impl S {
     }
 }
 
+mod only_inner {
+    // `dependency` is used only inside the block: its import must not be reported unused.
+    use census_runtime::{dependency, inproc};
+
+    pub(crate) struct Client;
+
+    #[inproc]
+    impl Client {
+        #[dependency(kind = "HTTP")]
+        pub(crate) fn call(&self) -> u8 {
+            1
+        }
+    }
+}
+
 fn main() {
+    assert_eq!(only_inner::Client.call(), 1);
     unit();
     unit_explicit();
     assert_eq!(

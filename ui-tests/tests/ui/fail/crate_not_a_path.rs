@@ -1,0 +1,6 @@
+use census_runtime::inproc;
+
+#[inproc(crate = "telemetry")]
+fn price() {}
+
+fn main() {}

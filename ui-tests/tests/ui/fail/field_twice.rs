@@ -1,0 +1,8 @@
+use census_runtime::inproc;
+
+#[inproc(fields(id, id))]
+fn price(id: u64) -> u64 {
+    id
+}
+
+fn main() {}

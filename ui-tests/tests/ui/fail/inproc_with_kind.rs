@@ -1,0 +1,6 @@
+use census_runtime::inproc;
+
+#[inproc(kind = "SQL")]
+fn load() {}
+
+fn main() {}

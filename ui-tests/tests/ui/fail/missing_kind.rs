@@ -1,0 +1,6 @@
+use census_runtime::dependency;
+
+#[dependency(target = "orders-db")]
+fn load() {}
+
+fn main() {}

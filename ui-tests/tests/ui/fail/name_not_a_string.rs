@@ -1,0 +1,6 @@
+use census_runtime::inproc;
+
+#[inproc(name = price)]
+fn price() {}
+
+fn main() {}

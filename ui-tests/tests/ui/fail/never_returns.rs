@@ -1,0 +1,8 @@
+use census_runtime::inproc;
+
+#[inproc]
+fn serve() -> ! {
+    loop {}
+}
+
+fn main() {}

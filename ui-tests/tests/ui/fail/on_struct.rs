@@ -1,0 +1,8 @@
+use census_runtime::inproc;
+
+#[inproc]
+struct Cart {
+    items: Vec<u32>,
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use census_runtime::dependency;
+
+#[dependency(kind = "SQL")]
+trait Repository {
+    fn load(&self) -> u64;
+}
+
+fn main() {}

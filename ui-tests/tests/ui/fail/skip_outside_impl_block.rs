@@ -1,0 +1,6 @@
+use census_runtime::inproc;
+
+#[inproc(skip)]
+fn price() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use census_runtime::dependency;
+
+#[dependency(kind)]
+fn load() {}
+
+fn main() {}
