@@ -1,0 +1,62 @@
+//! An endpoint that holds every request never holds up the instrumented code or the pipeline.
+
+use std::time::Duration;
+
+use census_runtime::diagnostics;
+use census_tests::azure::{scratch_dir, settings};
+use census_tests::ingestion::IngestionServer;
+
+#[test]
+fn a_stalled_endpoint_never_blocks_instrumented_code() {
+    let server = IngestionServer::start().unwrap();
+    server.hold();
+    let census = census_runtime::pipeline()
+        .max_batch(100)
+        .azure(
+            settings(&server, &scratch_dir("stalled"))
+                .timeout(Duration::from_secs(120))
+                .queue_batches(2),
+        )
+        .install()
+        .unwrap();
+    const N: u64 = 5_000;
+    // The instrumented code runs to the end while the endpoint answers nothing.
+    for i in 0..N {
+        census_runtime::span("work").in_scope(|| {
+            census_runtime::span("inner")
+                .property("i", i)
+                .in_scope(|| {});
+        });
+    }
+    let mut handed = false;
+    for _ in 0..600 {
+        if diagnostics().exported >= 2 * N {
+            handed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        handed,
+        "the pipeline worker kept draining: {:?}",
+        diagnostics()
+    );
+    assert!(
+        server.held() >= 1,
+        "the endpoint still holds the first request"
+    );
+    let d = diagnostics();
+    assert_eq!(d.dropped_queue_full, 0, "no span was lost on the hot path");
+    assert!(
+        d.export_queue_full > 0 && d.stored == d.export_queue_full,
+        "what the stuck transport could not take went to storage: {d:?}"
+    );
+    assert_eq!(d.sent, 0);
+
+    server.release();
+    assert!(
+        server.wait_for_accepted(2 * N as usize, Duration::from_secs(60)),
+        "everything arrives once the endpoint answers"
+    );
+    drop(census);
+}
