@@ -337,7 +337,7 @@ fn check_fields(sig: &Signature, fields: &[Ident], errors: &mut Errors) {
         })
         .collect();
     for field in fields {
-        if arguments.iter().any(|arg| *arg == field) {
+        if arguments.contains(&field) {
             continue;
         }
         let known = if arguments.is_empty() {
