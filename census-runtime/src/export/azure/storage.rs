@@ -153,7 +153,7 @@ impl Storage {
                 continue;
             }
             let stem = match name.split_once(BLOB) {
-                Some((stem, rest)) if rest.is_empty() => stem.to_owned(),
+                Some((stem, "")) => stem.to_owned(),
                 Some((stem, rest)) if rest.starts_with('@') && rest.ends_with(LOCK) => {
                     if lease_held(&rest[1..rest.len() - LOCK.len()], now_micros) {
                         continue;
