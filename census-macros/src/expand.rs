@@ -147,16 +147,30 @@ fn instrument(sig: &Signature, block: &mut Block, spec: &Spec, errors: &mut Erro
     let site = site(sig, spec);
     if sig.asyncness.is_some() {
         let body = &block.stmts;
-        let tokens = async_body(spec, site, fake_return(&sig.output), quote!(#(#body)*));
+        let probe = returns_value(&sig.output);
+        let tokens = async_body(
+            spec,
+            site,
+            fake_return(&sig.output),
+            probe,
+            quote!(#(#body)*),
+        );
         replace(block, tokens);
     } else if let Some(future) = boxed_future(block) {
         // The shape `async-trait` expands an `async fn` to: instrument the future it boxes.
         let body = &future.block.stmts;
-        let tokens = async_body(spec, site, None, quote!(#(#body)*));
+        let tokens = async_body(spec, site, None, true, quote!(#(#body)*));
         replace(&mut future.block, tokens);
     } else {
         let body = &block.stmts;
-        let tokens = sync_body(spec, site, fake_return(&sig.output), quote!(#(#body)*));
+        let probe = returns_value(&sig.output);
+        let tokens = sync_body(
+            spec,
+            site,
+            fake_return(&sig.output),
+            probe,
+            quote!(#(#body)*),
+        );
         replace(block, tokens);
     }
 }
@@ -204,26 +218,39 @@ fn record_fields(spec: &Spec, span: &Ident) -> Option<TokenStream> {
     })
 }
 
+/// Whether the function declares a return value whose outcome is worth looking at. A function
+/// with no return type can't return `Err`; skipping the check also keeps a body that only panics
+/// from leaving the probe an uninferred type to guess at.
+fn returns_value(output: &ReturnType) -> bool {
+    matches!(output, ReturnType::Type(..))
+}
+
 fn sync_body(
     spec: &Spec,
     site: TokenStream,
     fake: Option<TokenStream>,
+    probe: bool,
     body: TokenStream,
 ) -> TokenStream {
     let p = &spec.krate;
     let guard = Ident::new("__census_guard", Span::mixed_site());
     let ret = Ident::new("__census_ret", Span::mixed_site());
     let record = record_fields(spec, &guard);
+    let outcome = probe.then(|| {
+        quote! {
+            {
+                use #p::__private::{PlainOutcome as _, ResultOutcome as _};
+                (&#p::__private::Probe(&#ret)).census_sync(&#guard);
+            }
+        }
+    });
     quote! {
         #site
         let #guard = #p::__private::SpanGuard::enter(&__CENSUS_SITE);
         #record
         #[allow(clippy::let_unit_value)]
         let #ret = #p::__private::run(move || { #fake #body });
-        {
-            use #p::__private::{PlainOutcome as _, ResultOutcome as _};
-            (&#p::__private::Probe(&#ret)).census_sync(&#guard);
-        }
+        #outcome
         #ret
     }
 }
@@ -232,6 +259,7 @@ fn async_body(
     spec: &Spec,
     site: TokenStream,
     fake: Option<TokenStream>,
+    probe: bool,
     body: TokenStream,
 ) -> TokenStream {
     let p = &spec.krate;
@@ -246,13 +274,20 @@ fn async_body(
         ),
         None => (TokenStream::new(), start),
     };
+    let check = if probe {
+        quote! {
+            |#out, #outcome| {
+                use #p::__private::{PlainOutcome as _, ResultOutcome as _};
+                (&#p::__private::Probe(#out)).census_async(#outcome)
+            }
+        }
+    } else {
+        quote!(|_, _| {})
+    };
     quote! {
         #site
         #prelude
-        #span_expr.instrument(async move { #fake #body }, |#out, #outcome| {
-            use #p::__private::{PlainOutcome as _, ResultOutcome as _};
-            (&#p::__private::Probe(#out)).census_async(#outcome)
-        }).await
+        #span_expr.instrument(async move { #fake #body }, #check).await
     }
 }
 

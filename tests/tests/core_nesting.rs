@@ -20,8 +20,20 @@ fn child() {
 fn grandchild() {}
 
 fn assert_child_of(child: &SpanRecord, parent: &SpanRecord) {
-    assert_eq!(child.trace_id(), parent.trace_id(), "{} shares {}'s trace", child.name(), parent.name());
-    assert_eq!(child.parent_id(), Some(parent.span_id()), "{} is a child of {}", child.name(), parent.name());
+    assert_eq!(
+        child.trace_id(),
+        parent.trace_id(),
+        "{} shares {}'s trace",
+        child.name(),
+        parent.name()
+    );
+    assert_eq!(
+        child.parent_id(),
+        Some(parent.span_id()),
+        "{} is a child of {}",
+        child.name(),
+        parent.name()
+    );
 }
 
 #[test]
@@ -30,7 +42,11 @@ fn sync_calls_nest_parent_child_grandchild() {
     parent();
     flush(&pipeline);
 
-    let (p, c, g) = (memory.one("parent"), memory.one("child"), memory.one("grandchild"));
+    let (p, c, g) = (
+        memory.one("parent"),
+        memory.one("child"),
+        memory.one("grandchild"),
+    );
     assert_eq!(p.parent_id(), None);
     assert_child_of(&c, &p);
     assert_child_of(&g, &c);
@@ -65,7 +81,9 @@ async fn async_parent() -> u32 {
 async fn async_child(n: u32) -> u32 {
     tokio::time::sleep(Duration::from_millis(2)).await;
     // The span is current after the await, on whatever thread resumed the future.
-    let here = current_span().context().expect("a span is current after .await");
+    let here = current_span()
+        .context()
+        .expect("a span is current after .await");
     current_span().set_property("seen.span", here.span_id());
     tokio::task::yield_now().await;
     sync_leaf();
@@ -91,15 +109,25 @@ fn async_spans_nest_across_await_on_a_multi_threaded_runtime() {
     assert_eq!(children.len(), 2);
     for child in &children {
         assert_child_of(child, &root);
-        assert_eq!(child.property("seen.span"), Some(child.span_id().to_string().as_str()));
+        assert_eq!(
+            child.property("seen.span"),
+            Some(child.span_id().to_string().as_str())
+        );
         let leaves = memory.children_of(child.span_id());
         assert_eq!(leaves.len(), 1, "one sync_leaf under each async_child");
         assert_eq!(leaves[0].name(), "sync_leaf");
     }
-    let ns: Vec<_> = children.iter().map(|c| c.property("n").unwrap().to_owned()).collect();
+    let ns: Vec<_> = children
+        .iter()
+        .map(|c| c.property("n").unwrap().to_owned())
+        .collect();
     assert_eq!(ns, ["1", "2"]);
     // The async span covers the whole future, sleep included.
-    assert!(children.iter().all(|c| c.duration() >= Duration::from_millis(2)));
+    assert!(
+        children
+            .iter()
+            .all(|c| c.duration() >= Duration::from_millis(2))
+    );
 }
 
 #[dependency(kind = "queue", target = "jobs", fields(task))]
@@ -139,7 +167,11 @@ fn concurrent_tasks_keep_their_own_parents() {
     assert_eq!(roots.len(), TASKS);
     assert_eq!(steps.len(), TASKS * 3);
     for root in &roots {
-        assert_eq!(root.parent_id(), None, "each spawned task is a root of its own");
+        assert_eq!(
+            root.parent_id(),
+            None,
+            "each spawned task is a root of its own"
+        );
     }
     for step in &steps {
         let task = step.property("task").unwrap();
@@ -147,14 +179,20 @@ fn concurrent_tasks_keep_their_own_parents() {
             .iter()
             .find(|r| Some(r.span_id()) == step.parent_id())
             .expect("every step's parent is a task root");
-        assert_eq!(parent.property("task"), Some(task), "no cross-talk between tasks");
+        assert_eq!(
+            parent.property("task"),
+            Some(task),
+            "no cross-talk between tasks"
+        );
         assert_eq!(parent.trace_id(), step.trace_id());
     }
 }
 
 #[inproc]
 async fn spawns_with_helper() {
-    tokio::spawn(spawned_work().in_current_span()).await.unwrap();
+    tokio::spawn(spawned_work().in_current_span())
+        .await
+        .unwrap();
 }
 
 #[inproc]
@@ -183,9 +221,15 @@ fn spawned_tasks_nest_with_in_current_span_and_not_without() {
     let without = memory.one("spawns_without_helper");
     let work = memory.named("spawned_work");
     assert_eq!(work.len(), 2);
-    assert!(work.iter().any(|w| w.parent_id() == Some(with.span_id()) && w.trace_id() == with.trace_id()));
+    assert!(
+        work.iter()
+            .any(|w| w.parent_id() == Some(with.span_id()) && w.trace_id() == with.trace_id())
+    );
     // Without the helper the task starts with no current span: a new trace.
-    assert!(work.iter().any(|w| w.parent_id().is_none() && w.trace_id() != without.trace_id()));
+    assert!(
+        work.iter()
+            .any(|w| w.parent_id().is_none() && w.trace_id() != without.trace_id())
+    );
 }
 
 #[inproc]
@@ -206,11 +250,14 @@ fn threads_spawned_with_the_helper_nest() {
 #[test]
 fn the_span_builder_nests_like_the_macros() {
     let (pipeline, memory) = install_memory();
-    census_runtime::span("batch").kind("job").target("nightly").in_scope(|| {
-        sync_leaf();
-        let _inner = census_runtime::span("inner").start();
-        sync_leaf();
-    });
+    census_runtime::span("batch")
+        .kind("job")
+        .target("nightly")
+        .in_scope(|| {
+            sync_leaf();
+            let _inner = census_runtime::span("inner").start();
+            sync_leaf();
+        });
     flush(&pipeline);
     let batch = memory.one("batch");
     let inner = memory.one("inner");
@@ -218,8 +265,16 @@ fn the_span_builder_nests_like_the_macros() {
     assert_child_of(&inner, &batch);
     let leaves = memory.named("sync_leaf");
     assert_eq!(leaves.len(), 2);
-    assert!(leaves.iter().any(|l| l.parent_id() == Some(batch.span_id())));
-    assert!(leaves.iter().any(|l| l.parent_id() == Some(inner.span_id())));
+    assert!(
+        leaves
+            .iter()
+            .any(|l| l.parent_id() == Some(batch.span_id()))
+    );
+    assert!(
+        leaves
+            .iter()
+            .any(|l| l.parent_id() == Some(inner.span_id()))
+    );
 }
 
 #[test]

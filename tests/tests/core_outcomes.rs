@@ -101,17 +101,35 @@ fn a_panic_fails_and_ends_the_span_and_keeps_unwinding() {
 
     let exploded = memory.named("explodes");
     assert_eq!(exploded.len(), 2);
-    let failed = exploded.iter().find(|s| !s.success()).expect("the panicking call failed");
+    let failed = exploded
+        .iter()
+        .find(|s| !s.success())
+        .expect("the panicking call failed");
     assert_eq!(failed.result_code(), Some("panic"));
     assert_eq!(failed.error_message(), Some("price list is empty"));
-    let exception = failed.exception().expect("a panic leaves exception details");
+    let exception = failed
+        .exception()
+        .expect("a panic leaves exception details");
     assert_eq!(exception.message, "price list is empty");
-    assert!(exception.location.as_deref().unwrap().contains("core_outcomes.rs"));
+    assert!(
+        exception
+            .location
+            .as_deref()
+            .unwrap()
+            .contains("core_outcomes.rs")
+    );
     let outer = memory.one("calls_explodes");
-    assert!(!outer.success(), "the panic unwound through the caller's span too");
+    assert!(
+        !outer.success(),
+        "the panic unwound through the caller's span too"
+    );
     assert_eq!(failed.parent_id(), Some(outer.span_id()));
     let later = exploded.iter().find(|s| s.success()).unwrap();
-    assert_eq!(later.parent_id(), None, "nothing is left current after the panic");
+    assert_eq!(
+        later.parent_id(),
+        None,
+        "nothing is left current after the panic"
+    );
 }
 
 #[dependency(kind = "HTTP", target = "payments")]
@@ -171,9 +189,18 @@ fn named_fields_and_run_time_values_are_recorded_and_nothing_else() {
     flush(&pipeline);
     let span = memory.one("recent_orders");
     let properties: Vec<_> = span.properties().collect();
-    assert_eq!(properties, [("customer", "ada"), ("limit", "5"), ("cache", "miss")]);
-    assert!(!format!("{span:?}").contains("s3cr3t"), "an argument not named is never recorded");
-    assert_eq!(span.data(), Some("SELECT id FROM orders WHERE customer = $1 LIMIT $2"));
+    assert_eq!(
+        properties,
+        [("customer", "ada"), ("limit", "5"), ("cache", "miss")]
+    );
+    assert!(
+        !format!("{span:?}").contains("s3cr3t"),
+        "an argument not named is never recorded"
+    );
+    assert_eq!(
+        span.data(),
+        Some("SELECT id FROM orders WHERE customer = $1 LIMIT $2")
+    );
 }
 
 struct PgOrders;
@@ -226,5 +253,9 @@ fn impl_block_instruments_every_method_with_overrides_and_skips() {
     assert!(!save.success());
     let price = memory.one("PgOrders::price");
     assert_eq!((price.kind(), price.target()), ("INPROC", None));
-    assert_eq!(memory.spans().len(), 3, "the skipped method records nothing");
+    assert_eq!(
+        memory.spans().len(),
+        3,
+        "the skipped method records nothing"
+    );
 }

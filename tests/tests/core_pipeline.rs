@@ -6,7 +6,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use census_runtime::{ConfigError, ConsoleExporter, Exporter, MemoryExporter, Resource, SpanRecord, inproc};
+use census_runtime::{
+    ConfigError, ConsoleExporter, Exporter, MemoryExporter, Resource, SpanRecord, inproc,
+};
 use census_tests::{flush, install_memory};
 
 #[inproc]
@@ -15,10 +17,14 @@ fn unit_of_work() {}
 #[test]
 fn a_second_install_is_refused_until_the_first_guard_is_dropped() {
     let (first, _memory) = install_memory();
-    let second = census_runtime::pipeline().exporter(MemoryExporter::new()).install();
+    let second = census_runtime::pipeline()
+        .exporter(MemoryExporter::new())
+        .install();
     assert!(matches!(second, Err(ConfigError::AlreadyInstalled)));
     drop(first);
-    let third = census_runtime::pipeline().exporter(MemoryExporter::new()).install();
+    let third = census_runtime::pipeline()
+        .exporter(MemoryExporter::new())
+        .install();
     assert!(third.is_ok());
 }
 
@@ -28,7 +34,11 @@ fn install_without_an_exporter_is_an_error_that_says_what_to_do() {
     unsafe { std::env::remove_var("APPLICATIONINSIGHTS_CONNECTION_STRING") };
     let error = census_runtime::pipeline().install().unwrap_err();
     assert!(matches!(error, ConfigError::NoExporter));
-    assert!(error.to_string().contains("APPLICATIONINSIGHTS_CONNECTION_STRING"));
+    assert!(
+        error
+            .to_string()
+            .contains("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    );
 }
 
 /// An exporter that blocks until released: the worker is stuck, the queue fills.
@@ -64,14 +74,21 @@ fn a_full_queue_drops_and_counts_and_never_blocks_the_caller() {
     // Every call returned although the exporter is stuck; what did not fit was counted.
     let dropped = census_runtime::diagnostics().dropped_queue_full as usize;
     assert!(dropped > 0, "the queue overflowed");
-    assert!(dropped <= CALLS - 1_000, "at least a queue's worth was kept (dropped {dropped})");
+    assert!(
+        dropped <= CALLS - 1_000,
+        "at least a queue's worth was kept (dropped {dropped})"
+    );
     // Release the exporter for as many batches as it may take.
     for _ in 0..CALLS {
         let _ = release_tx.send(());
     }
     pipeline.flush(Duration::from_secs(10)).unwrap();
     let delivered = *seen.lock().unwrap();
-    assert_eq!(delivered + dropped, CALLS, "every span was either delivered or counted as dropped");
+    assert_eq!(
+        delivered + dropped,
+        CALLS,
+        "every span was either delivered or counted as dropped"
+    );
 }
 
 #[test]
@@ -149,9 +166,18 @@ fn the_console_exporter_prints_each_operation_as_an_indented_tree() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].starts_with("place_order  INPROC  "), "{text}");
-    assert!(lines[0].ends_with("FAILED (String: no price for sku-9)"), "{text}");
-    assert!(lines[1].starts_with("  load_order  SQL -> orders-db  "), "{text}");
+    assert!(
+        lines[0].ends_with("FAILED (String: no price for sku-9)"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("  load_order  SQL -> orders-db  "),
+        "{text}"
+    );
     assert!(lines[1].ends_with("  ok"), "{text}");
     assert!(lines[2].starts_with("  price_order  INPROC  "), "{text}");
-    assert!(lines[2].contains(" ms  FAILED (String: no price for sku-9)"), "{text}");
+    assert!(
+        lines[2].contains(" ms  FAILED (String: no price for sku-9)"),
+        "{text}"
+    );
 }

@@ -11,7 +11,11 @@ fn djb2_score_by_hand(hex: &str) -> f64 {
         hash = hash * 33 + i64::from(byte);
         hash = (hash + (1 << 31)).rem_euclid(1 << 32) - (1 << 31);
     }
-    let magnitude = if hash == -(1 << 31) { (1 << 31) - 1 } else { hash.abs() };
+    let magnitude = if hash == -(1 << 31) {
+        (1 << 31) - 1
+    } else {
+        hash.abs()
+    };
     magnitude as f64 / 2_147_483_647.0
 }
 
@@ -64,14 +68,20 @@ fn ten_thousand_traces_at_a_quarter_keep_a_quarter_and_children_follow() {
     let roots = memory.named("sampled_root");
     let children = memory.named("sampled_child");
     let kept = roots.len() as f64 / TRACES as f64;
-    assert!((0.23..=0.27).contains(&kept), "kept {kept:.4} of traces at rate 0.25");
+    assert!(
+        (0.23..=0.27).contains(&kept),
+        "kept {kept:.4} of traces at rate 0.25"
+    );
     // Children follow their root: every kept root has its child, no child without a root.
     assert_eq!(children.len(), roots.len());
     for child in &children {
         assert!(roots.iter().any(|r| Some(r.span_id()) == child.parent_id()));
     }
     for root in &roots {
-        assert!(sample_score(root.trace_id()) < 0.25, "kept traces score below the rate");
+        assert!(
+            sample_score(root.trace_id()) < 0.25,
+            "kept traces score below the rate"
+        );
         assert_eq!(root.sample_rate(), 25.0, "the rate is kept for sampleRate");
     }
     assert_eq!(census_runtime::diagnostics().dropped_queue_full, 0);
@@ -104,9 +114,11 @@ fn a_rate_outside_zero_to_one_is_refused_at_install() {
         .install()
         .unwrap_err();
     assert_eq!(error.to_string(), "sampling rate 1.5 is outside 0.0..=1.0");
-    assert!(census_runtime::pipeline()
-        .sampler(Sampler::probability(f64::NAN))
-        .exporter(census_runtime::MemoryExporter::new())
-        .install()
-        .is_err());
+    assert!(
+        census_runtime::pipeline()
+            .sampler(Sampler::probability(f64::NAN))
+            .exporter(census_runtime::MemoryExporter::new())
+            .install()
+            .is_err()
+    );
 }

@@ -46,16 +46,21 @@ impl From<rusqlite::Error> for OrderError {
     }
 }
 
-/// Where orders are kept.
+/// Where orders are kept. The futures are `Send`, so a repository can serve spawned tasks.
 pub trait OrderRepository {
     /// Stores a new order and returns its id.
-    async fn insert(&self, customer: &str, sku: &str, quantity: u32) -> Result<i64, OrderError>;
+    fn insert(
+        &self,
+        customer: &str,
+        sku: &str,
+        quantity: u32,
+    ) -> impl Future<Output = Result<i64, OrderError>> + Send;
     /// Loads one order.
-    async fn get(&self, id: i64) -> Result<Order, OrderError>;
+    fn get(&self, id: i64) -> impl Future<Output = Result<Order, OrderError>> + Send;
     /// Counts a customer's orders.
-    async fn count_for(&self, customer: &str) -> Result<u32, OrderError>;
+    fn count_for(&self, customer: &str) -> impl Future<Output = Result<u32, OrderError>> + Send;
     /// Loads the audit log, from a table the schema forgot: this call always fails.
-    async fn audit_log(&self) -> Result<Vec<String>, OrderError>;
+    fn audit_log(&self) -> impl Future<Output = Result<Vec<String>, OrderError>> + Send;
     /// The number of connections (no database call, not instrumented).
     fn pool_size(&self) -> usize;
 }
@@ -77,10 +82,17 @@ impl SqliteOrders {
         })
     }
 
-    fn run<T>(&self, sql: &'static str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, OrderError> {
+    fn run<T>(
+        &self,
+        sql: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, OrderError> {
         // The statement is known only here: record it on the current span.
         current_span().set_data(sql);
-        let connection = self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(f(&connection)?)
     }
 }
@@ -162,7 +174,11 @@ pub async fn place_order(
 #[inproc(name = "checkout session")]
 pub async fn checkout_session(repository: &SqliteOrders) -> Vec<Result<(Order, u64), OrderError>> {
     let mut results = Vec::new();
-    for (customer, sku, quantity) in [("ada", "coffee", 2), ("grace", "bagel", 1), ("ada", "caviar", 1)] {
+    for (customer, sku, quantity) in [
+        ("ada", "coffee", 2),
+        ("grace", "bagel", 1),
+        ("ada", "caviar", 1),
+    ] {
         results.push(place_order(repository, customer, sku, quantity).await);
     }
     let _ = daily_report(repository).await;

@@ -30,7 +30,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     census.flush(Duration::from_secs(5))?;
 
     let failed = results.iter().filter(|r| r.is_err()).count();
-    println!("\n== {} orders placed, {failed} refused", results.len() - failed);
+    println!(
+        "\n== {} orders placed, {failed} refused",
+        results.len() - failed
+    );
 
     println!("\n== instrumented sites (known at compile time, listed without running them)");
     let mut sites: Vec<_> = census_runtime::sites().collect();

@@ -12,9 +12,21 @@ fn the_registry_lists_every_site_of_the_example() {
     let _ = orders::price;
     let sites: BTreeSet<(String, String, Option<String>)> = census_runtime::sites()
         .filter(|site| site.module().starts_with("orders"))
-        .map(|site| (site.name().to_owned(), site.kind().to_owned(), site.target().map(str::to_owned)))
+        .map(|site| {
+            (
+                site.name().to_owned(),
+                site.kind().to_owned(),
+                site.target().map(str::to_owned),
+            )
+        })
         .collect();
-    let sql = |name: &str| (name.to_owned(), "SQL".to_owned(), Some("orders-db".to_owned()));
+    let sql = |name: &str| {
+        (
+            name.to_owned(),
+            "SQL".to_owned(),
+            Some("orders-db".to_owned()),
+        )
+    };
     let inproc = |name: &str| (name.to_owned(), "INPROC".to_owned(), None);
     let expected: BTreeSet<_> = [
         sql("SqliteOrders::insert"),
@@ -38,7 +50,10 @@ fn the_registry_lists_every_site_of_the_example() {
 #[test]
 fn the_checkout_flow_records_one_tree_with_its_failures() {
     let memory = MemoryExporter::new();
-    let census = census_runtime::pipeline().exporter(memory.clone()).install().unwrap();
+    let census = census_runtime::pipeline()
+        .exporter(memory.clone())
+        .install()
+        .unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -52,25 +67,47 @@ fn the_checkout_flow_records_one_tree_with_its_failures() {
     let root = memory.one("checkout session");
     assert!(root.parent_id().is_none());
     let spans = memory.spans();
-    assert!(spans.iter().all(|s| s.trace_id() == root.trace_id()), "one trace");
+    assert!(
+        spans.iter().all(|s| s.trace_id() == root.trace_id()),
+        "one trace"
+    );
 
     let orders = memory.named("place order");
     assert_eq!(orders.len(), 3);
     assert!(orders.iter().all(|o| o.parent_id() == Some(root.span_id())));
-    let refused = orders.iter().find(|o| !o.success()).expect("the caviar order fails");
+    let refused = orders
+        .iter()
+        .find(|o| !o.success())
+        .expect("the caviar order fails");
     assert_eq!(refused.error_message(), Some("no price for product caviar"));
     assert_eq!(refused.property("customer"), Some("ada"));
 
     let inserts = memory.named("SqliteOrders::insert");
-    assert_eq!(inserts.len(), 2, "the refused order never reached the database");
+    assert_eq!(
+        inserts.len(),
+        2,
+        "the refused order never reached the database"
+    );
     for insert in &inserts {
-        assert!(orders.iter().any(|o| Some(o.span_id()) == insert.parent_id()));
-        assert_eq!(insert.data(), Some("INSERT INTO orders (customer, sku, quantity) VALUES (?1, ?2, ?3)"));
+        assert!(
+            orders
+                .iter()
+                .any(|o| Some(o.span_id()) == insert.parent_id())
+        );
+        assert_eq!(
+            insert.data(),
+            Some("INSERT INTO orders (customer, sku, quantity) VALUES (?1, ?2, ?3)")
+        );
     }
 
     let audit = memory.one("SqliteOrders::audit_log");
     assert!(!audit.success());
-    assert!(audit.error_message().unwrap().contains("no such table: audit_log"));
+    assert!(
+        audit
+            .error_message()
+            .unwrap()
+            .contains("no such table: audit_log")
+    );
     let report = memory.one("daily_report");
     assert_eq!(audit.parent_id(), Some(report.span_id()));
     assert!(!report.success());
