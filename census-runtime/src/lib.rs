@@ -85,8 +85,8 @@ pub use pipeline::{ConfigError, FlushError, Pipeline, PipelineBuilder, flush, pi
 pub use sampler::{Sampler, sample_score};
 pub use site::{INPROC, Site, SpanKind, sites};
 pub use span::{
-    CurrentSpan, ExceptionInfo, Instrumented, SpanBuilder, SpanGuard, SpanRecord, current_span,
-    span,
+    CurrentSpan, DetachedSpan, ExceptionInfo, Instrumented, SpanBuilder, SpanGuard, SpanRecord,
+    current_span, current_trace_state, request, span,
 };
 
 /// What the attribute macros expand to. Not a public API: it changes without notice.

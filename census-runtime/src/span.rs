@@ -7,6 +7,7 @@ use std::fmt::{self, Display};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -41,6 +42,8 @@ pub struct SpanRecord {
     pub(crate) end: u64,
     pub(crate) sample_rate: f32,
     pub(crate) success: bool,
+    /// The name the whole operation is grouped under: set on a request, inherited by its children.
+    pub(crate) operation_name: Option<Arc<str>>,
     pub(crate) extra: Option<Box<SpanExtra>>,
 }
 
@@ -55,7 +58,8 @@ pub(crate) struct SpanExtra {
     pub(crate) error: Option<String>,
     pub(crate) properties: Vec<(Cow<'static, str>, String)>,
     pub(crate) exception: Option<ExceptionInfo>,
-    pub(crate) operation_name: Option<Cow<'static, str>>,
+    /// The W3C `tracestate` that came in with a request, passed on by outgoing calls.
+    pub(crate) trace_state: Option<Arc<str>>,
 }
 
 /// What is known of a panic that unwound through a span.
@@ -80,6 +84,7 @@ impl SpanRecord {
             end: 0,
             sample_rate: rate,
             success: true,
+            operation_name: None,
             extra: None,
         }
     }
@@ -165,9 +170,7 @@ impl SpanRecord {
 
     /// The operation name the whole trace is grouped under, when one was set.
     pub fn operation_name(&self) -> Option<&str> {
-        self.extra
-            .as_ref()
-            .and_then(|e| e.operation_name.as_deref())
+        self.operation_name.as_deref()
     }
 
     /// The trace (operation) id.
@@ -250,12 +253,26 @@ impl SpanRecord {
 /// Decides, for a new span on this thread, what frame it pushes: a recording span, the unsampled
 /// root of a trace, or nothing at all (inert, under an unsampled root).
 #[inline]
-fn open(local: &mut Local, site: &'static Site) -> Option<Frame> {
-    let (trace_id, parent_id) = match local.stack.last() {
-        Some(Frame::Span(parent)) => (parent.trace_id, Some(parent.span_id)),
-        Some(Frame::Parent(ctx)) if ctx.is_sampled() => (ctx.trace_id(), Some(ctx.span_id())),
-        Some(Frame::Parent(_)) | Some(Frame::Unsampled(_)) => return None,
-        None => {
+fn open(local: &mut Local, site: &'static Site, remote: Option<SpanContext>) -> Option<Frame> {
+    let mut operation_name = None;
+    let (trace_id, parent_id) = match (remote, local.stack.last()) {
+        // A parent from another process: continue its trace; the sampler decides from the trace
+        // id, as every Application Insights SDK does, so the services of one trace agree.
+        (Some(remote), _) => {
+            if !pipeline::sampled(remote.trace_id()) {
+                return Some(Frame::Unsampled(remote.trace_id()));
+            }
+            (remote.trace_id(), Some(remote.span_id()))
+        }
+        (None, Some(Frame::Span(parent))) => {
+            operation_name.clone_from(&parent.operation_name);
+            (parent.trace_id, Some(parent.span_id))
+        }
+        (None, Some(Frame::Parent(ctx))) if ctx.is_sampled() => {
+            (ctx.trace_id(), Some(ctx.span_id()))
+        }
+        (None, Some(Frame::Parent(_)) | Some(Frame::Unsampled(_))) => return None,
+        (None, None) => {
             let trace_id = TraceId::random();
             if !pipeline::sampled(trace_id) {
                 return Some(Frame::Unsampled(trace_id));
@@ -263,12 +280,9 @@ fn open(local: &mut Local, site: &'static Site) -> Option<Frame> {
             (trace_id, None)
         }
     };
-    Some(Frame::Span(SpanRecord::new(
-        site,
-        trace_id,
-        parent_id,
-        pipeline::sample_percentage(),
-    )))
+    let mut record = SpanRecord::new(site, trace_id, parent_id, pipeline::sample_percentage());
+    record.operation_name = operation_name;
+    Some(Frame::Span(record))
 }
 
 /// Ends a span: stamps it and moves it into the thread's finished buffer.
@@ -335,17 +349,17 @@ impl SpanGuard {
         if !pipeline::is_active() {
             return SpanGuard::INERT;
         }
-        Self::enter_slow(site, None)
+        Self::enter_slow(site, Start::default())
     }
 
     #[inline(never)]
-    fn enter_slow(site: &'static Site, extra: Option<Box<SpanExtra>>) -> SpanGuard {
-        with_local(|local| match open(local, site) {
+    fn enter_slow(site: &'static Site, start: Start) -> SpanGuard {
+        with_local(|local| match open(local, site, start.remote) {
             None => SpanGuard::INERT,
             Some(mut frame) => {
                 let span_id = match &mut frame {
                     Frame::Span(record) => {
-                        record.extra = extra;
+                        start.apply(record);
                         Some(record.span_id)
                     }
                     _ => None,
@@ -488,16 +502,16 @@ impl AsyncSpan {
         if !pipeline::is_active() {
             return AsyncSpan { frame: None };
         }
-        Self::start_slow(site, None)
+        Self::start_slow(site, Start::default())
     }
 
     #[inline(never)]
-    fn start_slow(site: &'static Site, extra: Option<Box<SpanExtra>>) -> AsyncSpan {
-        let frame = with_local(|local| open(local, site))
+    fn start_slow(site: &'static Site, start: Start) -> AsyncSpan {
+        let frame = with_local(|local| open(local, site, start.remote))
             .flatten()
             .map(|mut frame| {
                 if let Frame::Span(record) = &mut frame {
-                    record.extra = extra;
+                    start.apply(record);
                 }
                 frame
             });
@@ -786,6 +800,23 @@ impl CurrentSpan {
 // ---------------------------------------------------------------------------------------------
 // Spans for code that is not a function.
 
+/// What a builder adds to a span when it starts.
+#[derive(Default)]
+struct Start {
+    remote: Option<SpanContext>,
+    operation_name: Option<Arc<str>>,
+    extra: Option<Box<SpanExtra>>,
+}
+
+impl Start {
+    fn apply(self, record: &mut SpanRecord) {
+        if self.operation_name.is_some() {
+            record.operation_name = self.operation_name;
+        }
+        record.extra = self.extra;
+    }
+}
+
 /// Starts describing a span for a block of code; see [`SpanBuilder`].
 ///
 /// ```
@@ -794,6 +825,9 @@ impl CurrentSpan {
 /// ```
 pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
     SpanBuilder {
+        site: &BUILDER_SITE,
+        remote: None,
+        operation_name: None,
         extra: SpanExtra {
             name: Some(name.into()),
             ..SpanExtra::default()
@@ -801,12 +835,65 @@ pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
     }
 }
 
-static BUILDER_SITE: Site = Site::inproc("span").at(module_path!(), file!(), line!());
+/// Starts describing an incoming request handled by this service: a `Request` in Application
+/// Insights. Its name is also the operation name of every span under it.
+///
+/// Server integrations use it; so can a handler of your own (a queue consumer, say):
+///
+/// ```
+/// use census_runtime::{SpanContext, SpanId, TraceId, current_span};
+/// // The caller's context, from an incoming `traceparent`.
+/// let caller = SpanContext::new(
+///     TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+///     SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+///     true,
+/// );
+/// census_runtime::request("GET /orders/{id}")
+///     .parent(caller)
+///     .data("http://localhost/orders/7")
+///     .in_scope(|| current_span().set_result_code(200));
+/// ```
+pub fn request(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
+    let name = name.into();
+    SpanBuilder {
+        site: &REQUEST_SITE,
+        remote: None,
+        operation_name: Some(Arc::from(name.as_ref())),
+        extra: SpanExtra {
+            name: Some(name),
+            ..SpanExtra::default()
+        },
+    }
+}
 
-/// A span for a block, a closure or a future; made by [`span`].
+static BUILDER_SITE: Site = Site::inproc("span").at(module_path!(), file!(), line!());
+static REQUEST_SITE: Site = Site::request("request").at(module_path!(), file!(), line!());
+
+/// The `tracestate` that came in with the request this thread is serving, if any.
+///
+/// ```
+/// assert!(census_runtime::current_trace_state().is_none());
+/// ```
+pub fn current_trace_state() -> Option<Arc<str>> {
+    if !pipeline::is_active() {
+        return None;
+    }
+    with_local(|local| {
+        local.stack.iter().rev().find_map(|frame| match frame {
+            Frame::Span(record) => record.extra.as_ref().and_then(|e| e.trace_state.clone()),
+            _ => None,
+        })
+    })
+    .flatten()
+}
+
+/// A span for a block, a closure or a future; made by [`span`] or [`request`].
 #[derive(Debug)]
 #[must_use = "a builder does nothing until started"]
 pub struct SpanBuilder {
+    site: &'static Site,
+    remote: Option<SpanContext>,
+    operation_name: Option<Arc<str>>,
     extra: SpanExtra,
 }
 
@@ -823,7 +910,7 @@ impl SpanBuilder {
         self
     }
 
-    /// The command text.
+    /// The command text (for a request: its URL).
     pub fn data(mut self, data: impl Into<Cow<'static, str>>) -> Self {
         self.extra.data = Some(data.into());
         self
@@ -833,6 +920,34 @@ impl SpanBuilder {
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
         self.extra.properties.push((key.into(), value.to_string()));
         self
+    }
+
+    /// Continues a trace from another process: the span's parent is `parent` (from an incoming
+    /// `traceparent`, say), not the span current here. Whether the trace is recorded is decided
+    /// from its trace id, as every Application Insights SDK decides it.
+    pub fn parent(mut self, parent: SpanContext) -> Self {
+        self.remote = Some(parent);
+        self
+    }
+
+    /// The W3C `tracestate` that came in with the parent, passed on by outgoing calls.
+    pub fn trace_state(mut self, state: impl Into<Arc<str>>) -> Self {
+        self.extra.trace_state = Some(state.into());
+        self
+    }
+
+    /// The name of the whole operation (`ai.operation.name`), inherited by the spans under it.
+    pub fn operation_name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.operation_name = Some(name.into());
+        self
+    }
+
+    fn into_start(self) -> Start {
+        Start {
+            remote: self.remote,
+            operation_name: self.operation_name,
+            extra: Some(Box::new(self.extra)),
+        }
     }
 
     /// Starts the span and makes it current until the guard is dropped.
@@ -845,7 +960,40 @@ impl SpanBuilder {
         if !pipeline::is_active() {
             return SpanGuard::INERT;
         }
-        SpanGuard::enter_slow(&BUILDER_SITE, Some(Box::new(self.extra)))
+        let site = self.site;
+        SpanGuard::enter_slow(site, self.into_start())
+    }
+
+    /// Starts the span without making it current: for an operation that begins in one callback
+    /// and ends in another (a database driver's events), possibly on another thread. Nothing
+    /// nests under it; it ends when [`DetachedSpan::end`] is called or it is dropped.
+    ///
+    /// ```
+    /// let query = census_runtime::span("SELECT orders").kind("postgresql").start_detached();
+    /// query.set_result_code("42P01");
+    /// query.fail("relation \"orders\" does not exist");
+    /// query.end();
+    /// ```
+    pub fn start_detached(self) -> DetachedSpan {
+        if !pipeline::is_active() {
+            return DetachedSpan {
+                record: Mutex::new(None),
+            };
+        }
+        let site = self.site;
+        let start = self.into_start();
+        let record = with_local(|local| open(local, site, start.remote))
+            .flatten()
+            .and_then(|frame| match frame {
+                Frame::Span(mut record) => {
+                    start.apply(&mut record);
+                    Some(record)
+                }
+                _ => None,
+            });
+        DetachedSpan {
+            record: Mutex::new(record),
+        }
     }
 
     /// Runs `f` inside the span. A panic fails the span and continues.
@@ -882,11 +1030,102 @@ impl SpanBuilder {
         future: F,
     ) -> Instrumented<F, impl FnOnce(&F::Output, &mut Outcome<'_>)> {
         let span = if pipeline::is_active() {
-            AsyncSpan::start_slow(&BUILDER_SITE, Some(Box::new(self.extra)))
+            let site = self.site;
+            AsyncSpan::start_slow(site, self.into_start())
         } else {
             AsyncSpan { frame: None }
         };
         span.instrument(future, |_, _| {})
+    }
+}
+
+/// A span that is not current anywhere: started in one place, ended in another, possibly on
+/// another thread. Made by [`SpanBuilder::start_detached`].
+#[derive(Debug)]
+pub struct DetachedSpan {
+    record: Mutex<Option<SpanRecord>>,
+}
+
+impl DetachedSpan {
+    fn with<R>(&self, f: impl FnOnce(&mut SpanRecord) -> R) -> Option<R> {
+        let mut slot = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_mut().map(f)
+    }
+
+    /// Whether the span is recorded.
+    pub fn is_recording(&self) -> bool {
+        self.with(|_| ()).is_some()
+    }
+
+    /// The span's context, for propagation.
+    pub fn context(&self) -> Option<SpanContext> {
+        self.with(|r| r.context())
+    }
+
+    /// Sets the command text.
+    pub fn set_data(&self, data: impl Into<Cow<'static, str>>) {
+        let data = data.into();
+        self.with(|r| r.extra_mut().data = Some(data));
+    }
+
+    /// Sets the target.
+    pub fn set_target(&self, target: impl Into<Cow<'static, str>>) {
+        let target = target.into();
+        self.with(|r| r.extra_mut().target = Some(target));
+    }
+
+    /// Renames the operation.
+    pub fn set_name(&self, name: impl Into<Cow<'static, str>>) {
+        let name = name.into();
+        self.with(|r| r.extra_mut().name = Some(name));
+    }
+
+    /// Sets the result code.
+    pub fn set_result_code(&self, code: impl Display) {
+        if self.is_recording() {
+            let code = code.to_string();
+            self.with(|r| r.extra_mut().result_code = Some(Cow::Owned(code)));
+        }
+    }
+
+    /// Adds a custom property.
+    pub fn set_property(&self, key: impl Into<Cow<'static, str>>, value: impl Display) {
+        if self.is_recording() {
+            let entry = (key.into(), value.to_string());
+            self.with(|r| r.extra_mut().properties.push(entry));
+        }
+    }
+
+    /// Sets whether the operation succeeded.
+    pub fn set_success(&self, success: bool) {
+        self.with(|r| r.success = success);
+    }
+
+    /// Marks the operation failed, with a message.
+    pub fn fail(&self, message: impl Display) {
+        if self.is_recording() {
+            let message = message.to_string();
+            self.with(|r| r.fail(Cow::Borrowed("error"), Some(message)));
+        }
+    }
+
+    /// Ends the span now.
+    pub fn end(self) {}
+}
+
+impl Drop for DetachedSpan {
+    fn drop(&mut self) {
+        let record = self
+            .record
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(record) = record {
+            with_local(|local| {
+                close(local, record);
+                after_pop(local);
+            });
+        }
     }
 }
 

@@ -448,6 +448,7 @@ mod tests {
             end: start + 1,
             sample_rate: 100.0,
             success: true,
+            operation_name: None,
             extra: None,
         }
     }

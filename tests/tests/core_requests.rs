@@ -1,0 +1,106 @@
+//! The API integrations build on: request spans continuing a remote trace, the operation name
+//! they hand down, tracestate, and detached spans ended elsewhere.
+
+use census_runtime::{
+    SpanContext, SpanId, SpanKind, TraceId, current_span, current_trace_state, inproc, request,
+    span,
+};
+use census_tests::{flush, install_memory, install_memory_sampled};
+
+fn caller() -> SpanContext {
+    SpanContext::new(
+        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+        SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        true,
+    )
+}
+
+#[inproc]
+fn handler() {
+    assert_eq!(current_trace_state().as_deref(), Some("congo=t61rcWkgMzE"));
+}
+
+#[test]
+fn a_request_continues_the_remote_trace_and_names_the_operation_for_its_children() {
+    let (pipeline, memory) = install_memory();
+    request("GET /orders/{id}")
+        .parent(caller())
+        .trace_state("congo=t61rcWkgMzE")
+        .data("http://localhost/orders/7")
+        .in_scope(|| {
+            handler();
+            current_span().set_result_code(200);
+        });
+    flush(&pipeline);
+
+    let req = memory.one("GET /orders/{id}");
+    assert_eq!(req.span_kind(), SpanKind::Request);
+    assert_eq!(req.trace_id(), caller().trace_id());
+    assert_eq!(req.parent_id(), Some(caller().span_id()));
+    assert_eq!(req.operation_name(), Some("GET /orders/{id}"));
+    assert_eq!(req.result_code(), Some("200"));
+    assert_eq!(req.data(), Some("http://localhost/orders/7"));
+    let child = memory.one("handler");
+    assert_eq!(child.parent_id(), Some(req.span_id()));
+    assert_eq!(child.operation_name(), Some("GET /orders/{id}"));
+    assert_eq!(current_trace_state(), None, "nothing is left current");
+}
+
+#[test]
+fn a_remote_trace_is_sampled_by_its_trace_id() {
+    // The caller's trace id scores 0.33: kept at 0.5, dropped at 0.25.
+    let (pipeline, memory) = install_memory_sampled(census_runtime::Sampler::probability(0.25));
+    request("GET /")
+        .parent(caller())
+        .in_scope(handler_without_state);
+    flush(&pipeline);
+    assert!(memory.spans().is_empty());
+    drop(pipeline);
+
+    let (pipeline, memory) = install_memory_sampled(census_runtime::Sampler::probability(0.5));
+    request("GET /")
+        .parent(caller())
+        .in_scope(handler_without_state);
+    flush(&pipeline);
+    assert_eq!(memory.spans().len(), 2);
+}
+
+#[inproc]
+fn handler_without_state() {}
+
+#[test]
+fn a_detached_span_ends_on_another_thread_under_the_span_current_where_it_started() {
+    let (pipeline, memory) = install_memory();
+    span("query batch").in_scope(|| {
+        let query = span("SELECT orders")
+            .kind("postgresql")
+            .target("127.0.0.1:5432 | shop")
+            .start_detached();
+        assert!(
+            !current_span()
+                .context()
+                .is_some_and(|c| Some(c) == query.context()),
+            "not current"
+        );
+        std::thread::spawn(move || {
+            query.set_data("SELECT * FROM orders WHERE id = $1");
+            query.set_result_code("42P01");
+            query.fail("relation \"orders\" does not exist");
+            query.end();
+        })
+        .join()
+        .unwrap();
+    });
+    flush(&pipeline);
+    let batch = memory.one("query batch");
+    let query = memory.one("SELECT orders");
+    assert_eq!(query.parent_id(), Some(batch.span_id()));
+    assert_eq!(
+        (query.kind(), query.result_code(), query.success()),
+        ("postgresql", Some("42P01"), false)
+    );
+    assert_eq!(
+        query.error_message(),
+        Some("relation \"orders\" does not exist")
+    );
+}
