@@ -65,6 +65,7 @@ mod clock;
 mod context;
 mod diagnostics;
 mod export;
+pub mod integrations;
 mod pipeline;
 mod sampler;
 mod site;
