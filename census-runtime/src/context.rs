@@ -3,10 +3,11 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
+use std::num::NonZero;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::span::{self, SpanRecord};
+use crate::span::SpanRecord;
 
 /// A 128-bit trace id: the `operation_Id` that ties together everything one operation did.
 ///
@@ -19,7 +20,7 @@ use crate::span::{self, SpanRecord};
 /// assert!(TraceId::from_hex("00000000000000000000000000000000").is_none());
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TraceId(u128);
+pub struct TraceId(NonZero<u128>);
 
 /// A 64-bit span id: the `id` of one telemetry item, shown as 16 lowercase hex digits.
 ///
@@ -29,19 +30,28 @@ pub struct TraceId(u128);
 /// assert_eq!(format!("{id}"), "b7ad6b7169203331");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SpanId(u64);
+pub struct SpanId(NonZero<u64>);
 
 macro_rules! hex_id {
     ($ty:ident, $int:ty, $digits:expr) => {
         impl $ty {
             /// Builds an id from its integer value; zero is not a valid id.
             pub const fn new(value: $int) -> Option<Self> {
-                if value == 0 { None } else { Some($ty(value)) }
+                match NonZero::new(value) {
+                    Some(value) => Some($ty(value)),
+                    None => None,
+                }
             }
 
             /// The integer value.
             pub const fn to_int(self) -> $int {
-                self.0
+                self.0.get()
+            }
+
+            /// An id from a random draw, zero mapped to one.
+            #[inline]
+            fn from_draw(value: $int) -> Self {
+                $ty(NonZero::new(value).unwrap_or(NonZero::<$int>::MIN))
             }
 
             /// Parses exactly the lowercase or uppercase hex form; rejects zero and any other length.
@@ -55,7 +65,7 @@ macro_rules! hex_id {
             /// Writes the lowercase hex form into `out`, with no allocation.
             pub fn write_hex(self, out: &mut [u8; $digits]) {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                let mut value = self.0;
+                let mut value = self.0.get();
                 for slot in out.iter_mut().rev() {
                     *slot = HEX[(value & 0xf) as usize];
                     value >>= 4;
@@ -88,14 +98,14 @@ impl TraceId {
     pub fn random() -> Self {
         let high = u128::from(next_random());
         let low = u128::from(next_random());
-        TraceId(((high << 64) | low).max(1))
+        TraceId::from_draw((high << 64) | low)
     }
 }
 
 impl SpanId {
     /// A fresh random span id.
     pub fn random() -> Self {
-        SpanId(next_random().max(1))
+        SpanId::from_draw(next_random())
     }
 }
 
@@ -176,7 +186,7 @@ pub(crate) enum Frame {
     /// A span being recorded.
     Span(SpanRecord),
     /// The root of a trace the sampler dropped: its children are inert.
-    Unsampled(TraceId),
+    Unsampled,
     /// A context carried in from elsewhere (a spawned task, a thread, an incoming request):
     /// the parent of the spans started under it, not a span itself.
     Parent(SpanContext),
@@ -186,7 +196,7 @@ impl Frame {
     pub(crate) fn context(&self) -> Option<SpanContext> {
         match self {
             Frame::Span(record) => Some(SpanContext::new(record.trace_id, record.span_id, true)),
-            Frame::Unsampled(_) => None,
+            Frame::Unsampled => None,
             Frame::Parent(ctx) => Some(*ctx),
         }
     }
@@ -194,21 +204,16 @@ impl Frame {
 
 pub(crate) struct Local {
     pub(crate) stack: Vec<Frame>,
-    /// Spans finished on this thread, handed to the pipeline's queue in batches.
-    pub(crate) finished: Vec<SpanRecord>,
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        if !self.finished.is_empty() {
-            crate::pipeline::hand_off(&mut self.finished);
-        }
-    }
+    /// This thread's end of its ring of finished spans; the export worker holds the other end.
+    /// Made on the thread's first span.
+    pub(crate) ring: Option<rtrb::Producer<SpanRecord>>,
+    /// Spans put in the ring, to look at its fill now and then.
+    pub(crate) pushed: u32,
 }
 
 thread_local! {
     pub(crate) static LOCAL: RefCell<Local> = const {
-        RefCell::new(Local { stack: Vec::new(), finished: Vec::new() })
+        RefCell::new(Local { stack: Vec::new(), ring: None, pushed: 0 })
     };
 }
 
@@ -248,7 +253,7 @@ pub struct Carried(Option<FrameCopy>);
 #[derive(Clone, Copy, Debug)]
 enum FrameCopy {
     Parent(SpanContext),
-    Unsampled(TraceId),
+    Unsampled,
 }
 
 impl Carried {
@@ -256,7 +261,7 @@ impl Carried {
     pub fn current() -> Self {
         let copy = with_local(|local| {
             local.stack.last().map(|frame| match frame {
-                Frame::Unsampled(trace) => FrameCopy::Unsampled(*trace),
+                Frame::Unsampled => FrameCopy::Unsampled,
                 other => FrameCopy::Parent(
                     other
                         .context()
@@ -284,7 +289,7 @@ impl Carried {
     fn frame(&self) -> Option<Frame> {
         self.0.map(|copy| match copy {
             FrameCopy::Parent(ctx) => Frame::Parent(ctx),
-            FrameCopy::Unsampled(trace) => Frame::Unsampled(trace),
+            FrameCopy::Unsampled => Frame::Unsampled,
         })
     }
 
@@ -331,7 +336,6 @@ impl Drop for Entered {
             if local.stack.len() > self.depth {
                 local.stack.remove(self.depth);
             }
-            span::after_pop(local);
         });
     }
 }

@@ -1,15 +1,13 @@
-//! The pipeline: configuration, installation, the bounded queue of finished spans, the export
+//! The pipeline: configuration, installation, the bounded per-thread rings of finished spans, the export
 //! worker, flush and shutdown.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::ArrayQueue;
-
-use crate::context::TraceId;
+use crate::context::{Local, TraceId, next_random};
 use crate::diagnostics::COUNTERS;
 use crate::export::{Exporter, Resource};
 use crate::sampler::{self, Sampler};
@@ -84,6 +82,8 @@ pub enum FlushError {
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// The sampler's rate, as the bits of an `f64`.
 static RATE: AtomicU64 = AtomicU64::new(0x3ff0_0000_0000_0000); // 1.0
+/// The rate as a threshold on a uniform `u64` draw: `u64::MAX` keeps everything, 0 nothing.
+static THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
 /// The sampling percentage recorded on each span, as the bits of an `f32`.
 static PERCENT: AtomicU32 = AtomicU32::new(0x42c8_0000); // 100.0
 
@@ -93,9 +93,43 @@ pub(crate) fn is_active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
+/// Whether a trace continued from elsewhere is recorded: decided from its id.
 #[inline]
 pub(crate) fn sampled(trace_id: TraceId) -> bool {
     sampler::decide(f64::from_bits(RATE.load(Ordering::Relaxed)), trace_id)
+}
+
+/// Decides whether a new trace is recorded and, if it is, gives it its id.
+///
+/// The decision costs one random draw. A recorded trace then gets an id whose Application
+/// Insights score is below the rate, drawn uniformly among such ids, so that every service that
+/// sees the trace keeps it too: the same outcome as drawing an id first and scoring it, without
+/// hashing an id for the traces that are dropped.
+#[inline]
+pub(crate) fn sample_root() -> Option<TraceId> {
+    let threshold = THRESHOLD.load(Ordering::Relaxed);
+    if threshold == u64::MAX {
+        return Some(TraceId::random());
+    }
+    if next_random() >= threshold {
+        return None;
+    }
+    Some(scored_trace_id(f64::from_bits(
+        RATE.load(Ordering::Relaxed),
+    )))
+}
+
+#[cold]
+fn scored_trace_id(rate: f64) -> TraceId {
+    let mut id = TraceId::random();
+    // Rejection sampling: about 1/rate draws; bounded for vanishing rates.
+    for _ in 0..100_000 {
+        if sampler::decide(rate, id) {
+            break;
+        }
+        id = TraceId::random();
+    }
+    id
 }
 
 #[inline]
@@ -103,56 +137,76 @@ pub(crate) fn sample_percentage() -> f32 {
     f32::from_bits(PERCENT.load(Ordering::Relaxed))
 }
 
-/// Finished spans on their way to the worker: batches handed over by threads, and emptied
-/// batches handed back so that threads do not allocate in the steady state.
-struct SpanQueue {
-    batches: ArrayQueue<Vec<SpanRecord>>,
-    spare: ArrayQueue<Vec<SpanRecord>>,
-    /// Spans in `batches`, bounded by `max_spans`.
-    queued: AtomicUsize,
-    max_spans: usize,
-    wake_requested: AtomicBool,
-}
-
-static QUEUE: OnceLock<SpanQueue> = OnceLock::new();
+/// The worker's ends of every thread's ring of finished spans.
+static RINGS: Mutex<Vec<rtrb::Consumer<SpanRecord>>> = Mutex::new(Vec::new());
+/// Spans per thread ring: about 100 KiB a thread.
+const RING_CAPACITY: usize = 1024;
+/// Where spans go when a thread's ring is full (a burst faster than the worker wakes up): shared,
+/// behind a lock, bounded by the pipeline's `queue_capacity`. Beyond that, spans are dropped.
+static OVERFLOW: Mutex<Vec<SpanRecord>> = Mutex::new(Vec::new());
+static OVERFLOW_LEN: AtomicUsize = AtomicUsize::new(0);
+static OVERFLOW_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_QUEUE_CAPACITY);
+const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+/// Set when a thread woke the worker early; cleared by the worker.
+static WAKE_REQUESTED: AtomicBool = AtomicBool::new(false);
 static WORKER_THREAD: Mutex<Option<Thread>> = Mutex::new(None);
 
-/// Hands a thread's finished spans to the worker. Never blocks: when the queue is full the spans
-/// are dropped and counted.
-pub(crate) fn hand_off(finished: &mut Vec<SpanRecord>) {
-    let count = finished.len();
-    if count == 0 {
-        return;
-    }
-    let Some(queue) = QUEUE.get() else {
-        finished.clear();
-        return;
+/// Hands a finished span to the export worker through this thread's ring: no lock, no
+/// allocation, no syscall. The worker is woken early when a ring is half full; a full ring
+/// spills into the shared overflow; a full overflow drops the span and counts it.
+#[inline]
+pub(crate) fn submit(local: &mut Local, record: SpanRecord) {
+    let ring = match &mut local.ring {
+        Some(ring) => ring,
+        None => local.ring.insert(new_ring()),
     };
-    let queued = queue.queued.fetch_add(count, Ordering::AcqRel) + count;
-    if queued > queue.max_spans {
-        queue.queued.fetch_sub(count, Ordering::AcqRel);
-        COUNTERS
-            .dropped_queue_full
-            .fetch_add(count as u64, Ordering::Relaxed);
-        finished.clear();
+    if let Err(rtrb::PushError::Full(record)) = ring.push(record) {
+        spill(record);
         return;
     }
-    let replacement = queue.spare.pop().unwrap_or_default();
-    let batch = std::mem::replace(finished, replacement);
-    if let Err(mut batch) = queue.batches.push(batch) {
-        queue.queued.fetch_sub(count, Ordering::AcqRel);
-        COUNTERS
-            .dropped_queue_full
-            .fetch_add(count as u64, Ordering::Relaxed);
-        batch.clear();
-        let _ = queue.spare.push(batch);
-        return;
+    // Looking at how full the ring is reads the worker's side of it: do it every 64 spans only.
+    local.pushed = local.pushed.wrapping_add(1);
+    if local.pushed.is_multiple_of(64) {
+        check_fill(ring);
     }
-    // Wake the worker early only when the queue is filling up: one wake per half queue, not a
-    // syscall per span.
-    if queued > queue.max_spans / 2 && !queue.wake_requested.swap(true, Ordering::AcqRel) {
+}
+
+#[cold]
+fn check_fill(ring: &rtrb::Producer<SpanRecord>) {
+    if ring.slots() < ring.buffer().capacity() / 2 {
+        request_wake();
+    }
+}
+
+fn request_wake() {
+    if !WAKE_REQUESTED.swap(true, Ordering::AcqRel) {
         wake_worker();
     }
+}
+
+#[cold]
+#[inline(never)]
+fn spill(record: SpanRecord) {
+    request_wake();
+    if OVERFLOW_LEN.fetch_add(1, Ordering::AcqRel) >= OVERFLOW_CAPACITY.load(Ordering::Relaxed) {
+        OVERFLOW_LEN.fetch_sub(1, Ordering::AcqRel);
+        COUNTERS.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    OVERFLOW
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(record);
+}
+
+#[cold]
+fn new_ring() -> rtrb::Producer<SpanRecord> {
+    let (producer, consumer) = rtrb::RingBuffer::new(RING_CAPACITY);
+    RINGS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(consumer);
+    producer
 }
 
 fn wake_worker() {
@@ -188,7 +242,7 @@ pub fn pipeline() -> PipelineBuilder {
         exporters: Vec::new(),
         max_batch: 512,
         export_interval: Duration::from_millis(200),
-        queue_capacity: 65_536,
+        queue_capacity: DEFAULT_QUEUE_CAPACITY,
         shutdown_timeout: Duration::from_secs(5),
         #[cfg(feature = "azure")]
         connection_string: None,
@@ -266,8 +320,10 @@ impl PipelineBuilder {
         self
     }
 
-    /// How many finished spans may wait for the worker before new ones are dropped and counted
-    /// (default 65,536). Fixed by the first pipeline installed in the process.
+    /// How many finished spans may wait for the export worker beyond what each thread's own ring
+    /// holds (1,024 spans) before new ones are dropped and counted (default 65,536). Each thread
+    /// hands its spans over without locks; this shared overflow takes bursts the worker has not
+    /// yet woken up for.
     pub fn queue_capacity(mut self, spans: usize) -> Self {
         self.queue_capacity = spans;
         self
@@ -395,18 +451,10 @@ impl PipelineBuilder {
     fn start(self) -> Result<Pipeline, ConfigError> {
         crate::clock::init();
         span::install_panic_hook();
-        let capacity = self.queue_capacity;
-        let queue = QUEUE.get_or_init(|| SpanQueue {
-            batches: ArrayQueue::new(capacity.clamp(16, 1 << 20)),
-            spare: ArrayQueue::new(256),
-            queued: AtomicUsize::new(0),
-            max_spans: capacity,
-            wake_requested: AtomicBool::new(false),
-        });
+        OVERFLOW_CAPACITY.store(self.queue_capacity, Ordering::Relaxed);
         let resource = Resource::new(self.cloud_role, self.cloud_role_instance);
         let (control_tx, control_rx) = mpsc::channel();
         let worker = Worker {
-            queue,
             exporters: self.exporters,
             resource,
             max_batch: self.max_batch,
@@ -425,6 +473,7 @@ impl PipelineBuilder {
             *slot = Some(control_tx);
         }
         RATE.store(self.sampler.rate().to_bits(), Ordering::Relaxed);
+        THRESHOLD.store(threshold(self.sampler.rate()), Ordering::Relaxed);
         PERCENT.store(
             ((self.sampler.rate() * 100.0) as f32).to_bits(),
             Ordering::Relaxed,
@@ -434,6 +483,17 @@ impl PipelineBuilder {
             worker: Some(handle),
             shutdown_timeout: self.shutdown_timeout,
         })
+    }
+}
+
+/// A rate as a threshold on a uniform `u64`: a draw below it keeps the trace.
+fn threshold(rate: f64) -> u64 {
+    if rate >= 1.0 {
+        u64::MAX
+    } else if rate <= 0.0 {
+        0
+    } else {
+        (rate * 18_446_744_073_709_551_616.0) as u64
     }
 }
 
@@ -484,7 +544,6 @@ impl Pipeline {
             return Ok(());
         };
         ACTIVE.store(false, Ordering::Release);
-        hand_off_current_thread();
         let result = send(timeout, |deadline, done| Command::Shutdown {
             deadline,
             done,
@@ -512,18 +571,10 @@ impl Drop for Pipeline {
     }
 }
 
-fn hand_off_current_thread() {
-    crate::context::with_local(|local| {
-        if !local.finished.is_empty() {
-            hand_off(&mut local.finished);
-        }
-    });
-}
-
 /// Delivers every span finished so far to the exporters, waiting at most `timeout`.
 ///
-/// Spans still open are not waited for. Spans finished on this thread inside a span that is
-/// still open are included.
+/// Spans still open are not waited for; every span finished before the call is delivered,
+/// whichever thread it finished on, idle or busy.
 ///
 /// ```
 /// # use census_runtime::{FlushError, MemoryExporter};
@@ -533,7 +584,6 @@ fn hand_off_current_thread() {
 /// census_runtime::flush(Duration::from_secs(5)).unwrap();
 /// ```
 pub fn flush(timeout: Duration) -> Result<(), FlushError> {
-    hand_off_current_thread();
     send(timeout, |deadline, done| Command::Flush { deadline, done })
 }
 
@@ -562,7 +612,6 @@ fn send(
 // The worker.
 
 struct Worker {
-    queue: &'static SpanQueue,
     exporters: Vec<Box<dyn Exporter>>,
     resource: Resource,
     max_batch: usize,
@@ -599,21 +648,32 @@ impl Worker {
                     return;
                 }
                 None => {
-                    self.queue.wake_requested.store(false, Ordering::Release);
+                    WAKE_REQUESTED.store(false, Ordering::Release);
                     let wait = self.interval.saturating_sub(last_export.elapsed());
-                    if self.queue.batches.is_empty() {
-                        thread::park_timeout(wait.max(Duration::from_millis(1)));
-                    }
+                    thread::park_timeout(wait.max(Duration::from_millis(1)));
                 }
             }
         }
     }
 
+    /// Takes every finished span out of every thread's ring; forgets the rings of threads that
+    /// have exited once they are empty.
     fn drain_queue(&mut self) {
-        while let Some(mut batch) = self.queue.batches.pop() {
-            self.queue.queued.fetch_sub(batch.len(), Ordering::AcqRel);
-            self.pending.append(&mut batch);
-            let _ = self.queue.spare.push(batch);
+        let mut rings = RINGS.lock().unwrap_or_else(|p| p.into_inner());
+        for ring in rings.iter_mut() {
+            let ready = ring.slots();
+            if ready > 0
+                && let Ok(chunk) = ring.read_chunk(ready)
+            {
+                self.pending.extend(chunk);
+            }
+        }
+        rings.retain(|ring| !(ring.is_abandoned() && ring.is_empty()));
+        drop(rings);
+        if OVERFLOW_LEN.load(Ordering::Acquire) > 0 {
+            let mut overflow = OVERFLOW.lock().unwrap_or_else(|p| p.into_inner());
+            OVERFLOW_LEN.fetch_sub(overflow.len(), Ordering::AcqRel);
+            self.pending.append(&mut overflow);
         }
     }
 

@@ -16,10 +16,6 @@ use crate::context::{Frame, Local, SpanContext, SpanId, TraceId, with_local};
 use crate::pipeline;
 use crate::site::{Site, SpanKind};
 
-/// How many finished spans a thread keeps before it hands them to the pipeline even while a span
-/// is still open on it.
-const HAND_OFF_AT: usize = 64;
-
 /// A finished span, as exporters receive it.
 ///
 /// ```
@@ -260,7 +256,7 @@ fn open(local: &mut Local, site: &'static Site, remote: Option<SpanContext>) -> 
         // id, as every Application Insights SDK does, so the services of one trace agree.
         (Some(remote), _) => {
             if !pipeline::sampled(remote.trace_id()) {
-                return Some(Frame::Unsampled(remote.trace_id()));
+                return Some(Frame::Unsampled);
             }
             (remote.trace_id(), Some(remote.span_id()))
         }
@@ -271,41 +267,29 @@ fn open(local: &mut Local, site: &'static Site, remote: Option<SpanContext>) -> 
         (None, Some(Frame::Parent(ctx))) if ctx.is_sampled() => {
             (ctx.trace_id(), Some(ctx.span_id()))
         }
-        (None, Some(Frame::Parent(_)) | Some(Frame::Unsampled(_))) => return None,
-        (None, None) => {
-            let trace_id = TraceId::random();
-            if !pipeline::sampled(trace_id) {
-                return Some(Frame::Unsampled(trace_id));
-            }
-            (trace_id, None)
-        }
+        (None, Some(Frame::Parent(_)) | Some(Frame::Unsampled)) => return None,
+        (None, None) => match pipeline::sample_root() {
+            Some(trace_id) => (trace_id, None),
+            None => return Some(Frame::Unsampled),
+        },
     };
     let mut record = SpanRecord::new(site, trace_id, parent_id, pipeline::sample_percentage());
     record.operation_name = operation_name;
     Some(Frame::Span(record))
 }
 
-/// Ends a span: stamps it and moves it into the thread's finished buffer.
+/// Ends a span: stamps it and puts it in this thread's ring for the export worker.
+#[inline]
 fn close(local: &mut Local, mut record: SpanRecord) {
     record.end = clock::now();
-    local.finished.push(record);
-    if local.finished.len() >= HAND_OFF_AT {
-        pipeline::hand_off(&mut local.finished);
-    }
-}
-
-/// After a frame is popped: an empty stack means this thread is idle, so its finished spans go.
-pub(crate) fn after_pop(local: &mut Local) {
-    if local.stack.is_empty() && !local.finished.is_empty() {
-        pipeline::hand_off(&mut local.finished);
-    }
+    pipeline::submit(local, record);
 }
 
 /// Removes the frame pushed at `depth`, wherever later frames leaked by misuse ended up.
 fn take_frame(local: &mut Local, depth: usize, span_id: Option<SpanId>) -> Option<Frame> {
     let matches = |frame: &Frame| match (frame, span_id) {
         (Frame::Span(r), Some(id)) => r.span_id == id,
-        (Frame::Unsampled(_), None) => true,
+        (Frame::Unsampled, None) => true,
         _ => false,
     };
     if local.stack.get(depth).is_some_and(matches) {
@@ -349,7 +333,48 @@ impl SpanGuard {
         if !pipeline::is_active() {
             return SpanGuard::INERT;
         }
-        Self::enter_slow(site, Start::default())
+        Self::enter_site(site)
+    }
+
+    /// The macros' path: no remote parent, no values known at start.
+    #[inline(never)]
+    fn enter_site(site: &'static Site) -> SpanGuard {
+        with_local(|local| {
+            let depth = local.stack.len();
+            let (trace_id, parent_id, operation_name) = match local.stack.last() {
+                Some(Frame::Span(parent)) => (
+                    parent.trace_id,
+                    Some(parent.span_id),
+                    parent.operation_name.clone(),
+                ),
+                Some(Frame::Parent(ctx)) if ctx.is_sampled() => {
+                    (ctx.trace_id(), Some(ctx.span_id()), None)
+                }
+                Some(Frame::Parent(_) | Frame::Unsampled) => return SpanGuard::INERT,
+                None => match pipeline::sample_root() {
+                    Some(trace_id) => (trace_id, None, None),
+                    None => {
+                        local.stack.push(Frame::Unsampled);
+                        return SpanGuard {
+                            depth,
+                            span_id: None,
+                            _not_send: PhantomData,
+                        };
+                    }
+                },
+            };
+            let mut record =
+                SpanRecord::new(site, trace_id, parent_id, pipeline::sample_percentage());
+            record.operation_name = operation_name;
+            let span_id = record.span_id;
+            local.stack.push(Frame::Span(record));
+            SpanGuard {
+                depth,
+                span_id: Some(span_id),
+                _not_send: PhantomData,
+            }
+        })
+        .unwrap_or(SpanGuard::INERT)
     }
 
     #[inline(never)]
@@ -430,22 +455,49 @@ impl SpanGuard {
 impl Drop for SpanGuard {
     #[inline]
     fn drop(&mut self) {
-        if self.depth == usize::MAX {
-            return;
+        // Only the check is inlined into the instrumented function: the rest would bloat every
+        // caller's frame, which costs even when nothing is recorded.
+        if self.depth != usize::MAX {
+            self.exit();
         }
-        let panicking = std::thread::panicking();
+    }
+}
+
+impl SpanGuard {
+    #[inline(never)]
+    fn exit(&mut self) {
         with_local(|local| {
-            if let Some(frame) = take_frame(local, self.depth, self.span_id)
-                && let Frame::Span(mut record) = frame
-            {
-                if panicking {
-                    record.fail_on_panic();
+            // The common case: this guard's frame is on top.
+            if local.stack.len() == self.depth + 1 {
+                match (local.stack.last(), self.span_id) {
+                    (Some(Frame::Unsampled), None) => {
+                        local.stack.pop();
+                        return;
+                    }
+                    (Some(Frame::Span(record)), Some(id)) if record.span_id == id => {
+                        if let Some(Frame::Span(record)) = local.stack.pop() {
+                            finish(local, record);
+                        }
+                        return;
+                    }
+                    _ => {}
                 }
-                close(local, record);
             }
-            after_pop(local);
+            // Guards dropped out of order (a guard moved or leaked by the caller).
+            if let Some(Frame::Span(record)) = take_frame(local, self.depth, self.span_id) {
+                finish(local, record);
+            }
         });
     }
+}
+
+/// Ends a sync span, failed if a panic is unwinding through it.
+#[inline]
+fn finish(local: &mut Local, mut record: SpanRecord) {
+    if std::thread::panicking() {
+        record.fail_on_panic();
+    }
+    close(local, record);
 }
 
 /// `std::any::type_name` without the module paths: `std::io::error::Error` -> `Error`,
@@ -580,7 +632,6 @@ impl Drop for PollGuard<'_> {
                 }
                 other => *self.slot = other,
             }
-            after_pop(local);
         });
     }
 }
@@ -627,7 +678,6 @@ impl<F: Future, O: FnOnce(&F::Output, &mut Outcome<'_>)> Future for Instrumented
             }
             with_local(|local| {
                 close(local, record);
-                after_pop(local);
             });
         }
         poll
@@ -644,7 +694,6 @@ impl<F, O> Drop for Instrumented<F, O> {
             }
             with_local(|local| {
                 close(local, record);
-                after_pop(local);
             });
         }
     }
@@ -1123,7 +1172,6 @@ impl Drop for DetachedSpan {
         if let Some(record) = record {
             with_local(|local| {
                 close(local, record);
-                after_pop(local);
             });
         }
     }
