@@ -215,6 +215,44 @@ thread_local! {
     pub(crate) static LOCAL: RefCell<Local> = const {
         RefCell::new(Local { stack: Vec::new(), ring: None, pushed: 0 })
     };
+    /// How many frames `LOCAL`'s stack holds, kept beside it so that the sync fast path can tell
+    /// a root span from a child without borrowing the stack.
+    pub(crate) static DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// A sync span that started a trace the sampler dropped is open, and nothing was made current
+    /// under it: spans started while the stack is empty are inert. It takes no frame, so that a
+    /// dropped trace costs a few loads and stores.
+    pub(crate) static UNSAMPLED_ROOT: Cell<bool> = const { Cell::new(false) };
+}
+
+impl Local {
+    /// Pushes a frame; returns its depth.
+    #[inline]
+    pub(crate) fn push(&mut self, frame: Frame) -> usize {
+        self.stack.push(frame);
+        DEPTH.set(self.stack.len());
+        self.stack.len() - 1
+    }
+
+    /// Pops the top frame.
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Option<Frame> {
+        let frame = self.stack.pop();
+        DEPTH.set(self.stack.len());
+        frame
+    }
+
+    /// Removes the frame at `index`, wherever it is.
+    pub(crate) fn remove(&mut self, index: usize) -> Frame {
+        let frame = self.stack.remove(index);
+        DEPTH.set(self.stack.len());
+        frame
+    }
+
+    /// Whether nothing is current because an unsampled sync root is open with nothing above it.
+    #[inline]
+    pub(crate) fn in_unsampled_root(&self) -> bool {
+        self.stack.is_empty() && UNSAMPLED_ROOT.get()
+    }
 }
 
 /// Runs `f` on this thread's state; `None` while the thread is being torn down.
@@ -260,6 +298,9 @@ impl Carried {
     /// Captures the current context of this thread.
     pub fn current() -> Self {
         let copy = with_local(|local| {
+            if local.in_unsampled_root() {
+                return Some(FrameCopy::Unsampled);
+            }
             local.stack.last().map(|frame| match frame {
                 Frame::Unsampled => FrameCopy::Unsampled,
                 other => FrameCopy::Parent(
@@ -318,11 +359,7 @@ struct Entered {
 
 impl Entered {
     fn push(frame: Frame) -> Entered {
-        let depth = with_local(|local| {
-            local.stack.push(frame);
-            local.stack.len() - 1
-        })
-        .unwrap_or(usize::MAX);
+        let depth = with_local(|local| local.push(frame)).unwrap_or(usize::MAX);
         Entered { depth }
     }
 }
@@ -334,7 +371,7 @@ impl Drop for Entered {
         }
         with_local(|local| {
             if local.stack.len() > self.depth {
-                local.stack.remove(self.depth);
+                local.remove(self.depth);
             }
         });
     }

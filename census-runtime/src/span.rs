@@ -12,7 +12,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use crate::clock;
-use crate::context::{Frame, Local, SpanContext, SpanId, TraceId, with_local};
+use crate::context::{
+    DEPTH, Frame, Local, SpanContext, SpanId, TraceId, UNSAMPLED_ROOT, with_local,
+};
 use crate::pipeline;
 use crate::site::{Site, SpanKind};
 
@@ -268,6 +270,7 @@ fn open(local: &mut Local, site: &'static Site, remote: Option<SpanContext>) -> 
             (ctx.trace_id(), Some(ctx.span_id()))
         }
         (None, Some(Frame::Parent(_)) | Some(Frame::Unsampled)) => return None,
+        (None, None) if UNSAMPLED_ROOT.get() => return None,
         (None, None) => match pipeline::sample_root() {
             Some(trace_id) => (trace_id, None),
             None => return Some(Frame::Unsampled),
@@ -293,10 +296,10 @@ fn take_frame(local: &mut Local, depth: usize, span_id: Option<SpanId>) -> Optio
         _ => false,
     };
     if local.stack.get(depth).is_some_and(matches) {
-        return Some(local.stack.remove(depth));
+        return Some(local.remove(depth));
     }
     let index = local.stack.iter().rposition(matches)?;
-    Some(local.stack.remove(index))
+    Some(local.remove(index))
 }
 
 /// A span that is current on this thread until it is dropped.
@@ -320,6 +323,9 @@ impl fmt::Debug for SpanGuard {
     }
 }
 
+/// The `depth` of a guard for a sync root whose trace was not sampled: it took no frame.
+const UNSAMPLED_ROOT_MARK: usize = usize::MAX - 1;
+
 impl SpanGuard {
     const INERT: SpanGuard = SpanGuard {
         depth: usize::MAX,
@@ -339,8 +345,23 @@ impl SpanGuard {
     /// The macros' path: no remote parent, no values known at start.
     #[inline(never)]
     fn enter_site(site: &'static Site) -> SpanGuard {
+        if DEPTH.get() == 0 {
+            // A root, or a child of an unsampled root: decided without touching the stack.
+            if UNSAMPLED_ROOT.get() {
+                return SpanGuard::INERT;
+            }
+            let Some(trace_id) = pipeline::sample_root() else {
+                UNSAMPLED_ROOT.set(true);
+                return SpanGuard {
+                    depth: UNSAMPLED_ROOT_MARK,
+                    span_id: None,
+                    _not_send: PhantomData,
+                };
+            };
+            let record = SpanRecord::new(site, trace_id, None, pipeline::sample_percentage());
+            return Self::push_record(record);
+        }
         with_local(|local| {
-            let depth = local.stack.len();
             let (trace_id, parent_id, operation_name) = match local.stack.last() {
                 Some(Frame::Span(parent)) => (
                     parent.trace_id,
@@ -350,29 +371,28 @@ impl SpanGuard {
                 Some(Frame::Parent(ctx)) if ctx.is_sampled() => {
                     (ctx.trace_id(), Some(ctx.span_id()), None)
                 }
-                Some(Frame::Parent(_) | Frame::Unsampled) => return SpanGuard::INERT,
-                None => match pipeline::sample_root() {
-                    Some(trace_id) => (trace_id, None, None),
-                    None => {
-                        local.stack.push(Frame::Unsampled);
-                        return SpanGuard {
-                            depth,
-                            span_id: None,
-                            _not_send: PhantomData,
-                        };
-                    }
-                },
+                _ => return None,
             };
             let mut record =
                 SpanRecord::new(site, trace_id, parent_id, pipeline::sample_percentage());
             record.operation_name = operation_name;
             let span_id = record.span_id;
-            local.stack.push(Frame::Span(record));
-            SpanGuard {
-                depth,
+            Some(SpanGuard {
+                depth: local.push(Frame::Span(record)),
                 span_id: Some(span_id),
                 _not_send: PhantomData,
-            }
+            })
+        })
+        .flatten()
+        .unwrap_or(SpanGuard::INERT)
+    }
+
+    fn push_record(record: SpanRecord) -> SpanGuard {
+        let span_id = record.span_id;
+        with_local(|local| SpanGuard {
+            depth: local.push(Frame::Span(record)),
+            span_id: Some(span_id),
+            _not_send: PhantomData,
         })
         .unwrap_or(SpanGuard::INERT)
     }
@@ -389,9 +409,8 @@ impl SpanGuard {
                     }
                     _ => None,
                 };
-                local.stack.push(frame);
                 SpanGuard {
-                    depth: local.stack.len() - 1,
+                    depth: local.push(frame),
                     span_id,
                     _not_send: PhantomData,
                 }
@@ -466,16 +485,20 @@ impl Drop for SpanGuard {
 impl SpanGuard {
     #[inline(never)]
     fn exit(&mut self) {
+        if self.depth == UNSAMPLED_ROOT_MARK {
+            UNSAMPLED_ROOT.set(false);
+            return;
+        }
         with_local(|local| {
             // The common case: this guard's frame is on top.
             if local.stack.len() == self.depth + 1 {
                 match (local.stack.last(), self.span_id) {
                     (Some(Frame::Unsampled), None) => {
-                        local.stack.pop();
+                        local.pop();
                         return;
                     }
                     (Some(Frame::Span(record)), Some(id)) if record.span_id == id => {
-                        if let Some(Frame::Span(record)) = local.stack.pop() {
+                        if let Some(Frame::Span(record)) = local.pop() {
                             finish(local, record);
                         }
                         return;
@@ -650,10 +673,7 @@ impl<F: Future, O: FnOnce(&F::Output, &mut Outcome<'_>)> Future for Instrumented
             Frame::Span(r) => Some(r.span_id),
             _ => None,
         };
-        let depth = with_local(|local| {
-            local.stack.push(frame);
-            local.stack.len() - 1
-        });
+        let depth = with_local(|local| local.push(frame));
         let Some(depth) = depth else {
             return inner.poll(cx);
         };

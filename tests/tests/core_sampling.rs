@@ -122,3 +122,41 @@ fn a_rate_outside_zero_to_one_is_refused_at_install() {
             .is_err()
     );
 }
+
+#[test]
+fn inside_a_dropped_trace_spans_are_inert_unless_a_context_is_carried_in() {
+    use census_runtime::{SpanContext, SpanId};
+    let (pipeline, memory) = install_memory_sampled(Sampler::never());
+    let carried = SpanContext::new(
+        TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+        SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        true,
+    );
+    // Once through a function's span (the macros' path), once through the builder's.
+    dropped_root(carried);
+    census_runtime::span("dropped root").in_scope(|| dropped_root_body(carried));
+    sampled_root();
+    flush(&pipeline);
+    let spans = memory.spans();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    for span in &spans {
+        assert_eq!(span.name(), "sampled_child");
+        assert_eq!(span.parent_id(), Some(carried.span_id()));
+        assert_eq!(span.trace_id(), carried.trace_id());
+    }
+}
+
+#[inproc]
+fn dropped_root(carried: census_runtime::SpanContext) {
+    dropped_root_body(carried);
+}
+
+fn dropped_root_body(carried: census_runtime::SpanContext) {
+    use census_runtime::Carried;
+    sampled_child();
+    // A context carried in (a task's parent, say) takes over while it is current ...
+    Carried::from_context(carried).run(sampled_child);
+    // ... and once it is gone, spans are inert again.
+    sampled_child();
+    assert!(Carried::current().context().is_none());
+}
