@@ -32,4 +32,5 @@ pub fn flush(pipeline: &Pipeline) {
 }
 
 pub mod azure;
+pub mod db;
 pub mod ingestion;

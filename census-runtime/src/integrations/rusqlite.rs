@@ -1,0 +1,313 @@
+//! SQLite through `rusqlite` (feature `rusqlite`).
+//!
+//! [`Connection`] wraps a `rusqlite::Connection` and registers SQLite's `trace_v2` statement and
+//! profile events on it, so every statement it runs is a `sqlite` dependency: a statement
+//! starts a span (a child of the span current on the calling thread) and its profile event ends
+//! it, whichever rusqlite API ran it (`prepare` and `query_map`, `prepare_cached`, a
+//! transaction's `commit`, ...). SQLite's events carry no error, so the calls that return the
+//! statement's own `Result` ([`Connection::execute`], [`Connection::execute_batch`],
+//! [`Connection::query_row`], [`Connection::prepare`] and the same on [`Transaction`]) own their
+//! span instead, and a failure marks it failed with SQLite's extended result code (`1` for
+//! `SQLITE_ERROR`, `2067` for a unique constraint, ...).
+//!
+//! The statement recorded is the one SQLite prepared, with its placeholders: never the values
+//! bound to it. The target is the database file (`:memory:` for an in-memory database).
+//!
+//! ```
+//! use census_runtime::integrations::rusqlite::Connection;
+//!
+//! let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+//! conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER)")?;
+//! // A `sqlite` dependency "INSERT orders", data "INSERT INTO orders (total) VALUES (?1)".
+//! conn.execute("INSERT INTO orders (total) VALUES (?1)", [42])?;
+//! // Any other rusqlite call goes through `Deref` and is traced by SQLite's events.
+//! let mut statement = conn.prepare_cached("SELECT total FROM orders")?;
+//! let totals: Vec<i64> = statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+//! assert_eq!(totals, [42]);
+//! # Ok::<(), rusqlite::Error>(())
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use rusqlite::trace::{TraceEvent, TraceEventCodes};
+use rusqlite::{Params, Row};
+
+use super::sql::statement_span;
+use crate::span::{DetachedSpan, current_span};
+
+/// The `type` of SQLite dependencies.
+pub const SYSTEM: &str = "sqlite";
+
+thread_local! {
+    /// The target of the connection last used on this thread: SQLite's events do not say which
+    /// connection they come from.
+    static TARGET: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+    /// How many calls that own their span are running on this thread; their statements'
+    /// events are not spans of their own.
+    static OWNED: Cell<usize> = const { Cell::new(0) };
+    /// The statements started on this thread and not finished yet, innermost last.
+    static OPEN: RefCell<Vec<(String, DetachedSpan)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn remember_target(target: &Arc<str>) {
+    TARGET.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.as_ref().is_none_or(|old| !Arc::ptr_eq(old, target)) {
+            *t = Some(target.clone());
+        }
+    });
+}
+
+fn on_trace(event: TraceEvent<'_>) {
+    if OWNED.with(Cell::get) > 0 {
+        return;
+    }
+    match event {
+        TraceEvent::Stmt(statement, _) => {
+            let sql = statement.sql();
+            // A trigger's sub-program is announced by a comment; it is part of its statement.
+            if sql.trim_start().starts_with("--") {
+                return;
+            }
+            let target = TARGET
+                .with(|t| t.borrow().as_deref().map(str::to_owned))
+                .unwrap_or_else(|| String::from(SYSTEM));
+            let span = statement_span(SYSTEM, target, &sql).start_detached();
+            if span.is_recording() {
+                OPEN.with(|open| open.borrow_mut().push((sql.into_owned(), span)));
+            }
+        }
+        TraceEvent::Profile(statement, _) => {
+            let sql = statement.sql();
+            let finished = OPEN.with(|open| {
+                let mut open = open.borrow_mut();
+                let index = open.iter().rposition(|(s, _)| *s == sql)?;
+                Some(open.remove(index).1)
+            });
+            if let Some(span) = finished {
+                span.end();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Marks the current span failed by a rusqlite error: SQLite's extended result code and its
+/// message. A query that found no row ran fine: it is no failure of the database.
+fn fail_current(error: &rusqlite::Error) {
+    let span = current_span();
+    match error {
+        rusqlite::Error::QueryReturnedNoRows => {}
+        rusqlite::Error::SqliteFailure(failure, message) => {
+            span.set_result_code(failure.extended_code);
+            match message {
+                Some(message) => span.fail(message),
+                None => span.fail(failure),
+            }
+        }
+        other => span.fail(other),
+    }
+}
+
+/// Runs a call that returns its statement's `Result` in a span of its own.
+fn call<T>(
+    target: &Arc<str>,
+    sql: &str,
+    f: impl FnOnce() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    struct Owned;
+    impl Drop for Owned {
+        fn drop(&mut self) {
+            OWNED.with(|o| o.set(o.get().saturating_sub(1)));
+        }
+    }
+    let _span = statement_span(SYSTEM, target.to_string(), sql).start();
+    OWNED.with(|o| o.set(o.get() + 1));
+    let _owned = Owned;
+    let result = f();
+    if let Err(error) = &result {
+        fail_current(error);
+    }
+    result
+}
+
+/// The target of a connection: its database file, `:memory:` for an in-memory database.
+fn target_of(conn: &rusqlite::Connection) -> Arc<str> {
+    match conn.path() {
+        Some(path) if !path.is_empty() => Arc::from(path),
+        _ => Arc::from(":memory:"),
+    }
+}
+
+/// A `rusqlite::Connection` whose every statement is a `sqlite` dependency; see the
+/// [module](self).
+pub struct Connection {
+    inner: rusqlite::Connection,
+    target: Arc<str>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Wraps a connection and registers census's statement and profile events on it
+    /// (replacing any `trace_v2` callback it had).
+    pub fn new(conn: rusqlite::Connection) -> Connection {
+        let target = target_of(&conn);
+        conn.trace_v2(
+            TraceEventCodes::SQLITE_TRACE_STMT | TraceEventCodes::SQLITE_TRACE_PROFILE,
+            Some(on_trace),
+        );
+        Connection {
+            inner: conn,
+            target,
+        }
+    }
+
+    /// The target of the dependencies (the database file).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Runs one statement; see [`rusqlite::Connection::execute`].
+    pub fn execute<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        remember_target(&self.target);
+        call(&self.target, sql, || self.inner.execute(sql, params))
+    }
+
+    /// Runs statements separated by semicolons, without parameters: one dependency for the
+    /// batch; see [`rusqlite::Connection::execute_batch`].
+    pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
+        remember_target(&self.target);
+        call(&self.target, sql, || self.inner.execute_batch(sql))
+    }
+
+    /// Runs a query for its first row; see [`rusqlite::Connection::query_row`].
+    pub fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        remember_target(&self.target);
+        call(&self.target, sql, || self.inner.query_row(sql, params, f))
+    }
+
+    /// Prepares a statement; when SQLite refuses it (a syntax error, a missing table), that is a
+    /// failed dependency. Running the statement is traced by SQLite's events.
+    pub fn prepare(&self, sql: &str) -> rusqlite::Result<rusqlite::Statement<'_>> {
+        remember_target(&self.target);
+        prepare(&self.target, sql, || self.inner.prepare(sql))
+    }
+
+    /// Starts a transaction (its `BEGIN`, `COMMIT`, `ROLLBACK` are traced by SQLite's events).
+    pub fn transaction(&mut self) -> rusqlite::Result<Transaction<'_>> {
+        remember_target(&self.target);
+        let target = self.target.clone();
+        Ok(Transaction {
+            inner: self.inner.transaction()?,
+            target,
+        })
+    }
+
+    /// The wrapped connection, its events still registered.
+    pub fn into_inner(self) -> rusqlite::Connection {
+        self.inner
+    }
+}
+
+fn prepare<'c>(
+    target: &Arc<str>,
+    sql: &str,
+    f: impl FnOnce() -> rusqlite::Result<rusqlite::Statement<'c>>,
+) -> rusqlite::Result<rusqlite::Statement<'c>> {
+    match f() {
+        Ok(statement) => Ok(statement),
+        Err(error) => call(target, sql, || Err(error)),
+    }
+}
+
+/// Every rusqlite method not wrapped here; statements run through them are traced by SQLite's
+/// events.
+impl Deref for Connection {
+    type Target = rusqlite::Connection;
+
+    fn deref(&self) -> &rusqlite::Connection {
+        remember_target(&self.target);
+        &self.inner
+    }
+}
+
+/// A transaction on a census [`Connection`]: the same wrapped calls.
+pub struct Transaction<'c> {
+    inner: rusqlite::Transaction<'c>,
+    target: Arc<str>,
+}
+
+impl fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transaction<'_> {
+    /// Runs one statement; see [`rusqlite::Connection::execute`].
+    pub fn execute<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        remember_target(&self.target);
+        call(&self.target, sql, || self.inner.execute(sql, params))
+    }
+
+    /// Runs statements separated by semicolons: one dependency for the batch.
+    pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
+        remember_target(&self.target);
+        call(&self.target, sql, || self.inner.execute_batch(sql))
+    }
+
+    /// Runs a query for its first row; see [`rusqlite::Connection::query_row`].
+    pub fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        remember_target(&self.target);
+        call(&self.target, sql, || self.inner.query_row(sql, params, f))
+    }
+
+    /// Prepares a statement; a refused one is a failed dependency.
+    pub fn prepare(&self, sql: &str) -> rusqlite::Result<rusqlite::Statement<'_>> {
+        remember_target(&self.target);
+        prepare(&self.target, sql, || self.inner.prepare(sql))
+    }
+
+    /// Commits (a `COMMIT` dependency).
+    pub fn commit(self) -> rusqlite::Result<()> {
+        remember_target(&self.target);
+        let Transaction { inner, target } = self;
+        call(&target, "COMMIT", || inner.commit())
+    }
+
+    /// Rolls back (a `ROLLBACK` dependency).
+    pub fn rollback(self) -> rusqlite::Result<()> {
+        remember_target(&self.target);
+        let Transaction { inner, target } = self;
+        call(&target, "ROLLBACK", || inner.rollback())
+    }
+}
+
+impl Deref for Transaction<'_> {
+    type Target = rusqlite::Connection;
+
+    fn deref(&self) -> &rusqlite::Connection {
+        remember_target(&self.target);
+        &self.inner
+    }
+}

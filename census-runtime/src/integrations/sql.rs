@@ -1,0 +1,417 @@
+//! What every database integration derives from a statement and a server: the operation's name
+//! (`SELECT orders`), the statement without bound values, and the `host:port | database` target.
+//!
+//! The integrations follow the Azure Monitor convention for database dependencies: `type` the
+//! system (`postgresql`, `mysql`, `sqlite`, `mongodb`), `target` `host:port | database`, `data`
+//! the statement with its placeholders, `name` the operation.
+
+use std::borrow::Cow;
+
+use crate::span::SpanBuilder;
+
+/// The operation a statement performs, as a dependency's name: its first keyword, upper-cased,
+/// and the table it works on when the statement names one plainly.
+///
+/// ```
+/// use census_runtime::integrations::sql::operation_name;
+///
+/// assert_eq!(operation_name("SELECT id, total FROM orders WHERE id = $1"), "SELECT orders");
+/// assert_eq!(operation_name("insert into \"Orders\" (id) values (?)"), "INSERT Orders");
+/// assert_eq!(operation_name("UPDATE shop.orders SET total = ?"), "UPDATE shop.orders");
+/// assert_eq!(operation_name("DELETE FROM orders"), "DELETE orders");
+/// assert_eq!(operation_name("CREATE TABLE IF NOT EXISTS orders (id int)"), "CREATE orders");
+/// assert_eq!(operation_name("  -- note\n select 1"), "SELECT");
+/// assert_eq!(operation_name("COMMIT"), "COMMIT");
+/// ```
+pub fn operation_name(sql: &str) -> String {
+    let Some(Token::Word(verb)) = Tokens::new(sql).next() else {
+        return String::from("SQL");
+    };
+    let verb = verb.to_ascii_uppercase();
+    let table = match verb.as_str() {
+        "SELECT" | "DELETE" => name_after(sql, "FROM"),
+        "INSERT" | "REPLACE" => name_after(sql, "INTO"),
+        "UPDATE" => name_after(sql, "UPDATE"),
+        "CREATE" | "DROP" | "ALTER" | "TRUNCATE" => object_name(sql, &verb),
+        _ => None,
+    };
+    match table {
+        Some(table) => format!("{verb} {table}"),
+        None => verb,
+    }
+}
+
+/// The statement text without the bound values an ORM may append to it for debugging
+/// (diesel's `-- binds: [...]`), trimmed.
+///
+/// ```
+/// use census_runtime::integrations::sql::strip_binds;
+///
+/// assert_eq!(
+///     strip_binds("SELECT * FROM `orders` WHERE `id` = ? -- binds: [42]"),
+///     "SELECT * FROM `orders` WHERE `id` = ?"
+/// );
+/// assert_eq!(strip_binds("SELECT 1"), "SELECT 1");
+/// ```
+pub fn strip_binds(text: &str) -> &str {
+    // The first marker: whatever follows it is bound values, even a value that itself holds
+    // the marker's text.
+    match text.find("-- binds:") {
+        Some(at) => text[..at].trim_end(),
+        None => text.trim_end(),
+    }
+}
+
+/// The target of a database dependency: `host:port | database`, the parts that are known.
+///
+/// ```
+/// use census_runtime::integrations::sql::target;
+///
+/// assert_eq!(target("db.internal", Some(5432), Some("orders")), "db.internal:5432 | orders");
+/// assert_eq!(target("db.internal", None, None), "db.internal");
+/// ```
+pub fn target(host: &str, port: Option<u16>, database: Option<&str>) -> String {
+    let mut out = String::from(host);
+    if let Some(port) = port {
+        out.push(':');
+        out.push_str(&port.to_string());
+    }
+    if let Some(database) = database.filter(|d| !d.is_empty()) {
+        out.push_str(" | ");
+        out.push_str(database);
+    }
+    out
+}
+
+/// The system (`postgresql`, `mysql`, `sqlite`) and target (`host:port | database`) of a
+/// connection URL; user name and password never appear in the target.
+///
+/// ```
+/// use census_runtime::integrations::sql::system_and_target;
+///
+/// assert_eq!(
+///     system_and_target("postgres://app:secret@db.internal:5433/orders?sslmode=disable"),
+///     ("postgresql", "db.internal:5433 | orders".to_owned())
+/// );
+/// assert_eq!(system_and_target("mysql://app@127.0.0.1/shop"), ("mysql", "127.0.0.1:3306 | shop".to_owned()));
+/// assert_eq!(system_and_target("sqlite::memory:"), ("sqlite", ":memory:".to_owned()));
+/// assert_eq!(system_and_target("/var/lib/app/orders.db"), ("sqlite", "/var/lib/app/orders.db".to_owned()));
+/// ```
+pub fn system_and_target(url: &str) -> (&'static str, String) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (system, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "postgres" | "postgresql" => ("postgresql", Some(5432)),
+        "mysql" | "mariadb" => ("mysql", Some(3306)),
+        "mongodb" => ("mongodb", Some(27017)),
+        _ => {
+            // SQLite: a path or `sqlite:` / `sqlite://` / `file:` URL; the target is the file.
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .or_else(|| url.strip_prefix("file:"))
+                .unwrap_or(url);
+            let path = path.split('?').next().unwrap_or(path);
+            let path = if path.is_empty() { ":memory:" } else { path };
+            return ("sqlite", path.to_owned());
+        }
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // The first host of a list.
+    let host_port = host_port.split(',').next().unwrap_or(host_port);
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            match port.parse::<u16>() {
+                Ok(port) => (host, Some(port)),
+                Err(_) => (host_port, default_port),
+            }
+        }
+        _ => (host_port, default_port),
+    };
+    let host = if host.is_empty() { "localhost" } else { host };
+    (system, target(host, port, Some(database)))
+}
+
+/// A span for one statement: named after its operation, the statement as data.
+#[cfg_attr(
+    not(any(
+        feature = "tokio-postgres",
+        feature = "mysql_async",
+        feature = "rusqlite",
+        feature = "diesel",
+        feature = "sqlx"
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn statement_span(
+    system: &'static str,
+    target: impl Into<Cow<'static, str>>,
+    sql: &str,
+) -> SpanBuilder {
+    let sql = strip_binds(sql);
+    crate::span::span(operation_name(sql))
+        .kind(system)
+        .target(target)
+        .data(sql.to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small SQL tokenizer: words, quoted identifiers and parentheses; comments and string
+// literals are skipped so that a keyword inside them is never taken for the statement's own.
+
+enum Token<'a> {
+    Word(&'a str),
+    Quoted(&'a str),
+    Open,
+    Other,
+}
+
+struct Tokens<'a> {
+    rest: &'a str,
+    closing: bool,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(sql: &'a str) -> Self {
+        Tokens {
+            rest: sql,
+            closing: false,
+        }
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = Token<'a>;
+
+    fn next(&mut self) -> Option<Token<'a>> {
+        loop {
+            self.closing = false;
+            let s = self.rest.trim_start();
+            let c = s.chars().next()?;
+            if s.starts_with("--") {
+                self.rest = s.find('\n').map_or("", |i| &s[i + 1..]);
+                continue;
+            }
+            if let Some(comment) = s.strip_prefix("/*") {
+                self.rest = comment.find("*/").map_or("", |i| &comment[i + 2..]);
+                continue;
+            }
+            let quoted = |close: char| {
+                let body = &s[1..];
+                let end = body.find(close).unwrap_or(body.len());
+                (&body[..end], body.get(end + 1..).unwrap_or(""))
+            };
+            return Some(match c {
+                '\'' => {
+                    // A string literal ('it''s' counts as one): skip it.
+                    let mut i = 1;
+                    let bytes = s.as_bytes();
+                    while i < bytes.len() {
+                        if bytes[i] == b'\'' {
+                            if bytes.get(i + 1) == Some(&b'\'') {
+                                i += 2;
+                                continue;
+                            }
+                            break;
+                        }
+                        i += 1;
+                    }
+                    self.rest = s.get(i + 1..).unwrap_or("");
+                    Token::Other
+                }
+                '"' | '`' | '[' => {
+                    let (name, rest) = quoted(if c == '[' { ']' } else { c });
+                    self.rest = rest;
+                    Token::Quoted(name)
+                }
+                '(' => {
+                    self.rest = &s[1..];
+                    Token::Open
+                }
+                ')' => {
+                    self.rest = &s[1..];
+                    self.closing = true;
+                    Token::Other
+                }
+                c if c.is_alphanumeric() || c == '_' => {
+                    let end = s
+                        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+                        .unwrap_or(s.len());
+                    self.rest = &s[end..];
+                    Token::Word(&s[..end])
+                }
+                _ => {
+                    self.rest = &s[c.len_utf8()..];
+                    Token::Other
+                }
+            });
+        }
+    }
+}
+
+/// The (possibly schema-qualified) name that follows the first top-level `keyword`.
+fn name_after(sql: &str, keyword: &str) -> Option<String> {
+    let mut depth = 0usize;
+    let mut rest = sql;
+    loop {
+        let mut tokens = Tokens::new(rest);
+        let token = tokens.next()?;
+        let closing = tokens.closing;
+        rest = tokens.rest;
+        match token {
+            Token::Open => depth += 1,
+            Token::Other if closing => depth = depth.saturating_sub(1),
+            Token::Word(w) if depth == 0 && w.eq_ignore_ascii_case(keyword) => {
+                return qualified_name(rest);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `schema.table`, `"Schema"."Table"` or `table` at the start of `sql`; none when a
+/// parenthesis (a subquery) or nothing comes first.
+fn qualified_name(sql: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = sql;
+    loop {
+        let mut tokens = Tokens::new(rest);
+        let part = match tokens.next()? {
+            Token::Word(w) => w,
+            Token::Quoted(w) => w,
+            _ => return None,
+        };
+        out.push_str(part);
+        rest = tokens.rest;
+        if let Some(after) = rest.strip_prefix('.') {
+            out.push('.');
+            rest = after;
+        } else {
+            return Some(out);
+        }
+    }
+}
+
+/// The object a DDL statement names: `CREATE [OR REPLACE] [TEMP] TABLE [IF NOT EXISTS] name`.
+fn object_name(sql: &str, verb: &str) -> Option<String> {
+    const SKIP: &[&str] = &[
+        "OR",
+        "REPLACE",
+        "TEMP",
+        "TEMPORARY",
+        "UNIQUE",
+        "UNLOGGED",
+        "GLOBAL",
+        "LOCAL",
+        "TABLE",
+        "INDEX",
+        "VIEW",
+        "SEQUENCE",
+        "SCHEMA",
+        "DATABASE",
+        "IF",
+        "NOT",
+        "EXISTS",
+        "CONCURRENTLY",
+        "ONLY",
+    ];
+    let mut tokens = Tokens::new(sql);
+    match tokens.next()? {
+        Token::Word(w) if w.eq_ignore_ascii_case(verb) => {}
+        _ => return None,
+    }
+    let mut rest = tokens.rest;
+    loop {
+        let mut tokens = Tokens::new(rest);
+        match tokens.next()? {
+            Token::Word(w) if SKIP.iter().any(|s| w.eq_ignore_ascii_case(s)) => {
+                rest = tokens.rest;
+            }
+            Token::Word(_) | Token::Quoted(_) => return qualified_name(rest),
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_names() {
+        let cases = [
+            ("SELECT * FROM orders", "SELECT orders"),
+            (
+                "select count(*) from public.orders o",
+                "SELECT public.orders",
+            ),
+            (
+                "SELECT (SELECT max(id) FROM items) FROM orders",
+                "SELECT orders",
+            ),
+            ("SELECT * FROM (SELECT 1) AS t", "SELECT"),
+            ("SELECT 'FROM x' AS s", "SELECT"),
+            ("SELECT \"id\" FROM \"my orders\"", "SELECT my orders"),
+            (
+                "/* hint */ DELETE FROM `orders` WHERE id = ?",
+                "DELETE orders",
+            ),
+            ("INSERT INTO orders (id) VALUES ($1)", "INSERT orders"),
+            ("REPLACE INTO orders VALUES (?)", "REPLACE orders"),
+            ("update orders set total = 0", "UPDATE orders"),
+            ("DROP TABLE IF EXISTS orders", "DROP orders"),
+            (
+                "CREATE UNIQUE INDEX orders_idx ON orders (id)",
+                "CREATE orders_idx",
+            ),
+            ("ALTER TABLE orders ADD COLUMN note text", "ALTER orders"),
+            ("BEGIN", "BEGIN"),
+            ("START TRANSACTION", "START"),
+            ("", "SQL"),
+            ("   ", "SQL"),
+            ("(SELECT 1)", "SQL"),
+            ("WITH t AS (SELECT 1) SELECT * FROM t", "WITH"),
+            ("SELECT 'it''s' FROM orders", "SELECT orders"),
+            ("SELECT * FROM [dbo].[Orders]", "SELECT dbo.Orders"),
+            ("SELECT * FROM 'unterminated", "SELECT"),
+            ("SELECT * FROM \"unterminated", "SELECT unterminated"),
+            ("SELECT 1 -- FROM orders", "SELECT"),
+            ("SELECT é FROM ünïcode", "SELECT ünïcode"),
+        ];
+        for (sql, name) in cases {
+            assert_eq!(operation_name(sql), name, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn binds_are_cut_at_the_first_marker() {
+        assert_eq!(
+            strip_binds("SELECT 1 WHERE a = ? -- binds: [\"x -- binds: y\"]"),
+            "SELECT 1 WHERE a = ?"
+        );
+        assert_eq!(strip_binds("-- binds: [1]"), "");
+    }
+
+    #[test]
+    fn targets_from_urls() {
+        let cases = [
+            (
+                "postgresql://u:p@[::1]:6543/db",
+                ("postgresql", "[::1]:6543 | db"),
+            ),
+            ("postgres://localhost", ("postgresql", "localhost:5432")),
+            ("mysql://u:p@h1,h2:3307/db", ("mysql", "h1:3306 | db")),
+            (
+                "mongodb://127.0.0.1:27018/app",
+                ("mongodb", "127.0.0.1:27018 | app"),
+            ),
+            ("sqlite://orders.db?mode=rwc", ("sqlite", "orders.db")),
+            ("sqlite:", ("sqlite", ":memory:")),
+            (":memory:", ("sqlite", ":memory:")),
+        ];
+        for (url, (system, target)) in cases {
+            assert_eq!(system_and_target(url), (system, target.to_owned()), "{url}");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! What the database tests share: the servers' URLs, and checks on the spans and envelopes.
+
+use census_runtime::SpanRecord;
+use serde_json::Value;
+
+/// The URL of a database server `scripts/services` started, from `var`
+/// (`CENSUS_TEST_POSTGRES_URL`, `CENSUS_TEST_MYSQL_URL`, `CENSUS_TEST_MONGODB_URL`).
+///
+/// # Panics
+///
+/// When the variable is unset: these tests need the servers and are never skipped.
+pub fn server_url(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "{var} is not set: run the tests with scripts/test, which starts the database \
+             servers, or start them with `scripts/services start` and source the env file it \
+             writes (DIR/env) before `cargo nextest run`"
+        ),
+    }
+}
+
+/// A name unique to this test process, for tables that tests running at once must not share.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", std::process::id())
+}
+
+/// Asserts that `child` is a child of `parent`, in its trace.
+pub fn assert_child_of(child: &SpanRecord, parent: &SpanRecord) {
+    assert_eq!(
+        child.trace_id(),
+        parent.trace_id(),
+        "{} shares the trace of {}",
+        child.name(),
+        parent.name()
+    );
+    assert_eq!(
+        child.parent_id(),
+        Some(parent.span_id()),
+        "{} ({:?}) is a child of {}",
+        child.name(),
+        child.data(),
+        parent.name()
+    );
+}
+
+/// The spans of one kind (`postgresql`, ...), in the order they started.
+pub fn of_kind(spans: &[SpanRecord], kind: &str) -> Vec<SpanRecord> {
+    let mut out: Vec<SpanRecord> = spans.iter().filter(|s| s.kind() == kind).cloned().collect();
+    out.sort_by_key(SpanRecord::start_time);
+    out
+}
+
+/// The one span whose data is `data`.
+pub fn with_data<'a>(spans: &'a [SpanRecord], data: &str) -> &'a SpanRecord {
+    let found: Vec<&SpanRecord> = spans.iter().filter(|s| s.data() == Some(data)).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one span with data {data:?} among {:#?}",
+        spans
+            .iter()
+            .map(|s| (s.name(), s.data()))
+            .collect::<Vec<_>>()
+    );
+    found[0]
+}
+
+/// The envelope whose `baseData.data` is `data`.
+pub fn envelope_with_data<'a>(envelopes: &'a [Value], data: &str) -> &'a Value {
+    envelopes
+        .iter()
+        .find(|e| e["data"]["baseData"]["data"] == data)
+        .unwrap_or_else(|| panic!("no envelope with data {data:?}"))
+}
+
+/// Asserts that `needle` appears nowhere in `bytes` (a request body as sent).
+pub fn assert_absent(bytes: &[u8], needle: &str) {
+    assert!(
+        !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+        "{needle:?} was sent: {}",
+        String::from_utf8_lossy(bytes)
+    );
+}
