@@ -101,22 +101,29 @@ pub(crate) fn sampled(trace_id: TraceId) -> bool {
 
 /// Decides whether a new trace is recorded and, if it is, gives it its id.
 ///
-/// The decision costs one random draw. A recorded trace then gets an id whose Application
-/// Insights score is below the rate, drawn uniformly among such ids, so that every service that
-/// sees the trace keeps it too: the same outcome as drawing an id first and scoring it, without
-/// hashing an id for the traces that are dropped.
+/// The decision costs one random draw ([`keep_new_trace`]). A recorded trace then gets an id
+/// whose Application Insights score is below the rate ([`new_trace_id`]), drawn uniformly among
+/// such ids, so that every service that sees the trace keeps it too: the same outcome as drawing
+/// an id first and scoring it, without hashing an id for the traces that are dropped.
 #[inline]
 pub(crate) fn sample_root() -> Option<TraceId> {
+    keep_new_trace().then(new_trace_id)
+}
+
+/// Whether a new trace is recorded: one random draw against the rate.
+#[inline]
+pub(crate) fn keep_new_trace() -> bool {
     let threshold = THRESHOLD.load(Ordering::Relaxed);
-    if threshold == u64::MAX {
-        return Some(TraceId::random());
+    threshold == u64::MAX || next_random() < threshold
+}
+
+/// The id of a new recorded trace: one whose score keeps it at the current rate.
+pub(crate) fn new_trace_id() -> TraceId {
+    if THRESHOLD.load(Ordering::Relaxed) == u64::MAX {
+        TraceId::random()
+    } else {
+        scored_trace_id(f64::from_bits(RATE.load(Ordering::Relaxed)))
     }
-    if next_random() >= threshold {
-        return None;
-    }
-    Some(scored_trace_id(f64::from_bits(
-        RATE.load(Ordering::Relaxed),
-    )))
 }
 
 #[cold]
@@ -139,8 +146,8 @@ pub(crate) fn sample_percentage() -> f32 {
 
 /// The worker's ends of every thread's ring of finished spans.
 static RINGS: Mutex<Vec<rtrb::Consumer<SpanRecord>>> = Mutex::new(Vec::new());
-/// Spans per thread ring: about 100 KiB a thread.
-const RING_CAPACITY: usize = 1024;
+/// Spans per thread ring: about 200 KiB a thread.
+const RING_CAPACITY: usize = 2048;
 /// Where spans go when a thread's ring is full (a burst faster than the worker wakes up): shared,
 /// behind a lock, bounded by the pipeline's `queue_capacity`. Beyond that, spans are dropped.
 static OVERFLOW: Mutex<Vec<SpanRecord>> = Mutex::new(Vec::new());
@@ -461,6 +468,7 @@ impl PipelineBuilder {
             interval: self.export_interval,
             control: control_rx,
             pending: Vec::new(),
+            drained: 0,
         };
         let handle = thread::Builder::new()
             .name("census-export".into())
@@ -618,14 +626,27 @@ struct Worker {
     interval: Duration,
     control: mpsc::Receiver<Command>,
     pending: Vec<SpanRecord>,
+    /// Spans the last drain found: many means the threads produce faster than the worker parks.
+    drained: usize,
 }
+
+/// A drain that finds this many spans keeps the worker awake.
+const BUSY_DRAIN: usize = 256;
 
 impl Worker {
     fn run(mut self) {
         let mut last_export = Instant::now();
         loop {
+            let mut command = self.control.try_recv().ok();
+            // Drain after looking for a command: a flush must see every span finished before it
+            // was asked for.
             self.drain_queue();
-            let command = self.control.try_recv().ok();
+            if command.is_none() {
+                command = self.control.try_recv().ok();
+                if command.is_some() {
+                    self.drain_queue();
+                }
+            }
             let due = last_export.elapsed() >= self.interval;
             if command.is_some() || due || self.pending.len() >= self.max_batch {
                 self.export_pending();
@@ -649,8 +670,13 @@ impl Worker {
                 }
                 None => {
                     WAKE_REQUESTED.store(false, Ordering::Release);
-                    let wait = self.interval.saturating_sub(last_export.elapsed());
-                    thread::park_timeout(wait.max(Duration::from_millis(1)));
+                    // Under a steady stream of spans keep draining; park only when it runs dry.
+                    if self.drained < BUSY_DRAIN {
+                        let wait = self.interval.saturating_sub(last_export.elapsed());
+                        thread::park_timeout(wait.max(Duration::from_millis(1)));
+                    } else {
+                        thread::yield_now();
+                    }
                 }
             }
         }
@@ -659,6 +685,7 @@ impl Worker {
     /// Takes every finished span out of every thread's ring; forgets the rings of threads that
     /// have exited once they are empty.
     fn drain_queue(&mut self) {
+        let before = self.pending.len();
         let mut rings = RINGS.lock().unwrap_or_else(|p| p.into_inner());
         for ring in rings.iter_mut() {
             let ready = ring.slots();
@@ -675,6 +702,7 @@ impl Worker {
             OVERFLOW_LEN.fetch_sub(overflow.len(), Ordering::AcqRel);
             self.pending.append(&mut overflow);
         }
+        self.drained = self.pending.len() - before;
     }
 
     fn export_pending(&mut self) {

@@ -342,25 +342,37 @@ impl SpanGuard {
         Self::enter_site(site)
     }
 
-    /// The macros' path: no remote parent, no values known at start.
+    /// The macros' path: no remote parent, no values known at start. Kept small, so that a
+    /// dropped trace pays for a few loads and stores and no large stack frame.
     #[inline(never)]
     fn enter_site(site: &'static Site) -> SpanGuard {
-        if DEPTH.get() == 0 {
-            // A root, or a child of an unsampled root: decided without touching the stack.
-            if UNSAMPLED_ROOT.get() {
-                return SpanGuard::INERT;
-            }
-            let Some(trace_id) = pipeline::sample_root() else {
-                UNSAMPLED_ROOT.set(true);
-                return SpanGuard {
-                    depth: UNSAMPLED_ROOT_MARK,
-                    span_id: None,
-                    _not_send: PhantomData,
-                };
-            };
-            let record = SpanRecord::new(site, trace_id, None, pipeline::sample_percentage());
-            return Self::push_record(record);
+        if DEPTH.get() != 0 {
+            return Self::enter_child(site);
         }
+        // A root, or a child of an unsampled root: decided without touching the stack.
+        if UNSAMPLED_ROOT.get() {
+            return SpanGuard::INERT;
+        }
+        if pipeline::keep_new_trace() {
+            return Self::enter_root(site);
+        }
+        UNSAMPLED_ROOT.set(true);
+        SpanGuard {
+            depth: UNSAMPLED_ROOT_MARK,
+            span_id: None,
+            _not_send: PhantomData,
+        }
+    }
+
+    #[inline(never)]
+    fn enter_root(site: &'static Site) -> SpanGuard {
+        let trace_id = pipeline::new_trace_id();
+        let record = SpanRecord::new(site, trace_id, None, pipeline::sample_percentage());
+        Self::push_record(record)
+    }
+
+    #[inline(never)]
+    fn enter_child(site: &'static Site) -> SpanGuard {
         with_local(|local| {
             let (trace_id, parent_id, operation_name) = match local.stack.last() {
                 Some(Frame::Span(parent)) => (
@@ -387,6 +399,7 @@ impl SpanGuard {
         .unwrap_or(SpanGuard::INERT)
     }
 
+    #[inline]
     fn push_record(record: SpanRecord) -> SpanGuard {
         let span_id = record.span_id;
         with_local(|local| SpanGuard {
@@ -476,7 +489,9 @@ impl Drop for SpanGuard {
     fn drop(&mut self) {
         // Only the check is inlined into the instrumented function: the rest would bloat every
         // caller's frame, which costs even when nothing is recorded.
-        if self.depth != usize::MAX {
+        if self.depth == UNSAMPLED_ROOT_MARK {
+            UNSAMPLED_ROOT.set(false);
+        } else if self.depth != usize::MAX {
             self.exit();
         }
     }
@@ -485,10 +500,6 @@ impl Drop for SpanGuard {
 impl SpanGuard {
     #[inline(never)]
     fn exit(&mut self) {
-        if self.depth == UNSAMPLED_ROOT_MARK {
-            UNSAMPLED_ROOT.set(false);
-            return;
-        }
         with_local(|local| {
             // The common case: this guard's frame is on top.
             if local.stack.len() == self.depth + 1 {
