@@ -1,0 +1,464 @@
+//! MySQL and MariaDB through `mysql_async` (feature `mysql_async`).
+//!
+//! The crate has no hook, so census wraps the connection: [`Conn`] implements `mysql_async`'s
+//! `Queryable`, and each call is a `mysql` dependency named after its operation, with the
+//! statement as data, `host:port | database` as target and, on failure, MySQL's error number
+//! (`1146` for a missing table, `1062` for a duplicate key) as result code.
+//!
+//! `mysql_async` keeps the text of a `StatementLike` to itself, so the `exec*` methods of the
+//! `Queryable` trait, called through generic code, record the dependency without its text
+//! (named `EXECUTE`). Called on a [`Conn`] itself, the inherent `exec*` methods, which take the
+//! statement as text or as a [`Prepared`] statement, record it in full; method resolution picks
+//! them first.
+//!
+//! ```no_run
+//! use census_runtime::integrations::mysql::Conn;
+//! use mysql_async::prelude::Queryable;
+//!
+//! # async fn demo() -> Result<(), mysql_async::Error> {
+//! let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+//! // A `mysql` dependency "INSERT orders", data "INSERT INTO orders (total) VALUES (?)".
+//! conn.exec_drop("INSERT INTO orders (total) VALUES (?)", (42,)).await?;
+//! let totals: Vec<i64> = conn.query("SELECT total FROM orders").await?;
+//! # let _ = totals;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use mysql_async::prelude::{AsQuery, FromRow, Queryable, StatementLike};
+use mysql_async::{BinaryProtocol, Error, Params, QueryResult, Statement, TextProtocol};
+
+use super::sql::{self, statement_span};
+use crate::span::{SpanBuilder, current_span};
+
+/// The `type` of MySQL (and MariaDB) dependencies.
+pub const SYSTEM: &str = "mysql";
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// The `host:port | database` target of a connection's options.
+pub fn target(opts: &mysql_async::Opts) -> String {
+    sql::target(opts.ip_or_hostname(), Some(opts.tcp_port()), opts.db_name())
+}
+
+fn fail_current(error: &Error) {
+    let span = current_span();
+    match error {
+        Error::Server(server) => {
+            span.set_result_code(server.code);
+            span.fail(&server.message);
+        }
+        other => span.fail(other),
+    }
+}
+
+fn inspect<T>(result: Result<T, Error>) -> Result<T, Error> {
+    if let Err(error) = &result {
+        fail_current(error);
+    }
+    result
+}
+
+fn text(query: &impl AsQuery) -> String {
+    String::from_utf8_lossy(&query.as_query()).into_owned()
+}
+
+mod private {
+    pub trait Sealed {}
+}
+
+/// A statement whose text census knows: SQL text, or a [`Prepared`] statement.
+pub trait Sql: private::Sealed + Send + Sync {
+    /// The statement's text.
+    fn sql(&self) -> &str;
+    #[doc(hidden)]
+    fn prepared(&self) -> Option<&Statement>;
+}
+
+macro_rules! text_sql {
+    ($($ty:ty),*) => {$(
+        impl private::Sealed for $ty {}
+        impl Sql for $ty {
+            fn sql(&self) -> &str {
+                self
+            }
+            fn prepared(&self) -> Option<&Statement> {
+                None
+            }
+        }
+    )*};
+}
+text_sql!(&str, String, Arc<str>);
+
+/// A statement prepared by [`Conn::prepare`], with its text.
+#[derive(Clone)]
+pub struct Prepared {
+    statement: Statement,
+    sql: Arc<str>,
+}
+
+impl Prepared {
+    /// The driver's statement.
+    pub fn statement(&self) -> &Statement {
+        &self.statement
+    }
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared").field("sql", &self.sql).finish()
+    }
+}
+
+impl private::Sealed for Prepared {}
+impl Sql for Prepared {
+    fn sql(&self) -> &str {
+        &self.sql
+    }
+    fn prepared(&self) -> Option<&Statement> {
+        Some(&self.statement)
+    }
+}
+
+impl private::Sealed for &Prepared {}
+impl Sql for &Prepared {
+    fn sql(&self) -> &str {
+        &self.sql
+    }
+    fn prepared(&self) -> Option<&Statement> {
+        Some(&self.statement)
+    }
+}
+
+/// A `mysql_async` connection whose every call is a `mysql` dependency; see the
+/// [module](self).
+pub struct Conn {
+    inner: mysql_async::Conn,
+    target: Arc<str>,
+    /// A [`Transaction`] was dropped uncommitted: the next call rolls it back first.
+    rollback_pending: bool,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Wraps a connection; its options name the target.
+    pub fn new(conn: mysql_async::Conn) -> Conn {
+        let target = Arc::from(target(conn.opts()));
+        Conn {
+            inner: conn,
+            target,
+            rollback_pending: false,
+        }
+    }
+
+    /// The target of the dependencies.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The wrapped connection (its calls are not traced).
+    pub fn inner_mut(&mut self) -> &mut mysql_async::Conn {
+        &mut self.inner
+    }
+
+    /// The wrapped connection. A transaction dropped uncommitted and not rolled back yet is
+    /// rolled back by a pool's reset or by closing the connection.
+    pub fn into_inner(self) -> mysql_async::Conn {
+        self.inner
+    }
+
+    fn span(&self, sql: &str) -> SpanBuilder {
+        statement_span(SYSTEM, self.target.to_string(), sql)
+    }
+
+    /// A span for a statement whose text `mysql_async` does not show.
+    fn unknown_span(&self) -> SpanBuilder {
+        crate::span::span("EXECUTE")
+            .kind(SYSTEM)
+            .target(self.target.to_string())
+    }
+
+    /// Rolls back a transaction dropped uncommitted, before anything else runs (a dependency of
+    /// its own, beside the call's).
+    async fn settle(&mut self) -> Result<(), Error> {
+        if self.rollback_pending {
+            self.rollback_pending = false;
+            let span = self.span("ROLLBACK");
+            let inner = &mut self.inner;
+            span.instrument(async move { inspect(inner.query_drop("ROLLBACK").await) })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `call` on the inner connection in a span for `sql` (`None`: the text is unknown).
+    fn traced<'f, T: Send + 'f>(
+        &'f mut self,
+        sql: Option<String>,
+        call: impl FnOnce(&'f mut mysql_async::Conn) -> BoxFuture<'f, T> + Send + 'f,
+    ) -> BoxFuture<'f, T> {
+        let span = match &sql {
+            Some(sql) => self.span(sql),
+            None => self.unknown_span(),
+        };
+        Box::pin(async move {
+            self.settle().await?;
+            span.instrument(async move { inspect(call(&mut self.inner).await) })
+                .await
+        })
+    }
+
+    /// Prepares a statement (a dependency of its own), keeping its text.
+    pub async fn prepare(&mut self, sql: &str) -> Result<Prepared, Error> {
+        let owned = sql.to_owned();
+        let statement = self
+            .traced(Some(owned.clone()), move |c| Box::pin(c.prep(owned)))
+            .await?;
+        Ok(Prepared {
+            statement,
+            sql: Arc::from(sql),
+        })
+    }
+
+    /// Starts a transaction (a `START TRANSACTION` dependency). Dropped uncommitted, it is
+    /// rolled back before the connection's next call.
+    pub async fn start_transaction(&mut self) -> Result<Transaction<'_>, Error> {
+        self.query_drop("START TRANSACTION").await?;
+        Ok(Transaction {
+            conn: self,
+            open: true,
+        })
+    }
+}
+
+/// Runs `$method` with a statement that is text or prepared.
+macro_rules! exec_sql {
+    ($self:ident, $stmt:ident, |$c:ident, $s:ident| $call:expr) => {{
+        let sql = $stmt.sql().to_owned();
+        match $stmt.prepared().cloned() {
+            Some($s) => $self.traced(Some(sql), move |$c| Box::pin(async move { $call.await })),
+            None => {
+                let $s = sql.clone();
+                $self.traced(Some(sql), move |$c| Box::pin(async move { $call.await }))
+            }
+        }
+    }};
+}
+
+/// The statement-as-text forms of `Queryable`'s `exec*`: these record the statement.
+impl Conn {
+    /// Executes a statement and drops its result.
+    pub fn exec_drop<'a, S: Sql + 'a, P: Into<Params> + Send + 'a>(
+        &'a mut self,
+        stmt: S,
+        params: P,
+    ) -> BoxFuture<'a, ()> {
+        exec_sql!(self, stmt, |c, s| c.exec_drop(s, params))
+    }
+
+    /// Executes a statement and collects its first result set.
+    pub fn exec<'a, T, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'a, Vec<T>>
+    where
+        T: FromRow + Send + 'static,
+        S: Sql + 'a,
+        P: Into<Params> + Send + 'a,
+    {
+        exec_sql!(self, stmt, |c, s| c.exec(s, params))
+    }
+
+    /// Executes a statement and returns its first row.
+    pub fn exec_first<'a, T, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'a, Option<T>>
+    where
+        T: FromRow + Send + 'static,
+        S: Sql + 'a,
+        P: Into<Params> + Send + 'a,
+    {
+        exec_sql!(self, stmt, |c, s| c.exec_first(s, params))
+    }
+
+    /// Executes a statement once per set of parameters: one dependency for the batch.
+    pub fn exec_batch<'a, S, P, I>(&'a mut self, stmt: S, params: I) -> BoxFuture<'a, ()>
+    where
+        S: Sql + 'a,
+        I: IntoIterator<Item = P> + Send + 'a,
+        I::IntoIter: Send,
+        P: Into<Params> + Send,
+    {
+        exec_sql!(self, stmt, |c, s| c.exec_batch(s, params))
+    }
+}
+
+impl Queryable for Conn {
+    fn ping(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.inner.ping())
+    }
+
+    fn query_iter<'a, Q>(
+        &'a mut self,
+        query: Q,
+    ) -> BoxFuture<'a, QueryResult<'a, 'static, TextProtocol>>
+    where
+        Q: AsQuery + 'a,
+    {
+        let sql = text(&query);
+        self.traced(Some(sql), move |c| c.query_iter(query))
+    }
+
+    fn prep<'a, Q>(&'a mut self, query: Q) -> BoxFuture<'a, Statement>
+    where
+        Q: AsQuery + 'a,
+    {
+        let sql = text(&query);
+        self.traced(Some(sql), move |c| c.prep(query))
+    }
+
+    fn close(&mut self, stmt: Statement) -> BoxFuture<'_, ()> {
+        Box::pin(self.inner.close(stmt))
+    }
+
+    fn exec_iter<'a: 's, 's, Q, P>(
+        &'a mut self,
+        stmt: Q,
+        params: P,
+    ) -> BoxFuture<'s, QueryResult<'a, 'static, BinaryProtocol>>
+    where
+        Q: StatementLike + 's,
+        P: Into<Params>,
+    {
+        let params = params.into();
+        let span = self.unknown_span();
+        Box::pin(async move {
+            let this = self;
+            this.settle().await?;
+            let inner = &mut this.inner;
+            span.instrument(async move { inspect(inner.exec_iter(stmt, params).await) })
+                .await
+        })
+    }
+
+    fn query<'a, T, Q>(&'a mut self, query: Q) -> BoxFuture<'a, Vec<T>>
+    where
+        Q: AsQuery + 'a,
+        T: FromRow + Send + 'static,
+    {
+        let sql = text(&query);
+        self.traced(Some(sql), move |c| c.query(query))
+    }
+
+    fn query_first<'a, T, Q>(&'a mut self, query: Q) -> BoxFuture<'a, Option<T>>
+    where
+        Q: AsQuery + 'a,
+        T: FromRow + Send + 'static,
+    {
+        let sql = text(&query);
+        self.traced(Some(sql), move |c| c.query_first(query))
+    }
+
+    fn query_drop<'a, Q>(&'a mut self, query: Q) -> BoxFuture<'a, ()>
+    where
+        Q: AsQuery + 'a,
+    {
+        let sql = text(&query);
+        self.traced(Some(sql), move |c| c.query_drop(query))
+    }
+
+    fn exec_batch<'a: 'b, 'b, S, P, I>(&'a mut self, stmt: S, params_iter: I) -> BoxFuture<'b, ()>
+    where
+        S: StatementLike + 'b,
+        I: IntoIterator<Item = P> + Send + 'b,
+        I::IntoIter: Send,
+        P: Into<Params> + Send,
+    {
+        self.traced(None, move |c| c.exec_batch(stmt, params_iter))
+    }
+
+    fn exec<'a: 'b, 'b, T, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'b, Vec<T>>
+    where
+        S: StatementLike + 'b,
+        P: Into<Params> + Send + 'b,
+        T: FromRow + Send + 'static,
+    {
+        self.traced(None, move |c| c.exec(stmt, params))
+    }
+
+    fn exec_first<'a: 'b, 'b, T, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'b, Option<T>>
+    where
+        S: StatementLike + 'b,
+        P: Into<Params> + Send + 'b,
+        T: FromRow + Send + 'static,
+    {
+        self.traced(None, move |c| c.exec_first(stmt, params))
+    }
+
+    fn exec_drop<'a: 'b, 'b, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'b, ()>
+    where
+        S: StatementLike + 'b,
+        P: Into<Params> + Send + 'b,
+    {
+        self.traced(None, move |c| c.exec_drop(stmt, params))
+    }
+}
+
+/// A transaction on a census [`Conn`]: use it as the connection (it dereferences to it), then
+/// [`commit`](Transaction::commit) or [`rollback`](Transaction::rollback).
+pub struct Transaction<'c> {
+    conn: &'c mut Conn,
+    open: bool,
+}
+
+impl fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction")
+            .field("target", &self.conn.target)
+            .field("open", &self.open)
+            .finish()
+    }
+}
+
+impl Transaction<'_> {
+    /// Commits (a `COMMIT` dependency).
+    pub async fn commit(mut self) -> Result<(), Error> {
+        self.open = false;
+        self.conn.query_drop("COMMIT").await
+    }
+
+    /// Rolls back (a `ROLLBACK` dependency).
+    pub async fn rollback(mut self) -> Result<(), Error> {
+        self.open = false;
+        self.conn.query_drop("ROLLBACK").await
+    }
+}
+
+impl std::ops::Deref for Transaction<'_> {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        self.conn
+    }
+}
+
+impl std::ops::DerefMut for Transaction<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.rollback_pending = true;
+        }
+    }
+}
