@@ -67,6 +67,7 @@ mod diagnostics;
 mod export;
 pub mod integrations;
 mod pipeline;
+pub mod propagation;
 mod sampler;
 mod site;
 mod span;

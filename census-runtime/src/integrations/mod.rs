@@ -15,3 +15,27 @@ pub mod mysql;
 pub mod postgres;
 #[cfg(feature = "rusqlite")]
 pub mod rusqlite;
+
+// HTTP: an outgoing call is a `Dependency` of type `HTTP` under the current span that carries
+// the trace on in `traceparent` (see `crate::propagation`); an incoming request is a `Request`
+// that continues its caller's trace. Features: `reqwest`, `tower` (client and server layers
+// for hyper-util and hyper), `axum` (names requests by route template), `ureq`, `actix-web`.
+
+#[cfg(any(
+    feature = "reqwest",
+    feature = "tower",
+    feature = "ureq",
+    feature = "actix-web"
+))]
+mod http;
+
+#[cfg(feature = "actix-web")]
+pub mod actix_web;
+#[cfg(feature = "axum")]
+pub mod axum;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
+#[cfg(feature = "tower")]
+pub mod tower;
+#[cfg(feature = "ureq")]
+pub mod ureq;

@@ -1,0 +1,153 @@
+//! [`actix_web`] servers (feature `actix-web`): a middleware that records each request as the
+//! tower [`ServerLayer`](super::tower) does: a `Request` named `METHOD /route` by the matched
+//! resource pattern (`GET /orders/{id}`), else the path; the full URL; the response code and
+//! success; the caller's trace continued from `traceparent` or the legacy `Request-Id`
+//! (malformed headers start a new trace). Spans the handler opens nest under it, and a handler
+//! that panics answers 500 with a failed `Request` and an `Exception`.
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer, web};
+//! use census_runtime::integrations::actix_web::ActixMiddleware;
+//!
+//! async fn order(id: web::Path<u64>) -> String { format!("order {id}") }
+//!
+//! # async fn demo() -> std::io::Result<()> {
+//! HttpServer::new(|| {
+//!     App::new()
+//!         .wrap(ActixMiddleware::new())
+//!         .route("/orders/{id}", web::get().to(order))
+//! })
+//! .bind(("127.0.0.1", 8080))?
+//! .run()
+//! .await
+//! # }
+//! ```
+
+use std::future::{Future, Ready, ready};
+use std::panic::resume_unwind;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::{Error, HttpResponse};
+
+use super::http::{CatchPanic, ServerRequest};
+use crate::propagation::{Incoming, REQUEST_ID, TRACEPARENT, TRACESTATE};
+
+/// The middleware, for `App::wrap`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ActixMiddleware {
+    _private: (),
+}
+
+impl ActixMiddleware {
+    /// Records each incoming request and continues its caller's trace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for ActixMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = ActixService<S>;
+    type InitError = ();
+    type Future = Ready<Result<ActixService<S>, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(ActixService {
+            inner: Rc::new(service),
+        }))
+    }
+}
+
+/// The service [`ActixMiddleware`] wraps around the app.
+#[derive(Debug)]
+pub struct ActixService<S> {
+    inner: Rc<S>,
+}
+
+/// The response future of [`ActixService`].
+pub type ActixFuture<B> =
+    Pin<Box<dyn Future<Output = Result<ServiceResponse<EitherBody<B>>, Error>>>>;
+
+impl<S, B> Service<ServiceRequest> for ActixService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = ActixFuture<B>;
+
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let http_request = req.request().clone();
+        let span = request_span(&req);
+        let inner = Rc::clone(&self.inner);
+        let served = span.instrument(async move {
+            match CatchPanic(inner.call(req)).await {
+                Ok(Ok(response)) => {
+                    super::http::record_response(response.status().as_u16());
+                    Ok(response.map_into_left_body())
+                }
+                Ok(Err(error)) => {
+                    super::http::record_response(error.as_response_error().status_code().as_u16());
+                    Err(error)
+                }
+                Err(payload) => {
+                    super::http::record_panic();
+                    resume_unwind(payload)
+                }
+            }
+        });
+        Box::pin(async move {
+            match CatchPanic(served).await {
+                Ok(result) => result,
+                Err(payload) => {
+                    log::error!(
+                        "census: a request handler panicked: {}",
+                        super::http::panic_message(payload.as_ref())
+                    );
+                    Ok(ServiceResponse::new(
+                        http_request,
+                        HttpResponse::InternalServerError().finish(),
+                    )
+                    .map_into_right_body())
+                }
+            }
+        })
+    }
+}
+
+fn request_span(req: &ServiceRequest) -> crate::SpanBuilder {
+    let headers = req.headers();
+    let incoming = Incoming::from_values(
+        headers.get_all(TRACEPARENT).map(|v| v.as_bytes()),
+        headers.get_all(TRACESTATE).map(|v| v.as_bytes()),
+        headers.get_all(REQUEST_ID).map(|v| v.as_bytes()),
+    );
+    let route = req.match_pattern();
+    let info = req.connection_info().clone();
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    ServerRequest {
+        method: req.method().as_str(),
+        route: route.as_deref(),
+        scheme: info.scheme(),
+        host: info.host(),
+        path_and_query,
+        incoming,
+    }
+    .span()
+}

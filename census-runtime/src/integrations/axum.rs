@@ -1,0 +1,42 @@
+//! [`axum`] servers (feature `axum`, which brings in `tower`): the
+//! [`ServerLayer`](super::tower::ServerLayer) names each request by the route template axum
+//! matched (`GET /orders/{id}`, not `GET /orders/7`), so that the operations of a service are
+//! few and stable, and records the URL the client asked for even under a nested router.
+//!
+//! Add the layer with `Router::layer`, which runs it after routing:
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use census_runtime::integrations::axum::layer;
+//!
+//! async fn order() -> &'static str { "order" }
+//!
+//! let app: Router = Router::new()
+//!     .route("/orders/{id}", get(order))
+//!     .layer(layer());
+//! # let _ = app;
+//! ```
+//!
+//! A request no route matched (the fallback) is named by its path.
+
+use axum::extract::{MatchedPath, OriginalUri};
+use http::{Request, Uri};
+
+use super::tower::ServerLayer;
+
+/// The server layer, for `Router::layer`.
+pub fn layer() -> ServerLayer {
+    ServerLayer::new()
+}
+
+/// The route template axum matched, when the layer runs after routing.
+pub(crate) fn route<B>(req: &Request<B>) -> Option<&str> {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+}
+
+/// The URI before a nested router stripped its prefix.
+pub(crate) fn original_uri<B>(req: &Request<B>) -> Option<&Uri> {
+    req.extensions().get::<OriginalUri>().map(|o| &o.0)
+}

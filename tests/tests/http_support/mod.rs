@@ -1,0 +1,161 @@
+//! What the HTTP integration tests share: servers on 127.0.0.1, a pipeline to the ingestion
+//! server, the Python reference venv, and looking envelopes up.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use census_runtime::Pipeline;
+use census_tests::azure::{scratch_dir, settings};
+use census_tests::ingestion::IngestionServer;
+use serde_json::Value;
+
+pub const DEPENDENCY: &str = "Microsoft.ApplicationInsights.RemoteDependency";
+pub const REQUEST: &str = "Microsoft.ApplicationInsights.Request";
+pub const EXCEPTION: &str = "Microsoft.ApplicationInsights.Exception";
+
+/// A pipeline that sends every span to `server`.
+pub fn install_azure(server: &IngestionServer, role: &str) -> Pipeline {
+    census_runtime::pipeline()
+        .cloud_role(role)
+        .azure(settings(server, &scratch_dir(role)))
+        .install()
+        .expect("the pipeline installs")
+}
+
+/// Serves the app `make` builds for its own address, on a fresh 127.0.0.1 port, on the current
+/// tokio runtime.
+pub async fn serve_axum(make: impl FnOnce(SocketAddr) -> axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds 127.0.0.1");
+    let addr = listener.local_addr().unwrap();
+    let app = make(addr);
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serves") });
+    addr
+}
+
+/// A reqwest client with the census middleware, no proxy.
+pub fn reqwest_client(
+    middleware: census_runtime::integrations::reqwest::ReqwestMiddleware,
+) -> reqwest_middleware::ClientWithMiddleware {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a reqwest client");
+    reqwest_middleware::ClientBuilder::new(client)
+        .with(middleware)
+        .build()
+}
+
+/// A 127.0.0.1 port nothing listens on.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The one envelope of type `kind` whose `baseData.name` is `name`.
+pub fn one<'a>(items: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<&Value> = items
+        .iter()
+        .filter(|i| i["name"] == kind && i["data"]["baseData"]["name"] == name)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {kind} named {name:?} among:\n{}",
+        summary(items)
+    );
+    found[0]
+}
+
+/// Every envelope of type `kind`.
+pub fn all<'a>(items: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    items.iter().filter(|i| i["name"] == kind).collect()
+}
+
+/// One line per envelope: type, name, ids, codes.
+pub fn summary(items: &[Value]) -> String {
+    items
+        .iter()
+        .map(|i| {
+            let b = &i["data"]["baseData"];
+            format!(
+                "{} {:?} id={} op={} parent={} code={} role={}",
+                i["name"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or("?"),
+                b["name"].as_str().unwrap_or(""),
+                b["id"],
+                i["tags"]["ai.operation.id"],
+                i["tags"]["ai.operation.parentId"],
+                b.get("resultCode")
+                    .or(b.get("responseCode"))
+                    .unwrap_or(&Value::Null),
+                i["tags"]["ai.cloud.role"],
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn base_data(item: &Value) -> &Value {
+    &item["data"]["baseData"]
+}
+
+pub fn id(item: &Value) -> &str {
+    base_data(item)["id"].as_str().expect("an id")
+}
+
+pub fn operation(item: &Value) -> &str {
+    item["tags"]["ai.operation.id"]
+        .as_str()
+        .expect("an operation id")
+}
+
+pub fn parent(item: &Value) -> Option<&str> {
+    item["tags"]["ai.operation.parentId"].as_str()
+}
+
+/// Waits until the server accepted envelopes that satisfy `done`, then returns them all.
+pub fn wait_for(server: &IngestionServer, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let ok = server.wait_until(Duration::from_secs(30), |requests| {
+        let items: Vec<Value> = requests.iter().flat_map(|r| r.accepted()).collect();
+        done(&items)
+    });
+    let items = server.accepted();
+    assert!(
+        ok,
+        "timed out waiting for envelopes; got:\n{}",
+        summary(&items)
+    );
+    items
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The reference venv's python; fails (never skips) when it cannot be had.
+pub fn reference_python() -> PathBuf {
+    let output = Command::new(repo().join("scripts/pyref-venv"))
+        .output()
+        .expect("scripts/pyref-venv runs (it needs python3 with venv and pip)");
+    assert!(
+        output.status.success(),
+        "scripts/pyref-venv failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let python = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
+    assert!(python.exists(), "{} is missing", python.display());
+    python
+}
