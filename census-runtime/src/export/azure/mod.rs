@@ -290,6 +290,7 @@ impl AzureExporterBuilder {
             thread: Some(thread),
             warnings: Warnings::default(),
             connection,
+            scratch: Items::default(),
         })
     }
 }
@@ -326,6 +327,8 @@ pub struct AzureExporter {
     thread: Option<JoinHandle<()>>,
     warnings: Warnings,
     connection: ConnectionString,
+    /// Reused by [`AzureExporter::serialise_batch`].
+    scratch: Items,
 }
 
 impl fmt::Debug for AzureExporter {
@@ -351,6 +354,24 @@ impl AzureExporter {
     /// The directory undelivered batches are kept in, when storage is on.
     pub fn storage_dir(&self) -> Option<&Path> {
         self.storage.as_ref().map(Storage::dir)
+    }
+
+    /// Writes `batch` as the transport posts it before gzip, a JSON array of envelopes, into
+    /// `body` (cleared first), and returns how many envelopes it holds: the serialisation alone,
+    /// for benchmarks. Not a stable API.
+    #[doc(hidden)]
+    pub fn serialise_batch(
+        &mut self,
+        batch: &[SpanRecord],
+        resource: &Resource,
+        body: &mut Vec<u8>,
+    ) -> usize {
+        self.scratch.clear();
+        for record in batch {
+            self.writer.write(record, resource, &mut self.scratch);
+        }
+        self.scratch.write_array(body);
+        self.scratch.len()
     }
 
     /// Sends a control message, waiting for room in the channel until `deadline`.

@@ -1,0 +1,468 @@
+//! Turns one run of the benchmarks into the tables of `BENCHMARKS.md`: medians from criterion's
+//! `estimates.json`, the ratios against each peer computed from those same medians, the memory
+//! and compile-cost figures, the machine, and each target met or not.
+//!
+//! Usage: `report TARGET_DIR [--write BENCHMARKS.md]`. Prints the markdown; with `--write`, also
+//! replaces what lies between the `<!-- figures:begin -->` and `<!-- figures:end -->` markers of
+//! the file (appending them when missing).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+const BEGIN: &str = "<!-- figures:begin -->";
+const END: &str = "<!-- figures:end -->";
+
+const VARIANTS: [(&str, &str); 3] = [
+    ("sync", "sync"),
+    ("async", "async"),
+    ("nested", "nested (11 spans)"),
+];
+
+const CASES: [&str; 12] = [
+    "plain",
+    "census/no-pipeline",
+    "census/sampled-out",
+    "census/recorded",
+    "census/recorded+azure",
+    "tracing/no-subscriber",
+    "tracing/registry",
+    "tracing-otel/sampled-out",
+    "tracing-otel/recorded+appinsights",
+    "fastrace/no-root",
+    "fastrace/root",
+    "fastrace/root+reporter",
+];
+
+/// Each census case beside the peers doing the same work.
+const PAIRS: [(&str, &str); 7] = [
+    ("census/no-pipeline", "tracing/no-subscriber"),
+    ("census/no-pipeline", "fastrace/no-root"),
+    ("census/sampled-out", "tracing-otel/sampled-out"),
+    ("census/recorded", "tracing/registry"),
+    ("census/recorded", "fastrace/root"),
+    ("census/recorded+azure", "tracing-otel/recorded+appinsights"),
+    ("census/recorded+azure", "fastrace/root+reporter"),
+];
+
+/// Medians in nanoseconds, by group then function id.
+type Medians = BTreeMap<String, BTreeMap<String, f64>>;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let Some(target) = args.next().map(PathBuf::from) else {
+        eprintln!("usage: report TARGET_DIR [--write BENCHMARKS.md]");
+        std::process::exit(2);
+    };
+    let write = match (args.next().as_deref(), args.next()) {
+        (Some("--write"), Some(path)) => Some(PathBuf::from(path)),
+        (None, _) => None,
+        _ => {
+            eprintln!("usage: report TARGET_DIR [--write BENCHMARKS.md]");
+            std::process::exit(2);
+        }
+    };
+    let medians = read_criterion(&target.join("criterion"));
+    let memory = read_json(&target.join("memory.json"));
+    let compile = read_json(&target.join("compile-cost/result.json"));
+    let markdown = render(&medians, memory.as_ref(), compile.as_ref());
+    print!("{markdown}");
+    if let Some(path) = write {
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let new = match (old.find(BEGIN), old.find(END)) {
+            (Some(b), Some(e)) if b < e => {
+                format!("{}{BEGIN}\n{markdown}{}", &old[..b], &old[e..])
+            }
+            _ => format!("{old}\n{BEGIN}\n{markdown}{END}\n"),
+        };
+        if let Err(error) = std::fs::write(&path, new) {
+            eprintln!("could not write {}: {error}", path.display());
+            std::process::exit(1);
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Every `new/benchmark.json` + `new/estimates.json` pair under criterion's directory.
+fn read_criterion(dir: &Path) -> Medians {
+    let mut medians = Medians::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if path.file_name().is_some_and(|n| n == "new") {
+                let (Some(bench), Some(estimates)) = (
+                    read_json(&path.join("benchmark.json")),
+                    read_json(&path.join("estimates.json")),
+                ) else {
+                    continue;
+                };
+                let (Some(group), Some(function), Some(median)) = (
+                    bench["group_id"].as_str(),
+                    bench["function_id"].as_str(),
+                    estimates["median"]["point_estimate"].as_f64(),
+                ) else {
+                    continue;
+                };
+                medians
+                    .entry(group.to_owned())
+                    .or_default()
+                    .insert(function.to_owned(), median);
+            } else {
+                stack.push(path);
+            }
+        }
+    }
+    medians
+}
+
+fn get(medians: &Medians, group: &str, case: &str) -> Option<f64> {
+    medians.get(group)?.get(case).copied()
+}
+
+fn ns(value: Option<f64>) -> String {
+    match value {
+        None => "n/a".into(),
+        Some(v) if v >= 10_000.0 => format!("{:.1} µs", v / 1000.0),
+        Some(v) if v >= 100.0 => format!("{v:.0} ns"),
+        Some(v) => format!("{v:.2} ns"),
+    }
+}
+
+fn ratio(value: Option<f64>) -> String {
+    match value {
+        None => "n/a".into(),
+        Some(v) if v >= 100.0 => format!("{v:.0}×"),
+        Some(v) => format!("{v:.2}×"),
+    }
+}
+
+fn rate(per_second: Option<f64>) -> String {
+    match per_second {
+        None => "n/a".into(),
+        Some(v) => {
+            let digits = format!("{:.0}", v);
+            let mut out = String::new();
+            for (i, c) in digits.chars().enumerate() {
+                if i > 0 && (digits.len() - i) % 3 == 0 {
+                    out.push(',');
+                }
+                out.push(c);
+            }
+            out
+        }
+    }
+}
+
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let rustc = command_output("rustc", &["--version"]).unwrap_or_else(|| "unknown".into());
+    let kernel = command_output("uname", &["-sr"]).unwrap_or_default();
+    format!("{cores} cores, {cpu}; {kernel}; {rustc}")
+}
+
+struct Target {
+    what: &'static str,
+    figure: String,
+    met: Option<bool>,
+}
+
+fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Machine: {}.\n", machine());
+    let _ = writeln!(
+        out,
+        "Every figure below comes from the same run of `scripts/bench`; a ratio is computed from \
+         medians of that run only.\n"
+    );
+
+    // Per call.
+    let _ = writeln!(out, "### Cost per call (criterion medians)\n");
+    let _ = writeln!(
+        out,
+        "\"over plain\" is the median minus the plain function's median in the same group.\n"
+    );
+    let mut header = String::from("| case |");
+    let mut rule = String::from("| --- |");
+    for (_, title) in VARIANTS {
+        let _ = write!(header, " {title} | over plain |");
+        rule.push_str(" ---: | ---: |");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    for case in CASES {
+        let mut row = format!("| `{case}` |");
+        for (group, _) in VARIANTS {
+            let value = get(medians, group, case);
+            let plain = get(medians, group, "plain");
+            let over = match (value, plain) {
+                (Some(v), Some(p)) if case != "plain" => ns(Some(v - p)),
+                _ => "".into(),
+            };
+            let _ = write!(row, " {} | {over} |", ns(value));
+        }
+        let _ = writeln!(out, "{row}");
+    }
+
+    let _ = writeln!(
+        out,
+        "\n### Ratios against each peer (peer's median ÷ census's median, same run)\n"
+    );
+    let mut header = String::from("| census case | peer |");
+    let mut rule = String::from("| --- | --- |");
+    for (_, title) in VARIANTS {
+        let _ = write!(header, " {title} |");
+        rule.push_str(" ---: |");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    for (census, peer) in PAIRS {
+        let mut row = format!("| `{census}` | `{peer}` |");
+        for (group, _) in VARIANTS {
+            let r = match (get(medians, group, census), get(medians, group, peer)) {
+                (Some(c), Some(p)) if c > 0.0 => Some(p / c),
+                _ => None,
+            };
+            let _ = write!(row, " {} |", ratio(r));
+        }
+        let _ = writeln!(out, "{row}");
+    }
+
+    // Export.
+    let per_second = |group: &str, case: &str, elements: f64| {
+        get(medians, group, case).map(|ns| elements / (ns / 1e9))
+    };
+    let serialise = per_second("serialise", "census", 1000.0);
+    let serialise_gzip = per_second("serialise", "census+gzip", 1000.0);
+    let e2e_census = per_second("end-to-end", "census", 20_000.0);
+    let e2e_peer = per_second("end-to-end", "tracing-otel-appinsights", 20_000.0);
+    let e2e_ratio = match (e2e_census, e2e_peer) {
+        (Some(c), Some(p)) if p > 0.0 => Some(c / p),
+        _ => None,
+    };
+    let _ = writeln!(out, "\n### Export throughput (envelopes per second)\n");
+    let _ = writeln!(out, "| what | envelopes/s |\n| --- | ---: |");
+    let _ = writeln!(
+        out,
+        "| census: serialise a batch of 1,000 spans, one core | {} |",
+        rate(serialise)
+    );
+    let _ = writeln!(
+        out,
+        "| census: serialise and gzip, one core | {} |",
+        rate(serialise_gzip)
+    );
+    let _ = writeln!(
+        out,
+        "| census: 20,000 calls to envelopes accepted by the loopback sink | {} |",
+        rate(e2e_census)
+    );
+    let _ = writeln!(
+        out,
+        "| tracing + tracing-opentelemetry + opentelemetry-application-insights: the same | {} |",
+        rate(e2e_peer)
+    );
+    let _ = writeln!(out, "| census ÷ peer, end to end | {} |", ratio(e2e_ratio));
+
+    // Memory.
+    let _ = writeln!(out, "\n### Memory while the endpoint is stalled\n");
+    match memory {
+        Some(m) => {
+            let _ = writeln!(
+                out,
+                "{} spans made in {} s against an endpoint that never answers (storage off): peak RSS {} KiB before, {} KiB after a quarter of the run, {} KiB at the end: **{}**.",
+                m["spans"],
+                m["seconds"],
+                m["baseline_kib"],
+                m["quarter_kib"],
+                m["peak_kib"],
+                if m["bounded"].as_bool() == Some(true) {
+                    "bounded"
+                } else {
+                    "growing"
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "Not measured in this run.");
+        }
+    }
+
+    // Compile cost.
+    let _ = writeln!(out, "\n### Compile cost\n");
+    let crate_figure = |name: &str, field: &str| compile.and_then(|c| c[name][field].as_f64());
+    match compile {
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "The same crate of {} functions (half return a `Result`), each called once from `main`, no pipeline or subscriber installed.\n",
+                c["functions"]
+            );
+            let _ = writeln!(
+                out,
+                "| crate | clean debug build (s) | rebuild of the crate alone (s) | release build (s) | release binary (bytes) | stripped (bytes) |"
+            );
+            let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
+            for (name, title) in [
+                ("plain", "plain"),
+                ("census", "`#[inproc]`"),
+                ("tracing", "`#[tracing::instrument]`"),
+            ] {
+                let f = |field| {
+                    crate_figure(name, field).map_or("n/a".into(), |v| {
+                        if field.ends_with("_s") {
+                            format!("{v:.1}")
+                        } else {
+                            rate(Some(v))
+                        }
+                    })
+                };
+                let _ = writeln!(
+                    out,
+                    "| {title} | {} | {} | {} | {} | {} |",
+                    f("clean_debug_s"),
+                    f("rebuild_debug_s"),
+                    f("release_s"),
+                    f("release_bytes"),
+                    f("stripped_bytes")
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(out, "Not measured in this run.");
+        }
+    }
+
+    // Targets.
+    let over = |case: &str| match (get(medians, "sync", case), get(medians, "sync", "plain")) {
+        (Some(v), Some(p)) => Some(v - p),
+        _ => None,
+    };
+    let below = |value: Option<f64>, limit: f64| value.map(|v| v < limit);
+    let mut targets = vec![
+        Target {
+            what: "No pipeline installed: under 1 ns more than a plain call",
+            figure: format!("{} over plain", ns(over("census/no-pipeline"))),
+            met: below(over("census/no-pipeline"), 1.0),
+        },
+        Target {
+            what: "Sampled out: under 3 ns more than a plain call",
+            figure: format!("{} over plain", ns(over("census/sampled-out"))),
+            met: below(over("census/sampled-out"), 3.0),
+        },
+    ];
+    let otel_dropped = over("tracing-otel/sampled-out");
+    let sampled_ratio = match (otel_dropped, over("census/sampled-out")) {
+        (Some(o), Some(c)) => Some(o / c.max(0.01)),
+        _ => None,
+    };
+    targets.push(Target {
+        what: "Sampled out: 300 times cheaper than `tracing-opentelemetry` dropping the span",
+        figure: format!(
+            "{} vs {} over plain: {}",
+            ns(over("census/sampled-out")),
+            ns(otel_dropped),
+            ratio(sampled_ratio)
+        ),
+        met: sampled_ratio.map(|r| r >= 300.0),
+    });
+    targets.push(Target {
+        what: "Recorded span: under 20 ns on the calling thread",
+        figure: format!("{} over plain", ns(over("census/recorded"))),
+        met: below(over("census/recorded"), 20.0),
+    });
+    targets.push(Target {
+        what: "Recorded span: ahead of fastrace (a root span per call, no reporter)",
+        figure: format!(
+            "{} vs {} over plain",
+            ns(over("census/recorded")),
+            ns(over("fastrace/root"))
+        ),
+        met: match (over("census/recorded"), over("fastrace/root")) {
+            (Some(c), Some(f)) => Some(c < f),
+            _ => None,
+        },
+    });
+    targets.push(Target {
+        what: "Recorded span with the Azure exporter running beside it: under 80 ns",
+        figure: format!("{} over plain", ns(over("census/recorded+azure"))),
+        met: below(over("census/recorded+azure"), 80.0),
+    });
+    targets.push(Target {
+        what: "Export: over 1,000,000 envelopes per second serialised on one core",
+        figure: format!("{}/s", rate(serialise)),
+        met: serialise.map(|s| s > 1_000_000.0),
+    });
+    targets.push(Target {
+        what: "Export: at least 5 times `opentelemetry-application-insights` end to end",
+        figure: ratio(e2e_ratio),
+        met: e2e_ratio.map(|r| r >= 5.0),
+    });
+    let compare = |field: &str| match (
+        crate_figure("census", field),
+        crate_figure("tracing", field),
+    ) {
+        (Some(c), Some(t)) => (format!("{c} vs {t}"), Some(c <= t)),
+        _ => ("n/a".into(), None),
+    };
+    let (figure, met) = compare("clean_debug_s");
+    targets.push(Target {
+        what: "Compile: the 500-function crate builds no slower than under `tracing::instrument` (clean debug build, s)",
+        figure,
+        met,
+    });
+    let (figure, met) = compare("rebuild_debug_s");
+    targets.push(Target {
+        what: "Compile: ... rebuild of the crate alone (s)",
+        figure,
+        met,
+    });
+    let (figure, met) = compare("stripped_bytes");
+    targets.push(Target {
+        what: "Compile: its binary is no larger (stripped release, bytes)",
+        figure,
+        met,
+    });
+    targets.push(Target {
+        what: "Memory: bounded while the endpoint is stalled",
+        figure: memory.map_or("n/a".into(), |m| format!("peak {} KiB", m["peak_kib"])),
+        met: memory.and_then(|m| m["bounded"].as_bool()),
+    });
+
+    let _ = writeln!(out, "\n### Targets (sync figures)\n");
+    let _ = writeln!(out, "| target | figure | met |\n| --- | --- | --- |");
+    for t in targets {
+        let met = match t.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        let _ = writeln!(out, "| {} | {} | {met} |", t.what, t.figure);
+    }
+    out
+}
