@@ -15,6 +15,8 @@ pub mod mysql;
 pub mod postgres;
 #[cfg(feature = "rusqlite")]
 pub mod rusqlite;
+#[cfg(feature = "sqlx")]
+pub mod sqlx;
 
 // HTTP: an outgoing call is a `Dependency` of type `HTTP` under the current span that carries
 // the trace on in `traceparent` (see `crate::propagation`); an incoming request is a `Request`
