@@ -9,6 +9,8 @@
 
 pub mod sql;
 
+#[cfg(feature = "diesel")]
+pub mod diesel;
 #[cfg(feature = "mysql_async")]
 pub mod mysql;
 #[cfg(feature = "tokio-postgres")]
