@@ -29,9 +29,9 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::Error;
+use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::{Error, HttpResponse};
 
 use super::http::{CatchPanic, ServerRequest};
 use crate::propagation::{Incoming, REQUEST_ID, TRACEPARENT, TRACESTATE};
@@ -55,7 +55,7 @@ where
     S::Future: 'static,
     B: MessageBody + 'static,
 {
-    type Response = ServiceResponse<EitherBody<B>>;
+    type Response = ServiceResponse<B>;
     type Error = Error;
     type Transform = ActixService<S>;
     type InitError = ();
@@ -75,8 +75,7 @@ pub struct ActixService<S> {
 }
 
 /// The response future of [`ActixService`].
-pub type ActixFuture<B> =
-    Pin<Box<dyn Future<Output = Result<ServiceResponse<EitherBody<B>>, Error>>>>;
+pub type ActixFuture<B> = Pin<Box<dyn Future<Output = Result<ServiceResponse<B>, Error>>>>;
 
 impl<S, B> Service<ServiceRequest> for ActixService<S>
 where
@@ -84,7 +83,7 @@ where
     S::Future: 'static,
     B: MessageBody + 'static,
 {
-    type Response = ServiceResponse<EitherBody<B>>;
+    type Response = ServiceResponse<B>;
     type Error = Error;
     type Future = ActixFuture<B>;
 
@@ -93,14 +92,13 @@ where
     }
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let http_request = req.request().clone();
         let span = request_span(&req);
         let inner = Rc::clone(&self.inner);
         let served = span.instrument(async move {
             match CatchPanic(inner.call(req)).await {
                 Ok(Ok(response)) => {
                     super::http::record_response(response.status().as_u16());
-                    Ok(response.map_into_left_body())
+                    Ok(response)
                 }
                 Ok(Err(error)) => {
                     super::http::record_response(error.as_response_error().status_code().as_u16());
@@ -120,11 +118,10 @@ where
                         "census: a request handler panicked: {}",
                         super::http::panic_message(payload.as_ref())
                     );
-                    Ok(ServiceResponse::new(
-                        http_request,
-                        HttpResponse::InternalServerError().finish(),
-                    )
-                    .map_into_right_body())
+                    // actix answers an error with its response: a 500.
+                    Err(actix_web::error::ErrorInternalServerError(
+                        "the request handler panicked",
+                    ))
                 }
             }
         })
