@@ -11,6 +11,8 @@ pub mod sql;
 
 #[cfg(feature = "diesel")]
 pub mod diesel;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 #[cfg(feature = "mysql_async")]
 pub mod mysql;
 #[cfg(feature = "tokio-postgres")]
