@@ -295,11 +295,11 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
         Some(m) => {
             let _ = writeln!(
                 out,
-                "{} spans made in {} s against an endpoint that never answers (storage off): peak RSS {} KiB before, {} KiB after a quarter of the run, {} KiB at the end: **{}**.",
+                "{} spans made in {} s against an endpoint that never answers (storage off): peak RSS {} KiB before, {} KiB at half of the run, {} KiB at the end: **{}**.",
                 m["spans"],
                 m["seconds"],
                 m["baseline_kib"],
-                m["quarter_kib"],
+                m["half_kib"],
                 m["peak_kib"],
                 if m["bounded"].as_bool() == Some(true) {
                     "bounded"
