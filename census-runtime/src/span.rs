@@ -588,6 +588,31 @@ impl AsyncSpan {
         if !pipeline::is_active() {
             return AsyncSpan { frame: None };
         }
+        Self::start_site(site)
+    }
+
+    /// The macros' path, with the same fast decisions as the sync one.
+    #[inline(never)]
+    fn start_site(site: &'static Site) -> AsyncSpan {
+        if DEPTH.get() == 0 {
+            if UNSAMPLED_ROOT.get() {
+                return AsyncSpan { frame: None };
+            }
+            if !pipeline::keep_new_trace() {
+                return AsyncSpan {
+                    frame: Some(Frame::Unsampled),
+                };
+            }
+            let record = SpanRecord::new(
+                site,
+                pipeline::new_trace_id(),
+                None,
+                pipeline::sample_percentage(),
+            );
+            return AsyncSpan {
+                frame: Some(Frame::Span(record)),
+            };
+        }
         Self::start_slow(site, Start::default())
     }
 
@@ -647,53 +672,82 @@ impl Outcome<'_> {
     }
 }
 
-/// Pops the future's frame back out of the thread stack after a poll, unwinding included.
-struct PollGuard<'a> {
+/// A future's span made current for one poll, and put back into the future after it, unwinding
+/// included. Not generic: the code that runs around every poll is shared by every async fn.
+struct PollScope<'a> {
     slot: &'a mut Option<Frame>,
-    depth: usize,
+    /// Where the frame sits on the stack; `None` when the poll runs under the unsampled-root flag.
+    depth: Option<usize>,
     span_id: Option<SpanId>,
 }
 
-impl Drop for PollGuard<'_> {
+impl<'a> PollScope<'a> {
+    #[inline(never)]
+    fn enter(slot: &'a mut Option<Frame>) -> Option<PollScope<'a>> {
+        let frame = slot.take()?;
+        // A dropped trace's root with nothing current: the flag, not a frame.
+        if matches!(frame, Frame::Unsampled) && DEPTH.get() == 0 && !UNSAMPLED_ROOT.get() {
+            UNSAMPLED_ROOT.set(true);
+            *slot = Some(frame);
+            return Some(PollScope {
+                slot,
+                depth: None,
+                span_id: None,
+            });
+        }
+        let span_id = match &frame {
+            Frame::Span(record) => Some(record.span_id),
+            _ => None,
+        };
+        match with_local(|local| local.push(frame)) {
+            Some(depth) => Some(PollScope {
+                slot,
+                depth: Some(depth),
+                span_id,
+            }),
+            // The thread is being torn down: the future is polled without its span.
+            None => None,
+        }
+    }
+}
+
+impl Drop for PollScope<'_> {
+    #[inline(never)]
     fn drop(&mut self) {
+        let Some(depth) = self.depth else {
+            UNSAMPLED_ROOT.set(false);
+            return;
+        };
         let panicking = std::thread::panicking();
-        with_local(|local| {
-            let frame = take_frame(local, self.depth, self.span_id);
-            match frame {
-                Some(Frame::Span(mut record)) if panicking => {
-                    record.fail_on_panic();
-                    close(local, record);
-                }
-                other => *self.slot = other,
+        with_local(|local| match take_frame(local, depth, self.span_id) {
+            Some(Frame::Span(mut record)) if panicking => {
+                record.fail_on_panic();
+                close(local, record);
             }
+            other => *self.slot = other,
         });
     }
+}
+
+/// Ends an async span that completed.
+#[inline(never)]
+fn finish_async(record: SpanRecord) {
+    with_local(|local| close(local, record));
 }
 
 impl<F: Future, O: FnOnce(&F::Output, &mut Outcome<'_>)> Future for Instrumented<F, O> {
     type Output = F::Output;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         // SAFETY: `inner` is structurally pinned and never moved; the other fields are not pinned.
         let this = unsafe { self.get_unchecked_mut() };
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let Some(frame) = this.frame.take() else {
+        if this.frame.is_none() {
             return inner.poll(cx);
-        };
-        let span_id = match &frame {
-            Frame::Span(r) => Some(r.span_id),
-            _ => None,
-        };
-        let depth = with_local(|local| local.push(frame));
-        let Some(depth) = depth else {
-            return inner.poll(cx);
-        };
+        }
         let poll = {
-            let _guard = PollGuard {
-                slot: &mut this.frame,
-                depth,
-                span_id,
-            };
+            let _scope = PollScope::enter(&mut this.frame);
             inner.poll(cx)
         };
         if let Poll::Ready(output) = &poll
@@ -707,9 +761,7 @@ impl<F: Future, O: FnOnce(&F::Output, &mut Outcome<'_>)> Future for Instrumented
                     },
                 );
             }
-            with_local(|local| {
-                close(local, record);
-            });
+            finish_async(record);
         }
         poll
     }
@@ -717,16 +769,22 @@ impl<F: Future, O: FnOnce(&F::Output, &mut Outcome<'_>)> Future for Instrumented
 
 impl<F, O> Drop for Instrumented<F, O> {
     fn drop(&mut self) {
-        if let Some(Frame::Span(mut record)) = self.frame.take() {
-            // Dropped before completion: the caller gave up on it (a timeout, a lost select).
-            let extra = record.extra_mut();
-            if extra.result_code.is_none() {
-                extra.result_code = Some(Cow::Borrowed("cancelled"));
-            }
-            with_local(|local| {
-                close(local, record);
-            });
+        if let Some(frame) = self.frame.take() {
+            cancel(frame);
         }
+    }
+}
+
+/// Ends the span of a future dropped before it completed: the caller gave up on it (a timeout,
+/// a lost `select!`).
+#[inline(never)]
+fn cancel(frame: Frame) {
+    if let Frame::Span(mut record) = frame {
+        let extra = record.extra_mut();
+        if extra.result_code.is_none() {
+            extra.result_code = Some(Cow::Borrowed("cancelled"));
+        }
+        with_local(|local| close(local, record));
     }
 }
 
