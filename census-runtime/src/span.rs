@@ -699,15 +699,12 @@ impl<'a> PollScope<'a> {
             Frame::Span(record) => Some(record.span_id),
             _ => None,
         };
-        match with_local(|local| local.push(frame)) {
-            Some(depth) => Some(PollScope {
-                slot,
-                depth: Some(depth),
-                span_id,
-            }),
-            // The thread is being torn down: the future is polled without its span.
-            None => None,
-        }
+        // `None` while the thread is torn down: the future is then polled without its span.
+        with_local(|local| local.push(frame)).map(|depth| PollScope {
+            slot,
+            depth: Some(depth),
+            span_id,
+        })
     }
 }
 
