@@ -90,7 +90,7 @@ build() { # name: prints a JSON object of its figures
 }
 
 generate plain '' '#[inline(never)]'
-generate census "census-runtime = { path = \"$ROOT/census-runtime\" }" '#[census_runtime::inproc]'
+generate census "census-runtime = { path = \"$ROOT/census-runtime\", default-features = false }" '#[census_runtime::inproc]'
 generate tracing 'tracing = "0.1"' '#[tracing::instrument]'
 
 results=()
