@@ -296,3 +296,33 @@ async fn concurrent_queries_from_many_tasks_keep_their_parents() {
         }
     }
 }
+
+/// MySQL quotes a duplicate value in its message: the integration's span records the message
+/// with the quoted parts replaced.
+#[tokio::test]
+async fn a_duplicate_value_quoted_by_mysql_is_not_recorded() {
+    let (pipeline, memory) = install_memory();
+    let mut conn = connect().await;
+    conn.query_drop("CREATE TEMPORARY TABLE notes (note VARCHAR(64) PRIMARY KEY)")
+        .await
+        .unwrap();
+    conn.exec_drop("INSERT INTO notes (note) VALUES (?)", (SECRET,))
+        .await
+        .unwrap();
+    let error = conn
+        .exec_drop("INSERT INTO notes (note) VALUES (?)", (SECRET,))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains(SECRET),
+        "MySQL quotes it: {error}"
+    );
+    flush(&pipeline);
+    let inserts = memory.named("INSERT notes");
+    assert_eq!(inserts.len(), 2);
+    assert_eq!(inserts[1].result_code(), Some("1062"));
+    assert_eq!(
+        inserts[1].error_message(),
+        Some("Duplicate entry '?' for key '?'")
+    );
+}

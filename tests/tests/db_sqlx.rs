@@ -234,6 +234,7 @@ async fn mysql_failures_carry_the_error_number() {
     let (pipeline, memory) = install_memory();
     let url = server_url("CENSUS_TEST_MYSQL_URL");
     let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
     let db = Target::from_url(&url);
     census_runtime::span("report")
         .instrument(async {
@@ -249,16 +250,37 @@ async fn mysql_failures_carry_the_error_number() {
                 .await
                 .unwrap_err();
             assert!(error.as_database_error().is_some());
+            // MySQL quotes a duplicate value in its message; census does not record it.
+            sqlx::query("CREATE TEMPORARY TABLE notes (note VARCHAR(64) PRIMARY KEY)")
+                .execute(db.on(&mut *conn))
+                .await
+                .unwrap();
+            for _ in 0..2 {
+                let _ = sqlx::query("INSERT INTO notes (note) VALUES (?)")
+                    .bind(SECRET)
+                    .execute(db.on(&mut *conn))
+                    .await;
+            }
         })
         .await;
     flush(&pipeline);
     let report = memory.one("report");
     let spans = of_kind(&memory.spans(), "mysql");
-    assert_eq!(spans.len(), 2);
+    assert_eq!(spans.len(), 5);
     for span in &spans {
         assert_child_of(span, &report);
         assert_eq!(span.target(), Some(db.target()));
+        assert!(!span.error_message().unwrap_or_default().contains(SECRET));
     }
+    let duplicate = spans.last().unwrap();
+    assert_eq!(
+        (duplicate.success(), duplicate.result_code()),
+        (false, Some("1062"))
+    );
+    assert_eq!(
+        duplicate.error_message(),
+        Some("Duplicate entry '?' for key '?'")
+    );
     let failed = with_data(&spans, "SELECT * FROM no_such_table WHERE note = ?");
     assert_eq!(
         (failed.success(), failed.result_code()),

@@ -51,7 +51,7 @@ fn fail_current(error: &Error) {
     match error {
         Error::Server(server) => {
             span.set_result_code(server.code);
-            span.fail(&server.message);
+            span.fail(sql::redact_quoted(&server.message));
         }
         other => span.fail(other),
     }

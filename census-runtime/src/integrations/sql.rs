@@ -62,6 +62,45 @@ pub fn strip_binds(text: &str) -> &str {
     }
 }
 
+/// A server's error message with every single-quoted part replaced by `'?'`: MySQL quotes the
+/// offending value in some messages (`Duplicate entry 'gift' for key 'note'`), and a bound
+/// value must not reach the telemetry.
+///
+/// ```
+/// use census_runtime::integrations::sql::redact_quoted;
+///
+/// assert_eq!(
+///     redact_quoted("Duplicate entry 'gift' for key 'orders.note'"),
+///     "Duplicate entry '?' for key '?'"
+/// );
+/// assert_eq!(redact_quoted("Table 'shop.orders' doesn't exist"), "Table '?' doesn't exist");
+/// ```
+pub fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find('\'') {
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        // A closing quote: one followed by a non-letter (or the end), so that an apostrophe
+        // inside a word (`doesn't`) is not taken for one.
+        let close = after.char_indices().find(|&(i, c)| {
+            c == '\'' && !after[i + 1..].starts_with(|n: char| n.is_alphanumeric())
+        });
+        match close {
+            Some((i, _)) => {
+                out.push_str("?'");
+                rest = &after[i + 1..];
+            }
+            None => {
+                out.push_str(after);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The target of a database dependency: `host:port | database`, the parts that are known.
 ///
 /// ```

@@ -127,19 +127,29 @@ fn error_code(error: &Error) -> Option<String> {
     db.code().map(|c| c.into_owned())
 }
 
+/// The message recorded: MySQL's without the values it quotes (see [`sql::redact_quoted`]).
+fn message(error: &Error) -> String {
+    if let Error::Database(db) = error
+        && let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+    {
+        return sql::redact_quoted(mysql.message());
+    }
+    error.to_string()
+}
+
 fn fail_current(error: &Error) {
     let span = current_span();
     if let Some(code) = error_code(error) {
         span.set_result_code(code);
     }
-    span.fail(error);
+    span.fail(message(error));
 }
 
 fn fail_detached(span: &DetachedSpan, error: &Error) {
     if let Some(code) = error_code(error) {
         span.set_result_code(code);
     }
-    span.fail(error);
+    span.fail(message(error));
 }
 
 fn inspect<T>(result: Result<T, Error>) -> Result<T, Error> {
