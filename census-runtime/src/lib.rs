@@ -83,7 +83,9 @@ pub use export::{
     ConnectionStringError,
 };
 pub use export::{ConsoleExporter, Exporter, MemoryExporter, Resource};
-pub use pipeline::{ConfigError, FlushError, Pipeline, PipelineBuilder, flush, pipeline};
+pub use pipeline::{
+    ConfigError, FlushError, Pipeline, PipelineBuilder, flush, is_installed, pipeline,
+};
 pub use sampler::{Sampler, sample_score};
 pub use site::{INPROC, Site, SpanKind, sites};
 pub use span::{

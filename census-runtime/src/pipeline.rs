@@ -93,6 +93,17 @@ pub(crate) fn is_active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
+/// Whether a pipeline is installed and recording: one relaxed atomic load. Integrations and
+/// hand-written instrumentation can skip building names and statements when it is `false`.
+///
+/// ```
+/// assert!(!census_runtime::is_installed());
+/// ```
+#[inline]
+pub fn is_installed() -> bool {
+    is_active()
+}
+
 /// Whether a trace continued from elsewhere is recorded: decided from its id.
 #[inline]
 pub(crate) fn sampled(trace_id: TraceId) -> bool {
