@@ -152,8 +152,19 @@ impl SpanContext {
 // ---------------------------------------------------------------------------------------------
 // Random ids: a per-thread wyrand generator, seeded once per thread from the OS-seeded hasher.
 
+/// The per-thread state the fast path touches, in one thread-local so that it is found once:
+/// the random generator and the `word` (see [`hot`]).
+struct Hot {
+    rng: Cell<u64>,
+    /// The number of frames on `LOCAL`'s stack, shifted left by one, and in the low bit whether
+    /// a sync span that started a trace the sampler dropped is open. Such a root takes no frame:
+    /// spans started while the stack is empty under it are inert. 0: nothing is current;
+    /// 1: an unsampled root and nothing above it; more: frames to look at.
+    word: Cell<usize>,
+}
+
 thread_local! {
-    static RNG: Cell<u64> = const { Cell::new(0) };
+    static HOT: Hot = const { Hot { rng: Cell::new(0), word: Cell::new(0) } };
 }
 
 fn seed() -> u64 {
@@ -166,7 +177,8 @@ fn seed() -> u64 {
 
 #[inline]
 pub(crate) fn next_random() -> u64 {
-    RNG.with(|state| {
+    HOT.with(|hot| {
+        let state = &hot.rng;
         let mut s = state.get();
         if s == 0 {
             s = seed();
@@ -215,13 +227,45 @@ thread_local! {
     pub(crate) static LOCAL: RefCell<Local> = const {
         RefCell::new(Local { stack: Vec::new(), ring: None, pushed: 0 })
     };
-    /// How many frames `LOCAL`'s stack holds, kept beside it so that the sync fast path can tell
-    /// a root span from a child without borrowing the stack.
-    pub(crate) static DEPTH: Cell<usize> = const { Cell::new(0) };
-    /// A sync span that started a trace the sampler dropped is open, and nothing was made current
-    /// under it: spans started while the stack is empty are inert. It takes no frame, so that a
-    /// dropped trace costs a few loads and stores.
-    pub(crate) static UNSAMPLED_ROOT: Cell<bool> = const { Cell::new(false) };
+
+}
+
+/// The fast path's word; see `Hot::word`.
+#[inline]
+pub(crate) fn hot() -> usize {
+    HOT.with(|hot| hot.word.get())
+}
+
+/// How many frames the stack holds.
+#[inline]
+pub(crate) fn depth() -> usize {
+    hot() >> 1
+}
+
+/// Whether an unsampled sync root is open.
+#[inline]
+pub(crate) fn unsampled_root() -> bool {
+    hot() & 1 == 1
+}
+
+/// Opens or closes the unsampled sync root.
+///
+/// Stores are whole words: a one-byte store into the word that the next span then loads whole
+/// cannot be forwarded, and that stall would cost more than the rest of a dropped trace's span.
+#[inline]
+pub(crate) fn set_unsampled_root(open: bool) {
+    HOT.with(|hot| match (hot.word.get(), open) {
+        (0, true) => hot.word.set(1),
+        (1, false) => hot.word.set(0),
+        (word, open) => hot
+            .word
+            .set(std::hint::black_box((word & !1) | usize::from(open))),
+    });
+}
+
+#[inline]
+fn set_depth(depth: usize) {
+    HOT.with(|hot| hot.word.set((depth << 1) | (hot.word.get() & 1)));
 }
 
 impl Local {
@@ -229,7 +273,7 @@ impl Local {
     #[inline]
     pub(crate) fn push(&mut self, frame: Frame) -> usize {
         self.stack.push(frame);
-        DEPTH.set(self.stack.len());
+        set_depth(self.stack.len());
         self.stack.len() - 1
     }
 
@@ -237,21 +281,21 @@ impl Local {
     #[inline]
     pub(crate) fn pop(&mut self) -> Option<Frame> {
         let frame = self.stack.pop();
-        DEPTH.set(self.stack.len());
+        set_depth(self.stack.len());
         frame
     }
 
     /// Removes the frame at `index`, wherever it is.
     pub(crate) fn remove(&mut self, index: usize) -> Frame {
         let frame = self.stack.remove(index);
-        DEPTH.set(self.stack.len());
+        set_depth(self.stack.len());
         frame
     }
 
     /// Whether nothing is current because an unsampled sync root is open with nothing above it.
     #[inline]
     pub(crate) fn in_unsampled_root(&self) -> bool {
-        self.stack.is_empty() && UNSAMPLED_ROOT.get()
+        self.stack.is_empty() && unsampled_root()
     }
 }
 

@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::clock;
 use crate::context::{
-    DEPTH, Frame, Local, SpanContext, SpanId, TraceId, UNSAMPLED_ROOT, with_local,
+    Frame, Local, SpanContext, SpanId, TraceId, depth, hot, set_unsampled_root, unsampled_root,
+    with_local,
 };
 use crate::pipeline;
 use crate::site::{Site, SpanKind};
@@ -270,7 +271,7 @@ fn open(local: &mut Local, site: &'static Site, remote: Option<SpanContext>) -> 
             (ctx.trace_id(), Some(ctx.span_id()))
         }
         (None, Some(Frame::Parent(_)) | Some(Frame::Unsampled)) => return None,
-        (None, None) if UNSAMPLED_ROOT.get() => return None,
+        (None, None) if unsampled_root() => return None,
         (None, None) => match pipeline::sample_root() {
             Some(trace_id) => (trace_id, None),
             None => return Some(Frame::Unsampled),
@@ -346,17 +347,16 @@ impl SpanGuard {
     /// dropped trace pays for a few loads and stores and no large stack frame.
     #[inline(never)]
     fn enter_site(site: &'static Site) -> SpanGuard {
-        if DEPTH.get() != 0 {
-            return Self::enter_child(site);
-        }
         // A root, or a child of an unsampled root: decided without touching the stack.
-        if UNSAMPLED_ROOT.get() {
-            return SpanGuard::INERT;
+        match hot() {
+            0 => {}
+            1 => return SpanGuard::INERT,
+            _ => return Self::enter_child(site),
         }
         if pipeline::keep_new_trace() {
             return Self::enter_root(site);
         }
-        UNSAMPLED_ROOT.set(true);
+        set_unsampled_root(true);
         SpanGuard {
             depth: UNSAMPLED_ROOT_MARK,
             span_id: None,
@@ -490,7 +490,7 @@ impl Drop for SpanGuard {
         // Only the check is inlined into the instrumented function: the rest would bloat every
         // caller's frame, which costs even when nothing is recorded.
         if self.depth == UNSAMPLED_ROOT_MARK {
-            UNSAMPLED_ROOT.set(false);
+            set_unsampled_root(false);
         } else if self.depth != usize::MAX {
             self.exit();
         }
@@ -594,8 +594,8 @@ impl AsyncSpan {
     /// The macros' path, with the same fast decisions as the sync one.
     #[inline(never)]
     fn start_site(site: &'static Site) -> AsyncSpan {
-        if DEPTH.get() == 0 {
-            if UNSAMPLED_ROOT.get() {
+        if depth() == 0 {
+            if unsampled_root() {
                 return AsyncSpan { frame: None };
             }
             if !pipeline::keep_new_trace() {
@@ -686,8 +686,8 @@ impl<'a> PollScope<'a> {
     fn enter(slot: &'a mut Option<Frame>) -> Option<PollScope<'a>> {
         let frame = slot.take()?;
         // A dropped trace's root with nothing current: the flag, not a frame.
-        if matches!(frame, Frame::Unsampled) && DEPTH.get() == 0 && !UNSAMPLED_ROOT.get() {
-            UNSAMPLED_ROOT.set(true);
+        if matches!(frame, Frame::Unsampled) && hot() == 0 {
+            set_unsampled_root(true);
             *slot = Some(frame);
             return Some(PollScope {
                 slot,
@@ -712,7 +712,7 @@ impl Drop for PollScope<'_> {
     #[inline(never)]
     fn drop(&mut self) {
         let Some(depth) = self.depth else {
-            UNSAMPLED_ROOT.set(false);
+            set_unsampled_root(false);
             return;
         };
         let panicking = std::thread::panicking();
@@ -831,6 +831,69 @@ pub(crate) fn install_panic_hook() {
     });
 }
 
+/// The methods that record what is known only at run time, shared by [`CurrentSpan`] and
+/// [`DetachedSpan`]; each type supplies `with`, which runs a closure on its record if any.
+macro_rules! span_values {
+    ($recording:literal) => {
+        #[doc = concat!("Whether ", $recording, ".")]
+        pub fn is_recording(&self) -> bool {
+            self.with(|_| ()).is_some()
+        }
+
+        /// The span's context, for propagation.
+        pub fn context(&self) -> Option<SpanContext> {
+            self.with(|r| r.context())
+        }
+
+        /// Sets the command text: the SQL statement, the URL, the command line.
+        pub fn set_data(&self, data: impl Into<Cow<'static, str>>) {
+            let data = data.into();
+            self.with(|r| r.extra_mut().data = Some(data));
+        }
+
+        /// Sets the target (when the attribute leaves it to run time).
+        pub fn set_target(&self, target: impl Into<Cow<'static, str>>) {
+            let target = target.into();
+            self.with(|r| r.extra_mut().target = Some(target));
+        }
+
+        /// Renames the operation.
+        pub fn set_name(&self, name: impl Into<Cow<'static, str>>) {
+            let name = name.into();
+            self.with(|r| r.extra_mut().name = Some(name));
+        }
+
+        /// Sets the result code (a status code, an error number).
+        pub fn set_result_code(&self, code: impl Display) {
+            if self.is_recording() {
+                let code = code.to_string();
+                self.with(|r| r.extra_mut().result_code = Some(Cow::Owned(code)));
+            }
+        }
+
+        /// Adds a custom property.
+        pub fn set_property(&self, key: impl Into<Cow<'static, str>>, value: impl Display) {
+            if self.is_recording() {
+                let entry = (key.into(), value.to_string());
+                self.with(|r| r.extra_mut().properties.push(entry));
+            }
+        }
+
+        /// Sets whether the operation succeeded.
+        pub fn set_success(&self, success: bool) {
+            self.with(|r| r.success = success);
+        }
+
+        /// Marks the operation failed, with a message.
+        pub fn fail(&self, message: impl Display) {
+            if self.is_recording() {
+                let message = message.to_string();
+                self.with(|r| r.fail(Cow::Borrowed("error"), Some(message)));
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------------
 // The current span, for values known only at run time.
 
@@ -874,62 +937,7 @@ impl CurrentSpan {
         .flatten()
     }
 
-    /// Whether a span is recording here.
-    pub fn is_recording(&self) -> bool {
-        self.with(|_| ()).is_some()
-    }
-
-    /// The current span's context.
-    pub fn context(&self) -> Option<SpanContext> {
-        self.with(|r| r.context())
-    }
-
-    /// Sets the command text: the SQL statement, the URL, the command line.
-    pub fn set_data(&self, data: impl Into<Cow<'static, str>>) {
-        let data = data.into();
-        self.with(|r| r.extra_mut().data = Some(data));
-    }
-
-    /// Sets the target (when the attribute leaves it to run time).
-    pub fn set_target(&self, target: impl Into<Cow<'static, str>>) {
-        let target = target.into();
-        self.with(|r| r.extra_mut().target = Some(target));
-    }
-
-    /// Renames the operation.
-    pub fn set_name(&self, name: impl Into<Cow<'static, str>>) {
-        let name = name.into();
-        self.with(|r| r.extra_mut().name = Some(name));
-    }
-
-    /// Sets the result code (a status code, an error number).
-    pub fn set_result_code(&self, code: impl Display) {
-        if self.is_recording() {
-            let code = code.to_string();
-            self.with(|r| r.extra_mut().result_code = Some(Cow::Owned(code)));
-        }
-    }
-
-    /// Adds a custom property.
-    pub fn set_property(&self, key: impl Into<Cow<'static, str>>, value: impl Display) {
-        if self.is_recording() {
-            let entry = (key.into(), value.to_string());
-            self.with(|r| r.extra_mut().properties.push(entry));
-        }
-    }
-
-    /// Sets whether the operation succeeded.
-    pub fn set_success(&self, success: bool) {
-        self.with(|r| r.success = success);
-    }
-
-    /// Marks the operation failed, with a message.
-    pub fn fail(&self, message: impl Display) {
-        if self.is_recording() {
-            let message = message.to_string();
-            self.with(|r| r.fail(Cow::Borrowed("error"), Some(message)));
-        }
-    }
+    span_values!("a span is recording here");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1187,62 +1195,7 @@ impl DetachedSpan {
         slot.as_mut().map(f)
     }
 
-    /// Whether the span is recorded.
-    pub fn is_recording(&self) -> bool {
-        self.with(|_| ()).is_some()
-    }
-
-    /// The span's context, for propagation.
-    pub fn context(&self) -> Option<SpanContext> {
-        self.with(|r| r.context())
-    }
-
-    /// Sets the command text.
-    pub fn set_data(&self, data: impl Into<Cow<'static, str>>) {
-        let data = data.into();
-        self.with(|r| r.extra_mut().data = Some(data));
-    }
-
-    /// Sets the target.
-    pub fn set_target(&self, target: impl Into<Cow<'static, str>>) {
-        let target = target.into();
-        self.with(|r| r.extra_mut().target = Some(target));
-    }
-
-    /// Renames the operation.
-    pub fn set_name(&self, name: impl Into<Cow<'static, str>>) {
-        let name = name.into();
-        self.with(|r| r.extra_mut().name = Some(name));
-    }
-
-    /// Sets the result code.
-    pub fn set_result_code(&self, code: impl Display) {
-        if self.is_recording() {
-            let code = code.to_string();
-            self.with(|r| r.extra_mut().result_code = Some(Cow::Owned(code)));
-        }
-    }
-
-    /// Adds a custom property.
-    pub fn set_property(&self, key: impl Into<Cow<'static, str>>, value: impl Display) {
-        if self.is_recording() {
-            let entry = (key.into(), value.to_string());
-            self.with(|r| r.extra_mut().properties.push(entry));
-        }
-    }
-
-    /// Sets whether the operation succeeded.
-    pub fn set_success(&self, success: bool) {
-        self.with(|r| r.success = success);
-    }
-
-    /// Marks the operation failed, with a message.
-    pub fn fail(&self, message: impl Display) {
-        if self.is_recording() {
-            let message = message.to_string();
-            self.with(|r| r.fail(Cow::Borrowed("error"), Some(message)));
-        }
-    }
+    span_values!("the span is recorded");
 
     /// Ends the span now.
     pub fn end(self) {}
