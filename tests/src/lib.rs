@@ -34,3 +34,12 @@ pub fn flush(pipeline: &Pipeline) {
 pub mod azure;
 pub mod db;
 pub mod ingestion;
+
+/// A multi-threaded tokio runtime with `workers` threads and its timers and I/O enabled.
+pub fn multi_thread_runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use census_runtime::{FutureExt, SpanRecord, current_span, dependency, inproc};
-use census_tests::{flush, install_memory};
+use census_tests::{flush, install_memory, multi_thread_runtime};
 
 #[inproc]
 fn parent() {
@@ -96,11 +96,7 @@ fn sync_leaf() {}
 #[test]
 fn async_spans_nest_across_await_on_a_multi_threaded_runtime() {
     let (pipeline, memory) = install_memory();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = multi_thread_runtime(2);
     assert_eq!(runtime.block_on(async_parent()), 30);
     flush(&pipeline);
 
@@ -148,11 +144,7 @@ async fn task_step(task: usize, step: usize) {
 #[test]
 fn concurrent_tasks_keep_their_own_parents() {
     let (pipeline, memory) = install_memory();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = multi_thread_runtime(4);
     const TASKS: usize = 64;
     runtime.block_on(async {
         let handles: Vec<_> = (0..TASKS).map(|t| tokio::spawn(task_root(t))).collect();
@@ -208,11 +200,7 @@ async fn spawned_work() {
 #[test]
 fn spawned_tasks_nest_with_in_current_span_and_not_without() {
     let (pipeline, memory) = install_memory();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = multi_thread_runtime(2);
     runtime.block_on(spawns_with_helper());
     runtime.block_on(spawns_without_helper());
     flush(&pipeline);

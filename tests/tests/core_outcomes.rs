@@ -5,7 +5,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use census_runtime::{current_span, dependency, inproc};
-use census_tests::{flush, install_memory};
+use census_tests::{flush, install_memory, multi_thread_runtime};
 
 #[derive(Debug)]
 struct OutOfStock {
@@ -151,11 +151,7 @@ async fn async_explodes() {
 #[test]
 fn async_err_and_async_panic_fail_their_spans() {
     let (pipeline, memory) = install_memory();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = multi_thread_runtime(2);
     runtime.block_on(async {
         assert_eq!(charge(5).await, Ok(5));
         assert!(charge(500).await.is_err());
