@@ -195,8 +195,11 @@ pub(crate) fn next_random() -> u64 {
 
 /// One entry of a thread's context stack.
 pub(crate) enum Frame {
-    /// A span being recorded.
+    /// A span being recorded (a sync span's, kept in place).
     Span(SpanRecord),
+    /// An async span being recorded, for one poll: its record lives in a box owned by the
+    /// future, so that the future stays small and a poll moves a pointer, not the record.
+    Boxed(Box<SpanRecord>),
     /// The root of a trace the sampler dropped: its children are inert.
     Unsampled,
     /// A context carried in from elsewhere (a spawned task, a thread, an incoming request):
@@ -205,9 +208,30 @@ pub(crate) enum Frame {
 }
 
 impl Frame {
+    /// The span being recorded, if this frame is one.
+    #[inline]
+    pub(crate) fn record(&self) -> Option<&SpanRecord> {
+        match self {
+            Frame::Span(record) => Some(record),
+            Frame::Boxed(record) => Some(record),
+            _ => None,
+        }
+    }
+
+    /// The span being recorded, if this frame is one.
+    #[inline]
+    pub(crate) fn record_mut(&mut self) -> Option<&mut SpanRecord> {
+        match self {
+            Frame::Span(record) => Some(record),
+            Frame::Boxed(record) => Some(record),
+            _ => None,
+        }
+    }
+
     pub(crate) fn context(&self) -> Option<SpanContext> {
         match self {
             Frame::Span(record) => Some(SpanContext::new(record.trace_id, record.span_id, true)),
+            Frame::Boxed(record) => Some(SpanContext::new(record.trace_id, record.span_id, true)),
             Frame::Unsampled => None,
             Frame::Parent(ctx) => Some(*ctx),
         }

@@ -263,7 +263,8 @@ fn open(local: &mut Local, site: &'static Site, remote: Option<SpanContext>) -> 
             }
             (remote.trace_id(), Some(remote.span_id()))
         }
-        (None, Some(Frame::Span(parent))) => {
+        (None, Some(frame @ (Frame::Span(_) | Frame::Boxed(_)))) => {
+            let parent = frame.record().expect("span frames hold a record");
             operation_name.clone_from(&parent.operation_name);
             (parent.trace_id, Some(parent.span_id))
         }
@@ -292,8 +293,8 @@ fn close(local: &mut Local, mut record: SpanRecord) {
 /// Removes the frame pushed at `depth`, wherever later frames leaked by misuse ended up.
 fn take_frame(local: &mut Local, depth: usize, span_id: Option<SpanId>) -> Option<Frame> {
     let matches = |frame: &Frame| match (frame, span_id) {
-        (Frame::Span(r), Some(id)) => r.span_id == id,
         (Frame::Unsampled, None) => true,
+        (frame, Some(id)) => frame.record().is_some_and(|r| r.span_id == id),
         _ => false,
     };
     if local.stack.get(depth).is_some_and(matches) {
@@ -375,11 +376,14 @@ impl SpanGuard {
     fn enter_child(site: &'static Site) -> SpanGuard {
         with_local(|local| {
             let (trace_id, parent_id, operation_name) = match local.stack.last() {
-                Some(Frame::Span(parent)) => (
-                    parent.trace_id,
-                    Some(parent.span_id),
-                    parent.operation_name.clone(),
-                ),
+                Some(frame @ (Frame::Span(_) | Frame::Boxed(_))) => {
+                    let parent = frame.record().expect("span frames hold a record");
+                    (
+                        parent.trace_id,
+                        Some(parent.span_id),
+                        parent.operation_name.clone(),
+                    )
+                }
                 Some(Frame::Parent(ctx)) if ctx.is_sampled() => {
                     (ctx.trace_id(), Some(ctx.span_id()), None)
                 }
@@ -549,12 +553,34 @@ pub(crate) fn short_type_name(full: &'static str) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // Async spans.
 
+/// What a future carries of its span between polls: small, so that an instrumented future is
+/// barely larger than the one it wraps; a recorded span's record is boxed.
+enum AsyncFrame {
+    /// Nothing to do: no pipeline, or under a span that is not recorded.
+    Inert,
+    /// The root of a trace the sampler dropped: the future's children are inert.
+    Unsampled,
+    /// A recorded span.
+    Recording(Box<SpanRecord>),
+}
+
+impl AsyncFrame {
+    fn from_frame(frame: Option<Frame>) -> AsyncFrame {
+        match frame {
+            Some(Frame::Span(record)) => AsyncFrame::Recording(Box::new(record)),
+            Some(Frame::Boxed(record)) => AsyncFrame::Recording(record),
+            Some(Frame::Unsampled) => AsyncFrame::Unsampled,
+            Some(Frame::Parent(_)) | None => AsyncFrame::Inert,
+        }
+    }
+}
+
 /// A span for a future: current while the future is polled, ended when it completes (or is
 /// dropped before completing, which counts as cancelled).
 #[must_use = "futures do nothing unless polled"]
 pub struct Instrumented<F, O> {
     inner: F,
-    frame: Option<Frame>,
+    frame: AsyncFrame,
     outcome: Option<O>,
 }
 
@@ -562,7 +588,7 @@ impl<F: fmt::Debug, O> fmt::Debug for Instrumented<F, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Instrumented")
             .field("inner", &self.inner)
-            .field("recording", &matches!(self.frame, Some(Frame::Span(_))))
+            .field("recording", &matches!(self.frame, AsyncFrame::Recording(_)))
             .finish()
     }
 }
@@ -570,7 +596,7 @@ impl<F: fmt::Debug, O> fmt::Debug for Instrumented<F, O> {
 /// Starts an async span for `site` under the current span. The span starts now and is made
 /// current on each poll of the future given to [`AsyncSpan::instrument`].
 pub struct AsyncSpan {
-    frame: Option<Frame>,
+    frame: AsyncFrame,
 }
 
 impl fmt::Debug for AsyncSpan {
@@ -582,11 +608,15 @@ impl fmt::Debug for AsyncSpan {
 }
 
 impl AsyncSpan {
+    const INERT: AsyncSpan = AsyncSpan {
+        frame: AsyncFrame::Inert,
+    };
+
     /// Opens a span for `site` under the span current on this thread.
     #[inline]
     pub fn start(site: &'static Site) -> AsyncSpan {
         if !pipeline::is_active() {
-            return AsyncSpan { frame: None };
+            return AsyncSpan::INERT;
         }
         Self::start_site(site)
     }
@@ -596,11 +626,11 @@ impl AsyncSpan {
     fn start_site(site: &'static Site) -> AsyncSpan {
         if depth() == 0 {
             if unsampled_root() {
-                return AsyncSpan { frame: None };
+                return AsyncSpan::INERT;
             }
             if !pipeline::keep_new_trace() {
                 return AsyncSpan {
-                    frame: Some(Frame::Unsampled),
+                    frame: AsyncFrame::Unsampled,
                 };
             }
             let record = SpanRecord::new(
@@ -610,7 +640,7 @@ impl AsyncSpan {
                 pipeline::sample_percentage(),
             );
             return AsyncSpan {
-                frame: Some(Frame::Span(record)),
+                frame: AsyncFrame::Recording(Box::new(record)),
             };
         }
         Self::start_slow(site, Start::default())
@@ -626,17 +656,19 @@ impl AsyncSpan {
                 }
                 frame
             });
-        AsyncSpan { frame }
+        AsyncSpan {
+            frame: AsyncFrame::from_frame(frame),
+        }
     }
 
     /// Whether the span is recorded.
     pub fn is_recording(&self) -> bool {
-        matches!(self.frame, Some(Frame::Span(_)))
+        matches!(self.frame, AsyncFrame::Recording(_))
     }
 
     /// Records the arguments named in the site's `fields(...)`.
     pub fn record_fields(&mut self, values: &[&dyn Display]) {
-        if let Some(Frame::Span(record)) = &mut self.frame {
+        if let AsyncFrame::Recording(record) = &mut self.frame {
             record.record_fields(values);
         }
     }
@@ -675,7 +707,7 @@ impl Outcome<'_> {
 /// A future's span made current for one poll, and put back into the future after it, unwinding
 /// included. Not generic: the code that runs around every poll is shared by every async fn.
 struct PollScope<'a> {
-    slot: &'a mut Option<Frame>,
+    slot: &'a mut AsyncFrame,
     /// Where the frame sits on the stack; `None` when the poll runs under the unsampled-root flag.
     depth: Option<usize>,
     span_id: Option<SpanId>,
@@ -683,21 +715,26 @@ struct PollScope<'a> {
 
 impl<'a> PollScope<'a> {
     #[inline(never)]
-    fn enter(slot: &'a mut Option<Frame>) -> Option<PollScope<'a>> {
-        let frame = slot.take()?;
-        // A dropped trace's root with nothing current: the flag, not a frame.
-        if matches!(frame, Frame::Unsampled) && hot() == 0 {
-            set_unsampled_root(true);
-            *slot = Some(frame);
-            return Some(PollScope {
-                slot,
-                depth: None,
-                span_id: None,
-            });
-        }
-        let span_id = match &frame {
-            Frame::Span(record) => Some(record.span_id),
-            _ => None,
+    fn enter(slot: &'a mut AsyncFrame) -> Option<PollScope<'a>> {
+        let (frame, span_id) = match std::mem::replace(slot, AsyncFrame::Inert) {
+            AsyncFrame::Inert => return None,
+            AsyncFrame::Unsampled => {
+                *slot = AsyncFrame::Unsampled;
+                // A dropped trace's root with nothing current: the flag, not a frame.
+                if hot() == 0 {
+                    set_unsampled_root(true);
+                    return Some(PollScope {
+                        slot,
+                        depth: None,
+                        span_id: None,
+                    });
+                }
+                (Frame::Unsampled, None)
+            }
+            AsyncFrame::Recording(record) => {
+                let span_id = record.span_id;
+                (Frame::Boxed(record), Some(span_id))
+            }
         };
         // `None` while the thread is torn down: the future is then polled without its span.
         with_local(|local| local.push(frame)).map(|depth| PollScope {
@@ -717,19 +754,21 @@ impl Drop for PollScope<'_> {
         };
         let panicking = std::thread::panicking();
         with_local(|local| match take_frame(local, depth, self.span_id) {
-            Some(Frame::Span(mut record)) if panicking => {
+            Some(Frame::Boxed(mut record)) if panicking => {
                 record.fail_on_panic();
-                close(local, record);
+                close(local, *record);
             }
-            other => *self.slot = other,
+            Some(Frame::Boxed(record)) => *self.slot = AsyncFrame::Recording(record),
+            // The unsampled frame stays in the future; anything else was not ours.
+            _ => {}
         });
     }
 }
 
 /// Ends an async span that completed.
 #[inline(never)]
-fn finish_async(record: SpanRecord) {
-    with_local(|local| close(local, record));
+fn finish_async(record: Box<SpanRecord>) {
+    with_local(|local| close(local, *record));
 }
 
 impl<F: Future, O: FnOnce(&F::Output, &mut Outcome<'_>)> Future for Instrumented<F, O> {
@@ -740,7 +779,7 @@ impl<F: Future, O: FnOnce(&F::Output, &mut Outcome<'_>)> Future for Instrumented
         // SAFETY: `inner` is structurally pinned and never moved; the other fields are not pinned.
         let this = unsafe { self.get_unchecked_mut() };
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        if this.frame.is_none() {
+        if matches!(this.frame, AsyncFrame::Inert) {
             return inner.poll(cx);
         }
         let poll = {
@@ -748,7 +787,8 @@ impl<F: Future, O: FnOnce(&F::Output, &mut Outcome<'_>)> Future for Instrumented
             inner.poll(cx)
         };
         if let Poll::Ready(output) = &poll
-            && let Some(Frame::Span(mut record)) = this.frame.take()
+            && let AsyncFrame::Recording(mut record) =
+                std::mem::replace(&mut this.frame, AsyncFrame::Inert)
         {
             if let Some(outcome) = this.outcome.take() {
                 outcome(
@@ -766,8 +806,9 @@ impl<F: Future, O: FnOnce(&F::Output, &mut Outcome<'_>)> Future for Instrumented
 
 impl<F, O> Drop for Instrumented<F, O> {
     fn drop(&mut self) {
-        if let Some(frame) = self.frame.take() {
-            cancel(frame);
+        if let AsyncFrame::Recording(record) = std::mem::replace(&mut self.frame, AsyncFrame::Inert)
+        {
+            cancel(record);
         }
     }
 }
@@ -775,14 +816,12 @@ impl<F, O> Drop for Instrumented<F, O> {
 /// Ends the span of a future dropped before it completed: the caller gave up on it (a timeout,
 /// a lost `select!`).
 #[inline(never)]
-fn cancel(frame: Frame) {
-    if let Frame::Span(mut record) = frame {
-        let extra = record.extra_mut();
-        if extra.result_code.is_none() {
-            extra.result_code = Some(Cow::Borrowed("cancelled"));
-        }
-        with_local(|local| close(local, record));
+fn cancel(mut record: Box<SpanRecord>) {
+    let extra = record.extra_mut();
+    if extra.result_code.is_none() {
+        extra.result_code = Some(Cow::Borrowed("cancelled"));
     }
+    with_local(|local| close(local, *record));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -798,13 +837,9 @@ pub(crate) fn install_panic_hook() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let in_span = with_local(|local| {
-                local
-                    .stack
-                    .iter()
-                    .any(|frame| matches!(frame, Frame::Span(_)))
-            })
-            .unwrap_or(false);
+            let in_span =
+                with_local(|local| local.stack.iter().any(|frame| frame.record().is_some()))
+                    .unwrap_or(false);
             if in_span {
                 let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
                     (*s).to_owned()
@@ -930,11 +965,7 @@ impl CurrentSpan {
         if !pipeline::is_active() {
             return None;
         }
-        with_local(|local| match local.stack.last_mut() {
-            Some(Frame::Span(record)) => Some(f(record)),
-            _ => None,
-        })
-        .flatten()
+        with_local(|local| local.stack.last_mut().and_then(Frame::record_mut).map(f)).flatten()
     }
 
     span_values!("a span is recording here");
@@ -1022,9 +1053,11 @@ pub fn current_trace_state() -> Option<Arc<str>> {
         return None;
     }
     with_local(|local| {
-        local.stack.iter().rev().find_map(|frame| match frame {
-            Frame::Span(record) => record.extra.as_ref().and_then(|e| e.trace_state.clone()),
-            _ => None,
+        local.stack.iter().rev().find_map(|frame| {
+            frame
+                .record()
+                .and_then(|r| r.extra.as_ref())
+                .and_then(|e| e.trace_state.clone())
         })
     })
     .flatten()
@@ -1176,7 +1209,7 @@ impl SpanBuilder {
             let site = self.site;
             AsyncSpan::start_slow(site, self.into_start())
         } else {
-            AsyncSpan { frame: None }
+            AsyncSpan::INERT
         };
         span.instrument(future, |_, _| {})
     }
