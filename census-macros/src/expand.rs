@@ -147,30 +147,17 @@ fn instrument(sig: &Signature, block: &mut Block, spec: &Spec, errors: &mut Erro
     let site = site(sig, spec);
     if sig.asyncness.is_some() {
         let body = &block.stmts;
-        let probe = returns_value(&sig.output);
-        let tokens = async_body(
-            spec,
-            site,
-            fake_return(&sig.output),
-            probe,
-            quote!(#(#body)*),
-        );
+        let tokens = async_body(spec, site, Some(&sig.output), quote!(#(#body)*));
         replace(block, tokens);
     } else if let Some(future) = boxed_future(block) {
-        // The shape `async-trait` expands an `async fn` to: instrument the future it boxes.
+        // The shape `async-trait` expands an `async fn` to: instrument the future it boxes, whose
+        // output type `async-trait` already pins down.
         let body = &future.block.stmts;
-        let tokens = async_body(spec, site, None, true, quote!(#(#body)*));
+        let tokens = async_body(spec, site, None, quote!(#(#body)*));
         replace(&mut future.block, tokens);
     } else {
         let body = &block.stmts;
-        let probe = returns_value(&sig.output);
-        let tokens = sync_body(
-            spec,
-            site,
-            fake_return(&sig.output),
-            probe,
-            quote!(#(#body)*),
-        );
+        let tokens = sync_body(spec, site, &sig.output, quote!(#(#body)*));
         replace(block, tokens);
     }
 }
@@ -228,11 +215,12 @@ fn returns_value(output: &ReturnType) -> bool {
 fn sync_body(
     spec: &Spec,
     site: TokenStream,
-    fake: Option<TokenStream>,
-    probe: bool,
+    output: &ReturnType,
     body: TokenStream,
 ) -> TokenStream {
     let p = &spec.krate;
+    let fake = fake_return(output);
+    let probe = returns_value(output);
     let guard = Ident::new("__census_guard", Span::mixed_site());
     let ret = Ident::new("__census_ret", Span::mixed_site());
     let record = record_fields(spec, &guard);
@@ -255,14 +243,17 @@ fn sync_body(
     }
 }
 
+/// `output`: the function's return type, or `None` where the future's output is already typed
+/// (the `async-trait` shape).
 fn async_body(
     spec: &Spec,
     site: TokenStream,
-    fake: Option<TokenStream>,
-    probe: bool,
+    output: Option<&ReturnType>,
     body: TokenStream,
 ) -> TokenStream {
     let p = &spec.krate;
+    let fake = output.and_then(fake_return);
+    let probe = output.is_none_or(returns_value);
     let span = Ident::new("__census_span", Span::mixed_site());
     let out = Ident::new("__census_out", Span::mixed_site());
     let outcome = Ident::new("__census_outcome", Span::mixed_site());
