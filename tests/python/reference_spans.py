@@ -6,42 +6,9 @@ usage: reference_spans.py PORT STORAGE_DIR
 Only loopback is reachable from here: any other connection or name lookup is refused, and the
 exporter's own usage telemetry (statsbeat) is off.
 """
-import ipaddress
-import os
-import socket
-import sys
-import time
-
-os.environ['APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL'] = 'true'
-
-_connect = socket.socket.connect
-_getaddrinfo = socket.getaddrinfo
-
-
-def _loopback_only(host):
-    if host in (None, 'localhost', b'localhost'):
-        return
-    ip = ipaddress.ip_address(host.decode() if isinstance(host, bytes) else host)
-    if not ip.is_loopback:
-        raise ConnectionRefusedError('only loopback is reachable: %r' % (host,))
-
-
-def _guarded_connect(sock, address):
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        _loopback_only(address[0])
-    return _connect(sock, address)
-
-
-def _guarded_getaddrinfo(host, *args, **kwargs):
-    try:
-        _loopback_only(host)
-    except ValueError:
-        raise socket.gaierror('no name lookups: %r' % (host,))
-    return _getaddrinfo(host, *args, **kwargs)
-
-
-socket.socket.connect = _guarded_connect
-socket.getaddrinfo = _guarded_getaddrinfo
+import loopback_only  # noqa: F401  (must be first: only loopback is reachable)
+import sys  # noqa: E402
+import time  # noqa: E402
 
 from opencensus.ext.azure.trace_exporter import AzureExporter  # noqa: E402
 from opencensus.trace.samplers import ProbabilitySampler  # noqa: E402
