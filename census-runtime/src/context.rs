@@ -175,13 +175,19 @@ fn seed() -> u64 {
     hasher.finish() | 1
 }
 
-#[inline]
+#[cold]
+#[inline(never)]
+fn seed_cold() -> u64 {
+    seed()
+}
+
+#[inline(always)]
 pub(crate) fn next_random() -> u64 {
     HOT.with(|hot| {
         let state = &hot.rng;
         let mut s = state.get();
         if s == 0 {
-            s = seed();
+            s = seed_cold();
         }
         s = s.wrapping_add(0xa076_1d64_78bd_642f);
         state.set(s);
@@ -287,8 +293,14 @@ pub(crate) fn set_unsampled_root(open: bool) {
     });
 }
 
+/// Opens the unsampled sync root; the caller saw the word at 0 (nothing current).
+#[inline(always)]
+pub(crate) fn open_unsampled_root() {
+    HOT.with(|hot| hot.word.set(1));
+}
+
 #[inline]
-fn set_depth(depth: usize) {
+pub(crate) fn set_depth(depth: usize) {
     HOT.with(|hot| hot.word.set((depth << 1) | (hot.word.get() & 1)));
 }
 

@@ -7,29 +7,34 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crate::context::{Local, TraceId, next_random};
+use crate::context::{Frame, Local, TraceId, next_random};
 use crate::diagnostics::COUNTERS;
 use crate::export::{Exporter, Resource};
 use crate::sampler::{self, Sampler};
 use crate::span::{self, SpanRecord};
 
 /// What can go wrong when a pipeline is installed.
-#[derive(Debug, thiserror::Error)]
+///
+/// ```
+/// use census_runtime::{ConfigError, MemoryExporter};
+/// let err = census_runtime::pipeline()
+///     .exporter(MemoryExporter::new())
+///     .max_batch(0)
+///     .install()
+///     .unwrap_err();
+/// assert!(matches!(err, ConfigError::InvalidSetting { setting: "max_batch", .. }));
+/// assert_eq!(err.to_string(), "max_batch must be at least 1, got 0");
+/// ```
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// A pipeline is installed already in this process.
-    #[error("a census pipeline is installed already; drop its guard before installing another")]
     AlreadyInstalled,
     /// The sampler's rate is not a fraction.
-    #[error("sampling rate {0} is outside 0.0..=1.0")]
     InvalidSamplingRate(f64),
     /// Nothing would receive the spans.
-    #[error(
-        "no exporter is configured: add one with .exporter(...) or set APPLICATIONINSIGHTS_CONNECTION_STRING"
-    )]
     NoExporter,
     /// A setting is out of range.
-    #[error("{setting} must be {expected}, got {got}")]
     InvalidSetting {
         /// The builder method.
         setting: &'static str,
@@ -39,42 +44,103 @@ pub enum ConfigError {
         got: String,
     },
     /// The export worker could not be started.
-    #[error("could not start the export worker thread: {0}")]
-    Worker(#[source] std::io::Error),
+    Worker(std::io::Error),
     /// The Application Insights connection string is malformed; the error names the bad part.
     #[cfg(feature = "azure")]
-    #[error("invalid Application Insights connection string: {0}")]
-    ConnectionString(#[from] crate::export::ConnectionStringError),
+    ConnectionString(crate::export::ConnectionStringError),
     /// The Azure exporter was configured but no connection string was given, in code or in
     /// `APPLICATIONINSIGHTS_CONNECTION_STRING`.
     #[cfg(feature = "azure")]
-    #[error(
-        "the Azure exporter has no connection string: call .connection_string(...) or set APPLICATIONINSIGHTS_CONNECTION_STRING"
-    )]
     MissingConnectionString,
     /// The local storage directory for undelivered telemetry could not be made.
     #[cfg(feature = "azure")]
-    #[error("could not create the local storage directory {}: {source}", path.display())]
     Storage {
         /// The directory.
         path: std::path::PathBuf,
         /// Why.
-        #[source]
         source: std::io::Error,
     },
 }
 
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::AlreadyInstalled => f.write_str(
+                "a census pipeline is installed already; drop its guard before installing another",
+            ),
+            ConfigError::InvalidSamplingRate(rate) => {
+                write!(f, "sampling rate {rate} is outside 0.0..=1.0")
+            }
+            ConfigError::NoExporter => f.write_str(
+                "no exporter is configured: add one with .exporter(...) or set APPLICATIONINSIGHTS_CONNECTION_STRING",
+            ),
+            ConfigError::InvalidSetting {
+                setting,
+                expected,
+                got,
+            } => write!(f, "{setting} must be {expected}, got {got}"),
+            ConfigError::Worker(e) => write!(f, "could not start the export worker thread: {e}"),
+            #[cfg(feature = "azure")]
+            ConfigError::ConnectionString(e) => {
+                write!(f, "invalid Application Insights connection string: {e}")
+            }
+            #[cfg(feature = "azure")]
+            ConfigError::MissingConnectionString => f.write_str(
+                "the Azure exporter has no connection string: call .connection_string(...) or set APPLICATIONINSIGHTS_CONNECTION_STRING",
+            ),
+            #[cfg(feature = "azure")]
+            ConfigError::Storage { path, source } => write!(
+                f,
+                "could not create the local storage directory {}: {source}",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Worker(e) => Some(e),
+            #[cfg(feature = "azure")]
+            ConfigError::Storage { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "azure")]
+impl From<crate::export::ConnectionStringError> for ConfigError {
+    fn from(error: crate::export::ConnectionStringError) -> Self {
+        ConfigError::ConnectionString(error)
+    }
+}
+
 /// A flush that did not finish in time.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+///
+/// ```
+/// use census_runtime::FlushError;
+/// assert_eq!(census_runtime::flush(std::time::Duration::from_secs(1)), Err(FlushError::NotInstalled));
+/// ```
+#[derive(Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FlushError {
     /// The deadline passed before the exporters had everything.
-    #[error("flush did not finish within {0:?}")]
     Timeout(Duration),
     /// No pipeline is installed.
-    #[error("no census pipeline is installed")]
     NotInstalled,
 }
+
+impl std::fmt::Display for FlushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlushError::Timeout(d) => write!(f, "flush did not finish within {d:?}"),
+            FlushError::NotInstalled => f.write_str("no census pipeline is installed"),
+        }
+    }
+}
+
+impl std::error::Error for FlushError {}
 
 // ---------------------------------------------------------------------------------------------
 // What the hot path reads.
@@ -185,6 +251,52 @@ pub(crate) fn submit(local: &mut Local, record: SpanRecord) {
     // Looking at how full the ring is reads the worker's side of it: do it every 64 spans only.
     local.pushed = local.pushed.wrapping_add(1);
     if local.pushed.is_multiple_of(64) {
+        check_fill(ring);
+    }
+}
+
+/// Ends the span on top of this thread's stack, moving its record straight from the stack into
+/// the next slot of the thread's ring, stamped with `end`: one copy, no temporary.
+///
+/// The caller has checked that the top frame is a [`Frame::Span`] and marked it failed if a panic
+/// is unwinding.
+#[inline]
+pub(crate) fn submit_top(local: &mut Local, end: u64) {
+    let Local {
+        stack,
+        ring,
+        pushed,
+    } = local;
+    let ring = match ring {
+        Some(ring) => ring,
+        None => ring.insert(new_ring()),
+    };
+    let Ok(mut chunk) = ring.write_chunk_uninit(1) else {
+        // The ring is full: the record goes the slow way.
+        if let Some(Frame::Span(mut record)) = stack.pop() {
+            crate::context::set_depth(stack.len());
+            record.end = end;
+            spill(record);
+        }
+        return;
+    };
+    let top = stack.len() - 1;
+    let Some(Frame::Span(record)) = stack.last() else {
+        unreachable!("the caller checked the top frame");
+    };
+    let slot = chunk.as_mut_slices().0[0].as_mut_ptr();
+    // SAFETY: the record is moved, bitwise, from the top frame into the uninitialised slot; the
+    // frame is then forgotten (its length cut, nothing dropped), so the record has one owner,
+    // and the slot is committed to the consumer only once written.
+    unsafe {
+        std::ptr::copy_nonoverlapping(std::ptr::from_ref(record), slot, 1);
+        (*slot).end = end;
+        stack.set_len(top);
+        chunk.commit_all();
+    }
+    crate::context::set_depth(top);
+    *pushed = pushed.wrapping_add(1);
+    if pushed.is_multiple_of(64) {
         check_fill(ring);
     }
 }
@@ -417,6 +529,7 @@ impl PipelineBuilder {
     ///
     /// Returns a guard that flushes and shuts the pipeline down when dropped. One pipeline at a
     /// time per process.
+    #[cfg_attr(not(feature = "azure"), allow(unused_mut))]
     pub fn install(mut self) -> Result<Pipeline, ConfigError> {
         if !self.sampler.is_valid() {
             return Err(ConfigError::InvalidSamplingRate(self.sampler.rate()));

@@ -344,32 +344,43 @@ impl SpanGuard {
         Self::enter_site(site)
     }
 
-    /// The macros' path: no remote parent, no values known at start. Kept small, so that a
-    /// dropped trace pays for a few loads and stores and no large stack frame.
-    #[inline(never)]
+    /// The macros' path: no remote parent, no values known at start. Inlined into the
+    /// instrumented function: a trace the sampler drops costs a few loads and stores and no
+    /// call; recording a span calls out of line.
+    #[inline(always)]
     fn enter_site(site: &'static Site) -> SpanGuard {
-        // A root, or a child of an unsampled root: decided without touching the stack.
+        // Under an unsampled root, or a new trace the sampler drops: decided here, without a
+        // call or the stack.
+        let word = hot();
+        if word == 1 {
+            return SpanGuard::INERT;
+        }
+        if word == 0 && !pipeline::keep_new_trace() {
+            crate::context::open_unsampled_root();
+            return SpanGuard {
+                depth: UNSAMPLED_ROOT_MARK,
+                span_id: None,
+                _not_send: PhantomData,
+            };
+        }
+        Self::enter_kept(site)
+    }
+
+    /// A kept root, a child, or a span under an unsampled root.
+    #[inline(never)]
+    fn enter_kept(site: &'static Site) -> SpanGuard {
         match hot() {
-            0 => {}
-            1 => return SpanGuard::INERT,
-            _ => return Self::enter_child(site),
-        }
-        if pipeline::keep_new_trace() {
-            return Self::enter_root(site);
-        }
-        set_unsampled_root(true);
-        SpanGuard {
-            depth: UNSAMPLED_ROOT_MARK,
-            span_id: None,
-            _not_send: PhantomData,
+            0 => Self::enter_root(site),
+            1 => SpanGuard::INERT,
+            _ => Self::enter_child(site),
         }
     }
 
     #[inline(never)]
     fn enter_root(site: &'static Site) -> SpanGuard {
         let trace_id = pipeline::new_trace_id();
-        let record = SpanRecord::new(site, trace_id, None, pipeline::sample_percentage());
-        Self::push_record(record)
+        with_local(|local| Self::push_span(local, site, trace_id, None, None))
+            .unwrap_or(SpanGuard::INERT)
     }
 
     #[inline(never)]
@@ -380,38 +391,63 @@ impl SpanGuard {
                     let parent = frame.record().expect("span frames hold a record");
                     (
                         parent.trace_id,
-                        Some(parent.span_id),
+                        parent.span_id,
                         parent.operation_name.clone(),
                     )
                 }
                 Some(Frame::Parent(ctx)) if ctx.is_sampled() => {
-                    (ctx.trace_id(), Some(ctx.span_id()), None)
+                    (ctx.trace_id(), ctx.span_id(), None)
                 }
-                _ => return None,
+                _ => return SpanGuard::INERT,
             };
-            let mut record =
-                SpanRecord::new(site, trace_id, parent_id, pipeline::sample_percentage());
-            record.operation_name = operation_name;
-            let span_id = record.span_id;
-            Some(SpanGuard {
-                depth: local.push(Frame::Span(record)),
-                span_id: Some(span_id),
-                _not_send: PhantomData,
-            })
+            Self::push_span(local, site, trace_id, Some(parent_id), operation_name)
         })
-        .flatten()
         .unwrap_or(SpanGuard::INERT)
     }
 
-    #[inline]
-    fn push_record(record: SpanRecord) -> SpanGuard {
-        let span_id = record.span_id;
-        with_local(|local| SpanGuard {
-            depth: local.push(Frame::Span(record)),
+    /// Pushes a recording frame, its record written once, in its slot on the stack, and the
+    /// clock read last so that the span starts as late as it can.
+    #[inline(always)]
+    fn push_span(
+        local: &mut Local,
+        site: &'static Site,
+        trace_id: TraceId,
+        parent_id: Option<SpanId>,
+        operation_name: Option<Arc<str>>,
+    ) -> SpanGuard {
+        let span_id = SpanId::random();
+        let sample_rate = pipeline::sample_percentage();
+        let depth = local.stack.len();
+        if local.stack.capacity() == depth {
+            local.stack.reserve(8);
+        }
+        // SAFETY: the slot at `depth` is within the capacity just ensured; it is written whole
+        // before the length covers it.
+        unsafe {
+            local
+                .stack
+                .as_mut_ptr()
+                .add(depth)
+                .write(Frame::Span(SpanRecord {
+                    site,
+                    trace_id,
+                    span_id,
+                    parent_id,
+                    start: clock::now(),
+                    end: 0,
+                    sample_rate,
+                    success: true,
+                    operation_name,
+                    extra: None,
+                }));
+            local.stack.set_len(depth + 1);
+        }
+        crate::context::set_depth(depth + 1);
+        SpanGuard {
+            depth,
             span_id: Some(span_id),
             _not_send: PhantomData,
-        })
-        .unwrap_or(SpanGuard::INERT)
+        }
     }
 
     #[inline(never)]
@@ -513,9 +549,11 @@ impl SpanGuard {
                         return;
                     }
                     (Some(Frame::Span(record)), Some(id)) if record.span_id == id => {
-                        if let Some(Frame::Span(record)) = local.pop() {
-                            finish(local, record);
+                        let end = clock::now();
+                        if std::thread::panicking() {
+                            fail_top_on_panic(local);
                         }
+                        pipeline::submit_top(local, end);
                         return;
                     }
                     _ => {}
@@ -526,6 +564,15 @@ impl SpanGuard {
                 finish(local, record);
             }
         });
+    }
+}
+
+/// Marks the span on top of the stack failed by the panic unwinding through it.
+#[cold]
+#[inline(never)]
+fn fail_top_on_panic(local: &mut Local) {
+    if let Some(Frame::Span(record)) = local.stack.last_mut() {
+        record.fail_on_panic();
     }
 }
 
