@@ -170,14 +170,16 @@ impl EnvelopeWriter {
             _ => record.operation_name(),
         };
         let out = &mut items.bytes;
-        let span_id = record.span_id().to_string();
+        let mut span_id_hex = [0u8; 16];
+        record.span_id().write_hex(&mut span_id_hex);
+        let span_id = ascii(&span_id_hex);
+        let mut parent_hex = [0u8; 16];
+        let parent = record.parent_id().map(|p| {
+            p.write_hex(&mut parent_hex);
+            ascii(&parent_hex)
+        });
         out.extend_from_slice(&self.head);
-        operation_tags(
-            out,
-            record,
-            record.parent_id().map(|p| p.to_string()).as_deref(),
-            operation_name,
-        );
+        operation_tags(out, record, parent, operation_name);
         out.extend_from_slice(b",\"time\":");
         time(out, &mut self.scratch, record.start_time());
         let request = record.span_kind() == SpanKind::Request;
@@ -185,9 +187,9 @@ impl EnvelopeWriter {
         string(out, if request { REQUEST } else { DEPENDENCY });
         if request {
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"id\":");
-            string(out, &span_id);
+            string(out, span_id);
             out.extend_from_slice(b",\"duration\":");
-            duration(out, &mut self.scratch, record.duration());
+            duration(out, record.duration());
             out.extend_from_slice(b",\"responseCode\":");
             string(out, result_code(record));
             write_common(out, record);
@@ -202,11 +204,11 @@ impl EnvelopeWriter {
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"name\":");
             string(out, record.name());
             out.extend_from_slice(b",\"id\":");
-            string(out, &span_id);
+            string(out, span_id);
             out.extend_from_slice(b",\"resultCode\":");
             string(out, result_code(record));
             out.extend_from_slice(b",\"duration\":");
-            duration(out, &mut self.scratch, record.duration());
+            duration(out, record.duration());
             write_common(out, record);
             out.extend_from_slice(b",\"type\":");
             string(out, record.kind());
@@ -227,7 +229,7 @@ impl EnvelopeWriter {
         if let Some(exception) = record.exception() {
             let out = &mut items.bytes;
             out.extend_from_slice(&self.head);
-            operation_tags(out, record, Some(&span_id), operation_name);
+            operation_tags(out, record, Some(span_id), operation_name);
             out.extend_from_slice(b",\"time\":");
             time(
                 out,
@@ -267,7 +269,9 @@ fn operation_tags(
     operation_name: Option<&str>,
 ) {
     out.extend_from_slice(b",\"ai.operation.id\":");
-    string(out, &record.trace_id().to_string());
+    let mut trace_hex = [0u8; 32];
+    record.trace_id().write_hex(&mut trace_hex);
+    string(out, ascii(&trace_hex));
     if let Some(parent) = parent {
         out.extend_from_slice(b",\"ai.operation.parentId\":");
         string(out, parent);
@@ -322,11 +326,27 @@ fn sample_rate(out: &mut Vec<u8>, scratch: &mut String, record: &SpanRecord) {
     }
 }
 
+/// Hex digits as a `&str`: they are ASCII.
+fn ascii(hex: &[u8]) -> &str {
+    std::str::from_utf8(hex).unwrap_or_default()
+}
+
 /// A JSON string, escaped.
 pub(crate) fn string(out: &mut Vec<u8>, value: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
     let bytes = value.as_bytes();
+    // Most strings need no escape: one pass that vectorises, then one copy.
+    if bytes
+        .iter()
+        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
+    {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    out.push(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
@@ -359,16 +379,46 @@ fn time(out: &mut Vec<u8>, scratch: &mut String, at: SystemTime) {
     let secs = since.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    scratch.clear();
-    let _ = write!(
-        scratch,
-        "\"{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z\"",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_micros()
-    );
-    out.extend_from_slice(scratch.as_bytes());
+    if !(0..=9999).contains(&year) {
+        scratch.clear();
+        let _ = write!(
+            scratch,
+            "\"{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z\"",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60,
+            since.subsec_micros()
+        );
+        out.extend_from_slice(scratch.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    digits(out, year as u64, 4);
+    out.push(b'-');
+    digits(out, u64::from(month), 2);
+    out.push(b'-');
+    digits(out, u64::from(day), 2);
+    out.push(b'T');
+    digits(out, rem / 3600, 2);
+    out.push(b':');
+    digits(out, rem / 60 % 60, 2);
+    out.push(b':');
+    digits(out, rem % 60, 2);
+    out.push(b'.');
+    digits(out, u64::from(since.subsec_micros()), 6);
+    out.extend_from_slice(b"Z\"");
+}
+
+/// `value` in decimal, zero-padded to at least `width` digits.
+fn digits(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut at = buf.len();
+    while value > 0 || buf.len() - at < width {
+        at -= 1;
+        buf[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    out.extend_from_slice(&buf[at..]);
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
@@ -386,19 +436,19 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// `"0.00:00:00.010123"`: days, hours, minutes, seconds, microseconds.
-fn duration(out: &mut Vec<u8>, scratch: &mut String, d: Duration) {
+fn duration(out: &mut Vec<u8>, d: Duration) {
     let secs = d.as_secs();
-    scratch.clear();
-    let _ = write!(
-        scratch,
-        "\"{}.{:02}:{:02}:{:02}.{:06}\"",
-        secs / 86_400,
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60,
-        d.subsec_micros()
-    );
-    out.extend_from_slice(scratch.as_bytes());
+    out.push(b'"');
+    digits(out, secs / 86_400, 1);
+    out.push(b'.');
+    digits(out, secs / 3600 % 24, 2);
+    out.push(b':');
+    digits(out, secs / 60 % 60, 2);
+    out.push(b':');
+    digits(out, secs % 60, 2);
+    out.push(b'.');
+    digits(out, u64::from(d.subsec_micros()), 6);
+    out.push(b'"');
 }
 
 /// What the `ai.device.*` tags say, read once.
@@ -562,8 +612,21 @@ mod tests {
         );
         assert_eq!(out, b"\"2000-02-29T00:00:00.000000Z\"");
         out.clear();
-        duration(&mut out, &mut s, Duration::new(90_061, 10_123_000));
+        duration(&mut out, Duration::new(90_061, 10_123_000));
         assert_eq!(out, b"\"1.01:01:01.010123\"");
+        out.clear();
+        duration(&mut out, Duration::from_nanos(999));
+        assert_eq!(out, b"\"0.00:00:00.000000\"");
+    }
+
+    #[test]
+    fn strings_are_escaped_only_where_json_needs_it() {
+        let mut out = Vec::new();
+        string(&mut out, "GET /orders/{id} ünïcode");
+        assert_eq!(out, "\"GET /orders/{id} ünïcode\"".as_bytes());
+        out.clear();
+        string(&mut out, "a\"b\\c\nd\u{1}e\u{7f}");
+        assert_eq!(out, b"\"a\\\"b\\\\c\\nd\\u0001e\\u007f\"");
     }
 
     #[test]
