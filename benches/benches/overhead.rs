@@ -13,6 +13,7 @@
 //! | id | what |
 //! | --- | --- |
 //! | `plain` | the function without instrumentation |
+//! | `floor/two-clock-readings` | the function between two reads of the time-stamp counter: what timing a call costs at least |
 //! | `census/no-pipeline` | `#[inproc]`, no pipeline installed |
 //! | `tracing/no-subscriber` | `#[instrument]`, no subscriber |
 //! | `fastrace/no-root` | `#[trace]` without a parent span: fastrace records nothing |
@@ -122,6 +123,50 @@ mod fastrace_rooted {
     }
 }
 
+/// The floor of any recorder that times each call: the body between two readings of the
+/// time-stamp counter, the clock census reads (and fastrace, through `minstant`), and nothing
+/// else. What a recorded span costs above this is the recorder's own work.
+mod clock_floor {
+    use std::hint::black_box;
+
+    #[inline(always)]
+    fn read() -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: `rdtsc` exists on every x86-64 CPU and has no preconditions.
+            unsafe { core::arch::x86_64::_rdtsc() }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            std::time::Instant::now().elapsed().as_nanos() as u64
+        }
+    }
+
+    #[inline(never)]
+    pub fn call(x: u64) -> u64 {
+        let start = read();
+        let out = body!(x);
+        black_box(read().wrapping_sub(start));
+        out
+    }
+
+    #[inline(never)]
+    pub async fn call_async(x: u64) -> u64 {
+        call(x)
+    }
+
+    #[inline(never)]
+    pub fn nested(x: u64) -> u64 {
+        let start = read();
+        let mut acc = x;
+        for i in 0..10 {
+            acc = call(acc.wrapping_add(i));
+        }
+        black_box(read().wrapping_sub(start));
+        acc
+    }
+}
+
 /// Which shape of call a group measures.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -215,6 +260,7 @@ fn run_variant(c: &mut Criterion, variant: Variant) {
 
     // Nothing installed anywhere yet.
     bench!(group, variant, "plain", plain);
+    bench!(group, variant, "floor/two-clock-readings", clock_floor);
     bench!(group, variant, "census/no-pipeline", census_fns);
     bench!(group, variant, "tracing/no-subscriber", tracing_none);
     bench!(group, variant, "fastrace/no-root", fastrace_fns);

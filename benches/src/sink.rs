@@ -241,6 +241,5 @@ fn read_chunked(reader: &mut impl BufRead, body: &mut Vec<u8>) -> io::Result<()>
 
 /// Envelopes in a body: each has exactly one `"iKey"` member, whichever exporter wrote it.
 pub fn count_envelopes(text: &[u8]) -> u64 {
-    const KEY: &[u8] = b"\"iKey\"";
-    text.windows(KEY.len()).filter(|w| *w == KEY).count() as u64
+    memchr::memmem::find_iter(text, b"\"iKey\"").count() as u64
 }
