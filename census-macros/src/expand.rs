@@ -187,7 +187,7 @@ fn site(sig: &Signature, spec: &Spec) -> TokenStream {
         static __CENSUS_SITE: #p::__private::Site = #p::__private::Site::#constructor
             #target #data #fields
             .at(::core::module_path!(), ::core::file!(), #line);
-        #p::__private::inventory::submit! { #p::__private::Registered(&__CENSUS_SITE) }
+        #p::__register_site!(__CENSUS_SITE);
     }
 }
 

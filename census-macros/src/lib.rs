@@ -90,7 +90,7 @@
 //!
 //! ```text
 //! static __CENSUS_SITE: Site = Site::dependency("load", "SQL").with_target("orders-db").at(...);
-//! inventory::submit! { Registered(&__CENSUS_SITE) }
+//! __register_site!(__CENSUS_SITE); // a pointer in a linker section, collected by `sites()`
 //! let guard = SpanGuard::enter(&__CENSUS_SITE);
 //! let ret = run(move || { /* the body as written */ });
 //! /* fail the span when `ret` is an `Err` */

@@ -98,6 +98,7 @@ pub use span::{
 pub mod __private {
     pub use crate::site::{Registered, Site};
     pub use crate::span::{AsyncSpan, Instrumented, Outcome, SpanGuard};
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     pub use inventory;
 
     use std::fmt::Display;

@@ -309,7 +309,9 @@ fn check_fill(ring: &rtrb::Producer<SpanRecord>) {
 }
 
 fn request_wake() {
-    if !WAKE_REQUESTED.swap(true, Ordering::AcqRel) {
+    // A load first: under a flood every span comes here, and a swap on the shared flag would
+    // bounce its cache line between the cores for nothing once the worker is awake.
+    if !WAKE_REQUESTED.load(Ordering::Relaxed) && !WAKE_REQUESTED.swap(true, Ordering::AcqRel) {
         wake_worker();
     }
 }
@@ -318,7 +320,14 @@ fn request_wake() {
 #[inline(never)]
 fn spill(record: SpanRecord) {
     request_wake();
-    if OVERFLOW_LEN.fetch_add(1, Ordering::AcqRel) >= OVERFLOW_CAPACITY.load(Ordering::Relaxed) {
+    // A full overflow is seen with a load; the span is then dropped (and counted) without
+    // touching the shared length.
+    let capacity = OVERFLOW_CAPACITY.load(Ordering::Relaxed);
+    if OVERFLOW_LEN.load(Ordering::Relaxed) >= capacity {
+        COUNTERS.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if OVERFLOW_LEN.fetch_add(1, Ordering::AcqRel) >= capacity {
         OVERFLOW_LEN.fetch_sub(1, Ordering::AcqRel);
         COUNTERS.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
         return;

@@ -152,11 +152,73 @@ impl fmt::Display for Site {
     }
 }
 
+// The registry of sites. On ELF targets (Linux, Android) every annotated function leaves a
+// pointer to its `Site` in a linker section of its own, and `sites()` reads the section between
+// the `__start_`/`__stop_` symbols the linker defines: nothing runs before `main` and a site
+// costs one pointer. Elsewhere sites are collected by `inventory`, with a constructor each.
+
 /// One entry of the registry: a reference to an annotated function's `static` [`Site`].
 #[doc(hidden)]
-pub struct Registered(pub &'static Site);
+#[repr(transparent)]
+pub struct Registered(pub Option<&'static Site>);
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod section {
+    use super::Registered;
+
+    // The section holds this entry in every binary, so that its bounds exist even where no
+    // function is annotated.
+    #[used]
+    #[unsafe(link_section = "census_sites_v0_1")]
+    static NONE: Registered = Registered(None);
+
+    unsafe extern "C" {
+        #[link_name = "__start_census_sites_v0_1"]
+        static START: u8;
+        #[link_name = "__stop_census_sites_v0_1"]
+        static STOP: u8;
+    }
+
+    pub(super) fn entries() -> &'static [Registered] {
+        let start = (&raw const START).cast::<Registered>();
+        let stop = (&raw const STOP).cast::<Registered>();
+        let len = (stop as usize - start as usize) / size_of::<Registered>();
+        // SAFETY: the linker puts every `Registered` of the section (all pointer-sized and
+        // pointer-aligned, written by `__register_site!` and `NONE` only) between the two
+        // symbols, and nothing else.
+        unsafe { std::slice::from_raw_parts(start, len) }
+    }
+}
+
+/// Registers an annotated function's site; the macros call it next to the site's `static`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __register_site {
+    ($site:ident) => {
+        const _: () = {
+            #[used]
+            #[unsafe(link_section = "census_sites_v0_1")]
+            static REGISTERED: $crate::__private::Registered =
+                $crate::__private::Registered(::core::option::Option::Some(&$site));
+        };
+    };
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
 inventory::collect!(Registered);
+
+/// Registers an annotated function's site; the macros call it next to the site's `static`.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __register_site {
+    ($site:ident) => {
+        $crate::__private::inventory::submit! {
+            $crate::__private::Registered(::core::option::Option::Some(&$site))
+        }
+    };
+}
 
 /// Every site registered by `#[inproc]` and `#[dependency]` in this binary, in no particular order.
 ///
@@ -174,7 +236,9 @@ inventory::collect!(Registered);
 /// assert_eq!(site.target(), Some("orders-db"));
 /// ```
 pub fn sites() -> impl Iterator<Item = &'static Site> {
-    inventory::iter::<Registered>
-        .into_iter()
-        .map(|entry| entry.0)
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let entries = section::entries().iter();
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let entries = inventory::iter::<Registered>.into_iter();
+    entries.filter_map(|entry| entry.0)
 }

@@ -8,6 +8,7 @@
     unused_qualifications,
     unreachable_pub
 )]
+#![forbid(unsafe_code)]
 #![deny(clippy::all, clippy::pedantic, clippy::nursery)]
 #![allow(clippy::unused_async, clippy::unnecessary_wraps)] // the shapes below are on purpose
 
