@@ -322,3 +322,48 @@ fn a_dropped_connection_is_retried() {
     assert_eq!(sorted(server.accepted_names()), sorted(sent));
     assert_eq!(diagnostics().retried, 2);
 }
+
+#[test]
+fn two_waiting_batches_go_out_at_once_and_each_is_settled_on_its_own() {
+    let server = IngestionServer::start().unwrap();
+    // The first request to arrive is answered late, and with a failure.
+    server.script([Reply::status(503).delay(Duration::from_millis(400))]);
+    let census = census_runtime::pipeline()
+        .cloud_role("azure-statuses")
+        .azure(settings(&server, &scratch_dir("pair")).max_batch(3))
+        .install()
+        .expect("the pipeline installs");
+    let sent = spans("pair", 6);
+    census
+        .flush(Duration::from_secs(10))
+        .expect("flush completes");
+    // The failed batch is kept and sent again after the backoff.
+    assert!(
+        server.wait_for_accepted(6, Duration::from_secs(10)),
+        "every envelope accepted in the end"
+    );
+    let requests = server.requests();
+    assert_eq!(
+        requests.len(),
+        3,
+        "two batches of three, then the failed one again"
+    );
+    let gap = requests[1].received - requests[0].received;
+    assert!(
+        gap < Duration::from_millis(300),
+        "the second batch went out while the first waited for its answer, not after ({gap:?})"
+    );
+    assert_eq!(requests[0].reply.status, 503);
+    assert_eq!(
+        names(&requests[2].items),
+        names(&requests[0].items),
+        "the batch sent again is the one that failed"
+    );
+    assert_eq!(sorted(server.accepted_names()), sorted(sent));
+    // A flush is answered once the transport has counted the answer to the resent batch.
+    census
+        .flush(Duration::from_secs(10))
+        .expect("flush completes");
+    let d = diagnostics();
+    assert_eq!((d.retried, d.sent), (3, 6));
+}

@@ -2,15 +2,18 @@
 //! `{endpoint}/v2.1/track`, reads the answer, retries, follows redirects, splits what is too
 //! large, and keeps what cannot be delivered yet in local storage.
 //!
-//! HTTP is `ureq` (blocking, rustls): the transport is one thread doing one request at a time, so
-//! a blocking client is the simplest thing that works, needs no async runtime in the application
-//! (nor interferes with one it has), and brings a small dependency tree. Its automatic redirects
-//! are off: 307/308 are handled here so that the new origin is kept for later batches.
+//! HTTP is `ureq` (blocking, rustls): a blocking client is the simplest thing that works, needs
+//! no async runtime in the application (nor interferes with one it has), and brings a small
+//! dependency tree. The transport sends one batch at a time, and two at once when more are
+//! waiting: the second goes through a helper thread (started on first need) on a connection of
+//! its own, so that compressing and sending one batch overlaps the endpoint's work on the other.
+//! Automatic redirects are off: 307/308 are handled here so that the new origin is kept for
+//! later batches.
 
 use std::collections::VecDeque;
-use std::io::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::Warnings;
@@ -58,6 +61,58 @@ pub(crate) struct TransportConfig {
     pub(crate) memory_batches: usize,
 }
 
+/// Name resolution for the transport: the endpoint's host is looked up once a minute, not
+/// before every request. (ureq's own resolver looks up on every request, and with a timeout set
+/// it does so on a thread spawned for the lookup: a thread per batch.)
+#[derive(Debug, Default)]
+struct CachedResolver {
+    lookup: ureq::unversioned::resolver::DefaultResolver,
+    cache: std::sync::Mutex<Option<CachedAddrs>>,
+}
+
+#[derive(Debug)]
+struct CachedAddrs {
+    authority: String,
+    addrs: Vec<std::net::SocketAddr>,
+    at: Instant,
+}
+
+/// How long a looked-up address is used.
+const RESOLVE_TTL: Duration = Duration::from_secs(60);
+
+impl ureq::unversioned::resolver::Resolver for CachedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let authority = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or_default(),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cached) = cache.as_ref()
+            && cached.authority == authority
+            && cached.at.elapsed() < RESOLVE_TTL
+        {
+            let mut out = self.empty();
+            for addr in &cached.addrs {
+                out.push(*addr);
+            }
+            return Ok(out);
+        }
+        let resolved = self.lookup.resolve(uri, config, timeout)?;
+        *cache = Some(CachedAddrs {
+            authority,
+            addrs: resolved.to_vec(),
+            at: Instant::now(),
+        });
+        Ok(resolved)
+    }
+}
+
 /// The answer to one batch.
 enum Delivery {
     /// Everything went, or was dropped for good.
@@ -72,7 +127,6 @@ enum Delivery {
 pub(crate) struct Transport {
     config: TransportConfig,
     endpoint: Endpoint,
-    agent: ureq::Agent,
     storage: Option<Storage>,
     inbox: Receiver<Message>,
     spare: SyncSender<Items>,
@@ -85,9 +139,66 @@ pub(crate) struct Transport {
     /// The backlog (storage, memory) is looked at again at this time.
     backlog_at: Instant,
     failures: u32,
+    poster: Poster,
+    /// The thread that sends a second batch while this one sends the first; `None` until two
+    /// batches wait at once.
+    helper: Option<Helper>,
+    /// The helper could not be started: batches go one at a time.
+    no_helper: bool,
+    warnings: Warnings,
+}
+
+/// What posting a batch needs: the HTTP client and the buffers the body is written into.
+struct Poster {
+    agent: ureq::Agent,
+    gzip: bool,
     body: Vec<u8>,
     compressed: Vec<u8>,
-    warnings: Warnings,
+    /// The compressor, kept from batch to batch: a new one allocates and clears some hundreds
+    /// of kilobytes each time.
+    deflate: Option<flate2::Compress>,
+}
+
+/// Writes `body` gzipped into `out`: the gzip header, a raw deflate stream from the reused
+/// compressor, then the CRC-32 and length trailer (RFC 1952). `false` if compression failed.
+fn gzip_into(deflate: &mut Option<flate2::Compress>, body: &[u8], out: &mut Vec<u8>) -> bool {
+    let deflate =
+        deflate.get_or_insert_with(|| flate2::Compress::new(flate2::Compression::fast(), false));
+    deflate.reset();
+    out.clear();
+    // Magic, deflate, no flags, no time, no extra flags, unknown OS.
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    out.reserve(body.len() / 2 + 64);
+    loop {
+        let consumed = usize::try_from(deflate.total_in()).unwrap_or(usize::MAX);
+        let input = body.get(consumed..).unwrap_or_default();
+        match deflate.compress_vec(input, out, flate2::FlushCompress::Finish) {
+            Ok(flate2::Status::StreamEnd) => break,
+            Ok(_) => out.reserve(out.capacity().max(64)),
+            Err(_) => return false,
+        }
+    }
+    let mut crc = flate2::Crc::new();
+    crc.update(body);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    // ISIZE: the length modulo 2^32, as RFC 1952 says.
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    true
+}
+
+/// A batch the helper thread sends, and then its answer.
+struct Job {
+    items: Items,
+    endpoint: Endpoint,
+    timeout: Duration,
+    answer: Option<Answer>,
+}
+
+/// The helper thread's ends.
+struct Helper {
+    jobs: SyncSender<Job>,
+    answers: Receiver<Job>,
+    _thread: JoinHandle<()>,
 }
 
 impl Transport {
@@ -97,18 +208,30 @@ impl Transport {
         inbox: Receiver<Message>,
         spare: SyncSender<Items>,
     ) -> Transport {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let agent_config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_global(Some(config.timeout))
             .user_agent(concat!("census/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            agent_config,
+            ureq::unversioned::transport::DefaultConnector::new(),
+            CachedResolver::default(),
+        );
         let now = Instant::now();
         Transport {
             endpoint: config.endpoint.clone(),
+            poster: Poster {
+                agent,
+                gzip: config.gzip,
+                body: Vec::new(),
+                compressed: Vec::new(),
+                deflate: None,
+            },
+            helper: None,
+            no_helper: false,
             config,
-            agent,
             storage,
             inbox,
             spare,
@@ -118,8 +241,6 @@ impl Transport {
             retry_at: now,
             backlog_at: now,
             failures: 0,
-            body: Vec::new(),
-            compressed: Vec::new(),
             warnings: Warnings::default(),
         }
     }
@@ -186,6 +307,19 @@ impl Transport {
             if Instant::now() < self.retry_at {
                 // The endpoint is failing: do not knock again before the backoff is over.
                 self.keep(batch);
+                continue;
+            }
+            if start < pending.len() {
+                // Another batch waits: send both at once.
+                let end = (start + self.config.max_items).min(pending.len());
+                let second = pending.slice(start..end);
+                start = end;
+                let timeout = self.config.timeout;
+                let results = self.deliver_two(batch, second, timeout);
+                for (items, after) in self.settle(results) {
+                    self.failed(after);
+                    self.keep(items);
+                }
                 continue;
             }
             match self.deliver(batch) {
@@ -328,6 +462,19 @@ impl Transport {
         queue.extend(self.memory.drain(..));
         let mut all = true;
         while let Some(mut batch) = queue.pop_front() {
+            let now = Instant::now();
+            if !queue.is_empty() && now < deadline && self.retry_at <= now {
+                // Two batches at once while the endpoint takes them; what fails goes back to
+                // the front of the queue and is retried one at a time below.
+                let second = queue.pop_front().expect("the queue is not empty");
+                let timeout = deadline.saturating_duration_since(now);
+                let results = self.deliver_two(batch, second, timeout.min(self.config.timeout));
+                for (items, after) in self.settle(results).into_iter().rev() {
+                    self.failed(after);
+                    queue.push_front(items);
+                }
+                continue;
+            }
             loop {
                 let now = Instant::now();
                 if now >= deadline || self.retry_at >= deadline {
@@ -373,7 +520,120 @@ impl Transport {
         if count == 0 {
             return Delivery::Done;
         }
-        let answer = self.post(&items, timeout);
+        let answer = self.poster.post(&mut self.endpoint, &items, timeout);
+        self.answered(items, answer, timeout)
+    }
+
+    /// Sends two batches at once, the second through the helper thread; one after the other
+    /// when there is no helper.
+    fn deliver_two(&mut self, first: Items, second: Items, timeout: Duration) -> [Delivery; 2] {
+        if !self.ensure_helper() {
+            return [
+                self.deliver_within(first, timeout),
+                self.deliver_within(second, timeout),
+            ];
+        };
+        let before = self.endpoint.clone();
+        let second_count = second.len() as u64;
+        let job = Job {
+            items: second,
+            endpoint: before.clone(),
+            timeout,
+            answer: None,
+        };
+        let sent = match &self.helper {
+            Some(helper) => helper.jobs.send(job).map_err(|e| e.0),
+            None => Err(job),
+        };
+        if let Err(job) = sent {
+            self.helper = None;
+            self.no_helper = true;
+            return [
+                self.deliver_within(first, timeout),
+                self.deliver_within(job.items, timeout),
+            ];
+        }
+        let answer = self.poster.post(&mut self.endpoint, &first, timeout);
+        let first = self.answered(first, answer, timeout);
+        let Some(Job {
+            items,
+            endpoint,
+            answer: Some(answer),
+            ..
+        }) = self.helper.as_ref().and_then(|h| h.answers.recv().ok())
+        else {
+            // The helper is gone with the batch (it cannot panic short of a bug): count it.
+            self.helper = None;
+            self.no_helper = true;
+            COUNTERS
+                .dropped_unstored
+                .fetch_add(second_count, Ordering::Relaxed);
+            return [first, Delivery::Done];
+        };
+        // A redirect the helper followed holds for later batches too.
+        if endpoint != before && self.endpoint == before {
+            self.endpoint = endpoint;
+        }
+        [first, self.answered(items, answer, timeout)]
+    }
+
+    /// Starts the helper thread on first need; whether there is one.
+    fn ensure_helper(&mut self) -> bool {
+        if self.helper.is_none() && !self.no_helper {
+            let (jobs, inbox) = std::sync::mpsc::sync_channel::<Job>(1);
+            let (outbox, answers) = std::sync::mpsc::sync_channel::<Job>(1);
+            let mut poster = Poster {
+                agent: self.poster.agent.clone(),
+                gzip: self.poster.gzip,
+                body: Vec::new(),
+                compressed: Vec::new(),
+                deflate: None,
+            };
+            let spawned = std::thread::Builder::new()
+                .name("census-azure-2".into())
+                .spawn(move || {
+                    while let Ok(mut job) = inbox.recv() {
+                        job.answer = Some(poster.post(&mut job.endpoint, &job.items, job.timeout));
+                        if outbox.send(job).is_err() {
+                            return;
+                        }
+                    }
+                });
+            match spawned {
+                Ok(thread) => {
+                    self.helper = Some(Helper {
+                        jobs,
+                        answers,
+                        _thread: thread,
+                    });
+                }
+                Err(_) => self.no_helper = true,
+            }
+        }
+        self.helper.is_some()
+    }
+
+    /// Counts the outcome of batches sent together: a success resets the backoff first, so
+    /// that a failure beside it still backs off. Returns what must be sent again.
+    fn settle(&mut self, results: [Delivery; 2]) -> Vec<(Items, Option<Duration>)> {
+        let mut again = Vec::new();
+        let mut delivered = false;
+        for result in results {
+            match result {
+                Delivery::Done => delivered = true,
+                Delivery::Retry { items, after } => again.push((items, after)),
+            }
+        }
+        if delivered {
+            self.succeeded();
+        }
+        again
+    }
+
+    /// What an answer means for the batch: done, or these envelopes again (a 413 is split and
+    /// its halves sent here).
+    fn answered(&mut self, items: Items, answer: Answer, timeout: Duration) -> Delivery {
+        let count = items.len() as u64;
         match answer {
             Answer::Status {
                 status: 200,
@@ -504,25 +764,19 @@ impl Transport {
             }
         }
     }
+}
 
-    /// Posts a batch, following at most ten 307/308 redirects.
-    fn post(&mut self, items: &Items, timeout: Duration) -> Answer {
+impl Poster {
+    /// Posts a batch, following at most ten 307/308 redirects; `endpoint` becomes where the
+    /// last redirect pointed.
+    fn post(&mut self, endpoint: &mut Endpoint, items: &Items, timeout: Duration) -> Answer {
         items.write_array(&mut self.body);
-        let gzip = self.config.gzip;
-        if gzip {
-            self.compressed.clear();
-            let mut encoder = flate2::write::GzEncoder::new(
-                std::mem::take(&mut self.compressed),
-                flate2::Compression::fast(),
-            );
-            let written = encoder.write_all(&self.body);
-            match (written, encoder.finish()) {
-                (Ok(()), Ok(buffer)) => self.compressed = buffer,
-                _ => return Answer::Failed("could not compress the batch".to_owned()),
-            }
+        let gzip = self.gzip;
+        if gzip && !gzip_into(&mut self.deflate, &self.body, &mut self.compressed) {
+            return Answer::Failed("could not compress the batch".to_owned());
         }
         for _ in 0..=MAX_REDIRECTS {
-            let url = self.endpoint.track_url();
+            let url = endpoint.track_url();
             let mut request = self
                 .agent
                 .post(&url)
@@ -549,15 +803,15 @@ impl Transport {
                     .map(str::to_owned)
             };
             if status == 307 || status == 308 {
-                let moved = header("location").and_then(|l| self.endpoint.redirected(&l));
+                let moved = header("location").and_then(|l| endpoint.redirected(&l));
                 match moved {
-                    Some(endpoint) => {
+                    Some(moved) => {
                         log::info!(
                             "census: the ingestion endpoint moved to {}://{}",
-                            endpoint.scheme,
-                            endpoint.authority
+                            moved.scheme,
+                            moved.authority
                         );
-                        self.endpoint = endpoint;
+                        *endpoint = moved;
                         continue;
                     }
                     None => {
@@ -625,6 +879,24 @@ fn parse_errors(body: &[u8]) -> Option<Vec<(usize, u16)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_with_a_reused_compressor_round_trips() {
+        use std::io::Read as _;
+        let mut deflate = None;
+        let mut out = Vec::new();
+        let large: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| format!("{{\"n\":{}}}", i.wrapping_mul(2_654_435_761)).into_bytes())
+            .collect();
+        for body in [&b"{\"a\":1}"[..], &large, b"", b"[1,2,3]"] {
+            assert!(gzip_into(&mut deflate, body, &mut out));
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(&out[..])
+                .read_to_end(&mut plain)
+                .expect("a valid gzip stream");
+            assert_eq!(plain, body);
+        }
+    }
 
     #[test]
     fn retry_after_forms() {
