@@ -44,9 +44,16 @@ pub struct UreqClient {
 
 impl Default for UreqClient {
     fn default() -> Self {
+        // Timeouts per phase and none on name resolution: with one, ureq resolves on a thread
+        // spawned per request, a cost census's transport does not pay (it caches the lookup).
+        let timeout = Some(std::time::Duration::from_secs(10));
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .timeout_connect(timeout)
+            .timeout_send_request(timeout)
+            .timeout_send_body(timeout)
+            .timeout_recv_response(timeout)
+            .timeout_recv_body(timeout)
             .build()
             .new_agent();
         UreqClient { agent }

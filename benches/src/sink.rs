@@ -160,12 +160,13 @@ fn serve(stream: TcpStream, behaviour: Behaviour, shared: &Shared) -> io::Result
         let answer = format!(
             "{{\"itemsReceived\":{items},\"itemsAccepted\":{items},\"appId\":null,\"errors\":[]}}"
         );
-        write!(
-            writer,
+        // One write, one segment: formatting straight into the socket would send each piece of
+        // the response on its own.
+        let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{answer}",
             answer.len()
-        )?;
-        writer.flush()?;
+        );
+        writer.write_all(response.as_bytes())?;
         shared.envelopes.fetch_add(items, Ordering::AcqRel);
         let _guard = shared.lock.lock().unwrap_or_else(|p| p.into_inner());
         shared.grew.notify_all();
