@@ -223,8 +223,12 @@ pub(crate) fn sample_percentage() -> f32 {
 
 /// The worker's ends of every thread's ring of finished spans.
 static RINGS: Mutex<Vec<rtrb::Consumer<SpanRecord>>> = Mutex::new(Vec::new());
-/// Spans per thread ring: about 200 KiB a thread.
-const RING_CAPACITY: usize = 2048;
+/// Spans per thread ring. A thread's ring starts small and doubles, up to `MAX_RING`, each time it is found half full
+/// (the thread makes spans faster than the worker drains them between two wakes): a thread
+/// that makes a few spans holds 96 KiB, a busy one at most 768 KiB, and a busy thread with a
+/// large ring wakes the worker less often and shares fewer cache lines with it while it drains.
+const FIRST_RING: usize = 1024;
+const MAX_RING: usize = 8192;
 /// Where spans go when a thread's ring is full (a burst faster than the worker wakes up): shared,
 /// behind a lock, bounded by the pipeline's `queue_capacity`. Beyond that, spans are dropped.
 static OVERFLOW: Mutex<Vec<SpanRecord>> = Mutex::new(Vec::new());
@@ -242,7 +246,7 @@ static WORKER_THREAD: Mutex<Option<Thread>> = Mutex::new(None);
 pub(crate) fn submit(local: &mut Local, record: SpanRecord) {
     let ring = match &mut local.ring {
         Some(ring) => ring,
-        None => local.ring.insert(new_ring()),
+        None => local.ring.insert(new_ring(FIRST_RING)),
     };
     if let Err(rtrb::PushError::Full(record)) = ring.push(record) {
         spill(record);
@@ -251,7 +255,7 @@ pub(crate) fn submit(local: &mut Local, record: SpanRecord) {
     // Looking at how full the ring is reads the worker's side of it: do it every 64 spans only.
     local.pushed = local.pushed.wrapping_add(1);
     if local.pushed.is_multiple_of(64) {
-        check_fill(ring);
+        check_fill(&mut local.ring);
     }
 }
 
@@ -264,12 +268,12 @@ pub(crate) fn submit(local: &mut Local, record: SpanRecord) {
 pub(crate) fn submit_top(local: &mut Local, end: u64) {
     let Local {
         stack,
-        ring,
+        ring: local_ring,
         pushed,
     } = local;
-    let ring = match ring {
+    let ring = match local_ring {
         Some(ring) => ring,
-        None => ring.insert(new_ring()),
+        None => local_ring.insert(new_ring(FIRST_RING)),
     };
     let Ok(mut chunk) = ring.write_chunk_uninit(1) else {
         // The ring is full: the record goes the slow way.
@@ -297,14 +301,22 @@ pub(crate) fn submit_top(local: &mut Local, end: u64) {
     crate::context::set_depth(top);
     *pushed = pushed.wrapping_add(1);
     if pushed.is_multiple_of(64) {
-        check_fill(ring);
+        check_fill(local_ring);
     }
 }
 
 #[cold]
-fn check_fill(ring: &rtrb::Producer<SpanRecord>) {
-    if ring.slots() < ring.buffer().capacity() / 2 {
+fn check_fill(ring: &mut Option<rtrb::Producer<SpanRecord>>) {
+    let Some(producer) = ring.as_ref() else {
+        return;
+    };
+    let capacity = producer.buffer().capacity();
+    if producer.slots() < capacity / 2 {
         request_wake();
+        if capacity < MAX_RING {
+            // The old ring is abandoned: the worker drains what it holds, then forgets it.
+            *ring = Some(new_ring(capacity * 2));
+        }
     }
 }
 
@@ -339,8 +351,8 @@ fn spill(record: SpanRecord) {
 }
 
 #[cold]
-fn new_ring() -> rtrb::Producer<SpanRecord> {
-    let (producer, consumer) = rtrb::RingBuffer::new(RING_CAPACITY);
+fn new_ring(capacity: usize) -> rtrb::Producer<SpanRecord> {
+    let (producer, consumer) = rtrb::RingBuffer::new(capacity);
     RINGS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -851,5 +863,61 @@ impl Worker {
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
         self.pending.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::site::Site;
+
+    static SITE: Site = Site::inproc("ring");
+
+    fn record() -> SpanRecord {
+        SpanRecord {
+            site: &SITE,
+            trace_id: TraceId::random(),
+            span_id: crate::context::SpanId::random(),
+            parent_id: None,
+            start: 1,
+            end: 2,
+            sample_rate: 100.0,
+            success: true,
+            operation_name: None,
+            extra: None,
+        }
+    }
+
+    #[test]
+    fn a_busy_thread_s_ring_grows_instead_of_spilling() {
+        let mut local = Local {
+            stack: Vec::new(),
+            ring: None,
+            pushed: 0,
+        };
+        submit(&mut local, record());
+        let first = local.ring.as_ref().map(|r| r.buffer().capacity());
+        assert_eq!(first, Some(FIRST_RING));
+        let spilled = OVERFLOW_LEN.load(Ordering::Relaxed);
+        // No worker drains here: each ring fills until it is found half full and replaced.
+        for _ in 0..10_000 {
+            submit(&mut local, record());
+        }
+        let ring = local.ring.as_ref().expect("a ring");
+        assert_eq!(ring.buffer().capacity(), MAX_RING);
+        assert_eq!(
+            OVERFLOW_LEN.load(Ordering::Relaxed),
+            spilled,
+            "nothing went to the shared overflow"
+        );
+        // The abandoned rings still hold their spans for the worker.
+        let held: usize = RINGS
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.buffer().capacity() < MAX_RING)
+            .map(rtrb::Consumer::slots)
+            .sum();
+        assert_eq!(held + (MAX_RING - ring.slots()), 10_001);
     }
 }
