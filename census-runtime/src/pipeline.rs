@@ -252,11 +252,7 @@ pub(crate) fn submit(local: &mut Local, record: SpanRecord) {
         spill(record);
         return;
     }
-    // Looking at how full the ring is reads the worker's side of it: do it every 64 spans only.
-    local.pushed = local.pushed.wrapping_add(1);
-    if local.pushed.is_multiple_of(64) {
-        check_fill(&mut local.ring);
-    }
+    counted(&mut local.ring, &mut local.pushed);
 }
 
 /// Ends the span on top of this thread's stack, moving its record straight from the stack into
@@ -299,9 +295,50 @@ pub(crate) fn submit_top(local: &mut Local, end: u64) {
         chunk.commit_all();
     }
     crate::context::set_depth(top);
+    counted(local_ring, pushed);
+}
+
+/// Ends a span whose record is boxed (an async span's): the record is copied from the box
+/// straight into the next slot of the thread's ring, stamped with `end`, and the box freed.
+pub(crate) fn submit_boxed(local: &mut Local, record: Box<SpanRecord>, end: u64) {
+    let Local {
+        ring: local_ring,
+        pushed,
+        ..
+    } = local;
+    let ring = match local_ring {
+        Some(ring) => ring,
+        None => local_ring.insert(new_ring(FIRST_RING)),
+    };
+    let Ok(mut chunk) = ring.write_chunk_uninit(1) else {
+        let mut record = *record;
+        record.end = end;
+        spill(record);
+        return;
+    };
+    let slot = chunk.as_mut_slices().0[0].as_mut_ptr();
+    let raw = Box::into_raw(record);
+    // SAFETY: the record is moved, bitwise, out of the box into the uninitialised slot; the box
+    // is then freed as uninitialised memory (nothing dropped), so the record has one owner, and
+    // the slot is committed only once written.
+    unsafe {
+        std::ptr::copy_nonoverlapping(raw, slot, 1);
+        (*slot).end = end;
+        drop(Box::from_raw(
+            raw.cast::<std::mem::MaybeUninit<SpanRecord>>(),
+        ));
+        chunk.commit_all();
+    }
+    counted(local_ring, pushed);
+}
+
+/// Counts a span put in the ring; now and then looks at how full the ring is.
+#[inline]
+fn counted(ring: &mut Option<rtrb::Producer<SpanRecord>>, pushed: &mut u32) {
+    // Looking at how full the ring is reads the worker's side of it: every 64 spans only.
     *pushed = pushed.wrapping_add(1);
     if pushed.is_multiple_of(64) {
-        check_fill(local_ring);
+        check_fill(ring);
     }
 }
 

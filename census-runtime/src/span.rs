@@ -680,14 +680,27 @@ impl AsyncSpan {
                     frame: AsyncFrame::Unsampled,
                 };
             }
-            let record = SpanRecord::new(
-                site,
-                pipeline::new_trace_id(),
-                None,
-                pipeline::sample_percentage(),
+            let trace_id = pipeline::new_trace_id();
+            let span_id = SpanId::random();
+            let sample_rate = pipeline::sample_percentage();
+            // Written once, in the box, the clock read last.
+            let record = Box::write(
+                Box::new_uninit(),
+                SpanRecord {
+                    site,
+                    trace_id,
+                    span_id,
+                    parent_id: None,
+                    start: clock::now(),
+                    end: 0,
+                    sample_rate,
+                    success: true,
+                    operation_name: None,
+                    extra: None,
+                },
             );
             return AsyncSpan {
-                frame: AsyncFrame::Recording(Box::new(record)),
+                frame: AsyncFrame::Recording(record),
             };
         }
         Self::start_slow(site, Start::default())
@@ -815,7 +828,8 @@ impl Drop for PollScope<'_> {
 /// Ends an async span that completed.
 #[inline(never)]
 fn finish_async(record: Box<SpanRecord>) {
-    with_local(|local| close(local, *record));
+    let end = clock::now();
+    with_local(|local| pipeline::submit_boxed(local, record, end));
 }
 
 impl<F: Future, O: FnOnce(&F::Output, &mut Outcome<'_>)> Future for Instrumented<F, O> {
