@@ -299,36 +299,16 @@ impl Transport {
     fn ship_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         self.pending_since = None;
+        let mut batches = VecDeque::new();
         let mut start = 0;
         while start < pending.len() {
             let end = (start + self.config.max_items).min(pending.len());
-            let batch = pending.slice(start..end);
+            batches.push_back(pending.slice(start..end));
             start = end;
-            if Instant::now() < self.retry_at {
-                // The endpoint is failing: do not knock again before the backoff is over.
-                self.keep(batch);
-                continue;
-            }
-            if start < pending.len() {
-                // Another batch waits: send both at once.
-                let end = (start + self.config.max_items).min(pending.len());
-                let second = pending.slice(start..end);
-                start = end;
-                let timeout = self.config.timeout;
-                let results = self.deliver_two(batch, second, timeout);
-                for (items, after) in self.settle(results) {
-                    self.failed(after);
-                    self.keep(items);
-                }
-                continue;
-            }
-            match self.deliver(batch) {
-                Delivery::Done => self.succeeded(),
-                Delivery::Retry { items, after } => {
-                    self.failed(after);
-                    self.keep(items);
-                }
-            }
+        }
+        // What failed, or waits behind a failure, goes to the backlog.
+        for items in self.send_batches(batches, None) {
+            self.keep(items);
         }
         let mut reuse = pending;
         reuse.clear();
@@ -460,21 +440,11 @@ impl Transport {
             start = end;
         }
         queue.extend(self.memory.drain(..));
+        // One pass over everything, two batches in flight; what fails is retried one batch at
+        // a time below, within the deadline.
+        let mut queue: VecDeque<Items> = self.send_batches(queue, Some(deadline)).into();
         let mut all = true;
         while let Some(mut batch) = queue.pop_front() {
-            let now = Instant::now();
-            if !queue.is_empty() && now < deadline && self.retry_at <= now {
-                // Two batches at once while the endpoint takes them; what fails goes back to
-                // the front of the queue and is retried one at a time below.
-                let second = queue.pop_front().expect("the queue is not empty");
-                let timeout = deadline.saturating_duration_since(now);
-                let results = self.deliver_two(batch, second, timeout.min(self.config.timeout));
-                for (items, after) in self.settle(results).into_iter().rev() {
-                    self.failed(after);
-                    queue.push_front(items);
-                }
-                continue;
-            }
             loop {
                 let now = Instant::now();
                 if now >= deadline || self.retry_at >= deadline {
@@ -524,20 +494,65 @@ impl Transport {
         self.answered(items, answer, timeout)
     }
 
-    /// Sends two batches at once, the second through the helper thread; one after the other
-    /// when there is no helper.
-    fn deliver_two(&mut self, first: Items, second: Items, timeout: Duration) -> [Delivery; 2] {
-        if !self.ensure_helper() {
-            return [
-                self.deliver_within(first, timeout),
-                self.deliver_within(second, timeout),
-            ];
-        };
-        let before = self.endpoint.clone();
-        let second_count = second.len() as u64;
+    /// Sends `batches` in order, two in flight at a time when there are several: the helper
+    /// thread takes one while this thread sends the next, and gets another as soon as it has
+    /// answered. Counts each outcome; stops sending at a failure's backoff or at `deadline`.
+    /// Returns what must be sent again: the failed batches and those never tried.
+    fn send_batches(
+        &mut self,
+        mut batches: VecDeque<Items>,
+        deadline: Option<Instant>,
+    ) -> Vec<Items> {
+        let mut again = Vec::new();
+        let use_helper = batches.len() > 1 && self.ensure_helper();
+        // The batch the helper is sending, and the endpoint it started from.
+        let mut lent: Option<(u64, Endpoint)> = None;
+        while let Some(mut batch) = batches.pop_front() {
+            let now = Instant::now();
+            if now < self.retry_at || deadline.is_some_and(|d| now >= d) {
+                again.push(batch);
+                continue;
+            }
+            let timeout =
+                deadline.map_or(self.config.timeout, |d| (d - now).min(self.config.timeout));
+            if use_helper && lent.is_none() {
+                match self.lend(batch, timeout) {
+                    Ok(count) => {
+                        lent = Some((count, self.endpoint.clone()));
+                        let Some(next) = batches.pop_front() else {
+                            break;
+                        };
+                        batch = next;
+                    }
+                    Err(returned) => batch = returned,
+                }
+            }
+            let answer = self.poster.post(&mut self.endpoint, &batch, timeout);
+            let delivery = self.answered(batch, answer, timeout);
+            self.count(delivery, &mut again);
+            if let Some((count, before)) = lent.take() {
+                match self.helper.as_ref().map(|h| h.answers.try_recv()) {
+                    Some(Ok(job)) => self.returned(job, &before, &mut again),
+                    Some(Err(std::sync::mpsc::TryRecvError::Empty)) => lent = Some((count, before)),
+                    _ => self.helper_lost(count),
+                }
+            }
+        }
+        if let Some((count, before)) = lent {
+            match self.helper.as_ref().map(|h| h.answers.recv()) {
+                Some(Ok(job)) => self.returned(job, &before, &mut again),
+                _ => self.helper_lost(count),
+            }
+        }
+        again
+    }
+
+    /// Hands a batch to the helper thread; gives it back if the helper is gone.
+    fn lend(&mut self, items: Items, timeout: Duration) -> Result<u64, Items> {
+        let count = items.len() as u64;
         let job = Job {
-            items: second,
-            endpoint: before.clone(),
+            items,
+            endpoint: self.endpoint.clone(),
             timeout,
             answer: None,
         };
@@ -545,36 +560,46 @@ impl Transport {
             Some(helper) => helper.jobs.send(job).map_err(|e| e.0),
             None => Err(job),
         };
-        if let Err(job) = sent {
+        sent.map(|()| count).map_err(|job| {
             self.helper = None;
             self.no_helper = true;
-            return [
-                self.deliver_within(first, timeout),
-                self.deliver_within(job.items, timeout),
-            ];
-        }
-        let answer = self.poster.post(&mut self.endpoint, &first, timeout);
-        let first = self.answered(first, answer, timeout);
-        let Some(Job {
-            items,
-            endpoint,
-            answer: Some(answer),
-            ..
-        }) = self.helper.as_ref().and_then(|h| h.answers.recv().ok())
-        else {
-            // The helper is gone with the batch (it cannot panic short of a bug): count it.
-            self.helper = None;
-            self.no_helper = true;
-            COUNTERS
-                .dropped_unstored
-                .fetch_add(second_count, Ordering::Relaxed);
-            return [first, Delivery::Done];
-        };
+            job.items
+        })
+    }
+
+    /// Takes the helper's answer into account.
+    fn returned(&mut self, job: Job, before: &Endpoint, again: &mut Vec<Items>) {
         // A redirect the helper followed holds for later batches too.
-        if endpoint != before && self.endpoint == before {
-            self.endpoint = endpoint;
+        if job.endpoint != *before && self.endpoint == *before {
+            self.endpoint = job.endpoint;
         }
-        [first, self.answered(items, answer, timeout)]
+        let delivery = match job.answer {
+            Some(answer) => self.answered(job.items, answer, job.timeout),
+            None => Delivery::Retry {
+                items: job.items,
+                after: None,
+            },
+        };
+        self.count(delivery, again);
+    }
+
+    /// The helper is gone with a batch (it cannot panic short of a bug): counted as lost.
+    fn helper_lost(&mut self, count: u64) {
+        self.helper = None;
+        self.no_helper = true;
+        COUNTERS
+            .dropped_unstored
+            .fetch_add(count, Ordering::Relaxed);
+    }
+
+    fn count(&mut self, delivery: Delivery, again: &mut Vec<Items>) {
+        match delivery {
+            Delivery::Done => self.succeeded(),
+            Delivery::Retry { items, after } => {
+                self.failed(after);
+                again.push(items);
+            }
+        }
     }
 
     /// Starts the helper thread on first need; whether there is one.
@@ -611,23 +636,6 @@ impl Transport {
             }
         }
         self.helper.is_some()
-    }
-
-    /// Counts the outcome of batches sent together: a success resets the backoff first, so
-    /// that a failure beside it still backs off. Returns what must be sent again.
-    fn settle(&mut self, results: [Delivery; 2]) -> Vec<(Items, Option<Duration>)> {
-        let mut again = Vec::new();
-        let mut delivered = false;
-        for result in results {
-            match result {
-                Delivery::Done => delivered = true,
-                Delivery::Retry { items, after } => again.push((items, after)),
-            }
-        }
-        if delivered {
-            self.succeeded();
-        }
-        again
     }
 
     /// What an answer means for the batch: done, or these envelopes again (a 413 is split and
