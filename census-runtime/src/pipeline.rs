@@ -244,10 +244,7 @@ static WORKER_THREAD: Mutex<Option<Thread>> = Mutex::new(None);
 /// spills into the shared overflow; a full overflow drops the span and counts it.
 #[inline]
 pub(crate) fn submit(local: &mut Local, record: SpanRecord) {
-    let ring = match &mut local.ring {
-        Some(ring) => ring,
-        None => local.ring.insert(new_ring(FIRST_RING)),
-    };
+    let ring = ring_of(&mut local.ring);
     if let Err(rtrb::PushError::Full(record)) = ring.push(record) {
         spill(record);
         return;
@@ -267,10 +264,7 @@ pub(crate) fn submit_top(local: &mut Local, end: u64) {
         ring: local_ring,
         pushed,
     } = local;
-    let ring = match local_ring {
-        Some(ring) => ring,
-        None => local_ring.insert(new_ring(FIRST_RING)),
-    };
+    let ring = ring_of(local_ring);
     let Ok(mut chunk) = ring.write_chunk_uninit(1) else {
         // The ring is full: the record goes the slow way.
         if let Some(Frame::Span(mut record)) = stack.pop() {
@@ -306,10 +300,7 @@ pub(crate) fn submit_boxed(local: &mut Local, record: Box<SpanRecord>, end: u64)
         pushed,
         ..
     } = local;
-    let ring = match local_ring {
-        Some(ring) => ring,
-        None => local_ring.insert(new_ring(FIRST_RING)),
-    };
+    let ring = ring_of(local_ring);
     let Ok(mut chunk) = ring.write_chunk_uninit(1) else {
         let mut record = *record;
         record.end = end;
@@ -330,6 +321,15 @@ pub(crate) fn submit_boxed(local: &mut Local, record: Box<SpanRecord>, end: u64)
         chunk.commit_all();
     }
     counted(local_ring, pushed);
+}
+
+/// This thread's end of its ring, made on its first span.
+#[inline]
+fn ring_of(ring: &mut Option<rtrb::Producer<SpanRecord>>) -> &mut rtrb::Producer<SpanRecord> {
+    match ring {
+        Some(ring) => ring,
+        None => ring.insert(new_ring(FIRST_RING)),
+    }
 }
 
 /// Counts a span put in the ring; now and then looks at how full the ring is.

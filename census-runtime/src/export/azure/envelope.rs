@@ -399,14 +399,19 @@ fn time(out: &mut Vec<u8>, scratch: &mut String, at: SystemTime) {
     out.push(b'-');
     digits(out, u64::from(day), 2);
     out.push(b'T');
-    digits(out, rem / 3600, 2);
-    out.push(b':');
-    digits(out, rem / 60 % 60, 2);
-    out.push(b':');
-    digits(out, rem % 60, 2);
-    out.push(b'.');
-    digits(out, u64::from(since.subsec_micros()), 6);
+    time_of_day(out, rem, since.subsec_micros());
     out.extend_from_slice(b"Z\"");
+}
+
+/// `hh:mm:ss.ffffff` of `secs` (taken modulo a day) and `micros`.
+fn time_of_day(out: &mut Vec<u8>, secs: u64, micros: u32) {
+    digits(out, secs / 3600 % 24, 2);
+    out.push(b':');
+    digits(out, secs / 60 % 60, 2);
+    out.push(b':');
+    digits(out, secs % 60, 2);
+    out.push(b'.');
+    digits(out, u64::from(micros), 6);
 }
 
 /// `value` in decimal, zero-padded to at least `width` digits.
@@ -441,13 +446,7 @@ fn duration(out: &mut Vec<u8>, d: Duration) {
     out.push(b'"');
     digits(out, secs / 86_400, 1);
     out.push(b'.');
-    digits(out, secs / 3600 % 24, 2);
-    out.push(b':');
-    digits(out, secs / 60 % 60, 2);
-    out.push(b':');
-    digits(out, secs % 60, 2);
-    out.push(b'.');
-    digits(out, u64::from(d.subsec_micros()), 6);
+    time_of_day(out, secs, d.subsec_micros());
     out.push(b'"');
 }
 
