@@ -34,6 +34,7 @@ pub fn flush(pipeline: &Pipeline) {
 pub mod azure;
 pub mod db;
 pub mod ingestion;
+pub mod python;
 
 /// A multi-threaded tokio runtime with `workers` threads and its timers and I/O enabled.
 pub fn multi_thread_runtime(workers: usize) -> tokio::runtime::Runtime {

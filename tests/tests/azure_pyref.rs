@@ -2,7 +2,6 @@
 //! `scripts/pyref-venv` makes) and census send to the same ingestion server; their envelopes are
 //! compared kind by kind, side by side.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -10,28 +9,7 @@ use census_tests::azure::{
     every_kind_of_span, scratch_dir, settings, shape_differences, shapes, side_by_side,
 };
 use census_tests::ingestion::IngestionServer;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// The venv's python; fails (never skips) when it cannot be had.
-fn reference_python() -> PathBuf {
-    let output = Command::new(repo().join("scripts/pyref-venv"))
-        .output()
-        .expect("scripts/pyref-venv runs (it needs python3 with venv and pip)");
-    assert!(
-        output.status.success(),
-        "scripts/pyref-venv failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let python = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
-    assert!(python.exists(), "{} is missing", python.display());
-    python
-}
+use census_tests::python::{reference_python, repo};
 
 #[test]
 fn census_and_the_python_reference_send_the_same_shapes() {

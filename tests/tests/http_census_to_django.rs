@@ -12,6 +12,7 @@ use census_runtime::inproc;
 use census_runtime::integrations::reqwest::ReqwestMiddleware;
 use census_tests::azure::scratch_dir;
 use census_tests::ingestion::IngestionServer;
+use census_tests::python::{reference_python, repo};
 use http_support::*;
 use reqwest_middleware::ClientWithMiddleware;
 

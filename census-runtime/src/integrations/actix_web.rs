@@ -24,7 +24,6 @@
 //! ```
 
 use std::future::{Future, Ready, ready};
-use std::panic::resume_unwind;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -33,7 +32,7 @@ use actix_web::Error;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 
-use super::http::{CatchPanic, ServerRequest};
+use super::http::ServerRequest;
 use crate::propagation::{Incoming, REQUEST_ID, TRACEPARENT, TRACESTATE};
 
 /// The middleware, for `App::wrap`.
@@ -94,37 +93,20 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let span = request_span(&req);
         let inner = Rc::clone(&self.inner);
-        let served = span.instrument(async move {
-            match CatchPanic(inner.call(req)).await {
-                Ok(Ok(response)) => {
-                    super::http::record_response(response.status().as_u16());
-                    Ok(response)
-                }
-                Ok(Err(error)) => {
-                    super::http::record_response(error.as_response_error().status_code().as_u16());
-                    Err(error)
-                }
-                Err(payload) => {
-                    super::http::record_panic();
-                    resume_unwind(payload)
-                }
-            }
-        });
-        Box::pin(async move {
-            match CatchPanic(served).await {
-                Ok(result) => result,
-                Err(payload) => {
-                    log::error!(
-                        "census: a request handler panicked: {}",
-                        super::http::panic_message(payload.as_ref())
-                    );
-                    // actix answers an error with its response: a 500.
-                    Err(actix_web::error::ErrorInternalServerError(
-                        "the request handler panicked",
-                    ))
-                }
-            }
-        })
+        Box::pin(super::http::serve(
+            span,
+            move || inner.call(req),
+            |result| match result {
+                Ok(response) => response.status().as_u16(),
+                Err(error) => error.as_response_error().status_code().as_u16(),
+            },
+            // actix answers an error with its response: a 500.
+            || {
+                Err(actix_web::error::ErrorInternalServerError(
+                    "the request handler panicked",
+                ))
+            },
+        ))
     }
 }
 

@@ -220,6 +220,44 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     }
 }
 
+/// Serves one request inside its span, for the server integrations: `call` makes the handler's
+/// future with the span current; `status` reads the answer's status (a response's, or the
+/// error's) into the span. A panic in the handler is recorded (a 500, and an Exception as it
+/// unwinds through the span), then caught, logged, and answered with `on_panic()`: the server
+/// keeps serving.
+pub(crate) async fn serve<T, E, F>(
+    span: crate::SpanBuilder,
+    call: impl FnOnce() -> F,
+    status: impl FnOnce(&Result<T, E>) -> u16,
+    on_panic: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    let served = span.instrument(async move {
+        match CatchPanic(call()).await {
+            Ok(result) => {
+                record_response(status(&result));
+                result
+            }
+            Err(payload) => {
+                record_panic();
+                std::panic::resume_unwind(payload)
+            }
+        }
+    });
+    match CatchPanic(served).await {
+        Ok(result) => result,
+        Err(payload) => {
+            log::error!(
+                "census: a request handler panicked: {}",
+                panic_message(payload.as_ref())
+            );
+            on_panic()
+        }
+    }
+}
+
 /// Runs a future, catching a panic of any poll as `Err(payload)`.
 pub(crate) struct CatchPanic<F>(pub(crate) F);
 

@@ -40,7 +40,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::panic::resume_unwind;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -48,7 +47,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::http::{CatchPanic, ClientCall, ClientOptions, Failure, ServerRequest};
+use super::http::{ClientCall, ClientOptions, Failure, ServerRequest};
 use crate::propagation::{Incoming, REQUEST_ID, TRACEPARENT, TRACESTATE};
 
 // ---------------------------------------------------------------------------------------------
@@ -227,39 +226,21 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let span = request_span(&req);
-        let served = span.instrument(async move {
-            let result = CatchPanic(inner.call(req)).await;
-            match result {
-                Ok(Ok(response)) => {
-                    super::http::record_response(response.status().as_u16());
-                    Ok(response)
-                }
-                Ok(Err(error)) => {
-                    crate::current_span().set_result_code(500);
-                    crate::current_span().set_success(false);
-                    Err(error)
-                }
-                Err(payload) => {
-                    // Unwinding on through the span records the panic as an Exception.
-                    super::http::record_panic();
-                    resume_unwind(payload)
-                }
-            }
-        });
-        Box::pin(async move {
-            match CatchPanic(served).await {
-                Ok(result) => result,
-                Err(payload) => {
-                    log::error!(
-                        "census: a request handler panicked: {}",
-                        super::http::panic_message(payload.as_ref())
-                    );
-                    let mut response = Response::new(R::default());
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    Ok(response)
-                }
-            }
-        })
+        Box::pin(super::http::serve(
+            span,
+            move || inner.call(req),
+            // A service error is not an answer: the connection fails, which counts as a 500.
+            |result| {
+                result
+                    .as_ref()
+                    .map_or(500, |response| response.status().as_u16())
+            },
+            || {
+                let mut response = Response::new(R::default());
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                Ok(response)
+            },
+        ))
     }
 }
 

@@ -4,8 +4,6 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use census_runtime::Pipeline;
@@ -136,26 +134,4 @@ pub fn wait_for(server: &IngestionServer, done: impl Fn(&[Value]) -> bool) -> Ve
         summary(&items)
     );
     items
-}
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-/// The reference venv's python; fails (never skips) when it cannot be had.
-pub fn reference_python() -> PathBuf {
-    let output = Command::new(repo().join("scripts/pyref-venv"))
-        .output()
-        .expect("scripts/pyref-venv runs (it needs python3 with venv and pip)");
-    assert!(
-        output.status.success(),
-        "scripts/pyref-venv failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let python = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
-    assert!(python.exists(), "{} is missing", python.display());
-    python
 }
