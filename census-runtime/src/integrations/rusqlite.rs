@@ -142,6 +142,42 @@ fn target_of(conn: &rusqlite::Connection) -> Arc<str> {
     }
 }
 
+/// The calls [`Connection`] and [`Transaction`] both trace, on their `inner` (a connection, or a
+/// transaction, which derefs to one) and their `target`.
+macro_rules! traced_calls {
+    () => {
+        /// Runs one statement; see [`rusqlite::Connection::execute`].
+        pub fn execute<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+            remember_target(&self.target);
+            call(&self.target, sql, || self.inner.execute(sql, params))
+        }
+
+        /// Runs statements separated by semicolons, without parameters: one dependency for the
+        /// batch; see [`rusqlite::Connection::execute_batch`].
+        pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
+            remember_target(&self.target);
+            call(&self.target, sql, || self.inner.execute_batch(sql))
+        }
+
+        /// Runs a query for its first row; see [`rusqlite::Connection::query_row`].
+        pub fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+        where
+            P: Params,
+            F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+        {
+            remember_target(&self.target);
+            call(&self.target, sql, || self.inner.query_row(sql, params, f))
+        }
+
+        /// Prepares a statement; when SQLite refuses it (a syntax error, a missing table), that is a
+        /// failed dependency. Running the statement is traced by SQLite's events.
+        pub fn prepare(&self, sql: &str) -> rusqlite::Result<rusqlite::Statement<'_>> {
+            remember_target(&self.target);
+            prepare(&self.target, sql, || self.inner.prepare(sql))
+        }
+    };
+}
+
 /// A `rusqlite::Connection` whose every statement is a `sqlite` dependency; see the
 /// [module](self).
 pub struct Connection {
@@ -177,35 +213,7 @@ impl Connection {
         &self.target
     }
 
-    /// Runs one statement; see [`rusqlite::Connection::execute`].
-    pub fn execute<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
-        remember_target(&self.target);
-        call(&self.target, sql, || self.inner.execute(sql, params))
-    }
-
-    /// Runs statements separated by semicolons, without parameters: one dependency for the
-    /// batch; see [`rusqlite::Connection::execute_batch`].
-    pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
-        remember_target(&self.target);
-        call(&self.target, sql, || self.inner.execute_batch(sql))
-    }
-
-    /// Runs a query for its first row; see [`rusqlite::Connection::query_row`].
-    pub fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
-    where
-        P: Params,
-        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
-    {
-        remember_target(&self.target);
-        call(&self.target, sql, || self.inner.query_row(sql, params, f))
-    }
-
-    /// Prepares a statement; when SQLite refuses it (a syntax error, a missing table), that is a
-    /// failed dependency. Running the statement is traced by SQLite's events.
-    pub fn prepare(&self, sql: &str) -> rusqlite::Result<rusqlite::Statement<'_>> {
-        remember_target(&self.target);
-        prepare(&self.target, sql, || self.inner.prepare(sql))
-    }
+    traced_calls!();
 
     /// Starts a transaction (its `BEGIN`, `COMMIT`, `ROLLBACK` are traced by SQLite's events).
     pub fn transaction(&mut self) -> rusqlite::Result<Transaction<'_>> {
@@ -260,33 +268,7 @@ impl fmt::Debug for Transaction<'_> {
 }
 
 impl Transaction<'_> {
-    /// Runs one statement; see [`rusqlite::Connection::execute`].
-    pub fn execute<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
-        remember_target(&self.target);
-        call(&self.target, sql, || self.inner.execute(sql, params))
-    }
-
-    /// Runs statements separated by semicolons: one dependency for the batch.
-    pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
-        remember_target(&self.target);
-        call(&self.target, sql, || self.inner.execute_batch(sql))
-    }
-
-    /// Runs a query for its first row; see [`rusqlite::Connection::query_row`].
-    pub fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
-    where
-        P: Params,
-        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
-    {
-        remember_target(&self.target);
-        call(&self.target, sql, || self.inner.query_row(sql, params, f))
-    }
-
-    /// Prepares a statement; a refused one is a failed dependency.
-    pub fn prepare(&self, sql: &str) -> rusqlite::Result<rusqlite::Statement<'_>> {
-        remember_target(&self.target);
-        prepare(&self.target, sql, || self.inner.prepare(sql))
-    }
+    traced_calls!();
 
     /// Commits (a `COMMIT` dependency).
     pub fn commit(self) -> rusqlite::Result<()> {
