@@ -82,3 +82,63 @@ pub fn assert_absent(bytes: &[u8], needle: &str) {
         String::from_utf8_lossy(bytes)
     );
 }
+
+/// "name:success" of each span of `kind` (`sqlite`, `mysql`, ...) whose parent is `parent`, in
+/// the order they started.
+pub fn outcomes_under(spans: &[SpanRecord], kind: &str, parent: &SpanRecord) -> Vec<String> {
+    of_kind(spans, kind)
+        .into_iter()
+        .filter(|s| s.parent_id() == Some(parent.span_id()))
+        .map(|s| format!("{}:{}", s.name(), s.success()))
+        .collect()
+}
+
+/// An envelope's `data.baseData`.
+pub fn base(envelope: &Value) -> &Value {
+    &envelope["data"]["baseData"]
+}
+
+/// The envelope whose `baseData.id` is `id`.
+pub fn envelope_by_id<'a>(envelopes: &'a [Value], id: &Value) -> &'a Value {
+    envelopes
+        .iter()
+        .find(|e| base(e)["id"] == *id)
+        .unwrap_or_else(|| panic!("no envelope with id {id}"))
+}
+
+/// What every database test checks of the envelopes sent while a `#[dependency(kind = "SQL",
+/// target = "orders-db")]` repository called the driver: each of the `driver` envelopes is a
+/// child of a repository method, the driver call made after a failure (`after_failure`) is a
+/// child of `Orders::after_failure`, and no request body holds `secret` (a bound value).
+pub fn assert_nested_under_repository<'a>(
+    envelopes: &[Value],
+    driver: impl IntoIterator<Item = &'a Value>,
+    after_failure: &Value,
+    bodies: impl IntoIterator<Item = &'a [u8]>,
+    secret: &str,
+) {
+    let parent_of =
+        |envelope: &Value| envelope_by_id(envelopes, &envelope["tags"]["ai.operation.parentId"]);
+    for envelope in driver {
+        let parent = base(parent_of(envelope));
+        assert_eq!(
+            (&parent["type"], &parent["target"]),
+            (&Value::from("SQL"), &Value::from("orders-db")),
+            "{envelope:#}"
+        );
+        assert!(
+            parent["name"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Orders::"),
+            "{envelope:#}"
+        );
+    }
+    assert_eq!(
+        base(parent_of(after_failure))["name"],
+        "Orders::after_failure"
+    );
+    for body in bodies {
+        assert_absent(body, secret);
+    }
+}

@@ -3,7 +3,7 @@
 
 use census_runtime::dependency;
 use census_runtime::integrations::diesel::{QueryTracer, install};
-use census_tests::db::{assert_child_of, of_kind, with_data};
+use census_tests::db::{assert_child_of, of_kind, outcomes_under, with_data};
 use census_tests::{flush, install_memory};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -158,11 +158,7 @@ fn a_transaction_and_connections_installed_by_default_on_many_threads() {
     flush(&pipeline);
 
     let checkout = memory.one("checkout");
-    let names: Vec<String> = of_kind(&memory.spans(), "sqlite")
-        .into_iter()
-        .filter(|s| s.parent_id() == Some(checkout.span_id()))
-        .map(|s| format!("{}:{}", s.name(), s.success()))
-        .collect();
+    let names: Vec<String> = outcomes_under(&memory.spans(), "sqlite", &checkout);
     assert_eq!(
         names,
         [

@@ -7,7 +7,8 @@ use census_runtime::dependency;
 use census_runtime::integrations::mysql::Conn;
 use census_tests::azure::{scratch_dir, settings};
 use census_tests::db::{
-    assert_absent, assert_child_of, envelope_with_data, of_kind, server_url, unique, with_data,
+    assert_child_of, assert_nested_under_repository, base, envelope_with_data, outcomes_under,
+    server_url, unique, with_data,
 };
 use census_tests::ingestion::IngestionServer;
 use census_tests::{flush, install_memory};
@@ -75,10 +76,6 @@ impl Orders {
         let sql = format!("DROP TABLE {}", self.table);
         self.conn.lock().await.query_drop(sql).await
     }
-}
-
-fn base(envelope: &Value) -> &Value {
-    &envelope["data"]["baseData"]
 }
 
 #[tokio::test]
@@ -151,25 +148,14 @@ async fn envelopes_of_statements_failures_and_nesting() {
         (&Value::from(false), &Value::from("1146"))
     );
 
-    let by_id = |id: &Value| {
-        envelopes
-            .iter()
-            .find(|e| base(e)["id"] == *id)
-            .unwrap_or_else(|| panic!("no envelope with id {id}"))
-    };
-    for envelope in envelopes.iter().filter(|e| base(e)["type"] == "mysql") {
-        let parent = by_id(&envelope["tags"]["ai.operation.parentId"]);
-        assert_eq!(base(parent)["type"], "SQL");
-        assert_eq!(base(parent)["target"], "orders-db");
-    }
-    let after = envelope_with_data(&envelopes, "SELECT 1");
-    assert_eq!(
-        base(by_id(&after["tags"]["ai.operation.parentId"]))["name"],
-        "Orders::after_failure"
+    let requests = server.requests();
+    assert_nested_under_repository(
+        &envelopes,
+        envelopes.iter().filter(|e| base(e)["type"] == "mysql"),
+        envelope_with_data(&envelopes, "SELECT 1"),
+        requests.iter().map(|r| r.body.as_slice()),
+        SECRET,
     );
-    for request in server.requests() {
-        assert_absent(&request.body, SECRET);
-    }
 }
 
 #[tokio::test]
@@ -211,11 +197,7 @@ async fn transactions_commit_roll_back_and_roll_back_when_dropped() {
     flush(&pipeline);
 
     let checkout = memory.one("checkout");
-    let names: Vec<String> = of_kind(&memory.spans(), "mysql")
-        .into_iter()
-        .filter(|s| s.parent_id() == Some(checkout.span_id()))
-        .map(|s| format!("{}:{}", s.name(), s.success()))
-        .collect();
+    let names: Vec<String> = outcomes_under(&memory.spans(), "mysql", &checkout);
     let i = format!("INSERT {table}:true");
     assert_eq!(
         names,

@@ -7,7 +7,8 @@ use census_runtime::dependency;
 use census_runtime::integrations::postgres::{self, Client};
 use census_tests::azure::{scratch_dir, settings};
 use census_tests::db::{
-    assert_absent, assert_child_of, envelope_with_data, of_kind, server_url, unique, with_data,
+    assert_child_of, assert_nested_under_repository, envelope_with_data, of_kind, server_url,
+    unique, with_data,
 };
 use census_tests::ingestion::IngestionServer;
 use census_tests::{flush, install_memory};
@@ -128,32 +129,15 @@ async fn envelopes_of_statements_failures_and_nesting() {
 
     // Every driver call is a child of the repository method that made it, the one after the
     // failure included (the reference loses its parent there).
-    let by_id = |id: &serde_json::Value| {
+    let requests = server.requests();
+    assert_nested_under_repository(
+        &envelopes,
         envelopes
             .iter()
-            .find(|e| e["data"]["baseData"]["id"] == *id)
-            .cloned()
-            .unwrap_or_else(|| panic!("no envelope with id {id}"))
-    };
-    for envelope in envelopes
-        .iter()
-        .filter(|e| e["data"]["baseData"]["type"] == "postgresql")
-    {
-        let parent = by_id(&envelope["tags"]["ai.operation.parentId"]);
-        assert_eq!(parent["data"]["baseData"]["type"], "SQL", "{envelope:#}");
-        assert_eq!(parent["data"]["baseData"]["target"], "orders-db");
-        assert!(
-            parent["data"]["baseData"]["name"]
-                .as_str()
-                .unwrap()
-                .starts_with("Orders::"),
-            "{parent:#}"
-        );
-    }
-    let after = envelope_with_data(&envelopes, "SELECT 1");
-    assert_eq!(
-        base(&by_id(&after["tags"]["ai.operation.parentId"]))["name"],
-        "Orders::after_failure"
+            .filter(|e| e["data"]["baseData"]["type"] == "postgresql"),
+        envelope_with_data(&envelopes, "SELECT 1"),
+        requests.iter().map(|r| r.body.as_slice()),
+        SECRET,
     );
     // The repository's failing method failed too.
     let broken = envelopes
@@ -161,11 +145,6 @@ async fn envelopes_of_statements_failures_and_nesting() {
         .find(|e| e["data"]["baseData"]["name"] == "Orders::broken")
         .unwrap();
     assert_eq!(broken["data"]["baseData"]["success"], false);
-
-    // The bound value is in no envelope, in no byte sent.
-    for request in server.requests() {
-        assert_absent(&request.body, SECRET);
-    }
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use census_runtime::dependency;
 use census_runtime::integrations::rusqlite::Connection;
-use census_tests::db::{assert_child_of, of_kind, with_data};
+use census_tests::db::{assert_child_of, of_kind, outcomes_under, with_data};
 use census_tests::{flush, install_memory};
 
 const SECRET: &str = "census-bound-secret-5521";
@@ -140,11 +140,7 @@ fn a_transaction_is_traced_statement_by_statement() {
     flush(&pipeline);
 
     let checkout = memory.one("checkout");
-    let names: Vec<String> = of_kind(&memory.spans(), "sqlite")
-        .into_iter()
-        .filter(|s| s.parent_id() == Some(checkout.span_id()))
-        .map(|s| format!("{}:{}", s.name(), s.success()))
-        .collect();
+    let names: Vec<String> = outcomes_under(&memory.spans(), "sqlite", &checkout);
     assert_eq!(
         names,
         [

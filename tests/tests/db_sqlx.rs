@@ -7,7 +7,8 @@ use census_runtime::dependency;
 use census_runtime::integrations::sqlx::Target;
 use census_tests::azure::{scratch_dir, settings};
 use census_tests::db::{
-    assert_absent, assert_child_of, envelope_with_data, of_kind, server_url, unique, with_data,
+    assert_child_of, assert_nested_under_repository, base, envelope_with_data, of_kind, server_url,
+    unique, with_data,
 };
 use census_tests::ingestion::IngestionServer;
 use census_tests::{flush, install_memory};
@@ -68,10 +69,6 @@ impl Orders {
             .fetch_one(self.db.on(&self.pool))
             .await
     }
-}
-
-fn base(envelope: &Value) -> &Value {
-    &envelope["data"]["baseData"]
 }
 
 #[tokio::test]
@@ -135,22 +132,14 @@ async fn sqlite_envelopes_failures_and_nesting() {
         (&Value::from("SELECT orders"), &Value::from(true))
     );
 
-    let by_id = |id: &Value| envelopes.iter().find(|e| base(e)["id"] == *id).unwrap();
-    for envelope in envelopes.iter().filter(|e| base(e)["type"] == "sqlite") {
-        let parent = by_id(&envelope["tags"]["ai.operation.parentId"]);
-        assert_eq!(
-            (&base(parent)["type"], &base(parent)["target"]),
-            (&Value::from("SQL"), &Value::from("orders-db"))
-        );
-    }
-    let after = envelope_with_data(&envelopes, "SELECT 1");
-    assert_eq!(
-        base(by_id(&after["tags"]["ai.operation.parentId"]))["name"],
-        "Orders::after_failure"
+    let requests = server.requests();
+    assert_nested_under_repository(
+        &envelopes,
+        envelopes.iter().filter(|e| base(e)["type"] == "sqlite"),
+        envelope_with_data(&envelopes, "SELECT 1"),
+        requests.iter().map(|r| r.body.as_slice()),
+        SECRET,
     );
-    for request in server.requests() {
-        assert_absent(&request.body, SECRET);
-    }
 }
 
 #[tokio::test]
