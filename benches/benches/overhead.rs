@@ -244,6 +244,17 @@ fn census_pipeline(sampler: Sampler) -> census_runtime::Pipeline {
         .expect("no other pipeline is installed")
 }
 
+/// `tracing-opentelemetry` over [`otel_provider`] as this thread's default subscriber.
+fn otel_default(
+    sink: &Sink,
+    sampler: opentelemetry_sdk::trace::Sampler,
+) -> (SdkTracerProvider, tracing::subscriber::DefaultGuard) {
+    let provider = otel_provider(sink, sampler);
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"));
+    let subscriber = tracing_subscriber::registry().with(layer);
+    (provider, tracing::subscriber::set_default(subscriber))
+}
+
 fn shut(census: census_runtime::Pipeline) {
     let _ = census.shutdown(Duration::from_secs(5));
 }
@@ -302,10 +313,7 @@ fn run_variant(c: &mut Criterion, variant: Variant) {
 
     {
         let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
-        let provider = otel_provider(&sink, opentelemetry_sdk::trace::Sampler::AlwaysOff);
-        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"));
-        let subscriber = tracing_subscriber::registry().with(layer);
-        let default = tracing::subscriber::set_default(subscriber);
+        let (provider, default) = otel_default(&sink, opentelemetry_sdk::trace::Sampler::AlwaysOff);
         bench!(
             group,
             variant,
@@ -318,10 +326,7 @@ fn run_variant(c: &mut Criterion, variant: Variant) {
 
     {
         let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
-        let provider = otel_provider(&sink, opentelemetry_sdk::trace::Sampler::AlwaysOn);
-        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"));
-        let subscriber = tracing_subscriber::registry().with(layer);
-        let default = tracing::subscriber::set_default(subscriber);
+        let (provider, default) = otel_default(&sink, opentelemetry_sdk::trace::Sampler::AlwaysOn);
         bench!(
             group,
             variant,
