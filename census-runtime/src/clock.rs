@@ -107,14 +107,16 @@ pub(crate) fn init() {
     let _ = anchor();
 }
 
-/// Nanoseconds per tick, measured against `Instant` since the anchor.
-fn nanos_per_tick(anchor: &Anchor) -> f64 {
+/// Nanoseconds per tick, measured against `Instant` since the anchor. `reading` is the counter
+/// value being converted, a recent one: the rate is measured again when the process has run
+/// twice as long as when it was last measured, without reading the counter to find out.
+fn nanos_per_tick(anchor: &Anchor, reading: u64) -> f64 {
     if !anchor.tsc {
         return 1.0;
     }
     let baseline = RATE_BASELINE.load(Ordering::Relaxed);
     let cached = f64::from_bits(NANOS_PER_TICK.load(Ordering::Relaxed));
-    let ticks = read_tsc().saturating_sub(anchor.raw);
+    let ticks = reading.saturating_sub(anchor.raw);
     if baseline != 0 && ticks < baseline.saturating_mul(2) {
         return cached;
     }
@@ -134,11 +136,11 @@ fn nanos_per_tick(anchor: &Anchor) -> f64 {
     rate
 }
 
-fn ticks_to_nanos(anchor: &Anchor, ticks: u64) -> u64 {
+fn ticks_to_nanos(anchor: &Anchor, ticks: u64, reading: u64) -> u64 {
     if !anchor.tsc {
         return ticks;
     }
-    (ticks as f64 * nanos_per_tick(anchor)).round() as u64
+    (ticks as f64 * nanos_per_tick(anchor, reading)).round() as u64
 }
 
 /// The time between two readings.
@@ -146,7 +148,7 @@ pub(crate) fn between(start: u64, end: u64) -> Duration {
     if end <= start {
         return Duration::ZERO;
     }
-    Duration::from_nanos(ticks_to_nanos(anchor(), end - start))
+    Duration::from_nanos(ticks_to_nanos(anchor(), end - start, end))
 }
 
 /// The wall-clock time of a reading.
