@@ -72,6 +72,7 @@ struct CachedResolver {
 
 #[derive(Debug)]
 struct CachedAddrs {
+    scheme: String,
     authority: String,
     addrs: Vec<std::net::SocketAddr>,
     at: Instant,
@@ -87,13 +88,11 @@ impl ureq::unversioned::resolver::Resolver for CachedResolver {
         config: &ureq::config::Config,
         timeout: ureq::unversioned::transport::NextTimeout,
     ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
-        let authority = format!(
-            "{}://{}",
-            uri.scheme_str().unwrap_or_default(),
-            uri.authority().map_or("", |a| a.as_str())
-        );
+        let scheme = uri.scheme_str().unwrap_or_default();
+        let authority = uri.authority().map_or("", |a| a.as_str());
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(cached) = cache.as_ref()
+            && cached.scheme == scheme
             && cached.authority == authority
             && cached.at.elapsed() < RESOLVE_TTL
         {
@@ -105,7 +104,8 @@ impl ureq::unversioned::resolver::Resolver for CachedResolver {
         }
         let resolved = self.lookup.resolve(uri, config, timeout)?;
         *cache = Some(CachedAddrs {
-            authority,
+            scheme: scheme.to_owned(),
+            authority: authority.to_owned(),
             addrs: resolved.to_vec(),
             at: Instant::now(),
         });
