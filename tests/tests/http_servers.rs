@@ -65,13 +65,10 @@ fn plain_client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hyper_server_continues_the_callers_trace_and_names_requests_by_path() {
-    let (pipeline, memory) = install_memory();
-    let base = serve_hyper().await;
-    let client = plain_client();
-    let body = client
-        .get(format!("{base}/orders/7?full=1"))
+/// GETs `url` as a call inside the trace of `TRACEPARENT`, with a `tracestate`; the body.
+async fn get_in_trace(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(url)
         .header("traceparent", TRACEPARENT)
         .header("tracestate", "congo=t61rcWkgMzE")
         .send()
@@ -79,7 +76,14 @@ async fn a_hyper_server_continues_the_callers_trace_and_names_requests_by_path()
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hyper_server_continues_the_callers_trace_and_names_requests_by_path() {
+    let (pipeline, memory) = install_memory();
+    let base = serve_hyper().await;
+    let client = plain_client();
+    let body = get_in_trace(&client, &format!("{base}/orders/7?full=1")).await;
     assert_eq!(body, "order 7, state Some(\"congo=t61rcWkgMzE\")");
     let missing = client.get(format!("{base}/nothing")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
@@ -176,16 +180,7 @@ async fn an_actix_app_names_requests_by_route_and_continues_traceparent_and_requ
     let server = actix::start();
     let base = &server.base;
     let client = plain_client();
-    let body = client
-        .get(format!("{base}/orders/7"))
-        .header("traceparent", TRACEPARENT)
-        .header("tracestate", "congo=t61rcWkgMzE")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_in_trace(&client, &format!("{base}/orders/7")).await;
     assert_eq!(body, "order 7, state Some(\"congo=t61rcWkgMzE\")");
     let legacy = client
         .get(format!("{base}/orders/8"))
