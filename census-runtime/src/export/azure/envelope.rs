@@ -64,11 +64,12 @@ impl Items {
 
     /// The envelopes at `range`, as a new batch.
     pub(crate) fn slice(&self, range: std::ops::Range<usize>) -> Items {
-        let mut out = Items::default();
-        for index in range {
-            out.push(self.get(index));
+        let offset = |index: usize| if index == 0 { 0 } else { self.ends[index - 1] };
+        let (start, end) = (offset(range.start), offset(range.end));
+        Items {
+            bytes: self.bytes[start..end].to_vec(),
+            ends: self.ends[range].iter().map(|end| end - start).collect(),
         }
-        out
     }
 
     /// The envelopes as a JSON array, into `body` (cleared first).
@@ -640,5 +641,22 @@ mod tests {
         items.write_array(&mut body);
         assert_eq!(body, b"[{\"a\":1},{\"b\":2}]");
         assert_eq!(items.slice(1..2).get(0), b"{\"b\":2}");
+    }
+
+    #[test]
+    fn a_slice_holds_exactly_the_envelopes_of_its_range() {
+        let mut items = Items::default();
+        for n in 0..5 {
+            items.push(format!("{{\"n\":{}}}", n * 100).as_bytes());
+        }
+        for (start, end) in [(0, 0), (0, 1), (0, 5), (1, 4), (2, 3), (4, 5), (5, 5)] {
+            let slice = items.slice(start..end);
+            let expected: Vec<&[u8]> = items.iter().skip(start).take(end - start).collect();
+            assert_eq!(slice.iter().collect::<Vec<_>>(), expected, "{start}..{end}");
+            assert_eq!(
+                slice.byte_len(),
+                expected.iter().map(|e| e.len()).sum::<usize>()
+            );
+        }
     }
 }

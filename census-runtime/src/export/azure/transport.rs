@@ -189,10 +189,17 @@ fn gzip_into(deflate: &mut Option<flate2::Compress>, body: &[u8], out: &mut Vec<
 /// A batch the helper thread sends, and then its answer.
 struct Job {
     items: Items,
+    /// Where the batch goes; where the last redirect pointed once it is sent.
     endpoint: Endpoint,
+    /// The endpoint when the batch was lent.
+    lent_to: Endpoint,
     timeout: Duration,
     answer: Option<Answer>,
 }
+
+/// Batches lent to the helper and not answered yet: one in its hands and one waiting for it,
+/// so that it never waits for this thread between two batches.
+const LENT: usize = 2;
 
 /// The helper thread's ends.
 struct Helper {
@@ -254,8 +261,11 @@ impl Transport {
                 Ok(Message::Items(mut items)) => {
                     if self.pending.is_empty() {
                         self.pending_since = Some(Instant::now());
+                        // Taken as it is; the empty buffer goes back to the exporter.
+                        std::mem::swap(&mut self.pending, &mut items);
+                    } else {
+                        self.pending.append(&items);
                     }
-                    self.pending.append(&items);
                     items.clear();
                     let _ = self.spare.try_send(items);
                 }
@@ -279,7 +289,7 @@ impl Transport {
                 .pending_since
                 .is_some_and(|since| now >= since + self.config.interval);
             if self.pending.len() >= self.config.max_items || due {
-                self.ship_pending();
+                self.ship_pending(due);
             }
             if Instant::now() >= self.retry_at && Instant::now() >= self.backlog_at {
                 self.send_backlog();
@@ -295,24 +305,36 @@ impl Transport {
         wake.max(Instant::now() + Duration::from_millis(1))
     }
 
-    /// Sends what is pending, in batches; what fails goes to the backlog.
-    fn ship_pending(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        self.pending_since = None;
+    /// Sends what is pending in full batches, and (`all`) the last, partial one too; the rest
+    /// waits for more envelopes or for the send interval. What fails goes to the backlog.
+    fn ship_pending(&mut self, all: bool) {
+        let max = self.config.max_items;
+        let ship = if all {
+            self.pending.len()
+        } else {
+            self.pending.len() / max * max
+        };
         let mut batches = VecDeque::new();
-        let mut start = 0;
-        while start < pending.len() {
-            let end = (start + self.config.max_items).min(pending.len());
-            batches.push_back(pending.slice(start..end));
-            start = end;
+        if ship == self.pending.len() && ship <= max {
+            // One batch: sent as it is, without a copy.
+            batches.push_back(std::mem::take(&mut self.pending));
+        } else {
+            let mut start = 0;
+            while start < ship {
+                let end = (start + max).min(ship);
+                batches.push_back(self.pending.slice(start..end));
+                start = end;
+            }
+            let rest = self.pending.slice(ship..self.pending.len());
+            self.pending = rest;
+        }
+        if self.pending.is_empty() {
+            self.pending_since = None;
         }
         // What failed, or waits behind a failure, goes to the backlog.
         for items in self.send_batches(batches, None) {
             self.keep(items);
         }
-        let mut reuse = pending;
-        reuse.clear();
-        self.pending = reuse;
     }
 
     /// Sends the oldest batches of the backlog while the endpoint takes them.
@@ -494,10 +516,10 @@ impl Transport {
         self.answered(items, answer, timeout)
     }
 
-    /// Sends `batches` in order, two in flight at a time when there are several: the helper
-    /// thread takes one while this thread sends the next, and gets another as soon as it has
-    /// answered. Counts each outcome; stops sending at a failure's backoff or at `deadline`.
-    /// Returns what must be sent again: the failed batches and those never tried.
+    /// Sends `batches` in order, two in flight at a time when there are several: this thread
+    /// posts one while the helper thread posts another, with the helper's next batch already
+    /// waiting for it. Counts each outcome; stops sending at a failure's backoff or at
+    /// `deadline`. Returns what must be sent again: the failed batches and those never tried.
     fn send_batches(
         &mut self,
         mut batches: VecDeque<Items>,
@@ -505,9 +527,10 @@ impl Transport {
     ) -> Vec<Items> {
         let mut again = Vec::new();
         let use_helper = batches.len() > 1 && self.ensure_helper();
-        // The batch the helper is sending, and the endpoint it started from.
-        let mut lent: Option<(u64, Endpoint)> = None;
-        while let Some(mut batch) = batches.pop_front() {
+        // Envelope counts of the batches lent to the helper, oldest first.
+        let mut lent: VecDeque<u64> = VecDeque::new();
+        while let Some(batch) = batches.pop_front() {
+            self.take_answers(&mut lent, &mut again, false);
             let now = Instant::now();
             if now < self.retry_at || deadline.is_some_and(|d| now >= d) {
                 again.push(batch);
@@ -515,36 +538,52 @@ impl Transport {
             }
             let timeout =
                 deadline.map_or(self.config.timeout, |d| (d - now).min(self.config.timeout));
-            if use_helper && lent.is_none() {
+            // The last batch is this thread's, so that it never only waits for the helper.
+            let batch = if use_helper && lent.len() < LENT && !batches.is_empty() {
                 match self.lend(batch, timeout) {
                     Ok(count) => {
-                        lent = Some((count, self.endpoint.clone()));
-                        let Some(next) = batches.pop_front() else {
-                            break;
-                        };
-                        batch = next;
+                        lent.push_back(count);
+                        continue;
                     }
-                    Err(returned) => batch = returned,
+                    Err(returned) => returned,
                 }
-            }
+            } else {
+                batch
+            };
             let answer = self.poster.post(&mut self.endpoint, &batch, timeout);
             let delivery = self.answered(batch, answer, timeout);
             self.count(delivery, &mut again);
-            if let Some((count, before)) = lent.take() {
-                match self.helper.as_ref().map(|h| h.answers.try_recv()) {
-                    Some(Ok(job)) => self.returned(job, &before, &mut again),
-                    Some(Err(std::sync::mpsc::TryRecvError::Empty)) => lent = Some((count, before)),
-                    _ => self.helper_lost(count),
-                }
-            }
         }
-        if let Some((count, before)) = lent {
-            match self.helper.as_ref().map(|h| h.answers.recv()) {
-                Some(Ok(job)) => self.returned(job, &before, &mut again),
-                _ => self.helper_lost(count),
-            }
-        }
+        self.take_answers(&mut lent, &mut again, true);
         again
+    }
+
+    /// Takes the helper's answers into account: those already there, or (`wait`) all of them.
+    fn take_answers(&mut self, lent: &mut VecDeque<u64>, again: &mut Vec<Items>, wait: bool) {
+        while !lent.is_empty() {
+            let Some(helper) = &self.helper else {
+                break;
+            };
+            let job = if wait {
+                helper.answers.recv().ok()
+            } else {
+                match helper.answers.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+                }
+            };
+            match job {
+                Some(job) => {
+                    lent.pop_front();
+                    self.returned(job, again);
+                }
+                None => break,
+            }
+        }
+        if !lent.is_empty() {
+            self.helper_lost(lent.drain(..).sum());
+        }
     }
 
     /// Hands a batch to the helper thread; gives it back if the helper is gone.
@@ -553,6 +592,7 @@ impl Transport {
         let job = Job {
             items,
             endpoint: self.endpoint.clone(),
+            lent_to: self.endpoint.clone(),
             timeout,
             answer: None,
         };
@@ -568,9 +608,9 @@ impl Transport {
     }
 
     /// Takes the helper's answer into account.
-    fn returned(&mut self, job: Job, before: &Endpoint, again: &mut Vec<Items>) {
+    fn returned(&mut self, job: Job, again: &mut Vec<Items>) {
         // A redirect the helper followed holds for later batches too.
-        if job.endpoint != *before && self.endpoint == *before {
+        if job.endpoint != job.lent_to && self.endpoint == job.lent_to {
             self.endpoint = job.endpoint;
         }
         let delivery = match job.answer {
@@ -583,7 +623,7 @@ impl Transport {
         self.count(delivery, again);
     }
 
-    /// The helper is gone with a batch (it cannot panic short of a bug): counted as lost.
+    /// The helper is gone with batches (it cannot panic short of a bug): counted as lost.
     fn helper_lost(&mut self, count: u64) {
         self.helper = None;
         self.no_helper = true;
@@ -605,8 +645,8 @@ impl Transport {
     /// Starts the helper thread on first need; whether there is one.
     fn ensure_helper(&mut self) -> bool {
         if self.helper.is_none() && !self.no_helper {
-            let (jobs, inbox) = std::sync::mpsc::sync_channel::<Job>(1);
-            let (outbox, answers) = std::sync::mpsc::sync_channel::<Job>(1);
+            let (jobs, inbox) = std::sync::mpsc::sync_channel::<Job>(LENT);
+            let (outbox, answers) = std::sync::mpsc::sync_channel::<Job>(LENT);
             let mut poster = Poster {
                 agent: self.poster.agent.clone(),
                 gzip: self.poster.gzip,
