@@ -367,3 +367,39 @@ fn two_waiting_batches_go_out_at_once_and_each_is_settled_on_its_own() {
     let d = diagnostics();
     assert_eq!((d.retried, d.sent), (3, 6));
 }
+
+#[test]
+fn full_batches_go_at_once_and_the_rest_waits_for_the_send_interval() {
+    let server = IngestionServer::start().unwrap();
+    let census = census_runtime::pipeline()
+        .cloud_role("azure-statuses")
+        .azure(
+            settings(&server, &scratch_dir("partial"))
+                .max_batch(3)
+                .send_interval(Duration::from_secs(60)),
+        )
+        .install()
+        .expect("the pipeline installs");
+    let sent = spans("partial", 7);
+    assert!(
+        server.wait_for_accepted(6, Duration::from_secs(10)),
+        "the two full batches go without waiting for the send interval"
+    );
+    let requests = server.requests();
+    assert_eq!(
+        requests.iter().map(|r| r.items.len()).collect::<Vec<_>>(),
+        [3, 3],
+        "the seventh envelope waits for a fuller batch"
+    );
+    census
+        .flush(Duration::from_secs(10))
+        .expect("flush completes");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(
+        requests[2].items.len(),
+        1,
+        "a flush sends the partial batch"
+    );
+    assert_eq!(sorted(server.accepted_names()), sorted(sent));
+}
