@@ -167,6 +167,25 @@ fn retry_after_is_honoured() {
 }
 
 #[test]
+fn retry_after_as_an_http_date_is_honoured() {
+    let server = IngestionServer::start().unwrap();
+    // An HTTP date has whole seconds: four from now is more than three from the answer; the
+    // exporter's own backoff here is at most 400 ms.
+    let at = std::time::SystemTime::now() + Duration::from_secs(4);
+    server.script([Reply::status(503).header("Retry-After", &httpdate::fmt_http_date(at))]);
+    let census = install(&server, "retry-after-date");
+    spans("throttled-until", 2);
+    census.flush(Duration::from_secs(10)).unwrap();
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    let gap = requests[1].received - requests[0].received;
+    assert!(
+        gap >= Duration::from_millis(2500),
+        "resent after {gap:?}, before the date in Retry-After"
+    );
+}
+
+#[test]
 fn partial_success_resends_only_the_retryable_items() {
     let server = IngestionServer::start().unwrap();
     server.script([Reply::partial(&[(1, 500), (3, 400), (4, 429)])]);

@@ -903,11 +903,22 @@ enum Answer {
 
 /// `Retry-After` in seconds (the form Application Insights sends), capped at an hour.
 fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: f64 = value.trim().parse().ok()?;
-    if !secs.is_finite() || secs < 0.0 {
-        return None;
+    parse_retry_after_at(value, std::time::SystemTime::now())
+}
+
+/// `Retry-After` as seconds, or as an HTTP date (RFC 9110: IMF-fixdate and the two obsolete
+/// forms) counted from `now`; a date already past means now. Capped at an hour.
+fn parse_retry_after_at(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    const MAX: Duration = Duration::from_secs(3600);
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        return Some(Duration::from_secs_f64(secs.min(MAX.as_secs_f64())));
     }
-    Some(Duration::from_secs_f64(secs.min(3600.0)))
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default().min(MAX))
 }
 
 /// The `errors` of a 206 body: `(index, statusCode)` pairs; `None` when unreadable.
@@ -953,6 +964,29 @@ mod tests {
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("99999"), Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date() {
+        let now = httpdate::parse_http_date("Thu, 26 Nov 2026 10:00:00 GMT").unwrap();
+        let at = |value| parse_retry_after_at(value, now);
+        assert_eq!(
+            at("Thu, 26 Nov 2026 10:00:30 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        // The obsolete RFC 850 and asctime forms.
+        assert_eq!(
+            at("Thursday, 26-Nov-26 10:01:00 GMT"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(at("Thu Nov 26 10:00:05 2026"), Some(Duration::from_secs(5)));
+        assert_eq!(at("Thu, 26 Nov 2026 09:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            at("Fri, 27 Nov 2026 10:00:00 GMT"),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(at("Thu, 26 Nov 2026 25:00:00 GMT"), None);
+        assert_eq!(at("tomorrow"), None);
     }
 
     #[test]
