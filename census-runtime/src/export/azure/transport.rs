@@ -901,7 +901,7 @@ enum Answer {
     Failed(String),
 }
 
-/// `Retry-After` in seconds (the form Application Insights sends), capped at an hour.
+/// `Retry-After` from now: see [`parse_retry_after_at`].
 fn parse_retry_after(value: &str) -> Option<Duration> {
     parse_retry_after_at(value, std::time::SystemTime::now())
 }
