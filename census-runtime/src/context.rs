@@ -3,6 +3,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
+use std::mem::MaybeUninit;
 use std::num::NonZero;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -251,11 +252,40 @@ pub(crate) struct Local {
     pub(crate) ring: Option<rtrb::Producer<SpanRecord>>,
     /// Spans put in the ring, to look at its fill now and then.
     pub(crate) pushed: u32,
+    /// Boxes of async spans' records that ended on this thread, for the next async spans: a
+    /// recorded future allocates nothing once its thread has ended a few.
+    #[expect(
+        clippy::vec_box,
+        reason = "the boxes themselves are handed out and taken back"
+    )]
+    pub(crate) spare: Vec<Box<MaybeUninit<SpanRecord>>>,
+}
+
+/// At most this many spare boxes per thread.
+pub(crate) const SPARE_BOXES: usize = 16;
+
+/// Keeps the box of a record that was moved out, for the next async span; frees it when the
+/// thread has enough.
+#[inline]
+#[expect(
+    clippy::vec_box,
+    reason = "the boxes themselves are handed out and taken back"
+)]
+pub(crate) fn keep_box(
+    spare: &mut Vec<Box<MaybeUninit<SpanRecord>>>,
+    slot: Box<MaybeUninit<SpanRecord>>,
+) {
+    if spare.len() < SPARE_BOXES {
+        if spare.capacity() == 0 {
+            spare.reserve_exact(SPARE_BOXES);
+        }
+        spare.push(slot);
+    }
 }
 
 thread_local! {
     pub(crate) static LOCAL: RefCell<Local> = const {
-        RefCell::new(Local { stack: Vec::new(), ring: None, pushed: 0 })
+        RefCell::new(Local { stack: Vec::new(), ring: None, pushed: 0, spare: Vec::new() })
     };
 
 }
@@ -305,6 +335,72 @@ pub(crate) fn set_depth(depth: usize) {
 }
 
 impl Local {
+    /// A box for an async span's record: a spare one, else a new one.
+    #[inline]
+    pub(crate) fn boxed(&mut self, record: SpanRecord) -> Box<SpanRecord> {
+        Box::write(self.spare.pop().unwrap_or_else(Box::new_uninit), record)
+    }
+
+    /// Moves a record out of its box, and keeps the box.
+    pub(crate) fn unbox(&mut self, record: Box<SpanRecord>) -> SpanRecord {
+        let raw = Box::into_raw(record);
+        // SAFETY: the record is read out of the box once, and the box is then kept as
+        // uninitialised memory (nothing dropped): the record has one owner.
+        unsafe {
+            let out = std::ptr::read(raw);
+            keep_box(
+                &mut self.spare,
+                Box::from_raw(raw.cast::<MaybeUninit<SpanRecord>>()),
+            );
+            out
+        }
+    }
+
+    /// Pushes an async span's frame for one poll, written in place in its slot (the box pointer
+    /// and the variant, not a whole frame built elsewhere and copied); returns its depth.
+    #[inline]
+    pub(crate) fn push_boxed(&mut self, record: Box<SpanRecord>) -> usize {
+        let depth = self.stack.len();
+        if self.stack.capacity() == depth {
+            self.stack.reserve(8);
+        }
+        // SAFETY: the slot at `depth` is within the capacity just ensured; it is written whole
+        // before the length covers it.
+        unsafe {
+            self.stack
+                .as_mut_ptr()
+                .add(depth)
+                .write(Frame::Boxed(record));
+            self.stack.set_len(depth + 1);
+        }
+        set_depth(depth + 1);
+        depth
+    }
+
+    /// Takes back the box of the frame pushed by [`Local::push_boxed`] when it is still on top
+    /// at `depth` and is the span `span_id`: the box pointer is read alone, not the whole frame.
+    #[inline]
+    pub(crate) fn pop_boxed(&mut self, depth: usize, span_id: SpanId) -> Option<Box<SpanRecord>> {
+        if depth + 1 != self.stack.len() {
+            return None;
+        }
+        let Some(Frame::Boxed(record)) = self.stack.last() else {
+            return None;
+        };
+        if record.span_id != span_id {
+            return None;
+        }
+        // SAFETY: the box is read out of the top frame and the length then cut below it, so
+        // that nothing is dropped and the box has one owner.
+        let record = unsafe {
+            let record = std::ptr::read(record);
+            self.stack.set_len(depth);
+            record
+        };
+        set_depth(depth);
+        Some(record)
+    }
+
     /// Pushes a frame; returns its depth.
     #[inline]
     pub(crate) fn push(&mut self, frame: Frame) -> usize {
@@ -520,6 +616,48 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_async_span_s_box_is_kept_for_the_next_one_and_the_spares_are_bounded() {
+        static SITE: crate::site::Site = crate::site::Site::inproc("boxed");
+        let record = || SpanRecord {
+            site: &SITE,
+            trace_id: TraceId::random(),
+            span_id: SpanId::random(),
+            parent_id: None,
+            start: 1,
+            end: 2,
+            sample_rate: 100.0,
+            success: true,
+            operation_name: Some("GET /".into()),
+            extra: None,
+        };
+        let mut local = Local {
+            stack: Vec::new(),
+            ring: None,
+            pushed: 0,
+            spare: Vec::new(),
+        };
+        let first = local.boxed(record());
+        let address = std::ptr::from_ref::<SpanRecord>(&first);
+        let span_id = first.span_id;
+        let moved = local.unbox(first);
+        assert_eq!(moved.span_id, span_id, "the record comes out whole");
+        assert_eq!(moved.operation_name.as_deref(), Some("GET /"));
+        assert_eq!(local.spare.len(), 1);
+        let second = local.boxed(record());
+        assert_eq!(
+            std::ptr::from_ref::<SpanRecord>(&second),
+            address,
+            "the next async span reuses the box"
+        );
+        assert!(local.spare.is_empty());
+        for _ in 0..3 * SPARE_BOXES {
+            keep_box(&mut local.spare, Box::new_uninit());
+        }
+        assert_eq!(local.spare.len(), SPARE_BOXES);
+        drop(second);
+    }
 
     #[test]
     fn ids_round_trip_through_lowercase_hex() {

@@ -263,6 +263,7 @@ pub(crate) fn submit_top(local: &mut Local, end: u64) {
         stack,
         ring: local_ring,
         pushed,
+        ..
     } = local;
     let ring = ring_of(local_ring);
     let Ok(mut chunk) = ring.write_chunk_uninit(1) else {
@@ -298,6 +299,7 @@ pub(crate) fn submit_boxed(local: &mut Local, record: Box<SpanRecord>, end: u64)
     let Local {
         ring: local_ring,
         pushed,
+        spare,
         ..
     } = local;
     let ring = ring_of(local_ring);
@@ -310,14 +312,15 @@ pub(crate) fn submit_boxed(local: &mut Local, record: Box<SpanRecord>, end: u64)
     let slot = chunk.as_mut_slices().0[0].as_mut_ptr();
     let raw = Box::into_raw(record);
     // SAFETY: the record is moved, bitwise, out of the box into the uninitialised slot; the box
-    // is then freed as uninitialised memory (nothing dropped), so the record has one owner, and
-    // the slot is committed only once written.
+    // is then kept (or freed) as uninitialised memory (nothing dropped), so the record has one
+    // owner, and the slot is committed only once written.
     unsafe {
         std::ptr::copy_nonoverlapping(raw, slot, 1);
         (*slot).end = end;
-        drop(Box::from_raw(
-            raw.cast::<std::mem::MaybeUninit<SpanRecord>>(),
-        ));
+        crate::context::keep_box(
+            spare,
+            Box::from_raw(raw.cast::<std::mem::MaybeUninit<SpanRecord>>()),
+        );
         chunk.commit_all();
     }
     counted(local_ring, pushed);
@@ -931,6 +934,7 @@ mod tests {
             stack: Vec::new(),
             ring: None,
             pushed: 0,
+            spare: Vec::new(),
         };
         submit(&mut local, record());
         let first = local.ring.as_ref().map(|r| r.buffer().capacity());

@@ -612,9 +612,9 @@ enum AsyncFrame {
 }
 
 impl AsyncFrame {
-    fn from_frame(frame: Option<Frame>) -> AsyncFrame {
+    fn from_frame(local: &mut Local, frame: Option<Frame>) -> AsyncFrame {
         match frame {
-            Some(Frame::Span(record)) => AsyncFrame::Recording(Box::new(record)),
+            Some(Frame::Span(record)) => AsyncFrame::Recording(local.boxed(record)),
             Some(Frame::Boxed(record)) => AsyncFrame::Recording(record),
             Some(Frame::Unsampled) => AsyncFrame::Unsampled,
             Some(Frame::Parent(_)) | None => AsyncFrame::Inert,
@@ -683,9 +683,13 @@ impl AsyncSpan {
             let trace_id = pipeline::new_trace_id();
             let span_id = SpanId::random();
             let sample_rate = pipeline::sample_percentage();
+            // A spare box of this thread's, or a new one.
+            let slot = with_local(|local| local.spare.pop())
+                .flatten()
+                .unwrap_or_else(Box::new_uninit);
             // Written once, in the box, the clock read last.
             let record = Box::write(
-                Box::new_uninit(),
+                slot,
                 SpanRecord {
                     site,
                     trace_id,
@@ -708,16 +712,17 @@ impl AsyncSpan {
 
     #[inline(never)]
     fn start_slow(site: &'static Site, start: Start) -> AsyncSpan {
-        let frame = with_local(|local| open(local, site, start.remote))
-            .flatten()
-            .map(|mut frame| {
+        let frame = with_local(|local| {
+            let frame = open(local, site, start.remote).map(|mut frame| {
                 if let Frame::Span(record) = &mut frame {
                     start.apply(record);
                 }
                 frame
             });
+            AsyncFrame::from_frame(local, frame)
+        });
         AsyncSpan {
-            frame: AsyncFrame::from_frame(frame),
+            frame: frame.unwrap_or(AsyncFrame::Inert),
         }
     }
 
@@ -776,8 +781,10 @@ struct PollScope<'a> {
 impl<'a> PollScope<'a> {
     #[inline(never)]
     fn enter(slot: &'a mut AsyncFrame) -> Option<PollScope<'a>> {
-        let (frame, span_id) = match std::mem::replace(slot, AsyncFrame::Inert) {
-            AsyncFrame::Inert => return None,
+        // `with_local` is `None` while the thread is torn down: the future is then polled
+        // without its span.
+        match std::mem::replace(slot, AsyncFrame::Inert) {
+            AsyncFrame::Inert => None,
             AsyncFrame::Unsampled => {
                 *slot = AsyncFrame::Unsampled;
                 // A dropped trace's root with nothing current: the flag, not a frame.
@@ -789,19 +796,21 @@ impl<'a> PollScope<'a> {
                         span_id: None,
                     });
                 }
-                (Frame::Unsampled, None)
+                with_local(|local| local.push(Frame::Unsampled)).map(|depth| PollScope {
+                    slot,
+                    depth: Some(depth),
+                    span_id: None,
+                })
             }
             AsyncFrame::Recording(record) => {
                 let span_id = record.span_id;
-                (Frame::Boxed(record), Some(span_id))
+                with_local(|local| local.push_boxed(record)).map(|depth| PollScope {
+                    slot,
+                    depth: Some(depth),
+                    span_id: Some(span_id),
+                })
             }
-        };
-        // `None` while the thread is torn down: the future is then polled without its span.
-        with_local(|local| local.push(frame)).map(|depth| PollScope {
-            slot,
-            depth: Some(depth),
-            span_id,
-        })
+        }
     }
 }
 
@@ -813,14 +822,25 @@ impl Drop for PollScope<'_> {
             return;
         };
         let panicking = std::thread::panicking();
-        with_local(|local| match take_frame(local, depth, self.span_id) {
-            Some(Frame::Boxed(mut record)) if panicking => {
-                record.fail_on_panic();
-                close(local, *record);
+        with_local(|local| {
+            // Usually the frame is on top: its box is taken back alone.
+            let record = match self.span_id.and_then(|id| local.pop_boxed(depth, id)) {
+                Some(record) => Some(record),
+                None => match take_frame(local, depth, self.span_id) {
+                    Some(Frame::Boxed(record)) => Some(record),
+                    // The unsampled frame stays in the future; anything else was not ours.
+                    _ => None,
+                },
+            };
+            match record {
+                Some(mut record) if panicking => {
+                    record.fail_on_panic();
+                    let record = local.unbox(record);
+                    close(local, record);
+                }
+                Some(record) => *self.slot = AsyncFrame::Recording(record),
+                None => {}
             }
-            Some(Frame::Boxed(record)) => *self.slot = AsyncFrame::Recording(record),
-            // The unsampled frame stays in the future; anything else was not ours.
-            _ => {}
         });
     }
 }
@@ -882,7 +902,10 @@ fn cancel(mut record: Box<SpanRecord>) {
     if extra.result_code.is_none() {
         extra.result_code = Some(Cow::Borrowed("cancelled"));
     }
-    with_local(|local| close(local, *record));
+    with_local(|local| {
+        let record = local.unbox(record);
+        close(local, record);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
