@@ -149,17 +149,27 @@ fn status_200_delivers_everything_once() {
     assert_eq!(diagnostics().sent, 5);
 }
 
-#[test]
-fn retry_after_is_honoured() {
+/// How long after a first answer of `reply` its batch was sent again.
+fn resent_after(reply: Reply, name: &str) -> Duration {
     let server = IngestionServer::start().unwrap();
-    // The exporter's own backoff is 50-400 ms here: only Retry-After explains a wait of 2 s.
-    server.script([Reply::status(429).retry_after(2)]);
-    let census = install(&server, "retry-after");
-    spans("throttled", 2);
+    server.script([reply]);
+    let census = install(&server, name);
+    spans(name, 2);
     census.flush(Duration::from_secs(10)).unwrap();
     let requests = server.requests();
-    assert_eq!(requests.len(), 2);
-    let gap = requests[1].received - requests[0].received;
+    assert_eq!(
+        requests.len(),
+        2,
+        "one answered with {reply_status}, one resent",
+        reply_status = requests[0].reply.status
+    );
+    requests[1].received - requests[0].received
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    // The exporter's own backoff is 50-400 ms here: only Retry-After explains a wait of 2 s.
+    let gap = resent_after(Reply::status(429).retry_after(2), "retry-after");
     assert!(
         gap >= Duration::from_millis(1900),
         "resent after {gap:?}, before Retry-After"
@@ -168,17 +178,11 @@ fn retry_after_is_honoured() {
 
 #[test]
 fn retry_after_as_an_http_date_is_honoured() {
-    let server = IngestionServer::start().unwrap();
     // An HTTP date has whole seconds: four from now is more than three from the answer; the
     // exporter's own backoff here is at most 400 ms.
     let at = std::time::SystemTime::now() + Duration::from_secs(4);
-    server.script([Reply::status(503).header("Retry-After", &httpdate::fmt_http_date(at))]);
-    let census = install(&server, "retry-after-date");
-    spans("throttled-until", 2);
-    census.flush(Duration::from_secs(10)).unwrap();
-    let requests = server.requests();
-    assert_eq!(requests.len(), 2);
-    let gap = requests[1].received - requests[0].received;
+    let reply = Reply::status(503).header("Retry-After", &httpdate::fmt_http_date(at));
+    let gap = resent_after(reply, "retry-after-date");
     assert!(
         gap >= Duration::from_millis(2500),
         "resent after {gap:?}, before the date in Retry-After"
