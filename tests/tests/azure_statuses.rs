@@ -157,12 +157,7 @@ fn resent_after(reply: Reply, name: &str) -> Duration {
     spans(name, 2);
     census.flush(Duration::from_secs(10)).unwrap();
     let requests = server.requests();
-    assert_eq!(
-        requests.len(),
-        2,
-        "one answered with {reply_status}, one resent",
-        reply_status = requests[0].reply.status
-    );
+    assert_eq!(requests.len(), 2, "one failed request, one resend");
     requests[1].received - requests[0].received
 }
 
