@@ -97,7 +97,7 @@ impl Default for AzureExporterBuilder {
             timeout: Duration::from_secs(10),
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
-            queue_batches: 64,
+            queue_batches: 32,
         }
     }
 }
@@ -171,7 +171,7 @@ impl AzureExporterBuilder {
     }
 
     /// How many batches may wait for the transport thread before they go straight to storage
-    /// (default 64).
+    /// (default 32).
     pub fn queue_batches(mut self, batches: usize) -> Self {
         self.queue_batches = batches;
         self
