@@ -73,6 +73,31 @@ pub(crate) fn decide(rate: f64, trace_id: TraceId) -> bool {
     }
 }
 
+/// `33^(31 - i)` in wrapping 32-bit arithmetic: the weight of the `i`th of 32 digits in DJB2.
+const DJB2_POWERS: [u32; 32] = {
+    let mut powers = [0u32; 32];
+    let mut power = 1u32;
+    let mut i = 32;
+    while i > 0 {
+        i -= 1;
+        powers[i] = power;
+        power = power.wrapping_mul(33);
+    }
+    powers
+};
+
+/// DJB2's seed carried through 32 steps, `5381 * 33^32`, plus every digit's `48` (ASCII `0`)
+/// times its weight; wrapping.
+const DJB2_CONSTANT: u32 = {
+    let mut constant = 5381u32.wrapping_mul(33u32.wrapping_pow(32));
+    let mut i = 0;
+    while i < 32 {
+        constant = constant.wrapping_add(48u32.wrapping_mul(DJB2_POWERS[i]));
+        i += 1;
+    }
+    constant
+};
+
 /// The Application Insights sampling score of a trace, in `0.0..=1.0`.
 ///
 /// DJB2 on 32-bit signed integers over the trace id's 32 lowercase hex digits, the absolute
@@ -85,16 +110,60 @@ pub(crate) fn decide(rate: f64, trace_id: TraceId) -> bool {
 /// assert!((0.0..=1.0).contains(&score));
 /// ```
 pub fn sample_score(trace_id: TraceId) -> f64 {
-    let mut hex = [0u8; 32];
-    trace_id.write_hex(&mut hex);
-    let mut hash: i32 = 5381;
-    for byte in hex {
-        hash = (hash << 5).wrapping_add(hash).wrapping_add(i32::from(byte));
+    // DJB2 is `hash * 33 + digit` in wrapping 32-bit arithmetic over the ASCII hex digits: a
+    // polynomial in 33, so the hash is the seed times 33^32 plus each digit times 33 to the power
+    // of the digits after it. A digit's ASCII code is its nibble plus 48, plus 39 more for a-f;
+    // the 48s are folded into the constant. Independent products instead of 32 dependent steps
+    // through a formatted string: the compiler vectorises it.
+    let bytes = trace_id.to_int().to_be_bytes();
+    let mut sum = DJB2_CONSTANT;
+    for (i, byte) in bytes.into_iter().enumerate() {
+        for (j, nibble) in [byte >> 4, byte & 0xf].into_iter().enumerate() {
+            let digit = u32::from(nibble) + if nibble > 9 { 39 } else { 0 };
+            sum = sum.wrapping_add(digit.wrapping_mul(DJB2_POWERS[2 * i + j]));
+        }
     }
+    let hash = sum.cast_signed();
     let magnitude = if hash == i32::MIN {
         i32::MAX
     } else {
         hash.abs()
     };
     f64::from(magnitude) / f64::from(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DJB2 step by step, as the other Application Insights SDKs write it.
+    fn djb2_stepwise(trace_id: TraceId) -> i32 {
+        let mut hex = [0u8; 32];
+        trace_id.write_hex(&mut hex);
+        let mut hash: i32 = 5381;
+        for byte in hex {
+            hash = (hash << 5).wrapping_add(hash).wrapping_add(i32::from(byte));
+        }
+        hash
+    }
+
+    #[test]
+    fn the_summed_djb2_equals_the_stepwise_one() {
+        let mut ids: Vec<TraceId> = (0..100_000).map(|_| TraceId::random()).collect();
+        ids.push(TraceId::from_hex("ffffffffffffffffffffffffffffffff").unwrap());
+        ids.push(TraceId::from_hex("00000000000000000000000000000001").unwrap());
+        for id in ids {
+            let hash = djb2_stepwise(id);
+            let magnitude = if hash == i32::MIN {
+                i32::MAX
+            } else {
+                hash.abs()
+            };
+            assert_eq!(
+                sample_score(id),
+                f64::from(magnitude) / f64::from(i32::MAX),
+                "{id}"
+            );
+        }
+    }
 }
