@@ -20,6 +20,7 @@
 //! | `fastrace/root` | a `Span::root` per call (the call is a trace's root, as census's are), set as local parent, no reporter |
 //! | `census/sampled-out` | a pipeline whose sampler drops every trace |
 //! | `census/recorded` | every span recorded, into an exporter that discards them |
+//! | `census/recorded-10%` | a pipeline keeping 10 % of traces (each kept one's id drawn until its score is below the rate), the same exporter |
 //! | `census/recorded+azure` | every span recorded, the Azure exporter posting to a loopback sink |
 //! | `tracing/registry` | a `Registry` with a layer that does nothing |
 //! | `tracing-otel/sampled-out` | `tracing-opentelemetry`, a provider whose sampler drops every trace |
@@ -283,6 +284,10 @@ fn run_variant(c: &mut Criterion, variant: Variant) {
 
     let census = census_pipeline(Sampler::always());
     bench!(group, variant, "census/recorded", census_fns);
+    shut(census);
+
+    let census = census_pipeline(Sampler::probability(0.1));
+    bench!(group, variant, "census/recorded-10%", census_fns);
     shut(census);
 
     {

@@ -21,12 +21,13 @@ const VARIANTS: [(&str, &str); 3] = [
     ("nested", "nested (11 spans)"),
 ];
 
-const CASES: [&str; 13] = [
+const CASES: [&str; 14] = [
     "plain",
     "floor/two-clock-readings",
     "census/no-pipeline",
     "census/sampled-out",
     "census/recorded",
+    "census/recorded-10%",
     "census/recorded+azure",
     "tracing/no-subscriber",
     "tracing/registry",
