@@ -1,5 +1,5 @@
 //! [`axum`] servers (feature `axum`, which brings in `tower`): the
-//! [`ServerLayer`](super::tower::ServerLayer) names each request by the route template axum
+//! [`ServerLayer`] names each request by the route template axum
 //! matched (`GET /orders/{id}`, not `GET /orders/7`), so that the operations of a service are
 //! few and stable, and records the URL the client asked for even under a nested router.
 //!
