@@ -308,6 +308,16 @@ impl Transport {
     /// Sends what is pending in full batches, and (`all`) the last, partial one too; the rest
     /// waits for more envelopes or for the send interval. What fails goes to the backlog.
     fn ship_pending(&mut self, all: bool) {
+        let batches = self.take_batches(all);
+        // What failed, or waits behind a failure, goes to the backlog.
+        for items in self.send_batches(batches, None) {
+            self.keep(items);
+        }
+    }
+
+    /// Takes what is pending as batches of at most `max_items`: the full ones, and (`all`) the
+    /// last, partial one too, which otherwise stays pending.
+    fn take_batches(&mut self, all: bool) -> VecDeque<Items> {
         let max = self.config.max_items;
         let ship = if all {
             self.pending.len()
@@ -316,8 +326,10 @@ impl Transport {
         };
         let mut batches = VecDeque::new();
         if ship == self.pending.len() && ship <= max {
-            // One batch: sent as it is, without a copy.
-            batches.push_back(std::mem::take(&mut self.pending));
+            // One batch: taken as it is, without a copy.
+            if ship > 0 {
+                batches.push_back(std::mem::take(&mut self.pending));
+            }
         } else {
             let mut start = 0;
             while start < ship {
@@ -331,10 +343,7 @@ impl Transport {
         if self.pending.is_empty() {
             self.pending_since = None;
         }
-        // What failed, or waits behind a failure, goes to the backlog.
-        for items in self.send_batches(batches, None) {
-            self.keep(items);
-        }
+        batches
     }
 
     /// Sends the oldest batches of the backlog while the endpoint takes them.
@@ -452,15 +461,7 @@ impl Transport {
     /// Delivers everything queued (pending and the in-memory backlog) before `deadline`; what
     /// cannot go in time is kept in storage. `true` when everything went.
     fn flush(&mut self, deadline: Instant) -> bool {
-        let mut queue: VecDeque<Items> = VecDeque::new();
-        let pending = std::mem::take(&mut self.pending);
-        self.pending_since = None;
-        let mut start = 0;
-        while start < pending.len() {
-            let end = (start + self.config.max_items).min(pending.len());
-            queue.push_back(pending.slice(start..end));
-            start = end;
-        }
+        let mut queue = self.take_batches(true);
         queue.extend(self.memory.drain(..));
         // One pass over everything, two batches in flight; what fails is retried one batch at
         // a time below, within the deadline.
