@@ -335,31 +335,23 @@ pub(crate) fn set_depth(depth: usize) {
 }
 
 impl Local {
-    /// A box for an async span's record: a spare one, else a new one.
+    /// An empty box for an async span's record: a spare one, else a new one.
+    #[inline]
+    pub(crate) fn take_slot(&mut self) -> Box<MaybeUninit<SpanRecord>> {
+        self.spare.pop().unwrap_or_else(Box::new_uninit)
+    }
+
+    /// `record` in a box: a spare one, else a new one.
     #[inline]
     pub(crate) fn boxed(&mut self, record: SpanRecord) -> Box<SpanRecord> {
-        Box::write(self.spare.pop().unwrap_or_else(Box::new_uninit), record)
+        Box::write(self.take_slot(), record)
     }
 
-    /// Moves a record out of its box, and keeps the box.
-    pub(crate) fn unbox(&mut self, record: Box<SpanRecord>) -> SpanRecord {
-        let raw = Box::into_raw(record);
-        // SAFETY: the record is read out of the box once, and the box is then kept as
-        // uninitialised memory (nothing dropped): the record has one owner.
-        unsafe {
-            let out = std::ptr::read(raw);
-            keep_box(
-                &mut self.spare,
-                Box::from_raw(raw.cast::<MaybeUninit<SpanRecord>>()),
-            );
-            out
-        }
-    }
-
-    /// Pushes an async span's frame for one poll, written in place in its slot (the box pointer
-    /// and the variant, not a whole frame built elsewhere and copied); returns its depth.
-    #[inline]
-    pub(crate) fn push_boxed(&mut self, record: Box<SpanRecord>) -> usize {
+    /// Pushes the frame `make` returns, written straight into its slot on the stack rather
+    /// than built elsewhere and copied (a record is 96 bytes, and reading back a frame whose
+    /// parts were stored separately stalls); returns its depth.
+    #[inline(always)]
+    pub(crate) fn push_in_place(&mut self, make: impl FnOnce() -> Frame) -> usize {
         let depth = self.stack.len();
         if self.stack.capacity() == depth {
             self.stack.reserve(8);
@@ -367,14 +359,18 @@ impl Local {
         // SAFETY: the slot at `depth` is within the capacity just ensured; it is written whole
         // before the length covers it.
         unsafe {
-            self.stack
-                .as_mut_ptr()
-                .add(depth)
-                .write(Frame::Boxed(record));
+            self.stack.as_mut_ptr().add(depth).write(make());
             self.stack.set_len(depth + 1);
         }
         set_depth(depth + 1);
         depth
+    }
+
+    /// Pushes an async span's frame for one poll: the box pointer and the variant; returns its
+    /// depth.
+    #[inline]
+    pub(crate) fn push_boxed(&mut self, record: Box<SpanRecord>) -> usize {
+        self.push_in_place(|| Frame::Boxed(record))
     }
 
     /// Takes back the box of the frame pushed by [`Local::push_boxed`] when it is still on top
@@ -404,9 +400,7 @@ impl Local {
     /// Pushes a frame; returns its depth.
     #[inline]
     pub(crate) fn push(&mut self, frame: Frame) -> usize {
-        self.stack.push(frame);
-        set_depth(self.stack.len());
-        self.stack.len() - 1
+        self.push_in_place(|| frame)
     }
 
     /// Pops the top frame.
@@ -626,25 +620,29 @@ mod tests {
             span_id: SpanId::random(),
             parent_id: None,
             start: 1,
-            end: 2,
+            end: 0,
             sample_rate: 100.0,
             success: true,
             operation_name: Some("GET /".into()),
             extra: None,
         };
+        // A ring of this test's own, not registered with the worker.
+        let (producer, mut consumer) = rtrb::RingBuffer::new(16);
         let mut local = Local {
             stack: Vec::new(),
-            ring: None,
+            ring: Some(producer),
             pushed: 0,
             spare: Vec::new(),
         };
         let first = local.boxed(record());
         let address = std::ptr::from_ref::<SpanRecord>(&first);
         let span_id = first.span_id;
-        let moved = local.unbox(first);
-        assert_eq!(moved.span_id, span_id, "the record comes out whole");
-        assert_eq!(moved.operation_name.as_deref(), Some("GET /"));
-        assert_eq!(local.spare.len(), 1);
+        crate::pipeline::submit_boxed(&mut local, first, 2);
+        let ended = consumer.pop().expect("the record went into the ring");
+        assert_eq!(ended.span_id, span_id, "the record comes out whole");
+        assert_eq!(ended.end, 2, "stamped with its end");
+        assert_eq!(ended.operation_name.as_deref(), Some("GET /"));
+        assert_eq!(local.spare.len(), 1, "its box is kept");
         let second = local.boxed(record());
         assert_eq!(
             std::ptr::from_ref::<SpanRecord>(&second),

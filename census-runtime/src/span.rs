@@ -417,32 +417,20 @@ impl SpanGuard {
     ) -> SpanGuard {
         let span_id = SpanId::random();
         let sample_rate = pipeline::sample_percentage();
-        let depth = local.stack.len();
-        if local.stack.capacity() == depth {
-            local.stack.reserve(8);
-        }
-        // SAFETY: the slot at `depth` is within the capacity just ensured; it is written whole
-        // before the length covers it.
-        unsafe {
-            local
-                .stack
-                .as_mut_ptr()
-                .add(depth)
-                .write(Frame::Span(SpanRecord {
-                    site,
-                    trace_id,
-                    span_id,
-                    parent_id,
-                    start: clock::now(),
-                    end: 0,
-                    sample_rate,
-                    success: true,
-                    operation_name,
-                    extra: None,
-                }));
-            local.stack.set_len(depth + 1);
-        }
-        crate::context::set_depth(depth + 1);
+        let depth = local.push_in_place(|| {
+            Frame::Span(SpanRecord {
+                site,
+                trace_id,
+                span_id,
+                parent_id,
+                start: clock::now(),
+                end: 0,
+                sample_rate,
+                success: true,
+                operation_name,
+                extra: None,
+            })
+        });
         SpanGuard {
             depth,
             span_id: Some(span_id),
@@ -684,9 +672,7 @@ impl AsyncSpan {
             let span_id = SpanId::random();
             let sample_rate = pipeline::sample_percentage();
             // A spare box of this thread's, or a new one.
-            let slot = with_local(|local| local.spare.pop())
-                .flatten()
-                .unwrap_or_else(Box::new_uninit);
+            let slot = with_local(Local::take_slot).unwrap_or_else(Box::new_uninit);
             // Written once, in the box, the clock read last.
             let record = Box::write(
                 slot,
@@ -835,8 +821,7 @@ impl Drop for PollScope<'_> {
             match record {
                 Some(mut record) if panicking => {
                     record.fail_on_panic();
-                    let record = local.unbox(record);
-                    close(local, record);
+                    pipeline::submit_boxed(local, record, clock::now());
                 }
                 Some(record) => *self.slot = AsyncFrame::Recording(record),
                 None => {}
@@ -902,10 +887,7 @@ fn cancel(mut record: Box<SpanRecord>) {
     if extra.result_code.is_none() {
         extra.result_code = Some(Cow::Borrowed("cancelled"));
     }
-    with_local(|local| {
-        let record = local.unbox(record);
-        close(local, record);
-    });
+    with_local(|local| pipeline::submit_boxed(local, record, clock::now()));
 }
 
 // ---------------------------------------------------------------------------------------------
