@@ -237,7 +237,7 @@ fn sync_body(
         let #guard = #p::__private::SpanGuard::enter(&__CENSUS_SITE);
         #record
         #[allow(clippy::let_unit_value)]
-        let #ret = #p::__private::run(move || { #fake #body });
+        let #ret = #p::__private::run(&#guard, move || { #fake #body });
         #outcome
         #ret
     }

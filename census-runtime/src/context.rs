@@ -418,6 +418,18 @@ impl Local {
         frame
     }
 
+    /// The record of the span `span_id`, pushed at `depth`: looked for there first, then
+    /// anywhere on the stack (frames left out of order by a guard moved or leaked).
+    pub(crate) fn record_mut(&mut self, depth: usize, span_id: SpanId) -> Option<&mut SpanRecord> {
+        let is_it = |frame: &Frame| frame.record().is_some_and(|r| r.span_id == span_id);
+        let index = if self.stack.get(depth).is_some_and(is_it) {
+            depth
+        } else {
+            self.stack.iter().rposition(is_it)?
+        };
+        self.stack[index].record_mut()
+    }
+
     /// Whether nothing is current because an unsampled sync root is open with nothing above it.
     #[inline]
     pub(crate) fn in_unsampled_root(&self) -> bool {

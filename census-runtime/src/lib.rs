@@ -103,12 +103,13 @@ pub mod __private {
 
     use std::fmt::Display;
 
-    /// Runs a sync function's body. Taking it as an `FnOnce` (instead of calling a closure in
-    /// place, which infers `FnMut`) lets the body return borrows of its captured arguments, as
+    /// Runs a sync function's body inside its span: a panic fails the span with its own
+    /// message and is resumed. Taking the body as an `FnOnce` (instead of calling a closure in
+    /// place, which infers `FnMut`) lets it return borrows of its captured arguments, as
     /// `&mut self` getters do.
     #[inline(always)]
-    pub fn run<R>(body: impl FnOnce() -> R) -> R {
-        body()
+    pub fn run<R>(guard: &SpanGuard, body: impl FnOnce() -> R) -> R {
+        guard.run(body)
     }
 
     /// Wraps a function's return value so that method resolution can tell a `Result` whose error

@@ -1,8 +1,10 @@
 //! Starting and ending spans: the guards the macros use, the records they leave, and the API for
 //! code that is not a function.
 
+mod panic;
+
+use std::any::Any;
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::fmt::{self, Display};
 use std::future::Future;
 use std::marker::PhantomData;
@@ -231,18 +233,27 @@ impl SpanRecord {
         }
     }
 
+    /// Marks the span failed by the panic described by `info`.
+    fn fail_with_panic(&mut self, info: ExceptionInfo) {
+        self.fail(Cow::Borrowed("panic"), Some(info.message.clone()));
+        self.extra_mut().exception = Some(info);
+    }
+
+    /// Marks the span failed by the panic whose payload was caught unwinding through it.
+    #[cold]
+    fn fail_with_payload(&mut self, payload: &(dyn Any + Send)) {
+        let info = panic::describe_caught(self.span_id, self.parent_id, payload);
+        self.fail_with_panic(info);
+    }
+
+    /// Marks the span failed by the panic unwinding through it, unless its payload was caught
+    /// and described already.
+    #[cold]
     fn fail_on_panic(&mut self) {
-        let info = PANIC.with(|p| p.borrow_mut().take());
-        let message = info
-            .as_ref()
-            .map(|i| i.message.clone())
-            .unwrap_or_else(|| "panicked".to_owned());
-        self.fail(Cow::Borrowed("panic"), Some(message.clone()));
-        self.extra_mut().exception = Some(info.unwrap_or(ExceptionInfo {
-            type_name: Cow::Borrowed("panic"),
-            message,
-            location: None,
-        }));
+        if self.exception().is_none() {
+            let info = panic::describe_uncaught(self.span_id);
+            self.fail_with_panic(info);
+        }
     }
 }
 
@@ -307,8 +318,41 @@ fn take_frame(local: &mut Local, depth: usize, span_id: Option<SpanId>) -> Optio
 /// A span that is current on this thread until it is dropped.
 ///
 /// Made by the macros for sync functions and by [`SpanBuilder::start`]. It is not `Send`: a span
-/// entered on one thread ends on that thread. Hold it across `.await` and the span is lost; use
-/// [`SpanBuilder::instrument`] for async code.
+/// entered on one thread ends on that thread. For async code use [`SpanBuilder::instrument`] (or
+/// the attributes on an `async fn`), which make the span current only while its future is
+/// polled.
+///
+/// **Do not hold it across `.await`.** A future that holds a guard is not `Send`, so a
+/// multi-threaded executor refuses it, but `join!`, `select!`, `spawn_local` and `block_on`
+/// accept it. While such a future waits, its span stays current on the thread, and every span
+/// that anything else polled on that thread starts in the meantime nests under it, in the wrong
+/// trace. The held span itself still ends, with the right duration, when the guard is dropped.
+/// Clippy catches it at compile time with this entry in `clippy.toml`:
+///
+/// ```toml
+/// await-holding-invalid-types = [
+///     { path = "census_runtime::SpanGuard", reason = "use SpanBuilder::instrument across .await" },
+/// ]
+/// ```
+///
+/// What happens without it, under `join!` on one thread:
+///
+/// ```
+/// # use census_runtime::MemoryExporter;
+/// # let memory = MemoryExporter::new();
+/// # let census = census_runtime::pipeline().exporter(memory.clone()).install().unwrap();
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let holds = async {
+///     let _guard = census_runtime::span("held").start();
+///     tokio::task::yield_now().await; // the guard stays current while this waits
+/// };
+/// let other = async { census_runtime::span("unrelated").in_scope(|| {}) };
+/// tokio::join!(holds, other);
+/// # });
+/// # census.flush(std::time::Duration::from_secs(5)).unwrap();
+/// let (held, unrelated) = (memory.one("held"), memory.one("unrelated"));
+/// assert_eq!(unrelated.parent_id(), Some(held.span_id()), "nested where it should not be");
+/// ```
 #[must_use = "the span ends when the guard is dropped"]
 pub struct SpanGuard {
     /// Where the span's frame sits on the thread's stack; `usize::MAX` when inert.
@@ -474,17 +518,7 @@ impl SpanGuard {
 
     fn with_record<R>(&self, f: impl FnOnce(&mut SpanRecord) -> R) -> Option<R> {
         let id = self.span_id?;
-        with_local(|local| {
-            let frame = match local.stack.get_mut(self.depth) {
-                Some(Frame::Span(r)) if r.span_id == id => Some(r),
-                _ => local.stack.iter_mut().rev().find_map(|f| match f {
-                    Frame::Span(r) if r.span_id == id => Some(r),
-                    _ => None,
-                }),
-            };
-            frame.map(f)
-        })
-        .flatten()
+        with_local(|local| local.record_mut(self.depth, id).map(f)).flatten()
     }
 
     /// Records the function's arguments named in the site's `fields(...)`, by `Display`.
@@ -499,7 +533,7 @@ impl SpanGuard {
     pub fn fail_with_error(&self, error: &dyn Display, code: &'static str) {
         if self.is_recording() {
             let message = error.to_string();
-            self.with_record(|r| r.fail(Cow::Borrowed(short_type_name(code)), Some(message)));
+            self.with_record(|r| r.fail(short_type_name(code), Some(message)));
         }
     }
 
@@ -509,6 +543,26 @@ impl SpanGuard {
             let message = message.to_string();
             self.with_record(|r| r.fail(Cow::Borrowed("error"), Some(message)));
         }
+    }
+
+    /// Runs `body` inside this guard's span: a panic is caught, fails the span with the
+    /// panic's own message (whatever panic hooks are set), and is resumed.
+    #[inline(always)]
+    pub(crate) fn run<R>(&self, body: impl FnOnce() -> R) -> R {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+            Ok(value) => value,
+            Err(payload) => self.unwound(payload),
+        }
+    }
+
+    /// Fails the span with the panic whose payload unwound out of its body, and resumes it.
+    #[cold]
+    #[inline(never)]
+    fn unwound(&self, payload: Box<dyn Any + Send>) -> ! {
+        if self.is_recording() {
+            self.with_record(|r| r.fail_with_payload(&*payload));
+        }
+        std::panic::resume_unwind(payload)
     }
 }
 
@@ -573,16 +627,35 @@ fn finish(local: &mut Local, mut record: SpanRecord) {
     close(local, record);
 }
 
-/// `std::any::type_name` without the module paths: `std::io::error::Error` -> `Error`,
-/// `alloc::boxed::Box<dyn core::error::Error>` -> `Box<dyn Error>`.
-pub(crate) fn short_type_name(full: &'static str) -> &'static str {
-    // Keep the allocation-free common case: a path with no generic arguments.
-    if !full.contains('<') {
-        return full.rsplit("::").next().unwrap_or(full);
+/// `std::any::type_name` without the module paths, in every path of the name:
+/// `std::io::error::Error` -> `Error`, `alloc::boxed::Box<dyn core::error::Error>` ->
+/// `Box<dyn Error>`, `core::result::Result<alloc::vec::Vec<my::Thing>, std::io::error::Error>`
+/// -> `Result<Vec<Thing>, Error>`.
+pub(crate) fn short_type_name(full: &'static str) -> Cow<'static, str> {
+    // The common case, a path with no generic arguments, borrows its last segment.
+    if full
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+    {
+        return Cow::Borrowed(full.rsplit("::").next().unwrap_or(full));
     }
-    let head = full.split('<').next().unwrap_or(full);
-    let start = head.rfind("::").map_or(0, |i| i + 2);
-    &full[start..]
+    let mut short = String::with_capacity(full.len());
+    // Where the path segment being copied starts in `short`: a `::` after it drops it.
+    let mut segment = 0;
+    let mut rest = full;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("::") {
+            short.truncate(segment);
+            rest = after;
+            continue;
+        }
+        short.push(c);
+        if !(c.is_alphanumeric() || c == '_') {
+            segment = short.len();
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    Cow::Owned(short)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -747,10 +820,7 @@ impl Outcome<'_> {
     /// Marks the span failed by an error value.
     pub fn fail_with_error(&mut self, error: &dyn Display, code: &'static str) {
         if let Some(record) = self.record.as_deref_mut() {
-            record.fail(
-                Cow::Borrowed(short_type_name(code)),
-                Some(error.to_string()),
-            );
+            record.fail(short_type_name(code), Some(error.to_string()));
         }
     }
 }
@@ -797,6 +867,22 @@ impl<'a> PollScope<'a> {
                 })
             }
         }
+    }
+}
+
+impl PollScope<'_> {
+    /// Fails the span with the panic whose payload unwound out of the poll, and resumes it.
+    #[cold]
+    #[inline(never)]
+    fn unwound(&self, payload: Box<dyn Any + Send>) -> ! {
+        if let (Some(depth), Some(span_id)) = (self.depth, self.span_id) {
+            with_local(|local| {
+                if let Some(record) = local.record_mut(depth, span_id) {
+                    record.fail_with_payload(&*payload);
+                }
+            });
+        }
+        std::panic::resume_unwind(payload)
     }
 }
 
@@ -849,8 +935,14 @@ impl<F: Future, O: FnOnce(&F::Output, &mut Outcome<'_>)> Future for Instrumented
             return inner.poll(cx);
         }
         let poll = {
-            let _scope = PollScope::enter(&mut this.frame);
-            inner.poll(cx)
+            let scope = PollScope::enter(&mut this.frame);
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+                Ok(poll) => poll,
+                Err(payload) => match &scope {
+                    Some(scope) => scope.unwound(payload),
+                    None => std::panic::resume_unwind(payload),
+                },
+            }
         };
         if let Poll::Ready(output) = &poll
             && let AsyncFrame::Recording(mut record) =
@@ -880,9 +972,10 @@ impl<F, O> Drop for Instrumented<F, O> {
 }
 
 /// Ends the span of a future dropped before it completed: the caller gave up on it (a timeout,
-/// a lost `select!`).
+/// a lost `select!`). The call did not succeed, and its result code says why: `cancelled`.
 #[inline(never)]
 fn cancel(mut record: Box<SpanRecord>) {
+    record.success = false;
     let extra = record.extra_mut();
     if extra.result_code.is_none() {
         extra.result_code = Some(Cow::Borrowed("cancelled"));
@@ -890,47 +983,7 @@ fn cancel(mut record: Box<SpanRecord>) {
     with_local(|local| pipeline::submit_boxed(local, record, clock::now()));
 }
 
-// ---------------------------------------------------------------------------------------------
-// Panic capture: the message and location of a panic, for the span it unwinds through.
-
-thread_local! {
-    static PANIC: RefCell<Option<ExceptionInfo>> = const { RefCell::new(None) };
-}
-
-/// Chains a panic hook that remembers the panic for the spans it unwinds through.
-pub(crate) fn install_panic_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let in_span =
-                with_local(|local| local.stack.iter().any(|frame| frame.record().is_some()))
-                    .unwrap_or(false);
-            if in_span {
-                let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
-                    (*s).to_owned()
-                } else if let Some(s) = info.payload().downcast_ref::<String>() {
-                    s.clone()
-                } else {
-                    "Box<dyn Any>".to_owned()
-                };
-                let location = info
-                    .location()
-                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-                let _ = PANIC.try_with(|p| {
-                    if let Ok(mut slot) = p.try_borrow_mut() {
-                        *slot = Some(ExceptionInfo {
-                            type_name: Cow::Borrowed("panic"),
-                            message,
-                            location,
-                        });
-                    }
-                });
-            }
-            previous(info);
-        }));
-    });
-}
+pub(crate) use panic::install_hook as install_panic_hook;
 
 /// The methods that record what is known only at run time, shared by [`CurrentSpan`] and
 /// [`DetachedSpan`]; each type supplies `with`, which runs a closure on its record if any.
@@ -1240,8 +1293,7 @@ impl SpanBuilder {
 
     /// Runs `f` inside the span. A panic fails the span and continues.
     pub fn in_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        let _guard = self.start();
-        f()
+        self.start().run(f)
     }
 
     /// Runs `f` inside the span; an `Err` fails it, with the error's `Display` as message.
@@ -1252,7 +1304,7 @@ impl SpanBuilder {
     /// ```
     pub fn try_in_scope<T, E: Display>(self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let guard = self.start();
-        let result = f();
+        let result = guard.run(f);
         if let Err(error) = &result {
             guard.fail_with_error(error, std::any::type_name::<E>());
         }
@@ -1326,7 +1378,21 @@ mod tests {
         assert_eq!(short_type_name("u32"), "u32");
         assert_eq!(
             short_type_name("alloc::boxed::Box<dyn core::error::Error>"),
-            "Box<dyn core::error::Error>"
+            "Box<dyn Error>"
+        );
+        assert_eq!(
+            short_type_name(
+                "core::result::Result<alloc::vec::Vec<my_app::Thing>, std::io::error::Error>"
+            ),
+            "Result<Vec<Thing>, Error>"
+        );
+        assert_eq!(
+            short_type_name("alloc::boxed::Box<dyn core::error::Error + core::marker::Send>"),
+            "Box<dyn Error + Send>"
+        );
+        assert_eq!(
+            short_type_name("(u8, [my_app::Código; 4], &str)"),
+            "(u8, [Código; 4], &str)"
         );
     }
 }

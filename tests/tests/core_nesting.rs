@@ -278,3 +278,40 @@ fn without_a_pipeline_calls_run_and_nothing_is_recorded() {
     flush(&pipeline);
     assert!(memory.spans().is_empty());
 }
+
+/// Holds a span guard across `.await`, as the workspace's `clippy.toml` forbids: the
+/// expectation fails the lint gate if clippy ever stops catching it.
+#[expect(
+    clippy::await_holding_invalid_type,
+    reason = "shows what a guard held across .await does"
+)]
+async fn holds_a_guard_across_an_await() {
+    let _guard = census_runtime::span("held across await").start();
+    tokio::task::yield_now().await;
+}
+
+#[test]
+fn a_guard_held_across_an_await_captures_the_spans_polled_beside_it_and_still_ends() {
+    let (pipeline, memory) = install_memory();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let unrelated = async { census_runtime::span("unrelated").in_scope(|| {}) };
+        tokio::join!(holds_a_guard_across_an_await(), unrelated);
+    });
+    census_runtime::span("after").in_scope(|| {});
+    flush(&pipeline);
+
+    let held = memory.one("held across await");
+    assert_eq!(
+        memory.one("unrelated").parent_id(),
+        Some(held.span_id()),
+        "what clippy.toml's await-holding-invalid-types entry prevents"
+    );
+    assert_eq!(
+        memory.one("after").parent_id(),
+        None,
+        "the held span ended when its guard was dropped"
+    );
+}

@@ -170,6 +170,81 @@ fn async_err_and_async_panic_fail_their_spans() {
     assert_eq!(exploded.error_message(), Some("async boom"));
 }
 
+#[inproc]
+fn parse_quantity(text: &str) -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(text.parse::<u32>()?)
+}
+
+struct Quantity;
+
+/// An error generic over what was rejected: its type name has paths inside its arguments.
+struct Rejected<T>(T);
+
+impl<T> fmt::Display for Rejected<Vec<T>> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} quantities rejected", self.0.len())
+    }
+}
+
+#[inproc]
+fn check_quantities(quantities: &[u32]) -> Result<(), Rejected<Vec<Quantity>>> {
+    Err(Rejected(quantities.iter().map(|_| Quantity).collect()))
+}
+
+#[test]
+fn result_codes_name_error_types_without_any_module_path() {
+    let (pipeline, memory) = install_memory();
+    assert!(parse_quantity("seven").is_err());
+    assert!(check_quantities(&[0, 1]).is_err());
+    flush(&pipeline);
+
+    let boxed = memory.one("parse_quantity");
+    assert_eq!(boxed.result_code(), Some("Box<dyn Error + Send + Sync>"));
+    assert_eq!(boxed.error_message(), Some("invalid digit found in string"));
+    let nested = memory.one("check_quantities");
+    assert_eq!(nested.result_code(), Some("Rejected<Vec<Quantity>>"));
+    assert_eq!(nested.error_message(), Some("2 quantities rejected"));
+}
+
+#[test]
+fn a_cancelled_async_span_did_not_succeed_and_says_why() {
+    let (pipeline, memory) = install_memory();
+    let runtime = multi_thread_runtime(2);
+    runtime.block_on(async {
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+            _ = charge_slowly() => unreachable!("the sleep wins"),
+        }
+        // A future dropped after its first poll, outside any `select!`.
+        let mut dropped = Box::pin(charge_slowly());
+        assert!(futures_poll_once(dropped.as_mut()).is_pending());
+        drop(dropped);
+    });
+    flush(&pipeline);
+
+    let cancelled = memory.named("charge_slowly");
+    assert_eq!(cancelled.len(), 2);
+    for span in cancelled {
+        assert!(!span.success(), "a cancelled call is not a success");
+        assert_eq!(span.result_code(), Some("cancelled"));
+    }
+}
+
+#[dependency(kind = "HTTP", target = "payments")]
+async fn charge_slowly() -> Result<u32, String> {
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    Ok(1)
+}
+
+/// Polls a future once with a waker that does nothing.
+fn futures_poll_once<F: std::future::Future>(
+    future: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    future.poll(&mut cx)
+}
+
 #[dependency(kind = "SQL", target = "orders-db", fields(customer, limit))]
 fn recent_orders(customer: &str, limit: u32, secret_token: &str) -> usize {
     let _ = secret_token;

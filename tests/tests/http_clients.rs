@@ -264,3 +264,37 @@ async fn a_call_outside_any_span_is_the_root_of_a_new_trace() {
         format!("00-{}-{}-01", call.trace_id(), call.span_id())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_caller_gives_up_on_is_recorded_as_cancelled_not_succeeded() {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tower::ServiceExt;
+
+    let (pipeline, memory) = install_memory();
+    let host = target().await;
+    let reqwest_client = reqwest_middleware::ClientBuilder::new(
+        reqwest::Client::builder().no_proxy().build().unwrap(),
+    )
+    .with(ReqwestMiddleware::new())
+    .build();
+    let tower_client = tower::ServiceBuilder::new()
+        .layer(ClientLayer::new())
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>());
+    let give_up = Duration::from_millis(200);
+    let slow = format!("http://{host}/slow");
+    let by_reqwest = tokio::time::timeout(give_up, reqwest_client.get(&slow).send()).await;
+    assert!(by_reqwest.is_err(), "the caller gave up");
+    let request = http::Request::get(&slow).body(Full::default()).unwrap();
+    let by_tower = tokio::time::timeout(give_up, tower_client.oneshot(request)).await;
+    assert!(by_tower.is_err(), "the caller gave up");
+    flush(&pipeline);
+
+    let calls = memory.named("GET /slow");
+    assert_eq!(calls.len(), 2, "one call per client");
+    for call in calls {
+        assert_eq!(call.result_code(), Some("cancelled"));
+        assert!(!call.success(), "a cancelled call is not a success");
+    }
+}

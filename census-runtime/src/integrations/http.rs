@@ -85,9 +85,11 @@ impl ClientCall {
         self.span.fail(message);
     }
 
-    /// The caller gave up waiting (the future was dropped).
+    /// The caller gave up waiting (the future was dropped): not succeeded, result code
+    /// `cancelled`, as a cancelled `#[dependency]` call is recorded.
     pub(crate) fn cancelled(self) {
         self.span.set_result_code("cancelled");
+        self.span.set_success(false);
     }
 }
 
