@@ -15,6 +15,7 @@ pub(crate) struct Counters {
     pub(crate) dropped_unstored: AtomicU64,
     pub(crate) dropped_expired: AtomicU64,
     pub(crate) export_queue_full: AtomicU64,
+    pub(crate) exporter_panics: AtomicU64,
 }
 
 pub(crate) static COUNTERS: Counters = Counters {
@@ -29,6 +30,7 @@ pub(crate) static COUNTERS: Counters = Counters {
     dropped_unstored: AtomicU64::new(0),
     dropped_expired: AtomicU64::new(0),
     export_queue_full: AtomicU64::new(0),
+    exporter_panics: AtomicU64::new(0),
 };
 
 /// A snapshot of census's own counters since the process started.
@@ -63,6 +65,9 @@ pub struct Diagnostics {
     pub dropped_expired: u64,
     /// Envelopes the Azure exporter could not hand to its transport because its queue was full (they went to storage, or were dropped and counted as such too).
     pub export_queue_full: u64,
+    /// Calls into an exporter (`export`, `flush`, `shutdown`) that panicked; after three panics
+    /// an exporter is switched off.
+    pub exporter_panics: u64,
 }
 
 /// Reads census's own counters.
@@ -79,5 +84,6 @@ pub fn diagnostics() -> Diagnostics {
         dropped_unstored: COUNTERS.dropped_unstored.load(Ordering::Relaxed),
         dropped_expired: COUNTERS.dropped_expired.load(Ordering::Relaxed),
         export_queue_full: COUNTERS.export_queue_full.load(Ordering::Relaxed),
+        exporter_panics: COUNTERS.exporter_panics.load(Ordering::Relaxed),
     }
 }

@@ -7,6 +7,9 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
+mod contained;
+
+use self::contained::{Contained, Failed};
 use crate::context::{Frame, Local, TraceId, next_random};
 use crate::diagnostics::COUNTERS;
 use crate::export::{Exporter, Resource};
@@ -116,17 +119,36 @@ impl From<crate::export::ConnectionStringError> for ConfigError {
     }
 }
 
-/// A flush that did not finish in time.
+/// A flush or shutdown that did not deliver everything.
 ///
 /// ```
 /// use census_runtime::FlushError;
 /// assert_eq!(census_runtime::flush(std::time::Duration::from_secs(1)), Err(FlushError::NotInstalled));
+///
+/// let late = FlushError::Timeout { timeout: std::time::Duration::from_secs(15), left: Some(512) };
+/// assert_eq!(
+///     late.to_string(),
+///     "flush did not finish within 15s: 512 telemetry items are kept to be sent later"
+/// );
 /// ```
 #[derive(Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FlushError {
-    /// The deadline passed before the exporters had everything.
-    Timeout(Duration),
+    /// The deadline passed before everything was delivered. What is left is not lost: it is
+    /// kept (in local storage, or in memory when storage is off) and sent later.
+    Timeout {
+        /// The time the flush was given.
+        timeout: Duration,
+        /// How many telemetry items are still waiting, as the exporters counted them; `None`
+        /// when they did not answer in time to say.
+        left: Option<u64>,
+    },
+    /// An exporter panicked while it was flushing; what it held may be lost. The other
+    /// exporters were flushed. See [`Exporter`] for how a panicking exporter is contained.
+    ExporterPanicked {
+        /// The exporter's type.
+        exporter: &'static str,
+    },
     /// No pipeline is installed.
     NotInstalled,
 }
@@ -134,7 +156,24 @@ pub enum FlushError {
 impl std::fmt::Display for FlushError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FlushError::Timeout(d) => write!(f, "flush did not finish within {d:?}"),
+            FlushError::Timeout {
+                timeout,
+                left: Some(left),
+            } => write!(
+                f,
+                "flush did not finish within {timeout:?}: {left} telemetry items are kept to be sent later"
+            ),
+            FlushError::Timeout {
+                timeout,
+                left: None,
+            } => write!(
+                f,
+                "flush did not finish within {timeout:?}; the exporters did not say how much is left"
+            ),
+            FlushError::ExporterPanicked { exporter } => write!(
+                f,
+                "exporter {exporter} panicked while flushing; what it held may be lost"
+            ),
             FlushError::NotInstalled => f.write_str("no census pipeline is installed"),
         }
     }
@@ -448,7 +487,7 @@ pub struct PipelineBuilder {
     sampler: Sampler,
     cloud_role: Option<String>,
     cloud_role_instance: Option<String>,
-    exporters: Vec<Box<dyn Exporter>>,
+    exporters: Vec<Contained>,
     max_batch: usize,
     export_interval: Duration,
     queue_capacity: usize,
@@ -494,8 +533,15 @@ impl PipelineBuilder {
     }
 
     /// Adds an exporter; every finished span goes to every exporter.
-    pub fn exporter(mut self, exporter: impl Exporter) -> Self {
-        self.exporters.push(Box::new(exporter));
+    ///
+    /// An exporter that panics does not take the others down: the panic is caught, counted in
+    /// [`diagnostics`](crate::diagnostics)`().exporter_panics` and reported through `log`, and
+    /// after three panics that exporter is switched off.
+    pub fn exporter<E: Exporter>(mut self, exporter: E) -> Self {
+        self.exporters.push(Contained::new(
+            Box::new(exporter),
+            std::any::type_name::<E>(),
+        ));
         self
     }
 
@@ -624,7 +670,10 @@ impl PipelineBuilder {
         #[cfg(feature = "azure")]
         if let Some((settings, connection)) = azure {
             match settings.build_with(connection) {
-                Ok(exporter) => self.exporters.push(Box::new(exporter)),
+                Ok(exporter) => self.exporters.push(Contained::new(
+                    Box::new(exporter),
+                    std::any::type_name::<crate::export::AzureExporter>(),
+                )),
                 Err(error) => {
                     INSTALLED.store(false, Ordering::Release);
                     return Err(error);
@@ -704,12 +753,22 @@ static CONTROL: Mutex<Option<mpsc::Sender<Command>>> = Mutex::new(None);
 enum Command {
     Flush {
         deadline: Instant,
-        done: mpsc::Sender<bool>,
+        done: mpsc::Sender<Flushed>,
     },
     Shutdown {
         deadline: Instant,
-        done: mpsc::Sender<bool>,
+        done: mpsc::Sender<Flushed>,
     },
+}
+
+/// What a flush or shutdown came to, as the worker answers it.
+enum Flushed {
+    /// Every exporter has everything.
+    All,
+    /// The deadline passed first; the exporters hold this many items still.
+    Late { left: u64 },
+    /// This exporter panicked while flushing.
+    Panicked { exporter: &'static str },
 }
 
 /// The installed pipeline. Dropping it flushes what is queued (within the shutdown timeout) and
@@ -741,7 +800,12 @@ impl Pipeline {
             deadline,
             done,
         });
-        if result.is_ok() {
+        // Joined whenever the worker answered (it returns after answering a shutdown); a
+        // worker stuck in an exporter past the deadline is left behind.
+        if !matches!(
+            result,
+            Err(FlushError::Timeout { left: None, .. } | FlushError::NotInstalled)
+        ) {
             let _ = worker.join();
         }
         if let Ok(mut slot) = CONTROL.lock() {
@@ -782,7 +846,7 @@ pub fn flush(timeout: Duration) -> Result<(), FlushError> {
 
 fn send(
     timeout: Duration,
-    command: impl FnOnce(Instant, mpsc::Sender<bool>) -> Command,
+    command: impl FnOnce(Instant, mpsc::Sender<Flushed>) -> Command,
 ) -> Result<(), FlushError> {
     let deadline = Instant::now() + timeout;
     let (done_tx, done_rx) = mpsc::channel();
@@ -795,8 +859,16 @@ fn send(
     }
     wake_worker();
     match done_rx.recv_timeout(timeout) {
-        Ok(true) => Ok(()),
-        Ok(false) | Err(mpsc::RecvTimeoutError::Timeout) => Err(FlushError::Timeout(timeout)),
+        Ok(Flushed::All) => Ok(()),
+        Ok(Flushed::Late { left }) => Err(FlushError::Timeout {
+            timeout,
+            left: Some(left),
+        }),
+        Ok(Flushed::Panicked { exporter }) => Err(FlushError::ExporterPanicked { exporter }),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(FlushError::Timeout {
+            timeout,
+            left: None,
+        }),
         Err(mpsc::RecvTimeoutError::Disconnected) => Err(FlushError::NotInstalled),
     }
 }
@@ -805,7 +877,7 @@ fn send(
 // The worker.
 
 struct Worker {
-    exporters: Vec<Box<dyn Exporter>>,
+    exporters: Vec<Contained>,
     resource: Resource,
     max_batch: usize,
     interval: Duration,
@@ -839,18 +911,15 @@ impl Worker {
             }
             match command {
                 Some(Command::Flush { deadline, done }) => {
-                    let ok = self.exporters.iter_mut().all(|e| e.flush(deadline));
-                    let _ = done.send(ok && Instant::now() <= deadline);
+                    let flushed = self.deliver(deadline, Contained::flush);
+                    let _ = done.send(flushed);
                 }
                 Some(Command::Shutdown { deadline, done }) => {
                     // Spans that finished on other threads while shutting down.
                     self.drain_queue();
                     self.export_pending();
-                    let mut ok = true;
-                    for exporter in &mut self.exporters {
-                        ok &= exporter.shutdown(deadline);
-                    }
-                    let _ = done.send(ok && Instant::now() <= deadline);
+                    let flushed = self.deliver(deadline, Contained::shutdown);
+                    let _ = done.send(flushed);
                     return;
                 }
                 None => {
@@ -865,6 +934,31 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Flushes (or shuts down) every exporter before `deadline`, each whatever the others did.
+    fn deliver(
+        &mut self,
+        deadline: Instant,
+        call: impl Fn(&mut Contained, Instant) -> Result<(), Failed>,
+    ) -> Flushed {
+        let mut late = false;
+        let mut panicked = None;
+        for exporter in &mut self.exporters {
+            match call(exporter, deadline) {
+                Ok(()) => {}
+                Err(Failed::Late) => late = true,
+                Err(Failed::Panicked) => panicked = panicked.or(Some(exporter.name)),
+            }
+        }
+        if let Some(exporter) = panicked {
+            return Flushed::Panicked { exporter };
+        }
+        if late || Instant::now() > deadline {
+            let left = self.exporters.iter().map(Contained::undelivered).sum();
+            return Flushed::Late { left };
+        }
+        Flushed::All
     }
 
     /// Takes every finished span out of every thread's ring; forgets the rings of threads that

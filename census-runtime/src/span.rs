@@ -983,7 +983,7 @@ fn cancel(mut record: Box<SpanRecord>) {
     with_local(|local| pipeline::submit_boxed(local, record, clock::now()));
 }
 
-pub(crate) use panic::install_hook as install_panic_hook;
+pub(crate) use panic::{install_hook as install_panic_hook, payload_message};
 
 /// The methods that record what is known only at run time, shared by [`CurrentSpan`] and
 /// [`DetachedSpan`]; each type supplies `with`, which runs a closure on its record if any.

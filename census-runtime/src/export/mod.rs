@@ -22,6 +22,12 @@ use crate::span::SpanRecord;
 /// An exporter may take its time (the worker is not the application's thread), but it should
 /// hand slow work such as network calls to a worker of its own so that the queue keeps draining.
 ///
+/// A panic in any of its methods is contained: caught on the worker, counted in
+/// [`diagnostics`](crate::diagnostics)`().exporter_panics`, reported once through `log` with the
+/// panic's message; the other exporters keep receiving everything, and after three panics this
+/// one is switched off (said through `log` too). A flush during which it panicked returns
+/// [`FlushError::ExporterPanicked`](crate::FlushError::ExporterPanicked).
+///
 /// ```
 /// use census_runtime::{Exporter, Resource, SpanRecord};
 ///
@@ -46,6 +52,13 @@ pub trait Exporter: Send + 'static {
     /// Delivers what is left and stops, before `deadline`; `false` if it could not.
     fn shutdown(&mut self, deadline: Instant) -> bool {
         self.flush(deadline)
+    }
+
+    /// How many telemetry items this exporter holds and has not delivered yet (in memory, in
+    /// local storage): asked after a flush that did not finish, so that the error can say how
+    /// much is left. Exporters that deliver at once hold nothing.
+    fn undelivered(&self) -> u64 {
+        0
     }
 }
 

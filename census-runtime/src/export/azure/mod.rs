@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use self::connection_string::Endpoint;
 use self::envelope::{EnvelopeWriter, Items};
 use self::storage::{Storage, StoreError};
-use self::transport::{Message, Transport, TransportConfig};
+use self::transport::{Flushed, Message, Transport, TransportConfig};
 use crate::diagnostics::COUNTERS;
 use crate::export::{Exporter, Resource};
 use crate::pipeline::ConfigError;
@@ -294,6 +294,7 @@ impl AzureExporterBuilder {
             warnings: Warnings::default(),
             connection,
             scratch: Items::default(),
+            left: None,
         })
     }
 }
@@ -332,6 +333,8 @@ pub struct AzureExporter {
     connection: ConnectionString,
     /// Reused by [`AzureExporter::serialise_batch`].
     scratch: Items,
+    /// What the transport said was left after the last flush; `None` when it did not answer.
+    left: Option<u64>,
 }
 
 impl fmt::Debug for AzureExporter {
@@ -377,13 +380,34 @@ impl AzureExporter {
         self.scratch.len()
     }
 
-    /// Sends a control message, waiting for room in the channel until `deadline`.
-    fn control(&mut self, deadline: Instant, make: impl Fn(mpsc::Sender<bool>) -> Message) -> bool {
+    /// Sends a flush or shutdown to the transport, waiting for room in the channel until
+    /// `deadline`, then for its answer: whether everything went. What is left is remembered for
+    /// [`Exporter::undelivered`].
+    fn control(
+        &mut self,
+        deadline: Instant,
+        make: impl Fn(Instant, mpsc::Sender<Flushed>) -> Message,
+    ) -> bool {
+        let answer = self.ask(deadline, make);
+        self.left = answer.map(|flushed| flushed.left);
+        answer.is_some_and(|flushed| flushed.left == 0)
+    }
+
+    fn ask(
+        &mut self,
+        deadline: Instant,
+        make: impl Fn(Instant, mpsc::Sender<Flushed>) -> Message,
+    ) -> Option<Flushed> {
         let Some(sender) = &self.sender else {
-            return true;
+            return Some(Flushed { left: 0 });
         };
         let (done_tx, done_rx) = mpsc::channel();
-        let mut message = make(done_tx);
+        // A little earlier for the transport, so that its answer arrives before this side
+        // stops waiting.
+        let early = deadline
+            .checked_sub(Duration::from_millis(20))
+            .unwrap_or(deadline);
+        let mut message = make(early, done_tx);
         loop {
             match sender.try_send(message) {
                 Ok(()) => break,
@@ -391,11 +415,11 @@ impl AzureExporter {
                     message = back;
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                Err(_) => return false,
+                Err(_) => return None,
             }
         }
         let wait = deadline.saturating_duration_since(Instant::now());
-        done_rx.recv_timeout(wait).unwrap_or(false)
+        done_rx.recv_timeout(wait).ok()
     }
 }
 
@@ -447,22 +471,29 @@ impl Exporter for AzureExporter {
     }
 
     fn flush(&mut self, deadline: Instant) -> bool {
-        self.control(deadline, |done| Message::Flush {
-            // A little earlier, so that the answer arrives before this side stops waiting.
-            deadline: deadline
-                .checked_sub(Duration::from_millis(20))
-                .unwrap_or(deadline),
-            done,
-        })
+        self.control(deadline, |deadline, done| Message::Flush { deadline, done })
     }
 
     fn shutdown(&mut self, deadline: Instant) -> bool {
-        let ok = self.control(deadline, |done| Message::Shutdown { deadline, done });
+        let ok = self.control(deadline, |deadline, done| Message::Shutdown {
+            deadline,
+            done,
+        });
         self.sender = None;
-        if ok && let Some(thread) = self.thread.take() {
+        // The transport returns once it has answered; joined then, not when it never answered.
+        if self.left.is_some()
+            && let Some(thread) = self.thread.take()
+        {
             let _ = thread.join();
         }
         ok
+    }
+
+    fn undelivered(&self) -> u64 {
+        // The transport's count from the last flush; when it did not answer in time, what
+        // storage holds (the batch it is sending is not counted).
+        self.left
+            .unwrap_or_else(|| self.storage.as_ref().map_or(0, Storage::count_items))
     }
 }
 

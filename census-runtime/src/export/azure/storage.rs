@@ -5,9 +5,12 @@
 //!
 //! - `{micros}-{random}.blob`: a batch, one envelope per line; `micros` is when it was written
 //!   (microseconds since the Unix epoch, 20 digits, so names sort by age).
-//! - `{micros}-{random}.blob@{until}-{pid}.lock`: the same batch, leased by process `pid` until
-//!   `until` (microseconds since the epoch) while it is being sent. A lease whose time passed, or
-//!   whose process is gone, can be taken again.
+//! - `{micros}-{random}.blob@{until}-{pid}-{run}.lock`: the same batch, leased until `until`
+//!   (microseconds since the epoch) by the process `pid` in its run `run` (a random number each
+//!   process draws once, so that a process that reuses a dead one's pid, as a container's
+//!   first process does at every restart, does not take that one's leases for its own) while it
+//!   is being sent. A lease whose time passed, or whose process is gone, can be taken again; a
+//!   lease of this very process is held, also against its other exporters.
 //! - `{micros}-{random}.tmp`: a batch being written. It becomes a `.blob` by an atomic rename
 //!   once complete, so a crash never leaves a half batch that would be sent.
 //!
@@ -116,6 +119,24 @@ impl Storage {
             .sum()
     }
 
+    /// How many envelopes the stored batches hold (leased ones included): read when a flush
+    /// could not deliver everything, to say how much is left.
+    pub(crate) fn count_items(&self) -> u64 {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(BLOB) || name.ends_with(LOCK)
+            })
+            .filter_map(|e| fs::read(e.path()).ok())
+            .map(|bytes| Items::from_lines(&bytes).len() as u64)
+            .sum()
+    }
+
     /// Whether any batch waits (leased by others or not).
     #[cfg(test)]
     pub(crate) fn has_batches(&self) -> bool {
@@ -174,9 +195,11 @@ impl Storage {
                 continue;
             }
             let until = now_micros + self.lease.as_micros() as u64;
-            let leased = self
-                .dir
-                .join(format!("{stem}{BLOB}@{until}-{}{LOCK}", std::process::id()));
+            let leased = self.dir.join(format!(
+                "{stem}{BLOB}@{until}-{}-{}{LOCK}",
+                std::process::id(),
+                run()
+            ));
             if fs::rename(&path, &leased).is_err() {
                 continue; // taken by another process meanwhile
             }
@@ -228,15 +251,32 @@ impl Storage {
     }
 }
 
-/// `until-pid`: whether that lease still holds.
+/// This process's run: drawn once, written in its leases.
+fn run() -> u64 {
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RUN.get_or_init(crate::context::next_random)
+}
+
+/// `until-pid-run` (or `until-pid`, as earlier versions wrote it): whether that lease still
+/// holds.
 fn lease_held(lease: &str, now_micros: u64) -> bool {
-    let Some((until, pid)) = lease.split_once('-') else {
+    let mut parts = lease.split('-');
+    let (Some(until), Some(pid)) = (parts.next(), parts.next()) else {
         return false;
     };
     let (Ok(until), Ok(pid)) = (until.parse::<u64>(), pid.parse::<u32>()) else {
         return false;
     };
-    until > now_micros && pid != std::process::id() && process_alive(pid)
+    let lessee_run = parts.next().and_then(|r| r.parse::<u64>().ok());
+    if until <= now_micros {
+        return false;
+    }
+    if pid == std::process::id() {
+        // Held by this run (another of its exporters is sending it), not by an earlier
+        // process that had the same pid.
+        return lessee_run == Some(run());
+    }
+    process_alive(pid)
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -341,12 +381,45 @@ mod tests {
         assert!(storage.has_batches());
         let leased = storage.lease_oldest().unwrap();
         assert_eq!(leased.items, items(3));
-        // Leased by this process: still takeable by it (it released or crashed), not by others.
         storage.release(leased);
         let leased = storage.lease_oldest().unwrap();
         storage.remove(leased);
         assert!(!storage.has_batches());
         assert!(storage.lease_oldest().is_none());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_lease_of_this_process_is_held_against_its_other_exporters_not_an_earlier_run_s() {
+        let dir = temp_dir("lease-owner");
+        let storage = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        // Two exporters of one process share the directory (same instrumentation key).
+        let other = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        storage.write(&items(2)).unwrap();
+        let leased = storage.lease_oldest().expect("a batch to send");
+        assert!(
+            other.lease_oldest().is_none(),
+            "being sent by this process: not sent twice"
+        );
+        storage.release(leased);
+        assert!(other.lease_oldest().is_some());
+
+        let now = micros(SystemTime::now());
+        let pid = std::process::id();
+        let later = now + 60_000_000;
+        assert!(lease_held(&format!("{later}-{pid}-{}", run()), now));
+        assert!(
+            !lease_held(&format!("{later}-{pid}-{}", run().wrapping_add(1)), now),
+            "an earlier process with this pid"
+        );
+        assert!(
+            !lease_held(&format!("{later}-{pid}"), now),
+            "written before runs"
+        );
+        assert!(
+            !lease_held(&format!("{now}-{pid}-{}", run()), now + 1),
+            "expired"
+        );
         let _ = fs::remove_dir_all(dir);
     }
 

@@ -35,16 +35,24 @@ const RETRYABLE_ITEM: &[u16] = &[408, 429, 500, 502, 503, 504];
 pub(crate) enum Message {
     /// Envelopes to send.
     Items(Items),
-    /// Deliver everything queued before `deadline`, then answer whether it all went.
+    /// Deliver everything queued and stored before `deadline`, then answer how much is left.
     Flush {
         deadline: Instant,
-        done: std::sync::mpsc::Sender<bool>,
+        done: std::sync::mpsc::Sender<Flushed>,
     },
     /// Like `Flush`, then stop.
     Shutdown {
         deadline: Instant,
-        done: std::sync::mpsc::Sender<bool>,
+        done: std::sync::mpsc::Sender<Flushed>,
     },
+}
+
+/// What a flush delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Flushed {
+    /// Envelopes still waiting (kept in storage, or in memory when storage is off); 0 when
+    /// everything went.
+    pub(crate) left: u64,
 }
 
 /// The transport's settings.
@@ -270,12 +278,12 @@ impl Transport {
                     let _ = self.spare.try_send(items);
                 }
                 Ok(Message::Flush { deadline, done }) => {
-                    let ok = self.flush(deadline);
-                    let _ = done.send(ok);
+                    let flushed = self.flush(deadline);
+                    let _ = done.send(flushed);
                 }
                 Ok(Message::Shutdown { deadline, done }) => {
-                    let ok = self.flush(deadline);
-                    let _ = done.send(ok);
+                    let flushed = self.flush(deadline);
+                    let _ = done.send(flushed);
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -428,8 +436,9 @@ impl Transport {
                 Err(error) => self.lost(&items, &error),
             },
             None => {
-                let held: usize = self.memory.iter().map(Items::len).sum();
-                if held + items.len() > self.config.memory_batches * self.config.max_items {
+                if self.held_in_memory() + items.len()
+                    > self.config.memory_batches * self.config.max_items
+                {
                     COUNTERS.dropped_unstored.fetch_add(n, Ordering::Relaxed);
                     self.warnings.warn(
                         "memory",
@@ -458,48 +467,93 @@ impl Transport {
         );
     }
 
-    /// Delivers everything queued (pending and the in-memory backlog) before `deadline`; what
-    /// cannot go in time is kept in storage. `true` when everything went.
-    fn flush(&mut self, deadline: Instant) -> bool {
+    /// Delivers everything queued (pending, the in-memory backlog) and everything in local
+    /// storage before `deadline`, waiting out a backoff or a `Retry-After` that ends before it.
+    /// What cannot go in time is kept (in storage, else in memory); returns how much that is.
+    fn flush(&mut self, deadline: Instant) -> Flushed {
         let mut queue = self.take_batches(true);
         queue.extend(self.memory.drain(..));
-        // One pass over everything, two batches in flight; what fails is retried one batch at
-        // a time below, within the deadline.
+        // One pass over what is queued, two batches in flight; what fails is retried below.
         let mut queue: VecDeque<Items> = self.send_batches(queue, Some(deadline)).into();
-        let mut all = true;
-        while let Some(mut batch) = queue.pop_front() {
-            loop {
-                let now = Instant::now();
-                if now >= deadline || self.retry_at >= deadline {
-                    all = false;
-                    self.keep(batch);
-                    break;
+        let mut complete = true;
+        // Then one batch at a time: what failed first, then the stored batches, oldest first.
+        loop {
+            if !self.wait_for_retry(deadline) {
+                complete = false;
+                break;
+            }
+            if let Some(batch) = queue.pop_front() {
+                if let Some(rest) = self.flush_one(batch, deadline) {
+                    queue.push_front(rest);
                 }
-                if self.retry_at > now {
-                    std::thread::sleep(self.retry_at - now);
-                }
-                let timeout = deadline.saturating_duration_since(Instant::now());
-                match self.deliver_within(batch, timeout.min(self.config.timeout)) {
-                    Delivery::Done => {
-                        self.succeeded();
-                        break;
-                    }
-                    Delivery::Retry { items, after } => {
-                        self.failed(after);
-                        batch = items;
+                continue;
+            }
+            let Some(storage) = self.storage.clone() else {
+                break;
+            };
+            let Some(mut leased) = storage.lease_oldest() else {
+                break;
+            };
+            let items = std::mem::take(&mut leased.items);
+            let count = items.len();
+            match self.flush_one(items, deadline) {
+                None => storage.remove(leased),
+                Some(rest) if rest.len() == count => storage.release(leased),
+                Some(rest) => {
+                    if let Err(error) = storage.replace(leased, &rest) {
+                        self.lost(&rest, &error);
                     }
                 }
             }
         }
-        if !all {
-            self.warnings.warn(
-                "flush",
-                format_args!(
-                    "census: could not deliver everything before the deadline; the rest is kept for later"
-                ),
-            );
+        for batch in queue {
+            self.keep(batch);
         }
-        all
+        if complete {
+            return Flushed { left: 0 };
+        }
+        let left =
+            self.held_in_memory() as u64 + self.storage.as_ref().map_or(0, Storage::count_items);
+        self.warnings.warn(
+            "flush",
+            format_args!(
+                "census: could not deliver everything before the deadline; {left} envelopes are kept to be sent later"
+            ),
+        );
+        Flushed { left }
+    }
+
+    /// Waits for the end of a backoff or `Retry-After` when it ends before `deadline`; `false`
+    /// when it does not (or the deadline has passed), and nothing more can be sent in time.
+    fn wait_for_retry(&self, deadline: Instant) -> bool {
+        let now = Instant::now();
+        if now >= deadline || self.retry_at >= deadline {
+            return false;
+        }
+        if self.retry_at > now {
+            std::thread::sleep(self.retry_at - now);
+        }
+        true
+    }
+
+    /// Sends one batch within `deadline`; what must be sent again, if anything.
+    fn flush_one(&mut self, batch: Items, deadline: Instant) -> Option<Items> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match self.deliver_within(batch, timeout.min(self.config.timeout)) {
+            Delivery::Done => {
+                self.succeeded();
+                None
+            }
+            Delivery::Retry { items, after } => {
+                self.failed(after);
+                Some(items)
+            }
+        }
+    }
+
+    /// Envelopes held in memory for a retry (storage off).
+    fn held_in_memory(&self) -> usize {
+        self.memory.iter().map(Items::len).sum()
     }
 
     fn deliver(&mut self, items: Items) -> Delivery {
