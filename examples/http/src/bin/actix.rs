@@ -42,6 +42,9 @@ fn client(base: &str) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `/broken` panics on purpose: one line says so, rather than a backtrace when
+    // RUST_BACKTRACE is set. census chains its own hook to this one when installed.
+    std::panic::set_hook(Box::new(|info| eprintln!("(as meant) {info}")));
     let census = census_runtime::pipeline()
         .sampler(Sampler::always())
         .cloud_role("actix-demo")
