@@ -893,6 +893,7 @@ const BUSY_DRAIN: usize = 256;
 impl Worker {
     fn run(mut self) {
         let mut last_export = Instant::now();
+        let mut last_tick = last_export;
         loop {
             let mut command = self.control.try_recv().ok();
             // Drain after looking for a command: a flush must see every span finished before it
@@ -908,6 +909,13 @@ impl Worker {
             if command.is_some() || due || self.pending.len() >= self.max_batch {
                 self.export_pending();
                 last_export = Instant::now();
+            }
+            // Ticks keep their pace under load too, when batches fill before the interval ends.
+            if last_tick.elapsed() >= self.interval {
+                last_tick = Instant::now();
+                for exporter in &mut self.exporters {
+                    exporter.tick(last_tick);
+                }
             }
             match command {
                 Some(Command::Flush { deadline, done }) => {

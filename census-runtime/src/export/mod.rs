@@ -43,6 +43,38 @@ pub trait Exporter: Send + 'static {
     /// Takes a batch of finished spans.
     fn export(&mut self, batch: &[SpanRecord], resource: &Resource);
 
+    /// Called on the worker at every export interval, whether or not spans came: an exporter that
+    /// holds spans for a while (the console, until a tree is whole) lets go of those held long
+    /// enough by `now`. Does nothing by default.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use census_runtime::{Exporter, Resource, SpanRecord};
+    ///
+    /// /// Counts spans a second after they come.
+    /// #[derive(Default)]
+    /// struct CountLater {
+    ///     waiting: Vec<Instant>,
+    ///     counted: usize,
+    /// }
+    ///
+    /// impl Exporter for CountLater {
+    ///     fn export(&mut self, batch: &[SpanRecord], _resource: &Resource) {
+    ///         let now = Instant::now();
+    ///         self.waiting.extend(batch.iter().map(|_| now));
+    ///     }
+    ///
+    ///     fn tick(&mut self, now: Instant) {
+    ///         let before = self.waiting.len();
+    ///         self.waiting.retain(|came| now.duration_since(*came) < Duration::from_secs(1));
+    ///         self.counted += before - self.waiting.len();
+    ///     }
+    /// }
+    /// ```
+    fn tick(&mut self, now: Instant) {
+        let _ = now;
+    }
+
     /// Delivers what was exported so far, before `deadline`; `false` if it could not.
     fn flush(&mut self, deadline: Instant) -> bool {
         let _ = deadline;
