@@ -1,5 +1,6 @@
 //! The pipeline: one at a time, a full queue drops and counts instead of blocking, flush sees
-//! spans from idle threads, the console exporter prints trees.
+//! spans from idle threads, the console exporter prints trees, whole when their spans come in
+//! several batches.
 
 use std::io::Write;
 use std::sync::mpsc;
@@ -191,4 +192,89 @@ fn the_console_exporter_prints_each_operation_as_an_indented_tree() {
         lines[2].contains(" ms  FAILED (String: no price for sku-9)"),
         "{text}"
     );
+}
+
+/// Waits until `done` holds, for at most ten seconds.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// In one process, a server's request continues the trace of the client call that caused it and
+/// ends, on the server's thread, before that call: as in the HTTP demo, where the request used to
+/// be printed alone above the tree of its caller.
+#[test]
+fn the_console_prints_a_request_that_ended_before_its_caller_inside_the_caller_s_tree() {
+    let out = SharedBuffer::default();
+    let pipeline = census_runtime::pipeline()
+        .export_interval(Duration::from_millis(5))
+        // However slow this machine, the request waits for its caller here.
+        .exporter(ConsoleExporter::to_writer(out.clone()).wait_for_caller(Duration::from_secs(60)))
+        .install()
+        .unwrap();
+    census_runtime::span("fetch").in_scope(|| {
+        census_runtime::span("GET /stock/7")
+            .kind("HTTP")
+            .in_scope(|| {
+                let call = census_runtime::current_context().expect("the call's span is current");
+                std::thread::spawn(move || {
+                    census_runtime::request("GET /stock/{id}")
+                        .parent(call)
+                        .in_scope(|| {});
+                })
+                .join()
+                .unwrap();
+                // The request reaches the exporter in a batch of its own, before its caller ends.
+                wait_until("the request is exported", || {
+                    census_runtime::diagnostics().exported >= 1
+                });
+            });
+    });
+    pipeline.flush(Duration::from_secs(5)).unwrap();
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("fetch  INPROC  "), "{text}");
+    assert!(lines[1].starts_with("  GET /stock/7  HTTP  "), "{text}");
+    assert!(
+        lines[2].starts_with("    GET /stock/{id}  Request  "),
+        "{text}"
+    );
+}
+
+/// A request whose caller is in another process is printed once it has waited for its caller,
+/// without a flush or any other span to wake the exporter: the worker ticks it.
+#[test]
+fn the_console_prints_a_request_from_another_process_after_waiting_for_its_caller() {
+    let out = SharedBuffer::default();
+    let _pipeline = census_runtime::pipeline()
+        .export_interval(Duration::from_millis(5))
+        .exporter(
+            ConsoleExporter::to_writer(out.clone()).wait_for_caller(Duration::from_millis(50)),
+        )
+        .install()
+        .unwrap();
+    let remote_caller = census_runtime::SpanContext::new(
+        census_runtime::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+        census_runtime::SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        true,
+    );
+    census_runtime::request("GET /orders/{id}")
+        .parent(remote_caller)
+        .in_scope(|| {});
+    wait_until("the request is printed", || {
+        !out.0.lock().unwrap().is_empty()
+    });
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.starts_with("GET /orders/{id}  Request  "),
+        "printed as the top of its tree, with no note: {text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
 }

@@ -1,6 +1,13 @@
 //! An exporter that prints each finished operation as an indented tree.
+//!
+//! Spans reach an exporter as they end, in batches, from every thread: a child often ends in an
+//! earlier batch than its parent, and in one process a server's request ends before the client
+//! call that caused it. So the console holds finished spans, per trace, until the top of their
+//! tree has come: a span with no parent (the trace's root), a request whose caller did not show
+//! up in time (its caller is in another process), or a span whose parent's tree was printed
+//! already. Whatever waits too long, or beyond a count, is printed anyway and says so.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
@@ -10,13 +17,30 @@ use crate::context::{SpanId, TraceId};
 use crate::site::SpanKind;
 use crate::span::SpanRecord;
 
-/// Spans kept while waiting for their operation's root; past this, everything is printed.
-const MAX_WAITING: usize = 10_000;
+/// How long spans wait for a parent that has not come, by default.
+const WAIT_FOR_PARENT: Duration = Duration::from_secs(30);
+/// How long a request waits for a caller of this same process, by default: the caller's span
+/// ends moments after the request, and the worker hands it over at its next export (every
+/// 200 ms by default).
+const WAIT_FOR_CALLER: Duration = Duration::from_secs(1);
+/// How many spans may wait for their parents at once, by default.
+const MAX_HELD: usize = 10_000;
+/// How many printed spans are remembered, so that a child that comes after its parent's tree
+/// was printed is printed at once rather than waiting for a parent that will not come again.
+const REMEMBERED: usize = 4_096;
 
 /// Prints every finished operation as a tree: name, type, target, duration, outcome.
 ///
-/// An operation is printed when its root span ends; spans whose root never comes (their parent
-/// is in another process) are printed on flush.
+/// A tree is printed whole: spans that end before their parent (on other threads, in earlier
+/// batches) are held until the top of their tree has ended, and printed under their parents.
+/// The top is a span with no parent, or a request whose caller is not in this process: a
+/// request is held for its caller for a moment ([`wait_for_caller`](Self::wait_for_caller), 1 s),
+/// since a call a process makes to itself (as in the HTTP demo) ends just after the request it
+/// caused. Anything else waits for its parent at most
+/// [`wait_for_parent`](Self::wait_for_parent) (30 s), and at most
+/// [`max_held`](Self::max_held) spans (10,000) wait at once; past either bound, and on flush
+/// and shutdown, what waits is printed anyway, under a line in brackets that says why it has
+/// no parent.
 ///
 /// ```text
 /// place_order  INPROC  1.204 ms  ok
@@ -25,82 +49,425 @@ const MAX_WAITING: usize = 10_000;
 /// ```
 ///
 /// ```
+/// use std::time::Duration;
+///
 /// let census = census_runtime::pipeline()
-///     .exporter(census_runtime::ConsoleExporter::stdout())
+///     .exporter(
+///         census_runtime::ConsoleExporter::stdout()
+///             .wait_for_parent(Duration::from_secs(10))
+///             .max_held(1_000),
+///     )
 ///     .install()
 ///     .unwrap();
 /// # drop(census);
 /// ```
 pub struct ConsoleExporter {
     out: Box<dyn Write + Send>,
-    waiting: HashMap<TraceId, Vec<SpanRecord>>,
-    waiting_count: usize,
+    wait_for_parent: Duration,
+    wait_for_caller: Duration,
+    max_held: usize,
+    held: HashMap<TraceId, HeldTrace>,
+    held_count: usize,
+    printed: Printed,
 }
 
 impl std::fmt::Debug for ConsoleExporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsoleExporter")
-            .field("waiting", &self.waiting_count)
+            .field("wait_for_parent", &self.wait_for_parent)
+            .field("wait_for_caller", &self.wait_for_caller)
+            .field("max_held", &self.max_held)
+            .field("held", &self.held_count)
             .finish()
+    }
+}
+
+/// The finished spans of one trace that wait for their tree's top.
+struct HeldTrace {
+    spans: Vec<Held>,
+    /// When the oldest of them came: no time bound can be due before the shortest wait after it.
+    first_arrived: Instant,
+}
+
+struct Held {
+    span: SpanRecord,
+    arrived: Instant,
+}
+
+/// Why a tree is printed before its top came.
+#[derive(Clone, Copy)]
+enum Cut {
+    /// Its oldest span waited `wait_for_parent`.
+    Waited,
+    /// More than `max_held` spans waited.
+    TooMany,
+    Flush,
+    Shutdown,
+}
+
+/// Whether a tree is printed now.
+enum Verdict {
+    Hold,
+    /// Printed, under a note when it should have a parent above it.
+    Print(Option<String>),
+}
+
+/// What a pass over held spans prints.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// Trees whose top has come, and those held past a time bound at this instant.
+    Due(Instant),
+    /// Every tree, whole or not.
+    All(Cut),
+}
+
+/// A tree about to be printed: its top first, then the rest of its spans in any order.
+struct Tree {
+    spans: Vec<SpanRecord>,
+    /// Why it has no parent above it, when it should have one.
+    note: Option<String>,
+}
+
+/// The names of the spans printed last, by id.
+#[derive(Default)]
+struct Printed {
+    names: HashMap<SpanId, Box<str>>,
+    order: VecDeque<SpanId>,
+}
+
+impl Printed {
+    fn remember(&mut self, span: &SpanRecord) {
+        if self
+            .names
+            .insert(span.span_id, span.name().into())
+            .is_none()
+        {
+            self.order.push_back(span.span_id);
+        }
+        while self.order.len() > REMEMBERED {
+            if let Some(oldest) = self.order.pop_front() {
+                self.names.remove(&oldest);
+            }
+        }
+    }
+
+    fn name(&self, id: SpanId) -> Option<&str> {
+        self.names.get(&id).map(AsRef::as_ref)
     }
 }
 
 impl ConsoleExporter {
     /// Prints to standard output.
+    ///
+    /// ```
+    /// let console = census_runtime::ConsoleExporter::stdout();
+    /// # drop(console);
+    /// ```
     pub fn stdout() -> Self {
         Self::to_writer(io::stdout())
     }
 
     /// Prints to any writer.
+    ///
+    /// ```
+    /// let console = census_runtime::ConsoleExporter::to_writer(std::io::stderr());
+    /// # drop(console);
+    /// ```
     pub fn to_writer(out: impl Write + Send + 'static) -> Self {
         ConsoleExporter {
             out: Box::new(out),
-            waiting: HashMap::new(),
-            waiting_count: 0,
+            wait_for_parent: WAIT_FOR_PARENT,
+            wait_for_caller: WAIT_FOR_CALLER,
+            max_held: MAX_HELD,
+            held: HashMap::new(),
+            held_count: 0,
+            printed: Printed::default(),
         }
     }
 
-    fn print_trace(&mut self, trace: TraceId, roots: &[SpanId]) {
-        let Some(mut spans) = self.waiting.remove(&trace) else {
+    /// How long spans wait for a parent that has not come before they are printed without it
+    /// (30 s by default). A parent that comes later is printed as a tree of its own.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let console = census_runtime::ConsoleExporter::stdout().wait_for_parent(Duration::from_secs(5));
+    /// # drop(console);
+    /// ```
+    pub fn wait_for_parent(mut self, wait: Duration) -> Self {
+        self.wait_for_parent = wait;
+        self
+    }
+
+    /// How long a request that continues a trace waits for its caller, in case the caller is a
+    /// call this process made to itself (1 s by default). A request whose caller is in another
+    /// process is printed this long after it ended. Keep it above the pipeline's
+    /// `export_interval`, which is how late the caller's span may come.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let console =
+    ///     census_runtime::ConsoleExporter::stdout().wait_for_caller(Duration::from_millis(500));
+    /// # drop(console);
+    /// ```
+    pub fn wait_for_caller(mut self, wait: Duration) -> Self {
+        self.wait_for_caller = wait;
+        self
+    }
+
+    /// How many spans may wait for their parents at once (10,000 by default); past it, the
+    /// traces that have waited longest are printed without their parents.
+    ///
+    /// ```
+    /// let console = census_runtime::ConsoleExporter::stdout().max_held(1_000);
+    /// # drop(console);
+    /// ```
+    pub fn max_held(mut self, spans: usize) -> Self {
+        self.max_held = spans;
+        self
+    }
+
+    /// Holds a batch's spans, then prints the trees they complete and whatever is due.
+    fn take(&mut self, batch: &[SpanRecord], now: Instant) {
+        let mut touched = HashSet::new();
+        for span in batch {
+            let trace = self.held.entry(span.trace_id).or_insert_with(|| HeldTrace {
+                spans: Vec::new(),
+                first_arrived: now,
+            });
+            trace.spans.push(Held {
+                span: span.clone(),
+                arrived: now,
+            });
+            self.held_count += 1;
+            touched.insert(span.trace_id);
+        }
+        let mut trees = Vec::new();
+        for trace in touched {
+            self.pass_over(trace, Pass::Due(now), &mut trees);
+        }
+        self.keep_under_cap(&mut trees);
+        self.print(trees);
+    }
+
+    /// Prints what has waited past a time bound.
+    fn release_due(&mut self, now: Instant) {
+        let soonest = self.wait_for_caller.min(self.wait_for_parent);
+        let due: Vec<TraceId> = self
+            .held
+            .iter()
+            .filter(|(_, trace)| now.saturating_duration_since(trace.first_arrived) >= soonest)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut trees = Vec::new();
+        for trace in due {
+            self.pass_over(trace, Pass::Due(now), &mut trees);
+        }
+        self.print(trees);
+    }
+
+    /// Prints everything held.
+    fn release_all(&mut self, cut: Cut) {
+        let traces: Vec<TraceId> = self.held.keys().copied().collect();
+        let mut trees = Vec::new();
+        for trace in traces {
+            self.pass_over(trace, Pass::All(cut), &mut trees);
+        }
+        self.print(trees);
+    }
+
+    /// Sorts one trace's held spans into trees, takes out those to print in `pass`, and holds
+    /// the rest.
+    fn pass_over(&mut self, trace: TraceId, pass: Pass, trees: &mut Vec<Tree>) {
+        let Some(held) = self.held.remove(&trace) else {
             return;
         };
-        self.waiting_count -= spans.len();
-        spans.sort_by_key(|s| s.start);
-        let mut text = String::new();
-        for root in roots {
-            if let Some(index) = spans.iter().position(|s| s.span_id == *root) {
-                let root = spans.remove(index);
-                render(&mut text, &root, &mut spans, 0);
+        self.held_count -= held.spans.len();
+        let tops = tops(&held.spans);
+        // Each tree's members, its top first.
+        let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (index, &top) in tops.iter().enumerate() {
+            let group = members.entry(top).or_insert_with(|| vec![top]);
+            if index != top {
+                group.push(index);
             }
         }
-        // Whatever is left has its parent elsewhere: print each as a tree of its own.
-        while let Some(orphan) = next_orphan(&mut spans) {
-            render(&mut text, &orphan, &mut spans, 0);
+        let mut printing: Vec<(Vec<usize>, Option<String>)> = Vec::new();
+        let mut kept: Vec<usize> = Vec::new();
+        for group in members.into_values() {
+            let top = &held.spans[group[0]];
+            let oldest = group
+                .iter()
+                .map(|&i| held.spans[i].arrived)
+                .min()
+                .unwrap_or(top.arrived);
+            match self.decide(top, oldest, pass) {
+                Verdict::Print(note) => printing.push((group, note)),
+                Verdict::Hold => kept.extend(group),
+            }
         }
-        let _ = self.out.write_all(text.as_bytes());
+        let mut slots: Vec<Option<Held>> = held.spans.into_iter().map(Some).collect();
+        for (group, note) in printing {
+            let spans: Vec<SpanRecord> = group
+                .iter()
+                .filter_map(|&i| slots[i].take())
+                .map(|held| held.span)
+                .collect();
+            for span in &spans {
+                self.printed.remember(span);
+            }
+            trees.push(Tree { spans, note });
+        }
+        let rest: Vec<Held> = kept.into_iter().filter_map(|i| slots[i].take()).collect();
+        if let Some(first_arrived) = rest.iter().map(|held| held.arrived).min() {
+            self.held_count += rest.len();
+            self.held.insert(
+                trace,
+                HeldTrace {
+                    spans: rest,
+                    first_arrived,
+                },
+            );
+        }
     }
 
-    fn print_all(&mut self) {
-        let traces: Vec<TraceId> = self.waiting.keys().copied().collect();
-        for trace in traces {
-            self.print_trace(trace, &[]);
+    /// Whether the tree under `top`, whose oldest span came at `oldest`, is printed in `pass`.
+    fn decide(&self, top: &Held, oldest: Instant, pass: Pass) -> Verdict {
+        let Some(parent) = top.span.parent_id else {
+            return Verdict::Print(None);
+        };
+        if let Some(name) = self.printed.name(parent) {
+            return Verdict::Print(Some(format!(
+                "[came after the tree of its parent, {name}, was printed]"
+            )));
         }
+        match pass {
+            Pass::All(cut) => Verdict::Print(Some(self.note(cut))),
+            Pass::Due(now) => {
+                if top.span.span_kind() == SpanKind::Request
+                    && now.saturating_duration_since(top.arrived) >= self.wait_for_caller
+                {
+                    // Its caller is in another process: the request is the top of this one's tree.
+                    Verdict::Print(None)
+                } else if now.saturating_duration_since(oldest) >= self.wait_for_parent {
+                    Verdict::Print(Some(self.note(Cut::Waited)))
+                } else {
+                    Verdict::Hold
+                }
+            }
+        }
+    }
+
+    fn note(&self, cut: Cut) -> String {
+        match cut {
+            Cut::Waited => format!(
+                "[cut off: printed without its parent, not seen within {:?}]",
+                self.wait_for_parent
+            ),
+            Cut::TooMany => format!(
+                "[cut off: printed without its parent, as more than {} spans waited for theirs]",
+                self.max_held
+            ),
+            Cut::Flush => "[cut off: printed at flush, before its parent was seen]".to_owned(),
+            Cut::Shutdown => {
+                "[cut off: printed at shutdown, before its parent was seen]".to_owned()
+            }
+        }
+    }
+
+    /// Past `max_held`, prints the traces that have waited longest.
+    fn keep_under_cap(&mut self, trees: &mut Vec<Tree>) {
+        if self.held_count <= self.max_held {
+            return;
+        }
+        let mut by_age: Vec<(Instant, TraceId)> = self
+            .held
+            .iter()
+            .map(|(id, trace)| (trace.first_arrived, *id))
+            .collect();
+        by_age.sort_unstable();
+        for (_, trace) in by_age {
+            if self.held_count <= self.max_held {
+                break;
+            }
+            self.pass_over(trace, Pass::All(Cut::TooMany), trees);
+        }
+    }
+
+    /// Prints trees in the order their tops ended.
+    fn print(&mut self, mut trees: Vec<Tree>) {
+        if trees.is_empty() {
+            return;
+        }
+        trees.sort_by_key(|tree| tree.spans.first().map(|top| top.end));
+        let mut text = String::new();
+        for tree in &trees {
+            if let Some(note) = &tree.note {
+                text.push_str(note);
+                text.push('\n');
+            }
+            render_tree(&mut text, &tree.spans);
+        }
+        let _ = self.out.write_all(text.as_bytes());
         let _ = self.out.flush();
     }
 }
 
-fn is_local_root(span: &SpanRecord) -> bool {
-    span.parent_id.is_none() || span.span_kind() == SpanKind::Request
-}
-
-fn next_orphan(spans: &mut Vec<SpanRecord>) -> Option<SpanRecord> {
-    let index = spans
+/// For each span, the index of the top of its tree: the first ancestor (or itself) whose parent
+/// is not among `spans`.
+fn tops(spans: &[Held]) -> Vec<usize> {
+    let index: HashMap<SpanId, usize> = spans
         .iter()
-        .position(|s| !spans.iter().any(|p| Some(p.span_id) == s.parent_id))?;
-    Some(spans.remove(index))
+        .enumerate()
+        .map(|(i, held)| (held.span.span_id, i))
+        .collect();
+    let mut tops: Vec<Option<usize>> = vec![None; spans.len()];
+    let mut path = Vec::new();
+    for start in 0..spans.len() {
+        let mut at = start;
+        // Ids are random, so parents form no cycle unless records are corrupt; a walk longer
+        // than the spans there are stops where it is.
+        let top = loop {
+            if let Some(top) = tops[at] {
+                break top;
+            }
+            path.push(at);
+            match spans[at].span.parent_id.and_then(|p| index.get(&p)) {
+                Some(&parent) if path.len() <= spans.len() => at = parent,
+                _ => break at,
+            }
+        };
+        for i in path.drain(..) {
+            tops[i] = Some(top);
+        }
+    }
+    tops.into_iter()
+        .enumerate()
+        .map(|(i, top)| top.unwrap_or(i))
+        .collect()
 }
 
-fn render(text: &mut String, span: &SpanRecord, rest: &mut Vec<SpanRecord>, depth: usize) {
+/// Renders a tree, `spans[0]` at the top, each span's children under it in the order they
+/// started. Iterative, so that a deep tree cannot exhaust the worker's stack.
+fn render_tree(text: &mut String, spans: &[SpanRecord]) {
+    let mut children: HashMap<SpanId, Vec<usize>> = HashMap::new();
+    for (index, span) in spans.iter().enumerate().skip(1) {
+        if let Some(parent) = span.parent_id {
+            children.entry(parent).or_default().push(index);
+        }
+    }
+    let mut stack = vec![(0, 0)];
+    while let Some((index, depth)) = stack.pop() {
+        let span = &spans[index];
+        render_line(text, span, depth);
+        // Each list is taken once: even a corrupt cycle of parents ends.
+        if let Some(mut under) = children.remove(&span.span_id) {
+            under.sort_by_key(|&i| std::cmp::Reverse(spans[i].start));
+            stack.extend(under.into_iter().map(|i| (i, depth + 1)));
+        }
+    }
+}
+
+fn render_line(text: &mut String, span: &SpanRecord, depth: usize) {
     let _ = write!(
         text,
         "{:indent$}{}  {}",
@@ -146,10 +513,6 @@ fn render(text: &mut String, span: &SpanRecord, rest: &mut Vec<SpanRecord>, dept
         text.push('}');
     }
     text.push('\n');
-    while let Some(index) = rest.iter().position(|s| s.parent_id == Some(span.span_id)) {
-        let child = rest.remove(index);
-        render(text, &child, rest, depth + 1);
-    }
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -172,28 +535,281 @@ fn format_duration(duration: Duration) -> String {
 
 impl Exporter for ConsoleExporter {
     fn export(&mut self, batch: &[SpanRecord], _resource: &Resource) {
-        let mut complete: Vec<(TraceId, SpanId)> = Vec::new();
-        for span in batch {
-            if is_local_root(span) {
-                complete.push((span.trace_id, span.span_id));
-            }
-            self.waiting
-                .entry(span.trace_id)
-                .or_default()
-                .push(span.clone());
-            self.waiting_count += 1;
-        }
-        for (trace, root) in complete {
-            self.print_trace(trace, &[root]);
-        }
-        if self.waiting_count > MAX_WAITING {
-            self.print_all();
-        }
-        let _ = self.out.flush();
+        self.take(batch, Instant::now());
     }
 
+    fn tick(&mut self, now: Instant) {
+        self.release_due(now);
+    }
+
+    /// Prints everything held, whole or not.
     fn flush(&mut self, _deadline: Instant) -> bool {
-        self.print_all();
+        self.release_all(Cut::Flush);
         true
+    }
+
+    /// Prints everything held, whole or not.
+    fn shutdown(&mut self, _deadline: Instant) -> bool {
+        self.release_all(Cut::Shutdown);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::site::Site;
+
+    static FETCH: Site = Site::inproc("fetch");
+    static CALL: Site = Site::dependency("GET /stock/7", "HTTP");
+    static REQUEST: Site = Site::request("GET /stock/{id}");
+    static PRICE: Site = Site::inproc("price");
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buffer {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    fn console() -> (ConsoleExporter, Buffer) {
+        let out = Buffer::default();
+        (ConsoleExporter::to_writer(out.clone()), out)
+    }
+
+    fn record(site: &'static Site, trace: TraceId, parent: Option<&SpanRecord>) -> SpanRecord {
+        SpanRecord {
+            site,
+            trace_id: trace,
+            span_id: SpanId::random(),
+            parent_id: parent.map(|p| p.span_id),
+            start: 1,
+            end: 2,
+            sample_rate: 100.0,
+            success: true,
+            operation_name: None,
+            extra: None,
+        }
+    }
+
+    /// The HTTP demo's trace: `fetch` calls `GET /stock/7`, which this same process serves.
+    fn call_to_self() -> [SpanRecord; 3] {
+        let trace = TraceId::random();
+        let fetch = record(&FETCH, trace, None);
+        let call = record(&CALL, trace, Some(&fetch));
+        let request = record(&REQUEST, trace, Some(&call));
+        [fetch, call, request]
+    }
+
+    fn starts(lines: &[String], prefixes: &[&str]) -> bool {
+        lines.len() == prefixes.len()
+            && lines
+                .iter()
+                .zip(prefixes)
+                .all(|(line, prefix)| line.starts_with(prefix))
+    }
+
+    #[test]
+    fn a_request_that_comes_before_its_caller_is_printed_inside_the_caller_s_tree() {
+        let (mut console, out) = console();
+        let [fetch, call, request] = call_to_self();
+        let resource = Resource::new(None, None);
+        console.export(std::slice::from_ref(&request), &resource);
+        assert_eq!(out.lines(), Vec::<String>::new(), "the request waits");
+        console.export(&[call, fetch], &resource);
+        let lines = out.lines();
+        assert!(
+            starts(
+                &lines,
+                &[
+                    "fetch  INPROC",
+                    "  GET /stock/7  HTTP",
+                    "    GET /stock/{id}  Request"
+                ]
+            ),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn a_child_that_comes_before_its_parent_is_printed_under_it() {
+        let (mut console, out) = console();
+        let trace = TraceId::random();
+        let fetch = record(&FETCH, trace, None);
+        let price = record(&PRICE, trace, Some(&fetch));
+        let now = Instant::now();
+        console.take(&[price], now);
+        assert_eq!(out.lines(), Vec::<String>::new(), "the child waits");
+        console.take(&[fetch], now);
+        let lines = out.lines();
+        assert!(
+            starts(&lines, &["fetch  INPROC", "  price  INPROC"]),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn children_are_printed_in_the_order_they_started() {
+        let (mut console, out) = console();
+        let trace = TraceId::random();
+        let fetch = record(&FETCH, trace, None);
+        let mut call = record(&CALL, trace, Some(&fetch));
+        call.start = 5;
+        let mut price = record(&PRICE, trace, Some(&fetch));
+        price.start = 3;
+        console.take(&[call, fetch, price], Instant::now());
+        let lines = out.lines();
+        assert!(
+            starts(&lines, &["fetch", "  price", "  GET /stock/7"]),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn a_span_held_past_wait_for_parent_is_printed_under_a_cut_off_note() {
+        let (console, out) = console();
+        let mut console = console.wait_for_parent(Duration::from_secs(30));
+        let [_fetch, call, request] = call_to_self();
+        let came = Instant::now();
+        console.take(&[call, request], came);
+        console.tick(came + Duration::from_secs(29));
+        assert_eq!(out.lines(), Vec::<String>::new(), "still waiting");
+        console.tick(came + Duration::from_secs(30));
+        let lines = out.lines();
+        assert!(
+            starts(
+                &lines,
+                &[
+                    "[cut off: printed without its parent, not seen within 30s]",
+                    "GET /stock/7  HTTP",
+                    "  GET /stock/{id}  Request"
+                ]
+            ),
+            "{lines:#?}"
+        );
+        assert_eq!(console.held_count, 0);
+    }
+
+    #[test]
+    fn a_request_whose_caller_does_not_come_is_printed_after_wait_for_caller_without_a_note() {
+        let (console, out) = console();
+        let mut console = console.wait_for_caller(Duration::from_secs(1));
+        let trace = TraceId::random();
+        let mut remote_caller = record(&CALL, trace, None);
+        remote_caller.span_id = SpanId::random();
+        let request = record(&REQUEST, trace, Some(&remote_caller));
+        let price = record(&PRICE, trace, Some(&request));
+        let came = Instant::now();
+        console.take(&[price, request], came);
+        console.tick(came + Duration::from_millis(999));
+        assert_eq!(out.lines(), Vec::<String>::new(), "waiting for its caller");
+        console.tick(came + Duration::from_secs(1));
+        let lines = out.lines();
+        assert!(
+            starts(&lines, &["GET /stock/{id}  Request", "  price  INPROC"]),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn past_max_held_the_trace_held_longest_is_printed_under_a_cut_off_note() {
+        let (console, out) = console();
+        let mut console = console.max_held(2);
+        let [_, older_call, older_request] = call_to_self();
+        let [_, newer_call, _] = call_to_self();
+        let came = Instant::now();
+        console.take(&[older_request, older_call], came);
+        assert_eq!(out.lines(), Vec::<String>::new(), "two spans may wait");
+        console.take(&[newer_call], came + Duration::from_millis(1));
+        let lines = out.lines();
+        assert!(
+            starts(
+                &lines,
+                &[
+                    "[cut off: printed without its parent, as more than 2 spans waited for theirs]",
+                    "GET /stock/7  HTTP",
+                    "  GET /stock/{id}  Request"
+                ]
+            ),
+            "{lines:#?}"
+        );
+        assert_eq!(console.held_count, 1, "the newer trace still waits");
+    }
+
+    #[test]
+    fn flush_and_shutdown_print_what_is_held_and_say_so() {
+        let (mut console, out) = console();
+        let [_, call, request] = call_to_self();
+        console.take(&[request, call], Instant::now());
+        assert!(console.flush(Instant::now()));
+        let [_, call, _] = call_to_self();
+        console.take(&[call], Instant::now());
+        assert!(console.shutdown(Instant::now()));
+        let lines = out.lines();
+        assert!(
+            starts(
+                &lines,
+                &[
+                    "[cut off: printed at flush, before its parent was seen]",
+                    "GET /stock/7  HTTP",
+                    "  GET /stock/{id}  Request",
+                    "[cut off: printed at shutdown, before its parent was seen]",
+                    "GET /stock/7  HTTP",
+                ]
+            ),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn a_span_that_comes_after_its_parent_s_tree_was_printed_is_printed_at_once_and_says_so() {
+        let (mut console, out) = console();
+        let trace = TraceId::random();
+        let fetch = record(&FETCH, trace, None);
+        let late = record(&PRICE, trace, Some(&fetch));
+        console.take(&[fetch], Instant::now());
+        console.take(&[late], Instant::now());
+        let lines = out.lines();
+        assert!(
+            starts(
+                &lines,
+                &[
+                    "fetch  INPROC",
+                    "[came after the tree of its parent, fetch, was printed]",
+                    "price  INPROC"
+                ]
+            ),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn the_trees_of_one_pass_are_printed_in_the_order_their_tops_ended() {
+        let (mut console, out) = console();
+        let mut first = record(&FETCH, TraceId::random(), None);
+        first.end = 10;
+        let mut second = record(&PRICE, TraceId::random(), None);
+        second.end = 20;
+        console.take(&[second, first], Instant::now());
+        let lines = out.lines();
+        assert!(starts(&lines, &["fetch", "price"]), "{lines:#?}");
     }
 }
