@@ -109,8 +109,17 @@
 //!
 //! Until [`pipeline()`]`.install()` is called, an annotated call costs one relaxed atomic load:
 //! no clock read, no id, no allocation.
+//!
+//! ## Features
+//!
+//! - `azure` (on by default): the Application Insights exporter, `AzureExporter`.
+//! - HTTP, in [`integrations`]: `reqwest`, `tower`, `axum`, `ureq`, `actix-web`.
+//! - Databases, in [`integrations`], named after the driver crate: `tokio-postgres`,
+//!   `postgres`, `mysql_async`, `rusqlite`, `diesel`, `sqlx`, `mongodb`.
 
 #![warn(missing_docs)]
+// docs.rs builds with `--cfg docsrs` and marks what each feature adds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 mod context;
@@ -304,6 +313,7 @@ pub use context::{
 };
 pub use diagnostics::{Diagnostics, diagnostics};
 #[cfg(feature = "azure")]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub use export::{
     AzureExporter, AzureExporterBuilder, CONNECTION_STRING_ENV, ConnectionString,
     ConnectionStringError,

@@ -50,13 +50,16 @@ pub enum ConfigError {
     Worker(std::io::Error),
     /// The Application Insights connection string is malformed; the error names the bad part.
     #[cfg(feature = "azure")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
     ConnectionString(crate::export::ConnectionStringError),
     /// The Azure exporter was configured but no connection string was given, in code or in
     /// `APPLICATIONINSIGHTS_CONNECTION_STRING`.
     #[cfg(feature = "azure")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
     MissingConnectionString,
     /// The local storage directory for undelivered telemetry could not be made.
     #[cfg(feature = "azure")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
     Storage {
         /// The directory.
         path: std::path::PathBuf,
@@ -113,6 +116,7 @@ impl std::error::Error for ConfigError {
 }
 
 #[cfg(feature = "azure")]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 impl From<crate::export::ConnectionStringError> for ConfigError {
     fn from(error: crate::export::ConnectionStringError) -> Self {
         ConfigError::ConnectionString(error)
@@ -588,6 +592,7 @@ impl PipelineBuilder {
     /// ));
     /// ```
     #[cfg(feature = "azure")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
     pub fn connection_string(mut self, connection_string: impl Into<String>) -> Self {
         self.connection_string = Some(connection_string.into());
         self
@@ -597,6 +602,7 @@ impl PipelineBuilder {
     /// see [`AzureExporterBuilder`](crate::AzureExporterBuilder). Its connection string, when it
     /// has one, wins over [`connection_string`](Self::connection_string).
     #[cfg(feature = "azure")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
     pub fn azure(mut self, settings: crate::export::AzureExporterBuilder) -> Self {
         self.azure = Some(settings);
         self

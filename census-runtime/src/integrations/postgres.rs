@@ -322,6 +322,7 @@ impl<C: GenericClient + Sync> Traced<C> {
 /// # }
 /// ```
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod blocking {
     use std::fmt;
     use std::sync::Arc;

@@ -10,6 +10,7 @@ const DEFAULT_INGESTION: &str = "https://dc.services.visualstudio.com";
 /// instrumentation key in full.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub enum ConnectionStringError {
     /// Nothing but whitespace and separators.
     #[error("the connection string is empty")]
@@ -83,6 +84,7 @@ pub enum ConnectionStringError {
 /// # Ok::<(), census_runtime::ConnectionStringError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub struct ConnectionString {
     instrumentation_key: String,
     ingestion_endpoint: String,

@@ -31,6 +31,7 @@ use crate::pipeline::ConfigError;
 use crate::span::SpanRecord;
 
 /// The environment variable the connection string is read from when none is set in code.
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub const CONNECTION_STRING_ENV: &str = "APPLICATIONINSIGHTS_CONNECTION_STRING";
 
 /// Where undelivered batches are kept.
@@ -70,6 +71,7 @@ enum StorageSetting {
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "the builder does nothing until built or given to the pipeline"]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub struct AzureExporterBuilder {
     connection_string: Option<String>,
     gzip: bool,
@@ -323,6 +325,7 @@ impl AzureExporterBuilder {
 /// # drop(census.shutdown(std::time::Duration::from_millis(100)));
 /// # Ok::<(), census_runtime::ConfigError>(())
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub struct AzureExporter {
     writer: EnvelopeWriter,
     sender: Option<SyncSender<Message>>,
