@@ -52,6 +52,16 @@ impl Contained {
         }
     }
 
+    pub(super) fn tick(&mut self, now: Instant) {
+        if self.is_off() {
+            return;
+        }
+        let exporter = &mut self.exporter;
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| exporter.tick(now))) {
+            self.panicked("tick", payload.as_ref());
+        }
+    }
+
     pub(super) fn flush(&mut self, deadline: Instant) -> Result<(), Failed> {
         self.deliver("flush", |exporter| exporter.flush(deadline))
     }
