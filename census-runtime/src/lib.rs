@@ -322,6 +322,8 @@ pub use export::{ConsoleExporter, Exporter, MemoryExporter, Resource};
 pub use pipeline::{
     ConfigError, FlushError, Pipeline, PipelineBuilder, flush, is_installed, pipeline,
 };
+#[doc(hidden)]
+pub use sampler::{IdSearch, bench_kept_trace_id};
 pub use sampler::{Sampler, sample_score};
 pub use site::{INPROC, Site, SpanKind, sites};
 pub use span::{

@@ -222,9 +222,9 @@ pub(crate) fn sampled(trace_id: TraceId) -> bool {
 /// Decides whether a new trace is recorded and, if it is, gives it its id.
 ///
 /// The decision costs one random draw ([`keep_new_trace`]). A recorded trace then gets an id
-/// whose Application Insights score is below the rate ([`new_trace_id`]), drawn uniformly among
-/// such ids, so that every service that sees the trace keeps it too: the same outcome as drawing
-/// an id first and scoring it, without hashing an id for the traces that are dropped.
+/// whose Application Insights score is below the rate ([`new_trace_id`]), so that every service
+/// that sees the trace keeps it too: the same outcome as drawing an id first and scoring it,
+/// without hashing an id for the traces that are dropped.
 #[inline]
 pub(crate) fn sample_root() -> Option<TraceId> {
     keep_new_trace().then(new_trace_id)
@@ -242,21 +242,8 @@ pub(crate) fn new_trace_id() -> TraceId {
     if THRESHOLD.load(Ordering::Relaxed) == u64::MAX {
         TraceId::random()
     } else {
-        scored_trace_id(f64::from_bits(RATE.load(Ordering::Relaxed)))
+        sampler::kept_trace_id(f64::from_bits(RATE.load(Ordering::Relaxed)))
     }
-}
-
-#[cold]
-fn scored_trace_id(rate: f64) -> TraceId {
-    let mut id = TraceId::random();
-    // Rejection sampling: about 1/rate draws; bounded for vanishing rates.
-    for _ in 0..100_000 {
-        if sampler::decide(rate, id) {
-            break;
-        }
-        id = TraceId::random();
-    }
-    id
 }
 
 #[inline]
@@ -720,6 +707,8 @@ impl PipelineBuilder {
         if let Ok(mut slot) = CONTROL.lock() {
             *slot = Some(control_tx);
         }
+        // Before the rate is in force: a kept root never waits for what its id is built from.
+        sampler::prepare_ids(self.sampler.rate());
         RATE.store(self.sampler.rate().to_bits(), Ordering::Relaxed);
         THRESHOLD.store(threshold(self.sampler.rate()), Ordering::Relaxed);
         PERCENT.store(

@@ -87,6 +87,31 @@ fn ten_thousand_traces_at_a_quarter_keep_a_quarter_and_children_follow() {
     assert_eq!(census_runtime::diagnostics().dropped_queue_full, 0);
 }
 
+#[inproc]
+fn rare_root() {}
+
+#[test]
+fn at_one_in_a_million_every_kept_trace_s_id_scores_below_the_rate() {
+    const RATE: f64 = 1e-6;
+    const ROOTS: usize = 20_000_000;
+    let (pipeline, memory) = install_memory_sampled(Sampler::probability(RATE));
+    for _ in 0..ROOTS {
+        rare_root();
+    }
+    flush(&pipeline);
+    let kept = memory.named("rare_root");
+    // About 20 kept; none at all would be a chance of e^-20.
+    assert!(!kept.is_empty(), "no trace kept in {ROOTS} roots at {RATE}");
+    for root in &kept {
+        let score = sample_score(root.trace_id());
+        assert!(
+            score < RATE,
+            "kept trace {} scores {score}, not below {RATE}: other services would drop it",
+            root.trace_id()
+        );
+    }
+}
+
 #[test]
 fn never_records_nothing_and_always_records_everything() {
     let (pipeline, memory) = install_memory_sampled(Sampler::never());

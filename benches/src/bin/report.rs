@@ -49,6 +49,9 @@ const PAIRS: [(&str, &str); 7] = [
     ("census/recorded+azure", "fastrace/root+reporter"),
 ];
 
+/// The sampling rates of `benches/sampling.rs`, from the largest.
+const ID_RATES: [&str; 8] = ["0.3", "0.2", "0.1", "0.05", "0.02", "1e-2", "1e-4", "1e-6"];
+
 /// Medians in nanoseconds, by group then function id.
 type Medians = BTreeMap<String, BTreeMap<String, f64>>;
 
@@ -291,6 +294,29 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
     );
     let _ = writeln!(out, "| census ÷ peer, end to end | {} |", ratio(e2e_ratio));
 
+    // The trace id of a kept root.
+    let _ = writeln!(
+        out,
+        "\n### The trace id of a kept root (criterion medians)\n\nOne whose score is below the rate; \"drawn\" and \"constructed\" are each way alone, around the rate census switches at.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| rate | as a kept root gets it | drawn | constructed |\n| --- | ---: | ---: | ---: |"
+    );
+    for rate in ID_RATES {
+        let cell = |group: &str| match get(medians, group, rate) {
+            Some(v) => ns(Some(v)),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "| {rate} | {} | {} | {} |",
+            cell("kept-root-id"),
+            cell("drawn"),
+            cell("constructed")
+        );
+    }
+
     // Memory.
     let _ = writeln!(out, "\n### Memory while the endpoint is stalled\n");
     match memory {
@@ -420,6 +446,12 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
         what: "Recorded span with the Azure exporter running beside it: under 80 ns",
         figure: format!("{} over plain", ns(over("census/recorded+azure"))),
         met: below(over("census/recorded+azure"), 80.0),
+    });
+    let kept_root_id = get(medians, "kept-root-id", "1e-6");
+    targets.push(Target {
+        what: "Sampling at 1e-6: a kept root's trace id (scoring below the rate) in about a microsecond at most",
+        figure: ns(kept_root_id),
+        met: below(kept_root_id, 1000.0),
     });
     targets.push(Target {
         what: "Export: over 1,000,000 envelopes per second serialised on one core",
