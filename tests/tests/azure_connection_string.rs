@@ -40,6 +40,28 @@ fn good_connection_strings() {
             "\n\tInstrumentationKey=12345678-9abc-def0-1234-56789abcdef0;IngestionEndpoint=https://host.example/base/\n",
             "https://host.example/base/v2.1/track",
         ),
+        // The endpoint as it is requested: an international host in its ASCII (punycode) form,
+        // scheme and host in lowercase, the scheme's default port left out, IPv6 in brackets.
+        (
+            "InstrumentationKey=12345678-9abc-def0-1234-56789abcdef0;IngestionEndpoint=http://bücher.example/",
+            "http://xn--bcher-kva.example/v2.1/track",
+        ),
+        (
+            "InstrumentationKey=12345678-9abc-def0-1234-56789abcdef0;IngestionEndpoint=HTTPS://Ingest.Example:443/Base/",
+            "https://ingest.example/Base/v2.1/track",
+        ),
+        (
+            "InstrumentationKey=12345678-9abc-def0-1234-56789abcdef0;IngestionEndpoint=http://[::1]:9/",
+            "http://[::1]:9/v2.1/track",
+        ),
+        (
+            "InstrumentationKey=12345678-9abc-def0-1234-56789abcdef0;IngestionEndpoint=http://localhost:9",
+            "http://localhost:9/v2.1/track",
+        ),
+        (
+            "InstrumentationKey=12345678-9abc-def0-1234-56789abcdef0;EndpointSuffix=bücher.example;Location=westeurope",
+            "https://westeurope.dc.xn--bcher-kva.example/v2.1/track",
+        ),
     ];
     for (text, track_url) in cases {
         let parsed = ConnectionString::parse(text)
@@ -187,6 +209,145 @@ fn bad_connection_strings_name_the_bad_part() {
         for shown in [message, format!("{error:?}")] {
             assert!(!shown.contains(KEY), "the key leaked: {shown}");
         }
+    }
+}
+
+/// Endpoints that no request could ever reach, refused at parse time, each with the key, the
+/// value and what is wrong with it. Parsed only: nothing is sent anywhere.
+#[test]
+fn endpoints_that_cannot_be_requested_are_refused() {
+    let cases: &[(&str, &str, &str)] = &[
+        // (key and value, the value as the error shows it, a word of the reason)
+        ("IngestionEndpoint=http://[::1:9/", "http://[::1:9/", "IPv6"),
+        ("IngestionEndpoint=http://[::1]x/", "http://[::1]x/", "IPv6"),
+        (
+            "IngestionEndpoint=http://127.0 .0.1:9/",
+            "http://127.0 .0.1:9/",
+            "whitespace",
+        ),
+        (
+            "IngestionEndpoint=http://ho\tst.example/",
+            "http://ho\tst.example/",
+            "whitespace",
+        ),
+        (
+            "IngestionEndpoint=http://host.example:65536/",
+            "http://host.example:65536/",
+            "port",
+        ),
+        (
+            "IngestionEndpoint=http://host.example:0/",
+            "http://host.example:0/",
+            "port",
+        ),
+        (
+            "IngestionEndpoint=http://host.example:-1/",
+            "http://host.example:-1/",
+            "port",
+        ),
+        (
+            "IngestionEndpoint=http://user:pw@host.example/",
+            "http://user:pw@host.example/",
+            "password",
+        ),
+        (
+            "IngestionEndpoint=http://user@host.example/",
+            "http://user@host.example/",
+            "password",
+        ),
+        (
+            "IngestionEndpoint=https://host.example/?code=1",
+            "https://host.example/?code=1",
+            "query",
+        ),
+        (
+            "IngestionEndpoint=https://host.example/#top",
+            "https://host.example/#top",
+            "fragment",
+        ),
+        ("IngestionEndpoint=http://", "http://", "no host"),
+        ("IngestionEndpoint=http:///v2", "http:///v2", "no host"),
+        ("IngestionEndpoint=http://:9/", "http://:9/", "no host"),
+        (
+            "IngestionEndpoint=http:host.example",
+            "http:host.example",
+            "http://",
+        ),
+        (
+            "IngestionEndpoint=http://host.example\\base",
+            "http://host.example\\base",
+            "backslash",
+        ),
+        (
+            "IngestionEndpoint=http://a..b.example/",
+            "http://a..b.example/",
+            "empty label",
+        ),
+        (
+            "IngestionEndpoint=http://a*b.example/",
+            "http://a*b.example/",
+            "character",
+        ),
+        (
+            "IngestionEndpoint=http://host%2Fx.example/",
+            "http://host%2Fx.example/",
+            "%",
+        ),
+        (
+            "IngestionEndpoint=http://999.0.0.1/",
+            "http://999.0.0.1/",
+            "IPv4",
+        ),
+        (
+            "IngestionEndpoint=http://xn--a.example/",
+            "http://xn--a.example/",
+            "IDNA",
+        ),
+        ("EndpointSuffix=ai..example", "ai..example", "empty label"),
+        (
+            "EndpointSuffix=ai.example:443",
+            "ai.example:443",
+            "character",
+        ),
+        ("EndpointSuffix=127.0.0.1", "127.0.0.1", "IP address"),
+        (
+            "EndpointSuffix=ai.example;Location=west..europe",
+            "west..europe",
+            "empty label",
+        ),
+        (
+            "EndpointSuffix=ai.example;Location=west/europe",
+            "west/europe",
+            "character",
+        ),
+    ];
+    for (part, value, word) in cases {
+        let text = format!("InstrumentationKey={KEY};{part}");
+        let key = part.split_once('=').map_or("", |(key, _)| key);
+        let key = if part.contains("Location=") {
+            "Location"
+        } else {
+            key
+        };
+        let error = ConnectionString::parse(&text).expect_err(&text);
+        let ConnectionStringError::InvalidEndpoint {
+            key: named,
+            value: shown,
+            reason,
+        } = &error
+        else {
+            panic!("{text:?} gave {error:?}");
+        };
+        assert_eq!((*named, shown.as_str()), (key, *value), "{text:?}");
+        assert!(
+            reason.contains(word),
+            "{text:?}: {reason:?} should mention {word:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(key) && message.contains(value) && message.contains(reason),
+            "{message}"
+        );
     }
 }
 

@@ -1,7 +1,10 @@
 //! The Application Insights connection string: `InstrumentationKey=...;IngestionEndpoint=...`.
 
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
+
+use url::{Host, SyntaxViolation, Url};
 
 /// Where telemetry goes when the connection string names no endpoint.
 const DEFAULT_INGESTION: &str = "https://dc.services.visualstudio.com";
@@ -46,7 +49,9 @@ pub enum ConnectionStringError {
         /// The key, redacted.
         redacted: String,
     },
-    /// An endpoint is not an `http://` or `https://` URL with a host.
+    /// An endpoint that no request could reach: not an `http://` or `https://` URL with a host
+    /// that can be looked up, or one carrying what census refuses to send (a user name or
+    /// password, a query, a fragment).
     #[error("{key} ({value}) is not a valid endpoint: {reason}")]
     InvalidEndpoint {
         /// `IngestionEndpoint`, `EndpointSuffix` or `Location`.
@@ -65,6 +70,15 @@ pub enum ConnectionStringError {
 /// `IngestionEndpoint` when given, else derived from `EndpointSuffix` and `Location`
 /// (`https://{Location}.dc.{EndpointSuffix}`), else the global default.
 ///
+/// The endpoint is checked as a request would use it (by the WHATWG URL rules, which reqwest
+/// and browsers follow, and then DNS's) and kept in the form requested: an international host
+/// name in its ASCII form (`bücher.example` becomes `xn--bcher-kva.example`), scheme and host in
+/// lowercase, the scheme's default port left out. An endpoint with whitespace, a malformed IPv6
+/// or IPv4 address, a port outside 1..=65535, a host name DNS cannot hold, a user name or
+/// password (it would be sent with every request and written to logs), a query or a fragment
+/// (the endpoint is a base that `/v2.1/track` is appended to) is refused with
+/// [`ConnectionStringError::InvalidEndpoint`].
+///
 /// `Display` and `Debug` never show the instrumentation key in full.
 ///
 /// ```
@@ -81,12 +95,29 @@ pub enum ConnectionStringError {
 ///     "instrumentationkey=00000000-0000-0000-0000-000000000001; EndpointSuffix=applicationinsights.azure.cn; Location=chinaeast2",
 /// )?;
 /// assert_eq!(derived.ingestion_endpoint(), "https://chinaeast2.dc.applicationinsights.azure.cn");
+///
+/// let international = ConnectionString::parse(
+///     "InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=https://bücher.example/",
+/// )?;
+/// assert_eq!(international.ingestion_endpoint(), "https://xn--bcher-kva.example");
+///
+/// let error = ConnectionString::parse(
+///     "InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://[::1:9/",
+/// )
+/// .unwrap_err();
+/// assert_eq!(
+///     error.to_string(),
+///     "IngestionEndpoint (http://[::1:9/) is not a valid endpoint: its IPv6 address is malformed"
+/// );
 /// # Ok::<(), census_runtime::ConnectionStringError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub struct ConnectionString {
     instrumentation_key: String,
+    /// Where batches go, parsed and normalised.
+    endpoint: Endpoint,
+    /// The endpoint as text, in its normalised form, without a trailing slash.
     ingestion_endpoint: String,
 }
 
@@ -145,46 +176,32 @@ impl ConnectionString {
                 redacted: redact(&ikey),
             });
         }
-        let ingestion_endpoint = match (ingestion, suffix) {
-            (Some(endpoint), _) => {
-                Endpoint::parse(&endpoint).map_err(|reason| {
-                    ConnectionStringError::InvalidEndpoint {
-                        key: "IngestionEndpoint",
-                        value: endpoint.clone(),
-                        reason,
-                    }
-                })?;
-                endpoint.trim_end_matches('/').to_owned()
-            }
+        let endpoint = match (ingestion, suffix) {
+            (Some(endpoint), _) => Endpoint::parse(&endpoint)
+                .map_err(|reason| invalid("IngestionEndpoint", &endpoint, reason))?,
             (None, Some(suffix)) => {
                 let suffix = suffix.trim_matches(|c| c == '.' || c == '/');
-                if !is_host(suffix) {
-                    return Err(ConnectionStringError::InvalidEndpoint {
-                        key: "EndpointSuffix",
-                        value: suffix.to_owned(),
-                        reason: "not a domain name",
-                    });
-                }
-                match location {
+                let suffix_host = domain_name(suffix)
+                    .map_err(|reason| invalid("EndpointSuffix", suffix, reason))?;
+                let url = match location {
                     Some(location) => {
                         let location = location.trim_matches('.');
-                        if !is_host(location) {
-                            return Err(ConnectionStringError::InvalidEndpoint {
-                                key: "Location",
-                                value: location.to_owned(),
-                                reason: "not a domain label",
-                            });
-                        }
-                        format!("https://{location}.dc.{suffix}")
+                        let location_host = domain_name(location)
+                            .map_err(|reason| invalid("Location", location, reason))?;
+                        format!("https://{location_host}.dc.{suffix_host}")
                     }
-                    None => format!("https://dc.{suffix}"),
-                }
+                    None => format!("https://dc.{suffix_host}"),
+                };
+                // Both parts are valid names; what they make may still be too long for DNS.
+                Endpoint::parse(&url).map_err(|reason| invalid("EndpointSuffix", suffix, reason))?
             }
-            (None, None) => DEFAULT_INGESTION.to_owned(),
+            (None, None) => Endpoint::parse(DEFAULT_INGESTION)
+                .map_err(|reason| invalid("IngestionEndpoint", DEFAULT_INGESTION, reason))?,
         };
         Ok(ConnectionString {
             instrumentation_key: ikey,
-            ingestion_endpoint,
+            ingestion_endpoint: endpoint.base_url(),
+            endpoint,
         })
     }
 
@@ -193,14 +210,28 @@ impl ConnectionString {
         &self.instrumentation_key
     }
 
-    /// The ingestion endpoint, without a trailing slash.
+    /// The ingestion endpoint, in the form requested (see the type's documentation), without a
+    /// trailing slash.
     pub fn ingestion_endpoint(&self) -> &str {
         &self.ingestion_endpoint
     }
 
     /// Where batches are posted: `{IngestionEndpoint}/v2.1/track`.
     pub fn track_url(&self) -> String {
-        format!("{}/v2.1/track", self.ingestion_endpoint)
+        self.endpoint.track_url()
+    }
+
+    /// The endpoint the transport starts from.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+fn invalid(key: &'static str, value: &str, reason: &'static str) -> ConnectionStringError {
+    ConnectionStringError::InvalidEndpoint {
+        key,
+        value: value.to_owned(),
+        reason,
     }
 }
 
@@ -251,12 +282,88 @@ fn is_guid(key: &str) -> bool {
             .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn is_host(host: &str) -> bool {
-    !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+/// The ASCII form of a domain name given on its own (`EndpointSuffix`, `Location`), checked by
+/// the same rules as an endpoint's host name.
+fn domain_name(text: &str) -> Result<String, &'static str> {
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(WHITESPACE);
+    }
+    // Other than letters in any script, which IDNA turns into ASCII: what no label may hold
+    // (`:`, `/`, `@` would make the derived URL another one).
+    if text
+        .bytes()
+        .any(|b| b.is_ascii() && !(b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+    {
+        return Err(NAME_CHARACTER);
+    }
+    match Host::parse(text) {
+        Ok(Host::Domain(domain)) => {
+            check_dns_name(&domain)?;
+            Ok(domain)
+        }
+        Ok(Host::Ipv4(_) | Host::Ipv6(_)) => Err("it is an IP address, not a domain name"),
+        Err(error) => Err(parse_error_reason(error)),
+    }
 }
+
+/// What DNS accepts beyond what the WHATWG rules do: labels of letters, digits, hyphens and
+/// underscores, none empty (but for a final dot), none longer than 63 characters, the whole no
+/// longer than 253. A name outside these rules is never found, so no request would ever go.
+fn check_dns_name(domain: &str) -> Result<(), &'static str> {
+    let name = domain.strip_suffix('.').unwrap_or(domain);
+    if name.len() > 253 {
+        return Err("its host name is longer than 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("its host name has an empty label (two dots in a row, or a leading dot)");
+        }
+        if label.len() > 63 {
+            return Err("its host name has a label longer than 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(NAME_CHARACTER);
+        }
+    }
+    Ok(())
+}
+
+/// Why the WHATWG parser refused a URL or a host, in the words of an endpoint's error.
+fn parse_error_reason(error: url::ParseError) -> &'static str {
+    use url::ParseError as E;
+    match error {
+        E::EmptyHost => "it has no host",
+        E::IdnaError => "its host name is not a valid domain name (IDNA)",
+        E::InvalidPort => PORT,
+        E::InvalidIpv4Address => "its IPv4 address is malformed",
+        E::InvalidIpv6Address => "its IPv6 address is malformed",
+        E::InvalidDomainCharacter => "its host name has a character a host name cannot hold",
+        _ => "it is not a URL",
+    }
+}
+
+/// Why an endpoint with a syntax the WHATWG parser would repair is refused: what it repairs is
+/// a typo, and the repaired URL would not be the one written.
+fn violation_reason(violation: SyntaxViolation) -> &'static str {
+    match violation {
+        SyntaxViolation::Backslash => "it has a backslash where a URL has a slash",
+        SyntaxViolation::EmbeddedCredentials | SyntaxViolation::UnencodedAtSign => CREDENTIALS,
+        SyntaxViolation::ExpectedDoubleSlash => NOT_HTTP,
+        SyntaxViolation::PercentDecode => "it has a % not followed by two hex digits",
+        SyntaxViolation::NonUrlCodePoint => "it has a character a URL cannot hold",
+        _ => "it is not a well-formed URL",
+    }
+}
+
+const NOT_HTTP: &str = "it does not start with http:// or https://";
+const NAME_CHARACTER: &str =
+    "its host name has a character other than letters, digits, hyphens and underscores";
+const WHITESPACE: &str = "it contains whitespace or control characters";
+const PORT: &str = "its port is not a number from 1 to 65535";
+const CREDENTIALS: &str = "it carries a user name or password, which would be sent with every request and written to logs; an endpoint takes neither";
 
 /// An HTTP origin and base path: where requests go, and what a redirect replaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,38 +377,76 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses an absolute `http(s)://host[:port][/path]` URL.
-    pub(crate) fn parse(url: &str) -> Result<Endpoint, &'static str> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or("it does not start with http:// or https://")?;
-        let scheme = scheme.to_ascii_lowercase();
-        if scheme != "http" && scheme != "https" {
-            return Err("it does not start with http:// or https://");
+    /// Parses an absolute `http(s)://host[:port][/path]` URL that a request can go to, into its
+    /// normalised parts; the reason names what is wrong. See [`ConnectionString`] for the rules.
+    pub(crate) fn parse(text: &str) -> Result<Endpoint, &'static str> {
+        // The WHATWG parser drops tabs and newlines anywhere and spaces at the ends: a value
+        // with any is refused rather than requested as something other than what was written.
+        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(WHITESPACE);
         }
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(end);
-        if authority.contains('@') {
-            return Err("it carries credentials");
+        let (scheme, rest) = text.split_once("://").ok_or(NOT_HTTP)?;
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(NOT_HTTP);
         }
-        let host = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                if !port.is_empty() && port.parse::<u16>().is_err() {
-                    return Err("its port is not a number");
-                }
-                host
-            }
-            _ => authority,
-        };
-        if host.is_empty() {
+        // The parser would read `http:///x` as the host `x`.
+        if rest.is_empty() || rest.starts_with(['/', '\\', '?', '#']) {
             return Err("it has no host");
         }
-        let path = path.split(['?', '#']).next().unwrap_or("");
+        // The parser decodes `%2F` in a host name into a `/` and then reports an IDNA error;
+        // no host name needs an escape, so it is refused by name.
+        let authority = rest.split(['/', '\\', '?', '#']).next().unwrap_or(rest);
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        if host.contains('%') && !host.starts_with('[') {
+            return Err("its host name has a %-escape, which no host name needs");
+        }
+        let violation = Cell::new(None);
+        let report = |v| {
+            if violation.get().is_none() {
+                violation.set(Some(v));
+            }
+        };
+        let url = Url::options()
+            .syntax_violation_callback(Some(&report))
+            .parse(text)
+            .map_err(parse_error_reason)?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(CREDENTIALS);
+        }
+        if let Some(violation) = violation.get() {
+            return Err(violation_reason(violation));
+        }
+        if url.query().is_some() {
+            return Err(
+                "it has a query (?...), which cannot stay at the end once /v2.1/track is appended",
+            );
+        }
+        if url.fragment().is_some() {
+            return Err("it has a fragment (#...), which is never sent");
+        }
+        match url.host() {
+            Some(Host::Domain(domain)) => check_dns_name(domain)?,
+            Some(Host::Ipv4(_) | Host::Ipv6(_)) => {}
+            None => return Err("it has no host"),
+        }
+        let host = url.host_str().ok_or("it has no host")?;
+        let authority = match url.port() {
+            Some(0) => return Err(PORT),
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
         Ok(Endpoint {
-            scheme,
-            authority: authority.to_owned(),
-            path: path.trim_end_matches('/').to_owned(),
+            scheme: url.scheme().to_owned(),
+            authority,
+            path: url.path().trim_end_matches('/').to_owned(),
         })
+    }
+
+    /// `{scheme}://{authority}{path}`: the endpoint as text, without a trailing slash.
+    pub(crate) fn base_url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.authority, self.path)
     }
 
     /// `{scheme}://{authority}{path}/v2.1/track`, with the slashes normalised.
@@ -312,9 +457,10 @@ impl Endpoint {
         )
     }
 
-    /// This endpoint with the origin (scheme and authority) of `location`, an absolute URL.
+    /// This endpoint with the origin (scheme and authority) of `location`, an absolute URL whose
+    /// query and fragment, if any, are not kept.
     pub(crate) fn redirected(&self, location: &str) -> Option<Endpoint> {
-        let target = Endpoint::parse(location).ok()?;
+        let target = Endpoint::parse(location.split(['?', '#']).next()?).ok()?;
         Some(Endpoint {
             scheme: target.scheme,
             authority: target.authority,
@@ -338,6 +484,99 @@ mod tests {
         assert!(Endpoint::parse("http://h:port").is_err());
         let moved = e.redirected("http://127.0.0.1:9/elsewhere?x").unwrap();
         assert_eq!(moved.track_url(), "http://127.0.0.1:9/v2.1/track");
+    }
+
+    #[test]
+    fn endpoints_are_kept_in_the_form_requested() {
+        let cases = [
+            // (as written, as requested)
+            ("http://bücher.example/", "http://xn--bcher-kva.example"),
+            (
+                "HTTPS://Ingest.Example:443/Base/",
+                "https://ingest.example/Base",
+            ),
+            ("http://[::1]:9/", "http://[::1]:9"),
+            ("http://[::FFFF:1.2.3.4]/", "http://[::ffff:102:304]"),
+            ("http://127.1:9", "http://127.0.0.1:9"),
+            ("http://localhost:9//", "http://localhost:9"),
+            ("http://host.example./", "http://host.example."),
+            (
+                "https://host.example:/v2/../base",
+                "https://host.example/base",
+            ),
+            ("http://in_cluster-2:8080", "http://in_cluster-2:8080"),
+        ];
+        for (written, requested) in cases {
+            let endpoint = Endpoint::parse(written).unwrap_or_else(|e| panic!("{written}: {e}"));
+            assert_eq!(endpoint.base_url(), requested, "{written}");
+        }
+    }
+
+    #[test]
+    fn endpoints_no_request_could_reach_are_refused_with_the_reason() {
+        let cases = [
+            // (endpoint, a word of the reason)
+            ("http://[::1:9/", "IPv6"),
+            ("http://[::1]x/", "IPv6"),
+            ("http://[::g]/", "IPv6"),
+            ("http://999.0.0.1/", "IPv4"),
+            ("http://127.0 .0.1:9/", "whitespace"),
+            ("http://ho\tst.example/", "whitespace"),
+            ("http://host.example/a b", "whitespace"),
+            ("http://host.example:65536/", "port"),
+            ("http://host.example:0/", "port"),
+            ("http://host.example:x/", "port"),
+            ("http://user:pw@host.example/", "password"),
+            ("http://user@host.example/", "password"),
+            ("http://@host.example/", "password"),
+            ("https://host.example/?code=1", "query"),
+            ("https://host.example/#top", "fragment"),
+            ("http://", "no host"),
+            ("http:///v2", "no host"),
+            ("http://:9/", "no host"),
+            ("http:host.example", "http://"),
+            ("ftp://host.example", "http://"),
+            ("host.example", "http://"),
+            ("http://host.example\\base", "backslash"),
+            ("http://a..b.example/", "empty label"),
+            ("http://.example/", "empty label"),
+            ("http://a*b.example/", "character"),
+            ("http://host%2Fx.example/", "%"),
+            ("http://xn--a.example/", "IDNA"),
+            ("http://host.example/a%zz", "%"),
+            ("http://host.example/a^b", "character"),
+        ];
+        for (endpoint, word) in cases {
+            match Endpoint::parse(endpoint) {
+                Ok(parsed) => panic!("{endpoint:?} parsed as {}", parsed.base_url()),
+                Err(reason) => assert!(reason.contains(word), "{endpoint:?}: {reason:?}"),
+            }
+        }
+        let long_label = format!("http://{}.example/", "a".repeat(64));
+        assert!(Endpoint::parse(&long_label).unwrap_err().contains("63"));
+        let long_name = format!("http://{}example/", "a.".repeat(124));
+        assert!(Endpoint::parse(&long_name).unwrap_err().contains("253"));
+    }
+
+    #[test]
+    fn suffixes_and_locations_are_domain_names() {
+        assert_eq!(
+            domain_name("bücher.example").as_deref(),
+            Ok("xn--bcher-kva.example")
+        );
+        assert_eq!(domain_name("WestEurope").as_deref(), Ok("westeurope"));
+        for (name, word) in [
+            ("ai..example", "empty label"),
+            ("ai.example:443", "character"),
+            ("ai.example/x", "character"),
+            ("user@ai.example", "character"),
+            ("127.0.0.1", "IP address"),
+            ("west europe", "whitespace"),
+            ("xn--a", "IDNA"),
+        ] {
+            let reason = domain_name(name).unwrap_err();
+            assert!(reason.contains(word), "{name:?}: {reason:?}");
+        }
     }
 
     #[test]

@@ -21,7 +21,6 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use self::connection_string::Endpoint;
 use self::envelope::{EnvelopeWriter, Items};
 use self::storage::{Storage, StoreError};
 use self::transport::{Flushed, Message, Transport, TransportConfig};
@@ -263,15 +262,8 @@ impl AzureExporterBuilder {
                 }
             },
         };
-        let endpoint = Endpoint::parse(connection.ingestion_endpoint()).map_err(|reason| {
-            ConnectionStringError::InvalidEndpoint {
-                key: "IngestionEndpoint",
-                value: connection.ingestion_endpoint().to_owned(),
-                reason,
-            }
-        })?;
         let config = TransportConfig {
-            endpoint,
+            endpoint: connection.endpoint().clone(),
             gzip: self.gzip,
             max_items: self.max_batch,
             interval: self.send_interval,
