@@ -53,7 +53,7 @@ pub enum ConfigError {
     #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
     ConnectionString(crate::export::ConnectionStringError),
     /// The Azure exporter was configured but no connection string was given, in code or in
-    /// `APPLICATIONINSIGHTS_CONNECTION_STRING`.
+    /// `APPLICATIONINSIGHTS_CONNECTION_STRING` (empty counts as not set).
     #[cfg(feature = "azure")]
     #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
     MissingConnectionString,
@@ -565,7 +565,9 @@ impl PipelineBuilder {
 
     /// Sends the spans to Azure Application Insights with this connection string (read from
     /// `APPLICATIONINSIGHTS_CONNECTION_STRING` when not set here), in addition to any
-    /// [`exporter`](Self::exporter). A malformed string fails [`install`](Self::install).
+    /// [`exporter`](Self::exporter). A malformed string fails [`install`](Self::install); the
+    /// variable set but empty (or only whitespace) counts as not set: no Azure exporter, and a
+    /// debug note through `log`.
     ///
     /// ```
     /// use census_runtime::{ConfigError, ConnectionStringError};
@@ -613,7 +615,7 @@ impl PipelineBuilder {
                 return Ok(Some(exporter));
             }
             (_, Some(text)) => Some(text.clone()),
-            _ => std::env::var(crate::export::CONNECTION_STRING_ENV).ok(),
+            _ => crate::export::azure::connection_string_from_env(),
         };
         match text {
             Some(text) => {

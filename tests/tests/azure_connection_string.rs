@@ -1,6 +1,12 @@
 //! Connection strings, good and bad, and how `install()` treats them.
 
-use census_runtime::{ConfigError, ConnectionString, ConnectionStringError};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use census_runtime::{
+    AzureExporter, CONNECTION_STRING_ENV, ConfigError, ConnectionString, ConnectionStringError,
+    MemoryExporter,
+};
 
 const KEY: &str = "12345678-9abc-def0-1234-56789abcdef0";
 
@@ -394,6 +400,109 @@ fn install_reads_the_environment_only_when_no_string_is_set_in_code() {
         .install()
         .expect("the string set in code wins; the environment is not read");
     drop(census.shutdown(std::time::Duration::from_millis(200)));
+}
+
+/// Keeps what census logs, for the tests that look at it.
+struct Recorded(Mutex<Vec<(log::Level, String)>>);
+
+impl log::Log for Recorded {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if let Ok(mut records) = self.0.lock() {
+            records.push((record.level(), record.args().to_string()));
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGED: Recorded = Recorded(Mutex::new(Vec::new()));
+
+#[census_runtime::inproc]
+fn work() {}
+
+/// An empty or blank variable is not set, as in the Azure SDKs: a pipeline with its own
+/// exporter installs without the Azure one, says so at debug level, and one that asks for the
+/// Azure exporter is told it has no connection string.
+fn a_blank_variable_means_no_connection_string(value: &str) {
+    // SAFETY: each test is alone in its process (nextest) and sets the variable before it
+    // starts any thread.
+    unsafe { std::env::set_var(CONNECTION_STRING_ENV, value) };
+    log::set_logger(&LOGGED).expect("the first logger of this process");
+    log::set_max_level(log::LevelFilter::Debug);
+
+    let memory = MemoryExporter::new();
+    let census = census_runtime::pipeline()
+        .exporter(memory.clone())
+        .install()
+        .expect("a blank variable is no connection string, not a malformed one");
+    work();
+    census.flush(Duration::from_secs(5)).expect("flushed");
+    assert_eq!(
+        memory.named("work").len(),
+        1,
+        "the memory exporter got the span"
+    );
+    drop(census);
+    let notes = LOGGED.0.lock().unwrap().clone();
+    assert!(
+        notes
+            .iter()
+            .any(|(level, message)| *level == log::Level::Debug
+                && message.contains(CONNECTION_STRING_ENV)),
+        "a debug note names the variable: {notes:?}"
+    );
+
+    let error = census_runtime::pipeline()
+        .azure(AzureExporter::builder().no_storage())
+        .install()
+        .expect_err("the Azure exporter asked for, with no connection string");
+    assert!(
+        matches!(error, ConfigError::MissingConnectionString),
+        "{error:?}"
+    );
+    let error = AzureExporter::builder()
+        .no_storage()
+        .build()
+        .expect_err("the same, built alone");
+    assert!(
+        matches!(error, ConfigError::MissingConnectionString),
+        "{error:?}"
+    );
+    let error = census_runtime::pipeline()
+        .install()
+        .expect_err("nothing to export to");
+    assert!(matches!(error, ConfigError::NoExporter), "{error:?}");
+}
+
+#[test]
+fn an_empty_variable_means_no_connection_string() {
+    a_blank_variable_means_no_connection_string("");
+}
+
+#[test]
+fn a_whitespace_only_variable_means_no_connection_string() {
+    a_blank_variable_means_no_connection_string(" \t\n ");
+}
+
+#[test]
+fn a_malformed_variable_is_still_an_error() {
+    // SAFETY: alone in its process (nextest), before any thread.
+    unsafe { std::env::set_var(CONNECTION_STRING_ENV, " ;InstrumentationKey= ; ") };
+    let error = census_runtime::pipeline()
+        .exporter(MemoryExporter::new())
+        .install()
+        .expect_err("not blank: parsed, and refused");
+    assert!(
+        matches!(
+            error,
+            ConfigError::ConnectionString(ConnectionStringError::EmptyValue { .. })
+        ),
+        "{error:?}"
+    );
 }
 
 #[test]

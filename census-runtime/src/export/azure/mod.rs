@@ -29,9 +29,26 @@ use crate::export::{Exporter, Resource};
 use crate::pipeline::ConfigError;
 use crate::span::SpanRecord;
 
-/// The environment variable the connection string is read from when none is set in code.
+/// The environment variable the connection string is read from when none is set in code. Set
+/// but empty (or only whitespace) counts as not set, as in the Azure SDKs.
 #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub const CONNECTION_STRING_ENV: &str = "APPLICATIONINSIGHTS_CONNECTION_STRING";
+
+/// The connection string [`CONNECTION_STRING_ENV`] holds, if any. Empty or only whitespace is
+/// none, as in the Azure SDKs: deployments that always set the variable leave it empty where no
+/// Application Insights resource is wired in, and that must not break a pipeline exporting
+/// elsewhere. A value that is not UTF-8 is read lossily, so that the parser names what is wrong.
+pub(crate) fn connection_string_from_env() -> Option<String> {
+    let value = std::env::var_os(CONNECTION_STRING_ENV)?;
+    let text = value.to_string_lossy();
+    if text.trim().is_empty() {
+        log::debug!(
+            "census: {CONNECTION_STRING_ENV} is set but empty; taken as not set, no Azure exporter from it"
+        );
+        return None;
+    }
+    Some(text.into_owned())
+}
 
 /// Where undelivered batches are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +121,7 @@ impl Default for AzureExporterBuilder {
 }
 
 impl AzureExporterBuilder {
-    /// The connection string (default: `APPLICATIONINSIGHTS_CONNECTION_STRING`).
+    /// The connection string (default: `APPLICATIONINSIGHTS_CONNECTION_STRING`, unless empty).
     pub fn connection_string(mut self, connection_string: impl Into<String>) -> Self {
         self.connection_string = Some(connection_string.into());
         self
@@ -181,7 +198,8 @@ impl AzureExporterBuilder {
     /// Builds the exporter and starts its transport thread.
     ///
     /// Without a connection string set on the builder, it is read from
-    /// `APPLICATIONINSIGHTS_CONNECTION_STRING`.
+    /// `APPLICATIONINSIGHTS_CONNECTION_STRING`; that variable empty or unset is
+    /// [`ConfigError::MissingConnectionString`].
     ///
     /// ```
     /// use census_runtime::{AzureExporter, ConfigError, ConnectionStringError};
@@ -201,8 +219,7 @@ impl AzureExporterBuilder {
     pub(crate) fn build_parsed(self) -> Result<(Self, ConnectionString), ConfigError> {
         let text = match &self.connection_string {
             Some(text) => text.clone(),
-            None => std::env::var(CONNECTION_STRING_ENV)
-                .map_err(|_| ConfigError::MissingConnectionString)?,
+            None => connection_string_from_env().ok_or(ConfigError::MissingConnectionString)?,
         };
         let connection = ConnectionString::parse(&text)?;
         Ok((self, connection))
