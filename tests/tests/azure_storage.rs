@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use census_runtime::{AzureExporter, diagnostics};
+use census_runtime::{AzureExporter, ConfigError, diagnostics};
 use census_tests::azure::{files_under, scratch_dir, settings, spans, stored_batches};
 use census_tests::ingestion::IngestionServer;
 
@@ -123,4 +123,51 @@ fn a_half_written_batch_is_never_sent() {
     assert!(server.wait_for_accepted(1, Duration::from_secs(20)));
     census.flush(Duration::from_secs(5)).unwrap();
     assert_eq!(server.accepted_names(), ["complete"]);
+}
+
+#[test]
+fn an_empty_storage_dir_is_refused_rather_than_the_working_directory() {
+    // From an empty directory, so that whatever an install would write under the working
+    // directory shows (and stays out of the source tree).
+    let cwd = scratch_dir("storage-empty-path");
+    std::env::set_current_dir(&cwd).unwrap();
+    let connection = "InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/";
+
+    let error = census_runtime::pipeline()
+        .connection_string(connection)
+        .azure(AzureExporter::builder().storage_dir(""))
+        .install()
+        .expect_err("an empty storage path is refused at install");
+    assert!(
+        matches!(
+            error,
+            ConfigError::InvalidSetting {
+                setting: "storage_dir",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("working directory"), "{error}");
+
+    let error = AzureExporter::builder()
+        .connection_string(connection)
+        .storage_dir("")
+        .build()
+        .expect_err("and when the exporter is built alone");
+    assert!(
+        matches!(
+            error,
+            ConfigError::InvalidSetting {
+                setting: "storage_dir",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&cwd).unwrap().count(),
+        0,
+        "nothing was made under the working directory"
+    );
 }

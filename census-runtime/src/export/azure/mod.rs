@@ -138,7 +138,20 @@ impl AzureExporterBuilder {
     }
 
     /// Keeps undelivered batches under `dir` (in a directory per instrumentation key) instead
-    /// of the user's cache directory.
+    /// of the user's cache directory. An empty path is refused when the exporter is built
+    /// (it would be the working directory, wherever the process was started from); a relative
+    /// one is taken from the working directory.
+    ///
+    /// ```
+    /// use census_runtime::{AzureExporter, ConfigError};
+    ///
+    /// let error = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .storage_dir("")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(error, ConfigError::InvalidSetting { setting: "storage_dir", .. }));
+    /// ```
     pub fn storage_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.storage = StorageSetting::Dir(dir.into());
         self
@@ -246,6 +259,15 @@ impl AzureExporterBuilder {
                 setting: "timeout",
                 expected: "longer than zero",
                 got: format!("{:?}", self.timeout),
+            });
+        }
+        if let StorageSetting::Dir(dir) = &self.storage
+            && dir.as_os_str().is_empty()
+        {
+            return Err(ConfigError::InvalidSetting {
+                setting: "storage_dir",
+                expected: "a directory, not an empty path (which would store under the working directory)",
+                got: format!("{dir:?}"),
             });
         }
         let ikey = connection.instrumentation_key().to_owned();
