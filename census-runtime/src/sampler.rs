@@ -183,8 +183,8 @@ fn digit_offset(nibble: u8) -> u32 {
 
 /// The id of a trace kept at `rate`: one whose [`sample_score`] is below the rate.
 ///
-/// Drawn, about 10 ns a draw, where at least [`DRAW_ABOVE`] of all ids qualify; constructed
-/// below that, whatever the rate (see `benches/benches/sampling.rs`). A rate that keeps no id at
+/// Drawn, about 10 ns a draw, at rates of 10 % and above ([`DRAWN_FROM`]); constructed below
+/// (see `benches/benches/sampling.rs`). A rate that keeps no id at
 /// all (zero or less) is never asked for one; it gets a random id.
 #[cold]
 pub(crate) fn kept_trace_id(rate: f64) -> TraceId {
@@ -224,22 +224,22 @@ pub fn bench_kept_trace_id(rate: f64, search: IdSearch) -> TraceId {
 /// Builds, once per process, what constructing an id at `rate` takes, when it will take it: so
 /// that the first kept root does not wait for it. Called at install.
 pub(crate) fn prepare_ids(rate: f64) {
-    if Window::kept(rate).is_some_and(|window| window.share() < DRAW_ABOVE) {
+    if Window::kept(rate).is_some_and(|window| !window.is_drawn_into()) {
         tails();
     }
 }
 
-/// The share of all ids at and above which an id is drawn rather than constructed: at 10 % a
-/// kept id takes 10 draws on average, about what a construction costs (`benches/sampling.rs`
-/// measures both ways around it).
-const DRAW_ABOVE: f64 = 0.1;
+/// The smallest window ids are drawn into rather than constructed for: the one a rate of 10 %
+/// keeps, where a kept id takes 10 draws on average, about what a construction costs
+/// (`benches/sampling.rs` measures both ways around it).
+const DRAWN_FROM: u32 = 2 * (i32::MAX.cast_unsigned() / 10) + 1;
 
 /// An id whose score `accept` (the comparison of [`sample_score`] with the rate: the one
 /// definition) accepts and whose sum lies in `window`: drawn where such ids are common,
 /// constructed where they are rare. Every candidate goes through `accept`, so a window computed
 /// one sum too wide costs a retry, never a wrong id.
 fn scored_id(window: Window, accept: impl Fn(TraceId) -> bool) -> TraceId {
-    if window.share() >= DRAW_ABOVE {
+    if window.is_drawn_into() {
         drawn_id(accept)
     } else {
         constructed_id(window, accept)
@@ -308,9 +308,9 @@ impl Window {
         sum.wrapping_sub(self.start) < self.len
     }
 
-    /// The share of all sums (and of all ids) in the window.
-    fn share(self) -> f64 {
-        f64::from(self.len) / 4_294_967_296.0
+    /// Whether ids are common enough in the window to be drawn until one falls in it.
+    fn is_drawn_into(self) -> bool {
+        self.len >= DRAWN_FROM
     }
 }
 
@@ -684,6 +684,9 @@ mod tests {
         for rate in [0.0, -0.1, f64::NAN] {
             assert_eq!(Window::kept(rate), None, "{rate}");
         }
+        // Drawn from 10 % on, as documented.
+        assert!(Window::kept(0.1).unwrap().is_drawn_into());
+        assert!(!Window::kept(0.099_999_999).unwrap().is_drawn_into());
     }
 
     #[test]
