@@ -14,7 +14,12 @@ use census_runtime::{IdSearch, bench_kept_trace_id};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 /// The rates a kept root's cost is reported at.
-const KEPT_ROOT_RATES: [(&str, f64); 3] = [("1e-2", 1e-2), ("1e-4", 1e-4), ("1e-6", 1e-6)];
+const KEPT_ROOT_RATES: [(&str, f64); 4] = [
+    ("1e-2", 1e-2),
+    ("1e-4", 1e-4),
+    ("1e-6", 1e-6),
+    ("1e-7", 1e-7),
+];
 
 /// The rates each way is measured at, around the switch.
 const CROSSOVER_RATES: [(&str, f64); 6] = [

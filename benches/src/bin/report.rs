@@ -50,7 +50,9 @@ const PAIRS: [(&str, &str); 7] = [
 ];
 
 /// The sampling rates of `benches/sampling.rs`, from the largest.
-const ID_RATES: [&str; 8] = ["0.3", "0.2", "0.1", "0.05", "0.02", "1e-2", "1e-4", "1e-6"];
+const ID_RATES: [&str; 9] = [
+    "0.3", "0.2", "0.1", "0.05", "0.02", "1e-2", "1e-4", "1e-6", "1e-7",
+];
 
 /// Medians in nanoseconds, by group then function id.
 type Medians = BTreeMap<String, BTreeMap<String, f64>>;
