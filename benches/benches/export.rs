@@ -13,7 +13,9 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use census_benches::{Behaviour, Sink, UreqClient};
-use census_runtime::{AzureExporter, MemoryExporter, Resource, Sampler, SpanRecord};
+use census_runtime::Sampler;
+use census_runtime::azure::AzureExporter;
+use census_runtime::export::{MemoryExporter, Resource, SpanRecord};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
@@ -124,12 +126,14 @@ fn end_to_end(c: &mut Criterion) {
     {
         let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
         let census = census_runtime::pipeline()
-            .connection_string(sink.connection_string())
             .queue_capacity(4 * END_TO_END as usize)
-            .azure(
+            .exporter(
                 AzureExporter::builder()
+                    .connection_string(sink.connection_string())
                     .no_storage()
-                    .queue_batches(2 * END_TO_END as usize / 100),
+                    .queue_batches(2 * END_TO_END as usize / 100)
+                    .build()
+                    .expect("the Azure exporter builds"),
             )
             .install()
             .expect("no other pipeline is installed");

@@ -31,7 +31,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use census_benches::{Behaviour, Sink, run_ready};
-use census_runtime::{AzureExporter, Exporter, Resource, Sampler, SpanRecord};
+use census_runtime::Sampler;
+use census_runtime::azure::AzureExporter;
+use census_runtime::export::{Exporter, Resource, SpanRecord};
 use criterion::{
     BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
 };
@@ -237,7 +239,7 @@ fn otel_provider(sink: &Sink, sampler: opentelemetry_sdk::trace::Sampler) -> Sdk
         .build()
 }
 
-fn census_pipeline(sampler: Sampler) -> census_runtime::Pipeline {
+fn census_pipeline(sampler: Sampler) -> census_runtime::pipeline::Pipeline {
     census_runtime::pipeline()
         .sampler(sampler)
         .exporter(Discard)
@@ -256,7 +258,7 @@ fn otel_default(
     (provider, tracing::subscriber::set_default(subscriber))
 }
 
-fn shut(census: census_runtime::Pipeline) {
+fn shut(census: census_runtime::pipeline::Pipeline) {
     let _ = census.shutdown(Duration::from_secs(5));
 }
 
@@ -292,21 +294,28 @@ fn run_variant(c: &mut Criterion, variant: Variant) {
 
     {
         let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
-        let before = census_runtime::diagnostics();
+        let before = census_runtime::pipeline::diagnostics();
+        let behind_before = census_runtime::azure::diagnostics();
         let census = census_runtime::pipeline()
-            .connection_string(sink.connection_string())
-            .azure(AzureExporter::builder().no_storage())
+            .exporter(
+                AzureExporter::builder()
+                    .connection_string(sink.connection_string())
+                    .no_storage()
+                    .build()
+                    .expect("the Azure exporter builds"),
+            )
             .install()
             .expect("no other pipeline is installed");
         bench!(group, variant, "census/recorded+azure", census_fns);
         shut(census);
-        let after = census_runtime::diagnostics();
+        let after = census_runtime::pipeline::diagnostics();
+        let behind = census_runtime::azure::diagnostics();
         eprintln!(
             "census/recorded+azure: {} envelopes delivered, {} spans dropped at the full queue, {} envelopes dropped behind the transport",
             sink.envelopes(),
             after.dropped_queue_full - before.dropped_queue_full,
-            (after.dropped_unstored + after.dropped_storage_full)
-                - (before.dropped_unstored + before.dropped_storage_full),
+            (behind.dropped_unstored + behind.dropped_storage_full)
+                - (behind_before.dropped_unstored + behind_before.dropped_storage_full),
         );
     }
 

@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use census_runtime::{IdSearch, bench_kept_trace_id};
+use census_runtime::__private::{IdSearch, bench_kept_trace_id};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 /// The rates a kept root's cost is reported at.

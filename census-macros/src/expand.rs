@@ -191,17 +191,18 @@ fn site(sig: &Signature, spec: &Spec) -> TokenStream {
     }
 }
 
-/// Records the `fields(...)` arguments on the span held by `span`, when it records.
-fn record_fields(spec: &Spec, span: &Ident) -> Option<TokenStream> {
+/// Records the `fields(...)` arguments on the span held by `span`, with the runtime function
+/// `record` (which does nothing unless the span records).
+fn record_fields(spec: &Spec, span: TokenStream, record: &str) -> Option<TokenStream> {
     if spec.fields.is_empty() {
         return None;
     }
+    let p = &spec.krate;
+    let record = Ident::new(record, Span::call_site());
     // Spanned at the field's name: an argument that is not `Display` is reported there.
     let values = spec.fields.iter().map(|f| quote_spanned!(f.span()=> &#f));
     Some(quote! {
-        if #span.is_recording() {
-            #span.record_fields(&[#(#values),*]);
-        }
+        #p::__private::#record(#span, &[#(#values),*]);
     })
 }
 
@@ -223,7 +224,7 @@ fn sync_body(
     let probe = returns_value(output);
     let guard = Ident::new("__census_guard", Span::mixed_site());
     let ret = Ident::new("__census_ret", Span::mixed_site());
-    let record = record_fields(spec, &guard);
+    let record = record_fields(spec, quote!(&#guard), "record_fields");
     let outcome = probe.then(|| {
         quote! {
             {
@@ -234,7 +235,7 @@ fn sync_body(
     });
     quote! {
         #site
-        let #guard = #p::__private::SpanGuard::enter(&__CENSUS_SITE);
+        let #guard = #p::__private::enter(&__CENSUS_SITE);
         #record
         #[allow(clippy::let_unit_value)]
         let #ret = #p::__private::run(&#guard, move || { #fake #body });
@@ -257,8 +258,9 @@ fn async_body(
     let span = Ident::new("__census_span", Span::mixed_site());
     let out = Ident::new("__census_out", Span::mixed_site());
     let outcome = Ident::new("__census_outcome", Span::mixed_site());
-    let start = quote!(#p::__private::AsyncSpan::start(&__CENSUS_SITE));
-    let (prelude, span_expr) = match record_fields(spec, &span) {
+    let start = quote!(#p::__private::start_async(&__CENSUS_SITE));
+    let (prelude, span_expr) = match record_fields(spec, quote!(&mut #span), "record_async_fields")
+    {
         Some(record) => (
             quote!(let mut #span = #start; #record),
             span.to_token_stream(),
@@ -278,7 +280,7 @@ fn async_body(
     quote! {
         #site
         #prelude
-        #span_expr.instrument(async move { #fake #body }, #check).await
+        #p::__private::instrument(#span_expr, async move { #fake #body }, #check).await
     }
 }
 

@@ -10,8 +10,9 @@
 
 use std::time::Duration;
 
+use census_runtime::dependency;
+use census_runtime::export::ConsoleExporter;
 use census_runtime::integrations;
-use census_runtime::{ConsoleExporter, dependency};
 use diesel::RunQueryDsl;
 use diesel::connection::{Connection as _, SimpleConnection};
 

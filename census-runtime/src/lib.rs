@@ -9,7 +9,8 @@
 //! path and exports them on a worker of its own.
 //!
 //! ```
-//! use census_runtime::{dependency, inproc, MemoryExporter, Sampler};
+//! use census_runtime::{dependency, inproc, Sampler};
+//! use census_runtime::export::MemoryExporter;
 //! use std::time::Duration;
 //!
 //! struct Orders;
@@ -40,7 +41,7 @@
 //! let child = memory.one("Orders::get");
 //! assert_eq!(child.parent_id(), Some(parent.span_id()));
 //! assert_eq!((child.kind(), child.target()), ("SQL", Some("orders-db")));
-//! # Ok::<(), census_runtime::ConfigError>(())
+//! # Ok::<(), census_runtime::pipeline::ConfigError>(())
 //! ```
 //!
 //! ## The attributes
@@ -93,7 +94,7 @@
 //!   error's `Display` as message and its type name (`ParseIntError`) as result code. A panic fails
 //!   the span with the panic's message and goes on unwinding. Any other return value succeeds.
 //! - **Source**: the module, file and line of the function, registered at link time so that
-//!   [`sites()`] lists every instrumented function without running any.
+//!   [`sites()`](site::sites) lists every instrumented function without running any.
 //!
 //! ### Limits
 //!
@@ -122,15 +123,33 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
-mod context;
 mod diagnostics;
-mod export;
-pub mod integrations;
-mod pipeline;
-pub mod propagation;
+mod id;
+mod local;
+mod queue;
+mod record;
 mod sampler;
-mod site;
-mod span;
+
+#[cfg(feature = "azure")]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
+pub mod azure;
+pub mod context;
+pub mod export;
+pub mod integrations;
+pub mod pipeline;
+pub mod propagation;
+pub mod site;
+pub mod span;
+
+/// What the attribute macros expand to. Not a public API: it changes without notice.
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use crate::id::{SpanContext, SpanId, TraceId};
+pub use crate::pipeline::pipeline;
+pub use crate::sampler::Sampler;
+pub use crate::span::{current_span, request, span};
 
 /// Instruments a function, a method or every method of an `impl` block as an in-process span
 /// (Application Insights dependency type `INPROC`).
@@ -148,7 +167,8 @@ mod span;
 /// [`#[dependency]`](macro@dependency).
 ///
 /// ```
-/// use census_runtime::{inproc, MemoryExporter};
+/// use census_runtime::inproc;
+/// use census_runtime::export::MemoryExporter;
 /// use std::time::Duration;
 ///
 /// #[inproc(name = "price basket", fields(items))]
@@ -177,7 +197,7 @@ mod span;
 /// assert_eq!(price.property("items"), Some("4"));
 /// assert_eq!(memory.one("discount").parent_id(), Some(price.span_id()));
 /// # let _ = load_basket();
-/// # Ok::<(), census_runtime::ConfigError>(())
+/// # Ok::<(), census_runtime::pipeline::ConfigError>(())
 /// ```
 ///
 /// On an impl block, with a renamed runtime:
@@ -223,7 +243,8 @@ pub use census_macros::inproc;
 /// What is known only at run time (the SQL text, the host) goes through [`current_span()`].
 ///
 /// ```
-/// use census_runtime::{current_span, dependency, MemoryExporter};
+/// use census_runtime::{current_span, dependency};
+/// use census_runtime::export::MemoryExporter;
 /// use std::time::Duration;
 ///
 /// trait Repository {
@@ -279,7 +300,7 @@ pub use census_macros::inproc;
 /// let fetch = memory.one("fetch");
 /// assert_eq!((fetch.kind(), fetch.target()), ("HTTP", Some("api.example.com")));
 /// assert_eq!(fetch.property("path"), Some("/orders"));
-/// # Ok::<(), census_runtime::ConfigError>(())
+/// # Ok::<(), census_runtime::pipeline::ConfigError>(())
 /// ```
 ///
 /// With `async-trait`, above or below `#[async_trait]`:
@@ -307,90 +328,3 @@ pub use census_macros::inproc;
 /// ```
 #[doc(inline)]
 pub use census_macros::dependency;
-
-pub use context::{
-    Carried, FutureExt, SpanContext, SpanId, TraceId, WithContext, current_context, spawn_thread,
-};
-pub use diagnostics::{Diagnostics, diagnostics};
-#[cfg(feature = "azure")]
-#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
-pub use export::{
-    AzureExporter, AzureExporterBuilder, CONNECTION_STRING_ENV, ConnectionString,
-    ConnectionStringError,
-};
-pub use export::{ConsoleExporter, Exporter, MemoryExporter, Resource};
-pub use pipeline::{
-    ConfigError, FlushError, Pipeline, PipelineBuilder, flush, is_installed, pipeline,
-};
-#[doc(hidden)]
-pub use sampler::{IdSearch, bench_kept_trace_id};
-pub use sampler::{Sampler, sample_score};
-pub use site::{INPROC, Site, SpanKind, sites};
-pub use span::{
-    CurrentSpan, DetachedSpan, ExceptionInfo, Instrumented, SpanBuilder, SpanGuard, SpanRecord,
-    current_span, current_trace_state, request, span,
-};
-
-/// What the attribute macros expand to. Not a public API: it changes without notice.
-#[doc(hidden)]
-pub mod __private {
-    pub use crate::site::{Registered, Site};
-    pub use crate::span::{AsyncSpan, Instrumented, Outcome, SpanGuard};
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    pub use inventory;
-
-    use std::fmt::Display;
-
-    /// Runs a sync function's body inside its span: a panic fails the span with its own
-    /// message and is resumed. Taking the body as an `FnOnce` (instead of calling a closure in
-    /// place, which infers `FnMut`) lets it return borrows of its captured arguments, as
-    /// `&mut self` getters do.
-    #[inline(always)]
-    pub fn run<R>(guard: &SpanGuard, body: impl FnOnce() -> R) -> R {
-        guard.run(body)
-    }
-
-    /// Wraps a function's return value so that method resolution can tell a `Result` whose error
-    /// is `Display` (the span fails on `Err`) from any other value (the span succeeds).
-    pub struct Probe<'a, T: ?Sized>(pub &'a T);
-
-    /// Chosen for `Result<T, E: Display>`.
-    pub trait ResultOutcome {
-        /// Fails the sync span on `Err`.
-        fn census_sync(&self, guard: &SpanGuard);
-        /// Fails the async span on `Err`.
-        fn census_async(&self, outcome: &mut Outcome<'_>);
-    }
-
-    impl<T, E: Display> ResultOutcome for Probe<'_, Result<T, E>> {
-        #[inline]
-        fn census_sync(&self, guard: &SpanGuard) {
-            if let Err(error) = self.0 {
-                guard.fail_with_error(error, std::any::type_name::<E>());
-            }
-        }
-
-        #[inline]
-        fn census_async(&self, outcome: &mut Outcome<'_>) {
-            if let Err(error) = self.0 {
-                outcome.fail_with_error(error, std::any::type_name::<E>());
-            }
-        }
-    }
-
-    /// Chosen for every other return type: nothing to look at.
-    pub trait PlainOutcome {
-        /// Does nothing.
-        fn census_sync(&self, guard: &SpanGuard);
-        /// Does nothing.
-        fn census_async(&self, outcome: &mut Outcome<'_>);
-    }
-
-    impl<T: ?Sized> PlainOutcome for &Probe<'_, T> {
-        #[inline(always)]
-        fn census_sync(&self, _guard: &SpanGuard) {}
-
-        #[inline(always)]
-        fn census_async(&self, _outcome: &mut Outcome<'_>) {}
-    }
-}

@@ -25,7 +25,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::{SpanBuilder, SpanContext, SpanId, TraceId};
+use crate::span::SpanBuilder;
+use crate::{SpanContext, SpanId, TraceId};
 
 /// The W3C trace context header that carries the caller's trace and span ids.
 pub const TRACEPARENT: &str = "traceparent";
@@ -395,7 +396,7 @@ impl Outgoing {
         let ctx = crate::current_span().context()?;
         Some(Outgoing::for_context(
             ctx,
-            crate::current_trace_state(),
+            crate::current_span().trace_state(),
             request_id,
         ))
     }

@@ -19,7 +19,7 @@ pub enum SpanKind {
 /// [`span`](crate::span()) builder use sites of their own.
 ///
 /// ```
-/// # use census_runtime::Site;
+/// # use census_runtime::site::Site;
 /// static SITE: Site = Site::dependency("load", "SQL")
 ///     .with_target("orders-db")
 ///     .at(module_path!(), file!(), line!());
@@ -229,7 +229,7 @@ macro_rules! __register_site {
 /// #[census_runtime::dependency(kind = "SQL", target = "orders-db")]
 /// fn load_orders() {}
 ///
-/// let site = census_runtime::sites()
+/// let site = census_runtime::site::sites()
 ///     .find(|site| site.name() == "load_orders")
 ///     .expect("registered at link time");
 /// assert_eq!(site.kind(), "SQL");

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use census_runtime::AzureExporter;
-use census_runtime::AzureExporterBuilder;
+use census_runtime::azure::AzureExporter;
+use census_runtime::azure::AzureExporterBuilder;
 use serde_json::Value;
 
 use crate::ingestion::IngestionServer;
@@ -213,14 +213,15 @@ pub fn side_by_side(census: &KindShape, reference: &KindShape) -> String {
     out
 }
 
-static REQUEST: census_runtime::Site =
-    census_runtime::Site::request("GET /orders/{id}").at(module_path!(), file!(), line!());
+static REQUEST: census_runtime::site::Site =
+    census_runtime::site::Site::request("GET /orders/{id}").at(module_path!(), file!(), line!());
 
 /// Records one span of each kind of telemetry census sends: in-process spans (nested, with a
 /// property), a user-kind dependency with its command, a failed one, a panic (an Exception), and
 /// a server request under a remote parent that fails with a panic of its own.
 pub fn every_kind_of_span() {
-    use census_runtime::{Carried, SpanContext, SpanId, TraceId, current_span, span};
+    use census_runtime::context::Carried;
+    use census_runtime::{SpanContext, SpanId, TraceId, current_span, span};
 
     span("inproc-parent").in_scope(|| {
         span("inproc-child").property("order.id", 7).in_scope(|| {});
@@ -245,7 +246,7 @@ pub fn every_kind_of_span() {
     );
     let _ = std::panic::catch_unwind(|| {
         Carried::from_context(remote).run(|| {
-            let _request = census_runtime::__private::SpanGuard::enter(&REQUEST);
+            let _request = census_runtime::__private::enter(&REQUEST);
             current_span().set_data("http://127.0.0.1:8080/orders/7");
             current_span().set_result_code(500);
             span("inproc-under-request").in_scope(|| {});

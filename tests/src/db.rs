@@ -1,6 +1,6 @@
 //! What the database tests share: the servers' URLs, and checks on the spans and envelopes.
 
-use census_runtime::SpanRecord;
+use census_runtime::export::SpanRecord;
 use serde_json::Value;
 
 /// The URL of a database server `scripts/services` started, from `var`

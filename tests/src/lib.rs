@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use census_runtime::{MemoryExporter, Pipeline, Sampler};
+use census_runtime::Sampler;
+use census_runtime::export::MemoryExporter;
+use census_runtime::pipeline::Pipeline;
 
 /// A pipeline that keeps every span in memory, sampling everything.
 pub fn install_memory() -> (Pipeline, MemoryExporter) {

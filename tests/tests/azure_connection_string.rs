@@ -1,12 +1,13 @@
-//! Connection strings, good and bad, and how `install()` treats them.
+//! Connection strings, good and bad, and how the Azure exporter treats them.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use census_runtime::{
-    AzureExporter, CONNECTION_STRING_ENV, ConfigError, ConnectionString, ConnectionStringError,
-    MemoryExporter,
+use census_runtime::azure::{
+    AzureError, AzureExporter, CONNECTION_STRING_ENV, ConnectionString, ConnectionStringError,
 };
+use census_runtime::export::MemoryExporter;
+use census_runtime::pipeline::ConfigError;
 
 const KEY: &str = "12345678-9abc-def0-1234-56789abcdef0";
 
@@ -358,47 +359,57 @@ fn endpoints_that_cannot_be_requested_are_refused() {
 }
 
 #[test]
-fn install_rejects_a_malformed_connection_string_set_in_code() {
-    let error = census_runtime::pipeline()
+fn a_malformed_connection_string_set_in_code_fails_the_exporter_s_build() {
+    let error = AzureExporter::builder()
         .connection_string(
             "InstrumentationKey=12345678-9abc-def0-1234-56789abcdef0;IngestionEndpoint=nope",
         )
-        .install()
+        .build()
         .expect_err("a malformed string is an error, not a silent no-op");
     assert!(matches!(
         error,
-        ConfigError::ConnectionString(ConnectionStringError::InvalidEndpoint {
+        AzureError::ConnectionString(ConnectionStringError::InvalidEndpoint {
             key: "IngestionEndpoint",
             ..
         })
     ));
+    // A program whose `main` returns `ConfigError` says the same.
+    let error = ConfigError::from(error);
     assert!(error.to_string().contains("IngestionEndpoint"));
     assert!(!error.to_string().contains(KEY));
 }
 
 #[test]
-fn install_reads_the_environment_only_when_no_string_is_set_in_code() {
+fn the_environment_is_read_only_when_no_string_is_set_in_code() {
     // SAFETY: this test is alone in its process (nextest) and starts no thread before this.
     unsafe {
         std::env::set_var(
-            census_runtime::CONNECTION_STRING_ENV,
+            census_runtime::azure::CONNECTION_STRING_ENV,
             "InstrumentationKey=bad-key",
         );
     }
-    let error = census_runtime::pipeline()
-        .install()
-        .expect_err("the environment is read");
-    assert!(matches!(
-        error,
-        ConfigError::ConnectionString(ConnectionStringError::InvalidInstrumentationKey { .. })
-    ));
-    let census = census_runtime::pipeline()
+    for error in [
+        AzureExporter::from_env().expect_err("the environment is read"),
+        AzureExporter::builder()
+            .build()
+            .expect_err("the environment is read"),
+    ] {
+        assert!(matches!(
+            error,
+            AzureError::ConnectionString(ConnectionStringError::InvalidInstrumentationKey { .. })
+        ));
+    }
+    let exporter = AzureExporter::builder()
         .connection_string(format!(
             "InstrumentationKey={KEY};IngestionEndpoint=http://127.0.0.1:9"
         ))
-        .azure(census_runtime::AzureExporter::builder().no_storage())
-        .install()
+        .no_storage()
+        .build()
         .expect("the string set in code wins; the environment is not read");
+    let census = census_runtime::pipeline()
+        .exporter(exporter)
+        .install()
+        .expect("installs");
     drop(census.shutdown(std::time::Duration::from_millis(200)));
 }
 
@@ -434,11 +445,17 @@ fn a_blank_variable_means_no_connection_string(value: &str) {
     log::set_logger(&LOGGED).expect("the first logger of this process");
     log::set_max_level(log::LevelFilter::Debug);
 
+    assert!(
+        AzureExporter::from_env()
+            .expect("a blank variable is no connection string, not a malformed one")
+            .is_none(),
+        "no Azure exporter from a blank variable"
+    );
     let memory = MemoryExporter::new();
     let census = census_runtime::pipeline()
         .exporter(memory.clone())
         .install()
-        .expect("a blank variable is no connection string, not a malformed one");
+        .expect("installs");
     work();
     census.flush(Duration::from_secs(5)).expect("flushed");
     assert_eq!(
@@ -456,20 +473,12 @@ fn a_blank_variable_means_no_connection_string(value: &str) {
         "a debug note names the variable: {notes:?}"
     );
 
-    let error = census_runtime::pipeline()
-        .azure(AzureExporter::builder().no_storage())
-        .install()
-        .expect_err("the Azure exporter asked for, with no connection string");
-    assert!(
-        matches!(error, ConfigError::MissingConnectionString),
-        "{error:?}"
-    );
     let error = AzureExporter::builder()
         .no_storage()
         .build()
-        .expect_err("the same, built alone");
+        .expect_err("the Azure exporter asked for, with no connection string");
     assert!(
-        matches!(error, ConfigError::MissingConnectionString),
+        matches!(error, AzureError::MissingConnectionString),
         "{error:?}"
     );
     let error = census_runtime::pipeline()
@@ -492,14 +501,11 @@ fn a_whitespace_only_variable_means_no_connection_string() {
 fn a_malformed_variable_is_still_an_error() {
     // SAFETY: alone in its process (nextest), before any thread.
     unsafe { std::env::set_var(CONNECTION_STRING_ENV, " ;InstrumentationKey= ; ") };
-    let error = census_runtime::pipeline()
-        .exporter(MemoryExporter::new())
-        .install()
-        .expect_err("not blank: parsed, and refused");
+    let error = AzureExporter::from_env().expect_err("not blank: parsed, and refused");
     assert!(
         matches!(
             error,
-            ConfigError::ConnectionString(ConnectionStringError::EmptyValue { .. })
+            AzureError::ConnectionString(ConnectionStringError::EmptyValue { .. })
         ),
         "{error:?}"
     );

@@ -48,7 +48,11 @@ fn census_envelopes() -> Vec<Value> {
     let server = IngestionServer::start().unwrap();
     let census = census_runtime::pipeline()
         .cloud_role("orders-api")
-        .azure(settings(&server, &scratch_dir("envelopes")))
+        .exporter(
+            settings(&server, &scratch_dir("envelopes"))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     every_kind_of_span();
@@ -202,7 +206,11 @@ fn sample_rate_is_sent_when_sampling_is_below_100_percent() {
     let server = IngestionServer::start().unwrap();
     let census = census_runtime::pipeline()
         .sampler(Sampler::probability(0.5))
-        .azure(settings(&server, &scratch_dir("sample-rate")))
+        .exporter(
+            settings(&server, &scratch_dir("sample-rate"))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     spans("sampled", 200);

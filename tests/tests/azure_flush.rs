@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use census_runtime::FlushError;
+use census_runtime::pipeline::FlushError;
 use census_tests::azure::{scratch_dir, settings, spans, stored_batches};
 use census_tests::ingestion::{IngestionServer, Reply};
 
@@ -30,8 +30,11 @@ fn a_flush_during_a_backoff_waits_for_it_and_delivers_the_stored_batch() {
     server.script([Reply::status(500)]);
     let dir = scratch_dir("flush-backoff");
     let census = census_runtime::pipeline()
-        .azure(
-            settings(&server, &dir).retry_backoff(Duration::from_secs(1), Duration::from_secs(2)),
+        .exporter(
+            settings(&server, &dir)
+                .retry_backoff(Duration::from_secs(1), Duration::from_secs(2))
+                .build()
+                .expect("the Azure exporter builds"),
         )
         .install()
         .unwrap();
@@ -51,7 +54,11 @@ fn a_retry_after_beyond_the_deadline_is_a_timeout_that_says_how_much_is_left() {
     server.script([Reply::status(429).retry_after(30)]);
     let dir = scratch_dir("flush-retry-after");
     let census = census_runtime::pipeline()
-        .azure(settings(&server, &dir))
+        .exporter(
+            settings(&server, &dir)
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     spans("throttled", 7);
@@ -77,7 +84,11 @@ fn what_a_too_short_flush_left_is_delivered_by_the_next_one() {
     server.set_default(Reply::ok().delay(Duration::from_millis(100)));
     let dir = scratch_dir("flush-short");
     let census = census_runtime::pipeline()
-        .azure(settings(&server, &dir))
+        .exporter(
+            settings(&server, &dir)
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     let sent = spans("short", 20);
@@ -99,7 +110,11 @@ fn dropping_the_guard_delivers_the_stored_batches_before_the_process_ends() {
     server.script([Reply::status(503)]);
     let dir = scratch_dir("flush-shutdown");
     let census = census_runtime::pipeline()
-        .azure(settings(&server, &dir))
+        .exporter(
+            settings(&server, &dir)
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     let sent = spans("shutdown", 12);
@@ -115,7 +130,12 @@ fn without_storage_a_timeout_counts_what_is_held_in_memory() {
     let server = IngestionServer::start().unwrap();
     server.script([Reply::status(503).retry_after(30)]);
     let census = census_runtime::pipeline()
-        .azure(settings(&server, &scratch_dir("flush-memory")).no_storage())
+        .exporter(
+            settings(&server, &scratch_dir("flush-memory"))
+                .no_storage()
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     spans("memory", 4);

@@ -9,7 +9,11 @@ use census_tests::ingestion::IngestionServer;
 fn gzip_on_compresses_the_body() {
     let server = IngestionServer::start().unwrap();
     let census = census_runtime::pipeline()
-        .azure(settings(&server, &scratch_dir("gzip-on")))
+        .exporter(
+            settings(&server, &scratch_dir("gzip-on"))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     spans("zipped", 20);
@@ -27,7 +31,12 @@ fn gzip_on_compresses_the_body() {
 fn gzip_off_sends_plain_json() {
     let server = IngestionServer::start().unwrap();
     let census = census_runtime::pipeline()
-        .azure(settings(&server, &scratch_dir("gzip-off")).gzip(false))
+        .exporter(
+            settings(&server, &scratch_dir("gzip-off"))
+                .gzip(false)
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     spans("plain", 20);

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use census_runtime::diagnostics;
+use census_runtime::azure::diagnostics;
 use census_tests::azure::{scratch_dir, settings, spans, stored_batches};
 use census_tests::ingestion::IngestionServer;
 
@@ -13,7 +13,11 @@ fn every_envelope_is_delivered_after_an_outage() {
     server.stop();
     let dir = scratch_dir("outage");
     let census = census_runtime::pipeline()
-        .azure(settings(&server, &dir))
+        .exporter(
+            settings(&server, &dir)
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     let mut sent = Vec::new();
@@ -54,7 +58,12 @@ fn without_storage_an_outage_is_bridged_from_memory() {
     let mut server = IngestionServer::start().unwrap();
     server.stop();
     let census = census_runtime::pipeline()
-        .azure(settings(&server, &scratch_dir("outage-memory")).no_storage())
+        .exporter(
+            settings(&server, &scratch_dir("outage-memory"))
+                .no_storage()
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     let sent = spans("memory", 10);

@@ -33,7 +33,11 @@ fn census_and_the_python_reference_send_the_same_shapes() {
 
     let census = census_runtime::pipeline()
         .cloud_role("orders-api")
-        .azure(settings(&server, &scratch_dir("pyref")))
+        .exporter(
+            settings(&server, &scratch_dir("pyref"))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     every_kind_of_span();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use census_runtime::diagnostics;
+use census_runtime::{azure, pipeline};
 use census_tests::azure::{scratch_dir, settings};
 use census_tests::ingestion::IngestionServer;
 
@@ -12,10 +12,12 @@ fn a_stalled_endpoint_never_blocks_instrumented_code() {
     server.hold();
     let census = census_runtime::pipeline()
         .max_batch(100)
-        .azure(
+        .exporter(
             settings(&server, &scratch_dir("stalled"))
                 .timeout(Duration::from_secs(120))
-                .queue_batches(2),
+                .queue_batches(2)
+                .build()
+                .expect("the Azure exporter builds"),
         )
         .install()
         .unwrap();
@@ -30,7 +32,7 @@ fn a_stalled_endpoint_never_blocks_instrumented_code() {
     }
     let mut handed = false;
     for _ in 0..600 {
-        if diagnostics().exported >= 2 * N {
+        if pipeline::diagnostics().exported >= 2 * N {
             handed = true;
             break;
         }
@@ -39,14 +41,18 @@ fn a_stalled_endpoint_never_blocks_instrumented_code() {
     assert!(
         handed,
         "the pipeline worker kept draining: {:?}",
-        diagnostics()
+        pipeline::diagnostics()
     );
     assert!(
         server.held() >= 1,
         "the endpoint still holds the first request"
     );
-    let d = diagnostics();
-    assert_eq!(d.dropped_queue_full, 0, "no span was lost on the hot path");
+    assert_eq!(
+        pipeline::diagnostics().dropped_queue_full,
+        0,
+        "no span was lost on the hot path"
+    );
+    let d = azure::diagnostics();
     assert!(
         d.export_queue_full > 0 && d.stored == d.export_queue_full,
         "what the stuck transport could not take went to storage: {d:?}"

@@ -3,14 +3,19 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use census_runtime::{Pipeline, diagnostics};
+use census_runtime::azure::diagnostics;
+use census_runtime::pipeline::Pipeline;
 use census_tests::azure::{scratch_dir, settings, spans};
 use census_tests::ingestion::{IngestionServer, Reply};
 
 fn install(server: &IngestionServer, name: &str) -> Pipeline {
     census_runtime::pipeline()
         .cloud_role("azure-statuses")
-        .azure(settings(server, &scratch_dir(name)))
+        .exporter(
+            settings(server, &scratch_dir(name))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .expect("the pipeline installs")
 }
@@ -270,8 +275,11 @@ fn a_redirect_loop_stops_after_ten_hops_and_keeps_the_batch() {
     server.set_default(Reply::status(307).location(&server.url()));
     let dir = scratch_dir("redirect-loop");
     let census = census_runtime::pipeline()
-        .azure(
-            settings(&server, &dir).retry_backoff(Duration::from_secs(30), Duration::from_secs(30)),
+        .exporter(
+            settings(&server, &dir)
+                .retry_backoff(Duration::from_secs(30), Duration::from_secs(30))
+                .build()
+                .expect("the Azure exporter builds"),
         )
         .install()
         .unwrap();
@@ -317,7 +325,12 @@ fn a_timeout_is_retried() {
     let server = IngestionServer::start().unwrap();
     server.script([Reply::ok().delay(Duration::from_secs(3))]);
     let census = census_runtime::pipeline()
-        .azure(settings(&server, &scratch_dir("timeout")).timeout(Duration::from_millis(500)))
+        .exporter(
+            settings(&server, &scratch_dir("timeout"))
+                .timeout(Duration::from_millis(500))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     spans("slow", 2);
@@ -348,7 +361,12 @@ fn two_waiting_batches_go_out_at_once_and_each_is_settled_on_its_own() {
     server.script([Reply::status(503).delay(Duration::from_millis(400))]);
     let census = census_runtime::pipeline()
         .cloud_role("azure-statuses")
-        .azure(settings(&server, &scratch_dir("pair")).max_batch(3))
+        .exporter(
+            settings(&server, &scratch_dir("pair"))
+                .max_batch(3)
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .expect("the pipeline installs");
     let sent = spans("pair", 6);
@@ -391,10 +409,12 @@ fn full_batches_go_at_once_and_the_rest_waits_for_the_send_interval() {
     let server = IngestionServer::start().unwrap();
     let census = census_runtime::pipeline()
         .cloud_role("azure-statuses")
-        .azure(
+        .exporter(
             settings(&server, &scratch_dir("partial"))
                 .max_batch(3)
-                .send_interval(Duration::from_secs(60)),
+                .send_interval(Duration::from_secs(60))
+                .build()
+                .expect("the Azure exporter builds"),
         )
         .install()
         .expect("the pipeline installs");

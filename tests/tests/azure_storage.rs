@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use census_runtime::{AzureExporter, ConfigError, diagnostics};
+use census_runtime::azure::{AzureError, AzureExporter, diagnostics};
 use census_tests::azure::{files_under, scratch_dir, settings, spans, stored_batches};
 use census_tests::ingestion::IngestionServer;
 
@@ -42,7 +42,12 @@ fn storage_is_capped_and_what_does_not_fit_is_counted() {
     let base = scratch_dir("storage-cap");
     let cap = 8 * 1024;
     let census = census_runtime::pipeline()
-        .azure(settings(&server, &base).storage_limits(cap, Duration::from_secs(48 * 3600)))
+        .exporter(
+            settings(&server, &base)
+                .storage_limits(cap, Duration::from_secs(48 * 3600))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     for round in 0..10 {
@@ -89,7 +94,11 @@ fn batches_older_than_the_maximum_age_are_deleted_unsent() {
     std::fs::write(&fresh, envelope("fresh-enough") + "\n").unwrap();
 
     let census = census_runtime::pipeline()
-        .azure(settings(&server, &base))
+        .exporter(
+            settings(&server, &base)
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     assert!(server.wait_for_accepted(1, Duration::from_secs(20)));
@@ -117,7 +126,11 @@ fn a_half_written_batch_is_never_sent() {
     std::fs::write(&complete, envelope("complete") + "\n").unwrap();
 
     let census = census_runtime::pipeline()
-        .azure(settings(&server, &base))
+        .exporter(
+            settings(&server, &base)
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     assert!(server.wait_for_accepted(1, Duration::from_secs(20)));
@@ -133,32 +146,16 @@ fn an_empty_storage_dir_is_refused_rather_than_the_working_directory() {
     std::env::set_current_dir(&cwd).unwrap();
     let connection = "InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/";
 
-    let error = census_runtime::pipeline()
-        .connection_string(connection)
-        .azure(AzureExporter::builder().storage_dir(""))
-        .install()
-        .expect_err("an empty storage path is refused at install");
-    assert!(
-        matches!(
-            error,
-            ConfigError::InvalidSetting {
-                setting: "storage_dir",
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    assert!(error.to_string().contains("working directory"), "{error}");
-
     let error = AzureExporter::builder()
         .connection_string(connection)
         .storage_dir("")
         .build()
-        .expect_err("and when the exporter is built alone");
+        .expect_err("an empty storage path is refused when the exporter is built");
+    assert!(error.to_string().contains("working directory"), "{error}");
     assert!(
         matches!(
             error,
-            ConfigError::InvalidSetting {
+            AzureError::InvalidSetting {
                 setting: "storage_dir",
                 ..
             }

@@ -6,9 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use census_runtime::{
-    Exporter, FlushError, MemoryExporter, Pipeline, Resource, SpanRecord, diagnostics,
-};
+use census_runtime::export::{Exporter, MemoryExporter, Resource, SpanRecord};
+use census_runtime::pipeline::{FlushError, Pipeline, diagnostics};
 
 /// Panics in the calls it is told to, counting every call.
 #[derive(Clone, Default)]

@@ -3,7 +3,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
-use census_runtime::{MemoryExporter, SpanRecord, inproc};
+use census_runtime::export::{MemoryExporter, SpanRecord};
+use census_runtime::inproc;
 use census_tests::{flush, install_memory, multi_thread_runtime};
 
 #[inproc]

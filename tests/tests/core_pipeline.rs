@@ -7,9 +7,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use census_runtime::{
-    ConfigError, ConsoleExporter, Exporter, MemoryExporter, Resource, SpanRecord, inproc,
-};
+use census_runtime::export::{ConsoleExporter, Exporter, MemoryExporter, Resource, SpanRecord};
+use census_runtime::inproc;
+use census_runtime::pipeline::ConfigError;
 use census_tests::{flush, install_memory};
 
 #[inproc]
@@ -84,7 +84,7 @@ fn a_full_queue_drops_and_counts_and_never_blocks_the_caller() {
         unit_of_work();
     }
     // Every call returned although the exporter is stuck; what did not fit was counted.
-    let dropped = census_runtime::diagnostics().dropped_queue_full as usize;
+    let dropped = census_runtime::pipeline::diagnostics().dropped_queue_full as usize;
     assert!(dropped > 0, "the queue overflowed");
     assert!(
         dropped <= CALLS - 1_000,
@@ -222,7 +222,9 @@ fn the_console_prints_a_request_that_ended_before_its_caller_inside_the_caller_s
         census_runtime::span("GET /stock/7")
             .kind("HTTP")
             .in_scope(|| {
-                let call = census_runtime::current_context().expect("the call's span is current");
+                let call = census_runtime::current_span()
+                    .context()
+                    .expect("the call's span is current");
                 std::thread::spawn(move || {
                     census_runtime::request("GET /stock/{id}")
                         .parent(call)
@@ -232,7 +234,7 @@ fn the_console_prints_a_request_that_ended_before_its_caller_inside_the_caller_s
                 .unwrap();
                 // The request reaches the exporter in a batch of its own, before its caller ends.
                 wait_until("the request is exported", || {
-                    census_runtime::diagnostics().exported >= 1
+                    census_runtime::pipeline::diagnostics().exported >= 1
                 });
             });
     });

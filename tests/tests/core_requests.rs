@@ -1,10 +1,8 @@
 //! The API integrations build on: request spans continuing a remote trace, the operation name
 //! they hand down, tracestate, and detached spans ended elsewhere.
 
-use census_runtime::{
-    SpanContext, SpanId, SpanKind, TraceId, current_span, current_trace_state, inproc, request,
-    span,
-};
+use census_runtime::site::SpanKind;
+use census_runtime::{SpanContext, SpanId, TraceId, current_span, inproc, request, span};
 use census_tests::{flush, install_memory, install_memory_sampled};
 
 fn caller() -> SpanContext {
@@ -17,7 +15,10 @@ fn caller() -> SpanContext {
 
 #[inproc]
 fn handler() {
-    assert_eq!(current_trace_state().as_deref(), Some("congo=t61rcWkgMzE"));
+    assert_eq!(
+        current_span().trace_state().as_deref(),
+        Some("congo=t61rcWkgMzE")
+    );
 }
 
 #[test]
@@ -43,7 +44,11 @@ fn a_request_continues_the_remote_trace_and_names_the_operation_for_its_children
     let child = memory.one("handler");
     assert_eq!(child.parent_id(), Some(req.span_id()));
     assert_eq!(child.operation_name(), Some("GET /orders/{id}"));
-    assert_eq!(current_trace_state(), None, "nothing is left current");
+    assert_eq!(
+        current_span().trace_state(),
+        None,
+        "nothing is left current"
+    );
 }
 
 #[test]

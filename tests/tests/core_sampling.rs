@@ -1,6 +1,6 @@
 //! Sampling: decided once per trace from the trace id, with the Application Insights score.
 
-use census_runtime::{Sampler, TraceId, inproc, sample_score};
+use census_runtime::{Sampler, TraceId, inproc};
 use census_tests::{flush, install_memory_sampled};
 
 /// DJB2 as the Azure Monitor exporters write it, step by step in 64-bit arithmetic with an
@@ -30,12 +30,12 @@ fn sample_score_matches_djb2_computed_by_hand() {
     ];
     for (hex, expected) in known {
         let id = TraceId::from_hex(hex).unwrap();
-        assert_eq!(sample_score(id), expected, "{hex}");
+        assert_eq!(Sampler::score(id), expected, "{hex}");
         assert_eq!(djb2_score_by_hand(hex), expected, "{hex}");
     }
     for _ in 0..1000 {
         let id = TraceId::random();
-        assert_eq!(sample_score(id), djb2_score_by_hand(&id.to_string()));
+        assert_eq!(Sampler::score(id), djb2_score_by_hand(&id.to_string()));
     }
 }
 
@@ -79,12 +79,15 @@ fn ten_thousand_traces_at_a_quarter_keep_a_quarter_and_children_follow() {
     }
     for root in &roots {
         assert!(
-            sample_score(root.trace_id()) < 0.25,
+            Sampler::score(root.trace_id()) < 0.25,
             "kept traces score below the rate"
         );
         assert_eq!(root.sample_rate(), 25.0, "the rate is kept for sampleRate");
     }
-    assert_eq!(census_runtime::diagnostics().dropped_queue_full, 0);
+    assert_eq!(
+        census_runtime::pipeline::diagnostics().dropped_queue_full,
+        0
+    );
 }
 
 #[inproc]
@@ -103,7 +106,7 @@ fn at_one_in_a_million_every_kept_trace_s_id_scores_below_the_rate() {
     // About 20 kept; none at all would be a chance of e^-20.
     assert!(!kept.is_empty(), "no trace kept in {ROOTS} roots at {RATE}");
     for root in &kept {
-        let score = sample_score(root.trace_id());
+        let score = Sampler::score(root.trace_id());
         assert!(
             score < RATE,
             "kept trace {} scores {score}, not below {RATE}: other services would drop it",
@@ -135,14 +138,14 @@ fn never_records_nothing_and_always_records_everything() {
 fn a_rate_outside_zero_to_one_is_refused_at_install() {
     let error = census_runtime::pipeline()
         .sampler(Sampler::probability(1.5))
-        .exporter(census_runtime::MemoryExporter::new())
+        .exporter(census_runtime::export::MemoryExporter::new())
         .install()
         .unwrap_err();
     assert_eq!(error.to_string(), "sampling rate 1.5 is outside 0.0..=1.0");
     assert!(
         census_runtime::pipeline()
             .sampler(Sampler::probability(f64::NAN))
-            .exporter(census_runtime::MemoryExporter::new())
+            .exporter(census_runtime::export::MemoryExporter::new())
             .install()
             .is_err()
     );
@@ -177,7 +180,7 @@ fn dropped_root(carried: census_runtime::SpanContext) {
 }
 
 fn dropped_root_body(carried: census_runtime::SpanContext) {
-    use census_runtime::Carried;
+    use census_runtime::context::Carried;
     sampled_child();
     // A context carried in (a task's parent, say) takes over while it is current ...
     Carried::from_context(carried).run(sampled_child);

@@ -69,7 +69,11 @@ async fn envelopes_of_commands_failures_and_nesting() {
     let server = IngestionServer::start().unwrap();
     let census = census_runtime::pipeline()
         .cloud_role("orders-api")
-        .azure(settings(&server, &scratch_dir("db-mongodb")))
+        .exporter(
+            settings(&server, &scratch_dir("db-mongodb"))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     let client = client().await;

@@ -83,7 +83,11 @@ async fn envelopes_of_statements_failures_and_nesting() {
     let server = IngestionServer::start().unwrap();
     let census = census_runtime::pipeline()
         .cloud_role("orders-api")
-        .azure(settings(&server, &scratch_dir("db-mysql")))
+        .exporter(
+            settings(&server, &scratch_dir("db-mysql"))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     let conn = connect().await;

@@ -76,7 +76,11 @@ async fn sqlite_envelopes_failures_and_nesting() {
     let server = IngestionServer::start().unwrap();
     let census = census_runtime::pipeline()
         .cloud_role("orders-api")
-        .azure(settings(&server, &scratch_dir("db-sqlx")))
+        .exporter(
+            settings(&server, &scratch_dir("db-sqlx"))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .unwrap();
     let pool = sqlx::sqlite::SqlitePoolOptions::new()

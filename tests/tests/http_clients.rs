@@ -10,10 +10,11 @@ use std::time::Duration;
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{any, get};
+use census_runtime::export::{MemoryExporter, SpanRecord};
 use census_runtime::integrations::reqwest::ReqwestMiddleware;
 use census_runtime::integrations::tower::ClientLayer;
 use census_runtime::integrations::ureq::UreqMiddleware;
-use census_runtime::{MemoryExporter, SpanRecord, span};
+use census_runtime::span;
 use census_tests::{flush, install_memory};
 use http_support::*;
 

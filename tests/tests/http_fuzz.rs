@@ -8,8 +8,9 @@ mod http_support;
 use std::collections::HashSet;
 
 use axum::routing::get;
+
 use census_runtime::integrations::axum::layer;
-use census_runtime::{SpanKind, current_trace_state};
+use census_runtime::site::SpanKind;
 use census_tests::{flush, install_memory};
 use http::HeaderValue;
 use http_support::*;
@@ -135,7 +136,11 @@ fn value(bytes: &[u8]) -> HeaderValue {
 }
 
 async fn state() -> String {
-    current_trace_state().as_deref().unwrap_or("").to_owned()
+    census_runtime::current_span()
+        .trace_state()
+        .as_deref()
+        .unwrap_or("")
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use census_runtime::integrations::actix_web::ActixMiddleware;
 use census_runtime::integrations::tower::ServerLayer;
-use census_runtime::{SpanKind, current_trace_state, inproc};
+use census_runtime::site::SpanKind;
+use census_runtime::{current_span, inproc};
 use census_tests::{flush, install_memory};
 use http_body_util::Full;
 
@@ -21,7 +22,10 @@ const CALLER: &str = "00f067aa0ba902b7";
 
 #[inproc]
 fn look_up(id: &str) -> String {
-    format!("order {id}, state {:?}", current_trace_state().as_deref())
+    format!(
+        "order {id}, state {:?}",
+        current_span().trace_state().as_deref()
+    )
 }
 
 async fn hyper_handler(

@@ -3,7 +3,9 @@
 //! The cases live in `tests/ui/`; this library holds what the passing cases share: a pipeline
 //! that keeps spans in memory, so that each case can check what its functions recorded.
 
-use census_runtime::{MemoryExporter, Pipeline, Sampler, SpanRecord};
+use census_runtime::Sampler;
+use census_runtime::export::{MemoryExporter, SpanRecord};
+use census_runtime::pipeline::Pipeline;
 use std::time::Duration;
 
 /// A pipeline that records every span in memory.

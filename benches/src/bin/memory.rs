@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use census_benches::{Behaviour, Sink, rss_kib};
-use census_runtime::{AzureExporter, inproc};
+use census_runtime::azure::AzureExporter;
+use census_runtime::inproc;
 
 #[inproc]
 #[inline(never)]
@@ -52,11 +53,13 @@ fn main() {
 
     let sink = Sink::start(Behaviour::Stall).expect("a loopback port");
     let census = census_runtime::pipeline()
-        .connection_string(sink.connection_string())
-        .azure(
+        .exporter(
             AzureExporter::builder()
+                .connection_string(sink.connection_string())
                 .no_storage()
-                .timeout(Duration::from_secs(5)),
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("the Azure exporter builds"),
         )
         .install()
         .expect("no other pipeline is installed");
@@ -94,7 +97,8 @@ fn main() {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = producer.join();
-    let diagnostics = census_runtime::diagnostics();
+    let diagnostics = census_runtime::pipeline::diagnostics();
+    let azure = census_runtime::azure::diagnostics();
     let _ = census.shutdown(Duration::from_millis(500));
 
     // Bounded: the peak reached by half of the run (past the first request timeouts and
@@ -112,9 +116,7 @@ fn main() {
         "spans made: {made}; requests the stalled endpoint took: {}; dropped at the full queue: {}; dropped behind the transport: {}",
         sink.requests(),
         diagnostics.dropped_queue_full,
-        diagnostics.dropped_unstored
-            + diagnostics.dropped_storage_full
-            + diagnostics.dropped_expired
+        azure.dropped_unstored + azure.dropped_storage_full + azure.dropped_expired
     );
     println!(
         "peak RSS: {baseline} KiB before, {half} KiB after {:.0} s, {peak} KiB after {seconds} s: {}",

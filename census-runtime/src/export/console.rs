@@ -13,9 +13,9 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use super::{Exporter, Resource};
-use crate::context::{SpanId, TraceId};
+use crate::id::{SpanId, TraceId};
+use crate::record::SpanRecord;
 use crate::site::SpanKind;
-use crate::span::SpanRecord;
 
 /// How long spans wait for a parent that has not come, by default.
 const WAIT_FOR_PARENT: Duration = Duration::from_secs(30);
@@ -53,7 +53,7 @@ const REMEMBERED: usize = 4_096;
 ///
 /// let census = census_runtime::pipeline()
 ///     .exporter(
-///         census_runtime::ConsoleExporter::stdout()
+///         census_runtime::export::ConsoleExporter::stdout()
 ///             .wait_for_parent(Duration::from_secs(10))
 ///             .max_held(1_000),
 ///     )
@@ -139,10 +139,10 @@ impl Printed {
     fn remember(&mut self, span: &SpanRecord) {
         if self
             .names
-            .insert(span.span_id, span.name().into())
+            .insert(span.span_id(), span.name().into())
             .is_none()
         {
-            self.order.push_back(span.span_id);
+            self.order.push_back(span.span_id());
         }
         while self.order.len() > REMEMBERED {
             if let Some(oldest) = self.order.pop_front() {
@@ -160,7 +160,7 @@ impl ConsoleExporter {
     /// Prints to standard output.
     ///
     /// ```
-    /// let console = census_runtime::ConsoleExporter::stdout();
+    /// let console = census_runtime::export::ConsoleExporter::stdout();
     /// # drop(console);
     /// ```
     pub fn stdout() -> Self {
@@ -170,7 +170,7 @@ impl ConsoleExporter {
     /// Prints to any writer.
     ///
     /// ```
-    /// let console = census_runtime::ConsoleExporter::to_writer(std::io::stderr());
+    /// let console = census_runtime::export::ConsoleExporter::to_writer(std::io::stderr());
     /// # drop(console);
     /// ```
     pub fn to_writer(out: impl Write + Send + 'static) -> Self {
@@ -190,7 +190,7 @@ impl ConsoleExporter {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// let console = census_runtime::ConsoleExporter::stdout().wait_for_parent(Duration::from_secs(5));
+    /// let console = census_runtime::export::ConsoleExporter::stdout().wait_for_parent(Duration::from_secs(5));
     /// # drop(console);
     /// ```
     pub fn wait_for_parent(mut self, wait: Duration) -> Self {
@@ -206,7 +206,7 @@ impl ConsoleExporter {
     /// ```
     /// # use std::time::Duration;
     /// let console =
-    ///     census_runtime::ConsoleExporter::stdout().wait_for_caller(Duration::from_millis(500));
+    ///     census_runtime::export::ConsoleExporter::stdout().wait_for_caller(Duration::from_millis(500));
     /// # drop(console);
     /// ```
     pub fn wait_for_caller(mut self, wait: Duration) -> Self {
@@ -218,7 +218,7 @@ impl ConsoleExporter {
     /// traces that have waited longest are printed without their parents.
     ///
     /// ```
-    /// let console = census_runtime::ConsoleExporter::stdout().max_held(1_000);
+    /// let console = census_runtime::export::ConsoleExporter::stdout().max_held(1_000);
     /// # drop(console);
     /// ```
     pub fn max_held(mut self, spans: usize) -> Self {
@@ -230,16 +230,19 @@ impl ConsoleExporter {
     fn take(&mut self, batch: &[SpanRecord], now: Instant) {
         let mut touched = HashSet::new();
         for span in batch {
-            let trace = self.held.entry(span.trace_id).or_insert_with(|| HeldTrace {
-                spans: Vec::new(),
-                first_arrived: now,
-            });
+            let trace = self
+                .held
+                .entry(span.trace_id())
+                .or_insert_with(|| HeldTrace {
+                    spans: Vec::new(),
+                    first_arrived: now,
+                });
             trace.spans.push(Held {
                 span: span.clone(),
                 arrived: now,
             });
             self.held_count += 1;
-            touched.insert(span.trace_id);
+            touched.insert(span.trace_id());
         }
         let mut trees = Vec::new();
         for trace in touched {
@@ -332,7 +335,7 @@ impl ConsoleExporter {
 
     /// Whether the tree under `top`, whose oldest span came at `oldest`, is printed in `pass`.
     fn decide(&self, top: &Held, oldest: Instant, pass: Pass) -> Verdict {
-        let Some(parent) = top.span.parent_id else {
+        let Some(parent) = top.span.parent_id() else {
             return Verdict::Print(None);
         };
         if let Some(name) = self.printed.name(parent) {
@@ -398,7 +401,7 @@ impl ConsoleExporter {
         if trees.is_empty() {
             return;
         }
-        trees.sort_by_key(|tree| tree.spans.first().map(|top| top.end));
+        trees.sort_by_key(|tree| tree.spans.first().map(|top| top.end_ticks()));
         let mut text = String::new();
         for tree in &trees {
             if let Some(note) = &tree.note {
@@ -418,7 +421,7 @@ fn tops(spans: &[Held]) -> Vec<usize> {
     let index: HashMap<SpanId, usize> = spans
         .iter()
         .enumerate()
-        .map(|(i, held)| (held.span.span_id, i))
+        .map(|(i, held)| (held.span.span_id(), i))
         .collect();
     let mut tops: Vec<Option<usize>> = vec![None; spans.len()];
     let mut path = Vec::new();
@@ -431,7 +434,7 @@ fn tops(spans: &[Held]) -> Vec<usize> {
                 break top;
             }
             path.push(at);
-            match spans[at].span.parent_id.and_then(|p| index.get(&p)) {
+            match spans[at].span.parent_id().and_then(|p| index.get(&p)) {
                 Some(&parent) if path.len() <= spans.len() => at = parent,
                 _ => break at,
             }
@@ -451,7 +454,7 @@ fn tops(spans: &[Held]) -> Vec<usize> {
 fn render_tree(text: &mut String, spans: &[SpanRecord]) {
     let mut children: HashMap<SpanId, Vec<usize>> = HashMap::new();
     for (index, span) in spans.iter().enumerate().skip(1) {
-        if let Some(parent) = span.parent_id {
+        if let Some(parent) = span.parent_id() {
             children.entry(parent).or_default().push(index);
         }
     }
@@ -460,8 +463,8 @@ fn render_tree(text: &mut String, spans: &[SpanRecord]) {
         let span = &spans[index];
         render_line(text, span, depth);
         // Each list is taken once: even a corrupt cycle of parents ends.
-        if let Some(mut under) = children.remove(&span.span_id) {
-            under.sort_by_key(|&i| std::cmp::Reverse(spans[i].start));
+        if let Some(mut under) = children.remove(&span.span_id()) {
+            under.sort_by_key(|&i| std::cmp::Reverse(spans[i].start_ticks()));
             stack.extend(under.into_iter().map(|i| (i, depth + 1)));
         }
     }
@@ -596,18 +599,16 @@ mod tests {
     }
 
     fn record(site: &'static Site, trace: TraceId, parent: Option<&SpanRecord>) -> SpanRecord {
-        SpanRecord {
+        let mut record = SpanRecord::start(
             site,
-            trace_id: trace,
-            span_id: SpanId::random(),
-            parent_id: parent.map(|p| p.span_id),
-            start: 1,
-            end: 2,
-            sample_rate: 100.0,
-            success: true,
-            operation_name: None,
-            extra: None,
-        }
+            trace,
+            SpanId::random(),
+            parent.map(SpanRecord::span_id),
+            None,
+            100.0,
+        );
+        record.set_ticks(1, 2);
+        record
     }
 
     /// The HTTP demo's trace: `fetch` calls `GET /stock/7`, which this same process serves.
@@ -672,9 +673,9 @@ mod tests {
         let trace = TraceId::random();
         let fetch = record(&FETCH, trace, None);
         let mut call = record(&CALL, trace, Some(&fetch));
-        call.start = 5;
+        call.set_ticks(5, 6);
         let mut price = record(&PRICE, trace, Some(&fetch));
-        price.start = 3;
+        price.set_ticks(3, 4);
         console.take(&[call, fetch, price], Instant::now());
         let lines = out.lines();
         assert!(
@@ -713,8 +714,7 @@ mod tests {
         let (console, out) = console();
         let mut console = console.wait_for_caller(Duration::from_secs(1));
         let trace = TraceId::random();
-        let mut remote_caller = record(&CALL, trace, None);
-        remote_caller.span_id = SpanId::random();
+        let remote_caller = record(&CALL, trace, None);
         let request = record(&REQUEST, trace, Some(&remote_caller));
         let price = record(&PRICE, trace, Some(&request));
         let came = Instant::now();
@@ -805,9 +805,9 @@ mod tests {
     fn the_trees_of_one_pass_are_printed_in_the_order_their_tops_ended() {
         let (mut console, out) = console();
         let mut first = record(&FETCH, TraceId::random(), None);
-        first.end = 10;
+        first.set_ticks(1, 10);
         let mut second = record(&PRICE, TraceId::random(), None);
-        second.end = 20;
+        second.set_ticks(1, 20);
         console.take(&[second, first], Instant::now());
         let lines = out.lines();
         assert!(starts(&lines, &["fetch", "price"]), "{lines:#?}");

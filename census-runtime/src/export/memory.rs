@@ -3,13 +3,14 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Exporter, Resource};
-use crate::context::SpanId;
-use crate::span::SpanRecord;
+use crate::id::SpanId;
+use crate::record::SpanRecord;
 
 /// Keeps every exported span in memory; clones share the same store.
 ///
 /// ```
-/// use census_runtime::{inproc, MemoryExporter};
+/// use census_runtime::inproc;
+/// use census_runtime::export::MemoryExporter;
 /// use std::time::Duration;
 ///
 /// #[inproc]

@@ -1,21 +1,15 @@
-//! Exporters: where finished spans go.
+//! Exporters: where finished spans go. The [`Exporter`] trait the pipeline knows them by, what
+//! they receive ([`SpanRecord`], [`Resource`]), and the console and memory exporters. The Azure
+//! exporter is in [`azure`](crate::azure).
 
-#[cfg(feature = "azure")]
-pub(crate) mod azure;
 mod console;
 mod memory;
 
-#[cfg(feature = "azure")]
-pub use azure::{
-    AzureExporter, AzureExporterBuilder, CONNECTION_STRING_ENV, ConnectionString,
-    ConnectionStringError,
-};
-pub use console::ConsoleExporter;
-pub use memory::MemoryExporter;
+pub use self::console::ConsoleExporter;
+pub use self::memory::MemoryExporter;
+pub use crate::record::{ExceptionInfo, SpanRecord};
 
 use std::time::Instant;
-
-use crate::span::SpanRecord;
 
 /// Receives finished spans, in batches, on the pipeline's worker thread.
 ///
@@ -23,13 +17,13 @@ use crate::span::SpanRecord;
 /// hand slow work such as network calls to a worker of its own so that the queue keeps draining.
 ///
 /// A panic in any of its methods is contained: caught on the worker, counted in
-/// [`diagnostics`](crate::diagnostics)`().exporter_panics`, reported once through `log` with the
+/// [`diagnostics`](crate::pipeline::diagnostics)`().exporter_panics`, reported once through `log` with the
 /// panic's message; the other exporters keep receiving everything, and after three panics this
 /// one is switched off (said through `log` too). A flush during which it panicked returns
-/// [`FlushError::ExporterPanicked`](crate::FlushError::ExporterPanicked).
+/// [`FlushError::ExporterPanicked`](crate::pipeline::FlushError::ExporterPanicked).
 ///
 /// ```
-/// use census_runtime::{Exporter, Resource, SpanRecord};
+/// use census_runtime::export::{Exporter, Resource, SpanRecord};
 ///
 /// struct CountSpans(usize);
 ///
@@ -49,7 +43,7 @@ pub trait Exporter: Send + 'static {
     ///
     /// ```
     /// use std::time::{Duration, Instant};
-    /// use census_runtime::{Exporter, Resource, SpanRecord};
+    /// use census_runtime::export::{Exporter, Resource, SpanRecord};
     ///
     /// /// Counts spans a second after they come.
     /// #[derive(Default)]

@@ -110,7 +110,7 @@ where
     }
 }
 
-fn request_span(req: &ServiceRequest) -> crate::SpanBuilder {
+fn request_span(req: &ServiceRequest) -> crate::span::SpanBuilder {
     let headers = req.headers();
     let incoming = Incoming::from_values(
         headers.get_all(TRACEPARENT).map(|v| v.as_bytes()),

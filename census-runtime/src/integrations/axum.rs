@@ -20,23 +20,25 @@
 //! A request no route matched (the fallback) is named by its path.
 
 use axum::extract::{MatchedPath, OriginalUri};
-use http::{Request, Uri};
+use http::{Extensions, Uri};
 
-use super::tower::ServerLayer;
+use super::tower::{Routes, ServerLayer};
 
-/// The server layer, for `Router::layer`.
+/// The server layer, for `Router::layer`: the tower [`ServerLayer`] naming requests by axum's
+/// matched route.
 pub fn layer() -> ServerLayer {
-    ServerLayer::new()
+    ServerLayer::with_routes(Routes {
+        route,
+        original_uri,
+    })
 }
 
 /// The route template axum matched, when the layer runs after routing.
-pub(crate) fn route<B>(req: &Request<B>) -> Option<&str> {
-    req.extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str)
+fn route(extensions: &Extensions) -> Option<&str> {
+    extensions.get::<MatchedPath>().map(MatchedPath::as_str)
 }
 
 /// The URI before a nested router stripped its prefix.
-pub(crate) fn original_uri<B>(req: &Request<B>) -> Option<&Uri> {
-    req.extensions().get::<OriginalUri>().map(|o| &o.0)
+fn original_uri(extensions: &Extensions) -> Option<&Uri> {
+    extensions.get::<OriginalUri>().map(|o| &o.0)
 }

@@ -11,8 +11,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::DetachedSpan;
+use pin_project_lite::pin_project;
+
 use crate::propagation::{Incoming, Outgoing, redact_credentials};
+use crate::span::DetachedSpan;
 
 /// Application Insights keeps at most this much of a URL.
 const MAX_URL: usize = 2048;
@@ -66,7 +68,7 @@ impl ClientCall {
             .data(bounded(redact_credentials(url)).into_owned())
             .start_detached();
         let headers = span.context().map(|ctx| {
-            Outgoing::for_context(ctx, crate::current_trace_state(), options.request_id)
+            Outgoing::for_context(ctx, crate::current_span().trace_state(), options.request_id)
         });
         ClientCall { span, headers }
     }
@@ -183,7 +185,7 @@ pub(crate) struct ServerRequest<'a> {
 
 impl ServerRequest<'_> {
     /// The `Request` span: name `METHOD /route` (else the path), url, the caller's trace.
-    pub(crate) fn span(&self) -> crate::SpanBuilder {
+    pub(crate) fn span(&self) -> crate::span::SpanBuilder {
         let path = self
             .path_and_query
             .split(['?', '#'])
@@ -228,7 +230,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 /// unwinds through the span), then caught, logged, and answered with `on_panic()`: the server
 /// keeps serving.
 pub(crate) async fn serve<T, E, F>(
-    span: crate::SpanBuilder,
+    span: crate::span::SpanBuilder,
     call: impl FnOnce() -> F,
     status: impl FnOnce(&Result<T, E>) -> u16,
     on_panic: impl FnOnce() -> Result<T, E>,
@@ -237,7 +239,7 @@ where
     F: Future<Output = Result<T, E>>,
 {
     let served = span.instrument(async move {
-        match CatchPanic(call()).await {
+        match CatchPanic::new(call()).await {
             Ok(result) => {
                 record_response(status(&result));
                 result
@@ -248,7 +250,7 @@ where
             }
         }
     });
-    match CatchPanic(served).await {
+    match CatchPanic::new(served).await {
         Ok(result) => result,
         Err(payload) => {
             log::error!(
@@ -260,15 +262,25 @@ where
     }
 }
 
-/// Runs a future, catching a panic of any poll as `Err(payload)`.
-pub(crate) struct CatchPanic<F>(pub(crate) F);
+pin_project! {
+    /// Runs a future, catching a panic of any poll as `Err(payload)`.
+    pub(crate) struct CatchPanic<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> CatchPanic<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        CatchPanic { inner }
+    }
+}
 
 impl<F: Future> Future for CatchPanic<F> {
     type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: the inner future is structurally pinned and never moved out.
-        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
+        let inner = self.project().inner;
         match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Ok(Poll::Pending) => Poll::Pending,

@@ -20,8 +20,9 @@
 //!
 //! ## Server
 //!
-//! Each request is a `Request`, named `METHOD /route` (axum's matched route template with the
-//! `axum` feature, else the path), with the full URL, the response code and success (status
+//! Each request is a `Request`, named `METHOD /route` (the route template a router matched, when
+//! the layer comes from a router's integration such as [`axum::layer`](super::axum::layer), else
+//! the path), with the full URL, the response code and success (status
 //! below 400). It continues the caller's trace from `traceparent`, or from the legacy
 //! `Request-Id` when that is all the request carries; a malformed, duplicated or oversized header
 //! starts a new trace and never fails the request. Spans the handler opens nest under it.
@@ -31,10 +32,10 @@
 //!
 //! ```no_run
 //! use census_runtime::integrations::tower::ServerLayer;
-//! # fn demo(router: axum::Router) {
-//! // With axum: `Router::layer` runs it after routing, so the route template is known.
-//! let app = router.layer(ServerLayer::new());
-//! # let _ = app;
+//! # fn demo<S>(hyper_service: S) {
+//! use tower_layer::Layer;
+//! let service = ServerLayer::new().layer(hyper_service);
+//! # let _ = service;
 //! # }
 //! ```
 
@@ -44,6 +45,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -125,11 +127,22 @@ where
     }
 }
 
-/// The response future of [`ClientService`]: ends the dependency when the response (or the
-/// error) comes.
-pub struct ClientFuture<F> {
-    inner: F,
-    call: Option<ClientCall>,
+pin_project! {
+    /// The response future of [`ClientService`]: ends the dependency when the response (or the
+    /// error) comes, or as cancelled when it is dropped first.
+    pub struct ClientFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<ClientCall>,
+    }
+
+    impl<F> PinnedDrop for ClientFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(call) = this.project().call.take() {
+                call.cancelled();
+            }
+        }
+    }
 }
 
 impl<F: fmt::Debug> fmt::Debug for ClientFuture<F> {
@@ -148,10 +161,8 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: `inner` is structurally pinned and never moved out; `call` is not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let poll = inner.poll(cx);
+        let this = self.project();
+        let poll = this.inner.poll(cx);
         if let Poll::Ready(result) = &poll
             && let Some(call) = this.call.take()
         {
@@ -164,21 +175,28 @@ where
     }
 }
 
-impl<F> Drop for ClientFuture<F> {
-    fn drop(&mut self) {
-        if let Some(call) = self.call.take() {
-            call.cancelled();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Server.
 
 /// Wraps an HTTP server service in [`ServerService`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ServerLayer {
-    _private: (),
+    routes: Option<Routes>,
+}
+
+/// What a router knows of a request that its request line does not: the route template it
+/// matched, and the URI the client asked for before a nested router stripped a prefix. A
+/// router's integration supplies it (the [`axum`](super::axum) module reads axum's).
+#[derive(Clone, Copy)]
+pub(crate) struct Routes {
+    pub(crate) route: fn(&http::Extensions) -> Option<&str>,
+    pub(crate) original_uri: fn(&http::Extensions) -> Option<&http::Uri>,
+}
+
+impl fmt::Debug for Routes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Routes")
+    }
 }
 
 impl ServerLayer {
@@ -186,13 +204,23 @@ impl ServerLayer {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Names requests by the route `routes` finds.
+    pub(crate) fn with_routes(routes: Routes) -> Self {
+        ServerLayer {
+            routes: Some(routes),
+        }
+    }
 }
 
 impl<S> Layer<S> for ServerLayer {
     type Service = ServerService<S>;
 
     fn layer(&self, inner: S) -> ServerService<S> {
-        ServerService { inner }
+        ServerService {
+            inner,
+            routes: self.routes,
+        }
     }
 }
 
@@ -200,6 +228,7 @@ impl<S> Layer<S> for ServerLayer {
 #[derive(Clone, Debug)]
 pub struct ServerService<S> {
     inner: S,
+    routes: Option<Routes>,
 }
 
 /// The response future of [`ServerService`].
@@ -225,7 +254,7 @@ where
         // The readied service handles this request; a fresh clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let span = request_span(&req);
+        let span = request_span(&req, self.routes);
         Box::pin(super::http::serve(
             span,
             move || inner.call(req),
@@ -244,7 +273,7 @@ where
     }
 }
 
-fn request_span<B>(req: &Request<B>) -> crate::SpanBuilder {
+fn request_span<B>(req: &Request<B>, routes: Option<Routes>) -> crate::span::SpanBuilder {
     let headers = req.headers();
     let incoming = Incoming::from_values(
         headers
@@ -260,13 +289,11 @@ fn request_span<B>(req: &Request<B>) -> crate::SpanBuilder {
             .iter()
             .map(HeaderValue::as_bytes),
     );
-    #[cfg(feature = "axum")]
-    let (route, uri) = (
-        super::axum::route(req),
-        super::axum::original_uri(req).unwrap_or(req.uri()),
-    );
-    #[cfg(not(feature = "axum"))]
-    let (route, uri) = (None::<&str>, req.uri());
+    let extensions = req.extensions();
+    let route = routes.and_then(|routes| (routes.route)(extensions));
+    let uri = routes
+        .and_then(|routes| (routes.original_uri)(extensions))
+        .unwrap_or(req.uri());
     let host = uri
         .authority()
         .map(|a| a.as_str())
@@ -301,6 +328,6 @@ mod tests {
             .body(())
             .unwrap();
         // Without a pipeline the builder is inert; this checks that nothing panics on input.
-        request_span(&req).in_scope(|| {});
+        request_span(&req, None).in_scope(|| {});
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::diagnostics::COUNTERS;
 use crate::export::{Exporter, Resource};
-use crate::span::SpanRecord;
+use crate::record::SpanRecord;
 
 /// After this many panics an exporter is switched off for the rest of the pipeline's life.
 pub(super) const MAX_PANICS: u32 = 3;

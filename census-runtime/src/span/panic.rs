@@ -21,8 +21,9 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::cell::RefCell;
 
-use super::ExceptionInfo;
-use crate::context::{SpanId, with_local};
+use crate::id::SpanId;
+use crate::local::with_local;
+use crate::record::ExceptionInfo;
 
 /// What census's panic hook saw of the last panic on this thread.
 struct Noted {
@@ -151,9 +152,8 @@ pub(crate) fn install_hook() {
 fn note(info: &std::panic::PanicHookInfo<'_>) {
     let on_stack: Vec<SpanId> = with_local(|local| {
         local
-            .stack
-            .iter()
-            .filter_map(|frame| frame.record().map(|record| record.span_id))
+            .frames()
+            .filter_map(|frame| frame.record().map(|record| record.span_id()))
             .collect()
     })
     .unwrap_or_default();

@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::routing::get;
+use census_runtime::azure::AzureExporter;
+use census_runtime::export::ConsoleExporter;
 use census_runtime::integrations::axum::layer;
 use census_runtime::integrations::reqwest::ReqwestMiddleware;
 use census_runtime::integrations::tower::ClientLayer;
 use census_runtime::integrations::ureq::UreqMiddleware;
-use census_runtime::{ConsoleExporter, Sampler, dependency, inproc};
+use census_runtime::{Sampler, dependency, inproc};
 use reqwest_middleware::ClientWithMiddleware;
 use tower::ServiceExt;
 
@@ -98,11 +100,15 @@ fn with_ureq(base: &str) -> Result<String, ureq::Error> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let census = census_runtime::pipeline()
+    let mut census = census_runtime::pipeline()
         .sampler(Sampler::always())
         .cloud_role("http-demo")
-        .exporter(ConsoleExporter::stdout())
-        .install()?;
+        .exporter(ConsoleExporter::stdout());
+    // With APPLICATIONINSIGHTS_CONNECTION_STRING set, the spans go to Application Insights too.
+    if let Some(azure) = AzureExporter::from_env()? {
+        census = census.exporter(azure);
+    }
+    let census = census.install()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

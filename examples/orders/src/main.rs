@@ -10,15 +10,21 @@
 
 use std::time::Duration;
 
-use census_runtime::{ConsoleExporter, Sampler};
+use census_runtime::Sampler;
+use census_runtime::azure::AzureExporter;
+use census_runtime::export::ConsoleExporter;
 use orders::{SqliteOrders, checkout_session};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let census = census_runtime::pipeline()
+    let mut census = census_runtime::pipeline()
         .sampler(Sampler::always())
         .cloud_role("orders-api")
-        .exporter(ConsoleExporter::stdout())
-        .install()?;
+        .exporter(ConsoleExporter::stdout());
+    // With APPLICATIONINSIGHTS_CONNECTION_STRING set, the spans go to Application Insights too.
+    if let Some(azure) = AzureExporter::from_env()? {
+        census = census.exporter(azure);
+    }
+    let census = census.install()?;
 
     println!("== operations (one tree per trace, as each finishes)");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -36,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     println!("\n== instrumented sites (known at compile time, listed without running them)");
-    let mut sites: Vec<_> = census_runtime::sites().collect();
+    let mut sites: Vec<_> = census_runtime::site::sites().collect();
     sites.sort_by_key(|site| (site.file(), site.line()));
     for site in sites {
         println!("{site}");

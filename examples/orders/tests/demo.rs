@@ -3,14 +3,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use census_runtime::MemoryExporter;
+use census_runtime::export::MemoryExporter;
 use orders::{SqliteOrders, checkout_session};
 
 #[test]
 fn the_registry_lists_every_site_of_the_example() {
     // Reference the library so that it is linked, then list without running anything.
     let _ = orders::price;
-    let sites: BTreeSet<(String, String, Option<String>)> = census_runtime::sites()
+    let sites: BTreeSet<(String, String, Option<String>)> = census_runtime::site::sites()
         .filter(|site| site.module().starts_with("orders"))
         .map(|site| {
             (
@@ -41,7 +41,7 @@ fn the_registry_lists_every_site_of_the_example() {
     .into_iter()
     .collect();
     assert_eq!(sites, expected);
-    for site in census_runtime::sites().filter(|s| s.module().starts_with("orders")) {
+    for site in census_runtime::site::sites().filter(|s| s.module().starts_with("orders")) {
         assert!(site.file().ends_with("src/lib.rs"), "{site}");
         assert!(site.line() > 0, "{site}");
     }

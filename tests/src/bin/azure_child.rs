@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use census_runtime::AzureExporter;
+use census_runtime::azure::AzureExporter;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -22,13 +22,15 @@ fn main() {
     let n: u64 = n.parse().expect("N is a number");
     let census = census_runtime::pipeline()
         .cloud_role("azure-child")
-        .azure(
+        .exporter(
             AzureExporter::builder()
                 .connection_string(connection_string)
                 .storage_dir(storage)
                 .send_interval(Duration::from_millis(20))
                 .retry_backoff(Duration::from_millis(50), Duration::from_millis(300))
-                .timeout(Duration::from_secs(2)),
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("the Azure exporter builds"),
         )
         .install()
         .expect("the pipeline installs");
@@ -38,7 +40,7 @@ fn main() {
             for i in 0..n {
                 census_runtime::span(format!("killed-{i}")).in_scope(|| {});
             }
-            while census_runtime::diagnostics().stored < n {
+            while census_runtime::azure::diagnostics().stored < n {
                 assert!(Instant::now() < deadline, "spans never reached storage");
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -49,7 +51,7 @@ fn main() {
             }
         }
         "deliver" => {
-            while census_runtime::diagnostics().sent < n {
+            while census_runtime::azure::diagnostics().sent < n {
                 assert!(Instant::now() < deadline, "stored batches never delivered");
                 std::thread::sleep(Duration::from_millis(20));
             }

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use census_runtime::Pipeline;
+use census_runtime::pipeline::Pipeline;
 use census_tests::azure::{scratch_dir, settings};
 use census_tests::ingestion::IngestionServer;
 use serde_json::Value;
@@ -19,7 +19,11 @@ pub const EXCEPTION: &str = "Microsoft.ApplicationInsights.Exception";
 pub fn install_azure(server: &IngestionServer, role: &str) -> Pipeline {
     census_runtime::pipeline()
         .cloud_role(role)
-        .azure(settings(server, &scratch_dir(role)))
+        .exporter(
+            settings(server, &scratch_dir(role))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
         .install()
         .expect("the pipeline installs")
 }

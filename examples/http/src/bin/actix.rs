@@ -9,9 +9,11 @@
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
+use census_runtime::azure::AzureExporter;
+use census_runtime::export::ConsoleExporter;
 use census_runtime::integrations::actix_web::ActixMiddleware;
 use census_runtime::integrations::ureq::UreqMiddleware;
-use census_runtime::{ConsoleExporter, Sampler, inproc};
+use census_runtime::{Sampler, inproc};
 
 #[inproc]
 fn look_up(id: u64) -> String {
@@ -45,11 +47,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `/broken` panics on purpose: one line says so, rather than a backtrace when
     // RUST_BACKTRACE is set. census chains its own hook to this one when installed.
     std::panic::set_hook(Box::new(|info| eprintln!("(as meant) {info}")));
-    let census = census_runtime::pipeline()
+    let mut census = census_runtime::pipeline()
         .sampler(Sampler::always())
         .cloud_role("actix-demo")
-        .exporter(ConsoleExporter::stdout())
-        .install()?;
+        .exporter(ConsoleExporter::stdout());
+    // With APPLICATIONINSIGHTS_CONNECTION_STRING set, the spans go to Application Insights too.
+    if let Some(azure) = AzureExporter::from_env()? {
+        census = census.exporter(azure);
+    }
+    let census = census.install()?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let base = format!("http://{}", listener.local_addr()?);
     let server = HttpServer::new(|| {

@@ -57,7 +57,7 @@ fn main() {
     assert_eq!(capture.one("fetch").target(), Some("api.example.com"));
     assert_eq!(capture.one("fetch").kind(), "HTTP");
 
-    let registered: Vec<&str> = census_runtime::sites().map(|site| site.name()).collect();
+    let registered: Vec<&str> = census_runtime::site::sites().map(|site| site.name()).collect();
     for name in ["price", "load order", "renamed", "fetch"] {
         assert!(
             registered.contains(&name),

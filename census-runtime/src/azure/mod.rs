@@ -1,17 +1,38 @@
-//! The Azure Application Insights exporter.
+//! The Azure Application Insights exporter (feature `azure`, on by default).
+//!
+//! Installed like any other exporter:
+//!
+//! ```
+//! use census_runtime::azure::AzureExporter;
+//!
+//! # // SAFETY: nothing else reads the environment in this example.
+//! # unsafe { std::env::set_var("APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9") };
+//! let mut census = census_runtime::pipeline().cloud_role("orders-api");
+//! // APPLICATIONINSIGHTS_CONNECTION_STRING, when it is set (and not empty).
+//! if let Some(azure) = AzureExporter::from_env()? {
+//!     census = census.exporter(azure);
+//! }
+//! # let census = census.exporter(census_runtime::export::MemoryExporter::new());
+//! let census = census.install()?;
+//! # drop(census.shutdown(std::time::Duration::from_millis(100)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! The pipeline's worker hands it finished spans; it writes them as envelopes into a reused
 //! buffer and passes the buffer, through a bounded channel, to its transport thread, which
 //! batches by count and time, gzips, posts, retries and stores (see `transport.rs`). The pipeline
 //! worker is never held up by the network: when the channel is full, the batch goes straight to
-//! local storage (or is dropped and counted when storage is off).
+//! local storage (or is dropped and counted when storage is off). It counts what it does in
+//! [`diagnostics`].
 
 mod connection_string;
+mod diagnostics;
 mod envelope;
 mod storage;
 mod transport;
 
-pub use connection_string::{ConnectionString, ConnectionStringError};
+pub use self::connection_string::{ConnectionString, ConnectionStringError};
+pub use self::diagnostics::{Diagnostics, diagnostics};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,13 +42,66 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use self::diagnostics::COUNTERS;
 use self::envelope::{EnvelopeWriter, Items};
 use self::storage::{Storage, StoreError};
 use self::transport::{Flushed, Message, Transport, TransportConfig};
-use crate::diagnostics::COUNTERS;
 use crate::export::{Exporter, Resource};
 use crate::pipeline::ConfigError;
-use crate::span::SpanRecord;
+use crate::record::SpanRecord;
+
+/// What can keep an Azure exporter from being built.
+///
+/// ```
+/// use census_runtime::azure::{AzureError, AzureExporter, ConnectionStringError};
+///
+/// let error = AzureExporter::builder().connection_string("InstrumentationKey=oops").build().unwrap_err();
+/// assert!(matches!(
+///     error,
+///     AzureError::ConnectionString(ConnectionStringError::InvalidInstrumentationKey { .. })
+/// ));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AzureError {
+    /// The connection string is malformed; the error names the bad part.
+    #[error("invalid Application Insights connection string: {0}")]
+    ConnectionString(#[from] ConnectionStringError),
+    /// No connection string was given, in code or in `APPLICATIONINSIGHTS_CONNECTION_STRING`.
+    #[error(
+        "the Azure exporter has no connection string: call .connection_string(...) or set APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )]
+    MissingConnectionString,
+    /// The local storage directory for undelivered telemetry could not be made.
+    #[error("could not create the local storage directory {}: {source}", path.display())]
+    Storage {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A setting is out of range.
+    #[error("{setting} must be {expected}, got {got}")]
+    InvalidSetting {
+        /// The builder method.
+        setting: &'static str,
+        /// What it accepts.
+        expected: &'static str,
+        /// What it was given.
+        got: String,
+    },
+    /// The transport's thread could not be started.
+    #[error("could not start the Azure exporter's transport thread: {0}")]
+    Transport(#[source] std::io::Error),
+}
+
+/// An Azure exporter that cannot be built fails the pipeline's configuration, for programs
+/// whose `main` returns [`ConfigError`].
+impl From<AzureError> for ConfigError {
+    fn from(error: AzureError) -> Self {
+        ConfigError::Exporter(Box::new(error))
+    }
+}
 
 /// The environment variable the connection string is read from when none is set in code. Set
 /// but empty (or only whitespace) counts as not set, as in the Azure SDKs.
@@ -38,7 +112,7 @@ pub const CONNECTION_STRING_ENV: &str = "APPLICATIONINSIGHTS_CONNECTION_STRING";
 /// none, as in the Azure SDKs: deployments that always set the variable leave it empty where no
 /// Application Insights resource is wired in, and that must not break a pipeline exporting
 /// elsewhere. A value that is not UTF-8 is read lossily, so that the parser names what is wrong.
-pub(crate) fn connection_string_from_env() -> Option<String> {
+fn connection_string_from_env() -> Option<String> {
     let value = std::env::var_os(CONNECTION_STRING_ENV)?;
     let text = value.to_string_lossy();
     if text.trim().is_empty() {
@@ -61,29 +135,24 @@ enum StorageSetting {
     Off,
 }
 
-/// Settings of the Azure exporter; made by [`AzureExporter::builder`].
-///
-/// Give it to the pipeline with [`PipelineBuilder::azure`](crate::PipelineBuilder::azure) (the
-/// pipeline fills in the connection string from `.connection_string(...)` or
-/// `APPLICATIONINSIGHTS_CONNECTION_STRING`), or build the exporter yourself and pass it to
-/// [`PipelineBuilder::exporter`](crate::PipelineBuilder::exporter).
+/// Settings of the Azure exporter; made by [`AzureExporter::builder`]. Build the exporter and
+/// give it to the pipeline with
+/// [`PipelineBuilder::exporter`](crate::pipeline::PipelineBuilder::exporter).
 ///
 /// ```
-/// use census_runtime::AzureExporter;
+/// use census_runtime::azure::AzureExporter;
 /// use std::time::Duration;
 ///
-/// let census = census_runtime::pipeline()
+/// let azure = AzureExporter::builder()
 ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
-///     .azure(
-///         AzureExporter::builder()
-///             .gzip(false)
-///             .storage_dir(std::env::temp_dir().join("census-doc-example"))
-///             .storage_limits(8 << 20, Duration::from_secs(24 * 3600))
-///             .timeout(Duration::from_secs(5)),
-///     )
-///     .install()?;
+///     .gzip(false)
+///     .storage_dir(std::env::temp_dir().join("census-doc-example"))
+///     .storage_limits(8 << 20, Duration::from_secs(24 * 3600))
+///     .timeout(Duration::from_secs(5))
+///     .build()?;
+/// let census = census_runtime::pipeline().exporter(azure).install()?;
 /// # drop(census.shutdown(Duration::from_millis(100)));
-/// # Ok::<(), census_runtime::ConfigError>(())
+/// # Ok::<(), census_runtime::pipeline::ConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "the builder does nothing until built or given to the pipeline"]
@@ -127,10 +196,6 @@ impl AzureExporterBuilder {
         self
     }
 
-    pub(crate) fn has_connection_string(&self) -> bool {
-        self.connection_string.is_some()
-    }
-
     /// Whether bodies are gzipped (`Content-Encoding: gzip`); default on.
     pub fn gzip(mut self, on: bool) -> Self {
         self.gzip = on;
@@ -143,14 +208,14 @@ impl AzureExporterBuilder {
     /// one is taken from the working directory.
     ///
     /// ```
-    /// use census_runtime::{AzureExporter, ConfigError};
+    /// use census_runtime::azure::{AzureError, AzureExporter};
     ///
     /// let error = AzureExporter::builder()
     ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
     ///     .storage_dir("")
     ///     .build()
     ///     .unwrap_err();
-    /// assert!(matches!(error, ConfigError::InvalidSetting { setting: "storage_dir", .. }));
+    /// assert!(matches!(error, AzureError::InvalidSetting { setting: "storage_dir", .. }));
     /// ```
     pub fn storage_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.storage = StorageSetting::Dir(dir.into());
@@ -211,43 +276,24 @@ impl AzureExporterBuilder {
     /// Builds the exporter and starts its transport thread.
     ///
     /// Without a connection string set on the builder, it is read from
-    /// `APPLICATIONINSIGHTS_CONNECTION_STRING`; that variable empty or unset is
-    /// [`ConfigError::MissingConnectionString`].
-    ///
-    /// ```
-    /// use census_runtime::{AzureExporter, ConfigError, ConnectionStringError};
-    ///
-    /// let error = AzureExporter::builder().connection_string("InstrumentationKey=oops").build().unwrap_err();
-    /// assert!(matches!(
-    ///     error,
-    ///     ConfigError::ConnectionString(ConnectionStringError::InvalidInstrumentationKey { .. })
-    /// ));
-    /// ```
-    pub fn build(self) -> Result<AzureExporter, ConfigError> {
-        let (settings, connection) = self.build_parsed()?;
-        settings.build_with(connection)
-    }
-
-    /// The settings with their connection string parsed (from the environment when not set).
-    pub(crate) fn build_parsed(self) -> Result<(Self, ConnectionString), ConfigError> {
+    /// `APPLICATIONINSIGHTS_CONNECTION_STRING`; with neither, it is
+    /// [`AzureError::MissingConnectionString`].
+    pub fn build(self) -> Result<AzureExporter, AzureError> {
         let text = match &self.connection_string {
             Some(text) => text.clone(),
-            None => connection_string_from_env().ok_or(ConfigError::MissingConnectionString)?,
+            None => connection_string_from_env().ok_or(AzureError::MissingConnectionString)?,
         };
         let connection = ConnectionString::parse(&text)?;
-        Ok((self, connection))
+        self.build_with(connection)
     }
 
-    pub(crate) fn build_with(
-        self,
-        connection: ConnectionString,
-    ) -> Result<AzureExporter, ConfigError> {
+    fn build_with(self, connection: ConnectionString) -> Result<AzureExporter, AzureError> {
         for (setting, value) in [
             ("max_batch", self.max_batch),
             ("queue_batches", self.queue_batches),
         ] {
             if value == 0 {
-                return Err(ConfigError::InvalidSetting {
+                return Err(AzureError::InvalidSetting {
                     setting,
                     expected: "at least 1",
                     got: value.to_string(),
@@ -255,7 +301,7 @@ impl AzureExporterBuilder {
             }
         }
         if self.timeout.is_zero() {
-            return Err(ConfigError::InvalidSetting {
+            return Err(AzureError::InvalidSetting {
                 setting: "timeout",
                 expected: "longer than zero",
                 got: format!("{:?}", self.timeout),
@@ -264,7 +310,7 @@ impl AzureExporterBuilder {
         if let StorageSetting::Dir(dir) = &self.storage
             && dir.as_os_str().is_empty()
         {
-            return Err(ConfigError::InvalidSetting {
+            return Err(AzureError::InvalidSetting {
                 setting: "storage_dir",
                 expected: "a directory, not an empty path (which would store under the working directory)",
                 got: format!("{dir:?}"),
@@ -277,7 +323,7 @@ impl AzureExporterBuilder {
                 let dir = dir.join(storage::key_dir(&ikey));
                 Some(
                     Storage::open(dir.clone(), self.storage_max_bytes, self.storage_max_age)
-                        .map_err(|source| ConfigError::Storage { path: dir, source })?,
+                        .map_err(|source| AzureError::Storage { path: dir, source })?,
                 )
             }
             StorageSetting::Default => match storage::default_dir(&ikey) {
@@ -317,7 +363,7 @@ impl AzureExporterBuilder {
         let thread = std::thread::Builder::new()
             .name("census-azure".into())
             .spawn(move || transport.run())
-            .map_err(ConfigError::Worker)?;
+            .map_err(AzureError::Transport)?;
         Ok(AzureExporter {
             writer: EnvelopeWriter::new(&ikey),
             sender: Some(sender),
@@ -336,16 +382,15 @@ impl AzureExporterBuilder {
 /// exporter (`opencensus-ext-azure`) sends, and loses none of them to a failing network: see
 /// the crate's documentation of the transport for the statuses, retries and local storage.
 ///
-/// Usually made by the pipeline from the connection string
-/// ([`PipelineBuilder::connection_string`](crate::PipelineBuilder::connection_string) or
-/// `APPLICATIONINSIGHTS_CONNECTION_STRING`); build one yourself to pass it to
-/// [`PipelineBuilder::exporter`](crate::PipelineBuilder::exporter).
+/// Made from `APPLICATIONINSIGHTS_CONNECTION_STRING` by [`AzureExporter::from_env`], or with
+/// settings of your own by [`AzureExporter::builder`]; given to the pipeline with
+/// [`PipelineBuilder::exporter`](crate::pipeline::PipelineBuilder::exporter).
 ///
 /// The exporter's own HTTP calls are not instrumented: they run on its transport thread, where
 /// no span is current, with a client census does not hook.
 ///
 /// ```
-/// use census_runtime::AzureExporter;
+/// use census_runtime::azure::AzureExporter;
 ///
 /// let exporter = AzureExporter::builder()
 ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9")
@@ -354,7 +399,7 @@ impl AzureExporterBuilder {
 /// assert_eq!(exporter.connection_string().track_url(), "http://127.0.0.1:9/v2.1/track");
 /// let census = census_runtime::pipeline().exporter(exporter).install()?;
 /// # drop(census.shutdown(std::time::Duration::from_millis(100)));
-/// # Ok::<(), census_runtime::ConfigError>(())
+/// # Ok::<(), census_runtime::pipeline::ConfigError>(())
 /// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub struct AzureExporter {
@@ -384,6 +429,30 @@ impl AzureExporter {
     /// Starts configuring an exporter.
     pub fn builder() -> AzureExporterBuilder {
         AzureExporterBuilder::default()
+    }
+
+    /// An exporter with the default settings, for the connection string in
+    /// `APPLICATIONINSIGHTS_CONNECTION_STRING`, when that is set: `None` when it is not, or
+    /// when it is empty (as the Azure SDKs read it). A malformed connection string is an error
+    /// that names the bad part.
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    /// # // SAFETY: nothing else reads the environment in this example.
+    /// # unsafe { std::env::remove_var("APPLICATIONINSIGHTS_CONNECTION_STRING") };
+    /// assert!(AzureExporter::from_env()?.is_none());
+    /// # Ok::<(), census_runtime::azure::AzureError>(())
+    /// ```
+    pub fn from_env() -> Result<Option<AzureExporter>, AzureError> {
+        match connection_string_from_env() {
+            Some(text) => {
+                let connection = ConnectionString::parse(&text)?;
+                AzureExporterBuilder::default()
+                    .build_with(connection)
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
     }
 
     /// The connection string in use.

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use super::Warnings;
 use super::connection_string::Endpoint;
+use super::diagnostics::COUNTERS;
 use super::envelope::Items;
 use super::storage::{Storage, StoreError};
-use crate::diagnostics::COUNTERS;
 
 /// At most this many redirects are followed for one batch.
 const MAX_REDIRECTS: usize = 10;
@@ -414,7 +414,7 @@ impl Transport {
             .saturating_mul(1u32 << self.failures.saturating_sub(1).min(16))
             .min(self.config.max_backoff);
         // Full jitter over the upper half: spreads out many instances failing together.
-        let jitter = (crate::context::next_random() % 1000) as f64 / 1000.0;
+        let jitter = (crate::id::next_random() % 1000) as f64 / 1000.0;
         let backoff = exp.mul_f64(0.5 + jitter / 2.0);
         // The service's own `Retry-After` wins over the computed backoff.
         let wait = after.unwrap_or(backoff);

@@ -82,7 +82,7 @@ pub enum ConnectionStringError {
 /// `Display` and `Debug` never show the instrumentation key in full.
 ///
 /// ```
-/// use census_runtime::ConnectionString;
+/// use census_runtime::azure::ConnectionString;
 ///
 /// let cs: ConnectionString = "InstrumentationKey=00000000-0000-0000-0000-000000000001;\
 ///     IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/"
@@ -109,7 +109,7 @@ pub enum ConnectionStringError {
 ///     error.to_string(),
 ///     "IngestionEndpoint (http://[::1:9/) is not a valid endpoint: its IPv6 address is malformed"
 /// );
-/// # Ok::<(), census_runtime::ConnectionStringError>(())
+/// # Ok::<(), census_runtime::azure::ConnectionStringError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]

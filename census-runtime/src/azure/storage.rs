@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::diagnostics::COUNTERS;
 use super::envelope::Items;
-use crate::diagnostics::COUNTERS;
 
 const BLOB: &str = ".blob";
 const TMP: &str = ".tmp";
@@ -88,7 +88,7 @@ impl Storage {
         let stem = format!(
             "{:020}-{:016x}",
             micros(SystemTime::now()),
-            crate::context::next_random()
+            crate::id::next_random()
         );
         let tmp = self.dir.join(format!("{stem}{TMP}"));
         let mut bytes = Vec::with_capacity(size as usize);
@@ -254,7 +254,7 @@ impl Storage {
 /// This process's run: drawn once, written in its leases.
 fn run() -> u64 {
     static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *RUN.get_or_init(crate::context::next_random)
+    *RUN.get_or_init(crate::id::next_random)
 }
 
 /// `until-pid-run` (or `until-pid`, as earlier versions wrote it): whether that lease still
@@ -359,7 +359,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "census-storage-{name}-{}-{:x}",
             std::process::id(),
-            crate::context::next_random()
+            crate::id::next_random()
         ));
         let _ = fs::remove_dir_all(&dir);
         dir

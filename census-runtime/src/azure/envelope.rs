@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::export::Resource;
+use crate::record::SpanRecord;
 use crate::site::SpanKind;
-use crate::span::SpanRecord;
 
 /// Serialised envelopes, back to back, with where each one ends.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -478,9 +478,9 @@ fn device() -> &'static Device {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{SpanId, TraceId};
+    use crate::id::{SpanId, TraceId};
+    use crate::record::{ExceptionInfo, SpanExtra};
     use crate::site::Site;
-    use crate::span::{ExceptionInfo, SpanExtra};
     use std::borrow::Cow;
 
     static REQUEST_SITE: Site = Site::request("GET /orders/{id}");
@@ -489,18 +489,16 @@ mod tests {
     fn record(site: &'static Site, parent: Option<u64>) -> SpanRecord {
         crate::clock::init();
         let start = crate::clock::now();
-        SpanRecord {
+        let mut record = SpanRecord::start(
             site,
-            trace_id: TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
-            span_id: SpanId::from_hex("b7ad6b7169203331").unwrap(),
-            parent_id: parent.and_then(SpanId::new),
-            start,
-            end: start + 1,
-            sample_rate: 100.0,
-            success: true,
-            operation_name: None,
-            extra: None,
-        }
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            SpanId::from_hex("b7ad6b7169203331").unwrap(),
+            parent.and_then(SpanId::new),
+            None,
+            100.0,
+        );
+        record.set_ticks(start, start + 1);
+        record
     }
 
     fn resource() -> Resource {
@@ -520,14 +518,14 @@ mod tests {
         let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
         let mut items = Items::default();
         let mut rec = record(&SQL_SITE, Some(0x42));
-        rec.success = false;
-        rec.extra = Some(Box::new(SpanExtra {
+        rec.set_success(false);
+        rec.set_extra(Some(Box::new(SpanExtra {
             data: Some(Cow::Borrowed("SELECT 1\n-- \"quoted\"\u{1}")),
             result_code: Some(Cow::Borrowed("DbError")),
             error: Some("boom".into()),
             properties: vec![(Cow::Borrowed("order.id"), "7".into())],
             ..SpanExtra::default()
-        }));
+        })));
         writer.write(&rec, &resource(), &mut items);
         assert_eq!(items.len(), 1);
         assert!(!items.get(0).contains(&b'\n'));
@@ -558,9 +556,9 @@ mod tests {
         let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
         let mut items = Items::default();
         let mut rec = record(&REQUEST_SITE, Some(0x99));
-        rec.sample_rate = 25.0;
-        rec.success = false;
-        rec.extra = Some(Box::new(SpanExtra {
+        rec.set_sample_rate(25.0);
+        rec.set_success(false);
+        rec.set_extra(Some(Box::new(SpanExtra {
             data: Some(Cow::Borrowed("http://127.0.0.1/orders/7")),
             result_code: Some(Cow::Borrowed("500")),
             exception: Some(ExceptionInfo {
@@ -569,7 +567,7 @@ mod tests {
                 location: Some("src/main.rs:3:5".into()),
             }),
             ..SpanExtra::default()
-        }));
+        })));
         writer.write(&rec, &resource(), &mut items);
         assert_eq!(items.len(), 2);
         let v = json(&items, 0);

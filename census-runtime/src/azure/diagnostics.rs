@@ -1,0 +1,73 @@
+//! The Azure exporter's own counters: what became of the envelopes it was given.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Process-wide counters of every Azure exporter, bumped on the exporter's threads.
+pub(crate) struct Counters {
+    pub(crate) sent: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) stored: AtomicU64,
+    pub(crate) dropped_rejected: AtomicU64,
+    pub(crate) dropped_too_large: AtomicU64,
+    pub(crate) dropped_storage_full: AtomicU64,
+    pub(crate) dropped_unstored: AtomicU64,
+    pub(crate) dropped_expired: AtomicU64,
+    pub(crate) export_queue_full: AtomicU64,
+}
+
+pub(crate) static COUNTERS: Counters = Counters {
+    sent: AtomicU64::new(0),
+    retried: AtomicU64::new(0),
+    stored: AtomicU64::new(0),
+    dropped_rejected: AtomicU64::new(0),
+    dropped_too_large: AtomicU64::new(0),
+    dropped_storage_full: AtomicU64::new(0),
+    dropped_unstored: AtomicU64::new(0),
+    dropped_expired: AtomicU64::new(0),
+    export_queue_full: AtomicU64::new(0),
+};
+
+/// A snapshot of the Azure exporter's counters since the process started.
+///
+/// ```
+/// let diagnostics = census_runtime::azure::diagnostics();
+/// assert_eq!(diagnostics.sent, 0); // envelopes accepted by Application Insights
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Diagnostics {
+    /// Envelopes the ingestion endpoint accepted.
+    pub sent: u64,
+    /// Envelopes sent again after a retryable answer (a whole batch, or the failed items of a 206).
+    pub retried: u64,
+    /// Envelopes written to local storage because they could not be delivered yet.
+    pub stored: u64,
+    /// Envelopes the service refused for good (400, 402, 404, 439, other 4xx, or a non-retryable item of a 206).
+    pub dropped_rejected: u64,
+    /// Envelopes refused with 413 even in a batch of one.
+    pub dropped_too_large: u64,
+    /// Envelopes that could not be delivered yet and found local storage full.
+    pub dropped_storage_full: u64,
+    /// Envelopes that could not be delivered yet and could not be kept: storage off or failing, or the in-memory retry queue full.
+    pub dropped_unstored: u64,
+    /// Envelopes deleted unsent from local storage because they were older than its maximum age.
+    pub dropped_expired: u64,
+    /// Envelopes the exporter could not hand to its transport because its queue was full (they went to storage, or were dropped and counted as such too).
+    pub export_queue_full: u64,
+}
+
+/// Reads the Azure exporter's counters.
+pub fn diagnostics() -> Diagnostics {
+    let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    Diagnostics {
+        sent: read(&COUNTERS.sent),
+        retried: read(&COUNTERS.retried),
+        stored: read(&COUNTERS.stored),
+        dropped_rejected: read(&COUNTERS.dropped_rejected),
+        dropped_too_large: read(&COUNTERS.dropped_too_large),
+        dropped_storage_full: read(&COUNTERS.dropped_storage_full),
+        dropped_unstored: read(&COUNTERS.dropped_unstored),
+        dropped_expired: read(&COUNTERS.dropped_expired),
+        export_queue_full: read(&COUNTERS.export_queue_full),
+    }
+}

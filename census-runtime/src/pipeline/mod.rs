@@ -1,0 +1,443 @@
+//! The pipeline: configuration, installation, flush and shutdown (`mod.rs`), the export worker
+//! that drains the threads' rings into the exporters (`worker.rs`), and exporters kept
+//! contained when they panic (`contained.rs`). It knows exporters through the [`Exporter`]
+//! trait only.
+
+mod contained;
+mod worker;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use self::contained::Contained;
+use self::worker::{Command, Flushed, Worker};
+pub use crate::diagnostics::{Diagnostics, diagnostics};
+use crate::export::{Exporter, Resource};
+use crate::sampler::{self, Sampler};
+use crate::{queue, span};
+
+/// What can go wrong when a pipeline is installed.
+///
+/// ```
+/// use census_runtime::export::MemoryExporter;
+/// use census_runtime::pipeline::ConfigError;
+/// let err = census_runtime::pipeline()
+///     .exporter(MemoryExporter::new())
+///     .max_batch(0)
+///     .install()
+///     .unwrap_err();
+/// assert!(matches!(err, ConfigError::InvalidSetting { setting: "max_batch", .. }));
+/// assert_eq!(err.to_string(), "max_batch must be at least 1, got 0");
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A pipeline is installed already in this process.
+    AlreadyInstalled,
+    /// The sampler's rate is not a fraction.
+    InvalidSamplingRate(f64),
+    /// Nothing would receive the spans.
+    NoExporter,
+    /// A setting is out of range.
+    InvalidSetting {
+        /// The builder method.
+        setting: &'static str,
+        /// What it accepts.
+        expected: &'static str,
+        /// What it was given.
+        got: String,
+    },
+    /// The export worker could not be started.
+    Worker(std::io::Error),
+    /// An exporter could not be built (the Azure exporter's
+    /// [`AzureError`](crate::azure::AzureError), with the `azure` feature).
+    Exporter(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::AlreadyInstalled => f.write_str(
+                "a census pipeline is installed already; drop its guard before installing another",
+            ),
+            ConfigError::InvalidSamplingRate(rate) => {
+                write!(f, "sampling rate {rate} is outside 0.0..=1.0")
+            }
+            ConfigError::NoExporter => f.write_str(
+                "no exporter is configured: add one with .exporter(...), such as ConsoleExporter::stdout(), or AzureExporter::from_env() for APPLICATIONINSIGHTS_CONNECTION_STRING",
+            ),
+            ConfigError::InvalidSetting {
+                setting,
+                expected,
+                got,
+            } => write!(f, "{setting} must be {expected}, got {got}"),
+            ConfigError::Worker(e) => write!(f, "could not start the export worker thread: {e}"),
+            ConfigError::Exporter(e) => write!(f, "could not build an exporter: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Worker(e) => Some(e),
+            ConfigError::Exporter(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// A flush or shutdown that did not deliver everything.
+///
+/// ```
+/// use census_runtime::pipeline::FlushError;
+/// let late = FlushError::Timeout { timeout: std::time::Duration::from_secs(15), left: Some(512) };
+/// assert_eq!(
+///     late.to_string(),
+///     "flush did not finish within 15s: 512 telemetry items are kept to be sent later"
+/// );
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The deadline passed before everything was delivered. What is left is not lost: it is
+    /// kept (in local storage, or in memory when storage is off) and sent later.
+    Timeout {
+        /// The time the flush was given.
+        timeout: Duration,
+        /// How many telemetry items are still waiting, as the exporters counted them; `None`
+        /// when they did not answer in time to say.
+        left: Option<u64>,
+    },
+    /// An exporter panicked while it was flushing; what it held may be lost. The other
+    /// exporters were flushed. See [`Exporter`] for how a panicking exporter is contained.
+    ExporterPanicked {
+        /// The exporter's type.
+        exporter: &'static str,
+    },
+    /// No pipeline is installed.
+    NotInstalled,
+}
+
+impl std::fmt::Display for FlushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlushError::Timeout {
+                timeout,
+                left: Some(left),
+            } => write!(
+                f,
+                "flush did not finish within {timeout:?}: {left} telemetry items are kept to be sent later"
+            ),
+            FlushError::Timeout {
+                timeout,
+                left: None,
+            } => write!(
+                f,
+                "flush did not finish within {timeout:?}; the exporters did not say how much is left"
+            ),
+            FlushError::ExporterPanicked { exporter } => write!(
+                f,
+                "exporter {exporter} panicked while flushing; what it held may be lost"
+            ),
+            FlushError::NotInstalled => f.write_str("no census pipeline is installed"),
+        }
+    }
+}
+
+impl std::error::Error for FlushError {}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration.
+
+/// Starts configuring the census pipeline; finish with [`PipelineBuilder::install`].
+///
+/// ```
+/// use census_runtime::Sampler;
+/// use census_runtime::export::MemoryExporter;
+/// let memory = MemoryExporter::new();
+/// let census = census_runtime::pipeline()
+///     .sampler(Sampler::probability(0.25))
+///     .cloud_role("orders-api")
+///     .exporter(memory.clone())
+///     .install()?;
+/// // ... the guard flushes and shuts the pipeline down when dropped
+/// drop(census);
+/// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+/// ```
+pub fn pipeline() -> PipelineBuilder {
+    PipelineBuilder {
+        sampler: Sampler::always(),
+        cloud_role: None,
+        cloud_role_instance: None,
+        exporters: Vec::new(),
+        max_batch: 512,
+        export_interval: Duration::from_millis(200),
+        queue_capacity: queue::DEFAULT_CAPACITY,
+        shutdown_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Configuration of the census pipeline; made by [`pipeline`].
+#[must_use = "nothing is recorded until install() is called"]
+pub struct PipelineBuilder {
+    sampler: Sampler,
+    cloud_role: Option<String>,
+    cloud_role_instance: Option<String>,
+    exporters: Vec<Contained>,
+    max_batch: usize,
+    export_interval: Duration,
+    queue_capacity: usize,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for PipelineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineBuilder")
+            .field("sampler", &self.sampler)
+            .field("cloud_role", &self.cloud_role)
+            .field("cloud_role_instance", &self.cloud_role_instance)
+            .field("exporters", &self.exporters.len())
+            .field("max_batch", &self.max_batch)
+            .field("export_interval", &self.export_interval)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PipelineBuilder {
+    /// Which traces are recorded (default: all).
+    pub fn sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = sampler;
+        self
+    }
+
+    /// The cloud role: the service's name on the application map (default: the executable's name).
+    pub fn cloud_role(mut self, role: impl Into<String>) -> Self {
+        self.cloud_role = Some(role.into());
+        self
+    }
+
+    /// The cloud role instance (default: the host name).
+    pub fn cloud_role_instance(mut self, instance: impl Into<String>) -> Self {
+        self.cloud_role_instance = Some(instance.into());
+        self
+    }
+
+    /// Adds an exporter; every finished span goes to every exporter.
+    ///
+    /// An exporter that panics does not take the others down: the panic is caught, counted in
+    /// [`diagnostics`]`().exporter_panics` and reported through `log`, and
+    /// after three panics that exporter is switched off.
+    pub fn exporter<E: Exporter>(mut self, exporter: E) -> Self {
+        self.exporters.push(Contained::new(
+            Box::new(exporter),
+            std::any::type_name::<E>(),
+        ));
+        self
+    }
+
+    /// The most spans handed to an exporter at once (default 512).
+    pub fn max_batch(mut self, spans: usize) -> Self {
+        self.max_batch = spans;
+        self
+    }
+
+    /// How long finished spans may wait before they are exported (default 200 ms).
+    pub fn export_interval(mut self, interval: Duration) -> Self {
+        self.export_interval = interval;
+        self
+    }
+
+    /// How many finished spans may wait for the export worker beyond what each thread's own ring
+    /// holds (1,024 spans) before new ones are dropped and counted (default 65,536). Each thread
+    /// hands its spans over without locks; this shared overflow takes bursts the worker has not
+    /// yet woken up for.
+    pub fn queue_capacity(mut self, spans: usize) -> Self {
+        self.queue_capacity = spans;
+        self
+    }
+
+    /// How long dropping the guard waits for the exporters (default 5 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Starts the pipeline: from now on annotated calls are recorded and exported.
+    ///
+    /// Returns a guard that flushes and shuts the pipeline down when dropped. One pipeline at a
+    /// time per process.
+    pub fn install(self) -> Result<Pipeline, ConfigError> {
+        if !self.sampler.is_valid() {
+            return Err(ConfigError::InvalidSamplingRate(self.sampler.rate()));
+        }
+        if self.max_batch == 0 {
+            return Err(invalid("max_batch", "at least 1", self.max_batch));
+        }
+        if self.queue_capacity == 0 {
+            return Err(invalid("queue_capacity", "at least 1", self.queue_capacity));
+        }
+        if self.export_interval.is_zero() {
+            return Err(invalid(
+                "export_interval",
+                "longer than zero",
+                format!("{:?}", self.export_interval),
+            ));
+        }
+        if self.exporters.is_empty() {
+            return Err(ConfigError::NoExporter);
+        }
+        if INSTALLED
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(ConfigError::AlreadyInstalled);
+        }
+        match self.start() {
+            Ok(pipeline) => Ok(pipeline),
+            Err(error) => {
+                INSTALLED.store(false, Ordering::Release);
+                Err(error)
+            }
+        }
+    }
+
+    fn start(self) -> Result<Pipeline, ConfigError> {
+        crate::clock::init();
+        span::install_panic_hook();
+        queue::set_capacity(self.queue_capacity);
+        let resource = Resource::new(self.cloud_role, self.cloud_role_instance);
+        let (control_tx, control_rx) = mpsc::channel();
+        let worker = Worker::new(
+            self.exporters,
+            resource,
+            self.max_batch,
+            self.export_interval,
+            control_rx,
+        );
+        let handle = thread::Builder::new()
+            .name("census-export".into())
+            .spawn(move || worker.run())
+            .map_err(ConfigError::Worker)?;
+        queue::set_worker(Some(handle.thread().clone()));
+        if let Ok(mut slot) = CONTROL.lock() {
+            *slot = Some(control_tx);
+        }
+        sampler::start(self.sampler);
+        Ok(Pipeline {
+            worker: Some(handle),
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+fn invalid(setting: &'static str, expected: &'static str, got: impl ToString) -> ConfigError {
+    ConfigError::InvalidSetting {
+        setting,
+        expected,
+        got: got.to_string(),
+    }
+}
+
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+static CONTROL: Mutex<Option<mpsc::Sender<Command>>> = Mutex::new(None);
+
+/// The installed pipeline. Dropping it flushes what is queued (within the shutdown timeout) and
+/// stops recording.
+#[derive(Debug)]
+#[must_use = "dropping the guard shuts the pipeline down at once"]
+pub struct Pipeline {
+    worker: Option<JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+impl Pipeline {
+    /// Delivers every span finished so far to the exporters, waiting at most `timeout`.
+    ///
+    /// Spans still open are not waited for; every span finished before the call is delivered,
+    /// whichever thread it finished on, idle or busy.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # use std::time::Duration;
+    /// let census = census_runtime::pipeline().exporter(MemoryExporter::new()).install()?;
+    /// census.flush(Duration::from_secs(5))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        send(timeout, |deadline, done| Command::Flush { deadline, done })
+    }
+
+    /// Stops recording, delivers what is queued within `timeout`, and stops the worker.
+    pub fn shutdown(mut self, timeout: Duration) -> Result<(), FlushError> {
+        self.stop(timeout)
+    }
+
+    fn stop(&mut self, timeout: Duration) -> Result<(), FlushError> {
+        let Some(worker) = self.worker.take() else {
+            return Ok(());
+        };
+        sampler::stop();
+        let result = send(timeout, |deadline, done| Command::Shutdown {
+            deadline,
+            done,
+        });
+        // Joined whenever the worker answered (it returns after answering a shutdown); a
+        // worker stuck in an exporter past the deadline is left behind.
+        if !matches!(
+            result,
+            Err(FlushError::Timeout { left: None, .. } | FlushError::NotInstalled)
+        ) {
+            let _ = worker.join();
+        }
+        if let Ok(mut slot) = CONTROL.lock() {
+            *slot = None;
+        }
+        queue::set_worker(None);
+        INSTALLED.store(false, Ordering::Release);
+        result
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let timeout = self.shutdown_timeout;
+        if let Err(error) = self.stop(timeout) {
+            log::warn!("census: shutdown incomplete: {error}");
+        }
+    }
+}
+
+fn send(
+    timeout: Duration,
+    command: impl FnOnce(Instant, mpsc::Sender<Flushed>) -> Command,
+) -> Result<(), FlushError> {
+    let deadline = Instant::now() + timeout;
+    let (done_tx, done_rx) = mpsc::channel();
+    {
+        let control = CONTROL.lock().map_err(|_| FlushError::NotInstalled)?;
+        let sender = control.as_ref().ok_or(FlushError::NotInstalled)?;
+        sender
+            .send(command(deadline, done_tx))
+            .map_err(|_| FlushError::NotInstalled)?;
+    }
+    queue::wake_worker();
+    match done_rx.recv_timeout(timeout) {
+        Ok(Flushed::All) => Ok(()),
+        Ok(Flushed::Late { left }) => Err(FlushError::Timeout {
+            timeout,
+            left: Some(left),
+        }),
+        Ok(Flushed::Panicked { exporter }) => Err(FlushError::ExporterPanicked { exporter }),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(FlushError::Timeout {
+            timeout,
+            left: None,
+        }),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(FlushError::NotInstalled),
+    }
+}

@@ -1,0 +1,166 @@
+//! The export worker: a thread of its own that drains every thread's ring of finished spans,
+//! hands them to the exporters in batches, and answers flush and shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::contained::{Contained, Failed};
+use crate::diagnostics::COUNTERS;
+use crate::export::Resource;
+use crate::queue;
+use crate::record::SpanRecord;
+
+pub(super) enum Command {
+    Flush {
+        deadline: Instant,
+        done: mpsc::Sender<Flushed>,
+    },
+    Shutdown {
+        deadline: Instant,
+        done: mpsc::Sender<Flushed>,
+    },
+}
+
+/// What a flush or shutdown came to, as the worker answers it.
+pub(super) enum Flushed {
+    /// Every exporter has everything.
+    All,
+    /// The deadline passed first; the exporters hold this many items still.
+    Late { left: u64 },
+    /// This exporter panicked while flushing.
+    Panicked { exporter: &'static str },
+}
+
+pub(super) struct Worker {
+    exporters: Vec<Contained>,
+    resource: Resource,
+    max_batch: usize,
+    interval: Duration,
+    control: mpsc::Receiver<Command>,
+    pending: Vec<SpanRecord>,
+    /// Spans the last drain found: many means the threads produce faster than the worker parks.
+    drained: usize,
+}
+
+/// A drain that finds this many spans keeps the worker awake.
+const BUSY_DRAIN: usize = 256;
+
+impl Worker {
+    pub(super) fn new(
+        exporters: Vec<Contained>,
+        resource: Resource,
+        max_batch: usize,
+        interval: Duration,
+        control: mpsc::Receiver<Command>,
+    ) -> Worker {
+        Worker {
+            exporters,
+            resource,
+            max_batch,
+            interval,
+            control,
+            pending: Vec::new(),
+            drained: 0,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let mut last_export = Instant::now();
+        let mut last_tick = last_export;
+        loop {
+            let mut command = self.control.try_recv().ok();
+            // Drain after looking for a command: a flush must see every span finished before it
+            // was asked for.
+            self.drain_queue();
+            if command.is_none() {
+                command = self.control.try_recv().ok();
+                if command.is_some() {
+                    self.drain_queue();
+                }
+            }
+            let due = last_export.elapsed() >= self.interval;
+            if command.is_some() || due || self.pending.len() >= self.max_batch {
+                self.export_pending();
+                last_export = Instant::now();
+            }
+            // Ticks keep their pace under load too, when batches fill before the interval ends.
+            if last_tick.elapsed() >= self.interval {
+                last_tick = Instant::now();
+                for exporter in &mut self.exporters {
+                    exporter.tick(last_tick);
+                }
+            }
+            match command {
+                Some(Command::Flush { deadline, done }) => {
+                    let flushed = self.deliver(deadline, Contained::flush);
+                    let _ = done.send(flushed);
+                }
+                Some(Command::Shutdown { deadline, done }) => {
+                    // Spans that finished on other threads while shutting down.
+                    self.drain_queue();
+                    self.export_pending();
+                    let flushed = self.deliver(deadline, Contained::shutdown);
+                    let _ = done.send(flushed);
+                    return;
+                }
+                None => {
+                    queue::rearm_wake();
+                    // Under a steady stream of spans keep draining; park only when it runs dry.
+                    if self.drained < BUSY_DRAIN {
+                        let wait = self.interval.saturating_sub(last_export.elapsed());
+                        thread::park_timeout(wait.max(Duration::from_millis(1)));
+                    } else {
+                        thread::yield_now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes (or shuts down) every exporter before `deadline`, each whatever the others did.
+    fn deliver(
+        &mut self,
+        deadline: Instant,
+        call: impl Fn(&mut Contained, Instant) -> Result<(), Failed>,
+    ) -> Flushed {
+        let mut late = false;
+        let mut panicked = None;
+        for exporter in &mut self.exporters {
+            match call(exporter, deadline) {
+                Ok(()) => {}
+                Err(Failed::Late) => late = true,
+                Err(Failed::Panicked) => panicked = panicked.or(Some(exporter.name)),
+            }
+        }
+        if let Some(exporter) = panicked {
+            return Flushed::Panicked { exporter };
+        }
+        if late || Instant::now() > deadline {
+            let left = self.exporters.iter().map(Contained::undelivered).sum();
+            return Flushed::Late { left };
+        }
+        Flushed::All
+    }
+
+    /// Takes every finished span out of the queue.
+    fn drain_queue(&mut self) {
+        self.drained = queue::drain(&mut self.pending);
+    }
+
+    fn export_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        for chunk in self.pending.chunks(self.max_batch) {
+            for exporter in &mut self.exporters {
+                exporter.export(chunk, &self.resource);
+            }
+            COUNTERS
+                .exported
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+        self.pending.clear();
+    }
+}

@@ -1,0 +1,102 @@
+//! What the attribute macros expand to: a function's span started, its body run inside it, its
+//! outcome judged. Not a public API: it changes without notice. The logic lives in the runtime,
+//! so that each annotated function carries little code.
+
+use std::fmt::Display;
+use std::future::Future;
+
+pub use crate::sampler::{IdSearch, bench_kept_trace_id};
+pub use crate::site::{Registered, Site};
+pub use crate::span::{AsyncSpan, Judge, Outcome, SpanGuard, Traced};
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub use inventory;
+
+/// Starts a sync function's span and makes it current until the guard is dropped.
+#[inline(always)]
+pub fn enter(site: &'static Site) -> SpanGuard {
+    SpanGuard::enter(site)
+}
+
+/// Runs a sync function's body inside its span: a panic fails the span with its own message
+/// and is resumed. Taking the body as an `FnOnce` (instead of calling a closure in place, which
+/// infers `FnMut`) lets it return borrows of its captured arguments, as `&mut self` getters do.
+#[inline(always)]
+pub fn run<R>(guard: &SpanGuard, body: impl FnOnce() -> R) -> R {
+    guard.run(body)
+}
+
+/// Records the arguments named in the site's `fields(...)`, by `Display`.
+#[inline]
+pub fn record_fields(guard: &SpanGuard, values: &[&dyn Display]) {
+    guard.record_fields(values);
+}
+
+/// Starts an async function's span; it is current on each poll of the future given to
+/// [`instrument`].
+#[inline]
+pub fn start_async(site: &'static Site) -> AsyncSpan {
+    AsyncSpan::start(site)
+}
+
+/// Records the arguments named in the site's `fields(...)`, by `Display`.
+#[inline]
+pub fn record_async_fields(span: &mut AsyncSpan, values: &[&dyn Display]) {
+    if span.is_recording() {
+        span.record_fields(values);
+    }
+}
+
+/// Runs an async function's body future inside its span; `judge` marks the span from the
+/// output.
+#[inline]
+pub fn instrument<F, O>(span: AsyncSpan, future: F, judge: O) -> Traced<F, O>
+where
+    F: Future,
+    O: FnOnce(&F::Output, &mut Outcome<'_>),
+{
+    span.wrap(future, judge)
+}
+
+/// Wraps a function's return value so that method resolution can tell a `Result` whose error
+/// is `Display` (the span fails on `Err`) from any other value (the span succeeds).
+pub struct Probe<'a, T: ?Sized>(pub &'a T);
+
+/// Chosen for `Result<T, E: Display>`.
+pub trait ResultOutcome {
+    /// Fails the sync span on `Err`.
+    fn census_sync(&self, guard: &SpanGuard);
+    /// Fails the async span on `Err`.
+    fn census_async(&self, outcome: &mut Outcome<'_>);
+}
+
+impl<T, E: Display> ResultOutcome for Probe<'_, Result<T, E>> {
+    #[inline]
+    fn census_sync(&self, guard: &SpanGuard) {
+        if let Err(error) = self.0 {
+            guard.fail_with_error(error, std::any::type_name::<E>());
+        }
+    }
+
+    #[inline]
+    fn census_async(&self, outcome: &mut Outcome<'_>) {
+        if let Err(error) = self.0 {
+            outcome.fail_with_error(error, std::any::type_name::<E>());
+        }
+    }
+}
+
+/// Chosen for every other return type: nothing to look at.
+pub trait PlainOutcome {
+    /// Does nothing.
+    fn census_sync(&self, guard: &SpanGuard);
+    /// Does nothing.
+    fn census_async(&self, outcome: &mut Outcome<'_>);
+}
+
+impl<T: ?Sized> PlainOutcome for &Probe<'_, T> {
+    #[inline(always)]
+    fn census_sync(&self, _guard: &SpanGuard) {}
+
+    #[inline(always)]
+    fn census_async(&self, _outcome: &mut Outcome<'_>) {}
+}

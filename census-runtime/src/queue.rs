@@ -1,0 +1,312 @@
+//! How finished spans reach the export worker: a lock-free ring per thread, a bounded shared
+//! overflow for bursts, waking the worker, and draining it all on the worker's side.
+//!
+//! Handing a span over costs no lock, allocation or syscall: the thread writes it into its own
+//! ring, which the worker drains in the background. The worker is woken early when a ring is
+//! half full; a full ring spills into the shared overflow; a full overflow drops the span and
+//! counts it.
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::Thread;
+
+use crate::diagnostics::COUNTERS;
+use crate::local::{Frame, Local};
+use crate::record::SpanRecord;
+
+/// Spans per thread ring. A thread's ring starts small and doubles, up to `MAX_RING`, each time
+/// it is found half full (the thread makes spans faster than the worker drains them between two
+/// wakes): a thread that makes a few spans holds 96 KiB, a busy one at most 768 KiB, and a busy
+/// thread with a large ring wakes the worker less often and shares fewer cache lines with it
+/// while it drains.
+const FIRST_RING: usize = 1024;
+const MAX_RING: usize = 8192;
+
+/// The spans the shared overflow holds at most, unless the pipeline says otherwise.
+pub(crate) const DEFAULT_CAPACITY: usize = 65_536;
+
+/// The worker's ends of every thread's ring.
+static RINGS: Mutex<Vec<rtrb::Consumer<SpanRecord>>> = Mutex::new(Vec::new());
+/// Where spans go when a thread's ring is full (a burst faster than the worker wakes up):
+/// shared, behind a lock, bounded by `OVERFLOW_CAPACITY`. Beyond that, spans are dropped.
+static OVERFLOW: Mutex<Vec<SpanRecord>> = Mutex::new(Vec::new());
+static OVERFLOW_LEN: AtomicUsize = AtomicUsize::new(0);
+static OVERFLOW_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_CAPACITY);
+/// Set when a thread woke the worker early; cleared by the worker.
+static WAKE_REQUESTED: AtomicBool = AtomicBool::new(false);
+static WORKER: Mutex<Option<Thread>> = Mutex::new(None);
+
+/// This thread's end of its ring, made on its first span.
+struct Outbox {
+    ring: Option<rtrb::Producer<SpanRecord>>,
+    /// Spans put in the ring, to look at its fill now and then.
+    pushed: u32,
+}
+
+thread_local! {
+    static OUTBOX: RefCell<Outbox> = const { RefCell::new(Outbox { ring: None, pushed: 0 }) };
+}
+
+/// Runs `f` on this thread's outbox; a span finished while the thread is torn down is dropped.
+#[inline]
+fn with_outbox(f: impl FnOnce(&mut Outbox)) {
+    let _ = OUTBOX.try_with(|outbox| {
+        if let Ok(mut outbox) = outbox.try_borrow_mut() {
+            f(&mut outbox);
+        }
+    });
+}
+
+impl Outbox {
+    #[inline]
+    fn ring(&mut self) -> &mut rtrb::Producer<SpanRecord> {
+        match &mut self.ring {
+            Some(ring) => ring,
+            ring @ None => ring.insert(new_ring(FIRST_RING)),
+        }
+    }
+
+    /// Counts a span put in the ring; now and then looks at how full the ring is.
+    #[inline]
+    fn counted(&mut self) {
+        // Looking at how full the ring is reads the worker's side of it: every 64 spans only.
+        self.pushed = self.pushed.wrapping_add(1);
+        if self.pushed.is_multiple_of(64) {
+            self.check_fill();
+        }
+    }
+
+    #[cold]
+    fn check_fill(&mut self) {
+        let Some(producer) = self.ring.as_ref() else {
+            return;
+        };
+        let capacity = producer.buffer().capacity();
+        if producer.slots() < capacity / 2 {
+            request_wake();
+            if capacity < MAX_RING {
+                // The old ring is abandoned: the worker drains what it holds, then forgets it.
+                self.ring = Some(new_ring(capacity * 2));
+            }
+        }
+    }
+
+    /// The next free slot of the ring, to be written then committed; `None` when it is full.
+    #[inline(always)]
+    fn next_slot(&mut self) -> Option<rtrb::chunks::WriteChunkUninit<'_, SpanRecord>> {
+        self.ring().write_chunk_uninit(1).ok()
+    }
+}
+
+/// Hands a finished span, stamped with its end already, to the export worker.
+#[inline]
+pub(crate) fn submit(record: SpanRecord) {
+    with_outbox(|outbox| match outbox.ring().push(record) {
+        Ok(()) => outbox.counted(),
+        Err(rtrb::PushError::Full(record)) => spill(record),
+    });
+}
+
+/// Ends the sync span on top of this thread's stack (the caller checked it with
+/// [`Local::is_top_span`], and failed it if a panic is unwinding), moving its record straight
+/// from the stack into the next slot of the thread's ring, stamped with `end`: one copy, no
+/// temporary.
+#[inline]
+pub(crate) fn submit_top(local: &mut Local, end: u64) {
+    with_outbox(|outbox| match outbox.next_slot() {
+        Some(mut chunk) => {
+            local.move_top_into(&mut chunk.as_mut_slices().0[0], end);
+            // SAFETY: the chunk's one slot was just initialised.
+            unsafe { chunk.commit_all() };
+            outbox.counted();
+        }
+        None => {
+            if let Some(Frame::Span(mut record)) = local.pop() {
+                record.set_end(end);
+                spill(record);
+            }
+        }
+    });
+}
+
+/// Ends a span whose record is boxed (an async span's): the record is copied from the box
+/// straight into the next slot of the thread's ring, stamped with `end`, and the box kept for
+/// the thread's next async span.
+pub(crate) fn submit_boxed(local: &mut Local, boxed: Box<SpanRecord>, end: u64) {
+    with_outbox(|outbox| {
+        match outbox.next_slot() {
+            Some(mut chunk) => {
+                let slot = &mut chunk.as_mut_slices().0[0];
+                let raw = Box::into_raw(boxed);
+                // SAFETY: the record is moved, bitwise, out of the box into the slot, which is
+                // then committed; the box is kept as uninitialised memory (nothing dropped), so
+                // the record has one owner: the slot.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(raw, slot.as_mut_ptr(), 1);
+                    (*slot.as_mut_ptr()).set_end(end);
+                    chunk.commit_all();
+                    local.keep_box(Box::from_raw(raw.cast::<MaybeUninit<SpanRecord>>()));
+                }
+                outbox.counted();
+            }
+            None => {
+                let mut record = *boxed;
+                record.set_end(end);
+                spill(record);
+            }
+        }
+    });
+}
+
+fn request_wake() {
+    // A load first: under a flood every span comes here, and a swap on the shared flag would
+    // bounce its cache line between the cores for nothing once the worker is awake.
+    if !WAKE_REQUESTED.load(Ordering::Relaxed) && !WAKE_REQUESTED.swap(true, Ordering::AcqRel) {
+        wake_worker();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn spill(record: SpanRecord) {
+    request_wake();
+    // A full overflow is seen with a load; the span is then dropped (and counted) without
+    // touching the shared length.
+    let capacity = OVERFLOW_CAPACITY.load(Ordering::Relaxed);
+    if OVERFLOW_LEN.load(Ordering::Relaxed) >= capacity {
+        COUNTERS.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if OVERFLOW_LEN.fetch_add(1, Ordering::AcqRel) >= capacity {
+        OVERFLOW_LEN.fetch_sub(1, Ordering::AcqRel);
+        COUNTERS.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    OVERFLOW
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(record);
+}
+
+#[cold]
+fn new_ring(capacity: usize) -> rtrb::Producer<SpanRecord> {
+    let (producer, consumer) = rtrb::RingBuffer::new(capacity);
+    RINGS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(consumer);
+    producer
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker's side.
+
+/// Bounds the shared overflow.
+pub(crate) fn set_capacity(capacity: usize) {
+    OVERFLOW_CAPACITY.store(capacity, Ordering::Relaxed);
+}
+
+/// The thread woken when spans wait: the export worker's, or none.
+pub(crate) fn set_worker(thread: Option<Thread>) {
+    if let Ok(mut worker) = WORKER.lock() {
+        *worker = thread;
+    }
+}
+
+/// Wakes the export worker.
+pub(crate) fn wake_worker() {
+    if let Ok(worker) = WORKER.lock()
+        && let Some(thread) = worker.as_ref()
+    {
+        thread.unpark();
+    }
+}
+
+/// The worker is about to wait: the next early wake must unpark it again.
+pub(crate) fn rearm_wake() {
+    WAKE_REQUESTED.store(false, Ordering::Release);
+}
+
+/// Takes every finished span out of every thread's ring and the overflow into `into`; forgets
+/// the rings of threads that have exited once they are empty. Returns how many it took.
+pub(crate) fn drain(into: &mut Vec<SpanRecord>) -> usize {
+    let before = into.len();
+    let mut rings = RINGS.lock().unwrap_or_else(|p| p.into_inner());
+    for ring in rings.iter_mut() {
+        let ready = ring.slots();
+        if ready > 0
+            && let Ok(chunk) = ring.read_chunk(ready)
+        {
+            into.extend(chunk);
+        }
+    }
+    rings.retain(|ring| !(ring.is_abandoned() && ring.is_empty()));
+    drop(rings);
+    if OVERFLOW_LEN.load(Ordering::Acquire) > 0 {
+        let mut overflow = OVERFLOW.lock().unwrap_or_else(|p| p.into_inner());
+        OVERFLOW_LEN.fetch_sub(overflow.len(), Ordering::AcqRel);
+        into.append(&mut overflow);
+    }
+    into.len() - before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{SpanId, TraceId};
+    use crate::site::Site;
+
+    static SITE: Site = Site::inproc("ring");
+
+    fn record() -> SpanRecord {
+        let mut record = SpanRecord::start(
+            &SITE,
+            TraceId::random(),
+            SpanId::random(),
+            None,
+            None,
+            100.0,
+        );
+        record.set_end(2);
+        record
+    }
+
+    #[test]
+    fn a_busy_thread_s_ring_grows_instead_of_spilling() {
+        // This test's thread has no ring yet.
+        std::thread::spawn(|| {
+            submit(record());
+            let first = OUTBOX.with(|o| o.borrow().ring.as_ref().map(|r| r.buffer().capacity()));
+            assert_eq!(first, Some(FIRST_RING));
+            let spilled = OVERFLOW_LEN.load(Ordering::Relaxed);
+            // No worker drains here: each ring fills until it is found half full and replaced.
+            for _ in 0..10_000 {
+                submit(record());
+            }
+            let (capacity, free) = OUTBOX.with(|o| {
+                let outbox = o.borrow();
+                let ring = outbox.ring.as_ref().expect("a ring");
+                (ring.buffer().capacity(), ring.slots())
+            });
+            assert_eq!(capacity, MAX_RING);
+            assert_eq!(
+                OVERFLOW_LEN.load(Ordering::Relaxed),
+                spilled,
+                "nothing went to the shared overflow"
+            );
+            // The abandoned rings still hold their spans for the worker.
+            let held: usize = RINGS
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.buffer().capacity() < MAX_RING)
+                .map(rtrb::Consumer::slots)
+                .sum();
+            assert_eq!(held + (MAX_RING - free), 10_001);
+        })
+        .join()
+        .unwrap();
+    }
+}

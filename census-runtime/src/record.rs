@@ -1,0 +1,299 @@
+//! The record of a span: what leaves the thread that ran it, for the export worker and the
+//! exporters. Built by one constructor, [`SpanRecord::start`]; changed only through the methods
+//! here.
+
+use std::borrow::Cow;
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::clock;
+use crate::id::{SpanContext, SpanId, TraceId};
+use crate::site::{Site, SpanKind};
+
+/// A finished span, as exporters receive it.
+///
+/// ```
+/// # use census_runtime::Sampler;
+/// # use census_runtime::export::MemoryExporter;
+/// let memory = MemoryExporter::new();
+/// let census = census_runtime::pipeline().exporter(memory.clone()).install().unwrap();
+/// census_runtime::span("checkout").kind("SQL").target("orders-db").in_scope(|| {});
+/// census.flush(std::time::Duration::from_secs(5)).unwrap();
+/// let span = &memory.spans()[0];
+/// assert_eq!((span.name(), span.kind(), span.target()), ("checkout", "SQL", Some("orders-db")));
+/// assert!(span.success());
+/// ```
+#[derive(Clone, Debug)]
+pub struct SpanRecord {
+    site: &'static Site,
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent_id: Option<SpanId>,
+    start: u64,
+    end: u64,
+    sample_rate: f32,
+    success: bool,
+    /// The name the whole operation is grouped under: set on a request, inherited by its children.
+    operation_name: Option<Arc<str>>,
+    extra: Option<Box<SpanExtra>>,
+}
+
+/// The values of a span that are known only at run time. Most spans have none.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SpanExtra {
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) kind: Option<&'static str>,
+    pub(crate) target: Option<Cow<'static, str>>,
+    pub(crate) data: Option<Cow<'static, str>>,
+    pub(crate) result_code: Option<Cow<'static, str>>,
+    pub(crate) error: Option<String>,
+    pub(crate) properties: Vec<(Cow<'static, str>, String)>,
+    pub(crate) exception: Option<ExceptionInfo>,
+    /// The W3C `tracestate` that came in with a request, passed on by outgoing calls.
+    pub(crate) trace_state: Option<Arc<str>>,
+}
+
+/// What is known of a panic that unwound through a span.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExceptionInfo {
+    /// The kind of exception: `panic`.
+    pub type_name: Cow<'static, str>,
+    /// The panic's message.
+    pub message: String,
+    /// Where it panicked, `file:line:column`, when known.
+    pub location: Option<String>,
+}
+
+impl SpanRecord {
+    /// The span `span_id` of `site`, starting now: the one way a record is made. The clock is
+    /// read last, so that the span starts as late as it can.
+    #[inline(always)]
+    pub(crate) fn start(
+        site: &'static Site,
+        trace_id: TraceId,
+        span_id: SpanId,
+        parent_id: Option<SpanId>,
+        operation_name: Option<Arc<str>>,
+        sample_rate: f32,
+    ) -> Self {
+        SpanRecord {
+            site,
+            trace_id,
+            span_id,
+            parent_id,
+            start: clock::now(),
+            end: 0,
+            sample_rate,
+            success: true,
+            operation_name,
+            extra: None,
+        }
+    }
+
+    /// When the span started, as a clock reading.
+    pub(crate) fn start_ticks(&self) -> u64 {
+        self.start
+    }
+
+    /// When the span ended, as a clock reading (0 while it is open).
+    pub(crate) fn end_ticks(&self) -> u64 {
+        self.end
+    }
+
+    /// Sets both clock readings: for tests that need spans of known times.
+    #[cfg(test)]
+    pub(crate) fn set_ticks(&mut self, start: u64, end: u64) {
+        self.start = start;
+        self.end = end;
+    }
+
+    /// Sets the sampling percentage the span says it was kept at: for tests.
+    #[cfg(test)]
+    pub(crate) fn set_sample_rate(&mut self, rate: f32) {
+        self.sample_rate = rate;
+    }
+
+    /// Stamps the span's end (a clock reading).
+    #[inline(always)]
+    pub(crate) fn set_end(&mut self, end: u64) {
+        self.end = end;
+    }
+
+    /// Sets whether the operation succeeded.
+    pub(crate) fn set_success(&mut self, success: bool) {
+        self.success = success;
+    }
+
+    /// Sets the name the whole operation is grouped under.
+    pub(crate) fn set_operation_name(&mut self, name: Option<Arc<str>>) {
+        self.operation_name = name;
+    }
+
+    /// The operation name, shared with the spans started under this one.
+    pub(crate) fn shared_operation_name(&self) -> Option<Arc<str>> {
+        self.operation_name.clone()
+    }
+
+    /// The values known only at run time, if any was set.
+    pub(crate) fn extra(&self) -> Option<&SpanExtra> {
+        self.extra.as_deref()
+    }
+
+    /// Replaces the values known only at run time.
+    pub(crate) fn set_extra(&mut self, extra: Option<Box<SpanExtra>>) {
+        self.extra = extra;
+    }
+
+    /// The values known only at run time, made on first use.
+    pub(crate) fn extra_mut(&mut self) -> &mut SpanExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// The call site that produced the span.
+    pub fn site(&self) -> &'static Site {
+        self.site
+    }
+
+    /// The operation's name: set at run time, else the site's.
+    pub fn name(&self) -> &str {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.name.as_deref())
+            .unwrap_or(self.site.name())
+    }
+
+    /// The dependency type (`INPROC`, `SQL`, `HTTP`, ...).
+    pub fn kind(&self) -> &str {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.kind)
+            .unwrap_or(self.site.kind())
+    }
+
+    /// Dependency or request.
+    pub fn span_kind(&self) -> SpanKind {
+        self.site.span_kind()
+    }
+
+    /// The target: set at run time, else the site's.
+    pub fn target(&self) -> Option<&str> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.target.as_deref())
+            .or(self.site.target())
+    }
+
+    /// The command text (SQL, URL): set at run time, else the site's.
+    pub fn data(&self) -> Option<&str> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.data.as_deref())
+            .or(self.site.data())
+    }
+
+    /// The result code, when one was set or the span failed.
+    pub fn result_code(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.result_code.as_deref())
+    }
+
+    /// Whether the operation succeeded.
+    pub fn success(&self) -> bool {
+        self.success
+    }
+
+    /// The failure's message (an error's `Display`, a panic's message).
+    pub fn error_message(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.error.as_deref())
+    }
+
+    /// The panic that unwound through the span, if any.
+    pub fn exception(&self) -> Option<&ExceptionInfo> {
+        self.extra.as_ref().and_then(|e| e.exception.as_ref())
+    }
+
+    /// The custom properties recorded on the span (fields and `set_property`), in order.
+    pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.extra
+            .iter()
+            .flat_map(|e| e.properties.iter())
+            .map(|(k, v)| (k.as_ref(), v.as_str()))
+    }
+
+    /// One property's value.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The operation name the whole trace is grouped under, when one was set.
+    pub fn operation_name(&self) -> Option<&str> {
+        self.operation_name.as_deref()
+    }
+
+    /// The trace (operation) id.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// The span's own id.
+    pub fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+
+    /// The parent span's id; `None` for the root of a trace.
+    pub fn parent_id(&self) -> Option<SpanId> {
+        self.parent_id
+    }
+
+    /// The span's context.
+    pub fn context(&self) -> SpanContext {
+        SpanContext::new(self.trace_id, self.span_id, true)
+    }
+
+    /// When the span started, wall clock.
+    pub fn start_time(&self) -> SystemTime {
+        clock::to_system_time(self.start)
+    }
+
+    /// How long it lasted.
+    pub fn duration(&self) -> Duration {
+        clock::between(self.start, self.end)
+    }
+
+    /// The sampling percentage in force when the trace was sampled (100 keeps everything).
+    pub fn sample_rate(&self) -> f64 {
+        f64::from(self.sample_rate)
+    }
+
+    /// Marks the span failed with `code` (unless a result code was set) and `message`.
+    pub(crate) fn fail(&mut self, code: Cow<'static, str>, message: Option<String>) {
+        self.success = false;
+        let extra = self.extra_mut();
+        if extra.result_code.is_none() {
+            extra.result_code = Some(code);
+        }
+        if message.is_some() {
+            extra.error = message;
+        }
+    }
+
+    /// Records the values of the site's `fields(...)`, by `Display`.
+    pub(crate) fn record_fields(&mut self, values: &[&dyn Display]) {
+        let names = self.site.fields();
+        if values.is_empty() || names.is_empty() {
+            return;
+        }
+        let extra = self.extra_mut();
+        for (name, value) in names.iter().zip(values) {
+            extra
+                .properties
+                .push((Cow::Borrowed(*name), value.to_string()));
+        }
+    }
+
+    /// Marks the span failed by the panic described by `info`.
+    pub(crate) fn fail_with_panic(&mut self, info: ExceptionInfo) {
+        self.fail(Cow::Borrowed("panic"), Some(info.message.clone()));
+        self.extra_mut().exception = Some(info);
+    }
+}

@@ -1,0 +1,339 @@
+//! Async spans: a span that a future carries between polls, current while it is polled, ended
+//! when it completes, is dropped (cancelled) or panics.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::outcome::{fail_on_panic, fail_with_payload, short_type_name};
+use super::parent::{self, Decision, Parent, Quick, Start};
+use crate::clock;
+use crate::id::SpanId;
+use crate::local::{Frame, Local, set_unsampled_root, with_local, word};
+use crate::queue;
+use crate::record::SpanRecord;
+use crate::sampler;
+use crate::site::Site;
+
+/// What a future carries of its span between polls: small, so that an instrumented future is
+/// barely larger than the one it wraps; a recorded span's record is boxed.
+enum AsyncFrame {
+    /// Nothing to do: no pipeline, or under a span that is not recorded.
+    Inert,
+    /// The root of a trace the sampler dropped: the future's children are inert.
+    Unsampled,
+    /// A recorded span.
+    Recording(Box<SpanRecord>),
+}
+
+/// The span of a future, started but not yet wrapped around it: what the attributes start
+/// before the body's future exists. Not a public API.
+#[doc(hidden)]
+pub struct AsyncSpan {
+    frame: AsyncFrame,
+}
+
+impl fmt::Debug for AsyncSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncSpan")
+            .field("recording", &self.is_recording())
+            .finish()
+    }
+}
+
+impl AsyncSpan {
+    const INERT: AsyncSpan = AsyncSpan {
+        frame: AsyncFrame::Inert,
+    };
+
+    /// Opens a span for `site` under the span current on this thread: the macros' path, with
+    /// the same fast decisions as the sync one.
+    #[inline]
+    pub(crate) fn start(site: &'static Site) -> AsyncSpan {
+        if !sampler::is_active() {
+            return AsyncSpan::INERT;
+        }
+        Self::start_site(site)
+    }
+
+    #[inline(never)]
+    fn start_site(site: &'static Site) -> AsyncSpan {
+        let frame = match parent::quick(word()) {
+            Quick::Inert => AsyncFrame::Inert,
+            Quick::DropRoot => AsyncFrame::Unsampled,
+            Quick::KeepRoot => {
+                let span_id = SpanId::random();
+                let parent = Parent::new_root();
+                // Written once, in a spare box of this thread's or a new one.
+                let slot = with_local(Local::take_slot).unwrap_or_else(Box::new_uninit);
+                AsyncFrame::Recording(Box::write(slot, parent.start(site, span_id)))
+            }
+            Quick::Look => with_local(|local| match parent::decide(local, None) {
+                Decision::Record(parent) => {
+                    let record = parent.start(site, SpanId::random());
+                    AsyncFrame::Recording(local.boxed(record))
+                }
+                Decision::Inert | Decision::Unsampled => AsyncFrame::Inert,
+            })
+            .unwrap_or(AsyncFrame::Inert),
+        };
+        AsyncSpan { frame }
+    }
+
+    /// Opens a span described by a builder.
+    #[inline(never)]
+    pub(super) fn start_with(site: &'static Site, start: Start) -> AsyncSpan {
+        if !sampler::is_active() {
+            return AsyncSpan::INERT;
+        }
+        let frame = with_local(|local| match parent::decide(local, start.remote) {
+            Decision::Inert => AsyncFrame::Inert,
+            Decision::Unsampled => AsyncFrame::Unsampled,
+            Decision::Record(parent) => {
+                let mut record = parent.start(site, SpanId::random());
+                start.apply(&mut record);
+                AsyncFrame::Recording(local.boxed(record))
+            }
+        });
+        AsyncSpan {
+            frame: frame.unwrap_or(AsyncFrame::Inert),
+        }
+    }
+
+    /// Whether the span is recorded.
+    pub(crate) fn is_recording(&self) -> bool {
+        matches!(self.frame, AsyncFrame::Recording(_))
+    }
+
+    /// Records the arguments named in the site's `fields(...)`.
+    pub(crate) fn record_fields(&mut self, values: &[&dyn Display]) {
+        if let AsyncFrame::Recording(record) = &mut self.frame {
+            record.record_fields(values);
+        }
+    }
+
+    /// Runs `future` inside the span; `judge` looks at its output to mark the span.
+    pub(crate) fn wrap<F: Future, J: Judge<F::Output>>(self, future: F, judge: J) -> Traced<F, J> {
+        Traced {
+            inner: future,
+            frame: self.frame,
+            judge: Some(judge),
+        }
+    }
+}
+
+/// The outcome of a call, as the generated code reports it. Not a public API.
+#[doc(hidden)]
+pub struct Outcome<'a> {
+    record: &'a mut SpanRecord,
+}
+
+impl Outcome<'_> {
+    /// Marks the span failed by an error value.
+    pub(crate) fn fail_with_error(&mut self, error: &dyn Display, code: &'static str) {
+        self.record
+            .fail(short_type_name(code), Some(error.to_string()));
+    }
+}
+
+/// Looks at a future's output when it completes, to mark its span. Not a public API.
+#[doc(hidden)]
+pub trait Judge<T> {
+    /// Marks the span from the output.
+    fn judge(self, output: &T, outcome: &mut Outcome<'_>);
+}
+
+impl<T, C: FnOnce(&T, &mut Outcome<'_>)> Judge<T> for C {
+    #[inline]
+    fn judge(self, output: &T, outcome: &mut Outcome<'_>) {
+        self(output, outcome);
+    }
+}
+
+/// Judges nothing: a future's output says nothing about its span.
+#[derive(Debug)]
+pub(super) struct Unjudged;
+
+impl<T> Judge<T> for Unjudged {
+    #[inline(always)]
+    fn judge(self, _output: &T, _outcome: &mut Outcome<'_>) {}
+}
+
+pin_project! {
+    /// A future inside its span, as the attributes make it: the span is current while the
+    /// future is polled and ends when it completes (`judge` marks it from the output), when it
+    /// is dropped before completing (cancelled) or when it panics. Not a public API.
+    #[doc(hidden)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Traced<F, J> {
+        #[pin]
+        inner: F,
+        frame: AsyncFrame,
+        judge: Option<J>,
+    }
+
+    impl<F, J> PinnedDrop for Traced<F, J> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let AsyncFrame::Recording(record) = std::mem::replace(this.frame, AsyncFrame::Inert) {
+                cancel(record);
+            }
+        }
+    }
+}
+
+impl<F: fmt::Debug, J> fmt::Debug for Traced<F, J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Traced")
+            .field("inner", &self.inner)
+            .field("recording", &matches!(self.frame, AsyncFrame::Recording(_)))
+            .finish()
+    }
+}
+
+impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let inner = this.inner;
+        if matches!(this.frame, AsyncFrame::Inert) {
+            return inner.poll(cx);
+        }
+        let poll = {
+            let scope = PollScope::enter(this.frame);
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+                Ok(poll) => poll,
+                Err(payload) => match &scope {
+                    Some(scope) => scope.unwound(payload),
+                    None => std::panic::resume_unwind(payload),
+                },
+            }
+        };
+        if let Poll::Ready(output) = &poll
+            && let AsyncFrame::Recording(mut record) =
+                std::mem::replace(this.frame, AsyncFrame::Inert)
+        {
+            if let Some(judge) = this.judge.take() {
+                judge.judge(
+                    output,
+                    &mut Outcome {
+                        record: &mut record,
+                    },
+                );
+            }
+            finish(record);
+        }
+        poll
+    }
+}
+
+/// A future's span made current for one poll, and put back into the future after it, unwinding
+/// included. Not generic: the code that runs around every poll is shared by every async fn.
+struct PollScope<'a> {
+    slot: &'a mut AsyncFrame,
+    /// Where the frame sits on the stack; `None` when the poll runs under the unsampled-root flag.
+    depth: Option<usize>,
+    span_id: Option<SpanId>,
+}
+
+impl<'a> PollScope<'a> {
+    #[inline(never)]
+    fn enter(slot: &'a mut AsyncFrame) -> Option<PollScope<'a>> {
+        // `with_local` is `None` while the thread is torn down: the future is then polled
+        // without its span.
+        match std::mem::replace(slot, AsyncFrame::Inert) {
+            AsyncFrame::Inert => None,
+            AsyncFrame::Unsampled => {
+                *slot = AsyncFrame::Unsampled;
+                // A dropped trace's root with nothing current: the flag, not a frame.
+                if word() == 0 {
+                    set_unsampled_root(true);
+                    return Some(PollScope {
+                        slot,
+                        depth: None,
+                        span_id: None,
+                    });
+                }
+                with_local(|local| local.push(Frame::Unsampled)).map(|depth| PollScope {
+                    slot,
+                    depth: Some(depth),
+                    span_id: None,
+                })
+            }
+            AsyncFrame::Recording(record) => {
+                let span_id = record.span_id();
+                with_local(|local| local.push_boxed(record)).map(|depth| PollScope {
+                    slot,
+                    depth: Some(depth),
+                    span_id: Some(span_id),
+                })
+            }
+        }
+    }
+
+    /// Fails the span with the panic whose payload unwound out of the poll, and resumes it.
+    #[cold]
+    #[inline(never)]
+    fn unwound(&self, payload: Box<dyn Any + Send>) -> ! {
+        if let (Some(depth), Some(span_id)) = (self.depth, self.span_id) {
+            with_local(|local| {
+                if let Some(record) = local.record_mut(depth, span_id) {
+                    fail_with_payload(record, &*payload);
+                }
+            });
+        }
+        std::panic::resume_unwind(payload)
+    }
+}
+
+impl Drop for PollScope<'_> {
+    #[inline(never)]
+    fn drop(&mut self) {
+        let Some(depth) = self.depth else {
+            set_unsampled_root(false);
+            return;
+        };
+        let panicking = std::thread::panicking();
+        with_local(|local| {
+            // Usually the frame is on top: its box is taken back alone.
+            let record = match self.span_id.and_then(|id| local.pop_boxed(depth, id)) {
+                Some(record) => Some(record),
+                None => match local.take_frame(depth, self.span_id) {
+                    Some(Frame::Boxed(record)) => Some(record),
+                    // The unsampled frame stays in the future; anything else was not ours.
+                    _ => None,
+                },
+            };
+            match record {
+                Some(mut record) if panicking => {
+                    fail_on_panic(&mut record);
+                    queue::submit_boxed(local, record, clock::now());
+                }
+                Some(record) => *self.slot = AsyncFrame::Recording(record),
+                None => {}
+            }
+        });
+    }
+}
+
+/// Ends an async span that completed.
+#[inline(never)]
+fn finish(record: Box<SpanRecord>) {
+    let end = clock::now();
+    with_local(|local| queue::submit_boxed(local, record, end));
+}
+
+/// Ends the span of a future dropped before it completed: the caller gave up on it (a timeout,
+/// a lost `select!`). The call did not succeed, and its result code says why: `cancelled`.
+#[inline(never)]
+fn cancel(mut record: Box<SpanRecord>) {
+    record.fail(Cow::Borrowed("cancelled"), None);
+    with_local(|local| queue::submit_boxed(local, record, clock::now()));
+}

@@ -1,0 +1,82 @@
+//! Spans: starting and ending them (sync, async, built by hand, detached), the current span,
+//! and how a span fails.
+//!
+//! - `parent.rs`: where a new span belongs and whether it is recorded, decided in one place;
+//! - `sync.rs`: [`SpanGuard`], the sync span the attributes and [`SpanBuilder::start`] make;
+//! - `future.rs`: async spans, current on every poll of their future;
+//! - `builder.rs`: [`span`], [`request`], [`SpanBuilder`], [`DetachedSpan`];
+//! - `current.rs`: [`current_span`], for what is known only at run time;
+//! - `outcome.rs` and `panic.rs`: a span failed by an error or by a panic.
+
+/// The methods that record what is known only at run time, shared by [`CurrentSpan`] and
+/// [`DetachedSpan`]; each type supplies `with`, which runs a closure on its record if any.
+macro_rules! span_values {
+    ($recording:literal) => {
+        #[doc = concat!("Whether ", $recording, ".")]
+        pub fn is_recording(&self) -> bool {
+            self.with(|_| ()).is_some()
+        }
+
+        /// Sets the command text: the SQL statement, the URL, the command line.
+        pub fn set_data(&self, data: impl Into<Cow<'static, str>>) {
+            let data = data.into();
+            self.with(|r| r.extra_mut().data = Some(data));
+        }
+
+        /// Sets the target (when the attribute leaves it to run time).
+        pub fn set_target(&self, target: impl Into<Cow<'static, str>>) {
+            let target = target.into();
+            self.with(|r| r.extra_mut().target = Some(target));
+        }
+
+        /// Renames the operation.
+        pub fn set_name(&self, name: impl Into<Cow<'static, str>>) {
+            let name = name.into();
+            self.with(|r| r.extra_mut().name = Some(name));
+        }
+
+        /// Sets the result code (a status code, an error number).
+        pub fn set_result_code(&self, code: impl Display) {
+            if self.is_recording() {
+                let code = code.to_string();
+                self.with(|r| r.extra_mut().result_code = Some(Cow::Owned(code)));
+            }
+        }
+
+        /// Adds a custom property.
+        pub fn set_property(&self, key: impl Into<Cow<'static, str>>, value: impl Display) {
+            if self.is_recording() {
+                let entry = (key.into(), value.to_string());
+                self.with(|r| r.extra_mut().properties.push(entry));
+            }
+        }
+
+        /// Sets whether the operation succeeded.
+        pub fn set_success(&self, success: bool) {
+            self.with(|r| r.set_success(success));
+        }
+
+        /// Marks the operation failed, with a message.
+        pub fn fail(&self, message: impl Display) {
+            if self.is_recording() {
+                let message = message.to_string();
+                self.with(|r| r.fail(Cow::Borrowed("error"), Some(message)));
+            }
+        }
+    };
+}
+
+mod builder;
+mod current;
+mod future;
+mod outcome;
+mod panic;
+mod parent;
+mod sync;
+
+pub use self::builder::{DetachedSpan, Instrumented, SpanBuilder, request, span};
+pub use self::current::{CurrentSpan, current_span};
+#[doc(hidden)]
+pub use self::future::{AsyncSpan, Judge, Outcome, Traced};
+pub(crate) use self::panic::{install_hook as install_panic_hook, payload_message};
+pub use self::sync::SpanGuard;

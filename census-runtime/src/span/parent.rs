@@ -1,0 +1,134 @@
+//! Where a new span belongs: its parent, and whether its trace is recorded. Decided here for
+//! every kind of span (sync, async, built, detached), from what is current on the thread and
+//! an optional parent from another process.
+
+use std::sync::Arc;
+
+use crate::id::{SpanContext, SpanId, TraceId};
+use crate::local::{Frame, Local, unsampled_root};
+use crate::record::{SpanExtra, SpanRecord};
+use crate::sampler;
+use crate::site::Site;
+
+/// What a new span is.
+pub(super) enum Decision {
+    /// Nothing is recorded and nothing need be remembered: no pipeline, or a span under a
+    /// trace the sampler dropped.
+    Inert,
+    /// The root of a trace the sampler dropped (or a remote parent's trace it drops): the spans
+    /// under it are inert.
+    Unsampled,
+    /// A recorded span, with its trace, parent and the operation name it inherits.
+    Record(Parent),
+}
+
+/// The parent of a recorded span.
+pub(super) struct Parent {
+    trace_id: TraceId,
+    parent_id: Option<SpanId>,
+    operation_name: Option<Arc<str>>,
+}
+
+impl Parent {
+    /// The root of a new trace the sampler keeps: its id is drawn now.
+    #[inline]
+    pub(super) fn new_root() -> Parent {
+        Parent {
+            trace_id: sampler::new_trace_id(),
+            parent_id: None,
+            operation_name: None,
+        }
+    }
+
+    /// The record of the span `span_id` of `site` under this parent, starting now.
+    #[inline(always)]
+    pub(super) fn start(self, site: &'static Site, span_id: SpanId) -> SpanRecord {
+        SpanRecord::start(
+            site,
+            self.trace_id,
+            span_id,
+            self.parent_id,
+            self.operation_name,
+            sampler::percentage(),
+        )
+    }
+}
+
+/// What the macros' path decides from the fast path's word alone, without the stack: the same
+/// as [`decide`] for the words it settles (0 and 1), inlined into every instrumented function.
+pub(super) enum Quick {
+    /// Under an unsampled sync root: inert.
+    Inert,
+    /// Nothing current, and the sampler drops the new trace.
+    DropRoot,
+    /// Nothing current, and the sampler keeps the new trace.
+    KeepRoot,
+    /// Something is current: [`decide`] looks at the stack.
+    Look,
+}
+
+#[inline(always)]
+pub(super) fn quick(word: usize) -> Quick {
+    match word {
+        0 if sampler::keep_new_trace() => Quick::KeepRoot,
+        0 => Quick::DropRoot,
+        1 => Quick::Inert,
+        _ => Quick::Look,
+    }
+}
+
+/// Decides what a new span is: under `remote` when it comes from another process (decided
+/// from its trace id, as every Application Insights SDK decides, so that the services of one
+/// trace agree), else under the span current on this thread, else the root of a new trace.
+#[inline]
+pub(super) fn decide(local: &Local, remote: Option<SpanContext>) -> Decision {
+    if let Some(remote) = remote {
+        return if sampler::sampled(remote.trace_id()) {
+            Decision::Record(Parent {
+                trace_id: remote.trace_id(),
+                parent_id: Some(remote.span_id()),
+                operation_name: None,
+            })
+        } else {
+            Decision::Unsampled
+        };
+    }
+    match local.top() {
+        Some(Frame::Parent(ctx)) if ctx.is_sampled() => Decision::Record(Parent {
+            trace_id: ctx.trace_id(),
+            parent_id: Some(ctx.span_id()),
+            operation_name: None,
+        }),
+        Some(frame) => match frame.record() {
+            Some(parent) => Decision::Record(Parent {
+                trace_id: parent.trace_id(),
+                parent_id: Some(parent.span_id()),
+                operation_name: parent.shared_operation_name(),
+            }),
+            // An unsampled root, or a carried context of a dropped trace.
+            None => Decision::Inert,
+        },
+        None if unsampled_root() => Decision::Inert,
+        None => match sampler::keep_new_trace() {
+            true => Decision::Record(Parent::new_root()),
+            false => Decision::Unsampled,
+        },
+    }
+}
+
+/// What a builder adds to a span when it starts.
+#[derive(Default)]
+pub(super) struct Start {
+    pub(super) remote: Option<SpanContext>,
+    pub(super) operation_name: Option<Arc<str>>,
+    pub(super) extra: Option<Box<SpanExtra>>,
+}
+
+impl Start {
+    pub(super) fn apply(self, record: &mut SpanRecord) {
+        if self.operation_name.is_some() {
+            record.set_operation_name(self.operation_name);
+        }
+        record.set_extra(self.extra);
+    }
+}

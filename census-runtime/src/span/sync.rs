@@ -1,0 +1,270 @@
+//! Sync spans: a guard that keeps its span current on this thread until it is dropped.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::fmt::{self, Display};
+use std::marker::PhantomData;
+
+use super::outcome::{fail_on_panic, fail_with_payload, short_type_name};
+use super::parent::{self, Decision, Parent, Quick, Start};
+use crate::clock;
+use crate::id::{SpanContext, SpanId};
+use crate::local::{Frame, Local, open_unsampled_root, set_unsampled_root, with_local, word};
+use crate::queue;
+use crate::record::SpanRecord;
+use crate::sampler;
+use crate::site::Site;
+
+/// A span that is current on this thread until it is dropped.
+///
+/// Made by [`SpanBuilder::start`](crate::span::SpanBuilder::start) (and by the attributes, for
+/// sync functions). It is not `Send`: a span entered on one thread ends on that thread. For
+/// async code use [`SpanBuilder::instrument`](crate::span::SpanBuilder::instrument) (or the
+/// attributes on an `async fn`), which make the span current only while its future is polled.
+///
+/// **Do not hold it across `.await`.** A future that holds a guard is not `Send`, so a
+/// multi-threaded executor refuses it, but `join!`, `select!`, `spawn_local` and `block_on`
+/// accept it. While such a future waits, its span stays current on the thread, and every span
+/// that anything else polled on that thread starts in the meantime nests under it, in the wrong
+/// trace. The held span itself still ends, with the right duration, when the guard is dropped.
+/// Clippy catches it at compile time with this entry in `clippy.toml`:
+///
+/// ```toml
+/// await-holding-invalid-types = [
+///     { path = "census_runtime::span::SpanGuard", reason = "use SpanBuilder::instrument across .await" },
+/// ]
+/// ```
+///
+/// What happens without it, under `join!` on one thread:
+///
+/// ```
+/// # use census_runtime::export::MemoryExporter;
+/// # let memory = MemoryExporter::new();
+/// # let census = census_runtime::pipeline().exporter(memory.clone()).install().unwrap();
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let holds = async {
+///     let _guard = census_runtime::span("held").start();
+///     tokio::task::yield_now().await; // the guard stays current while this waits
+/// };
+/// let other = async { census_runtime::span("unrelated").in_scope(|| {}) };
+/// tokio::join!(holds, other);
+/// # });
+/// # census.flush(std::time::Duration::from_secs(5)).unwrap();
+/// let (held, unrelated) = (memory.one("held"), memory.one("unrelated"));
+/// assert_eq!(unrelated.parent_id(), Some(held.span_id()), "nested where it should not be");
+/// ```
+#[must_use = "the span ends when the guard is dropped"]
+pub struct SpanGuard {
+    held: Held,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// What a guard holds on its thread's stack.
+#[derive(Clone, Copy)]
+enum Held {
+    /// Nothing: no pipeline, or a span under a dropped trace.
+    Inert,
+    /// The flag of a sync root whose trace the sampler dropped: it takes no frame.
+    UnsampledRoot,
+    /// The unsampled frame of a span whose remote parent's trace is dropped.
+    Unsampled { depth: usize },
+    /// A recorded span's frame.
+    Span { depth: usize, span_id: SpanId },
+}
+
+impl fmt::Debug for SpanGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpanGuard")
+            .field("recording", &self.is_recording())
+            .finish()
+    }
+}
+
+impl SpanGuard {
+    const INERT: SpanGuard = SpanGuard::holding(Held::Inert);
+
+    const fn holding(held: Held) -> SpanGuard {
+        SpanGuard {
+            held,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Starts a span for `site` under the current span and makes it current: the macros' path,
+    /// with no remote parent and no values known at start. Inlined into the instrumented
+    /// function: a trace the sampler drops costs a few loads and stores and no call; recording
+    /// a span calls out of line.
+    #[inline(always)]
+    pub(crate) fn enter(site: &'static Site) -> SpanGuard {
+        if !sampler::is_active() {
+            return SpanGuard::INERT;
+        }
+        match parent::quick(word()) {
+            Quick::Inert => SpanGuard::INERT,
+            Quick::DropRoot => {
+                open_unsampled_root();
+                SpanGuard::holding(Held::UnsampledRoot)
+            }
+            Quick::KeepRoot => Self::enter_root(site),
+            Quick::Look => Self::enter_child(site),
+        }
+    }
+
+    #[inline(never)]
+    fn enter_root(site: &'static Site) -> SpanGuard {
+        let parent = Parent::new_root();
+        with_local(|local| Self::push_span(local, site, parent)).unwrap_or(SpanGuard::INERT)
+    }
+
+    #[inline(never)]
+    fn enter_child(site: &'static Site) -> SpanGuard {
+        with_local(|local| match parent::decide(local, None) {
+            Decision::Record(parent) => Self::push_span(local, site, parent),
+            // Something is current, so the sampler is not asked.
+            Decision::Inert | Decision::Unsampled => SpanGuard::INERT,
+        })
+        .unwrap_or(SpanGuard::INERT)
+    }
+
+    /// Pushes a recording frame, its record written once, in its slot on the stack.
+    #[inline(always)]
+    fn push_span(local: &mut Local, site: &'static Site, parent: Parent) -> SpanGuard {
+        let span_id = SpanId::random();
+        let depth = local.push_in_place(|| Frame::Span(parent.start(site, span_id)));
+        SpanGuard::holding(Held::Span { depth, span_id })
+    }
+
+    /// Starts a span described by a builder.
+    #[inline(never)]
+    pub(super) fn start(site: &'static Site, start: Start) -> SpanGuard {
+        if !sampler::is_active() {
+            return SpanGuard::INERT;
+        }
+        with_local(|local| match parent::decide(local, start.remote) {
+            Decision::Inert => SpanGuard::INERT,
+            Decision::Unsampled => SpanGuard::holding(Held::Unsampled {
+                depth: local.push(Frame::Unsampled),
+            }),
+            Decision::Record(parent) => {
+                let mut record = parent.start(site, SpanId::random());
+                start.apply(&mut record);
+                let span_id = record.span_id();
+                let depth = local.push(Frame::Span(record));
+                SpanGuard::holding(Held::Span { depth, span_id })
+            }
+        })
+        .unwrap_or(SpanGuard::INERT)
+    }
+
+    /// Whether this guard records a span (the pipeline is installed and the trace sampled).
+    #[inline]
+    pub fn is_recording(&self) -> bool {
+        matches!(self.held, Held::Span { .. })
+    }
+
+    /// The recorded span's context, for propagation.
+    pub fn context(&self) -> Option<SpanContext> {
+        self.with_record(|r| r.context())
+    }
+
+    fn with_record<R>(&self, f: impl FnOnce(&mut SpanRecord) -> R) -> Option<R> {
+        let Held::Span { depth, span_id } = self.held else {
+            return None;
+        };
+        with_local(|local| local.record_mut(depth, span_id).map(f)).flatten()
+    }
+
+    /// Marks the span failed with a message.
+    pub fn fail(&self, message: impl Display) {
+        if self.is_recording() {
+            let message = message.to_string();
+            self.with_record(|r| r.fail(Cow::Borrowed("error"), Some(message)));
+        }
+    }
+
+    /// Records the function's arguments named in the site's `fields(...)`, by `Display`.
+    pub(crate) fn record_fields(&self, values: &[&dyn Display]) {
+        if self.is_recording() && !values.is_empty() {
+            self.with_record(|r| r.record_fields(values));
+        }
+    }
+
+    /// Marks the span failed with an error: its `Display` becomes the message and `code` (the
+    /// error's type, unless a result code was set) the result code.
+    pub(crate) fn fail_with_error(&self, error: &dyn Display, code: &'static str) {
+        if self.is_recording() {
+            let message = error.to_string();
+            self.with_record(|r| r.fail(short_type_name(code), Some(message)));
+        }
+    }
+
+    /// Runs `body` inside this guard's span: a panic is caught, fails the span with the
+    /// panic's own message (whatever panic hooks are set), and is resumed.
+    #[inline(always)]
+    pub(crate) fn run<R>(&self, body: impl FnOnce() -> R) -> R {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+            Ok(value) => value,
+            Err(payload) => self.unwound(payload),
+        }
+    }
+
+    /// Fails the span with the panic whose payload unwound out of its body, and resumes it.
+    #[cold]
+    #[inline(never)]
+    fn unwound(&self, payload: Box<dyn Any + Send>) -> ! {
+        if self.is_recording() {
+            self.with_record(|r| fail_with_payload(r, &*payload));
+        }
+        std::panic::resume_unwind(payload)
+    }
+}
+
+impl Drop for SpanGuard {
+    #[inline]
+    fn drop(&mut self) {
+        // Only the check is inlined into the instrumented function: the rest would bloat every
+        // caller's frame, which costs even when nothing is recorded.
+        match self.held {
+            Held::Inert => {}
+            Held::UnsampledRoot => set_unsampled_root(false),
+            held => exit(held),
+        }
+    }
+}
+
+#[inline(never)]
+fn exit(held: Held) {
+    with_local(|local| match held {
+        Held::Span { depth, span_id } if local.is_top_span(depth, span_id) => {
+            // The common case: this guard's frame is on top.
+            let end = clock::now();
+            if std::thread::panicking() {
+                fail_top_on_panic(local);
+            }
+            queue::submit_top(local, end);
+        }
+        Held::Span { depth, span_id } => {
+            // Guards dropped out of order (a guard moved or leaked by the caller).
+            if let Some(Frame::Span(mut record)) = local.take_frame(depth, Some(span_id)) {
+                if std::thread::panicking() {
+                    fail_on_panic(&mut record);
+                }
+                record.set_end(clock::now());
+                queue::submit(record);
+            }
+        }
+        Held::Unsampled { depth } => {
+            local.take_frame(depth, None);
+        }
+        Held::Inert | Held::UnsampledRoot => {}
+    });
+}
+
+/// Marks the span on top of the stack failed by the panic unwinding through it.
+#[cold]
+#[inline(never)]
+fn fail_top_on_panic(local: &mut Local) {
+    if let Some(Frame::Span(record)) = local.top_mut() {
+        fail_on_panic(record);
+    }
+}
