@@ -28,11 +28,6 @@ pub mod rusqlite;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 pub mod sqlx;
 
-// HTTP: an outgoing call is a `Dependency` of type `HTTP` under the current span that carries
-// the trace on in `traceparent` (see `crate::propagation`); an incoming request is a `Request`
-// that continues its caller's trace. Features: `reqwest`, `tower` (client and server layers
-// for hyper-util and hyper), `axum` (names requests by route template), `ureq`, `actix-web`.
-
 #[cfg(any(
     feature = "reqwest",
     feature = "tower",
@@ -41,18 +36,20 @@ pub mod sqlx;
 ))]
 mod http;
 
+// HTTP (see `http/`): features `reqwest`, `tower` (client and server layers for hyper-util and
+// hyper), `axum` (names requests by route template), `ureq`, `actix-web`.
 #[cfg(feature = "actix-web")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
-pub mod actix_web;
+pub use self::http::actix_web;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-pub mod axum;
+pub use self::http::axum;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-pub mod reqwest;
+pub use self::http::reqwest;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
-pub mod tower;
+pub use self::http::tower;
 #[cfg(feature = "ureq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ureq")))]
-pub mod ureq;
+pub use self::http::ureq;

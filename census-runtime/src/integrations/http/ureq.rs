@@ -1,7 +1,7 @@
 //! Outgoing calls made with [`ureq`] from blocking code (feature `ureq`).
 //!
 //! Each call is an `HTTP` dependency under the span current on the calling thread, described as
-//! the [`reqwest`](super) integration describes it (an error status that ureq turns into
+//! the [`reqwest`](crate::integrations::reqwest) integration describes it (an error status that ureq turns into
 //! `Error::StatusCode` is still recorded as that status), and carries `traceparent` (and
 //! `tracestate`).
 //!
@@ -20,7 +20,7 @@ use ureq::http::{HeaderValue, Request, Response};
 use ureq::middleware::{Middleware, MiddlewareNext};
 use ureq::{Body, Error, SendBody};
 
-use super::http::{ClientCall, ClientOptions, Failure};
+use super::calls::{ClientCall, ClientOptions, Failure};
 
 /// A ureq middleware that records each call and propagates the trace.
 #[derive(Clone, Copy, Debug, Default)]

@@ -2,7 +2,16 @@
 //! described, and how their outcome is recorded. Each client or server crate only translates its
 //! own types into these.
 
-#![cfg_attr(not(feature = "reqwest"), allow(dead_code))]
+// Each HTTP feature uses a part: clients the calls, servers the requests.
+#![cfg_attr(
+    not(all(
+        feature = "reqwest",
+        feature = "tower",
+        feature = "ureq",
+        feature = "actix-web"
+    )),
+    allow(dead_code)
+)]
 
 use std::borrow::Cow;
 use std::fmt::Display;

@@ -23,7 +23,7 @@ use http::{Extensions, HeaderValue};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 
-use super::http::{ClientCall, ClientOptions, Failure};
+use super::calls::{ClientCall, ClientOptions, Failure};
 
 /// A `reqwest-middleware` middleware that records each call and propagates the trace.
 #[derive(Clone, Copy, Debug, Default)]

@@ -1,5 +1,5 @@
 //! [`actix_web`] servers (feature `actix-web`): a middleware that records each request as the
-//! tower [`ServerLayer`](super::tower) does: a `Request` named `METHOD /route` by the matched
+//! tower [`ServerLayer`](crate::integrations::tower::ServerLayer) does: a `Request` named `METHOD /route` by the matched
 //! resource pattern (`GET /orders/{id}`), else the path; the full URL; the response code and
 //! success; the caller's trace continued from `traceparent` or the legacy `Request-Id`
 //! (malformed headers start a new trace). Spans the handler opens nest under it, and a handler
@@ -32,7 +32,7 @@ use actix_web::Error;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 
-use super::http::ServerRequest;
+use super::calls::ServerRequest;
 use crate::propagation::{Incoming, REQUEST_ID, TRACEPARENT, TRACESTATE};
 
 /// The middleware, for `App::wrap`.
@@ -93,7 +93,7 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let span = request_span(&req);
         let inner = Rc::clone(&self.inner);
-        Box::pin(super::http::serve(
+        Box::pin(super::calls::serve(
             span,
             move || inner.call(req),
             |result| match result {

@@ -5,7 +5,7 @@
 //! ## Client
 //!
 //! Each call is an `HTTP` dependency under the span current where it is made, described as the
-//! [`reqwest`](super) integration describes it, and carries `traceparent` (and `tracestate`).
+//! [`reqwest`](crate::integrations::reqwest) integration describes it, and carries `traceparent` (and `tracestate`).
 //! The request's URI must be absolute (`http://host:port/path`), as hyper-util's client wants
 //! it anyway.
 //!
@@ -21,7 +21,7 @@
 //! ## Server
 //!
 //! Each request is a `Request`, named `METHOD /route` (the route template a router matched, when
-//! the layer comes from a router's integration such as [`axum::layer`](super::axum::layer), else
+//! the layer comes from a router's integration such as [`axum::layer`](crate::integrations::axum::layer), else
 //! the path), with the full URL, the response code and success (status
 //! below 400). It continues the caller's trace from `traceparent`, or from the legacy
 //! `Request-Id` when that is all the request carries; a malformed, duplicated or oversized header
@@ -49,7 +49,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::http::{ClientCall, ClientOptions, Failure, ServerRequest};
+use super::calls::{ClientCall, ClientOptions, Failure, ServerRequest};
 use crate::propagation::{Incoming, REQUEST_ID, TRACEPARENT, TRACESTATE};
 
 // ---------------------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ pub struct ServerLayer {
 
 /// What a router knows of a request that its request line does not: the route template it
 /// matched, and the URI the client asked for before a nested router stripped a prefix. A
-/// router's integration supplies it (the [`axum`](super::axum) module reads axum's).
+/// router's integration supplies it (the [`axum`](crate::integrations::axum) module reads axum's).
 #[derive(Clone, Copy)]
 pub(crate) struct Routes {
     pub(crate) route: fn(&http::Extensions) -> Option<&str>,
@@ -206,6 +206,7 @@ impl ServerLayer {
     }
 
     /// Names requests by the route `routes` finds.
+    #[cfg(feature = "axum")]
     pub(crate) fn with_routes(routes: Routes) -> Self {
         ServerLayer {
             routes: Some(routes),
@@ -255,7 +256,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let span = request_span(&req, self.routes);
-        Box::pin(super::http::serve(
+        Box::pin(super::calls::serve(
             span,
             move || inner.call(req),
             // A service error is not an answer: the connection fails, which counts as a 500.
