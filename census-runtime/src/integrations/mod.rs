@@ -7,26 +7,36 @@
 //! `host:port | database`, `data` the statement with its placeholders (never the bound values),
 //! `name` the operation (`SELECT orders`); a failure carries the database's own error code.
 
-pub mod sql;
+#[cfg(any(
+    feature = "tokio-postgres",
+    feature = "mysql_async",
+    feature = "rusqlite",
+    feature = "diesel",
+    feature = "sqlx",
+    feature = "mongodb"
+))]
+mod db;
 
+// Databases (see `db/`): features `tokio-postgres` and `postgres`, `mysql_async`, `rusqlite`,
+// `diesel`, `sqlx`, `mongodb`.
 #[cfg(feature = "diesel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "diesel")))]
-pub mod diesel;
+pub use self::db::diesel;
 #[cfg(feature = "mongodb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mongodb")))]
-pub mod mongodb;
+pub use self::db::mongodb;
 #[cfg(feature = "mysql_async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql_async")))]
-pub mod mysql;
+pub use self::db::mysql;
 #[cfg(feature = "tokio-postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio-postgres")))]
-pub mod postgres;
+pub use self::db::postgres;
 #[cfg(feature = "rusqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rusqlite")))]
-pub mod rusqlite;
+pub use self::db::rusqlite;
 #[cfg(feature = "sqlx")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
-pub mod sqlx;
+pub use self::db::sqlx;
 
 #[cfg(any(
     feature = "reqwest",

@@ -33,7 +33,7 @@ use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::{ClientOptions, ServerAddress};
 
-use super::sql;
+use super::statement;
 use crate::span::{DetachedSpan, span};
 
 /// The `type` of MongoDB dependencies.
@@ -126,9 +126,9 @@ fn on_event(open: &Mutex<HashMap<i32, DetachedSpan>>, event: CommandEvent) {
 fn target(address: &ServerAddress, db: &str) -> String {
     match address {
         ServerAddress::Tcp { host, port } => {
-            sql::target(host, Some(port.unwrap_or(27017)), Some(db))
+            statement::target(host, Some(port.unwrap_or(27017)), Some(db))
         }
-        other => sql::target(&other.to_string(), None, Some(db)),
+        other => statement::target(&other.to_string(), None, Some(db)),
     }
 }
 

@@ -41,7 +41,7 @@ use futures_core::Stream;
 use sqlx::error::BoxDynError;
 use sqlx::{Database, Either, Error, Execute, Executor, SqlStr};
 
-use super::sql::{self, statement_span};
+use super::statement::{self, statement_span};
 use crate::span::{DetachedSpan, current_span};
 
 type BoxFuture<'e, T> = Pin<Box<dyn Future<Output = T> + Send + 'e>>;
@@ -65,7 +65,7 @@ impl Target {
     /// assert_eq!((target.system(), target.target()), ("mysql", "127.0.0.1:3307 | shop"));
     /// ```
     pub fn from_url(url: &str) -> Target {
-        let (system, target) = sql::system_and_target(url);
+        let (system, target) = statement::system_and_target(url);
         Target {
             system,
             target: Arc::from(target),
@@ -127,12 +127,12 @@ fn error_code(error: &Error) -> Option<String> {
     db.code().map(|c| c.into_owned())
 }
 
-/// The message recorded: MySQL's without the values it quotes (see [`sql::redact_quoted`]).
+/// The message recorded: MySQL's without the values it quotes (see [`statement::redact_quoted`]).
 fn message(error: &Error) -> String {
     if let Error::Database(db) = error
         && let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
     {
-        return sql::redact_quoted(mysql.message());
+        return statement::redact_quoted(mysql.message());
     }
     error.to_string()
 }

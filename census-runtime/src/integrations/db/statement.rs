@@ -1,5 +1,6 @@
 //! What every database integration derives from a statement and a server: the operation's name
-//! (`SELECT orders`), the statement without bound values, and the `host:port | database` target.
+//! (`SELECT orders`), the statement without bound values, a server's message without the values
+//! it quotes, and the `host:port | database` target.
 //!
 //! The integrations follow the Azure Monitor convention for database dependencies: `type` the
 //! system (`postgresql`, `mysql`, `sqlite`, `mongodb`), `target` `host:port | database`, `data`
@@ -11,19 +12,7 @@ use crate::span::SpanBuilder;
 
 /// The operation a statement performs, as a dependency's name: its first keyword, upper-cased,
 /// and the table it works on when the statement names one plainly.
-///
-/// ```
-/// use census_runtime::integrations::sql::operation_name;
-///
-/// assert_eq!(operation_name("SELECT id, total FROM orders WHERE id = $1"), "SELECT orders");
-/// assert_eq!(operation_name("insert into \"Orders\" (id) values (?)"), "INSERT Orders");
-/// assert_eq!(operation_name("UPDATE shop.orders SET total = ?"), "UPDATE shop.orders");
-/// assert_eq!(operation_name("DELETE FROM orders"), "DELETE orders");
-/// assert_eq!(operation_name("CREATE TABLE IF NOT EXISTS orders (id int)"), "CREATE orders");
-/// assert_eq!(operation_name("  -- note\n select 1"), "SELECT");
-/// assert_eq!(operation_name("COMMIT"), "COMMIT");
-/// ```
-pub fn operation_name(sql: &str) -> String {
+pub(crate) fn operation_name(sql: &str) -> String {
     let Some(Token::Word(verb)) = Tokens::new(sql).next() else {
         return String::from("SQL");
     };
@@ -43,17 +32,7 @@ pub fn operation_name(sql: &str) -> String {
 
 /// The statement text without the bound values an ORM may append to it for debugging
 /// (diesel's `-- binds: [...]`), trimmed.
-///
-/// ```
-/// use census_runtime::integrations::sql::strip_binds;
-///
-/// assert_eq!(
-///     strip_binds("SELECT * FROM `orders` WHERE `id` = ? -- binds: [42]"),
-///     "SELECT * FROM `orders` WHERE `id` = ?"
-/// );
-/// assert_eq!(strip_binds("SELECT 1"), "SELECT 1");
-/// ```
-pub fn strip_binds(text: &str) -> &str {
+pub(crate) fn strip_binds(text: &str) -> &str {
     // The first marker: whatever follows it is bound values, even a value that itself holds
     // the marker's text.
     match text.find("-- binds:") {
@@ -65,17 +44,7 @@ pub fn strip_binds(text: &str) -> &str {
 /// A server's error message with every single-quoted part replaced by `'?'`: MySQL quotes the
 /// offending value in some messages (`Duplicate entry 'gift' for key 'note'`), and a bound
 /// value must not reach the telemetry.
-///
-/// ```
-/// use census_runtime::integrations::sql::redact_quoted;
-///
-/// assert_eq!(
-///     redact_quoted("Duplicate entry 'gift' for key 'orders.note'"),
-///     "Duplicate entry '?' for key '?'"
-/// );
-/// assert_eq!(redact_quoted("Table 'shop.orders' doesn't exist"), "Table '?' doesn't exist");
-/// ```
-pub fn redact_quoted(message: &str) -> String {
+pub(crate) fn redact_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(open) = rest.find('\'') {
@@ -102,14 +71,7 @@ pub fn redact_quoted(message: &str) -> String {
 }
 
 /// The target of a database dependency: `host:port | database`, the parts that are known.
-///
-/// ```
-/// use census_runtime::integrations::sql::target;
-///
-/// assert_eq!(target("db.internal", Some(5432), Some("orders")), "db.internal:5432 | orders");
-/// assert_eq!(target("db.internal", None, None), "db.internal");
-/// ```
-pub fn target(host: &str, port: Option<u16>, database: Option<&str>) -> String {
+pub(crate) fn target(host: &str, port: Option<u16>, database: Option<&str>) -> String {
     let mut out = String::from(host);
     if let Some(port) = port {
         out.push(':');
@@ -124,19 +86,7 @@ pub fn target(host: &str, port: Option<u16>, database: Option<&str>) -> String {
 
 /// The system (`postgresql`, `mysql`, `sqlite`) and target (`host:port | database`) of a
 /// connection URL; user name and password never appear in the target.
-///
-/// ```
-/// use census_runtime::integrations::sql::system_and_target;
-///
-/// assert_eq!(
-///     system_and_target("postgres://app:secret@db.internal:5433/orders?sslmode=disable"),
-///     ("postgresql", "db.internal:5433 | orders".to_owned())
-/// );
-/// assert_eq!(system_and_target("mysql://app@127.0.0.1/shop"), ("mysql", "127.0.0.1:3306 | shop".to_owned()));
-/// assert_eq!(system_and_target("sqlite::memory:"), ("sqlite", ":memory:".to_owned()));
-/// assert_eq!(system_and_target("/var/lib/app/orders.db"), ("sqlite", "/var/lib/app/orders.db".to_owned()));
-/// ```
-pub fn system_and_target(url: &str) -> (&'static str, String) {
+pub(crate) fn system_and_target(url: &str) -> (&'static str, String) {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let (system, default_port) = match scheme.to_ascii_lowercase().as_str() {
         "postgres" | "postgresql" => ("postgresql", Some(5432)),
@@ -380,6 +330,19 @@ mod tests {
     #[test]
     fn operation_names() {
         let cases = [
+            (
+                "SELECT id, total FROM orders WHERE id = $1",
+                "SELECT orders",
+            ),
+            ("insert into \"Orders\" (id) values (?)", "INSERT Orders"),
+            ("UPDATE shop.orders SET total = ?", "UPDATE shop.orders"),
+            ("DELETE FROM orders", "DELETE orders"),
+            (
+                "CREATE TABLE IF NOT EXISTS orders (id int)",
+                "CREATE orders",
+            ),
+            ("  -- note\n select 1", "SELECT"),
+            ("COMMIT", "COMMIT"),
             ("SELECT * FROM orders", "SELECT orders"),
             (
                 "select count(*) from public.orders o",
@@ -424,6 +387,15 @@ mod tests {
     }
 
     #[test]
+    fn binds_are_cut_off_and_the_text_trimmed() {
+        assert_eq!(
+            strip_binds("SELECT * FROM `orders` WHERE `id` = ? -- binds: [42]"),
+            "SELECT * FROM `orders` WHERE `id` = ?"
+        );
+        assert_eq!(strip_binds("SELECT 1 \n"), "SELECT 1");
+    }
+
+    #[test]
     fn binds_are_cut_at_the_first_marker() {
         assert_eq!(
             strip_binds("SELECT 1 WHERE a = ? -- binds: [\"x -- binds: y\"]"),
@@ -433,8 +405,48 @@ mod tests {
     }
 
     #[test]
+    fn quoted_values_are_redacted_and_apostrophes_kept() {
+        assert_eq!(
+            redact_quoted("Duplicate entry 'gift' for key 'orders.note'"),
+            "Duplicate entry '?' for key '?'"
+        );
+        assert_eq!(
+            redact_quoted("Table 'shop.orders' doesn't exist"),
+            "Table '?' doesn't exist"
+        );
+        assert_eq!(redact_quoted("unterminated 'gift"), "unterminated 'gift");
+        assert_eq!(redact_quoted("no quotes"), "no quotes");
+    }
+
+    #[test]
+    fn targets_name_the_known_parts() {
+        assert_eq!(
+            target("db.internal", Some(5432), Some("orders")),
+            "db.internal:5432 | orders"
+        );
+        assert_eq!(target("db.internal", None, None), "db.internal");
+        assert_eq!(
+            target("db.internal", Some(3306), Some("")),
+            "db.internal:3306"
+        );
+    }
+
+    #[test]
     fn targets_from_urls() {
         let cases = [
+            (
+                "postgres://app:secret@db.internal:5433/orders?sslmode=disable",
+                ("postgresql", "db.internal:5433 | orders"),
+            ),
+            (
+                "mysql://app@127.0.0.1/shop",
+                ("mysql", "127.0.0.1:3306 | shop"),
+            ),
+            ("sqlite::memory:", ("sqlite", ":memory:")),
+            (
+                "/var/lib/app/orders.db",
+                ("sqlite", "/var/lib/app/orders.db"),
+            ),
             (
                 "postgresql://u:p@[::1]:6543/db",
                 ("postgresql", "[::1]:6543 | db"),

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use rusqlite::trace::{TraceEvent, TraceEventCodes};
 use rusqlite::{Params, Row};
 
-use super::sql::statement_span;
+use super::statement::statement_span;
 use crate::span::{DetachedSpan, current_span};
 
 /// The `type` of SQLite dependencies.

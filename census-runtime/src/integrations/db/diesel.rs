@@ -26,7 +26,7 @@ use std::fmt;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel::result::Error;
 
-use super::sql::{self, statement_span};
+use super::statement::{self, statement_span};
 use crate::span::DetachedSpan;
 
 /// Diesel's `Instrumentation` for census: each query a dependency; see the [module](self).
@@ -57,7 +57,7 @@ impl QueryTracer {
 
     /// A tracer for a connection to `url` (`postgres://...`, `mysql://...`, or a SQLite file).
     pub fn for_url(url: &str) -> QueryTracer {
-        let (system, target) = sql::system_and_target(url);
+        let (system, target) = statement::system_and_target(url);
         QueryTracer {
             system: Some(system),
             target: Some(target),
@@ -90,7 +90,7 @@ impl Instrumentation for QueryTracer {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
         match event {
             InstrumentationEvent::StartEstablishConnection { url, .. } if self.target.is_none() => {
-                let (system, target) = sql::system_and_target(url);
+                let (system, target) = statement::system_and_target(url);
                 self.system = Some(system);
                 self.target = Some(target);
             }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, GenericClient, Row, SimpleQueryMessage};
 
-use super::sql::{self, statement_span};
+use super::statement::{self, statement_span};
 use crate::span::current_span;
 
 /// The `type` of PostgreSQL dependencies.
@@ -51,7 +51,7 @@ pub fn target(config: &tokio_postgres::Config) -> String {
         None => String::from("localhost"),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    sql::target(&host, Some(port), config.get_dbname())
+    statement::target(&host, Some(port), config.get_dbname())
 }
 
 /// Marks the current span failed by a PostgreSQL error: its SQLSTATE as result code (`error`
@@ -331,7 +331,7 @@ pub mod blocking {
     use postgres::{Error, GenericClient, Row, SimpleQueryMessage};
 
     use super::{Prepared, Query, SYSTEM, inspect};
-    use crate::integrations::sql::{self, statement_span};
+    use crate::integrations::db::statement::{self, statement_span};
 
     /// A `postgres` client or transaction whose every call is a `postgresql` dependency.
     pub struct Traced<C> {
@@ -361,7 +361,7 @@ pub mod blocking {
             None => String::from("localhost"),
         };
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        sql::target(&host, Some(port), config.get_dbname())
+        statement::target(&host, Some(port), config.get_dbname())
     }
 
     fn run<T>(

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use mysql_async::prelude::{AsQuery, FromRow, Queryable, StatementLike};
 use mysql_async::{BinaryProtocol, Error, Params, QueryResult, Statement, TextProtocol};
 
-use super::sql::{self, statement_span};
+use super::statement::{self, statement_span};
 use crate::span::{SpanBuilder, current_span};
 
 /// The `type` of MySQL (and MariaDB) dependencies.
@@ -43,7 +43,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + '
 
 /// The `host:port | database` target of a connection's options.
 pub fn target(opts: &mysql_async::Opts) -> String {
-    sql::target(opts.ip_or_hostname(), Some(opts.tcp_port()), opts.db_name())
+    statement::target(opts.ip_or_hostname(), Some(opts.tcp_port()), opts.db_name())
 }
 
 fn fail_current(error: &Error) {
@@ -51,7 +51,7 @@ fn fail_current(error: &Error) {
     match error {
         Error::Server(server) => {
             span.set_result_code(server.code);
-            span.fail(sql::redact_quoted(&server.message));
+            span.fail(statement::redact_quoted(&server.message));
         }
         other => span.fail(other),
     }
