@@ -26,23 +26,24 @@ use std::fmt;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel::result::Error;
 
-use super::statement::{self, statement_span};
-use crate::span::DetachedSpan;
+use super::call::{Call, DriverError, Failure, OpenSpans, Target, fail_detached};
 
 /// Diesel's `Instrumentation` for census: each query a dependency; see the [module](self).
 #[derive(Default)]
 pub struct QueryTracer {
-    system: Option<&'static str>,
-    target: Option<String>,
-    /// Queries started and not finished yet, innermost last.
-    open: Vec<DetachedSpan>,
+    target: Option<Target>,
+    /// How many queries have started and not finished: the innermost one's key (diesel
+    /// finishes its queries innermost first, and its finish event names the query only as
+    /// text to be formatted again).
+    depth: usize,
+    open: OpenSpans<usize>,
 }
 
 impl fmt::Debug for QueryTracer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QueryTracer")
-            .field("system", &self.system)
-            .field("target", &self.target)
+            .field("system", &self.target.as_ref().map(Target::system))
+            .field("target", &self.target.as_ref().map(Target::target))
             .field("open", &self.open.len())
             .finish()
     }
@@ -57,11 +58,9 @@ impl QueryTracer {
 
     /// A tracer for a connection to `url` (`postgres://...`, `mysql://...`, or a SQLite file).
     pub fn for_url(url: &str) -> QueryTracer {
-        let (system, target) = statement::system_and_target(url);
         QueryTracer {
-            system: Some(system),
-            target: Some(target),
-            open: Vec::new(),
+            target: Some(Target::from_url(url)),
+            ..QueryTracer::default()
         }
     }
 }
@@ -76,13 +75,18 @@ pub fn install() -> Result<(), Error> {
     diesel::connection::set_default_instrumentation(|| Some(Box::new(QueryTracer::new())))
 }
 
-/// The result code and message of a failed query.
-fn failure(error: &Error) -> Option<(String, String)> {
-    match error {
-        // Nothing was found: the database answered, the query did not fail.
-        Error::NotFound => None,
-        Error::DatabaseError(kind, info) => Some((format!("{kind:?}"), info.message().to_owned())),
-        other => Some((String::from("error"), other.to_string())),
+/// diesel's kind of database error (`UniqueViolation`, `ForeignKeyViolation`, ... `Unknown`),
+/// as it passes on no database's code, and the database's message; any other error: diesel's
+/// message. Nothing found is no failure: the database answered.
+impl DriverError for Error {
+    fn failure(&self) -> Option<Failure> {
+        match self {
+            Error::NotFound => None,
+            Error::DatabaseError(kind, info) => {
+                Some(Failure::coded(format_args!("{kind:?}"), info.message()))
+            }
+            other => Some(Failure::uncoded(other)),
+        }
     }
 }
 
@@ -90,27 +94,55 @@ impl Instrumentation for QueryTracer {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
         match event {
             InstrumentationEvent::StartEstablishConnection { url, .. } if self.target.is_none() => {
-                let (system, target) = statement::system_and_target(url);
-                self.system = Some(system);
-                self.target = Some(target);
+                self.target = Some(Target::from_url(url));
             }
             InstrumentationEvent::StartQuery { query, .. } => {
                 let text = query.to_string();
-                let system = self.system.unwrap_or("SQL");
-                let target = self.target.clone().unwrap_or_default();
-                self.open
-                    .push(statement_span(system, target, &text).start_detached());
+                let call = match &self.target {
+                    Some(target) => target.statement(&text),
+                    None => Call::statement("SQL", "", &text),
+                };
+                self.depth += 1;
+                self.open.start(self.depth, call.start_detached());
             }
             InstrumentationEvent::FinishQuery { error, .. } => {
-                if let Some(span) = self.open.pop() {
-                    if let Some((code, message)) = error.and_then(failure) {
-                        span.set_result_code(code);
-                        span.fail(message);
+                let finished = self.open.finish(&self.depth);
+                self.depth = self.depth.saturating_sub(1);
+                if let Some(span) = finished {
+                    if let Some(error) = error {
+                        fail_detached(&span, error);
                     }
                     span.end();
                 }
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::DatabaseErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn a_failure_is_diesels_kind_of_error_and_nothing_found_is_none() {
+        let duplicate = Error::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            Box::new(String::from("UNIQUE constraint failed: orders.note")),
+        );
+        assert_eq!(
+            duplicate.failure(),
+            Some(Failure::coded(
+                "UniqueViolation",
+                "UNIQUE constraint failed: orders.note"
+            ))
+        );
+        assert_eq!(Error::NotFound.failure(), None);
+        assert_eq!(
+            Error::RollbackTransaction.failure(),
+            Some(Failure::uncoded(Error::RollbackTransaction))
+        );
     }
 }

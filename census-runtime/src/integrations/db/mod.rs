@@ -1,8 +1,14 @@
 //! Databases: each statement a dependency of the database's system (`postgresql`, `mysql`,
 //! `sqlite`, `mongodb`), named after its operation, targeting `host:port | database`, failed
-//! with the database's own code. `statement.rs` holds what every driver shares; each other file
-//! translates one driver's types into it, and none imports another.
+//! with the database's own code.
+//!
+//! `statement.rs` derives what a statement and a server are named by (the operation, the
+//! target, a message without quoted values) and holds the statement types the wrappers take;
+//! `call.rs` records a call (its span, the one helper that runs a driver's call in it and fails
+//! it on error, the open spans of drivers that report through events). Each other file
+//! translates one driver's types into these, and none imports another.
 
+mod call;
 mod statement;
 
 #[cfg(feature = "diesel")]

@@ -24,7 +24,6 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use mongodb::bson::{Bson, Document};
@@ -33,8 +32,8 @@ use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::{ClientOptions, ServerAddress};
 
+use super::call::{Call, DriverError, Failure, OpenSpans, fail_detached};
 use super::statement;
-use crate::span::{DetachedSpan, span};
 
 /// The `type` of MongoDB dependencies.
 pub const SYSTEM: &str = "mongodb";
@@ -55,18 +54,31 @@ const ENVELOPE_FIELDS: &[&str] = &[
     "apiDeprecationErrors",
 ];
 
-/// Sets census's command event handler on `options`, replacing any other.
+/// Sets census's command event handler on `options`, replacing any other: every command of a
+/// client made with these options is a dependency.
+///
+/// ```
+/// use mongodb::options::ClientOptions;
+///
+/// let mut options = ClientOptions::builder()
+///     .hosts(vec![mongodb::options::ServerAddress::parse("127.0.0.1:27017")?])
+///     .build();
+/// census_runtime::integrations::mongodb::instrument(&mut options);
+/// assert!(options.command_event_handler.is_some());
+/// # Ok::<(), mongodb::error::Error>(())
+/// ```
 pub fn instrument(options: &mut ClientOptions) {
     options.command_event_handler = Some(command_event_handler());
 }
 
-/// A command event handler that makes every command a dependency.
+/// A command event handler that makes every command a dependency (what [`instrument`] sets).
 pub fn command_event_handler() -> EventHandler<CommandEvent> {
-    let open: Arc<Mutex<HashMap<i32, DetachedSpan>>> = Arc::default();
+    // The driver reports a command's start and its end from whichever task runs it.
+    let open: Arc<Mutex<OpenSpans<i32>>> = Arc::default();
     EventHandler::callback(move |event| on_event(&open, event))
 }
 
-fn on_event(open: &Mutex<HashMap<i32, DetachedSpan>>, event: CommandEvent) {
+fn on_event(open: &Mutex<OpenSpans<i32>>, event: CommandEvent) {
     let lock = || open.lock().unwrap_or_else(|p| p.into_inner());
     match event {
         CommandEvent::Started(started) => {
@@ -80,41 +92,28 @@ fn on_event(open: &Mutex<HashMap<i32, DetachedSpan>>, event: CommandEvent) {
                 Some(collection) => format!("{} {collection}", started.command_name),
                 None => started.command_name.clone(),
             };
-            let span = span(name)
-                .kind(SYSTEM)
-                .target(target(&started.connection.address, &started.db))
-                .data(shape(&started.command).to_string())
-                .start_detached();
-            if span.is_recording() {
-                lock().insert(started.request_id, span);
-            }
+            let span = Call::new(
+                SYSTEM,
+                target(&started.connection.address, &started.db),
+                name,
+                Some(shape(&started.command).to_string()),
+            )
+            .start_detached();
+            lock().start(started.request_id, span);
         }
         CommandEvent::Succeeded(succeeded) => {
-            let span = lock().remove(&succeeded.request_id);
+            let span = lock().finish(&succeeded.request_id);
             if let Some(span) = span {
-                if let Some((code, message)) = reply_error(&succeeded.reply) {
-                    if code != 0 {
-                        span.set_result_code(code);
-                    }
-                    span.fail(message);
+                if let Some(failure) = reply_error(&succeeded.reply) {
+                    failure.record_on(&span);
                 }
                 span.end();
             }
         }
         CommandEvent::Failed(failed) => {
-            let span = lock().remove(&failed.request_id);
+            let span = lock().finish(&failed.request_id);
             if let Some(span) = span {
-                match error_code(&failed.failure.kind) {
-                    // A server's error without a code is `error`, as any other failure.
-                    Some((code, name)) => {
-                        if code != 0 {
-                            span.set_result_code(code);
-                        }
-                        span.fail(name);
-                    }
-                    // Not the server's answer (a network error, a timeout): the driver's message.
-                    None => span.fail(&failed.failure),
-                }
+                fail_detached(&span, &failed.failure);
                 span.end();
             }
         }
@@ -166,30 +165,39 @@ fn shape_value(value: &Bson) -> Bson {
     }
 }
 
-/// The code of a command that failed outright, and a message that quotes no value: the code's
-/// name.
-fn error_code(kind: &ErrorKind) -> Option<(i32, String)> {
-    let named = |code: i32, name: Option<&str>| {
+/// A command that failed outright: the server's code (none when it is 0) and, as message, the
+/// code's name, which quotes no value; not the server's answer (a network error, a timeout):
+/// the driver's message.
+impl DriverError for mongodb::error::Error {
+    fn failure(&self) -> Option<Failure> {
+        let (code, name) = match &*self.kind {
+            ErrorKind::Command(command) => (command.code, Some(command.code_name.as_str())),
+            ErrorKind::Write(WriteFailure::WriteError(error)) => {
+                (error.code, error.code_name.as_deref())
+            }
+            ErrorKind::Write(WriteFailure::WriteConcernError(error)) => {
+                (error.code, Some(error.code_name.as_str()))
+            }
+            _ => return Some(Failure::uncoded(self)),
+        };
         let name = name.filter(|n| !n.is_empty());
-        (
-            code,
-            name.map_or_else(|| format!("MongoDB error {code}"), str::to_owned),
-        )
-    };
-    match kind {
-        ErrorKind::Command(command) => Some(named(command.code, Some(&command.code_name))),
-        ErrorKind::Write(WriteFailure::WriteError(error)) => {
-            Some(named(error.code, error.code_name.as_deref()))
-        }
-        ErrorKind::Write(WriteFailure::WriteConcernError(error)) => {
-            Some(named(error.code, Some(&error.code_name)))
-        }
-        _ => None,
+        let message = name.map_or_else(|| format!("MongoDB error {code}"), str::to_owned);
+        Some(server_failure(code, message))
+    }
+}
+
+/// A server's error: its code, unless 0 (a server's error without a code is `error`, as any
+/// other failure).
+fn server_failure(code: i32, message: String) -> Failure {
+    if code == 0 {
+        Failure::uncoded(message)
+    } else {
+        Failure::coded(code, message)
     }
 }
 
 /// A write error or write concern error in a reply the server sent with `ok: 1`.
-fn reply_error(reply: &Document) -> Option<(i32, String)> {
+fn reply_error(reply: &Document) -> Option<Failure> {
     let from = |error: &Document| {
         let code = error
             .get("code")
@@ -204,7 +212,7 @@ fn reply_error(reply: &Document) -> Option<(i32, String)> {
         let message = error
             .get_str("codeName")
             .map_or_else(|_| String::from("MongoDB error"), str::to_owned);
-        (code, message)
+        server_failure(code, message)
     };
     if let Ok(errors) = reply.get_array("writeErrors")
         && let Some(Bson::Document(first)) = errors.first()
@@ -221,4 +229,78 @@ fn reply_error(reply: &Document) -> Option<(i32, String)> {
         return Some(from(reply));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::doc;
+    use mongodb::error::{CommandError, Error};
+
+    use super::*;
+
+    #[test]
+    fn a_command_keeps_its_collection_and_fields_not_values_or_envelope() {
+        let command = doc! {
+            "find": "orders",
+            "filter": { "note": "gift", "qty": { "$gt": 3 } },
+            "projection": ["note", 1],
+            "$db": "shop",
+            "lsid": { "id": 7 },
+        };
+        assert_eq!(
+            shape(&command),
+            doc! {
+                "find": "orders",
+                "filter": { "note": "?", "qty": { "$gt": "?" } },
+                "projection": ["?", "?"],
+            }
+        );
+        assert_eq!(
+            shape(&doc! { "getMore": 42_i64, "collection": "orders" }),
+            doc! { "getMore": "?", "collection": "orders" }
+        );
+    }
+
+    #[test]
+    fn a_reply_with_write_errors_fails_with_the_code_and_its_name_only() {
+        let duplicate = doc! {
+            "ok": 1,
+            "n": 0,
+            "writeErrors": [
+                { "index": 0, "code": 11000, "codeName": "DuplicateKey", "errmsg": "E11000 { note: \"gift\" }" },
+            ],
+        };
+        assert_eq!(
+            reply_error(&duplicate),
+            Some(Failure::coded(11000, "DuplicateKey"))
+        );
+        let concern = doc! { "ok": 1, "writeConcernError": { "code": 64.0, "codeName": "WriteConcernFailed" } };
+        assert_eq!(
+            reply_error(&concern),
+            Some(Failure::coded(64, "WriteConcernFailed"))
+        );
+        let refused = doc! { "ok": 0.0, "errmsg": "no such command" };
+        assert_eq!(
+            reply_error(&refused),
+            Some(Failure::uncoded("MongoDB error"))
+        );
+        assert_eq!(reply_error(&doc! { "ok": 1, "n": 1 }), None);
+    }
+
+    #[test]
+    fn a_failed_command_is_its_code_name_and_a_network_error_the_drivers_message() {
+        let command: CommandError = mongodb::bson::deserialize_from_document(doc! {
+            "code": 26,
+            "codeName": "NamespaceNotFound",
+            "errmsg": "ns not found: shop.orders",
+        })
+        .expect("a command error");
+        let error = Error::from(ErrorKind::Command(command));
+        assert_eq!(
+            error.failure(),
+            Some(Failure::coded(26, "NamespaceNotFound"))
+        );
+        let io = Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(io.failure(), Some(Failure::uncoded(&io)));
+    }
 }

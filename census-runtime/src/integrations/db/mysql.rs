@@ -28,13 +28,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use mysql_async::prelude::{AsQuery, FromRow, Queryable, StatementLike};
 use mysql_async::{BinaryProtocol, Error, Params, QueryResult, Statement, TextProtocol};
 
-use super::statement::{self, statement_span};
-use crate::span::{SpanBuilder, current_span};
+use super::call::{Call, DriverError, Failure, Target};
+use super::statement::{self, redact_quoted, with_statement};
+pub use super::statement::{Prepared, Sql};
 
 /// The `type` of MySQL (and MariaDB) dependencies.
 pub const SYSTEM: &str = "mysql";
@@ -42,104 +42,35 @@ pub const SYSTEM: &str = "mysql";
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 
 /// The `host:port | database` target of a connection's options.
+///
+/// ```
+/// let opts = mysql_async::Opts::from_url("mysql://app:secret@db.internal:3307/shop").unwrap();
+/// assert_eq!(census_runtime::integrations::mysql::target(&opts), "db.internal:3307 | shop");
+/// ```
 pub fn target(opts: &mysql_async::Opts) -> String {
     statement::target(opts.ip_or_hostname(), Some(opts.tcp_port()), opts.db_name())
 }
 
-fn fail_current(error: &Error) {
-    let span = current_span();
-    match error {
-        Error::Server(server) => {
-            span.set_result_code(server.code);
-            span.fail(statement::redact_quoted(&server.message));
-        }
-        other => span.fail(other),
+/// A server's error: its error number (`1146`, `1062`) and its message without the values it
+/// quotes (`Duplicate entry '?' for key '?'`); any other error: the driver's message.
+impl DriverError for Error {
+    fn failure(&self) -> Option<Failure> {
+        Some(match self {
+            Error::Server(server) => Failure::coded(server.code, redact_quoted(&server.message)),
+            other => Failure::uncoded(other),
+        })
     }
-}
-
-fn inspect<T>(result: Result<T, Error>) -> Result<T, Error> {
-    if let Err(error) = &result {
-        fail_current(error);
-    }
-    result
 }
 
 fn text(query: &impl AsQuery) -> String {
     String::from_utf8_lossy(&query.as_query()).into_owned()
 }
 
-mod private {
-    pub trait Sealed {}
-}
-
-/// A statement whose text census knows: SQL text, or a [`Prepared`] statement.
-pub trait Sql: private::Sealed + Send + Sync {
-    /// The statement's text.
-    fn sql(&self) -> &str;
-    #[doc(hidden)]
-    fn prepared(&self) -> Option<&Statement>;
-}
-
-macro_rules! text_sql {
-    ($($ty:ty),*) => {$(
-        impl private::Sealed for $ty {}
-        impl Sql for $ty {
-            fn sql(&self) -> &str {
-                self
-            }
-            fn prepared(&self) -> Option<&Statement> {
-                None
-            }
-        }
-    )*};
-}
-text_sql!(&str, String, Arc<str>);
-
-/// A statement prepared by [`Conn::prepare`], with its text.
-#[derive(Clone)]
-pub struct Prepared {
-    statement: Statement,
-    sql: Arc<str>,
-}
-
-impl Prepared {
-    /// The driver's statement.
-    pub fn statement(&self) -> &Statement {
-        &self.statement
-    }
-}
-
-impl fmt::Debug for Prepared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Prepared").field("sql", &self.sql).finish()
-    }
-}
-
-impl private::Sealed for Prepared {}
-impl Sql for Prepared {
-    fn sql(&self) -> &str {
-        &self.sql
-    }
-    fn prepared(&self) -> Option<&Statement> {
-        Some(&self.statement)
-    }
-}
-
-impl private::Sealed for &Prepared {}
-impl Sql for &Prepared {
-    fn sql(&self) -> &str {
-        &self.sql
-    }
-    fn prepared(&self) -> Option<&Statement> {
-        Some(&self.statement)
-    }
-}
-
 /// A `mysql_async` connection whose every call is a `mysql` dependency; see the
 /// [module](self).
 pub struct Conn {
     inner: mysql_async::Conn,
-    target: Arc<str>,
+    target: Target,
     /// A [`Transaction`] was dropped uncommitted: the next call rolls it back first.
     rollback_pending: bool,
 }
@@ -147,7 +78,7 @@ pub struct Conn {
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
-            .field("target", &self.target)
+            .field("target", &self.target.target())
             .finish_non_exhaustive()
     }
 }
@@ -155,7 +86,7 @@ impl fmt::Debug for Conn {
 impl Conn {
     /// Wraps a connection; its options name the target.
     pub fn new(conn: mysql_async::Conn) -> Conn {
-        let target = Arc::from(target(conn.opts()));
+        let target = Target::new(SYSTEM, target(conn.opts()));
         Conn {
             inner: conn,
             target,
@@ -165,7 +96,7 @@ impl Conn {
 
     /// The target of the dependencies.
     pub fn target(&self) -> &str {
-        &self.target
+        self.target.target()
     }
 
     /// The wrapped connection (its calls are not traced).
@@ -179,15 +110,9 @@ impl Conn {
         self.inner
     }
 
-    fn span(&self, sql: &str) -> SpanBuilder {
-        statement_span(SYSTEM, self.target.to_string(), sql)
-    }
-
-    /// A span for a statement whose text `mysql_async` does not show.
-    fn unknown_span(&self) -> SpanBuilder {
-        crate::span::span("EXECUTE")
-            .kind(SYSTEM)
-            .target(self.target.to_string())
+    /// A call of a statement whose text `mysql_async` does not show.
+    fn unknown_statement(&self) -> Call {
+        self.target.named("EXECUTE")
     }
 
     /// Rolls back a transaction dropped uncommitted, before anything else runs (a dependency of
@@ -195,41 +120,31 @@ impl Conn {
     async fn settle(&mut self) -> Result<(), Error> {
         if self.rollback_pending {
             self.rollback_pending = false;
-            let span = self.span("ROLLBACK");
-            let inner = &mut self.inner;
-            span.instrument(async move { inspect(inner.query_drop("ROLLBACK").await) })
-                .await?;
+            let call = self.target.statement("ROLLBACK");
+            call.run(self.inner.query_drop("ROLLBACK")).await?;
         }
         Ok(())
     }
 
-    /// Runs `call` on the inner connection in a span for `sql` (`None`: the text is unknown).
+    /// Runs `run` on the inner connection as `call`, once a transaction dropped uncommitted is
+    /// rolled back.
     fn traced<'f, T: Send + 'f>(
         &'f mut self,
-        sql: Option<String>,
-        call: impl FnOnce(&'f mut mysql_async::Conn) -> BoxFuture<'f, T> + Send + 'f,
+        call: Call,
+        run: impl FnOnce(&'f mut mysql_async::Conn) -> BoxFuture<'f, T> + Send + 'f,
     ) -> BoxFuture<'f, T> {
-        let span = match &sql {
-            Some(sql) => self.span(sql),
-            None => self.unknown_span(),
-        };
         Box::pin(async move {
             self.settle().await?;
-            span.instrument(async move { inspect(call(&mut self.inner).await) })
-                .await
+            call.run(run(&mut self.inner)).await
         })
     }
 
     /// Prepares a statement (a dependency of its own), keeping its text.
-    pub async fn prepare(&mut self, sql: &str) -> Result<Prepared, Error> {
+    pub async fn prepare(&mut self, sql: &str) -> Result<Prepared<Statement>, Error> {
+        let call = self.target.statement(sql);
         let owned = sql.to_owned();
-        let statement = self
-            .traced(Some(owned.clone()), move |c| Box::pin(c.prep(owned)))
-            .await?;
-        Ok(Prepared {
-            statement,
-            sql: Arc::from(sql),
-        })
+        let statement = self.traced(call, move |c| Box::pin(c.prep(owned))).await?;
+        Ok(Prepared::new(statement, sql))
     }
 
     /// Starts a transaction (a `START TRANSACTION` dependency). Dropped uncommitted, it is
@@ -243,60 +158,58 @@ impl Conn {
     }
 }
 
-/// Runs `$method` with a statement that is text or prepared.
-macro_rules! exec_sql {
-    ($self:ident, $stmt:ident, |$c:ident, $s:ident| $call:expr) => {{
-        let sql = $stmt.sql().to_owned();
-        match $stmt.prepared().cloned() {
-            Some($s) => $self.traced(Some(sql), move |$c| Box::pin(async move { $call.await })),
-            None => {
-                let $s = sql.clone();
-                $self.traced(Some(sql), move |$c| Box::pin(async move { $call.await }))
-            }
-        }
-    }};
-}
-
 /// The statement-as-text forms of `Queryable`'s `exec*`: these record the statement.
 impl Conn {
     /// Executes a statement and drops its result.
-    pub fn exec_drop<'a, S: Sql + 'a, P: Into<Params> + Send + 'a>(
-        &'a mut self,
-        stmt: S,
-        params: P,
-    ) -> BoxFuture<'a, ()> {
-        exec_sql!(self, stmt, |c, s| c.exec_drop(s, params))
+    pub fn exec_drop<'a, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'a, ()>
+    where
+        S: Sql<Statement> + 'a,
+        P: Into<Params> + Send + 'a,
+    {
+        let call = self.target.statement(stmt.sql());
+        self.traced(call, move |c| {
+            Box::pin(async move { with_statement!(stmt, |s| c.exec_drop(s, params).await) })
+        })
     }
 
     /// Executes a statement and collects its first result set.
     pub fn exec<'a, T, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'a, Vec<T>>
     where
         T: FromRow + Send + 'static,
-        S: Sql + 'a,
+        S: Sql<Statement> + 'a,
         P: Into<Params> + Send + 'a,
     {
-        exec_sql!(self, stmt, |c, s| c.exec(s, params))
+        let call = self.target.statement(stmt.sql());
+        self.traced(call, move |c| {
+            Box::pin(async move { with_statement!(stmt, |s| c.exec(s, params).await) })
+        })
     }
 
     /// Executes a statement and returns its first row.
     pub fn exec_first<'a, T, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'a, Option<T>>
     where
         T: FromRow + Send + 'static,
-        S: Sql + 'a,
+        S: Sql<Statement> + 'a,
         P: Into<Params> + Send + 'a,
     {
-        exec_sql!(self, stmt, |c, s| c.exec_first(s, params))
+        let call = self.target.statement(stmt.sql());
+        self.traced(call, move |c| {
+            Box::pin(async move { with_statement!(stmt, |s| c.exec_first(s, params).await) })
+        })
     }
 
     /// Executes a statement once per set of parameters: one dependency for the batch.
     pub fn exec_batch<'a, S, P, I>(&'a mut self, stmt: S, params: I) -> BoxFuture<'a, ()>
     where
-        S: Sql + 'a,
+        S: Sql<Statement> + 'a,
         I: IntoIterator<Item = P> + Send + 'a,
         I::IntoIter: Send,
         P: Into<Params> + Send,
     {
-        exec_sql!(self, stmt, |c, s| c.exec_batch(s, params))
+        let call = self.target.statement(stmt.sql());
+        self.traced(call, move |c| {
+            Box::pin(async move { with_statement!(stmt, |s| c.exec_batch(s, params).await) })
+        })
     }
 }
 
@@ -312,16 +225,16 @@ impl Queryable for Conn {
     where
         Q: AsQuery + 'a,
     {
-        let sql = text(&query);
-        self.traced(Some(sql), move |c| c.query_iter(query))
+        let call = self.target.statement(&text(&query));
+        self.traced(call, move |c| c.query_iter(query))
     }
 
     fn prep<'a, Q>(&'a mut self, query: Q) -> BoxFuture<'a, Statement>
     where
         Q: AsQuery + 'a,
     {
-        let sql = text(&query);
-        self.traced(Some(sql), move |c| c.prep(query))
+        let call = self.target.statement(&text(&query));
+        self.traced(call, move |c| c.prep(query))
     }
 
     fn close(&mut self, stmt: Statement) -> BoxFuture<'_, ()> {
@@ -337,14 +250,14 @@ impl Queryable for Conn {
         Q: StatementLike + 's,
         P: Into<Params>,
     {
+        // Not `traced`: its future borrows the connection as long as it lives, while the rows
+        // returned here borrow the connection longer ('a) than the statement lives ('s).
         let params = params.into();
-        let span = self.unknown_span();
+        let call = self.unknown_statement();
         Box::pin(async move {
             let this = self;
             this.settle().await?;
-            let inner = &mut this.inner;
-            span.instrument(async move { inspect(inner.exec_iter(stmt, params).await) })
-                .await
+            call.run(this.inner.exec_iter(stmt, params)).await
         })
     }
 
@@ -353,8 +266,8 @@ impl Queryable for Conn {
         Q: AsQuery + 'a,
         T: FromRow + Send + 'static,
     {
-        let sql = text(&query);
-        self.traced(Some(sql), move |c| c.query(query))
+        let call = self.target.statement(&text(&query));
+        self.traced(call, move |c| c.query(query))
     }
 
     fn query_first<'a, T, Q>(&'a mut self, query: Q) -> BoxFuture<'a, Option<T>>
@@ -362,16 +275,16 @@ impl Queryable for Conn {
         Q: AsQuery + 'a,
         T: FromRow + Send + 'static,
     {
-        let sql = text(&query);
-        self.traced(Some(sql), move |c| c.query_first(query))
+        let call = self.target.statement(&text(&query));
+        self.traced(call, move |c| c.query_first(query))
     }
 
     fn query_drop<'a, Q>(&'a mut self, query: Q) -> BoxFuture<'a, ()>
     where
         Q: AsQuery + 'a,
     {
-        let sql = text(&query);
-        self.traced(Some(sql), move |c| c.query_drop(query))
+        let call = self.target.statement(&text(&query));
+        self.traced(call, move |c| c.query_drop(query))
     }
 
     fn exec_batch<'a: 'b, 'b, S, P, I>(&'a mut self, stmt: S, params_iter: I) -> BoxFuture<'b, ()>
@@ -381,7 +294,8 @@ impl Queryable for Conn {
         I::IntoIter: Send,
         P: Into<Params> + Send,
     {
-        self.traced(None, move |c| c.exec_batch(stmt, params_iter))
+        let call = self.unknown_statement();
+        self.traced(call, move |c| c.exec_batch(stmt, params_iter))
     }
 
     fn exec<'a: 'b, 'b, T, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'b, Vec<T>>
@@ -390,7 +304,8 @@ impl Queryable for Conn {
         P: Into<Params> + Send + 'b,
         T: FromRow + Send + 'static,
     {
-        self.traced(None, move |c| c.exec(stmt, params))
+        let call = self.unknown_statement();
+        self.traced(call, move |c| c.exec(stmt, params))
     }
 
     fn exec_first<'a: 'b, 'b, T, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'b, Option<T>>
@@ -399,7 +314,8 @@ impl Queryable for Conn {
         P: Into<Params> + Send + 'b,
         T: FromRow + Send + 'static,
     {
-        self.traced(None, move |c| c.exec_first(stmt, params))
+        let call = self.unknown_statement();
+        self.traced(call, move |c| c.exec_first(stmt, params))
     }
 
     fn exec_drop<'a: 'b, 'b, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'b, ()>
@@ -407,7 +323,8 @@ impl Queryable for Conn {
         S: StatementLike + 'b,
         P: Into<Params> + Send + 'b,
     {
-        self.traced(None, move |c| c.exec_drop(stmt, params))
+        let call = self.unknown_statement();
+        self.traced(call, move |c| c.exec_drop(stmt, params))
     }
 }
 
@@ -421,7 +338,7 @@ pub struct Transaction<'c> {
 impl fmt::Debug for Transaction<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transaction")
-            .field("target", &self.conn.target)
+            .field("target", &self.conn.target())
             .field("open", &self.open)
             .finish()
     }
@@ -460,5 +377,27 @@ impl Drop for Transaction<'_> {
         if self.open {
             self.conn.rollback_pending = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mysql_async::{DriverError as MysqlDriverError, ServerError};
+
+    use super::*;
+
+    #[test]
+    fn a_server_error_is_its_number_and_its_message_without_quoted_values() {
+        let duplicate = Error::Server(ServerError {
+            code: 1062,
+            message: String::from("Duplicate entry 'gift' for key 'orders.note'"),
+            state: String::from("23000"),
+        });
+        assert_eq!(
+            duplicate.failure(),
+            Some(Failure::coded(1062, "Duplicate entry '?' for key '?'"))
+        );
+        let closed = Error::Driver(MysqlDriverError::ConnectionClosed);
+        assert_eq!(closed.failure(), Some(Failure::uncoded(&closed)));
     }
 }

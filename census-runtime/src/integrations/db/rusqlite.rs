@@ -30,13 +30,11 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
 
 use rusqlite::trace::{TraceEvent, TraceEventCodes};
 use rusqlite::{Params, Row};
 
-use super::statement::statement_span;
-use crate::span::{DetachedSpan, current_span};
+use super::call::{Call, DriverError, Failure, OpenSpans, Target};
 
 /// The `type` of SQLite dependencies.
 pub const SYSTEM: &str = "sqlite";
@@ -44,18 +42,19 @@ pub const SYSTEM: &str = "sqlite";
 thread_local! {
     /// The target of the connection last used on this thread: SQLite's events do not say which
     /// connection they come from.
-    static TARGET: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+    static TARGET: RefCell<Option<Target>> = const { RefCell::new(None) };
     /// How many calls that own their span are running on this thread; their statements'
     /// events are not spans of their own.
     static OWNED: Cell<usize> = const { Cell::new(0) };
-    /// The statements started on this thread and not finished yet, innermost last.
-    static OPEN: RefCell<Vec<(String, DetachedSpan)>> = const { RefCell::new(Vec::new()) };
+    /// The statements started on this thread and not finished yet, by their text: SQLite
+    /// announces a statement and reports its end in two events that carry only the statement.
+    static OPEN: RefCell<OpenSpans<String>> = const { RefCell::new(OpenSpans::new()) };
 }
 
-fn remember_target(target: &Arc<str>) {
+fn remember_target(target: &Target) {
     TARGET.with(|t| {
         let mut t = t.borrow_mut();
-        if t.as_ref().is_none_or(|old| !Arc::ptr_eq(old, target)) {
+        if t.as_ref().is_none_or(|old| !old.is(target)) {
             *t = Some(target.clone());
         }
     });
@@ -72,21 +71,16 @@ fn on_trace(event: TraceEvent<'_>) {
             if sql.trim_start().starts_with("--") {
                 return;
             }
-            let target = TARGET
-                .with(|t| t.borrow().as_deref().map(str::to_owned))
-                .unwrap_or_else(|| String::from(SYSTEM));
-            let span = statement_span(SYSTEM, target, &sql).start_detached();
-            if span.is_recording() {
-                OPEN.with(|open| open.borrow_mut().push((sql.into_owned(), span)));
-            }
+            let call = TARGET.with(|t| match t.borrow().as_ref() {
+                Some(target) => target.statement(&sql),
+                None => Call::statement(SYSTEM, SYSTEM, &sql),
+            });
+            let span = call.start_detached();
+            OPEN.with(|open| open.borrow_mut().start(sql, span));
         }
         TraceEvent::Profile(statement, _) => {
             let sql = statement.sql();
-            let finished = OPEN.with(|open| {
-                let mut open = open.borrow_mut();
-                let index = open.iter().rposition(|(s, _)| *s == sql)?;
-                Some(open.remove(index).1)
-            });
+            let finished = OPEN.with(|open| open.borrow_mut().finish(&*sql));
             if let Some(span) = finished {
                 span.end();
             }
@@ -95,26 +89,25 @@ fn on_trace(event: TraceEvent<'_>) {
     }
 }
 
-/// Marks the current span failed by a rusqlite error: SQLite's extended result code and its
-/// message. A query that found no row ran fine: it is no failure of the database.
-fn fail_current(error: &rusqlite::Error) {
-    let span = current_span();
-    match error {
-        rusqlite::Error::QueryReturnedNoRows => {}
-        rusqlite::Error::SqliteFailure(failure, message) => {
-            span.set_result_code(failure.extended_code);
-            match message {
-                Some(message) => span.fail(message),
-                None => span.fail(failure),
-            }
+/// SQLite's extended result code (`1` for `SQLITE_ERROR`, `2067` for a unique constraint) and
+/// its message. A query that found no row ran fine: it is no failure of the database.
+impl DriverError for rusqlite::Error {
+    fn failure(&self) -> Option<Failure> {
+        match self {
+            rusqlite::Error::QueryReturnedNoRows => None,
+            rusqlite::Error::SqliteFailure(failure, message) => Some(match message {
+                Some(message) => Failure::coded(failure.extended_code, message),
+                None => Failure::coded(failure.extended_code, failure),
+            }),
+            other => Some(Failure::uncoded(other)),
         }
-        other => span.fail(other),
     }
 }
 
-/// Runs a call that returns its statement's `Result` in a span of its own.
-fn call<T>(
-    target: &Arc<str>,
+/// Runs a call that returns its statement's `Result` in a span of its own: the statement's
+/// events, which carry no error, are not spans while it runs.
+fn owned_call<T>(
+    target: &Target,
     sql: &str,
     f: impl FnOnce() -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
@@ -124,21 +117,18 @@ fn call<T>(
             OWNED.with(|o| o.set(o.get().saturating_sub(1)));
         }
     }
-    let _span = statement_span(SYSTEM, target.to_string(), sql).start();
-    OWNED.with(|o| o.set(o.get() + 1));
-    let _owned = Owned;
-    let result = f();
-    if let Err(error) = &result {
-        fail_current(error);
-    }
-    result
+    target.statement(sql).run_blocking(|| {
+        OWNED.with(|o| o.set(o.get() + 1));
+        let _owned = Owned;
+        f()
+    })
 }
 
 /// The target of a connection: its database file, `:memory:` for an in-memory database.
-fn target_of(conn: &rusqlite::Connection) -> Arc<str> {
+fn target_of(conn: &rusqlite::Connection) -> Target {
     match conn.path() {
-        Some(path) if !path.is_empty() => Arc::from(path),
-        _ => Arc::from(":memory:"),
+        Some(path) if !path.is_empty() => Target::new(SYSTEM, path),
+        _ => Target::new(SYSTEM, ":memory:"),
     }
 }
 
@@ -149,14 +139,14 @@ macro_rules! traced_calls {
         /// Runs one statement; see [`rusqlite::Connection::execute`].
         pub fn execute<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
             remember_target(&self.target);
-            call(&self.target, sql, || self.inner.execute(sql, params))
+            owned_call(&self.target, sql, || self.inner.execute(sql, params))
         }
 
         /// Runs statements separated by semicolons, without parameters: one dependency for the
         /// batch; see [`rusqlite::Connection::execute_batch`].
         pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
             remember_target(&self.target);
-            call(&self.target, sql, || self.inner.execute_batch(sql))
+            owned_call(&self.target, sql, || self.inner.execute_batch(sql))
         }
 
         /// Runs a query for its first row; see [`rusqlite::Connection::query_row`].
@@ -166,14 +156,17 @@ macro_rules! traced_calls {
             F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
         {
             remember_target(&self.target);
-            call(&self.target, sql, || self.inner.query_row(sql, params, f))
+            owned_call(&self.target, sql, || self.inner.query_row(sql, params, f))
         }
 
         /// Prepares a statement; when SQLite refuses it (a syntax error, a missing table), that is a
         /// failed dependency. Running the statement is traced by SQLite's events.
         pub fn prepare(&self, sql: &str) -> rusqlite::Result<rusqlite::Statement<'_>> {
             remember_target(&self.target);
-            prepare(&self.target, sql, || self.inner.prepare(sql))
+            match self.inner.prepare(sql) {
+                Ok(statement) => Ok(statement),
+                Err(error) => owned_call(&self.target, sql, || Err(error)),
+            }
         }
     };
 }
@@ -182,13 +175,13 @@ macro_rules! traced_calls {
 /// [module](self).
 pub struct Connection {
     inner: rusqlite::Connection,
-    target: Arc<str>,
+    target: Target,
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("target", &self.target)
+            .field("target", &self.target.target())
             .finish_non_exhaustive()
     }
 }
@@ -210,7 +203,7 @@ impl Connection {
 
     /// The target of the dependencies (the database file).
     pub fn target(&self) -> &str {
-        &self.target
+        self.target.target()
     }
 
     traced_calls!();
@@ -231,17 +224,6 @@ impl Connection {
     }
 }
 
-fn prepare<'c>(
-    target: &Arc<str>,
-    sql: &str,
-    f: impl FnOnce() -> rusqlite::Result<rusqlite::Statement<'c>>,
-) -> rusqlite::Result<rusqlite::Statement<'c>> {
-    match f() {
-        Ok(statement) => Ok(statement),
-        Err(error) => call(target, sql, || Err(error)),
-    }
-}
-
 /// Every rusqlite method not wrapped here; statements run through them are traced by SQLite's
 /// events.
 impl Deref for Connection {
@@ -256,13 +238,13 @@ impl Deref for Connection {
 /// A transaction on a census [`Connection`]: the same wrapped calls.
 pub struct Transaction<'c> {
     inner: rusqlite::Transaction<'c>,
-    target: Arc<str>,
+    target: Target,
 }
 
 impl fmt::Debug for Transaction<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transaction")
-            .field("target", &self.target)
+            .field("target", &self.target.target())
             .finish_non_exhaustive()
     }
 }
@@ -274,14 +256,14 @@ impl Transaction<'_> {
     pub fn commit(self) -> rusqlite::Result<()> {
         remember_target(&self.target);
         let Transaction { inner, target } = self;
-        call(&target, "COMMIT", || inner.commit())
+        owned_call(&target, "COMMIT", || inner.commit())
     }
 
     /// Rolls back (a `ROLLBACK` dependency).
     pub fn rollback(self) -> rusqlite::Result<()> {
         remember_target(&self.target);
         let Transaction { inner, target } = self;
-        call(&target, "ROLLBACK", || inner.rollback())
+        owned_call(&target, "ROLLBACK", || inner.rollback())
     }
 }
 
@@ -291,5 +273,33 @@ impl Deref for Transaction<'_> {
     fn deref(&self) -> &rusqlite::Connection {
         remember_target(&self.target);
         &self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_carries_the_extended_code_and_no_row_is_none() {
+        let conn = rusqlite::Connection::open_in_memory().expect("an in-memory database");
+        conn.execute_batch(
+            "CREATE TABLE orders (note TEXT UNIQUE); INSERT INTO orders VALUES ('a')",
+        )
+        .expect("a table");
+        let duplicate = conn
+            .execute("INSERT INTO orders VALUES ('a')", [])
+            .expect_err("a unique constraint");
+        let failure = duplicate.failure().expect("a failure");
+        assert_eq!(
+            failure,
+            Failure::coded(2067, "UNIQUE constraint failed: orders.note")
+        );
+        let missing = conn
+            .query_row("SELECT note FROM orders WHERE note = 'b'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .expect_err("no row");
+        assert_eq!(missing.failure(), None);
     }
 }

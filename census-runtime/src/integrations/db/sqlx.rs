@@ -34,66 +34,33 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use sqlx::error::BoxDynError;
 use sqlx::{Database, Either, Error, Execute, Executor, SqlStr};
 
-use super::statement::{self, statement_span};
-use crate::span::{DetachedSpan, current_span};
+pub use super::call::Target;
+use super::call::{DriverError, Failure, fail_detached};
+use super::statement::redact_quoted;
+use crate::span::DetachedSpan;
 
 type BoxFuture<'e, T> = Pin<Box<dyn Future<Output = T> + Send + 'e>>;
 type BoxStream<'e, T> = Pin<Box<dyn Stream<Item = T> + Send + 'e>>;
 
-/// The system and target of the queries run through [`Target::on`].
-#[derive(Clone, Debug)]
-pub struct Target {
-    system: &'static str,
-    target: Arc<str>,
-}
-
 impl Target {
-    /// The system and target of a connection URL (`postgres://`, `mysql://`, `sqlite:`); the
-    /// user name and password are left out.
-    ///
-    /// ```
-    /// use census_runtime::integrations::sqlx::Target;
-    ///
-    /// let target = Target::from_url("mysql://app:secret@127.0.0.1:3307/shop");
-    /// assert_eq!((target.system(), target.target()), ("mysql", "127.0.0.1:3307 | shop"));
-    /// ```
-    pub fn from_url(url: &str) -> Target {
-        let (system, target) = statement::system_and_target(url);
-        Target {
-            system,
-            target: Arc::from(target),
-        }
-    }
-
-    /// A system (`postgresql`, `mysql`, `sqlite`) and a target (`host:port | database`).
-    pub fn new(system: &'static str, target: impl Into<Arc<str>>) -> Target {
-        Target {
-            system,
-            target: target.into(),
-        }
-    }
-
-    /// The dependencies' `type`.
-    pub fn system(&self) -> &'static str {
-        self.system
-    }
-
-    /// The dependencies' target.
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-
     /// An executor that traces every query it runs through `executor` (`&pool`,
     /// `&mut *transaction`, `&mut connection`).
-    pub fn on<E>(&self, executor: E) -> Traced<E> {
-        Traced {
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+    /// let orders_db = census_runtime::integrations::sqlx::Target::from_url("sqlite:orders.db");
+    /// sqlx::query("DELETE FROM orders WHERE id = ?1").bind(7_i64).execute(orders_db.on(&pool)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on<E>(&self, executor: E) -> TracedExecutor<E> {
+        TracedExecutor {
             inner: executor,
             target: self.clone(),
         }
@@ -101,62 +68,39 @@ impl Target {
 }
 
 /// An executor whose every query is a dependency; made by [`Target::on`].
-pub struct Traced<E> {
+pub struct TracedExecutor<E> {
     inner: E,
     target: Target,
 }
 
-impl<E: fmt::Debug> fmt::Debug for Traced<E> {
+impl<E: fmt::Debug> fmt::Debug for TracedExecutor<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Traced")
+        f.debug_struct("TracedExecutor")
             .field("inner", &self.inner)
             .field("target", &self.target)
             .finish()
     }
 }
 
-/// The code a database gave its error: SQLSTATE (PostgreSQL), error number (MySQL), extended
-/// result code (SQLite).
-fn error_code(error: &Error) -> Option<String> {
-    let Error::Database(db) = error else {
-        return None;
-    };
-    if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-        return Some(mysql.number().to_string());
+/// A database's error: its own code (SQLSTATE for PostgreSQL, the error number for MySQL, the
+/// extended result code for SQLite) and its message, MySQL's without the values it quotes; any
+/// other error: sqlx's message.
+impl DriverError for Error {
+    fn failure(&self) -> Option<Failure> {
+        let Error::Database(db) = self else {
+            return Some(Failure::uncoded(self));
+        };
+        if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+            return Some(Failure::coded(
+                mysql.number(),
+                redact_quoted(mysql.message()),
+            ));
+        }
+        Some(match db.code() {
+            Some(code) => Failure::coded(code, self),
+            None => Failure::uncoded(self),
+        })
     }
-    db.code().map(|c| c.into_owned())
-}
-
-/// The message recorded: MySQL's without the values it quotes (see [`statement::redact_quoted`]).
-fn message(error: &Error) -> String {
-    if let Error::Database(db) = error
-        && let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-    {
-        return statement::redact_quoted(mysql.message());
-    }
-    error.to_string()
-}
-
-fn fail_current(error: &Error) {
-    let span = current_span();
-    if let Some(code) = error_code(error) {
-        span.set_result_code(code);
-    }
-    span.fail(message(error));
-}
-
-fn fail_detached(span: &DetachedSpan, error: &Error) {
-    if let Some(code) = error_code(error) {
-        span.set_result_code(code);
-    }
-    span.fail(message(error));
-}
-
-fn inspect<T>(result: Result<T, Error>) -> Result<T, Error> {
-    if let Err(error) = &result {
-        fail_current(error);
-    }
-    result
 }
 
 /// A query taken apart so that its text can be read and it can still be run.
@@ -199,12 +143,6 @@ impl<'q, DB: Database> Execute<'q, DB> for Captured<DB> {
     }
 }
 
-impl<E> Traced<E> {
-    fn span(&self, sql: &str) -> crate::span::SpanBuilder {
-        statement_span(self.target.system, self.target.target.to_string(), sql)
-    }
-}
-
 /// Rows as they come, in a span that ends with the last one (or when the stream is dropped).
 struct SpanStream<S> {
     inner: S,
@@ -233,7 +171,7 @@ impl<S: Stream<Item = Result<T, Error>> + Unpin, T> Stream for SpanStream<S> {
     }
 }
 
-impl<'c, E> Executor<'c> for Traced<E>
+impl<'c, E> Executor<'c> for TracedExecutor<E>
 where
     E: Executor<'c>,
 {
@@ -248,9 +186,8 @@ where
         Q: 'q + Execute<'q, Self::Database>,
     {
         let query = Captured::new(query);
-        let span = self.span(query.sql.as_str());
-        let call = self.inner.execute(query);
-        Box::pin(span.instrument(async move { inspect(call.await) }))
+        let call = self.target.statement(query.sql.as_str());
+        Box::pin(call.run(self.inner.execute(query)))
     }
 
     fn fetch_many<'e, 'q: 'e, Q>(
@@ -268,7 +205,7 @@ where
         Q: 'q + Execute<'q, Self::Database>,
     {
         let query = Captured::new(query);
-        let span = self.span(query.sql.as_str()).start_detached();
+        let span = self.target.statement(query.sql.as_str()).start_detached();
         Box::pin(SpanStream {
             inner: self.inner.fetch_many(query),
             span: Some(span),
@@ -284,9 +221,8 @@ where
         Q: 'q + Execute<'q, Self::Database>,
     {
         let query = Captured::new(query);
-        let span = self.span(query.sql.as_str());
-        let call = self.inner.fetch_all(query);
-        Box::pin(span.instrument(async move { inspect(call.await) }))
+        let call = self.target.statement(query.sql.as_str());
+        Box::pin(call.run(self.inner.fetch_all(query)))
     }
 
     fn fetch_optional<'e, 'q: 'e, Q>(
@@ -298,9 +234,8 @@ where
         Q: 'q + Execute<'q, Self::Database>,
     {
         let query = Captured::new(query);
-        let span = self.span(query.sql.as_str());
-        let call = self.inner.fetch_optional(query);
-        Box::pin(span.instrument(async move { inspect(call.await) }))
+        let call = self.target.statement(query.sql.as_str());
+        Box::pin(call.run(self.inner.fetch_optional(query)))
     }
 
     fn prepare_with<'e>(
@@ -311,9 +246,8 @@ where
     where
         'c: 'e,
     {
-        let span = self.span(sql.as_str());
-        let call = self.inner.prepare_with(sql, parameters);
-        Box::pin(span.instrument(async move { inspect(call.await) }))
+        let call = self.target.statement(sql.as_str());
+        Box::pin(call.run(self.inner.prepare_with(sql, parameters)))
     }
 
     fn describe<'e>(

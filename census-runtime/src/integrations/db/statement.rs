@@ -5,10 +5,24 @@
 //! The integrations follow the Azure Monitor convention for database dependencies: `type` the
 //! system (`postgresql`, `mysql`, `sqlite`, `mongodb`), `target` `host:port | database`, `data`
 //! the statement with its placeholders, `name` the operation.
+//!
+//! Also the statement as the PostgreSQL and MySQL wrappers take it: text, or [`Prepared`].
 
-use std::borrow::Cow;
+// Each driver uses a part (MongoDB only the target).
+#![cfg_attr(
+    not(all(
+        feature = "tokio-postgres",
+        feature = "mysql_async",
+        feature = "rusqlite",
+        feature = "diesel",
+        feature = "sqlx",
+        feature = "mongodb"
+    )),
+    allow(dead_code)
+)]
 
-use crate::span::SpanBuilder;
+use std::fmt;
+use std::sync::Arc;
 
 /// The operation a statement performs, as a dependency's name: its first keyword, upper-cased,
 /// and the table it works on when the statement names one plainly.
@@ -122,27 +136,135 @@ pub(crate) fn system_and_target(url: &str) -> (&'static str, String) {
     (system, target(host, port, Some(database)))
 }
 
-/// A span for one statement: named after its operation, the statement as data.
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A statement as the census wrappers of PostgreSQL and MySQL take it: SQL text, or a
+/// [`Prepared`] statement, which kept its text, so that every call is named after its statement.
+/// `S` is the driver's prepared statement type.
+///
+/// This trait is sealed: `str`, `String`, `Arc<str>`, [`Prepared`] and references to them
+/// implement it.
 #[cfg_attr(
-    not(any(
-        feature = "tokio-postgres",
-        feature = "mysql_async",
-        feature = "rusqlite",
-        feature = "diesel",
-        feature = "sqlx"
-    )),
-    allow(dead_code)
+    feature = "tokio-postgres",
+    doc = r#"
+```
+use census_runtime::integrations::postgres::Sql;
+
+fn operation<Q: Sql<tokio_postgres::Statement> + ?Sized>(query: &Q) -> &str {
+    query.sql().split_whitespace().next().unwrap_or_default()
+}
+assert_eq!(operation("SELECT total FROM orders"), "SELECT");
+```
+"#
 )]
-pub(crate) fn statement_span(
-    system: &'static str,
-    target: impl Into<Cow<'static, str>>,
-    sql: &str,
-) -> SpanBuilder {
-    let sql = strip_binds(sql);
-    crate::span::span(operation_name(sql))
-        .kind(system)
-        .target(target)
-        .data(sql.to_owned())
+pub trait Sql<S>: sealed::Sealed + Send + Sync {
+    /// The statement's text.
+    fn sql(&self) -> &str;
+    /// The driver's statement, when it was prepared.
+    #[doc(hidden)]
+    fn prepared(&self) -> Option<&S>;
+}
+
+macro_rules! text_sql {
+    ($($ty:ty),*) => {$(
+        impl sealed::Sealed for $ty {}
+        impl<S> Sql<S> for $ty {
+            fn sql(&self) -> &str {
+                self
+            }
+            fn prepared(&self) -> Option<&S> {
+                None
+            }
+        }
+    )*};
+}
+text_sql!(str, String, Arc<str>);
+
+impl<T: sealed::Sealed + ?Sized> sealed::Sealed for &T {}
+impl<S, T: Sql<S> + ?Sized> Sql<S> for &T {
+    fn sql(&self) -> &str {
+        (**self).sql()
+    }
+    fn prepared(&self) -> Option<&S> {
+        (**self).prepared()
+    }
+}
+
+/// Evaluates `$call` with `$s` the statement `$stmt` (an [`Sql`]) as the driver takes it: its
+/// prepared statement, or its text. The two are of different types, and the drivers take
+/// neither as a trait object, so `$call` is expanded once for each.
+#[cfg(any(feature = "tokio-postgres", feature = "mysql_async"))]
+macro_rules! with_statement {
+    ($stmt:ident, |$s:ident| $call:expr) => {
+        match $stmt.prepared() {
+            Some($s) => $call,
+            None => {
+                let $s = $stmt.sql();
+                $call
+            }
+        }
+    };
+}
+#[cfg(any(feature = "tokio-postgres", feature = "mysql_async"))]
+pub(crate) use with_statement;
+
+/// A statement prepared through a census wrapper (`prepare` on a PostgreSQL client or a MySQL
+/// connection), with its text: the calls that run it are named after it. `S` is the driver's
+/// statement.
+#[cfg_attr(
+    feature = "tokio-postgres",
+    doc = r#"
+```no_run
+use census_runtime::integrations::postgres::{Client, Prepared, Sql};
+
+# async fn demo(client: &Client) -> Result<(), tokio_postgres::Error> {
+let statement: Prepared<tokio_postgres::Statement> =
+    client.prepare("SELECT total FROM orders WHERE id = $1").await?;
+assert_eq!(statement.sql(), "SELECT total FROM orders WHERE id = $1");
+// A `postgresql` dependency "SELECT orders", the statement as data.
+let row = client.query_one(&statement, &[&7_i64]).await?;
+# let _ = row;
+# Ok(())
+# }
+```
+"#
+)]
+#[derive(Clone)]
+pub struct Prepared<S> {
+    statement: S,
+    sql: Arc<str>,
+}
+
+impl<S> Prepared<S> {
+    pub(crate) fn new(statement: S, sql: &str) -> Prepared<S> {
+        Prepared {
+            statement,
+            sql: Arc::from(sql),
+        }
+    }
+
+    /// The driver's statement.
+    pub fn statement(&self) -> &S {
+        &self.statement
+    }
+}
+
+impl<S> fmt::Debug for Prepared<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared").field("sql", &self.sql).finish()
+    }
+}
+
+impl<S> sealed::Sealed for Prepared<S> {}
+impl<S: Send + Sync> Sql<S> for Prepared<S> {
+    fn sql(&self) -> &str {
+        &self.sql
+    }
+    fn prepared(&self) -> Option<&S> {
+        Some(&self.statement)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
