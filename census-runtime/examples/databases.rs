@@ -90,7 +90,7 @@ impl Shop {
     async fn mongodb(&self, url: &str) -> Result<(), Error> {
         let mut options = mongodb::options::ClientOptions::parse(url).await?;
         options.server_selection_timeout = Some(Duration::from_secs(5));
-        integrations::mongodb::instrument(&mut options);
+        integrations::mongodb::install(&mut options);
         let client = mongodb::Client::with_options(options)?;
         let orders = client
             .database("census_example")

@@ -19,7 +19,7 @@ async fn client() -> mongodb::Client {
     let url = server_url("CENSUS_TEST_MONGODB_URL");
     let mut options = ClientOptions::parse(&url).await.expect("a MongoDB URL");
     options.server_selection_timeout = Some(Duration::from_secs(10));
-    census_runtime::integrations::mongodb::instrument(&mut options);
+    census_runtime::integrations::mongodb::install(&mut options);
     mongodb::Client::with_options(options).unwrap()
 }
 

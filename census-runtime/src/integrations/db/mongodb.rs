@@ -1,6 +1,6 @@
 //! MongoDB through the `mongodb` driver (feature `mongodb`), from its command events.
 //!
-//! [`instrument`] sets a command event handler on the client's options: a command's start
+//! [`install`] sets a command event handler on the client's options: a command's start
 //! opens a span (a child of the span current where the driver runs the operation) and its
 //! success or failure ends it. Each is a `mongodb` dependency named `command collection`
 //! (`find orders`), with `host:port | database` as target and, as data, the command's shape:
@@ -14,7 +14,7 @@
 //!
 //! # async fn demo() -> mongodb::error::Result<()> {
 //! let mut options = ClientOptions::parse("mongodb://127.0.0.1:27017").await?;
-//! census_runtime::integrations::mongodb::instrument(&mut options);
+//! census_runtime::integrations::mongodb::install(&mut options);
 //! let client = mongodb::Client::with_options(options)?;
 //! let orders = client.database("shop").collection::<mongodb::bson::Document>("orders");
 //! // A `mongodb` dependency "find orders", data `{ "find": "orders", "filter": { "note": "?" } }`.
@@ -63,15 +63,15 @@ const ENVELOPE_FIELDS: &[&str] = &[
 /// let mut options = ClientOptions::builder()
 ///     .hosts(vec![mongodb::options::ServerAddress::parse("127.0.0.1:27017")?])
 ///     .build();
-/// census_runtime::integrations::mongodb::instrument(&mut options);
+/// census_runtime::integrations::mongodb::install(&mut options);
 /// assert!(options.command_event_handler.is_some());
 /// # Ok::<(), mongodb::error::Error>(())
 /// ```
-pub fn instrument(options: &mut ClientOptions) {
+pub fn install(options: &mut ClientOptions) {
     options.command_event_handler = Some(command_event_handler());
 }
 
-/// A command event handler that makes every command a dependency (what [`instrument`] sets).
+/// A command event handler that makes every command a dependency (what [`install`] sets).
 pub fn command_event_handler() -> EventHandler<CommandEvent> {
     // The driver reports a command's start and its end from whichever task runs it.
     let open: Arc<Mutex<OpenSpans<i32>>> = Arc::default();
