@@ -33,7 +33,7 @@ use std::time::Duration;
 use census_benches::{Behaviour, Sink, run_ready};
 use census_runtime::Sampler;
 use census_runtime::azure::AzureExporter;
-use census_runtime::export::{Exporter, Resource, SpanRecord};
+use census_runtime::export::{Exporter, Record, Resource};
 use criterion::{
     BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
 };
@@ -208,7 +208,7 @@ macro_rules! bench {
 struct Discard;
 
 impl Exporter for Discard {
-    fn export(&mut self, batch: &[SpanRecord], _resource: &Resource) {
+    fn export(&mut self, batch: &[Record], _resource: &Resource) {
         black_box(batch.len());
     }
 }

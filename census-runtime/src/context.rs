@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
@@ -62,7 +63,7 @@ impl Carried {
 
     fn frame(&self) -> Option<Frame> {
         self.0.map(|copy| match copy {
-            FrameCopy::Parent(ctx) => Frame::Parent(ctx),
+            FrameCopy::Parent(ctx) => Frame::Parent(ctx, None),
             FrameCopy::Unsampled => Frame::Unsampled,
         })
     }
@@ -83,6 +84,26 @@ impl Carried {
             inner: future,
         }
     }
+}
+
+/// Makes the context `ctx` (with the operation name its children inherit) current on this
+/// thread until [`leave`] is called: for spans of another instrumentation entered and exited
+/// in separate callbacks (the `tracing` bridge). `ctx` not sampled makes the spans under it
+/// inert. Returns where the frame sits, for `leave`.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+pub(crate) fn enter(ctx: SpanContext, operation_name: Option<Arc<str>>) -> Option<usize> {
+    let frame = if ctx.is_sampled() {
+        Frame::Parent(ctx, operation_name)
+    } else {
+        Frame::Unsampled
+    };
+    with_local(|local| local.push(frame))
+}
+
+/// Undoes [`enter`]: removes the frame it pushed at `depth` for `ctx`, wherever it is.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+pub(crate) fn leave(depth: usize, ctx: SpanContext) {
+    with_local(|local| local.take_parent(depth, ctx));
 }
 
 /// Pops a pushed frame when dropped, unwinding included.

@@ -129,6 +129,7 @@ mod local;
 mod queue;
 mod record;
 mod sampler;
+mod telemetry;
 
 #[cfg(feature = "azure")]
 #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
@@ -150,6 +151,7 @@ pub use crate::id::{SpanContext, SpanId, TraceId};
 pub use crate::pipeline::pipeline;
 pub use crate::sampler::Sampler;
 pub use crate::span::{current_span, request, span};
+pub use crate::telemetry::event;
 
 /// Instruments a function, a method or every method of an `impl` block as an in-process span
 /// (Application Insights dependency type `INPROC`).

@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 
 use crate::id::{SpanContext, SpanId};
 use crate::record::SpanRecord;
@@ -17,9 +18,10 @@ pub(crate) enum Frame {
     Boxed(Box<SpanRecord>),
     /// The root of a trace the sampler dropped: its children are inert.
     Unsampled,
-    /// A context carried in from elsewhere (a spawned task, a thread, an incoming request):
-    /// the parent of the spans started under it, not a span itself.
-    Parent(SpanContext),
+    /// A context carried in from elsewhere (a spawned task, a thread, an incoming request, an
+    /// entered `tracing` span): the parent of the spans started under it, not a span itself,
+    /// with the operation name they inherit, if any.
+    Parent(SpanContext, Option<Arc<str>>),
 }
 
 impl Frame {
@@ -47,7 +49,7 @@ impl Frame {
     pub(crate) fn context(&self) -> Option<SpanContext> {
         match self {
             Frame::Unsampled => None,
-            Frame::Parent(ctx) => Some(*ctx),
+            Frame::Parent(ctx, _) => Some(*ctx),
             span => span.record().map(SpanRecord::context),
         }
     }
@@ -78,6 +80,21 @@ thread_local! {
     /// 0: nothing is current; 1: an unsampled root and nothing above it; more: frames to look
     /// at.
     static WORD: Cell<usize> = const { Cell::new(0) };
+    /// Whether this is one of census's own threads (the export worker, an exporter's): what is
+    /// logged there is never telemetry, so that a failing endpoint's warnings cannot feed
+    /// themselves.
+    static CENSUS_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as one of census's own.
+pub(crate) fn mark_census_thread() {
+    CENSUS_THREAD.with(|flag| flag.set(true));
+}
+
+/// Whether this is one of census's own threads.
+#[inline]
+pub(crate) fn on_census_thread() -> bool {
+    CENSUS_THREAD.try_with(Cell::get).unwrap_or(true)
 }
 
 /// Runs `f` on this thread's stack; `None` while the thread is being torn down (or the stack is
@@ -279,6 +296,24 @@ impl Local {
             self.stack.iter().rposition(matches)?
         };
         Some(self.remove(index))
+    }
+
+    /// Removes the context frame pushed at `depth` for `ctx` (a `Parent` frame, or the
+    /// `Unsampled` one an unsampled context pushes), wherever it is.
+    pub(crate) fn take_parent(&mut self, depth: usize, ctx: SpanContext) {
+        let matches = |frame: &Frame| match frame {
+            Frame::Parent(pushed, _) => pushed.span_id() == ctx.span_id(),
+            Frame::Unsampled => !ctx.is_sampled(),
+            _ => false,
+        };
+        let index = if self.stack.get(depth).is_some_and(matches) {
+            Some(depth)
+        } else {
+            self.stack.iter().rposition(matches)
+        };
+        if let Some(index) = index {
+            self.remove(index);
+        }
     }
 
     /// Removes the frame at `index`, wherever it is.

@@ -1,10 +1,11 @@
-//! How finished spans reach the export worker: a lock-free ring per thread, a bounded shared
+//! How finished records reach the export worker: lock-free rings per thread, a bounded shared
 //! overflow for bursts, waking the worker, and draining it all on the worker's side.
 //!
 //! Handing a span over costs no lock, allocation or syscall: the thread writes it into its own
 //! ring, which the worker drains in the background. The worker is woken early when a ring is
-//! half full; a full ring spills into the shared overflow; a full overflow drops the span and
-//! counts it.
+//! half full; a full ring spills into the shared overflow; a full overflow drops the record and
+//! counts it. Spans have a ring of their own, typed for them, so that the span path moves a
+//! span and nothing else; log records and events go through a second ring of [`Record`]s.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -14,7 +15,7 @@ use std::thread::Thread;
 
 use crate::diagnostics::COUNTERS;
 use crate::local::{Frame, Local};
-use crate::record::SpanRecord;
+use crate::record::{Record, SpanRecord};
 
 /// Spans per thread ring. A thread's ring starts small and doubles, up to `MAX_RING`, each time
 /// it is found half full (the thread makes spans faster than the worker drains them between two
@@ -29,9 +30,13 @@ pub(crate) const DEFAULT_CAPACITY: usize = 65_536;
 
 /// The worker's ends of every thread's ring.
 static RINGS: Mutex<Vec<rtrb::Consumer<SpanRecord>>> = Mutex::new(Vec::new());
-/// Where spans go when a thread's ring is full (a burst faster than the worker wakes up):
-/// shared, behind a lock, bounded by `OVERFLOW_CAPACITY`. Beyond that, spans are dropped.
-static OVERFLOW: Mutex<Vec<SpanRecord>> = Mutex::new(Vec::new());
+/// The worker's ends of every thread's ring of log records and events.
+static ITEM_RINGS: Mutex<Vec<rtrb::Consumer<Record>>> = Mutex::new(Vec::new());
+/// Log records and events per thread ring: a fixed size, larger bursts spill.
+const ITEM_RING: usize = 512;
+/// Where records go when a thread's ring is full (a burst faster than the worker wakes up):
+/// shared, behind a lock, bounded by `OVERFLOW_CAPACITY`. Beyond that, records are dropped.
+static OVERFLOW: Mutex<Vec<Record>> = Mutex::new(Vec::new());
 static OVERFLOW_LEN: AtomicUsize = AtomicUsize::new(0);
 static OVERFLOW_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_CAPACITY);
 /// Set when a thread woke the worker early; cleared by the worker.
@@ -45,8 +50,17 @@ struct Outbox {
     pushed: u32,
 }
 
+/// This thread's end of its ring of log records and events, made on its first one.
+struct ItemOutbox {
+    ring: Option<rtrb::Producer<Record>>,
+    pushed: u32,
+}
+
 thread_local! {
     static OUTBOX: RefCell<Outbox> = const { RefCell::new(Outbox { ring: None, pushed: 0 }) };
+    static ITEMS: RefCell<ItemOutbox> = const {
+        RefCell::new(ItemOutbox { ring: None, pushed: 0 })
+    };
 }
 
 /// Runs `f` on this thread's outbox; a span finished while the thread is torn down is dropped.
@@ -105,7 +119,33 @@ impl Outbox {
 pub(crate) fn submit(record: SpanRecord) {
     with_outbox(|outbox| match outbox.ring().push(record) {
         Ok(()) => outbox.counted(),
-        Err(rtrb::PushError::Full(record)) => spill(record),
+        Err(rtrb::PushError::Full(record)) => spill(Record::Span(record)),
+    });
+}
+
+/// Hands a log record or an event to the export worker, through this thread's second ring.
+pub(crate) fn submit_item(record: Record) {
+    let _ = ITEMS.try_with(|items| {
+        let Ok(mut items) = items.try_borrow_mut() else {
+            return;
+        };
+        let ring = match &mut items.ring {
+            Some(ring) => ring,
+            ring @ None => ring.insert(new_item_ring()),
+        };
+        match ring.push(record) {
+            Ok(()) => {
+                // Every 64 records, a look at the ring: half full wakes the worker early.
+                items.pushed = items.pushed.wrapping_add(1);
+                if items.pushed.is_multiple_of(64)
+                    && let Some(ring) = &items.ring
+                    && ring.slots() < ITEM_RING / 2
+                {
+                    request_wake();
+                }
+            }
+            Err(rtrb::PushError::Full(record)) => spill(record),
+        }
     });
 }
 
@@ -125,7 +165,7 @@ pub(crate) fn submit_top(local: &mut Local, end: u64) {
         None => {
             if let Some(Frame::Span(mut record)) = local.pop() {
                 record.set_end(end);
-                spill(record);
+                spill(Record::Span(record));
             }
         }
     });
@@ -154,7 +194,7 @@ pub(crate) fn submit_boxed(local: &mut Local, boxed: Box<SpanRecord>, end: u64) 
             None => {
                 let mut record = *boxed;
                 record.set_end(end);
-                spill(record);
+                spill(Record::Span(record));
             }
         }
     });
@@ -170,7 +210,7 @@ fn request_wake() {
 
 #[cold]
 #[inline(never)]
-fn spill(record: SpanRecord) {
+fn spill(record: Record) {
     request_wake();
     // A full overflow is seen with a load; the span is then dropped (and counted) without
     // touching the shared length.
@@ -188,6 +228,16 @@ fn spill(record: SpanRecord) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(record);
+}
+
+#[cold]
+fn new_item_ring() -> rtrb::Producer<Record> {
+    let (producer, consumer) = rtrb::RingBuffer::new(ITEM_RING);
+    ITEM_RINGS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(consumer);
+    producer
 }
 
 #[cold]
@@ -229,11 +279,22 @@ pub(crate) fn rearm_wake() {
     WAKE_REQUESTED.store(false, Ordering::Release);
 }
 
-/// Takes every finished span out of every thread's ring and the overflow into `into`; forgets
-/// the rings of threads that have exited once they are empty. Returns how many it took.
-pub(crate) fn drain(into: &mut Vec<SpanRecord>) -> usize {
+/// Takes every finished record out of every thread's rings and the overflow into `into`;
+/// forgets the rings of threads that have exited once they are empty. Returns how many it took.
+pub(crate) fn drain(into: &mut Vec<Record>) -> usize {
     let before = into.len();
     let mut rings = RINGS.lock().unwrap_or_else(|p| p.into_inner());
+    for ring in rings.iter_mut() {
+        let ready = ring.slots();
+        if ready > 0
+            && let Ok(chunk) = ring.read_chunk(ready)
+        {
+            into.extend(chunk.into_iter().map(Record::Span));
+        }
+    }
+    rings.retain(|ring| !(ring.is_abandoned() && ring.is_empty()));
+    drop(rings);
+    let mut rings = ITEM_RINGS.lock().unwrap_or_else(|p| p.into_inner());
     for ring in rings.iter_mut() {
         let ready = ring.slots();
         if ready > 0

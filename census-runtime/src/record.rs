@@ -1,6 +1,7 @@
-//! The record of a span: what leaves the thread that ran it, for the export worker and the
-//! exporters. Built by one constructor, [`SpanRecord::start`]; changed only through the methods
-//! here.
+//! The records that leave the thread that made them, for the export worker and the exporters:
+//! [`Record`], one item of telemetry, is a span ([`SpanRecord`], built by one constructor,
+//! [`SpanRecord::start`], and changed only through the methods here), a log record
+//! ([`LogRecord`]) or a custom event ([`EventRecord`]).
 
 use std::borrow::Cow;
 use std::fmt::Display;
@@ -43,7 +44,7 @@ pub struct SpanRecord {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SpanExtra {
     pub(crate) name: Option<Cow<'static, str>>,
-    pub(crate) kind: Option<&'static str>,
+    pub(crate) kind: Option<Cow<'static, str>>,
     pub(crate) target: Option<Cow<'static, str>>,
     pub(crate) data: Option<Cow<'static, str>>,
     pub(crate) result_code: Option<Cow<'static, str>>,
@@ -167,7 +168,7 @@ impl SpanRecord {
     pub fn kind(&self) -> &str {
         self.extra
             .as_ref()
-            .and_then(|e| e.kind)
+            .and_then(|e| e.kind.as_deref())
             .unwrap_or(self.site.kind())
     }
 
@@ -295,5 +296,339 @@ impl SpanRecord {
     pub(crate) fn fail_with_panic(&mut self, info: ExceptionInfo) {
         self.fail(Cow::Borrowed("panic"), Some(info.message.clone()));
         self.extra_mut().exception = Some(info);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What is not a span: log records and custom events.
+
+/// One item of telemetry, as exporters receive it.
+///
+/// ```
+/// use census_runtime::export::{Exporter, Record, Resource};
+///
+/// /// Counts what it is given, by kind.
+/// #[derive(Default)]
+/// struct Tally { spans: usize, logs: usize, events: usize }
+///
+/// impl Exporter for Tally {
+///     fn export(&mut self, batch: &[Record], _resource: &Resource) {
+///         for record in batch {
+///             match record {
+///                 Record::Span(_) => self.spans += 1,
+///                 Record::Log(_) => self.logs += 1,
+///                 Record::Event(_) => self.events += 1,
+///                 _ => {}
+///             }
+///         }
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Record {
+    /// A finished span: a dependency or a request.
+    Span(SpanRecord),
+    /// A log record or a `tracing` event: a `Message`, or an `Exception` when it carries an
+    /// error.
+    Log(Box<LogRecord>),
+    /// A custom event.
+    Event(Box<EventRecord>),
+}
+
+impl Record {
+    /// The span, if this is one.
+    pub fn as_span(&self) -> Option<&SpanRecord> {
+        match self {
+            Record::Span(span) => Some(span),
+            _ => None,
+        }
+    }
+
+    /// The log record, if this is one.
+    pub fn as_log(&self) -> Option<&LogRecord> {
+        match self {
+            Record::Log(log) => Some(log),
+            _ => None,
+        }
+    }
+
+    /// The custom event, if this is one.
+    pub fn as_event(&self) -> Option<&EventRecord> {
+        match self {
+            Record::Event(event) => Some(event),
+            _ => None,
+        }
+    }
+
+    /// The trace (operation) the record belongs to, if any.
+    pub fn trace_id(&self) -> Option<TraceId> {
+        match self {
+            Record::Span(span) => Some(span.trace_id()),
+            Record::Log(log) => log.correlation.trace_id,
+            Record::Event(event) => event.correlation.trace_id,
+        }
+    }
+}
+
+/// How serious a log record is: Application Insights' severity levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// `log`'s and `tracing`'s trace and debug levels.
+    Verbose = 0,
+    /// Info.
+    Information = 1,
+    /// Warn.
+    Warning = 2,
+    /// Error.
+    Error = 3,
+    /// Beyond an error; neither `log` nor `tracing` has it.
+    Critical = 4,
+}
+
+impl Severity {
+    /// The `severityLevel` Application Insights shows.
+    pub fn level(self) -> u8 {
+        self as u8
+    }
+
+    /// The level's name, as the console prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Verbose => "VERBOSE",
+            Severity::Information => "INFO",
+            Severity::Warning => "WARN",
+            Severity::Error => "ERROR",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// The operation a log record or an event belongs to: the span current where it was written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Correlation {
+    pub(crate) trace_id: Option<TraceId>,
+    pub(crate) parent_id: Option<SpanId>,
+    pub(crate) operation_name: Option<Arc<str>>,
+    /// The sampling percentage the trace was kept at (100 outside any trace).
+    pub(crate) sample_rate: f32,
+}
+
+/// Where a log record comes from in the source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Source {
+    pub(crate) target: Cow<'static, str>,
+    pub(crate) module_path: Option<Cow<'static, str>>,
+    pub(crate) file: Option<Cow<'static, str>>,
+    pub(crate) line: Option<u32>,
+}
+
+/// An error a log record carries, and the errors that caused it (its `source()`s), outermost
+/// first: an `Exception` item's `exceptions[]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorDetail {
+    /// The error's type, as far as it can be told (`std::error::Error` does not say: the
+    /// leading name of its `Debug` form, or the `exception.type` field a `tracing` event gave).
+    pub type_name: String,
+    /// Its `Display`.
+    pub message: String,
+}
+
+/// A log record or a `tracing` event, as exporters receive it.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    time: u64,
+    severity: Severity,
+    message: String,
+    pub(crate) correlation: Correlation,
+    source: Source,
+    properties: Vec<(Cow<'static, str>, String)>,
+    errors: Vec<ErrorDetail>,
+}
+
+impl LogRecord {
+    /// A record written now, in the operation `correlation` names.
+    pub(crate) fn new(
+        severity: Severity,
+        message: String,
+        correlation: Correlation,
+        source: Source,
+    ) -> Self {
+        LogRecord {
+            time: clock::now(),
+            severity,
+            message,
+            correlation,
+            source,
+            properties: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Adds a property.
+    pub(crate) fn push_property(&mut self, key: impl Into<Cow<'static, str>>, value: String) {
+        self.properties.push((key.into(), value));
+    }
+
+    /// Sets the error the record carries, outermost first: it becomes an `Exception`.
+    pub(crate) fn set_errors(&mut self, errors: Vec<ErrorDetail>) {
+        self.errors = errors;
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// How serious it is.
+    pub fn severity(&self) -> Severity {
+        self.severity
+    }
+
+    /// When it was written, wall clock.
+    pub fn time(&self) -> SystemTime {
+        clock::to_system_time(self.time)
+    }
+
+    /// When it was written, as a clock reading: to order it among spans.
+    pub(crate) fn ticks(&self) -> u64 {
+        self.time
+    }
+
+    /// The trace (operation) it was written in; `None` outside any span.
+    pub fn trace_id(&self) -> Option<TraceId> {
+        self.correlation.trace_id
+    }
+
+    /// The span it was written in; `None` outside any span.
+    pub fn parent_id(&self) -> Option<SpanId> {
+        self.correlation.parent_id
+    }
+
+    /// The name of the operation it was written in, when one was set.
+    pub fn operation_name(&self) -> Option<&str> {
+        self.correlation.operation_name.as_deref()
+    }
+
+    /// The sampling percentage of its trace (100 outside any trace).
+    pub fn sample_rate(&self) -> f64 {
+        f64::from(self.correlation.sample_rate)
+    }
+
+    /// The `log` target (or the `tracing` event's).
+    pub fn target(&self) -> &str {
+        &self.source.target
+    }
+
+    /// The module it was written in, when known.
+    pub fn module_path(&self) -> Option<&str> {
+        self.source.module_path.as_deref()
+    }
+
+    /// The source file it was written in, when known.
+    pub fn file(&self) -> Option<&str> {
+        self.source.file.as_deref()
+    }
+
+    /// The line it was written at, when known.
+    pub fn line(&self) -> Option<u32> {
+        self.source.line
+    }
+
+    /// Its key-values (`log`'s `kv`, a `tracing` event's fields), in order.
+    pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.properties
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_str()))
+    }
+
+    /// One property's value.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The error it carries and its causes, outermost first; empty for a plain message.
+    pub fn errors(&self) -> &[ErrorDetail] {
+        &self.errors
+    }
+}
+
+/// A custom event, as exporters receive it: made by [`event`](crate::event).
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    time: u64,
+    name: Cow<'static, str>,
+    pub(crate) correlation: Correlation,
+    properties: Vec<(Cow<'static, str>, String)>,
+    measurements: Vec<(Cow<'static, str>, f64)>,
+}
+
+impl EventRecord {
+    /// An event named `name`, happening now, in the operation `correlation` names.
+    pub(crate) fn new(
+        name: Cow<'static, str>,
+        correlation: Correlation,
+        properties: Vec<(Cow<'static, str>, String)>,
+        measurements: Vec<(Cow<'static, str>, f64)>,
+    ) -> Self {
+        EventRecord {
+            time: clock::now(),
+            name,
+            correlation,
+            properties,
+            measurements,
+        }
+    }
+
+    /// The event's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// When it happened, wall clock.
+    pub fn time(&self) -> SystemTime {
+        clock::to_system_time(self.time)
+    }
+
+    /// When it happened, as a clock reading.
+    pub(crate) fn ticks(&self) -> u64 {
+        self.time
+    }
+
+    /// The trace (operation) it happened in; `None` outside any span.
+    pub fn trace_id(&self) -> Option<TraceId> {
+        self.correlation.trace_id
+    }
+
+    /// The span it happened in; `None` outside any span.
+    pub fn parent_id(&self) -> Option<SpanId> {
+        self.correlation.parent_id
+    }
+
+    /// The name of the operation it happened in, when one was set.
+    pub fn operation_name(&self) -> Option<&str> {
+        self.correlation.operation_name.as_deref()
+    }
+
+    /// The sampling percentage of its trace (100 outside any trace).
+    pub fn sample_rate(&self) -> f64 {
+        f64::from(self.correlation.sample_rate)
+    }
+
+    /// Its properties, in order.
+    pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.properties
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_str()))
+    }
+
+    /// One property's value.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Its measurements, in order.
+    pub fn measurements(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.measurements.iter().map(|(k, v)| (k.as_ref(), *v))
     }
 }

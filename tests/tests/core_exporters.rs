@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use census_runtime::export::{Exporter, MemoryExporter, Resource, SpanRecord};
+use census_runtime::export::{Exporter, MemoryExporter, Record, Resource};
 use census_runtime::pipeline::{FlushError, Pipeline, diagnostics};
 
 /// Panics in the calls it is told to, counting every call.
@@ -27,7 +27,7 @@ enum PanicWhen {
 }
 
 impl Exporter for Panicky {
-    fn export(&mut self, _batch: &[SpanRecord], _resource: &Resource) {
+    fn export(&mut self, _batch: &[Record], _resource: &Resource) {
         let call = self.exports.fetch_add(1, Ordering::SeqCst);
         match self.panic_on_export {
             PanicWhen::FirstCall if call == 0 => panic!("export call {call} went wrong"),

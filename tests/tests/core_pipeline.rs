@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use census_runtime::export::{ConsoleExporter, Exporter, MemoryExporter, Resource, SpanRecord};
+use census_runtime::export::{ConsoleExporter, Exporter, MemoryExporter, Record, Resource};
 use census_runtime::inproc;
 use census_runtime::pipeline::ConfigError;
 use census_tests::{flush, install_memory};
@@ -51,7 +51,7 @@ struct Stuck {
 }
 
 impl Exporter for Stuck {
-    fn export(&mut self, batch: &[SpanRecord], _resource: &Resource) {
+    fn export(&mut self, batch: &[Record], _resource: &Resource) {
         let _ = self.entered.send(());
         let _ = self.release.lock().unwrap().recv();
         *self.seen.lock().unwrap() += batch.len();

@@ -1,5 +1,7 @@
-//! Span records to Application Insights envelopes, written as compact JSON straight into a
-//! reused buffer, one item per envelope.
+//! Records to Application Insights envelopes, written as compact JSON straight into a reused
+//! buffer, one item per envelope: a span to a `RemoteDependency` or a `Request` (and an
+//! `Exception` when a panic unwound through it), a log record to a `Message` (an `Exception`
+//! when it carries an error), a custom event to an `Event`.
 //!
 //! Each envelope is one line of JSON with no raw newline in it, so a batch is both the body of a
 //! POST (`[item,item]`) and a storage file (one item per line), and the transport can resend any
@@ -9,7 +11,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::export::Resource;
-use crate::record::SpanRecord;
+use crate::record::{Correlation, EventRecord, LogRecord, Record, Severity, SpanRecord};
 use crate::site::SpanKind;
 
 /// Serialised envelopes, back to back, with where each one ends.
@@ -112,6 +114,8 @@ impl Items {
 #[derive(Debug)]
 pub(crate) struct EnvelopeWriter {
     ikey: String,
+    /// Log records less severe than this are not written.
+    min_severity: Severity,
     /// `{"iKey":"...","tags":{"ai.cloud.role":"...",...` up to the per-span tags, for `resource`.
     head: Vec<u8>,
     resource: Option<Resource>,
@@ -121,11 +125,14 @@ pub(crate) struct EnvelopeWriter {
 const DEPENDENCY: &str = "Microsoft.ApplicationInsights.RemoteDependency";
 const REQUEST: &str = "Microsoft.ApplicationInsights.Request";
 const EXCEPTION: &str = "Microsoft.ApplicationInsights.Exception";
+const MESSAGE: &str = "Microsoft.ApplicationInsights.Message";
+const EVENT: &str = "Microsoft.ApplicationInsights.Event";
 
 impl EnvelopeWriter {
     pub(crate) fn new(ikey: &str) -> EnvelopeWriter {
         EnvelopeWriter {
             ikey: ikey.to_owned(),
+            min_severity: Severity::Verbose,
             head: Vec::new(),
             resource: None,
             scratch: String::new(),
@@ -162,9 +169,154 @@ impl EnvelopeWriter {
         self.resource = Some(resource.clone());
     }
 
-    /// Appends the envelopes of `record` to `items`: its RemoteDependency or Request, then an
+    /// Log records less severe than `severity` are not written.
+    pub(crate) fn set_min_severity(&mut self, severity: Severity) {
+        self.min_severity = severity;
+    }
+
+    /// Appends the envelopes of `record` to `items`.
+    pub(crate) fn write(&mut self, record: &Record, resource: &Resource, items: &mut Items) {
+        match record {
+            Record::Span(span) => self.write_span(span, resource, items),
+            Record::Log(log) if log.severity() >= self.min_severity => {
+                self.write_log(log, resource, items);
+            }
+            Record::Log(_) => {}
+            Record::Event(event) => self.write_event(event, resource, items),
+        }
+    }
+
+    /// A log record's `Message`, or its `Exception` when it carries an error.
+    fn write_log(&mut self, log: &LogRecord, resource: &Resource, items: &mut Items) {
+        self.head_for(resource);
+        let out = &mut items.bytes;
+        out.extend_from_slice(&self.head);
+        correlation_tags(out, &log.correlation);
+        out.extend_from_slice(b",\"time\":");
+        time(out, &mut self.scratch, log.time());
+        out.extend_from_slice(b",\"name\":");
+        if log.errors().is_empty() {
+            string(out, MESSAGE);
+            out.extend_from_slice(b",\"data\":{\"baseData\":{\"message\":");
+            string(out, log.message());
+        } else {
+            string(out, EXCEPTION);
+            out.extend_from_slice(b",\"data\":{\"baseData\":{\"exceptions\":[");
+            for (i, error) in log.errors().iter().enumerate() {
+                self.scratch.clear();
+                let _ = write!(self.scratch, "{{\"id\":{},\"outerId\":{i}", i + 1);
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(self.scratch.as_bytes());
+                out.extend_from_slice(b",\"typeName\":");
+                string(out, &error.type_name);
+                out.extend_from_slice(b",\"message\":");
+                // The outermost error's item says what was logged too.
+                if i == 0 && !log.message().is_empty() && log.message() != error.message {
+                    self.scratch.clear();
+                    let _ = write!(self.scratch, "{}: {}", log.message(), error.message);
+                    string(out, &self.scratch);
+                } else {
+                    string(out, &error.message);
+                }
+                out.extend_from_slice(b",\"hasFullStack\":false}");
+            }
+            out.push(b']');
+        }
+        self.scratch.clear();
+        let _ = write!(
+            self.scratch,
+            ",\"severityLevel\":{}",
+            log.severity().level()
+        );
+        out.extend_from_slice(self.scratch.as_bytes());
+        out.extend_from_slice(b",\"properties\":{");
+        let line = log.line().map(|line| line.to_string());
+        let source = [
+            Some(("target", log.target())),
+            log.module_path().map(|module| ("module", module)),
+            log.file().map(|file| ("fileName", file)),
+            line.as_deref().map(|line| ("lineNumber", line)),
+            Some(("level", log.severity().name())),
+        ];
+        let mut first = true;
+        for (key, value) in source.into_iter().flatten().chain(log.properties()) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            string(out, key);
+            out.push(b':');
+            string(out, value);
+        }
+        out.extend_from_slice(b"},\"ver\":2},\"baseType\":");
+        string(
+            out,
+            if log.errors().is_empty() {
+                "MessageData"
+            } else {
+                "ExceptionData"
+            },
+        );
+        out.push(b'}');
+        correlation_sample_rate(out, &mut self.scratch, &log.correlation);
+        out.push(b'}');
+        items.ends.push(out.len());
+    }
+
+    /// A custom event's `Event`.
+    fn write_event(&mut self, event: &EventRecord, resource: &Resource, items: &mut Items) {
+        self.head_for(resource);
+        let out = &mut items.bytes;
+        out.extend_from_slice(&self.head);
+        correlation_tags(out, &event.correlation);
+        out.extend_from_slice(b",\"time\":");
+        time(out, &mut self.scratch, event.time());
+        out.extend_from_slice(b",\"name\":");
+        string(out, EVENT);
+        out.extend_from_slice(b",\"data\":{\"baseData\":{\"name\":");
+        string(out, event.name());
+        out.extend_from_slice(b",\"properties\":{");
+        for (i, (key, value)) in event.properties().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, key);
+            out.push(b':');
+            string(out, value);
+        }
+        out.extend_from_slice(b"},\"measurements\":{");
+        let mut first = true;
+        for (key, value) in event.measurements() {
+            // JSON has no NaN or infinity: such a measurement is left out.
+            if !value.is_finite() {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            string(out, key);
+            out.push(b':');
+            self.scratch.clear();
+            let _ = write!(self.scratch, "{value}");
+            out.extend_from_slice(self.scratch.as_bytes());
+        }
+        out.extend_from_slice(b"},\"ver\":2},\"baseType\":\"EventData\"}");
+        correlation_sample_rate(out, &mut self.scratch, &event.correlation);
+        out.push(b'}');
+        items.ends.push(out.len());
+    }
+
+    /// Appends the envelopes of a span to `items`: its RemoteDependency or Request, then an
     /// Exception when a panic unwound through it.
-    pub(crate) fn write(&mut self, record: &SpanRecord, resource: &Resource, items: &mut Items) {
+    pub(crate) fn write_span(
+        &mut self,
+        record: &SpanRecord,
+        resource: &Resource,
+        items: &mut Items,
+    ) {
         self.head_for(resource);
         let operation_name = match record.span_kind() {
             SpanKind::Request => Some(record.operation_name().unwrap_or(record.name())),
@@ -284,6 +436,32 @@ fn operation_tags(
     out.push(b'}');
 }
 
+/// The operation tags of a log record or an event, closing the `tags` object: none at all
+/// outside any span.
+fn correlation_tags(out: &mut Vec<u8>, correlation: &Correlation) {
+    if let Some(trace_id) = correlation.trace_id {
+        out.extend_from_slice(b",\"ai.operation.id\":");
+        let mut trace_hex = [0u8; 32];
+        trace_id.write_hex(&mut trace_hex);
+        string(out, ascii(&trace_hex));
+    }
+    if let Some(parent) = correlation.parent_id {
+        out.extend_from_slice(b",\"ai.operation.parentId\":");
+        let mut parent_hex = [0u8; 16];
+        parent.write_hex(&mut parent_hex);
+        string(out, ascii(&parent_hex));
+    }
+    if let Some(name) = &correlation.operation_name {
+        out.extend_from_slice(b",\"ai.operation.name\":");
+        string(out, name);
+    }
+    out.push(b'}');
+}
+
+fn correlation_sample_rate(out: &mut Vec<u8>, scratch: &mut String, correlation: &Correlation) {
+    write_sample_rate(out, scratch, correlation.sample_rate);
+}
+
 /// `success`, `properties` and `ver`, shared by requests and dependencies.
 fn write_common(out: &mut Vec<u8>, record: &SpanRecord) {
     out.extend_from_slice(if record.success() {
@@ -318,7 +496,12 @@ fn result_code(record: &SpanRecord) -> &str {
 }
 
 fn sample_rate(out: &mut Vec<u8>, scratch: &mut String, record: &SpanRecord) {
-    let rate = record.sample_rate();
+    write_sample_rate(out, scratch, record.sample_rate() as f32);
+}
+
+/// `sampleRate`, when sampling kept less than everything.
+fn write_sample_rate(out: &mut Vec<u8>, scratch: &mut String, rate: f32) {
+    let rate = f64::from(rate);
     if rate < 100.0 && rate.is_finite() {
         scratch.clear();
         let _ = write!(scratch, "{}", (rate * 1000.0).round() / 1000.0);
@@ -526,7 +709,7 @@ mod tests {
             properties: vec![(Cow::Borrowed("order.id"), "7".into())],
             ..SpanExtra::default()
         })));
-        writer.write(&rec, &resource(), &mut items);
+        writer.write_span(&rec, &resource(), &mut items);
         assert_eq!(items.len(), 1);
         assert!(!items.get(0).contains(&b'\n'));
         let v = json(&items, 0);
@@ -568,7 +751,7 @@ mod tests {
             }),
             ..SpanExtra::default()
         })));
-        writer.write(&rec, &resource(), &mut items);
+        writer.write_span(&rec, &resource(), &mut items);
         assert_eq!(items.len(), 2);
         let v = json(&items, 0);
         assert_eq!(v["name"], REQUEST);

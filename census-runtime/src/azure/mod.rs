@@ -48,7 +48,7 @@ use self::storage::{Storage, StoreError};
 use self::transport::{Flushed, Message, Transport, TransportConfig};
 use crate::export::{Exporter, Resource};
 use crate::pipeline::ConfigError;
-use crate::record::SpanRecord;
+use crate::record::{Record, Severity, SpanRecord};
 
 /// What can keep an Azure exporter from being built.
 ///
@@ -169,6 +169,7 @@ pub struct AzureExporterBuilder {
     min_backoff: Duration,
     max_backoff: Duration,
     queue_batches: usize,
+    min_severity: Severity,
 }
 
 impl Default for AzureExporterBuilder {
@@ -185,6 +186,7 @@ impl Default for AzureExporterBuilder {
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
             queue_batches: 32,
+            min_severity: Severity::Verbose,
         }
     }
 }
@@ -270,6 +272,20 @@ impl AzureExporterBuilder {
     /// (default 32).
     pub fn queue_batches(mut self, batches: usize) -> Self {
         self.queue_batches = batches;
+        self
+    }
+
+    /// The least severe log records sent (default: every one the logging bridge lets through);
+    /// spans and events are always sent.
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    /// use census_runtime::export::Severity;
+    /// let settings = AzureExporter::builder().min_severity(Severity::Information);
+    /// # drop(settings);
+    /// ```
+    pub fn min_severity(mut self, severity: Severity) -> Self {
+        self.min_severity = severity;
         self
     }
 
@@ -362,10 +378,17 @@ impl AzureExporterBuilder {
         let transport = Transport::new(config, storage.clone(), inbox, spare_tx);
         let thread = std::thread::Builder::new()
             .name("census-azure".into())
-            .spawn(move || transport.run())
+            .spawn(move || {
+                crate::local::mark_census_thread();
+                transport.run();
+            })
             .map_err(AzureError::Transport)?;
         Ok(AzureExporter {
-            writer: EnvelopeWriter::new(&ikey),
+            writer: {
+                let mut writer = EnvelopeWriter::new(&ikey);
+                writer.set_min_severity(self.min_severity);
+                writer
+            },
             sender: Some(sender),
             spare: spare_rx,
             storage,
@@ -477,7 +500,7 @@ impl AzureExporter {
     ) -> usize {
         self.scratch.clear();
         for record in batch {
-            self.writer.write(record, resource, &mut self.scratch);
+            self.writer.write_span(record, resource, &mut self.scratch);
         }
         self.scratch.write_array(body);
         self.scratch.len()
@@ -527,7 +550,7 @@ impl AzureExporter {
 }
 
 impl Exporter for AzureExporter {
-    fn export(&mut self, batch: &[SpanRecord], resource: &Resource) {
+    fn export(&mut self, batch: &[Record], resource: &Resource) {
         let mut items = self.spare.try_recv().unwrap_or_default();
         items.clear();
         for record in batch {

@@ -712,6 +712,7 @@ impl Transport {
             let spawned = std::thread::Builder::new()
                 .name("census-azure-2".into())
                 .spawn(move || {
+                    crate::local::mark_census_thread();
                     while let Ok(mut job) = inbox.recv() {
                         job.answer = Some(poster.post(&mut job.endpoint, &job.items, job.timeout));
                         if outbox.send(job).is_err() {

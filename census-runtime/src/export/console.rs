@@ -5,7 +5,9 @@
 //! call that caused it. So the console holds finished spans, per trace, until the top of their
 //! tree has come: a span with no parent (the trace's root), a request whose caller did not show
 //! up in time (its caller is in another process), or a span whose parent's tree was printed
-//! already. Whatever waits too long, or beyond a count, is printed anyway and says so.
+//! already. Whatever waits too long, or beyond a count, is printed anyway and says so. Log
+//! records and events written in a span are printed under it, among its children, at the time
+//! they were written; those written outside any span are printed at once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::{Exporter, Resource};
 use crate::id::{SpanId, TraceId};
-use crate::record::SpanRecord;
+use crate::record::{EventRecord, LogRecord, Record, Severity, SpanRecord};
 use crate::site::SpanKind;
 
 /// How long spans wait for a parent that has not come, by default.
@@ -63,6 +65,7 @@ const REMEMBERED: usize = 4_096;
 /// ```
 pub struct ConsoleExporter {
     out: Box<dyn Write + Send>,
+    min_severity: Severity,
     wait_for_parent: Duration,
     wait_for_caller: Duration,
     max_held: usize,
@@ -82,15 +85,26 @@ impl std::fmt::Debug for ConsoleExporter {
     }
 }
 
-/// The finished spans of one trace that wait for their tree's top.
+/// The finished spans of one trace that wait for their tree's top, and the log records and
+/// events written in them.
 struct HeldTrace {
     spans: Vec<Held>,
+    notes: Vec<Note>,
     /// When the oldest of them came: no time bound can be due before the shortest wait after it.
     first_arrived: Instant,
 }
 
 struct Held {
     span: SpanRecord,
+    arrived: Instant,
+}
+
+/// A log record or an event, rendered, waiting to be printed under the span it was written in.
+struct Note {
+    parent: SpanId,
+    /// When it was written, as a clock reading: its place among the span's children.
+    ticks: u64,
+    line: String,
     arrived: Instant,
 }
 
@@ -124,6 +138,8 @@ enum Pass {
 /// A tree about to be printed: its top first, then the rest of its spans in any order.
 struct Tree {
     spans: Vec<SpanRecord>,
+    /// The log records and events written in those spans.
+    notes: Vec<Note>,
     /// Why it has no parent above it, when it should have one.
     note: Option<String>,
 }
@@ -176,6 +192,7 @@ impl ConsoleExporter {
     pub fn to_writer(out: impl Write + Send + 'static) -> Self {
         ConsoleExporter {
             out: Box::new(out),
+            min_severity: Severity::Verbose,
             wait_for_parent: WAIT_FOR_PARENT,
             wait_for_caller: WAIT_FOR_CALLER,
             max_held: MAX_HELD,
@@ -214,6 +231,19 @@ impl ConsoleExporter {
         self
     }
 
+    /// The least severe log records printed (default: all of them). Spans and events are
+    /// always printed.
+    ///
+    /// ```
+    /// use census_runtime::export::{ConsoleExporter, Severity};
+    /// let console = ConsoleExporter::stdout().min_severity(Severity::Information);
+    /// # drop(console);
+    /// ```
+    pub fn min_severity(mut self, severity: Severity) -> Self {
+        self.min_severity = severity;
+        self
+    }
+
     /// How many spans may wait for their parents at once (10,000 by default); past it, the
     /// traces that have waited longest are printed without their parents.
     ///
@@ -226,15 +256,54 @@ impl ConsoleExporter {
         self
     }
 
-    /// Holds a batch's spans, then prints the trees they complete and whatever is due.
-    fn take(&mut self, batch: &[SpanRecord], now: Instant) {
+    /// Holds a batch's spans (and the log records and events written in them), then prints the
+    /// trees they complete and whatever is due.
+    fn take(&mut self, batch: &[Record], now: Instant) {
         let mut touched = HashSet::new();
-        for span in batch {
+        let mut loose = String::new();
+        for record in batch {
+            let span = match record {
+                Record::Span(span) => span,
+                Record::Log(log) if log.severity() < self.min_severity => continue,
+                note => {
+                    let Some((trace, parent, ticks, line)) = note_of(note) else {
+                        continue;
+                    };
+                    match (trace, parent) {
+                        (Some(trace), Some(parent)) if self.printed.name(parent).is_none() => {
+                            let held = self.held.entry(trace).or_insert_with(|| HeldTrace {
+                                spans: Vec::new(),
+                                notes: Vec::new(),
+                                first_arrived: now,
+                            });
+                            held.notes.push(Note {
+                                parent,
+                                ticks,
+                                line,
+                                arrived: now,
+                            });
+                            touched.insert(trace);
+                        }
+                        (_, Some(parent)) => {
+                            // Its span's tree is printed already.
+                            let name = self.printed.name(parent).unwrap_or_default();
+                            let _ = writeln!(loose, "[written in {name}, printed already]");
+                            let _ = writeln!(loose, "  {line}");
+                        }
+                        // Written outside any span: printed at once.
+                        _ => {
+                            let _ = writeln!(loose, "{line}");
+                        }
+                    }
+                    continue;
+                }
+            };
             let trace = self
                 .held
                 .entry(span.trace_id())
                 .or_insert_with(|| HeldTrace {
                     spans: Vec::new(),
+                    notes: Vec::new(),
                     first_arrived: now,
                 });
             trace.spans.push(Held {
@@ -243,6 +312,9 @@ impl ConsoleExporter {
             });
             self.held_count += 1;
             touched.insert(span.trace_id());
+        }
+        if !loose.is_empty() {
+            let _ = self.out.write_all(loose.as_bytes());
         }
         let mut trees = Vec::new();
         for trace in touched {
@@ -309,24 +381,49 @@ impl ConsoleExporter {
             }
         }
         let mut slots: Vec<Option<Held>> = held.spans.into_iter().map(Some).collect();
+        let mut notes = held.notes;
         for (group, note) in printing {
             let spans: Vec<SpanRecord> = group
                 .iter()
                 .filter_map(|&i| slots[i].take())
                 .map(|held| held.span)
                 .collect();
+            let ids: HashSet<SpanId> = spans.iter().map(SpanRecord::span_id).collect();
+            let (theirs, others): (Vec<Note>, Vec<Note>) =
+                notes.into_iter().partition(|n| ids.contains(&n.parent));
+            notes = others;
             for span in &spans {
                 self.printed.remember(span);
             }
-            trees.push(Tree { spans, note });
+            trees.push(Tree {
+                spans,
+                notes: theirs,
+                note,
+            });
         }
         let rest: Vec<Held> = kept.into_iter().filter_map(|i| slots[i].take()).collect();
-        if let Some(first_arrived) = rest.iter().map(|held| held.arrived).min() {
+        if let Pass::All(cut) = pass
+            && !notes.is_empty()
+        {
+            // Written in spans never seen: printed on their own.
+            let mut text = format!("{}\n", self.note(cut));
+            for note in std::mem::take(&mut notes) {
+                let _ = writeln!(text, "  {}", note.line);
+            }
+            let _ = self.out.write_all(text.as_bytes());
+        }
+        let first_arrived = rest
+            .iter()
+            .map(|held| held.arrived)
+            .chain(notes.iter().map(|note| note.arrived))
+            .min();
+        if let Some(first_arrived) = first_arrived {
             self.held_count += rest.len();
             self.held.insert(
                 trace,
                 HeldTrace {
                     spans: rest,
+                    notes,
                     first_arrived,
                 },
             );
@@ -408,7 +505,7 @@ impl ConsoleExporter {
                 text.push_str(note);
                 text.push('\n');
             }
-            render_tree(&mut text, &tree.spans);
+            render_tree(&mut text, &tree.spans, &tree.notes);
         }
         let _ = self.out.write_all(text.as_bytes());
         let _ = self.out.flush();
@@ -449,24 +546,114 @@ fn tops(spans: &[Held]) -> Vec<usize> {
         .collect()
 }
 
-/// Renders a tree, `spans[0]` at the top, each span's children under it in the order they
-/// started. Iterative, so that a deep tree cannot exhaust the worker's stack.
-fn render_tree(text: &mut String, spans: &[SpanRecord]) {
-    let mut children: HashMap<SpanId, Vec<usize>> = HashMap::new();
+/// What is printed under a span: a child span or a log record written in it.
+#[derive(Clone, Copy)]
+enum Under {
+    Span(usize),
+    Note(usize),
+}
+
+/// Renders a tree, `spans[0]` at the top, each span's children and log records under it in the
+/// order they started or were written. Iterative, so that a deep tree cannot exhaust the
+/// worker's stack.
+fn render_tree(text: &mut String, spans: &[SpanRecord], notes: &[Note]) {
+    let mut children: HashMap<SpanId, Vec<(u64, Under)>> = HashMap::new();
     for (index, span) in spans.iter().enumerate().skip(1) {
         if let Some(parent) = span.parent_id() {
-            children.entry(parent).or_default().push(index);
+            children
+                .entry(parent)
+                .or_default()
+                .push((span.start_ticks(), Under::Span(index)));
         }
     }
-    let mut stack = vec![(0, 0)];
-    while let Some((index, depth)) = stack.pop() {
-        let span = &spans[index];
+    for (index, note) in notes.iter().enumerate() {
+        children
+            .entry(note.parent)
+            .or_default()
+            .push((note.ticks, Under::Note(index)));
+    }
+    let mut stack = vec![(Under::Span(0), 0)];
+    while let Some((under, depth)) = stack.pop() {
+        let span = match under {
+            Under::Span(index) => &spans[index],
+            Under::Note(index) => {
+                let _ = writeln!(
+                    text,
+                    "{:indent$}{}",
+                    "",
+                    notes[index].line,
+                    indent = depth * 2
+                );
+                continue;
+            }
+        };
         render_line(text, span, depth);
         // Each list is taken once: even a corrupt cycle of parents ends.
         if let Some(mut under) = children.remove(&span.span_id()) {
-            under.sort_by_key(|&i| std::cmp::Reverse(spans[i].start_ticks()));
-            stack.extend(under.into_iter().map(|i| (i, depth + 1)));
+            under.sort_by_key(|&(ticks, _)| std::cmp::Reverse(ticks));
+            stack.extend(under.into_iter().map(|(_, child)| (child, depth + 1)));
         }
+    }
+}
+
+/// A log record or an event as a line (no indent), with its trace, the span it was written in
+/// and when, as a clock reading.
+fn note_of(record: &Record) -> Option<(Option<TraceId>, Option<SpanId>, u64, String)> {
+    match record {
+        Record::Log(log) => Some((log.trace_id(), log.parent_id(), log.ticks(), log_line(log))),
+        Record::Event(event) => Some((
+            event.trace_id(),
+            event.parent_id(),
+            event.ticks(),
+            event_line(event),
+        )),
+        Record::Span(_) => None,
+    }
+}
+
+fn log_line(log: &LogRecord) -> String {
+    let mut line = format!("{} {}", log.severity().name(), log.message());
+    for (i, error) in log.errors().iter().enumerate() {
+        let _ = write!(
+            line,
+            "{}{} ({})",
+            if i == 0 { ": " } else { " <- " },
+            error.message,
+            error.type_name
+        );
+    }
+    push_properties(&mut line, log.properties());
+    line
+}
+
+fn event_line(event: &EventRecord) -> String {
+    let mut line = format!("EVENT {}", event.name());
+    let measurements: Vec<(String, String)> = event
+        .measurements()
+        .map(|(k, v)| (k.to_owned(), v.to_string()))
+        .collect();
+    push_properties(
+        &mut line,
+        event
+            .properties()
+            .chain(measurements.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+    );
+    line
+}
+
+fn push_properties<'a>(text: &mut String, properties: impl Iterator<Item = (&'a str, &'a str)>) {
+    let mut properties = properties.peekable();
+    if properties.peek().is_some() {
+        text.push_str("  {");
+        for (i, (key, value)) in properties.enumerate() {
+            let _ = write!(
+                text,
+                "{}{key}={}",
+                if i > 0 { ", " } else { "" },
+                truncate(value, 40)
+            );
+        }
+        text.push('}');
     }
 }
 
@@ -502,19 +689,7 @@ fn render_line(text: &mut String, span: &SpanRecord, depth: usize) {
     if let Some(data) = span.data() {
         let _ = write!(text, "  [{}]", truncate(data, 80));
     }
-    let mut properties = span.properties().peekable();
-    if properties.peek().is_some() {
-        text.push_str("  {");
-        for (i, (key, value)) in properties.enumerate() {
-            let _ = write!(
-                text,
-                "{}{key}={}",
-                if i > 0 { ", " } else { "" },
-                truncate(value, 40)
-            );
-        }
-        text.push('}');
-    }
+    push_properties(text, span.properties());
     text.push('\n');
 }
 
@@ -537,7 +712,7 @@ fn format_duration(duration: Duration) -> String {
 }
 
 impl Exporter for ConsoleExporter {
-    fn export(&mut self, batch: &[SpanRecord], _resource: &Resource) {
+    fn export(&mut self, batch: &[Record], _resource: &Resource) {
         self.take(batch, Instant::now());
     }
 
@@ -593,6 +768,10 @@ mod tests {
         }
     }
 
+    fn records<const N: usize>(spans: [SpanRecord; N]) -> Vec<Record> {
+        spans.into_iter().map(Record::Span).collect()
+    }
+
     fn console() -> (ConsoleExporter, Buffer) {
         let out = Buffer::default();
         (ConsoleExporter::to_writer(out.clone()), out)
@@ -633,9 +812,9 @@ mod tests {
         let (mut console, out) = console();
         let [fetch, call, request] = call_to_self();
         let resource = Resource::new(None, None);
-        console.export(std::slice::from_ref(&request), &resource);
+        console.export(&records([request]), &resource);
         assert_eq!(out.lines(), Vec::<String>::new(), "the request waits");
-        console.export(&[call, fetch], &resource);
+        console.export(&records([call, fetch]), &resource);
         let lines = out.lines();
         assert!(
             starts(
@@ -657,9 +836,9 @@ mod tests {
         let fetch = record(&FETCH, trace, None);
         let price = record(&PRICE, trace, Some(&fetch));
         let now = Instant::now();
-        console.take(&[price], now);
+        console.take(&records([price]), now);
         assert_eq!(out.lines(), Vec::<String>::new(), "the child waits");
-        console.take(&[fetch], now);
+        console.take(&records([fetch]), now);
         let lines = out.lines();
         assert!(
             starts(&lines, &["fetch  INPROC", "  price  INPROC"]),
@@ -676,7 +855,7 @@ mod tests {
         call.set_ticks(5, 6);
         let mut price = record(&PRICE, trace, Some(&fetch));
         price.set_ticks(3, 4);
-        console.take(&[call, fetch, price], Instant::now());
+        console.take(&records([call, fetch, price]), Instant::now());
         let lines = out.lines();
         assert!(
             starts(&lines, &["fetch", "  price", "  GET /stock/7"]),
@@ -690,7 +869,7 @@ mod tests {
         let mut console = console.wait_for_parent(Duration::from_secs(30));
         let [_fetch, call, request] = call_to_self();
         let came = Instant::now();
-        console.take(&[call, request], came);
+        console.take(&records([call, request]), came);
         console.tick(came + Duration::from_secs(29));
         assert_eq!(out.lines(), Vec::<String>::new(), "still waiting");
         console.tick(came + Duration::from_secs(30));
@@ -718,7 +897,7 @@ mod tests {
         let request = record(&REQUEST, trace, Some(&remote_caller));
         let price = record(&PRICE, trace, Some(&request));
         let came = Instant::now();
-        console.take(&[price, request], came);
+        console.take(&records([price, request]), came);
         console.tick(came + Duration::from_millis(999));
         assert_eq!(out.lines(), Vec::<String>::new(), "waiting for its caller");
         console.tick(came + Duration::from_secs(1));
@@ -736,9 +915,9 @@ mod tests {
         let [_, older_call, older_request] = call_to_self();
         let [_, newer_call, _] = call_to_self();
         let came = Instant::now();
-        console.take(&[older_request, older_call], came);
+        console.take(&records([older_request, older_call]), came);
         assert_eq!(out.lines(), Vec::<String>::new(), "two spans may wait");
-        console.take(&[newer_call], came + Duration::from_millis(1));
+        console.take(&records([newer_call]), came + Duration::from_millis(1));
         let lines = out.lines();
         assert!(
             starts(
@@ -758,10 +937,10 @@ mod tests {
     fn flush_and_shutdown_print_what_is_held_and_say_so() {
         let (mut console, out) = console();
         let [_, call, request] = call_to_self();
-        console.take(&[request, call], Instant::now());
+        console.take(&records([request, call]), Instant::now());
         assert!(console.flush(Instant::now()));
         let [_, call, _] = call_to_self();
-        console.take(&[call], Instant::now());
+        console.take(&records([call]), Instant::now());
         assert!(console.shutdown(Instant::now()));
         let lines = out.lines();
         assert!(
@@ -785,8 +964,8 @@ mod tests {
         let trace = TraceId::random();
         let fetch = record(&FETCH, trace, None);
         let late = record(&PRICE, trace, Some(&fetch));
-        console.take(&[fetch], Instant::now());
-        console.take(&[late], Instant::now());
+        console.take(&records([fetch]), Instant::now());
+        console.take(&records([late]), Instant::now());
         let lines = out.lines();
         assert!(
             starts(
@@ -808,7 +987,7 @@ mod tests {
         first.set_ticks(1, 10);
         let mut second = record(&PRICE, TraceId::random(), None);
         second.set_ticks(1, 20);
-        console.take(&[second, first], Instant::now());
+        console.take(&records([second, first]), Instant::now());
         let lines = out.lines();
         assert!(starts(&lines, &["fetch", "price"]), "{lines:#?}");
     }

@@ -1,12 +1,12 @@
-//! An exporter that keeps spans in memory, for tests (the user's too).
+//! An exporter that keeps what it is given in memory, for tests (the user's too).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Exporter, Resource};
 use crate::id::SpanId;
-use crate::record::SpanRecord;
+use crate::record::{EventRecord, LogRecord, Record, SpanRecord};
 
-/// Keeps every exported span in memory; clones share the same store.
+/// Keeps every exported span, log record and event in memory; clones share the same store.
 ///
 /// ```
 /// use census_runtime::inproc;
@@ -25,7 +25,15 @@ use crate::record::SpanRecord;
 #[derive(Clone, Debug, Default)]
 pub struct MemoryExporter {
     spans: Arc<Mutex<Vec<SpanRecord>>>,
+    logs: Arc<Mutex<Vec<LogRecord>>>,
+    events: Arc<Mutex<Vec<EventRecord>>>,
     resource: Arc<Mutex<Option<Resource>>>,
+}
+
+fn locked<T>(store: &Mutex<Vec<T>>) -> MutexGuard<'_, Vec<T>> {
+    store
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MemoryExporter {
@@ -35,9 +43,7 @@ impl MemoryExporter {
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<SpanRecord>> {
-        self.spans
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        locked(&self.spans)
     }
 
     /// Every span exported so far, in the order they were exported.
@@ -80,15 +86,39 @@ impl MemoryExporter {
         self.resource.lock().ok().and_then(|r| r.clone())
     }
 
-    /// Forgets every span.
+    /// Every log record (and `tracing` event) exported so far, in order.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// let memory = MemoryExporter::new();
+    /// assert!(memory.logs().is_empty());
+    /// ```
+    pub fn logs(&self) -> Vec<LogRecord> {
+        locked(&self.logs).clone()
+    }
+
+    /// Every custom event exported so far, in order.
+    pub fn events(&self) -> Vec<EventRecord> {
+        locked(&self.events).clone()
+    }
+
+    /// Forgets everything.
     pub fn clear(&self) {
         self.lock().clear();
+        locked(&self.logs).clear();
+        locked(&self.events).clear();
     }
 }
 
 impl Exporter for MemoryExporter {
-    fn export(&mut self, batch: &[SpanRecord], resource: &Resource) {
-        self.lock().extend_from_slice(batch);
+    fn export(&mut self, batch: &[Record], resource: &Resource) {
+        for record in batch {
+            match record {
+                Record::Span(span) => self.lock().push(span.clone()),
+                Record::Log(log) => locked(&self.logs).push((**log).clone()),
+                Record::Event(event) => locked(&self.events).push((**event).clone()),
+            }
+        }
         if let Ok(mut slot) = self.resource.lock()
             && slot.is_none()
         {

@@ -1,5 +1,6 @@
-//! Exporters: where finished spans go. The [`Exporter`] trait the pipeline knows them by, what
-//! they receive ([`SpanRecord`], [`Resource`]), and the console and memory exporters. The Azure
+//! Exporters: where finished spans, log records and events go. The [`Exporter`] trait the
+//! pipeline knows them by, what they receive ([`Record`]: a [`SpanRecord`], a [`LogRecord`] or an
+//! [`EventRecord`]; and the [`Resource`]), and the console and memory exporters. The Azure
 //! exporter is in [`azure`](crate::azure).
 
 mod console;
@@ -7,11 +8,14 @@ mod memory;
 
 pub use self::console::ConsoleExporter;
 pub use self::memory::MemoryExporter;
-pub use crate::record::{ExceptionInfo, SpanRecord};
+pub use crate::record::{
+    ErrorDetail, EventRecord, ExceptionInfo, LogRecord, Record, Severity, SpanRecord,
+};
 
 use std::time::Instant;
 
-/// Receives finished spans, in batches, on the pipeline's worker thread.
+/// Receives telemetry (finished spans, log records, events), in batches, on the pipeline's
+/// worker thread.
 ///
 /// An exporter may take its time (the worker is not the application's thread), but it should
 /// hand slow work such as network calls to a worker of its own so that the queue keeps draining.
@@ -23,19 +27,19 @@ use std::time::Instant;
 /// [`FlushError::ExporterPanicked`](crate::pipeline::FlushError::ExporterPanicked).
 ///
 /// ```
-/// use census_runtime::export::{Exporter, Resource, SpanRecord};
+/// use census_runtime::export::{Exporter, Record, Resource};
 ///
 /// struct CountSpans(usize);
 ///
 /// impl Exporter for CountSpans {
-///     fn export(&mut self, batch: &[SpanRecord], _resource: &Resource) {
-///         self.0 += batch.len();
+///     fn export(&mut self, batch: &[Record], _resource: &Resource) {
+///         self.0 += batch.iter().filter(|record| record.as_span().is_some()).count();
 ///     }
 /// }
 /// ```
 pub trait Exporter: Send + 'static {
-    /// Takes a batch of finished spans.
-    fn export(&mut self, batch: &[SpanRecord], resource: &Resource);
+    /// Takes a batch of telemetry.
+    fn export(&mut self, batch: &[Record], resource: &Resource);
 
     /// Called on the worker at every export interval, whether or not spans came: an exporter that
     /// holds spans for a while (the console, until a tree is whole) lets go of those held long
@@ -43,9 +47,9 @@ pub trait Exporter: Send + 'static {
     ///
     /// ```
     /// use std::time::{Duration, Instant};
-    /// use census_runtime::export::{Exporter, Resource, SpanRecord};
+    /// use census_runtime::export::{Exporter, Record, Resource};
     ///
-    /// /// Counts spans a second after they come.
+    /// /// Counts records a second after they come.
     /// #[derive(Default)]
     /// struct CountLater {
     ///     waiting: Vec<Instant>,
@@ -53,7 +57,7 @@ pub trait Exporter: Send + 'static {
     /// }
     ///
     /// impl Exporter for CountLater {
-    ///     fn export(&mut self, batch: &[SpanRecord], _resource: &Resource) {
+    ///     fn export(&mut self, batch: &[Record], _resource: &Resource) {
     ///         let now = Instant::now();
     ///         self.waiting.extend(batch.iter().map(|_| now));
     ///     }

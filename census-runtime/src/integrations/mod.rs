@@ -38,6 +38,13 @@ pub use self::db::rusqlite;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 pub use self::db::sqlx;
 
+#[cfg(feature = "log")]
+#[cfg_attr(docsrs, doc(cfg(feature = "log")))]
+pub mod log;
+#[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+pub mod tracing;
+
 #[cfg(any(
     feature = "reqwest",
     feature = "tower",

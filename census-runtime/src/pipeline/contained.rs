@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::diagnostics::COUNTERS;
 use crate::export::{Exporter, Resource};
-use crate::record::SpanRecord;
+use crate::record::Record;
 
 /// After this many panics an exporter is switched off for the rest of the pipeline's life.
 pub(super) const MAX_PANICS: u32 = 3;
@@ -42,7 +42,7 @@ impl Contained {
         self.panics >= MAX_PANICS
     }
 
-    pub(super) fn export(&mut self, batch: &[SpanRecord], resource: &Resource) {
+    pub(super) fn export(&mut self, batch: &[Record], resource: &Resource) {
         if self.is_off() {
             return;
         }

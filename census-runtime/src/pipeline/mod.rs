@@ -322,7 +322,10 @@ impl PipelineBuilder {
         );
         let handle = thread::Builder::new()
             .name("census-export".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                crate::local::mark_census_thread();
+                worker.run();
+            })
             .map_err(ConfigError::Worker)?;
         queue::set_worker(Some(handle.thread().clone()));
         if let Ok(mut slot) = CONTROL.lock() {

@@ -10,7 +10,7 @@ use super::contained::{Contained, Failed};
 use crate::diagnostics::COUNTERS;
 use crate::export::Resource;
 use crate::queue;
-use crate::record::SpanRecord;
+use crate::record::Record;
 
 pub(super) enum Command {
     Flush {
@@ -39,7 +39,7 @@ pub(super) struct Worker {
     max_batch: usize,
     interval: Duration,
     control: mpsc::Receiver<Command>,
-    pending: Vec<SpanRecord>,
+    pending: Vec<Record>,
     /// Spans the last drain found: many means the threads produce faster than the worker parks.
     drained: usize,
 }

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::future::{AsyncSpan, Traced, Unjudged};
-use super::parent::{self, Decision, Start};
+use super::parent::{self, Decision, Start, Under};
 use super::sync::SpanGuard;
 use crate::clock;
 use crate::id::{SpanContext, SpanId};
@@ -30,7 +30,7 @@ use crate::site::Site;
 pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
     SpanBuilder {
         site: &BUILDER_SITE,
-        remote: None,
+        under: Under::Current,
         operation_name: None,
         extra: SpanExtra {
             name: Some(name.into()),
@@ -61,7 +61,7 @@ pub fn request(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
     let name = name.into();
     SpanBuilder {
         site: &REQUEST_SITE,
-        remote: None,
+        under: Under::Current,
         operation_name: Some(Arc::from(name.as_ref())),
         extra: SpanExtra {
             name: Some(name),
@@ -78,7 +78,7 @@ static REQUEST_SITE: Site = Site::request("request").at(module_path!(), file!(),
 #[must_use = "a builder does nothing until started"]
 pub struct SpanBuilder {
     site: &'static Site,
-    remote: Option<SpanContext>,
+    under: Under,
     operation_name: Option<Arc<str>>,
     extra: SpanExtra,
 }
@@ -86,6 +86,13 @@ pub struct SpanBuilder {
 impl SpanBuilder {
     /// The dependency type (default `INPROC`).
     pub fn kind(mut self, kind: &'static str) -> Self {
+        self.extra.kind = Some(Cow::Borrowed(kind));
+        self
+    }
+
+    /// The dependency type, when it is known only at run time.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn kind_owned(mut self, kind: Cow<'static, str>) -> Self {
         self.extra.kind = Some(kind);
         self
     }
@@ -112,7 +119,7 @@ impl SpanBuilder {
     /// `traceparent`, say), not the span current here. Whether the trace is recorded is decided
     /// from its trace id, as every Application Insights SDK decides it.
     pub fn parent(mut self, parent: SpanContext) -> Self {
-        self.remote = Some(parent);
+        self.under = Under::Remote(parent);
         self
     }
 
@@ -128,9 +135,16 @@ impl SpanBuilder {
         self
     }
 
+    /// Starts a new trace, whatever span is current: a `tracing` span made with `parent: None`.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn root(mut self) -> Self {
+        self.under = Under::Root;
+        self
+    }
+
     fn into_start(self) -> Start {
         Start {
-            remote: self.remote,
+            under: self.under,
             operation_name: self.operation_name,
             extra: Some(Box::new(self.extra)),
         }
@@ -165,7 +179,7 @@ impl SpanBuilder {
         }
         let site = self.site;
         let start = self.into_start();
-        let record = with_local(|local| match parent::decide(local, start.remote) {
+        let record = with_local(|local| match parent::decide(local, start.under) {
             Decision::Record(parent) => {
                 let mut record = parent.start(site, SpanId::random());
                 start.apply(&mut record);
@@ -234,6 +248,12 @@ impl DetachedSpan {
     /// The span's context, for propagation.
     pub fn context(&self) -> Option<SpanContext> {
         self.with(|r| r.context())
+    }
+
+    /// The operation name the spans under it inherit.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn operation_name(&self) -> Option<Arc<str>> {
+        self.with(|r| r.shared_operation_name()).flatten()
     }
 
     /// Ends the span now.

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::outcome::{fail_on_panic, fail_with_payload, short_type_name};
-use super::parent::{self, Decision, Parent, Quick, Start};
+use super::parent::{self, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::SpanId;
 use crate::local::{Frame, Local, set_unsampled_root, with_local, word};
@@ -73,7 +73,7 @@ impl AsyncSpan {
                 let slot = with_local(Local::take_slot).unwrap_or_else(Box::new_uninit);
                 AsyncFrame::Recording(Box::write(slot, parent.start(site, span_id)))
             }
-            Quick::Look => with_local(|local| match parent::decide(local, None) {
+            Quick::Look => with_local(|local| match parent::decide(local, Under::Current) {
                 Decision::Record(parent) => {
                     let record = parent.start(site, SpanId::random());
                     AsyncFrame::Recording(local.boxed(record))
@@ -91,7 +91,7 @@ impl AsyncSpan {
         if !sampler::is_active() {
             return AsyncSpan::INERT;
         }
-        let frame = with_local(|local| match parent::decide(local, start.remote) {
+        let frame = with_local(|local| match parent::decide(local, start.under) {
             Decision::Inert => AsyncFrame::Inert,
             Decision::Unsampled => AsyncFrame::Unsampled,
             Decision::Record(parent) => {

@@ -80,3 +80,4 @@ pub use self::current::{CurrentSpan, current_span};
 pub use self::future::{AsyncSpan, Judge, Outcome, Traced};
 pub(crate) use self::panic::{install_hook as install_panic_hook, payload_message};
 pub use self::sync::SpanGuard;
+pub use crate::telemetry::EventBuilder;

@@ -77,12 +77,28 @@ pub(super) fn quick(word: usize) -> Quick {
     }
 }
 
-/// Decides what a new span is: under `remote` when it comes from another process (decided
-/// from its trace id, as every Application Insights SDK decides, so that the services of one
-/// trace agree), else under the span current on this thread, else the root of a new trace.
+/// Where a new span is asked to go.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) enum Under {
+    /// Under what is current on this thread: the usual case.
+    #[default]
+    Current,
+    /// Under a parent from another process.
+    Remote(SpanContext),
+    /// At the root of a new trace, whatever is current.
+    Root,
+}
+
+/// Decides what a new span is: under a remote parent when it comes from another process
+/// (decided from its trace id, as every Application Insights SDK decides, so that the services
+/// of one trace agree), else under the span current on this thread, else the root of a new
+/// trace.
 #[inline]
-pub(super) fn decide(local: &Local, remote: Option<SpanContext>) -> Decision {
-    if let Some(remote) = remote {
+pub(super) fn decide(local: &Local, under: Under) -> Decision {
+    if let Under::Root = under {
+        return new_root();
+    }
+    if let Under::Remote(remote) = under {
         return if sampler::sampled(remote.trace_id()) {
             Decision::Record(Parent {
                 trace_id: remote.trace_id(),
@@ -94,10 +110,10 @@ pub(super) fn decide(local: &Local, remote: Option<SpanContext>) -> Decision {
         };
     }
     match local.top() {
-        Some(Frame::Parent(ctx)) if ctx.is_sampled() => Decision::Record(Parent {
+        Some(Frame::Parent(ctx, operation_name)) if ctx.is_sampled() => Decision::Record(Parent {
             trace_id: ctx.trace_id(),
             parent_id: Some(ctx.span_id()),
-            operation_name: None,
+            operation_name: operation_name.clone(),
         }),
         Some(frame) => match frame.record() {
             Some(parent) => Decision::Record(Parent {
@@ -109,17 +125,21 @@ pub(super) fn decide(local: &Local, remote: Option<SpanContext>) -> Decision {
             None => Decision::Inert,
         },
         None if unsampled_root() => Decision::Inert,
-        None => match sampler::keep_new_trace() {
-            true => Decision::Record(Parent::new_root()),
-            false => Decision::Unsampled,
-        },
+        None => new_root(),
+    }
+}
+
+fn new_root() -> Decision {
+    match sampler::keep_new_trace() {
+        true => Decision::Record(Parent::new_root()),
+        false => Decision::Unsampled,
     }
 }
 
 /// What a builder adds to a span when it starts.
 #[derive(Default)]
 pub(super) struct Start {
-    pub(super) remote: Option<SpanContext>,
+    pub(super) under: Under,
     pub(super) operation_name: Option<Arc<str>>,
     pub(super) extra: Option<Box<SpanExtra>>,
 }

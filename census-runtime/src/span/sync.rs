@@ -6,7 +6,7 @@ use std::fmt::{self, Display};
 use std::marker::PhantomData;
 
 use super::outcome::{fail_on_panic, fail_with_payload, short_type_name};
-use super::parent::{self, Decision, Parent, Quick, Start};
+use super::parent::{self, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::{SpanContext, SpanId};
 use crate::local::{Frame, Local, open_unsampled_root, set_unsampled_root, with_local, word};
@@ -118,7 +118,7 @@ impl SpanGuard {
 
     #[inline(never)]
     fn enter_child(site: &'static Site) -> SpanGuard {
-        with_local(|local| match parent::decide(local, None) {
+        with_local(|local| match parent::decide(local, Under::Current) {
             Decision::Record(parent) => Self::push_span(local, site, parent),
             // Something is current, so the sampler is not asked.
             Decision::Inert | Decision::Unsampled => SpanGuard::INERT,
@@ -140,7 +140,7 @@ impl SpanGuard {
         if !sampler::is_active() {
             return SpanGuard::INERT;
         }
-        with_local(|local| match parent::decide(local, start.remote) {
+        with_local(|local| match parent::decide(local, start.under) {
             Decision::Inert => SpanGuard::INERT,
             Decision::Unsampled => SpanGuard::holding(Held::Unsampled {
                 depth: local.push(Frame::Unsampled),

@@ -1,0 +1,224 @@
+//! [`log`] records as Application Insights `Message` telemetry (feature `log`), each tied to the
+//! span it was written in.
+//!
+//! `log` has one global logger: [`LogBridge`] is it, and passes every record on to the logger an
+//! application already had (`env_logger`, `simplelog`, ...), so that it keeps printing.
+//!
+//! ```
+//! use census_runtime::export::MemoryExporter;
+//! use census_runtime::integrations::log::LogBridge;
+//! use std::time::Duration;
+//!
+//! LogBridge::new().level(log::LevelFilter::Info).install()?;
+//! let memory = MemoryExporter::new();
+//! let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+//!
+//! census_runtime::span("checkout").in_scope(|| log::info!(sku = "caviar"; "order {} placed", 7));
+//! census.flush(Duration::from_secs(5))?;
+//!
+//! let record = &memory.logs()[0];
+//! assert_eq!(record.message(), "order 7 placed");
+//! assert_eq!(record.property("sku"), Some("caviar"));
+//! assert_eq!(record.parent_id(), Some(memory.one("checkout").span_id()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Each record becomes a `Message` with `severityLevel` from its level (trace and debug 0, info
+//! 1, warn 2, error 3), its target, module, file and line, and its key-values (`log`'s `kv`) as
+//! properties. Written inside a span, it carries the span's operation id, its id as parent and
+//! the operation's name; inside a trace the sampler dropped, it is dropped with it; outside any
+//! span it carries no operation. census's own warnings (targets under `census_runtime`, and
+//! anything logged on census's own threads, such as the HTTP client's) are passed on but never
+//! become telemetry: a failing endpoint cannot feed itself.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use log::{LevelFilter, Log, Metadata, Record, SetLoggerError};
+
+use crate::record::{LogRecord, Severity, Source};
+use crate::telemetry;
+
+/// The `log` logger that turns records into telemetry and passes them on; see the
+/// [module](self).
+pub struct LogBridge {
+    level: LevelFilter,
+    forward: Option<Box<dyn Log>>,
+    forward_level: LevelFilter,
+}
+
+impl fmt::Debug for LogBridge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogBridge")
+            .field("level", &self.level)
+            .field("forwards", &self.forward.is_some())
+            .finish()
+    }
+}
+
+impl Default for LogBridge {
+    fn default() -> Self {
+        LogBridge::new()
+    }
+}
+
+impl LogBridge {
+    /// A bridge that records `Info` and above and passes nothing on.
+    pub fn new() -> Self {
+        LogBridge {
+            level: LevelFilter::Info,
+            forward: None,
+            forward_level: LevelFilter::Off,
+        }
+    }
+
+    /// The most verbose level that becomes telemetry (default `Info`). Each exporter may keep
+    /// less: `min_severity` on the console and Azure exporters.
+    pub fn level(mut self, level: LevelFilter) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// Passes every record on to `logger` too (the one the application had), up to `level`:
+    /// `env_logger`'s own filter is then applied by it.
+    ///
+    /// ```no_run
+    /// # struct EnvLogger;
+    /// # impl log::Log for EnvLogger {
+    /// #     fn enabled(&self, _: &log::Metadata<'_>) -> bool { true }
+    /// #     fn log(&self, _: &log::Record<'_>) {}
+    /// #     fn flush(&self) {}
+    /// # }
+    /// use census_runtime::integrations::log::LogBridge;
+    /// LogBridge::new()
+    ///     .forward_to(EnvLogger, log::LevelFilter::Debug)
+    ///     .install()?;
+    /// # Ok::<(), log::SetLoggerError>(())
+    /// ```
+    pub fn forward_to(mut self, logger: impl Log + 'static, level: LevelFilter) -> Self {
+        self.forward = Some(Box::new(logger));
+        self.forward_level = level;
+        self
+    }
+
+    /// Makes this the process's logger (`log` allows one, once), and sets `log`'s maximum level
+    /// to the more verbose of the two levels.
+    pub fn install(self) -> Result<(), SetLoggerError> {
+        let max = self.level.max(self.forward_level);
+        log::set_boxed_logger(Box::new(self))?;
+        log::set_max_level(max);
+        Ok(())
+    }
+
+    fn records(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level && !is_census(metadata.target())
+    }
+}
+
+/// Whether a target is census's own: its warnings never become telemetry.
+fn is_census(target: &str) -> bool {
+    target
+        .strip_prefix("census_runtime")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
+/// A `log` level as an Application Insights severity.
+pub(crate) fn severity(level: log::Level) -> Severity {
+    match level {
+        log::Level::Error => Severity::Error,
+        log::Level::Warn => Severity::Warning,
+        log::Level::Info => Severity::Information,
+        log::Level::Debug | log::Level::Trace => Severity::Verbose,
+    }
+}
+
+impl Log for LogBridge {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.records(metadata)
+            || self
+                .forward
+                .as_ref()
+                .is_some_and(|forward| forward.enabled(metadata))
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if let Some(forward) = &self.forward
+            && record.level() <= self.forward_level
+            && forward.enabled(record.metadata())
+        {
+            forward.log(record);
+        }
+        if !self.records(record.metadata()) {
+            return;
+        }
+        // Inside a dropped trace, or on census's own threads: nothing to format.
+        let Some(correlation) = telemetry::correlation() else {
+            return;
+        };
+        let message = match record.args().as_str() {
+            Some(text) => text.to_owned(),
+            None => record.args().to_string(),
+        };
+        let source = Source {
+            target: match record.module_path_static() {
+                Some(module) if module == record.target() => Cow::Borrowed(module),
+                _ => Cow::Owned(record.target().to_owned()),
+            },
+            module_path: record
+                .module_path_static()
+                .map(Cow::Borrowed)
+                .or_else(|| record.module_path().map(|m| Cow::Owned(m.to_owned()))),
+            file: record
+                .file_static()
+                .map(Cow::Borrowed)
+                .or_else(|| record.file().map(|f| Cow::Owned(f.to_owned()))),
+            line: record.line(),
+        };
+        let mut log = LogRecord::new(severity(record.level()), message, correlation, source);
+        let _ = record.key_values().visit(&mut Properties(&mut log));
+        telemetry::emit_log(log);
+    }
+
+    fn flush(&self) {
+        if let Some(forward) = &self.forward {
+            forward.flush();
+        }
+    }
+}
+
+/// Collects a record's key-values as properties.
+struct Properties<'a>(&'a mut LogRecord);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for Properties<'_> {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        self.0
+            .push_property(key.as_str().to_owned(), value.to_string());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn census_s_own_targets_are_told_apart() {
+        assert!(is_census("census_runtime"));
+        assert!(is_census("census_runtime::azure::transport"));
+        assert!(!is_census("census_runtimes"));
+        assert!(!is_census("orders::census_runtime"));
+    }
+
+    #[test]
+    fn levels_map_to_severities() {
+        assert_eq!(severity(log::Level::Trace), Severity::Verbose);
+        assert_eq!(severity(log::Level::Debug), Severity::Verbose);
+        assert_eq!(severity(log::Level::Info), Severity::Information);
+        assert_eq!(severity(log::Level::Warn), Severity::Warning);
+        assert_eq!(severity(log::Level::Error), Severity::Error);
+    }
+}

@@ -1,0 +1,542 @@
+//! [`tracing`](https://docs.rs/tracing) spans and events in census, both ways (feature
+//! `tracing`): a `tracing_subscriber` layer, [`CensusLayer`], composable with `fmt`,
+//! `EnvFilter` and per-layer filters.
+//!
+//! - A `tracing` span becomes a census span: an `INPROC` dependency, unless its fields say
+//!   otherwise, following the OpenTelemetry semantic conventions (`otel.kind = "server"` makes a
+//!   `Request`; `otel.name` renames it; `db.system`, `db.statement` / `db.query.text`,
+//!   `server.address` / `server.port`, `http.request.method`, `url.full`,
+//!   `http.response.status_code` describe a call) or census's own (`census.kind`,
+//!   `census.target`). Its other fields become properties; `otel.status_code = "ERROR"` or an
+//!   `error` field fails it.
+//! - The two worlds nest in one tree: a `#[dependency]` method called inside a
+//!   `#[tracing::instrument]` function nests under its span, and a `tracing` span opened inside
+//!   a census span nests under that, sync and across `.await`.
+//! - A `tracing` event becomes a `Message` (severity from its level, fields as properties); one
+//!   carrying an error (`error = &e as &dyn Error`, or `exception.message` / `exception.type`
+//!   fields) becomes an `Exception` with the error's chain of `source()`s; one with a
+//!   `census.event = "name"` field becomes a custom `Event` (numbers as measurements).
+//!
+//! ```
+//! use census_runtime::export::MemoryExporter;
+//! use census_runtime::integrations::tracing::CensusLayer;
+//! use tracing_subscriber::layer::SubscriberExt;
+//! use std::time::Duration;
+//!
+//! let memory = MemoryExporter::new();
+//! let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+//! let subscriber = tracing_subscriber::registry().with(CensusLayer::new());
+//! tracing::subscriber::with_default(subscriber, || {
+//!     let _span = tracing::info_span!("load orders", db.system = "postgresql").entered();
+//!     tracing::info!(count = 3, "orders loaded");
+//! });
+//! census.flush(Duration::from_secs(5))?;
+//!
+//! let span = memory.one("load orders");
+//! assert_eq!(span.kind(), "postgresql");
+//! assert_eq!(memory.logs()[0].parent_id(), Some(span.span_id()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Events are recorded at `INFO` and above by default ([`CensusLayer::event_level`]); spans
+//! at every level (a per-layer filter such as `EnvFilter` chooses which reach the layer).
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::error::Error;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use tracing_core::field::{Field, Visit};
+use tracing_core::span::{Attributes, Id, Record as FieldValues};
+use tracing_core::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::context::Carried;
+use crate::id::SpanContext;
+use crate::record::{ErrorDetail, EventRecord, LogRecord, Record, Severity, Source};
+use crate::span::{DetachedSpan, SpanBuilder};
+use crate::{queue, telemetry};
+
+/// The layer that makes `tracing` spans census spans and events telemetry; see the
+/// [module](self).
+#[derive(Debug, Clone, Copy)]
+pub struct CensusLayer {
+    event_level: Level,
+}
+
+impl Default for CensusLayer {
+    fn default() -> Self {
+        CensusLayer::new()
+    }
+}
+
+impl CensusLayer {
+    /// A layer recording every span it is given and events at `INFO` and above.
+    pub fn new() -> Self {
+        CensusLayer {
+            event_level: Level::INFO,
+        }
+    }
+
+    /// The most verbose level of events that become telemetry (default `INFO`).
+    ///
+    /// ```
+    /// use census_runtime::integrations::tracing::CensusLayer;
+    /// let layer = CensusLayer::new().event_level(tracing::Level::DEBUG);
+    /// # let _ = layer;
+    /// ```
+    pub fn event_level(mut self, level: Level) -> Self {
+        self.event_level = level;
+        self
+    }
+}
+
+/// What census keeps of a `tracing` span, in the span's extensions.
+struct Bridged {
+    /// The census span, while it records.
+    span: Option<DetachedSpan>,
+    /// What its children and events take as their parent: the recorded span's context, or an
+    /// unsampled one when its trace was dropped.
+    context: SpanContext,
+    operation_name: Option<Arc<str>>,
+}
+
+thread_local! {
+    /// The frames this thread's entered `tracing` spans pushed: span id, where, which context.
+    static ENTERED: RefCell<Vec<(Id, usize, SpanContext)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<S> Layer<S> for CensusLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if !crate::sampler::is_active() || crate::local::on_census_thread() {
+            return;
+        }
+        let Some(span_ref) = ctx.span(id) else {
+            return;
+        };
+        let mut fields = SpanFields::default();
+        attrs.record(&mut fields);
+        let name = fields
+            .name
+            .clone()
+            .unwrap_or_else(|| Cow::Borrowed(attrs.metadata().name()));
+        let mut builder = if fields.server {
+            crate::request(name)
+        } else {
+            crate::span(name)
+        };
+        builder = fields.describe(builder);
+        // The parent: an explicit one, none at all, or whatever is current on this thread (a
+        // census span, or an entered `tracing` span's frame).
+        let explicit = if attrs.is_root() {
+            Some(None)
+        } else {
+            attrs.parent().map(|parent| {
+                ctx.span(parent).and_then(|parent| {
+                    parent
+                        .extensions()
+                        .get::<Bridged>()
+                        .map(|bridged| bridged.context)
+                })
+            })
+        };
+        let span = match explicit {
+            Some(None) if attrs.is_root() => builder.root().start_detached(),
+            Some(Some(parent)) => Carried::from_context(parent).run(|| builder.start_detached()),
+            _ => builder.start_detached(),
+        };
+        let context = match span.context() {
+            Some(context) => context,
+            // Not recorded: its children are not either.
+            None => SpanContext::new(crate::TraceId::random(), crate::SpanId::random(), false),
+        };
+        fields.apply(&span);
+        let operation_name = span.operation_name();
+        span_ref.extensions_mut().insert(Bridged {
+            span: span.is_recording().then_some(span),
+            context,
+            operation_name,
+        });
+    }
+
+    fn on_record(&self, id: &Id, values: &FieldValues<'_>, ctx: Context<'_, S>) {
+        let Some(span_ref) = ctx.span(id) else {
+            return;
+        };
+        let extensions = span_ref.extensions();
+        if let Some(span) = extensions.get::<Bridged>().and_then(|b| b.span.as_ref()) {
+            let mut fields = SpanFields::default();
+            values.record(&mut fields);
+            if let Some(name) = fields.name.take() {
+                span.set_name(name);
+            }
+            fields.apply(span);
+        }
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span_ref) = ctx.span(id) else {
+            return;
+        };
+        let extensions = span_ref.extensions();
+        let Some(bridged) = extensions.get::<Bridged>() else {
+            return;
+        };
+        let context = bridged.context;
+        if let Some(depth) = crate::context::enter(context, bridged.operation_name.clone()) {
+            let _ = ENTERED.try_with(|entered| {
+                entered.borrow_mut().push((id.clone(), depth, context));
+            });
+        }
+    }
+
+    fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
+        let left = ENTERED
+            .try_with(|entered| {
+                let mut entered = entered.borrow_mut();
+                let at = entered.iter().rposition(|(entered, ..)| entered == id)?;
+                Some(entered.remove(at))
+            })
+            .ok()
+            .flatten();
+        if let Some((_, depth, context)) = left {
+            crate::context::leave(depth, context);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span_ref) = ctx.span(&id) else {
+            return;
+        };
+        // Ends it: a detached span is submitted when dropped.
+        drop(span_ref.extensions_mut().remove::<Bridged>());
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let metadata = event.metadata();
+        if *metadata.level() > self.event_level || crate::local::on_census_thread() {
+            return;
+        }
+        // An event given a parent explicitly takes that span's; else what is current here.
+        let correlation = match event.parent() {
+            Some(parent) => {
+                let context = ctx.span(parent).and_then(|span| {
+                    span.extensions()
+                        .get::<Bridged>()
+                        .map(|bridged| bridged.context)
+                });
+                match context {
+                    Some(context) => Carried::from_context(context).run(telemetry::correlation),
+                    None => telemetry::correlation(),
+                }
+            }
+            None if event.is_root() => None,
+            None => telemetry::correlation(),
+        };
+        let Some(correlation) = correlation else {
+            return;
+        };
+        let mut fields = EventFields::default();
+        event.record(&mut fields);
+        if let Some(name) = fields.event_name.take() {
+            let record = EventRecord::new(
+                Cow::Owned(name),
+                correlation,
+                fields.properties,
+                fields.measurements,
+            );
+            queue::submit_item(Record::Event(Box::new(record)));
+            return;
+        }
+        let source = Source {
+            target: Cow::Borrowed(metadata.target()),
+            module_path: metadata.module_path().map(Cow::Borrowed),
+            file: metadata.file().map(Cow::Borrowed),
+            line: metadata.line(),
+        };
+        let mut log = LogRecord::new(
+            severity(*metadata.level()),
+            fields.message.unwrap_or_default(),
+            correlation,
+            source,
+        );
+        for (key, value) in fields.properties {
+            log.push_property(key, value);
+        }
+        for (key, value) in fields.measurements {
+            log.push_property(key, value.to_string());
+        }
+        if let Some(errors) = fields.errors.finish() {
+            log.set_errors(errors);
+        }
+        telemetry::emit_log(log);
+    }
+}
+
+/// A `tracing` level as an Application Insights severity.
+fn severity(level: Level) -> Severity {
+    match level {
+        Level::ERROR => Severity::Error,
+        Level::WARN => Severity::Warning,
+        Level::INFO => Severity::Information,
+        _ => Severity::Verbose,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Span fields.
+
+/// What a span's fields say about it.
+#[derive(Default)]
+struct SpanFields {
+    name: Option<Cow<'static, str>>,
+    server: bool,
+    kind: Option<Cow<'static, str>>,
+    target: Option<String>,
+    port: Option<String>,
+    data: Option<String>,
+    method: Option<String>,
+    url: Option<String>,
+    status: Option<u64>,
+    failed: Option<String>,
+    properties: Vec<(&'static str, String)>,
+}
+
+impl SpanFields {
+    fn text(&mut self, field: &Field, value: String) {
+        match field.name() {
+            "otel.name" => self.name = Some(Cow::Owned(value)),
+            "otel.kind" => self.server = value.eq_ignore_ascii_case("server"),
+            "otel.status_code" => {
+                if value.eq_ignore_ascii_case("error") {
+                    self.failed.get_or_insert_with(|| "error".to_owned());
+                }
+            }
+            "otel.status_message" | "otel.status_description" => self.failed = Some(value),
+            "db.system" | "db.system.name" | "census.kind" => self.kind = Some(Cow::Owned(value)),
+            "db.statement" | "db.query.text" => self.data = Some(value),
+            "server.address" | "net.peer.name" | "census.target" => self.target = Some(value),
+            "server.port" | "net.peer.port" => self.port = Some(value),
+            "http.request.method" | "http.method" => self.method = Some(value),
+            "url.full" | "http.url" => self.url = Some(value),
+            "http.response.status_code" | "http.status_code" => {
+                self.status = value.parse().ok();
+            }
+            "error" => self.failed = Some(value),
+            name => self.properties.push((name, value)),
+        }
+    }
+
+    /// Describes the span at its start: its kind and what it calls.
+    fn describe(&self, mut builder: SpanBuilder) -> SpanBuilder {
+        if let Some(kind) = &self.kind {
+            builder = builder.kind_owned(kind.clone());
+        } else if self.method.is_some() || self.url.is_some() {
+            builder = builder.kind("HTTP");
+        }
+        if let Some(url) = &self.url {
+            builder = builder.data(url.clone());
+        } else if let Some(data) = &self.data {
+            builder = builder.data(data.clone());
+        }
+        if let Some(target) = &self.target {
+            let target = match &self.port {
+                Some(port) => format!("{target}:{port}"),
+                None => target.clone(),
+            };
+            builder = builder.target(target);
+        }
+        builder
+    }
+
+    /// Records what is known of the span, at its start or later.
+    fn apply(&self, span: &DetachedSpan) {
+        if !span.is_recording() {
+            return;
+        }
+        if let Some(data) = &self.data {
+            span.set_data(data.clone());
+        }
+        if let Some(status) = self.status {
+            span.set_result_code(status);
+            if status >= 400 {
+                span.set_success(false);
+            }
+        }
+        for (key, value) in &self.properties {
+            span.set_property(*key, value);
+        }
+        if let Some(message) = &self.failed {
+            span.fail(message);
+        }
+    }
+}
+
+impl Visit for SpanFields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.text(field, format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.text(field, value.to_owned());
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
+        if field.name() == "error" {
+            self.failed = Some(value.to_string());
+        } else {
+            self.text(field, value.to_string());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event fields.
+
+/// What an event's fields say.
+#[derive(Default)]
+struct EventFields {
+    message: Option<String>,
+    /// `census.event`: the event is a custom event of this name.
+    event_name: Option<String>,
+    properties: Vec<(Cow<'static, str>, String)>,
+    measurements: Vec<(Cow<'static, str>, f64)>,
+    errors: Errors,
+}
+
+/// The error an event carries: from an `error` field (with its causes), or from
+/// `exception.*` fields.
+#[derive(Default)]
+struct Errors {
+    chain: Vec<ErrorDetail>,
+    exception_type: Option<String>,
+    exception_message: Option<String>,
+}
+
+impl Errors {
+    fn finish(self) -> Option<Vec<ErrorDetail>> {
+        let mut chain = self.chain;
+        if chain.is_empty() && (self.exception_type.is_some() || self.exception_message.is_some()) {
+            chain.push(ErrorDetail {
+                type_name: self
+                    .exception_type
+                    .clone()
+                    .unwrap_or_else(|| "Error".to_owned()),
+                message: self.exception_message.unwrap_or_default(),
+            });
+        } else if let (Some(type_name), Some(first)) = (self.exception_type, chain.first_mut()) {
+            first.type_name = type_name;
+        }
+        (!chain.is_empty()).then_some(chain)
+    }
+}
+
+impl EventFields {
+    fn text(&mut self, field: &Field, value: String) {
+        match field.name() {
+            "message" => self.message = Some(value),
+            "census.event" => self.event_name = Some(value),
+            "exception.type" => self.errors.exception_type = Some(value),
+            "exception.message" => self.errors.exception_message = Some(value),
+            name => self.properties.push((Cow::Borrowed(name), value)),
+        }
+    }
+
+    fn number(&mut self, field: &Field, value: f64, shown: String) {
+        if self.event_name.is_some() || field.name() != "message" {
+            self.measurements.push((Cow::Borrowed(field.name()), value));
+        } else {
+            self.text(field, shown);
+        }
+    }
+}
+
+impl Visit for EventFields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.text(field, format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.text(field, value.to_owned());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.number(field, value, value.to_string());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.number(field, value as f64, value.to_string());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.number(field, value as f64, value.to_string());
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
+        if field.name() != "error" {
+            self.text(field, value.to_string());
+            return;
+        }
+        let mut current = Some(value);
+        while let Some(error) = current {
+            self.errors.chain.push(ErrorDetail {
+                type_name: type_name_of(error),
+                message: error.to_string(),
+            });
+            current = error.source();
+        }
+    }
+}
+
+/// An error's type, as far as `dyn Error` tells: the name its `Debug` form starts with
+/// (`ParseIntError { kind: InvalidDigit }` gives `ParseIntError`), else `Error`.
+fn type_name_of(error: &(dyn Error + 'static)) -> String {
+    let mut debug = String::new();
+    let _ = write!(debug, "{error:?}");
+    let name: String = debug
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+        .collect();
+    let name = name.rsplit("::").next().unwrap_or_default();
+    if name.is_empty() || !name.starts_with(|c: char| c.is_alphabetic()) {
+        "Error".to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_s_type_is_the_name_its_debug_form_starts_with() {
+        let parse = "x".parse::<u8>().unwrap_err();
+        assert_eq!(type_name_of(&parse), "ParseIntError");
+        let io = std::io::Error::other("disk full");
+        assert_eq!(type_name_of(&io), "Custom");
+        #[derive(Debug)]
+        struct Opaque;
+        impl fmt::Display for Opaque {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("opaque")
+            }
+        }
+        impl Error for Opaque {}
+        assert_eq!(type_name_of(&Opaque), "Opaque");
+    }
+
+    #[test]
+    fn levels_map_to_severities() {
+        assert_eq!(severity(Level::TRACE), Severity::Verbose);
+        assert_eq!(severity(Level::DEBUG), Severity::Verbose);
+        assert_eq!(severity(Level::INFO), Severity::Information);
+        assert_eq!(severity(Level::WARN), Severity::Warning);
+        assert_eq!(severity(Level::ERROR), Severity::Error);
+    }
+}

@@ -1,0 +1,108 @@
+//! Telemetry that is not a span: log records and custom events, tied to the span current where
+//! they are written. A record written inside a trace the sampler dropped goes with it (the
+//! Application Insights SDKs sample by operation id); one written outside any trace is kept.
+
+use std::borrow::Cow;
+use std::fmt::Display;
+
+use crate::local::{Frame, on_census_thread, unsampled_root, with_local};
+use crate::queue;
+use crate::record::{Correlation, EventRecord, LogRecord, Record};
+use crate::sampler;
+
+/// Where a record written now on this thread belongs: the span current here, or no operation
+/// at all outside any span. `None` when it is not recorded: no pipeline, a trace the sampler
+/// dropped, or one of census's own threads.
+#[inline]
+pub(crate) fn correlation() -> Option<Correlation> {
+    if !sampler::is_active() || on_census_thread() {
+        return None;
+    }
+    with_local(|local| match local.top() {
+        Some(Frame::Parent(ctx, operation_name)) if ctx.is_sampled() => Some(Correlation {
+            trace_id: Some(ctx.trace_id()),
+            parent_id: Some(ctx.span_id()),
+            operation_name: operation_name.clone(),
+            sample_rate: sampler::percentage(),
+        }),
+        Some(frame) => frame.record().map(|span| Correlation {
+            trace_id: Some(span.trace_id()),
+            parent_id: Some(span.span_id()),
+            operation_name: span.shared_operation_name(),
+            sample_rate: span.sample_rate() as f32,
+        }),
+        None if unsampled_root() => None,
+        None => Some(Correlation {
+            sample_rate: 100.0,
+            ..Correlation::default()
+        }),
+    })
+    .flatten()
+}
+
+/// Hands a log record to the export worker.
+pub(crate) fn emit_log(record: LogRecord) {
+    queue::submit_item(Record::Log(Box::new(record)));
+}
+
+/// Starts a custom event: an `Event` in Application Insights (`customEvents`), tied to the span
+/// current here. Send it with [`EventBuilder::send`].
+///
+/// ```
+/// use census_runtime::export::MemoryExporter;
+/// use std::time::Duration;
+///
+/// let memory = MemoryExporter::new();
+/// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// census_runtime::span("checkout").in_scope(|| {
+///     census_runtime::event("order_placed")
+///         .property("sku", "caviar")
+///         .measurement("total", 12.5)
+///         .send();
+/// });
+/// census.flush(Duration::from_secs(5))?;
+/// let event = &memory.events()[0];
+/// assert_eq!((event.name(), event.property("sku")), ("order_placed", Some("caviar")));
+/// assert_eq!(event.parent_id(), Some(memory.one("checkout").span_id()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn event(name: impl Into<Cow<'static, str>>) -> EventBuilder {
+    EventBuilder {
+        name: name.into(),
+        properties: Vec::new(),
+        measurements: Vec::new(),
+    }
+}
+
+/// A custom event being described; made by [`event`].
+#[derive(Debug)]
+#[must_use = "an event is sent by .send()"]
+pub struct EventBuilder {
+    name: Cow<'static, str>,
+    properties: Vec<(Cow<'static, str>, String)>,
+    measurements: Vec<(Cow<'static, str>, f64)>,
+}
+
+impl EventBuilder {
+    /// A property (a dimension to filter and group by), by `Display`.
+    pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
+        self.properties.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// A measurement (a number to chart and aggregate).
+    pub fn measurement(mut self, key: impl Into<Cow<'static, str>>, value: f64) -> Self {
+        self.measurements.push((key.into(), value));
+        self
+    }
+
+    /// Sends the event: to the exporters, with the span current here, unless that span's trace
+    /// was not sampled (or no pipeline is installed).
+    pub fn send(self) {
+        if let Some(correlation) = correlation() {
+            let record =
+                EventRecord::new(self.name, correlation, self.properties, self.measurements);
+            queue::submit_item(Record::Event(Box::new(record)));
+        }
+    }
+}
