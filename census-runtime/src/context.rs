@@ -23,12 +23,13 @@ use crate::local::{Frame, with_local};
 ///     // spans started here are children of the span that was current at spawn
 /// })).join().unwrap();
 /// ```
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Carried(Option<FrameCopy>);
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum FrameCopy {
-    Parent(SpanContext),
+    /// The parent's context, and the operation name the spans under it inherit.
+    Parent(SpanContext, Option<Arc<str>>),
     Unsampled,
 }
 
@@ -39,9 +40,14 @@ impl Carried {
             if local.in_unsampled_root() {
                 return Some(FrameCopy::Unsampled);
             }
-            local.top().map(|frame| match frame.context() {
-                Some(ctx) => FrameCopy::Parent(ctx),
-                None => FrameCopy::Unsampled,
+            local.top().map(|frame| match (frame.context(), frame) {
+                (Some(ctx), Frame::Parent(_, operation_name)) => {
+                    FrameCopy::Parent(ctx, operation_name.clone())
+                }
+                (Some(ctx), span) => {
+                    FrameCopy::Parent(ctx, span.record().and_then(|r| r.shared_operation_name()))
+                }
+                (None, _) => FrameCopy::Unsampled,
             })
         })
         .flatten();
@@ -50,20 +56,20 @@ impl Carried {
 
     /// A context from a remote parent (for example a parsed `traceparent`).
     pub fn from_context(ctx: SpanContext) -> Self {
-        Carried(Some(FrameCopy::Parent(ctx)))
+        Carried(Some(FrameCopy::Parent(ctx, None)))
     }
 
     /// The carried context, if a sampled span was current.
     pub fn context(&self) -> Option<SpanContext> {
-        match self.0 {
-            Some(FrameCopy::Parent(ctx)) => Some(ctx),
+        match &self.0 {
+            Some(FrameCopy::Parent(ctx, _)) => Some(*ctx),
             _ => None,
         }
     }
 
     fn frame(&self) -> Option<Frame> {
-        self.0.map(|copy| match copy {
-            FrameCopy::Parent(ctx) => Frame::Parent(ctx, None),
+        self.0.as_ref().map(|copy| match copy {
+            FrameCopy::Parent(ctx, operation_name) => Frame::Parent(*ctx, operation_name.clone()),
             FrameCopy::Unsampled => Frame::Unsampled,
         })
     }

@@ -1,0 +1,241 @@
+//! Log records, exceptions and custom events as Application Insights envelopes, through the
+//! loopback ingestion server: the shapes of the Python reference's (`s11_logs.json`) where census
+//! does not deliberately differ, their values, and census's own warnings never sent, even while
+//! the endpoint fails.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use census_runtime::integrations::log::LogBridge;
+use census_tests::azure::{scratch_dir, settings, shape_differences, shapes, side_by_side};
+use census_tests::ingestion::{IngestionServer, Reply};
+use serde_json::Value;
+
+const MESSAGE: &str = "Microsoft.ApplicationInsights.Message";
+const EXCEPTION: &str = "Microsoft.ApplicationInsights.Exception";
+const EVENT: &str = "Microsoft.ApplicationInsights.Event";
+
+/// The reference's log, exception and event envelopes.
+fn reference() -> Vec<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/captures/s11_logs.json");
+    let capture: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    capture["envelopes"].as_array().unwrap().clone()
+}
+
+#[derive(Debug)]
+struct Declined;
+
+impl std::fmt::Display for Declined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("card declined")
+    }
+}
+
+impl std::error::Error for Declined {}
+
+/// What the scenario of the reference writes, through census: a record outside any span, a
+/// span with a record, an error and an event in it.
+fn census_envelopes(name: &str) -> (Vec<Value>, String) {
+    LogBridge::new()
+        .level(log::LevelFilter::Info)
+        .install()
+        .unwrap();
+    let subscriber = tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::registry(),
+        census_runtime::integrations::tracing::CensusLayer::new(),
+    );
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let server = IngestionServer::start().unwrap();
+    let census = census_runtime::pipeline()
+        .cloud_role("orders-api")
+        .exporter(settings(&server, &scratch_dir(name)).build().unwrap())
+        .install()
+        .unwrap();
+    log::warn!("outside any span");
+    let span_id = census_runtime::request("GET /orders").in_scope(|| {
+        log::info!(sku = "caviar"; "pricing");
+        tracing::error!(
+            error = &Declined as &dyn std::error::Error,
+            "pricing failed"
+        );
+        census_runtime::event("order_placed")
+            .property("sku", "caviar")
+            .measurement("total", 12.5)
+            .send();
+        census_runtime::current_span().context().unwrap().span_id()
+    });
+    census.flush(Duration::from_secs(10)).unwrap();
+    (server.items(), span_id.to_string())
+}
+
+fn by_name<'a>(envelopes: &'a [Value], name: &str) -> Vec<&'a Value> {
+    envelopes.iter().filter(|e| e["name"] == name).collect()
+}
+
+#[test]
+fn logs_exceptions_and_events_have_the_reference_shape() {
+    let reference = shapes(&reference());
+    let (envelopes, _) = census_envelopes("logs-shape");
+    let census = shapes(&envelopes);
+    // On purpose (reference README): a record outside any span carries no operation, and the
+    // parent is the bare span id; the operation name is added where known; the reference's
+    // exception has a parsed Python stack, which a Rust error value has not.
+    let extra = ["tags.ai.operation.name", "sampleRate"];
+    let optional = [
+        "tags.ai.operation.id",
+        "tags.ai.operation.parentId",
+        "data.baseData.exceptions[].parsedStack",
+        "data.baseData.exceptions[].parsedStack[]",
+        "data.baseData.exceptions[].parsedStack[].level",
+        "data.baseData.exceptions[].parsedStack[].method",
+        "data.baseData.exceptions[].parsedStack[].fileName",
+        "data.baseData.exceptions[].parsedStack[].line",
+    ];
+    // The reference puts an event's number among its properties, which the schema types as
+    // strings: census sends it as a measurement, and properties as strings.
+    let event_extra = [
+        extra.as_slice(),
+        &[
+            "data.baseData.measurements.total",
+            "data.baseData.properties.*",
+        ],
+    ]
+    .concat();
+    for kind in [MESSAGE, EXCEPTION, EVENT] {
+        let ours = census
+            .get(kind)
+            .unwrap_or_else(|| panic!("census sent no {kind}"));
+        let extra = if kind == EVENT {
+            &event_extra[..]
+        } else {
+            &extra[..]
+        };
+        let problems = shape_differences(ours, &reference[kind], extra, &optional);
+        assert!(
+            problems.is_empty(),
+            "{kind} differs from the reference:\n{}\n{}",
+            problems.join("\n"),
+            side_by_side(ours, &reference[kind])
+        );
+    }
+}
+
+#[test]
+fn log_envelopes_carry_their_severity_source_properties_and_operation() {
+    let (envelopes, span_id) = census_envelopes("logs-values");
+    let messages = by_name(&envelopes, MESSAGE);
+    let outside = messages
+        .iter()
+        .find(|e| e["data"]["baseData"]["message"] == "outside any span")
+        .expect("the record outside any span");
+    assert_eq!(outside["data"]["baseData"]["severityLevel"], 2);
+    assert!(
+        outside["tags"].get("ai.operation.id").is_none(),
+        "no operation outside any span: {outside}"
+    );
+    let pricing = messages
+        .iter()
+        .find(|e| e["data"]["baseData"]["message"] == "pricing")
+        .expect("the record in the request");
+    let base = &pricing["data"]["baseData"];
+    assert_eq!(base["severityLevel"], 1);
+    assert_eq!(base["properties"]["sku"], "caviar");
+    assert_eq!(base["properties"]["level"], "INFO");
+    assert_eq!(base["properties"]["target"], module_path!());
+    assert!(
+        base["properties"]["fileName"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("azure_logs.rs"))
+    );
+    assert_eq!(pricing["tags"]["ai.operation.parentId"], span_id.as_str());
+    assert_eq!(pricing["tags"]["ai.operation.name"], "GET /orders");
+
+    let exception = by_name(&envelopes, EXCEPTION)[0];
+    let exceptions = &exception["data"]["baseData"]["exceptions"];
+    assert_eq!(exceptions[0]["typeName"], "Declined");
+    assert_eq!(exceptions[0]["message"], "pricing failed: card declined");
+    assert_eq!(exception["data"]["baseData"]["severityLevel"], 3);
+    assert_eq!(exception["tags"]["ai.operation.parentId"], span_id.as_str());
+
+    let event = by_name(&envelopes, EVENT)[0];
+    let base = &event["data"]["baseData"];
+    assert_eq!(base["name"], "order_placed");
+    assert_eq!(base["properties"]["sku"], "caviar");
+    assert_eq!(base["measurements"]["total"], 12.5);
+    assert_eq!(event["tags"]["ai.operation.parentId"], span_id.as_str());
+}
+
+/// A logger the application had: keeps what it is given.
+#[derive(Clone, Default)]
+struct Printed(Arc<Mutex<Vec<String>>>);
+
+impl log::Log for Printed {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", record.target(), record.args()));
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn census_s_own_warnings_are_printed_but_never_sent_while_the_endpoint_fails() {
+    let printed = Printed::default();
+    LogBridge::new()
+        .level(log::LevelFilter::Trace)
+        .forward_to(printed.clone(), log::LevelFilter::Trace)
+        .install()
+        .unwrap();
+    let server = IngestionServer::start().unwrap();
+    server.set_default(Reply::status(503));
+    let census = census_runtime::pipeline()
+        .exporter(
+            settings(&server, &scratch_dir("logs-feedback"))
+                .build()
+                .unwrap(),
+        )
+        .install()
+        .unwrap();
+    for round in 0..5 {
+        log::info!("the application's line {round}");
+        let _ = census.flush(Duration::from_millis(300));
+    }
+    assert!(
+        printed
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.starts_with("census_runtime")),
+        "census warned about the failing endpoint"
+    );
+    server.set_default(Reply::ok());
+    census.flush(Duration::from_secs(10)).unwrap();
+
+    let sent: Vec<String> = server
+        .items()
+        .iter()
+        .filter(|e| e["name"] == MESSAGE)
+        .map(|e| {
+            e["data"]["baseData"]["message"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        sent.iter().all(|m| m.starts_with("the application's line")),
+        "only the application's records were sent: {sent:#?}"
+    );
+    let accepted = server
+        .accepted()
+        .iter()
+        .filter(|e| e["name"] == MESSAGE)
+        .count();
+    assert_eq!(accepted, 5, "every application record is delivered once");
+}

@@ -1,0 +1,204 @@
+//! `log` records through census's `LogBridge`: correlated with the span they were written in,
+//! across `.await`, tasks and threads; their severities and key-values; dropped with a dropped
+//! trace; passed on to the logger the application had. `log` has one logger per process:
+//! every test here runs in a process of its own (cargo-nextest).
+
+use std::sync::{Arc, Mutex};
+
+use census_runtime::Sampler;
+use census_runtime::context::{FutureExt, spawn_thread};
+use census_runtime::export::{LogRecord, MemoryExporter, Severity};
+use census_runtime::integrations::log::LogBridge;
+use census_tests::{flush, install_memory, install_memory_sampled, multi_thread_runtime};
+
+/// A logger an application already had: keeps every line it is given.
+#[derive(Clone, Default)]
+struct Printed(Arc<Mutex<Vec<String>>>);
+
+impl log::Log for Printed {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        self.0.lock().unwrap().push(format!(
+            "{} {} {}",
+            record.level(),
+            record.target(),
+            record.args()
+        ));
+    }
+    fn flush(&self) {}
+}
+
+fn install_bridge(level: log::LevelFilter) {
+    LogBridge::new()
+        .level(level)
+        .install()
+        .expect("the first logger of this process");
+}
+
+fn by_message<'a>(logs: &'a [LogRecord], message: &str) -> &'a LogRecord {
+    logs.iter()
+        .find(|log| log.message() == message)
+        .unwrap_or_else(|| panic!("no record {message:?} in {logs:#?}"))
+}
+
+#[test]
+fn a_record_carries_its_span_s_operation_across_await_tasks_and_threads() {
+    install_bridge(log::LevelFilter::Info);
+    let (pipeline, memory) = install_memory();
+    let runtime = multi_thread_runtime(2);
+    runtime.block_on(
+        census_runtime::request("GET /orders/{id}").instrument(async {
+            log::info!("before the await");
+            tokio::task::yield_now().await;
+            log::info!("after the await");
+            tokio::spawn(async { log::info!("in a spawned task") }.in_current_span())
+                .await
+                .unwrap();
+            spawn_thread(|| log::info!("on another thread"))
+                .join()
+                .unwrap();
+        }),
+    );
+    flush(&pipeline);
+
+    let request = memory.one("GET /orders/{id}");
+    let logs = memory.logs();
+    for message in [
+        "before the await",
+        "after the await",
+        "in a spawned task",
+        "on another thread",
+    ] {
+        let log = by_message(&logs, message);
+        assert_eq!(log.trace_id(), Some(request.trace_id()), "{message}");
+        assert_eq!(log.parent_id(), Some(request.span_id()), "{message}");
+        assert_eq!(log.operation_name(), Some("GET /orders/{id}"), "{message}");
+    }
+}
+
+#[census_runtime::dependency(kind = "SQL", target = "orders-db")]
+fn load_order(id: u64) -> u64 {
+    log::debug!(order = id; "loading order {id}");
+    id
+}
+
+#[test]
+fn severities_sources_and_key_values_are_the_record_s() {
+    install_bridge(log::LevelFilter::Trace);
+    let (pipeline, memory) = install_memory();
+    census_runtime::span("levels").in_scope(|| {
+        log::trace!("a trace line");
+        log::debug!("a debug line");
+        log::info!(sku = "caviar", quantity = 2; "an info line");
+        log::warn!("a warning");
+        log::error!(target: "orders::payments", "an error");
+        load_order(7);
+    });
+    flush(&pipeline);
+
+    let logs = memory.logs();
+    let severities: Vec<(&str, Severity)> = [
+        "a trace line",
+        "a debug line",
+        "an info line",
+        "a warning",
+        "an error",
+    ]
+    .into_iter()
+    .map(|message| (message, by_message(&logs, message).severity()))
+    .collect();
+    assert_eq!(
+        severities,
+        [
+            ("a trace line", Severity::Verbose),
+            ("a debug line", Severity::Verbose),
+            ("an info line", Severity::Information),
+            ("a warning", Severity::Warning),
+            ("an error", Severity::Error),
+        ]
+    );
+    let info = by_message(&logs, "an info line");
+    assert_eq!(info.property("sku"), Some("caviar"));
+    assert_eq!(info.property("quantity"), Some("2"));
+    assert_eq!(info.target(), module_path!());
+    assert_eq!(info.module_path(), Some(module_path!()));
+    assert!(info.file().is_some_and(|f| f.ends_with("logs_bridge.rs")));
+    assert!(info.line().is_some());
+    assert_eq!(
+        by_message(&logs, "an error").target(),
+        "orders::payments",
+        "an explicit target is kept"
+    );
+    let nested = by_message(&logs, "loading order 7");
+    assert_eq!(nested.parent_id(), Some(memory.one("load_order").span_id()));
+    assert_eq!(nested.property("order"), Some("7"));
+}
+
+#[test]
+fn a_record_outside_any_span_has_no_operation_and_levels_below_the_bridge_s_are_left_out() {
+    install_bridge(log::LevelFilter::Info);
+    let (pipeline, memory) = install_memory();
+    log::info!("outside any span");
+    log::debug!("below the bridge's level");
+    flush(&pipeline);
+
+    let logs = memory.logs();
+    assert_eq!(logs.len(), 1, "{logs:#?}");
+    let log = &logs[0];
+    assert_eq!(log.message(), "outside any span");
+    assert_eq!(
+        (log.trace_id(), log.parent_id(), log.operation_name()),
+        (None, None, None)
+    );
+    assert_eq!(log.sample_rate(), 100.0);
+}
+
+#[test]
+fn a_sampled_out_trace_s_records_are_dropped_with_it_and_others_are_kept() {
+    install_bridge(log::LevelFilter::Info);
+    let (pipeline, memory): (_, MemoryExporter) = install_memory_sampled(Sampler::never());
+    census_runtime::span("dropped").in_scope(|| log::info!("inside a dropped trace"));
+    load_order(3);
+    log::info!("outside any trace");
+    flush(&pipeline);
+
+    let messages: Vec<String> = memory
+        .logs()
+        .iter()
+        .map(|log| log.message().to_owned())
+        .collect();
+    assert_eq!(messages, ["outside any trace"]);
+}
+
+#[test]
+fn the_logger_the_application_had_keeps_printing_everything_at_its_own_level() {
+    let printed = Printed::default();
+    LogBridge::new()
+        .level(log::LevelFilter::Warn)
+        .forward_to(printed.clone(), log::LevelFilter::Debug)
+        .install()
+        .unwrap();
+    let (pipeline, memory) = install_memory();
+    census_runtime::span("both").in_scope(|| {
+        log::debug!("printed only");
+        log::warn!("printed and recorded");
+        log::trace!("neither");
+    });
+    flush(&pipeline);
+
+    let lines = printed.0.lock().unwrap().clone();
+    assert!(
+        lines.iter().any(|l| l.ends_with("printed only")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.ends_with("printed and recorded")));
+    assert!(!lines.iter().any(|l| l.ends_with("neither")));
+    let recorded: Vec<String> = memory
+        .logs()
+        .iter()
+        .map(|log| log.message().to_owned())
+        .collect();
+    assert_eq!(recorded, ["printed and recorded"]);
+}

@@ -1,0 +1,302 @@
+//! `tracing` through census's layer: spans and events in one tree with census's own spans, both
+//! ways, sync and across `.await`; span fields read by the semantic conventions; events as
+//! messages, exceptions with their chain, and custom events; what a sampled-out trace writes is
+//! dropped with it; the layer composes with per-layer filters.
+
+use std::error::Error;
+use std::fmt;
+
+use census_runtime::export::{LogRecord, MemoryExporter, Severity};
+use census_runtime::integrations::tracing::CensusLayer;
+use census_runtime::site::SpanKind;
+use census_runtime::{Sampler, dependency};
+use census_tests::{flush, install_memory, install_memory_sampled, multi_thread_runtime};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// Makes census's layer the default subscriber of this test's process.
+fn subscribe() {
+    let subscriber = tracing_subscriber::registry().with(CensusLayer::new());
+    tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
+}
+
+#[dependency(kind = "SQL", target = "orders-db")]
+fn query(id: u64) -> u64 {
+    tracing::info!(id, "querying");
+    id
+}
+
+#[dependency(kind = "SQL", target = "orders-db")]
+async fn query_async(id: u64) -> u64 {
+    tokio::task::yield_now().await;
+    tracing::info!(id, "querying async");
+    id
+}
+
+#[tracing::instrument]
+fn handle(id: u64) -> u64 {
+    query(id)
+}
+
+#[tracing::instrument]
+async fn handle_async(id: u64) -> u64 {
+    tokio::task::yield_now().await;
+    query_async(id).await
+}
+
+fn log<'a>(memory: &'a [LogRecord], message: &str) -> &'a LogRecord {
+    memory
+        .iter()
+        .find(|log| log.message() == message)
+        .unwrap_or_else(|| panic!("no record {message:?} in {memory:#?}"))
+}
+
+#[test]
+fn a_dependency_called_inside_an_instrumented_function_nests_under_its_span() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    handle(7);
+    multi_thread_runtime(2).block_on(handle_async(8));
+    flush(&pipeline);
+
+    for (outer, inner, message) in [
+        ("handle", "query", "querying"),
+        ("handle_async", "query_async", "querying async"),
+    ] {
+        let outer = memory.one(outer);
+        let inner = memory.one(inner);
+        assert_eq!(inner.parent_id(), Some(outer.span_id()), "{}", inner.name());
+        assert_eq!(inner.trace_id(), outer.trace_id());
+        assert!(outer.property("id").is_some(), "fields become properties");
+        let logs = memory.logs();
+        assert_eq!(
+            log(&logs, message).parent_id(),
+            Some(inner.span_id()),
+            "the event inside the dependency"
+        );
+    }
+}
+
+#[test]
+fn a_tracing_span_opened_inside_a_census_span_nests_under_it() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    census_runtime::span("census outer").in_scope(|| {
+        let _span = tracing::info_span!("tracing inner").entered();
+        tracing::warn!("inside both");
+    });
+    multi_thread_runtime(2).block_on(census_runtime::span("census async").instrument(async {
+        use tracing::Instrument;
+        async {
+            tokio::task::yield_now().await;
+            tracing::info!("inside both, async");
+        }
+        .instrument(tracing::info_span!("tracing async"))
+        .await;
+    }));
+    flush(&pipeline);
+
+    for (outer, inner, message) in [
+        ("census outer", "tracing inner", "inside both"),
+        ("census async", "tracing async", "inside both, async"),
+    ] {
+        let outer = memory.one(outer);
+        let inner = memory.one(inner);
+        assert_eq!(inner.parent_id(), Some(outer.span_id()), "{}", inner.name());
+        assert_eq!(inner.kind(), "INPROC");
+        let logs = memory.logs();
+        let log = log(&logs, message);
+        assert_eq!(log.parent_id(), Some(inner.span_id()));
+        assert_eq!(log.trace_id(), Some(outer.trace_id()));
+    }
+}
+
+#[test]
+fn span_fields_follow_the_semantic_conventions() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    {
+        let request = tracing::info_span!(
+            "incoming",
+            otel.kind = "server",
+            otel.name = "GET /orders/{id}",
+            url.full = "http://localhost/orders/7",
+        );
+        let _request = request.enter();
+        let db = tracing::info_span!(
+            "db",
+            otel.name = "SELECT orders",
+            db.system = "postgresql",
+            db.query.text = "SELECT * FROM orders WHERE id = $1",
+            server.address = "db.internal",
+            server.port = 5432,
+            tenant = "acme",
+        );
+        let _db = db.enter();
+        drop(_db);
+        let failing = tracing::info_span!("charge", otel.status_code = tracing::field::Empty);
+        failing.record("otel.status_code", "ERROR");
+        drop(failing);
+    }
+    flush(&pipeline);
+
+    let request = memory.one("GET /orders/{id}");
+    assert_eq!(request.span_kind(), SpanKind::Request);
+    let db = memory.one("SELECT orders");
+    assert_eq!(db.kind(), "postgresql");
+    assert_eq!(db.target(), Some("db.internal:5432"));
+    assert_eq!(db.data(), Some("SELECT * FROM orders WHERE id = $1"));
+    assert_eq!(db.property("tenant"), Some("acme"));
+    assert_eq!(db.parent_id(), Some(request.span_id()));
+    assert_eq!(
+        db.operation_name(),
+        Some("GET /orders/{id}"),
+        "the request's name is the operation's"
+    );
+    assert!(!memory.one("charge").success(), "otel.status_code = ERROR");
+}
+
+#[derive(Debug)]
+struct PaymentDeclined {
+    source: std::io::Error,
+}
+
+impl fmt::Display for PaymentDeclined {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("payment declined")
+    }
+}
+
+impl Error for PaymentDeclined {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+#[test]
+fn events_become_messages_exceptions_with_their_chain_and_custom_events() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    census_runtime::span("checkout").in_scope(|| {
+        tracing::debug!("below the layer's level");
+        tracing::info!(sku = "caviar", "order placed");
+        tracing::warn!("stock low");
+        let error = PaymentDeclined {
+            source: std::io::Error::other("card expired"),
+        };
+        tracing::error!(error = &error as &dyn Error, "charging failed");
+        tracing::error!(
+            exception.r#type = "TimeoutError",
+            exception.message = "no answer",
+            "gateway"
+        );
+        tracing::info!(census.event = "order_placed", total = 12.5, sku = "caviar");
+    });
+    flush(&pipeline);
+
+    let checkout = memory.one("checkout");
+    let logs = memory.logs();
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.message() == "below the layer's level")
+    );
+    let placed = log(&logs, "order placed");
+    assert_eq!(placed.severity(), Severity::Information);
+    assert_eq!(placed.property("sku"), Some("caviar"));
+    assert_eq!(placed.parent_id(), Some(checkout.span_id()));
+    assert_eq!(log(&logs, "stock low").severity(), Severity::Warning);
+    let failed = log(&logs, "charging failed");
+    assert_eq!(failed.severity(), Severity::Error);
+    let chain: Vec<(&str, &str)> = failed
+        .errors()
+        .iter()
+        .map(|e| (e.type_name.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            ("PaymentDeclined", "payment declined"),
+            ("Custom", "card expired")
+        ]
+    );
+    let gateway = log(&logs, "gateway");
+    assert_eq!(gateway.errors()[0].type_name, "TimeoutError");
+    assert_eq!(gateway.errors()[0].message, "no answer");
+    let events = memory.events();
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    assert_eq!(event.name(), "order_placed");
+    assert_eq!(event.property("sku"), Some("caviar"));
+    assert_eq!(event.measurements().collect::<Vec<_>>(), [("total", 12.5)]);
+    assert_eq!(event.parent_id(), Some(checkout.span_id()));
+}
+
+#[test]
+fn what_a_sampled_out_trace_writes_is_dropped_with_it() {
+    subscribe();
+    let (pipeline, memory): (_, MemoryExporter) = install_memory_sampled(Sampler::never());
+    {
+        let _span = tracing::info_span!("dropped root").entered();
+        tracing::info!("inside a dropped trace");
+        query(1);
+    }
+    tracing::info!("outside any trace");
+    flush(&pipeline);
+
+    assert!(memory.spans().is_empty(), "{:#?}", memory.spans());
+    let messages: Vec<String> = memory
+        .logs()
+        .iter()
+        .map(|l| l.message().to_owned())
+        .collect();
+    assert_eq!(messages, ["outside any trace"]);
+}
+
+#[test]
+fn the_layer_composes_with_per_layer_filters_and_other_layers() {
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let printed = printed.clone();
+        move || Writer(printed.clone())
+    };
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            CensusLayer::new()
+                .event_level(tracing::Level::TRACE)
+                .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false),
+        );
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let (pipeline, memory) = install_memory();
+    tracing::info!("printed, not recorded");
+    tracing::warn!("printed and recorded");
+    flush(&pipeline);
+
+    let recorded: Vec<String> = memory
+        .logs()
+        .iter()
+        .map(|l| l.message().to_owned())
+        .collect();
+    assert_eq!(recorded, ["printed and recorded"]);
+    let printed = String::from_utf8(printed.lock().unwrap().clone()).unwrap();
+    assert!(printed.contains("printed, not recorded"), "{printed}");
+    assert!(printed.contains("printed and recorded"), "{printed}");
+}
+
+/// A writer into a shared buffer, for the `fmt` layer.
+struct Writer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
