@@ -1,5 +1,6 @@
 //! An order service instrumented with census: a repository trait backed by SQLite and
-//! annotated once at its `impl` block, a pricing function, and an async checkout flow.
+//! annotated once at its `impl` block, a pricing function, an async checkout flow, the log
+//! records it writes through `log`, and a `tracing` span around its report.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -148,7 +149,10 @@ pub fn price(sku: &str, quantity: u32) -> Result<u64, OrderError> {
         "coffee" => 450,
         "bagel" => 275,
         "tea" => 300,
-        other => return Err(OrderError::UnknownProduct(other.to_owned())),
+        other => {
+            log::warn!(sku = other; "no price for {other}");
+            return Err(OrderError::UnknownProduct(other.to_owned()));
+        }
     };
     Ok(unit * u64::from(quantity))
 }
@@ -166,6 +170,11 @@ pub async fn place_order(
     tokio::task::yield_now().await;
     let order = repository.get(id).await?;
     current_span().set_property("order.id", id);
+    log::info!(customer, total; "order {id} placed");
+    census_runtime::event("order_placed")
+        .property("sku", sku)
+        .measurement("total", total as f64)
+        .send();
     Ok((order, total))
 }
 
@@ -185,10 +194,18 @@ pub async fn checkout_session(repository: &SqliteOrders) -> Vec<Result<(Order, u
     results
 }
 
-/// Counts orders and reads the audit log (which fails: the table does not exist).
+/// Counts orders and reads the audit log (which fails: the table does not exist). The queries
+/// run inside a `tracing` span, as a library using `tracing` would open one: it nests under
+/// the report's census span, and the repository's spans nest under it.
 #[inproc]
 pub async fn daily_report(repository: &SqliteOrders) -> Result<(u32, usize), OrderError> {
-    let count = repository.count_for("ada").await?;
-    let audit = repository.audit_log().await?;
-    Ok((count, audit.len()))
+    use tracing::Instrument;
+    async {
+        let count = repository.count_for("ada").await?;
+        tracing::info!(count, "orders counted");
+        let audit = repository.audit_log().await?;
+        Ok((count, audit.len()))
+    }
+    .instrument(tracing::info_span!("report queries", report = "daily"))
+    .await
 }

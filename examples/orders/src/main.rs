@@ -5,15 +5,18 @@
 //! cargo run -p orders
 //! ```
 //!
-//! With `APPLICATIONINSIGHTS_CONNECTION_STRING` set, the same spans also go to Application
-//! Insights.
+//! With `APPLICATIONINSIGHTS_CONNECTION_STRING` set, the same spans, log records and events
+//! also go to Application Insights.
 
 use std::time::Duration;
 
 use census_runtime::Sampler;
 use census_runtime::azure::AzureExporter;
 use census_runtime::export::ConsoleExporter;
+use census_runtime::integrations::log::LogBridge;
+use census_runtime::integrations::tracing::CensusLayer;
 use orders::{SqliteOrders, checkout_session};
+use tracing_subscriber::layer::SubscriberExt;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut census = census_runtime::pipeline()
@@ -25,8 +28,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         census = census.exporter(azure);
     }
     let census = census.install()?;
+    // The service's `log` records and `tracing` spans and events, in the same trees.
+    LogBridge::new().level(log::LevelFilter::Info).install()?;
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(CensusLayer::new()),
+    )?;
 
-    println!("== operations (one tree per trace, as each finishes)");
+    println!("== operations (one tree per trace, with the log records written in them)");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -4,7 +4,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use census_runtime::export::MemoryExporter;
+use census_runtime::integrations::log::LogBridge;
+use census_runtime::integrations::tracing::CensusLayer;
 use orders::{SqliteOrders, checkout_session};
+use tracing_subscriber::layer::SubscriberExt;
 
 #[test]
 fn the_registry_lists_every_site_of_the_example() {
@@ -54,6 +57,14 @@ fn the_checkout_flow_records_one_tree_with_its_failures() {
         .exporter(memory.clone())
         .install()
         .unwrap();
+    LogBridge::new()
+        .level(log::LevelFilter::Info)
+        .install()
+        .unwrap();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(CensusLayer::new()),
+    )
+    .unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -109,6 +120,36 @@ fn the_checkout_flow_records_one_tree_with_its_failures() {
             .contains("no such table: audit_log")
     );
     let report = memory.one("daily_report");
-    assert_eq!(audit.parent_id(), Some(report.span_id()));
+    let queries = memory.one("report queries");
+    assert_eq!(
+        queries.parent_id(),
+        Some(report.span_id()),
+        "the tracing span"
+    );
+    assert_eq!(audit.parent_id(), Some(queries.span_id()));
     assert!(!report.success());
+
+    // Each order's log record and event are written in its span; the warning in the pricing.
+    let logs = memory.logs();
+    for order in orders.iter().filter(|o| o.success()) {
+        let id = order.property("order.id").unwrap();
+        let placed = logs
+            .iter()
+            .find(|l| l.message() == format!("order {id} placed"))
+            .expect("each placed order is logged");
+        assert_eq!(placed.parent_id(), Some(order.span_id()));
+    }
+    let prices = memory.named("price");
+    let refused_price = prices.iter().find(|p| !p.success()).unwrap();
+    let warning = logs
+        .iter()
+        .find(|l| l.message() == "no price for caviar")
+        .unwrap();
+    assert_eq!(warning.parent_id(), Some(refused_price.span_id()));
+    assert_eq!(memory.events().len(), 2, "one event per placed order");
+    let counted = logs
+        .iter()
+        .find(|l| l.message() == "orders counted")
+        .unwrap();
+    assert_eq!(counted.parent_id(), Some(queries.span_id()));
 }
