@@ -132,6 +132,7 @@ mod queue;
 mod record;
 mod sampler;
 mod telemetry;
+mod text;
 
 #[cfg(feature = "azure")]
 #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]

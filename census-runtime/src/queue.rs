@@ -15,7 +15,7 @@ use std::thread::Thread;
 
 use crate::diagnostics::COUNTERS;
 use crate::local::{Frame, Local};
-use crate::record::{Record, SpanRecord};
+use crate::record::{Item, Record, SpanRecord};
 
 /// Spans per thread ring. A thread's ring starts small and doubles, up to `MAX_RING`, each time
 /// it is found half full (the thread makes spans faster than the worker drains them between two
@@ -31,9 +31,11 @@ pub(crate) const DEFAULT_CAPACITY: usize = 65_536;
 /// The worker's ends of every thread's ring.
 static RINGS: Mutex<Vec<rtrb::Consumer<SpanRecord>>> = Mutex::new(Vec::new());
 /// The worker's ends of every thread's ring of log records and events.
-static ITEM_RINGS: Mutex<Vec<rtrb::Consumer<Record>>> = Mutex::new(Vec::new());
-/// Log records and events per thread ring: a fixed size, larger bursts spill.
-const ITEM_RING: usize = 512;
+static ITEM_RINGS: Mutex<Vec<rtrb::Consumer<Item>>> = Mutex::new(Vec::new());
+/// Log records and events per thread ring, at first: it doubles, as the span ring does, up to
+/// `MAX_ITEM_RING` while the thread writes faster than the worker drains.
+const FIRST_ITEM_RING: usize = 256;
+const MAX_ITEM_RING: usize = 4096;
 /// Where records go when a thread's ring is full (a burst faster than the worker wakes up):
 /// shared, behind a lock, bounded by `OVERFLOW_CAPACITY`. Beyond that, records are dropped.
 static OVERFLOW: Mutex<Vec<Record>> = Mutex::new(Vec::new());
@@ -52,7 +54,7 @@ struct Outbox {
 
 /// This thread's end of its ring of log records and events, made on its first one.
 struct ItemOutbox {
-    ring: Option<rtrb::Producer<Record>>,
+    ring: Option<rtrb::Producer<Item>>,
     pushed: u32,
 }
 
@@ -124,27 +126,43 @@ pub(crate) fn submit(record: SpanRecord) {
 }
 
 /// Hands a log record or an event to the export worker, through this thread's second ring.
-pub(crate) fn submit_item(record: Record) {
+pub(crate) fn submit_item(item: Item) {
+    submit_item_with(|| item);
+}
+
+/// Hands the log record or event `make` returns to the export worker, written straight into
+/// the next slot of this thread's second ring (a log record is 256 bytes: built elsewhere and
+/// moved, it would be copied twice more).
+#[inline]
+pub(crate) fn submit_item_with(make: impl FnOnce() -> Item) {
     let _ = ITEMS.try_with(|items| {
         let Ok(mut items) = items.try_borrow_mut() else {
             return;
         };
         let ring = match &mut items.ring {
             Some(ring) => ring,
-            ring @ None => ring.insert(new_item_ring()),
+            ring @ None => ring.insert(new_item_ring(FIRST_ITEM_RING)),
         };
-        match ring.push(record) {
-            Ok(()) => {
-                // Every 64 records, a look at the ring: half full wakes the worker early.
+        match ring.write_chunk_uninit(1) {
+            Ok(mut chunk) => {
+                chunk.as_mut_slices().0[0].write(make());
+                // SAFETY: the chunk's one slot was just written.
+                unsafe { chunk.commit_all() };
+                // Every 16 records, a look at the ring: half full wakes the worker early and
+                // makes the next ring twice as large.
                 items.pushed = items.pushed.wrapping_add(1);
-                if items.pushed.is_multiple_of(64)
+                if items.pushed.is_multiple_of(16)
                     && let Some(ring) = &items.ring
-                    && ring.slots() < ITEM_RING / 2
+                    && ring.slots() < ring.buffer().capacity() / 2
                 {
                     request_wake();
+                    let capacity = ring.buffer().capacity();
+                    if capacity < MAX_ITEM_RING {
+                        items.ring = Some(new_item_ring(capacity * 2));
+                    }
                 }
             }
-            Err(rtrb::PushError::Full(record)) => spill(record),
+            Err(_) => spill(make().into()),
         }
     });
 }
@@ -231,8 +249,8 @@ fn spill(record: Record) {
 }
 
 #[cold]
-fn new_item_ring() -> rtrb::Producer<Record> {
-    let (producer, consumer) = rtrb::RingBuffer::new(ITEM_RING);
+fn new_item_ring(capacity: usize) -> rtrb::Producer<Item> {
+    let (producer, consumer) = rtrb::RingBuffer::new(capacity);
     ITEM_RINGS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -300,7 +318,7 @@ pub(crate) fn drain(into: &mut Vec<Record>) -> usize {
         if ready > 0
             && let Ok(chunk) = ring.read_chunk(ready)
         {
-            into.extend(chunk);
+            into.extend(chunk.into_iter().map(Record::from));
         }
     }
     rings.retain(|ring| !(ring.is_abandoned() && ring.is_empty()));

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use crate::clock;
 use crate::id::{SpanContext, SpanId, TraceId};
 use crate::site::{Site, SpanKind};
+use crate::text::Text;
 
 /// A finished span, as exporters receive it.
 ///
@@ -331,7 +332,7 @@ pub enum Record {
     Span(SpanRecord),
     /// A log record or a `tracing` event: a `Message`, or an `Exception` when it carries an
     /// error.
-    Log(Box<LogRecord>),
+    Log(LogRecord),
     /// A custom event.
     Event(Box<EventRecord>),
 }
@@ -367,6 +368,27 @@ impl Record {
             Record::Span(span) => Some(span.trace_id()),
             Record::Log(log) => log.correlation.trace_id,
             Record::Event(event) => event.correlation.trace_id,
+        }
+    }
+}
+
+/// A log record or an event on its way from the thread that wrote it to the export worker: a
+/// log record travels inline (no allocation on the writing thread; see `text.rs`), and is boxed
+/// into a [`Record`] on the worker.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a log record travels inline, so that writing one allocates nothing"
+)]
+pub(crate) enum Item {
+    Log(LogRecord),
+    Event(Box<EventRecord>),
+}
+
+impl From<Item> for Record {
+    fn from(item: Item) -> Record {
+        match item {
+            Item::Log(log) => Record::Log(log),
+            Item::Event(event) => Record::Event(event),
         }
     }
 }
@@ -418,8 +440,10 @@ pub(crate) struct Correlation {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Source {
     pub(crate) target: Cow<'static, str>,
-    pub(crate) module_path: Option<Cow<'static, str>>,
-    pub(crate) file: Option<Cow<'static, str>>,
+    /// `log` gives module and file as `'static` strings whenever its macros wrote the record,
+    /// and `tracing` always: only those are kept.
+    pub(crate) module_path: Option<&'static str>,
+    pub(crate) file: Option<&'static str>,
     pub(crate) line: Option<u32>,
 }
 
@@ -439,9 +463,16 @@ pub struct ErrorDetail {
 pub struct LogRecord {
     time: u64,
     severity: Severity,
-    message: String,
+    /// Inline when short: see `text.rs`.
+    message: Text,
     pub(crate) correlation: Correlation,
     source: Source,
+    /// Key-values and an error, which most records have not.
+    extra: Option<Box<LogExtra>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LogExtra {
     properties: Vec<(Cow<'static, str>, String)>,
     errors: Vec<ErrorDetail>,
 }
@@ -450,7 +481,7 @@ impl LogRecord {
     /// A record written now, in the operation `correlation` names.
     pub(crate) fn new(
         severity: Severity,
-        message: String,
+        message: Text,
         correlation: Correlation,
         source: Source,
     ) -> Self {
@@ -460,24 +491,24 @@ impl LogRecord {
             message,
             correlation,
             source,
-            properties: Vec::new(),
-            errors: Vec::new(),
+            extra: None,
         }
     }
 
     /// Adds a property.
     pub(crate) fn push_property(&mut self, key: impl Into<Cow<'static, str>>, value: String) {
-        self.properties.push((key.into(), value));
+        let extra = self.extra.get_or_insert_with(Box::default);
+        extra.properties.push((key.into(), value));
     }
 
     /// Sets the error the record carries, outermost first: it becomes an `Exception`.
     pub(crate) fn set_errors(&mut self, errors: Vec<ErrorDetail>) {
-        self.errors = errors;
+        self.extra.get_or_insert_with(Box::default).errors = errors;
     }
 
     /// The message.
     pub fn message(&self) -> &str {
-        &self.message
+        self.message.as_str()
     }
 
     /// How serious it is.
@@ -522,12 +553,12 @@ impl LogRecord {
 
     /// The module it was written in, when known.
     pub fn module_path(&self) -> Option<&str> {
-        self.source.module_path.as_deref()
+        self.source.module_path
     }
 
     /// The source file it was written in, when known.
     pub fn file(&self) -> Option<&str> {
-        self.source.file.as_deref()
+        self.source.file
     }
 
     /// The line it was written at, when known.
@@ -537,8 +568,9 @@ impl LogRecord {
 
     /// Its key-values (`log`'s `kv`, a `tracing` event's fields), in order.
     pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.properties
+        self.extra
             .iter()
+            .flat_map(|extra| extra.properties.iter())
             .map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 
@@ -549,7 +581,7 @@ impl LogRecord {
 
     /// The error it carries and its causes, outermost first; empty for a plain message.
     pub fn errors(&self) -> &[ErrorDetail] {
-        &self.errors
+        self.extra.as_ref().map_or(&[], |extra| &extra.errors)
     }
 }
 

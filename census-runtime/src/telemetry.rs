@@ -7,7 +7,7 @@ use std::fmt::Display;
 
 use crate::local::{Frame, on_census_thread, unsampled_root, with_local};
 use crate::queue;
-use crate::record::{Correlation, EventRecord, LogRecord, Record};
+use crate::record::{Correlation, EventRecord, Item, LogRecord};
 use crate::sampler;
 
 /// Where a record written now on this thread belongs: the span current here, or no operation
@@ -40,9 +40,10 @@ pub(crate) fn correlation() -> Option<Correlation> {
     .flatten()
 }
 
-/// Hands a log record to the export worker.
-pub(crate) fn emit_log(record: LogRecord) {
-    queue::submit_item(Record::Log(Box::new(record)));
+/// Hands the log record `make` returns to the export worker, built in place.
+#[inline]
+pub(crate) fn emit_log(make: impl FnOnce() -> LogRecord) {
+    queue::submit_item_with(|| Item::Log(make()));
 }
 
 /// Starts a custom event: an `Event` in Application Insights (`customEvents`), tied to the span
@@ -102,7 +103,7 @@ impl EventBuilder {
         if let Some(correlation) = correlation() {
             let record =
                 EventRecord::new(self.name, correlation, self.properties, self.measurements);
-            queue::submit_item(Record::Event(Box::new(record)));
+            queue::submit_item(Item::Event(Box::new(record)));
         }
     }
 }

@@ -319,6 +319,36 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
         );
     }
 
+    // Log records and tracing spans.
+    let log_format = get(medians, "logs", "format-string");
+    let log_census = get(medians, "logs", "census");
+    let log_otel = get(medians, "logs", "otel+appinsights");
+    let layer_census = get(medians, "tracing-span", "census-layer");
+    let layer_otel = get(medians, "tracing-span", "otel+appinsights");
+    let _ = writeln!(
+        out,
+        "\n### Log records and `tracing` spans (criterion medians)\n\nA `log::info!(\"order {{}} placed\", n)` inside a recorded span, and a `#[tracing::instrument]` function, recorded.\n"
+    );
+    let _ = writeln!(out, "| case | per call |\n| --- | ---: |");
+    for (what, value) in [
+        ("formatting the message into a `String`, alone", log_format),
+        ("census: `log::info!` through `LogBridge`", log_census),
+        (
+            "`opentelemetry-appender-log` + `opentelemetry-application-insights`",
+            log_otel,
+        ),
+        (
+            "census: `#[tracing::instrument]` through `CensusLayer`",
+            layer_census,
+        ),
+        (
+            "`tracing-opentelemetry` + `opentelemetry-application-insights`",
+            layer_otel,
+        ),
+    ] {
+        let _ = writeln!(out, "| {what} | {} |", ns(value));
+    }
+
     // Memory.
     let _ = writeln!(out, "\n### Memory while the endpoint is stalled\n");
     match memory {
@@ -454,6 +484,29 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
         what: "Sampling at 1e-6: a kept root's trace id (scoring below the rate) in about a microsecond at most",
         figure: ns(kept_root_id),
         met: below(kept_root_id, 1000.0),
+    });
+    let log_vs_format = log_census.zip(log_format).map(|(c, f)| c / f);
+    targets.push(Target {
+        what: "A correlated `log::info!` in a recorded span: at most 2 times formatting its message into a `String`",
+        figure: format!(
+            "{} vs {}: {}",
+            ns(log_census),
+            ns(log_format),
+            ratio(log_vs_format)
+        ),
+        met: log_vs_format.map(|r| r <= 2.0),
+    });
+    let log_vs_otel = log_otel.zip(log_census).map(|(o, c)| o / c);
+    targets.push(Target {
+        what: "A correlated `log::info!`: at least 10 times cheaper than `opentelemetry-appender-log` + `opentelemetry-application-insights`",
+        figure: ratio(log_vs_otel),
+        met: log_vs_otel.map(|r| r >= 10.0),
+    });
+    let layer_vs_otel = layer_otel.zip(layer_census).map(|(o, c)| o / c);
+    targets.push(Target {
+        what: "A `#[tracing::instrument]` span through census's layer: at least 5 times cheaper than through `tracing-opentelemetry` + `opentelemetry-application-insights`",
+        figure: ratio(layer_vs_otel),
+        met: layer_vs_otel.map(|r| r >= 5.0),
     });
     targets.push(Target {
         what: "Export: over 1,000,000 envelopes per second serialised on one core",

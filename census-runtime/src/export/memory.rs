@@ -115,7 +115,7 @@ impl Exporter for MemoryExporter {
         for record in batch {
             match record {
                 Record::Span(span) => self.lock().push(span.clone()),
-                Record::Log(log) => locked(&self.logs).push((**log).clone()),
+                Record::Log(log) => locked(&self.logs).push(log.clone()),
                 Record::Event(event) => locked(&self.events).push((**event).clone()),
             }
         }

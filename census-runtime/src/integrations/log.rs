@@ -38,6 +38,7 @@ use log::{LevelFilter, Log, Metadata, Record, SetLoggerError};
 
 use crate::record::{LogRecord, Severity, Source};
 use crate::telemetry;
+use crate::text::Text;
 
 /// The `log` logger that turns records into telemetry and passes them on; see the
 /// [module](self).
@@ -155,28 +156,21 @@ impl Log for LogBridge {
         let Some(correlation) = telemetry::correlation() else {
             return;
         };
-        let message = match record.args().as_str() {
-            Some(text) => text.to_owned(),
-            None => record.args().to_string(),
-        };
         let source = Source {
             target: match record.module_path_static() {
                 Some(module) if module == record.target() => Cow::Borrowed(module),
                 _ => Cow::Owned(record.target().to_owned()),
             },
-            module_path: record
-                .module_path_static()
-                .map(Cow::Borrowed)
-                .or_else(|| record.module_path().map(|m| Cow::Owned(m.to_owned()))),
-            file: record
-                .file_static()
-                .map(Cow::Borrowed)
-                .or_else(|| record.file().map(|f| Cow::Owned(f.to_owned()))),
+            module_path: record.module_path_static(),
+            file: record.file_static(),
             line: record.line(),
         };
-        let mut log = LogRecord::new(severity(record.level()), message, correlation, source);
-        let _ = record.key_values().visit(&mut Properties(&mut log));
-        telemetry::emit_log(log);
+        telemetry::emit_log(|| {
+            let message = Text::format(*record.args());
+            let mut log = LogRecord::new(severity(record.level()), message, correlation, source);
+            let _ = record.key_values().visit(&mut Properties(&mut log));
+            log
+        });
     }
 
     fn flush(&self) {

@@ -55,8 +55,10 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::context::Carried;
 use crate::id::SpanContext;
-use crate::record::{ErrorDetail, EventRecord, LogRecord, Record, Severity, Source};
-use crate::span::{DetachedSpan, SpanBuilder};
+use crate::record::SpanRecord;
+use crate::record::{ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
+use crate::span::SpanBuilder;
+use crate::text::Text;
 use crate::{queue, telemetry};
 
 /// The layer that makes `tracing` spans census spans and events telemetry; see the
@@ -95,8 +97,8 @@ impl CensusLayer {
 
 /// What census keeps of a `tracing` span, in the span's extensions.
 struct Bridged {
-    /// The census span, while it records.
-    span: Option<DetachedSpan>,
+    /// The census span's record, while it records; submitted when the span closes.
+    record: Option<SpanRecord>,
     /// What its children and events take as their parent: the recorded span's context, or an
     /// unsampled one when its trace was dropped.
     context: SpanContext,
@@ -145,37 +147,46 @@ where
                 })
             })
         };
-        let span = match explicit {
-            Some(None) if attrs.is_root() => builder.root().start_detached(),
-            Some(Some(parent)) => Carried::from_context(parent).run(|| builder.start_detached()),
-            _ => builder.start_detached(),
+        let started = match explicit {
+            Some(None) if attrs.is_root() => builder.root().start_record(),
+            Some(Some(parent)) => Carried::from_context(parent).run(|| builder.start_record()),
+            _ => builder.start_record(),
         };
-        let context = match span.context() {
-            Some(context) => context,
-            // Not recorded: its children are not either.
-            None => SpanContext::new(crate::TraceId::random(), crate::SpanId::random(), false),
+        let bridged = match started {
+            Ok(mut record) => {
+                fields.apply(&mut record);
+                Bridged {
+                    context: record.context(),
+                    operation_name: record.shared_operation_name(),
+                    record: Some(record),
+                }
+            }
+            // A dropped trace: its children are not recorded either.
+            Err(true) => Bridged {
+                record: None,
+                context: SpanContext::new(crate::TraceId::random(), crate::SpanId::random(), false),
+                operation_name: None,
+            },
+            Err(false) => return,
         };
-        fields.apply(&span);
-        let operation_name = span.operation_name();
-        span_ref.extensions_mut().insert(Bridged {
-            span: span.is_recording().then_some(span),
-            context,
-            operation_name,
-        });
+        span_ref.extensions_mut().insert(bridged);
     }
 
     fn on_record(&self, id: &Id, values: &FieldValues<'_>, ctx: Context<'_, S>) {
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        let extensions = span_ref.extensions();
-        if let Some(span) = extensions.get::<Bridged>().and_then(|b| b.span.as_ref()) {
+        let mut extensions = span_ref.extensions_mut();
+        if let Some(record) = extensions
+            .get_mut::<Bridged>()
+            .and_then(|b| b.record.as_mut())
+        {
             let mut fields = SpanFields::default();
             values.record(&mut fields);
             if let Some(name) = fields.name.take() {
-                span.set_name(name);
+                record.extra_mut().name = Some(name);
             }
-            fields.apply(span);
+            fields.apply(record);
         }
     }
 
@@ -213,8 +224,14 @@ where
         let Some(span_ref) = ctx.span(&id) else {
             return;
         };
-        // Ends it: a detached span is submitted when dropped.
-        drop(span_ref.extensions_mut().remove::<Bridged>());
+        if let Some(mut record) = span_ref
+            .extensions_mut()
+            .remove::<Bridged>()
+            .and_then(|bridged| bridged.record)
+        {
+            record.set_end(crate::clock::now());
+            queue::submit(record);
+        }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -250,31 +267,33 @@ where
                 fields.properties,
                 fields.measurements,
             );
-            queue::submit_item(Record::Event(Box::new(record)));
+            queue::submit_item(Item::Event(Box::new(record)));
             return;
         }
         let source = Source {
             target: Cow::Borrowed(metadata.target()),
-            module_path: metadata.module_path().map(Cow::Borrowed),
-            file: metadata.file().map(Cow::Borrowed),
+            module_path: metadata.module_path(),
+            file: metadata.file(),
             line: metadata.line(),
         };
-        let mut log = LogRecord::new(
-            severity(*metadata.level()),
-            fields.message.unwrap_or_default(),
-            correlation,
-            source,
-        );
-        for (key, value) in fields.properties {
-            log.push_property(key, value);
-        }
-        for (key, value) in fields.measurements {
-            log.push_property(key, value.to_string());
-        }
-        if let Some(errors) = fields.errors.finish() {
-            log.set_errors(errors);
-        }
-        telemetry::emit_log(log);
+        telemetry::emit_log(|| {
+            let mut log = LogRecord::new(
+                severity(*metadata.level()),
+                fields.message.unwrap_or_else(Text::new),
+                correlation,
+                source,
+            );
+            for (key, value) in fields.properties {
+                log.push_property(key, value);
+            }
+            for (key, value) in fields.measurements {
+                log.push_property(key, value.to_string());
+            }
+            if let Some(errors) = fields.errors.finish() {
+                log.set_errors(errors);
+            }
+            log
+        });
     }
 }
 
@@ -355,24 +374,31 @@ impl SpanFields {
     }
 
     /// Records what is known of the span, at its start or later.
-    fn apply(&self, span: &DetachedSpan) {
-        if !span.is_recording() {
+    fn apply(self, record: &mut SpanRecord) {
+        if self.data.is_none()
+            && self.status.is_none()
+            && self.properties.is_empty()
+            && self.failed.is_none()
+        {
             return;
         }
-        if let Some(data) = &self.data {
-            span.set_data(data.clone());
+        let extra = record.extra_mut();
+        if let Some(data) = self.data {
+            extra.data = Some(Cow::Owned(data));
         }
         if let Some(status) = self.status {
-            span.set_result_code(status);
-            if status >= 400 {
-                span.set_success(false);
-            }
+            extra.result_code = Some(Cow::Owned(status.to_string()));
         }
-        for (key, value) in &self.properties {
-            span.set_property(*key, value);
+        extra.properties.extend(
+            self.properties
+                .into_iter()
+                .map(|(key, value)| (Cow::Borrowed(key), value)),
+        );
+        if self.status.is_some_and(|status| status >= 400) {
+            record.set_success(false);
         }
-        if let Some(message) = &self.failed {
-            span.fail(message);
+        if let Some(message) = self.failed {
+            record.fail(Cow::Borrowed("error"), Some(message));
         }
     }
 }
@@ -401,7 +427,8 @@ impl Visit for SpanFields {
 /// What an event's fields say.
 #[derive(Default)]
 struct EventFields {
-    message: Option<String>,
+    /// Inline when short: see `text.rs`.
+    message: Option<Text>,
     /// `census.event`: the event is a custom event of this name.
     event_name: Option<String>,
     properties: Vec<(Cow<'static, str>, String)>,
@@ -439,7 +466,7 @@ impl Errors {
 impl EventFields {
     fn text(&mut self, field: &Field, value: String) {
         match field.name() {
-            "message" => self.message = Some(value),
+            "message" => self.message = Some(Text::from(value)),
             "census.event" => self.event_name = Some(value),
             "exception.type" => self.errors.exception_type = Some(value),
             "exception.message" => self.errors.exception_message = Some(value),
@@ -458,7 +485,12 @@ impl EventFields {
 
 impl Visit for EventFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.text(field, format!("{value:?}"));
+        if field.name() == "message" {
+            // Formatted in place, with no allocation for a short message.
+            self.message = Some(Text::format(format_args!("{value:?}")));
+        } else {
+            self.text(field, format!("{value:?}"));
+        }
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {

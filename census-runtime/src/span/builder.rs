@@ -172,25 +172,30 @@ impl SpanBuilder {
     /// query.end();
     /// ```
     pub fn start_detached(self) -> DetachedSpan {
+        DetachedSpan {
+            record: Mutex::new(self.start_record().ok()),
+        }
+    }
+
+    /// Starts the span as a bare record that its caller keeps and ends (with
+    /// `queue::submit`): `Err(true)` when its trace is not recorded (the spans under it must
+    /// not be either), `Err(false)` when nothing is (no pipeline, or under a dropped trace).
+    pub(crate) fn start_record(self) -> Result<SpanRecord, bool> {
         if !sampler::is_active() {
-            return DetachedSpan {
-                record: Mutex::new(None),
-            };
+            return Err(false);
         }
         let site = self.site;
         let start = self.into_start();
-        let record = with_local(|local| match parent::decide(local, start.under) {
+        with_local(|local| match parent::decide(local, start.under) {
             Decision::Record(parent) => {
                 let mut record = parent.start(site, SpanId::random());
                 start.apply(&mut record);
-                Some(record)
+                Ok(record)
             }
-            Decision::Inert | Decision::Unsampled => None,
+            Decision::Unsampled => Err(true),
+            Decision::Inert => Err(false),
         })
-        .flatten();
-        DetachedSpan {
-            record: Mutex::new(record),
-        }
+        .unwrap_or(Err(false))
     }
 
     /// Runs `f` inside the span. A panic fails the span and continues.
@@ -248,12 +253,6 @@ impl DetachedSpan {
     /// The span's context, for propagation.
     pub fn context(&self) -> Option<SpanContext> {
         self.with(|r| r.context())
-    }
-
-    /// The operation name the spans under it inherit.
-    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-    pub(crate) fn operation_name(&self) -> Option<Arc<str>> {
-        self.with(|r| r.shared_operation_name()).flatten()
     }
 
     /// Ends the span now.

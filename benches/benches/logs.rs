@@ -1,0 +1,141 @@
+//! What a log record and a `tracing` span cost through census's bridges, beside formatting the
+//! same message into a `String` and beside the OpenTelemetry way to Application Insights
+//! (`opentelemetry-appender-log` and `tracing-opentelemetry`, each with
+//! `opentelemetry-application-insights`), in the same run.
+//!
+//! `log` has one logger per process: `CENSUS_BENCH_LOGGER=census` or `=otel` says which this
+//! process installs (`scripts/bench` runs both); unset, the process measures the rest.
+//!
+//! - `logs/format-string`: `format!("order {} placed", n)`, the message alone.
+//! - `logs/census`: `log::info!("order {} placed", n)` inside a recorded census span, through
+//!   `LogBridge`, handed to an exporter that discards it.
+//! - `logs/otel+appinsights`: the same call inside a recorded OpenTelemetry span, through
+//!   `opentelemetry-appender-log`, batched for `opentelemetry-application-insights` (posting to a
+//!   loopback sink).
+//! - `tracing-span/census-layer`: a `#[tracing::instrument]` function through census's layer,
+//!   recorded, handed to an exporter that discards it.
+//! - `tracing-span/otel+appinsights`: the same through `tracing-opentelemetry`, batched for
+//!   `opentelemetry-application-insights`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use census_benches::{Behaviour, Sink, UreqClient};
+use census_runtime::export::{Exporter, Record, Resource};
+use census_runtime::integrations::log::LogBridge;
+use census_runtime::integrations::tracing::CensusLayer;
+use criterion::{Criterion, criterion_group, criterion_main};
+use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+
+/// Discards what it is given: census records, queues and hands over, nothing more.
+struct Discard;
+
+impl Exporter for Discard {
+    fn export(&mut self, batch: &[Record], _resource: &Resource) {
+        black_box(batch.len());
+    }
+}
+
+fn census() -> census_runtime::pipeline::Pipeline {
+    census_runtime::pipeline()
+        .exporter(Discard)
+        .install()
+        .expect("no other pipeline is installed")
+}
+
+fn otel_tracer_provider(sink: &Sink) -> SdkTracerProvider {
+    let exporter = opentelemetry_application_insights::Exporter::new_from_connection_string(
+        sink.connection_string(),
+        UreqClient::default(),
+    )
+    .expect("the sink's connection string is valid");
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .build()
+}
+
+#[tracing::instrument]
+fn handle(id: u64) -> u64 {
+    black_box(id)
+}
+
+fn logs(c: &mut Criterion) {
+    let mut group = c.benchmark_group("logs");
+    match std::env::var("CENSUS_BENCH_LOGGER").as_deref() {
+        Ok("census") => {
+            LogBridge::new()
+                .level(log::LevelFilter::Info)
+                .install()
+                .expect("the process's logger");
+            let pipeline = census();
+            census_runtime::span("request").in_scope(|| {
+                group.bench_function("census", |b| {
+                    b.iter(|| log::info!("order {} placed", black_box(7u64)));
+                });
+            });
+            let _ = pipeline.shutdown(Duration::from_secs(5));
+        }
+        Ok("otel") => {
+            let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
+            let exporter =
+                opentelemetry_application_insights::Exporter::new_from_connection_string(
+                    sink.connection_string(),
+                    UreqClient::default(),
+                )
+                .expect("the sink's connection string is valid");
+            let logger_provider = SdkLoggerProvider::builder()
+                .with_batch_exporter(exporter)
+                .build();
+            let bridge = opentelemetry_appender_log::OpenTelemetryLogBridge::new(&logger_provider);
+            log::set_boxed_logger(Box::new(bridge)).expect("the process's logger");
+            log::set_max_level(log::LevelFilter::Info);
+            let tracer_provider = otel_tracer_provider(&sink);
+            let tracer = tracer_provider.tracer("bench");
+            tracer.in_span("request", |_cx| {
+                group.bench_function("otel+appinsights", |b| {
+                    b.iter(|| log::info!("order {} placed", black_box(7u64)));
+                });
+            });
+            let _ = logger_provider.shutdown();
+            let _ = tracer_provider.shutdown();
+        }
+        _ => {
+            group.bench_function("format-string", |b| {
+                b.iter(|| black_box(format!("order {} placed", black_box(7u64))));
+            });
+        }
+    }
+    group.finish();
+}
+
+fn tracing_spans(c: &mut Criterion) {
+    if std::env::var("CENSUS_BENCH_LOGGER").is_ok_and(|logger| !logger.is_empty()) {
+        return;
+    }
+    let mut group = c.benchmark_group("tracing-span");
+    {
+        let pipeline = census();
+        let subscriber = tracing_subscriber::registry().with(CensusLayer::new());
+        let _default = tracing::subscriber::set_default(subscriber);
+        group.bench_function("census-layer", |b| b.iter(|| handle(black_box(7))));
+        drop(_default);
+        let _ = pipeline.shutdown(Duration::from_secs(5));
+    }
+    {
+        let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
+        let provider = otel_tracer_provider(&sink);
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let _default = tracing::subscriber::set_default(subscriber);
+        group.bench_function("otel+appinsights", |b| b.iter(|| handle(black_box(7))));
+        drop(_default);
+        let _ = provider.shutdown();
+    }
+    group.finish();
+}
+
+criterion_group!(benches, logs, tracing_spans);
+criterion_main!(benches);
