@@ -379,6 +379,10 @@ impl Record {
     clippy::large_enum_variant,
     reason = "a log record travels inline, so that writing one allocates nothing"
 )]
+#[cfg_attr(
+    not(any(feature = "log", feature = "tracing")),
+    allow(dead_code, reason = "log records come from the log and tracing bridges")
+)]
 pub(crate) enum Item {
     Log(LogRecord),
     Event(Box<EventRecord>),
@@ -477,6 +481,10 @@ struct LogExtra {
     errors: Vec<ErrorDetail>,
 }
 
+#[cfg_attr(
+    not(any(feature = "log", feature = "tracing")),
+    allow(dead_code, reason = "log records come from the log and tracing bridges")
+)]
 impl LogRecord {
     /// A record written now, in the operation `correlation` names.
     pub(crate) fn new(

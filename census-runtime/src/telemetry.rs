@@ -41,6 +41,10 @@ pub(crate) fn correlation() -> Option<Correlation> {
 }
 
 /// Hands the log record `make` returns to the export worker, built in place.
+#[cfg_attr(
+    not(any(feature = "log", feature = "tracing")),
+    allow(dead_code, reason = "log records come from the log and tracing bridges")
+)]
 #[inline]
 pub(crate) fn emit_log(make: impl FnOnce() -> LogRecord) {
     queue::submit_item_with(|| Item::Log(make()));
