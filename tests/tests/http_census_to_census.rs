@@ -1,10 +1,9 @@
 //! A census client (reqwest) calls a census server (axum), on 127.0.0.1, and both send to the
 //! loopback ingestion server: one operation, each span the child of the one that caused it.
 
-mod http_support;
-
 use std::time::Duration;
 
+use crate::http_support::*;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
@@ -12,7 +11,6 @@ use census_runtime::integrations::axum::layer;
 use census_runtime::integrations::reqwest::ReqwestMiddleware;
 use census_runtime::{dependency, inproc};
 use census_tests::ingestion::IngestionServer;
-use http_support::*;
 use reqwest_middleware::ClientWithMiddleware;
 
 #[derive(Clone)]

@@ -2,18 +2,16 @@
 //! (opencensus-ext-django, from PyPI, in the venv `scripts/pyref-venv` makes); both send to the
 //! same loopback ingestion server. Django's Request continues census's trace.
 
-mod http_support;
-
 use std::net::TcpStream;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use crate::http_support::*;
 use census_runtime::inproc;
 use census_runtime::integrations::reqwest::ReqwestMiddleware;
 use census_tests::azure::scratch_dir;
 use census_tests::ingestion::IngestionServer;
 use census_tests::python::{reference_python, repo};
-use http_support::*;
 use reqwest_middleware::ClientWithMiddleware;
 
 /// Stops the Django server however the test ends.

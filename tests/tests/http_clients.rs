@@ -3,10 +3,9 @@
 //! credentials, result code, success, parent) for a 200, a 404 with a query, a POST 500, a
 //! refused connection and a timeout, and the `traceparent` the server receives.
 
-mod http_support;
-
 use std::time::Duration;
 
+use crate::http_support::*;
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{any, get};
@@ -16,7 +15,6 @@ use census_runtime::integrations::tower::ClientLayer;
 use census_runtime::integrations::ureq::UreqMiddleware;
 use census_runtime::span;
 use census_tests::{flush, install_memory};
-use http_support::*;
 
 async fn status(Path(code): Path<u16>) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)

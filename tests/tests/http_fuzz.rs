@@ -3,17 +3,15 @@
 //! starts a valid new trace each time, and what is passed on of a `tracestate` is within the
 //! W3C limits.
 
-mod http_support;
-
 use std::collections::HashSet;
 
 use axum::routing::get;
 
+use crate::http_support::*;
 use census_runtime::integrations::axum::layer;
 use census_runtime::site::SpanKind;
 use census_tests::{flush, install_memory};
 use http::HeaderValue;
-use http_support::*;
 
 const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const VALID_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -2,10 +2,9 @@
 //! `scripts/pyref-venv` makes) calls a census axum server; both send to the same loopback
 //! ingestion server. census's Request continues the Python trace.
 
-mod http_support;
-
 use std::process::Command;
 
+use crate::http_support::*;
 use axum::extract::Path;
 use axum::routing::get;
 use census_runtime::inproc;
@@ -13,7 +12,6 @@ use census_runtime::integrations::axum::layer;
 use census_tests::azure::scratch_dir;
 use census_tests::ingestion::IngestionServer;
 use census_tests::python::{reference_python, repo};
-use http_support::*;
 
 #[inproc]
 fn look_up(id: u64) -> u64 {

@@ -3,8 +3,6 @@
 //! url, response code, success, the caller's trace), that handler spans nest under it, and that
 //! a panicking handler answers 500 with an Exception while the server goes on serving.
 
-mod http_support;
-
 use std::convert::Infallible;
 use std::time::Duration;
 
