@@ -381,7 +381,10 @@ impl Record {
 )]
 #[cfg_attr(
     not(any(feature = "log", feature = "tracing")),
-    allow(dead_code, reason = "log records come from the log and tracing bridges")
+    allow(
+        dead_code,
+        reason = "log records come from the log and tracing bridges"
+    )
 )]
 pub(crate) enum Item {
     Log(LogRecord),
@@ -483,7 +486,10 @@ struct LogExtra {
 
 #[cfg_attr(
     not(any(feature = "log", feature = "tracing")),
-    allow(dead_code, reason = "log records come from the log and tracing bridges")
+    allow(
+        dead_code,
+        reason = "log records come from the log and tracing bridges"
+    )
 )]
 impl LogRecord {
     /// A record written now, in the operation `correlation` names.

@@ -43,7 +43,10 @@ pub(crate) fn correlation() -> Option<Correlation> {
 /// Hands the log record `make` returns to the export worker, built in place.
 #[cfg_attr(
     not(any(feature = "log", feature = "tracing")),
-    allow(dead_code, reason = "log records come from the log and tracing bridges")
+    allow(
+        dead_code,
+        reason = "log records come from the log and tracing bridges"
+    )
 )]
 #[inline]
 pub(crate) fn emit_log(make: impl FnOnce() -> LogRecord) {
