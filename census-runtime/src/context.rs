@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::id::SpanContext;
-use crate::local::{Frame, with_local};
+use crate::id::{SpanContext, TraceId};
+use crate::local::{CarriedContext, Frame, with_local};
 
 /// What a task or thread takes with it so that its spans nest under the span current here.
 ///
@@ -23,54 +23,97 @@ use crate::local::{Frame, with_local};
 ///     // spans started here are children of the span that was current at spawn
 /// })).join().unwrap();
 /// ```
+///
+/// In a trace that is not recorded, what is carried says so, with the trace's id (drawn now
+/// for a trace the sampler dropped here, if nothing asked for it before): calls made where the
+/// work runs pass the decision on with flag `00`. The `tracestate` of the trace goes with it.
 #[derive(Clone, Debug)]
 pub struct Carried(Option<FrameCopy>);
 
 #[derive(Clone, Debug)]
 enum FrameCopy {
-    /// The parent's context, and the operation name the spans under it inherit.
-    Parent(SpanContext, Option<Arc<str>>),
-    Unsampled,
+    /// A recorded context: the parent, the operation name the spans under it inherit, the
+    /// `tracestate`.
+    Parent(CarriedContext),
+    /// A trace that is not recorded, and its id.
+    Unsampled(TraceId),
 }
 
 impl Carried {
     /// Captures the current context of this thread.
     pub fn current() -> Self {
+        if !crate::sampler::is_active() {
+            return Carried(None);
+        }
         let copy = with_local(|local| {
-            if local.in_unsampled_root() {
-                return Some(FrameCopy::Unsampled);
+            let ctx = match local.top() {
+                Some(Frame::Parent(carried)) => Some((carried.ctx, carried.operation_name.clone())),
+                Some(frame) => frame
+                    .record()
+                    .map(|record| (record.context(), record.shared_operation_name())),
+                None => None,
+            };
+            match ctx {
+                Some((ctx, operation_name)) => Some(FrameCopy::Parent(CarriedContext {
+                    ctx,
+                    operation_name,
+                    trace_state: local.trace_state(),
+                })),
+                None => local.unsampled_trace_id().map(FrameCopy::Unsampled),
             }
-            local.top().map(|frame| match (frame.context(), frame) {
-                (Some(ctx), Frame::Parent(_, operation_name)) => {
-                    FrameCopy::Parent(ctx, operation_name.clone())
-                }
-                (Some(ctx), span) => {
-                    FrameCopy::Parent(ctx, span.record().and_then(|r| r.shared_operation_name()))
-                }
-                (None, _) => FrameCopy::Unsampled,
-            })
         })
         .flatten();
         Carried(copy)
     }
 
-    /// A context from a remote parent (for example a parsed `traceparent`).
+    /// A context from a remote parent (for example a parsed `traceparent`): the spans under it
+    /// are recorded when it is sampled.
     pub fn from_context(ctx: SpanContext) -> Self {
-        Carried(Some(FrameCopy::Parent(ctx, None)))
+        Carried(Some(if ctx.is_sampled() {
+            FrameCopy::Parent(CarriedContext {
+                ctx,
+                operation_name: None,
+                trace_state: None,
+            })
+        } else {
+            FrameCopy::Unsampled(ctx.trace_id())
+        }))
     }
 
-    /// The carried context, if a sampled span was current.
+    /// The carried context, if a recorded span was current.
     pub fn context(&self) -> Option<SpanContext> {
         match &self.0 {
-            Some(FrameCopy::Parent(ctx, _)) => Some(*ctx),
+            Some(FrameCopy::Parent(carried)) => Some(carried.ctx),
+            _ => None,
+        }
+    }
+
+    /// The id of the carried trace, recorded or not.
+    ///
+    /// ```
+    /// # use census_runtime::context::Carried;
+    /// assert!(Carried::current().trace_id().is_none()); // nothing is current
+    /// ```
+    pub fn trace_id(&self) -> Option<TraceId> {
+        match &self.0 {
+            Some(FrameCopy::Parent(carried)) => Some(carried.ctx.trace_id()),
+            Some(FrameCopy::Unsampled(trace_id)) => Some(*trace_id),
+            None => None,
+        }
+    }
+
+    /// The carried `tracestate`, if one came in with the trace.
+    pub fn trace_state(&self) -> Option<&str> {
+        match &self.0 {
+            Some(FrameCopy::Parent(carried)) => carried.trace_state.as_deref(),
             _ => None,
         }
     }
 
     fn frame(&self) -> Option<Frame> {
         self.0.as_ref().map(|copy| match copy {
-            FrameCopy::Parent(ctx, operation_name) => Frame::Parent(*ctx, operation_name.clone()),
-            FrameCopy::Unsampled => Frame::Unsampled,
+            FrameCopy::Parent(carried) => Frame::Parent(carried.clone()),
+            FrameCopy::Unsampled(trace_id) => Frame::Unsampled(Some(*trace_id)),
         })
     }
 
@@ -99,9 +142,13 @@ impl Carried {
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) fn enter(ctx: SpanContext, operation_name: Option<Arc<str>>) -> Option<usize> {
     let frame = if ctx.is_sampled() {
-        Frame::Parent(ctx, operation_name)
+        Frame::Parent(CarriedContext {
+            ctx,
+            operation_name,
+            trace_state: None,
+        })
     } else {
-        Frame::Unsampled
+        Frame::Unsampled(Some(ctx.trace_id()))
     };
     with_local(|local| local.push(frame))
 }

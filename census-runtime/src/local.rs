@@ -6,8 +6,9 @@ use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
-use crate::id::{SpanContext, SpanId};
+use crate::id::{SpanContext, SpanId, TraceId};
 use crate::record::SpanRecord;
+use crate::sampler;
 
 /// One entry of a thread's stack.
 pub(crate) enum Frame {
@@ -16,12 +17,24 @@ pub(crate) enum Frame {
     /// An async span being recorded, for one poll: its record lives in a box owned by the
     /// future, so that the future stays small and a poll moves a pointer, not the record.
     Boxed(Box<SpanRecord>),
-    /// The root of a trace the sampler dropped: its children are inert.
-    Unsampled,
-    /// A context carried in from elsewhere (a spawned task, a thread, an incoming request, an
-    /// entered `tracing` span): the parent of the spans started under it, not a span itself,
-    /// with the operation name they inherit, if any.
-    Parent(SpanContext, Option<Arc<str>>),
+    /// A trace that is not recorded: the root of a trace the sampler dropped, a remote parent
+    /// with flag `00`, or such a context carried in. Its children are inert. Its trace id is
+    /// known from the parent, or drawn when something first asks for the context (see
+    /// [`Local::unsampled_trace_id`]), so that a dropped root pays nothing for it otherwise.
+    Unsampled(Option<TraceId>),
+    /// A recorded context carried in from elsewhere (a spawned task, a thread, an entered
+    /// `tracing` span): the parent of the spans started under it, not a span itself.
+    Parent(CarriedContext),
+}
+
+/// A recorded context carried into a task or thread: what its spans take as their parent.
+#[derive(Clone, Debug)]
+pub(crate) struct CarriedContext {
+    pub(crate) ctx: SpanContext,
+    /// The operation name the spans under it inherit.
+    pub(crate) operation_name: Option<Arc<str>>,
+    /// The `tracestate` outgoing calls under it pass on.
+    pub(crate) trace_state: Option<Arc<str>>,
 }
 
 impl Frame {
@@ -45,12 +58,33 @@ impl Frame {
         }
     }
 
-    /// The context spans started under this frame take as their parent's.
+    /// The context of a recorded trace that spans started under this frame take as their
+    /// parent's; `None` for an unsampled frame.
     pub(crate) fn context(&self) -> Option<SpanContext> {
         match self {
-            Frame::Unsampled => None,
-            Frame::Parent(ctx, _) => Some(*ctx),
+            Frame::Unsampled(_) => None,
+            Frame::Parent(carried) => Some(carried.ctx),
             span => span.record().map(SpanRecord::context),
+        }
+    }
+
+    /// The trace this frame belongs to, when it is known without drawing an id.
+    fn trace_id(&self) -> Option<TraceId> {
+        match self {
+            Frame::Unsampled(id) => *id,
+            Frame::Parent(carried) => Some(carried.ctx.trace_id()),
+            span => span.record().map(SpanRecord::trace_id),
+        }
+    }
+
+    /// The `tracestate` that came with this frame, if any.
+    fn trace_state(&self) -> Option<&Arc<str>> {
+        match self {
+            Frame::Parent(carried) => carried.trace_state.as_ref(),
+            span => span
+                .record()
+                .and_then(SpanRecord::extra)
+                .and_then(|extra| extra.trace_state.as_ref()),
         }
     }
 }
@@ -58,6 +92,10 @@ impl Frame {
 /// A thread's stack of open spans.
 pub(crate) struct Local {
     stack: Vec<Frame>,
+    /// The trace id drawn for the unsampled sync root, valid only while the word's
+    /// [`ROOT_ID_DRAWN`] bit is set: the bit is cleared whenever that root closes, so that a
+    /// later dropped root never takes an earlier one's id.
+    root_trace_id: Option<TraceId>,
     /// Boxes of async spans' records that ended on this thread, for the next async spans: a
     /// recorded future allocates nothing once its thread has ended a few.
     #[expect(
@@ -72,13 +110,13 @@ pub(crate) const SPARE_BOXES: usize = 16;
 
 thread_local! {
     static LOCAL: RefCell<Local> = const {
-        RefCell::new(Local { stack: Vec::new(), spare: Vec::new() })
+        RefCell::new(Local { stack: Vec::new(), root_trace_id: None, spare: Vec::new() })
     };
-    /// The word the fast path reads: the number of frames on the stack, shifted left by one,
-    /// and in the low bit whether a sync span that started a trace the sampler dropped is open.
-    /// Such a root takes no frame: spans started while the stack is empty under it are inert.
-    /// 0: nothing is current; 1: an unsampled root and nothing above it; more: frames to look
-    /// at.
+    /// The word the fast path reads: the number of frames on the stack, shifted left by two; in
+    /// the low bit whether a sync span that started a trace the sampler dropped is open, and in
+    /// the next whether a trace id was drawn for it ([`ROOT_ID_DRAWN`]). Such a root takes no
+    /// frame: spans started while the stack is empty under it are inert. 0: nothing is current;
+    /// 1 or 3: an unsampled root and nothing above it; 4 and more: frames to look at.
     static WORD: Cell<usize> = const { Cell::new(0) };
     /// Whether this is one of census's own threads (the export worker, an exporter's): what is
     /// logged there is never telemetry, so that a failing endpoint's warnings cannot feed
@@ -113,22 +151,37 @@ pub(crate) fn word() -> usize {
     WORD.with(Cell::get)
 }
 
+/// The word's bit that says an unsampled sync root is open.
+const UNSAMPLED_ROOT: usize = 1;
+/// The word's bit that says the open unsampled root's trace id was drawn (`Local::root_trace_id`).
+const ROOT_ID_DRAWN: usize = 2;
+/// How far the depth is shifted in the word.
+const DEPTH_SHIFT: u32 = 2;
+
+/// Whether the fast path's word says nothing is current but an unsampled sync root.
+#[inline(always)]
+pub(crate) fn only_unsampled_root(word: usize) -> bool {
+    word != 0 && word < 1 << DEPTH_SHIFT
+}
+
 /// Whether an unsampled sync root is open.
 #[inline]
 pub(crate) fn unsampled_root() -> bool {
-    word() & 1 == 1
+    word() & UNSAMPLED_ROOT != 0
 }
 
-/// Opens or closes the unsampled sync root.
+/// Opens or closes the unsampled sync root; closing it forgets the trace id drawn for it.
 ///
 /// Stores are whole words: a one-byte store into the word that the next span then loads whole
 /// cannot be forwarded, and that stall would cost more than the rest of a dropped trace's span.
 #[inline]
 pub(crate) fn set_unsampled_root(open: bool) {
     WORD.with(|word| match (word.get(), open) {
-        (0, true) => word.set(1),
-        (1, false) => word.set(0),
-        (current, open) => word.set(std::hint::black_box((current & !1) | usize::from(open))),
+        (0, true) => word.set(UNSAMPLED_ROOT),
+        (current, false) if current < 1 << DEPTH_SHIFT => word.set(0),
+        (current, open) => word.set(std::hint::black_box(
+            (current & !(UNSAMPLED_ROOT | ROOT_ID_DRAWN)) | usize::from(open),
+        )),
     });
 }
 
@@ -140,7 +193,9 @@ pub(crate) fn open_unsampled_root() {
 
 #[inline]
 fn set_depth(depth: usize) {
-    WORD.with(|word| word.set((depth << 1) | (word.get() & 1)));
+    WORD.with(|word| {
+        word.set((depth << DEPTH_SHIFT) | (word.get() & (UNSAMPLED_ROOT | ROOT_ID_DRAWN)));
+    });
 }
 
 impl Local {
@@ -161,10 +216,50 @@ impl Local {
         self.stack.iter()
     }
 
-    /// Whether nothing is current because an unsampled sync root is open with nothing above it.
-    #[inline]
-    pub(crate) fn in_unsampled_root(&self) -> bool {
-        self.stack.is_empty() && unsampled_root()
+    /// The trace id of the unsampled trace current here (an unsampled frame on top, or the
+    /// unsampled sync root with nothing above it), drawn now if it was not known; `None` when
+    /// what is current is not an unsampled trace.
+    pub(crate) fn unsampled_trace_id(&mut self) -> Option<TraceId> {
+        match self.stack.last_mut() {
+            Some(Frame::Unsampled(id)) => Some(*id.get_or_insert_with(sampler::dropped_trace_id)),
+            Some(_) => None,
+            None => {
+                let word = word();
+                if word & UNSAMPLED_ROOT == 0 {
+                    return None;
+                }
+                match self.root_trace_id {
+                    Some(id) if word & ROOT_ID_DRAWN != 0 => Some(id),
+                    _ => {
+                        let id = sampler::dropped_trace_id();
+                        self.set_root_trace_id(id);
+                        Some(id)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives the open unsampled sync root the trace id `id` (one drawn for it on an earlier
+    /// poll of its future).
+    pub(crate) fn set_root_trace_id(&mut self, id: TraceId) {
+        self.root_trace_id = Some(id);
+        WORD.with(|word| word.set(word.get() | ROOT_ID_DRAWN));
+    }
+
+    /// The trace id drawn for the open unsampled sync root, if one was.
+    pub(crate) fn root_trace_id(&self) -> Option<TraceId> {
+        let drawn = word() & (UNSAMPLED_ROOT | ROOT_ID_DRAWN) == UNSAMPLED_ROOT | ROOT_ID_DRAWN;
+        self.root_trace_id.filter(|_| drawn)
+    }
+
+    /// The `tracestate` of the trace current here: the nearest frame of that trace with one.
+    pub(crate) fn trace_state(&self) -> Option<Arc<str>> {
+        let frames = self.stack.iter().rev();
+        let trace_id = frames.clone().next()?.trace_id()?;
+        frames
+            .take_while(|frame| frame.trace_id() == Some(trace_id))
+            .find_map(|frame| frame.trace_state().cloned())
     }
 
     /// An empty box for an async span's record: a spare one, else a new one.
@@ -286,7 +381,7 @@ impl Local {
     /// of an async root), wherever later frames leaked by misuse left it.
     pub(crate) fn take_frame(&mut self, depth: usize, span_id: Option<SpanId>) -> Option<Frame> {
         let matches = |frame: &Frame| match (frame, span_id) {
-            (Frame::Unsampled, None) => true,
+            (Frame::Unsampled(_), None) => true,
             (frame, Some(id)) => frame.record().is_some_and(|r| r.span_id() == id),
             _ => false,
         };
@@ -302,8 +397,8 @@ impl Local {
     /// `Unsampled` one an unsampled context pushes), wherever it is.
     pub(crate) fn take_parent(&mut self, depth: usize, ctx: SpanContext) {
         let matches = |frame: &Frame| match frame {
-            Frame::Parent(pushed, _) => pushed.span_id() == ctx.span_id(),
-            Frame::Unsampled => !ctx.is_sampled(),
+            Frame::Parent(pushed) => pushed.ctx.span_id() == ctx.span_id(),
+            Frame::Unsampled(id) => !ctx.is_sampled() && *id == Some(ctx.trace_id()),
             _ => false,
         };
         let index = if self.stack.get(depth).is_some_and(matches) {
@@ -351,11 +446,12 @@ mod tests {
     fn the_depth_the_fast_path_reads_follows_the_stack() {
         let mut local = Local {
             stack: Vec::new(),
+            root_trace_id: None,
             spare: Vec::new(),
         };
-        let depth = || word() >> 1;
-        local.push(Frame::Unsampled);
-        local.push(Frame::Unsampled);
+        let depth = || word() >> DEPTH_SHIFT;
+        local.push(Frame::Unsampled(None));
+        local.push(Frame::Unsampled(None));
         assert_eq!(depth(), 2);
         assert!(local.pop().is_some());
         assert_eq!((depth(), local.stack.len()), (1, 1));
@@ -364,9 +460,38 @@ mod tests {
     }
 
     #[test]
+    fn an_unsampled_root_s_trace_id_is_never_taken_by_the_next_root() {
+        let mut local = Local {
+            stack: Vec::new(),
+            root_trace_id: None,
+            spare: Vec::new(),
+        };
+        assert_eq!(local.unsampled_trace_id(), None);
+        open_unsampled_root();
+        let first = local.unsampled_trace_id().unwrap();
+        assert_eq!(local.unsampled_trace_id(), Some(first));
+        assert!(only_unsampled_root(word()));
+        set_unsampled_root(false);
+        assert_eq!((word(), local.root_trace_id()), (0, None));
+        open_unsampled_root();
+        let second = local.unsampled_trace_id().unwrap();
+        assert_ne!(first, second);
+        // A frame above the root has an id of its own; the root keeps its id under it.
+        local.push(Frame::Unsampled(None));
+        let above = local.unsampled_trace_id().unwrap();
+        assert_ne!(above, second);
+        assert_eq!(local.unsampled_trace_id(), Some(above));
+        assert!(local.pop().is_some());
+        assert_eq!(local.unsampled_trace_id(), Some(second));
+        set_unsampled_root(false);
+        assert_eq!(word(), 0);
+    }
+
+    #[test]
     fn spare_boxes_are_bounded() {
         let mut local = Local {
             stack: Vec::new(),
+            root_trace_id: None,
             spare: Vec::new(),
         };
         for _ in 0..3 * SPARE_BOXES {

@@ -271,6 +271,8 @@ fn is_ows(c: char) -> bool {
 pub struct Incoming {
     parent: Option<SpanContext>,
     trace_state: Option<String>,
+    /// The parent came in a legacy `Request-Id`, which carries no sampled flag.
+    legacy: bool,
 }
 
 impl Incoming {
@@ -308,6 +310,7 @@ impl Incoming {
                 Incoming {
                     parent: Some(parent),
                     trace_state: join_trace_state(tracestate),
+                    legacy: false,
                 }
             }
             (Some(_), Some(_)) => Incoming::default(),
@@ -320,6 +323,7 @@ impl Incoming {
                     _ => None,
                 };
                 Incoming {
+                    legacy: parent.is_some(),
                     parent,
                     trace_state: None,
                 }
@@ -327,9 +331,29 @@ impl Incoming {
         }
     }
 
-    /// The caller's span, when the request carried a valid one.
+    /// The caller's span, when the request carried a valid one. Its sampled flag is the
+    /// `traceparent`'s; a legacy `Request-Id` has none (see [`Incoming::is_legacy`]) and reads
+    /// as sampled.
     pub fn parent(&self) -> Option<SpanContext> {
         self.parent
+    }
+
+    /// Whether the parent came in a legacy `Request-Id`: with no sampled flag, its trace is
+    /// recorded when its id's score is below the rate, as the Application Insights SDKs decide
+    /// it, rather than as the caller decided.
+    ///
+    /// ```
+    /// use census_runtime::propagation::Incoming;
+    ///
+    /// let legacy = Incoming::from_values(
+    ///     [],
+    ///     [],
+    ///     [b"|4bf92f3577b34da6a3ce929d0e0e4736.00f067aa0ba902b7.".as_slice()],
+    /// );
+    /// assert!(legacy.is_legacy());
+    /// ```
+    pub fn is_legacy(&self) -> bool {
+        self.legacy
     }
 
     /// The validated `tracestate`, when one came with a valid `traceparent`.
@@ -338,7 +362,9 @@ impl Incoming {
     }
 
     /// A [`crate::request`] span named `name` that continues the caller's trace (or starts a
-    /// new one) and passes the `tracestate` on to outgoing calls.
+    /// new one) and passes the `tracestate` on to outgoing calls. Recorded as the caller's
+    /// `traceparent` flag says (flag `00`: not recorded, and its calls pass the trace's id on
+    /// with `00`); under a legacy `Request-Id`, by the trace id's score.
     ///
     /// ```
     /// use census_runtime::propagation::Incoming;
@@ -348,8 +374,10 @@ impl Incoming {
     /// ```
     pub fn request(&self, name: impl Into<Cow<'static, str>>) -> SpanBuilder {
         let mut builder = crate::request(name);
-        if let Some(parent) = self.parent {
-            builder = builder.parent(parent);
+        match self.parent {
+            Some(parent) if self.legacy => builder = builder.scored_parent(parent),
+            Some(parent) => builder = builder.parent(parent),
+            None => {}
         }
         if let Some(state) = &self.trace_state {
             builder = builder.trace_state(state.as_str());
@@ -390,8 +418,10 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// The headers for a call made from the span current on this thread (the client span):
-    /// its `traceparent`, the `tracestate` of the request being served when one came in, and,
-    /// with `request_id`, the legacy `Request-Id`. `None` when no span is recording here.
+    /// its `traceparent`, the `tracestate` of the trace when one came in with it, and, with
+    /// `request_id`, the legacy `Request-Id`. In a trace that is not recorded, its id with flag
+    /// `00` (see [`CurrentSpan::context`](crate::span::CurrentSpan::context)). `None` outside
+    /// any trace or without a pipeline.
     pub fn current(request_id: bool) -> Option<Outgoing> {
         let ctx = crate::current_span().context()?;
         Some(Outgoing::for_context(

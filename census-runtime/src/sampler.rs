@@ -7,6 +7,7 @@ mod ids;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+pub(crate) use self::ids::dropped_trace_id_at;
 pub use self::ids::{IdSearch, bench_kept_trace_id};
 use crate::id::{TraceId, next_random};
 
@@ -251,6 +252,14 @@ pub(crate) fn new_trace_id() -> TraceId {
     } else {
         ids::kept_trace_id(f64::from_bits(RATE.load(Ordering::Relaxed)))
     }
+}
+
+/// The id of a trace dropped at the rate in force, drawn when something asks for its context:
+/// see [`dropped_trace_id_at`].
+#[cold]
+#[inline(never)]
+pub(crate) fn dropped_trace_id() -> TraceId {
+    dropped_trace_id_at(f64::from_bits(RATE.load(Ordering::Relaxed)))
 }
 
 /// The sampling percentage in force, recorded on each span (`sampleRate`).

@@ -19,10 +19,10 @@ pub(crate) fn correlation() -> Option<Correlation> {
         return None;
     }
     with_local(|local| match local.top() {
-        Some(Frame::Parent(ctx, operation_name)) if ctx.is_sampled() => Some(Correlation {
-            trace_id: Some(ctx.trace_id()),
-            parent_id: Some(ctx.span_id()),
-            operation_name: operation_name.clone(),
+        Some(Frame::Parent(carried)) => Some(Correlation {
+            trace_id: Some(carried.ctx.trace_id()),
+            parent_id: Some(carried.ctx.span_id()),
+            operation_name: carried.operation_name.clone(),
             sample_rate: sampler::percentage(),
         }),
         Some(frame) => frame.record().map(|span| Correlation {

@@ -1,8 +1,9 @@
 //! The API integrations build on: request spans continuing a remote trace, the operation name
 //! they hand down, tracestate, and detached spans ended elsewhere.
 
+use census_runtime::propagation::Incoming;
 use census_runtime::site::SpanKind;
-use census_runtime::{SpanContext, SpanId, TraceId, current_span, inproc, request, span};
+use census_runtime::{Sampler, SpanContext, SpanId, TraceId, current_span, inproc, request, span};
 use census_tests::{flush, install_memory, install_memory_sampled};
 
 fn caller() -> SpanContext {
@@ -51,23 +52,92 @@ fn a_request_continues_the_remote_trace_and_names_the_operation_for_its_children
     );
 }
 
+fn caller_with_flag(sampled: bool) -> SpanContext {
+    SpanContext::new(caller().trace_id(), caller().span_id(), sampled)
+}
+
+/// Serves one request under `incoming` and answers the context its calls would pass on.
+fn serve(incoming: &Incoming) -> Option<SpanContext> {
+    incoming.request("GET /").in_scope(|| {
+        handler_without_state();
+        current_span().context()
+    })
+}
+
 #[test]
-fn a_remote_trace_is_sampled_by_its_trace_id() {
-    // The caller's trace id scores 0.33: kept at 0.5, dropped at 0.25.
-    let (pipeline, memory) = install_memory_sampled(census_runtime::Sampler::probability(0.25));
+fn a_remote_parent_with_flag_01_is_kept_at_any_rate_and_one_with_00_is_dropped() {
+    // The caller's trace id scores 0.33: a rate of 0.25 would drop it by its score, 0.5 keep it.
+    assert!((0.25..0.5).contains(&Sampler::score(caller().trace_id())));
+    for rate in [0.0, 0.25, 0.5, 1.0] {
+        let (pipeline, memory) = install_memory_sampled(Sampler::probability(rate));
+        let kept = Incoming::from_values(
+            [b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".as_slice()],
+            [],
+            [],
+        );
+        let passed_on = serve(&kept).unwrap();
+        assert!(passed_on.is_sampled(), "rate {rate}");
+        flush(&pipeline);
+        assert_eq!(memory.spans().len(), 2, "01 is kept at rate {rate}");
+        let served = memory.one("GET /");
+        assert_eq!(served.trace_id(), caller().trace_id());
+        assert_eq!(served.parent_id(), Some(caller().span_id()));
+        memory.clear();
+
+        let dropped = Incoming::from_values(
+            [b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".as_slice()],
+            [],
+            [],
+        );
+        let passed_on = serve(&dropped).unwrap();
+        assert!(!passed_on.is_sampled(), "rate {rate}");
+        assert_eq!(
+            passed_on.trace_id(),
+            caller().trace_id(),
+            "the caller's trace goes on"
+        );
+        assert_ne!(
+            passed_on.span_id(),
+            caller().span_id(),
+            "a span id of its own"
+        );
+        // The builder's own API decides the same.
+        request("GET /")
+            .parent(caller_with_flag(false))
+            .in_scope(handler_without_state);
+        flush(&pipeline);
+        assert!(memory.spans().is_empty(), "00 is dropped at rate {rate}");
+        drop(pipeline);
+    }
+}
+
+#[test]
+fn a_legacy_request_id_parent_is_decided_by_its_trace_id_s_score() {
+    let legacy = Incoming::from_values(
+        [],
+        [],
+        [b"|4bf92f3577b34da6a3ce929d0e0e4736.00f067aa0ba902b7.".as_slice()],
+    );
+    assert!(legacy.is_legacy());
+    // The caller's trace id scores 0.33: dropped at 0.25, kept at 0.5.
+    let (pipeline, memory) = install_memory_sampled(Sampler::probability(0.25));
+    let passed_on = serve(&legacy).unwrap();
+    assert_eq!(
+        (passed_on.trace_id(), passed_on.is_sampled()),
+        (caller().trace_id(), false)
+    );
     request("GET /")
-        .parent(caller())
+        .scored_parent(caller())
         .in_scope(handler_without_state);
     flush(&pipeline);
     assert!(memory.spans().is_empty());
     drop(pipeline);
 
-    let (pipeline, memory) = install_memory_sampled(census_runtime::Sampler::probability(0.5));
-    request("GET /")
-        .parent(caller())
-        .in_scope(handler_without_state);
+    let (pipeline, memory) = install_memory_sampled(Sampler::probability(0.5));
+    assert!(serve(&legacy).unwrap().is_sampled());
     flush(&pipeline);
     assert_eq!(memory.spans().len(), 2);
+    assert_eq!(memory.one("GET /").parent_id(), Some(caller().span_id()));
 }
 
 #[inproc]

@@ -22,6 +22,7 @@ mod core_nesting;
 mod core_outcomes;
 mod core_panics;
 mod core_pipeline;
+mod core_propagation;
 mod core_requests;
 mod core_sampling;
 mod db_diesel;

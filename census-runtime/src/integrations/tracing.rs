@@ -57,7 +57,7 @@ use crate::context::Carried;
 use crate::id::SpanContext;
 use crate::record::SpanRecord;
 use crate::record::{ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
-use crate::span::SpanBuilder;
+use crate::span::{NotStarted, SpanBuilder};
 use crate::text::Text;
 use crate::{queue, telemetry};
 
@@ -161,13 +161,27 @@ where
                     record: Some(record),
                 }
             }
-            // A dropped trace: its children are not recorded either.
-            Err(true) => Bridged {
+            // A trace that is not recorded: its children are not recorded either, and the calls
+            // made inside it pass its id on with flag `00` (one drawn now for a new trace the
+            // sampler dropped).
+            Err(NotStarted::Unsampled(trace_id)) => Bridged {
                 record: None,
-                context: SpanContext::new(crate::TraceId::random(), crate::SpanId::random(), false),
+                context: SpanContext::new(
+                    trace_id.unwrap_or_else(crate::sampler::dropped_trace_id),
+                    crate::SpanId::random(),
+                    false,
+                ),
                 operation_name: None,
             },
-            Err(false) => return,
+            // Under an explicit parent whose trace is not recorded: its context.
+            Err(NotStarted::Inert) => match explicit {
+                Some(Some(parent)) if !parent.is_sampled() => Bridged {
+                    record: None,
+                    context: parent,
+                    operation_name: None,
+                },
+                _ => return,
+            },
         };
         span_ref.extensions_mut().insert(bridged);
     }

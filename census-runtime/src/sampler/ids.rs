@@ -4,8 +4,10 @@
 //! root then needs an id that every service scoring it keeps too: where such ids are common one is
 //! drawn until it scores below the rate; where they are rare one is built, its first 25 hex digits
 //! drawn and its last 7 chosen so that the DJB2 sum lands where the rate keeps it. Both ways take
-//! a `Window` of sums and the score's own test: an id for a dropped root that propagates its
-//! decision (a score at or above the rate) is `scored_id` over the window's complement.
+//! a `Window` of sums and the score's own test. A dropped trace that propagates its decision
+//! takes an id the same way over the window's complement (a score at or above the rate), with
+//! its lower 64 bits drawn above `rate * 2^64`, where OpenCensus's `ProbabilitySampler` drops it
+//! too ([`dropped_trace_id_at`]).
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -23,6 +25,85 @@ pub(crate) fn kept_trace_id(rate: f64) -> TraceId {
     match Window::kept(rate) {
         Some(window) => scored_id(window, |id| sample_score(id) < rate),
         None => TraceId::random(),
+    }
+}
+
+/// The id of a trace dropped at `rate`, for the `00` `traceparent` its outgoing calls carry:
+/// one that every kind of downstream sampler at the same rate drops too. Its score is at or
+/// above the rate (the Application Insights SDKs' sampling), and its lower 64 bits are above
+/// `rate * 2^64` (OpenCensus's `ProbabilitySampler`, which keeps an unsampled parent's trace when
+/// they are at most `rate * 0xffff_ffff_ffff_ffff`); a parent-based sampler follows the flag.
+///
+/// Drawn at rates up to 90 % (the dropped sums are common), constructed above. At a rate of 1
+/// or more no id is dropped by every sampler (none is asked for: nothing is dropped); it gets a
+/// random id.
+#[cold]
+pub(crate) fn dropped_trace_id_at(rate: f64) -> TraceId {
+    if rate >= 1.0 {
+        return TraceId::random();
+    }
+    let low = LowBits::dropped(rate);
+    let window = Window::dropped(rate);
+    let accept = |id: TraceId| sample_score(id) >= rate && low.admits(id);
+    if window.is_drawn_into() {
+        loop {
+            let id = (u128::from(next_random()) << 64) | u128::from(low.draw());
+            if let Some(id) = TraceId::new(id)
+                && accept(id)
+            {
+                return id;
+            }
+        }
+    }
+    let tails = tails();
+    loop {
+        // The tail is left to the construction: the bits above it already place the lower 64
+        // bits above the bound, whatever the tail.
+        let prefix = (u128::from(next_random()) << 64) | u128::from(low.draw_above_tail());
+        if let Some(id) = tails.construct(window, prefix)
+            && accept(id)
+        {
+            return id;
+        }
+    }
+}
+
+/// The lower 64 bits of the ids dropped at a rate: above `floor(rate * 2^64)`, the largest
+/// value `lower <= rate * 0xffff_ffff_ffff_ffff` keeps (that product is a float: `rate * 2^64`).
+#[derive(Debug, Clone, Copy)]
+struct LowBits {
+    /// The largest value kept.
+    kept_max: u64,
+}
+
+impl LowBits {
+    /// For a rate below 1, where some values are above the bound.
+    fn dropped(rate: f64) -> LowBits {
+        LowBits {
+            kept_max: super::threshold(rate.max(0.0)),
+        }
+    }
+
+    fn admits(self, id: TraceId) -> bool {
+        id.to_int() as u64 > self.kept_max
+    }
+
+    /// Lower 64 bits drawn uniformly above the bound.
+    fn draw(self) -> u64 {
+        self.kept_max + 1 + below_u64(u64::MAX - self.kept_max)
+    }
+
+    /// Lower 64 bits for a constructed id, its tail's 28 bits zero: the 36 above drawn
+    /// uniformly among those that stay above the bound whatever the tail (the highest, when a
+    /// rate within 2^-36 of 1 leaves none).
+    fn draw_above_tail(self) -> u64 {
+        const HIGH_VALUES: u64 = 1 << 36;
+        let first = (self.kept_max >> 28) + 1;
+        let top = match HIGH_VALUES.saturating_sub(first) {
+            0 => HIGH_VALUES - 1,
+            count => first + below_u64(count),
+        };
+        top << 28
     }
 }
 
@@ -56,7 +137,9 @@ pub fn bench_kept_trace_id(rate: f64, search: IdSearch) -> TraceId {
 /// Builds, once per process, what constructing an id at `rate` takes, when it will take it: so
 /// that the first kept root does not wait for it. Called at install.
 pub(crate) fn prepare(rate: f64) {
-    if Window::kept(rate).is_some_and(|window| !window.is_drawn_into()) {
+    let kept_constructed = Window::kept(rate).is_some_and(|window| !window.is_drawn_into());
+    let dropped_constructed = rate < 1.0 && !Window::dropped(rate).is_drawn_into();
+    if kept_constructed || dropped_constructed {
         tails();
     }
 }
@@ -90,7 +173,8 @@ fn drawn_id(accept: impl Fn(TraceId) -> bool) -> TraceId {
 fn constructed_id(window: Window, accept: impl Fn(TraceId) -> bool) -> TraceId {
     let tails = tails();
     loop {
-        if let Some(id) = tails.construct(window)
+        let prefix = ((u128::from(next_random()) << 64) | u128::from(next_random())) & !TAIL_MASK;
+        if let Some(id) = tails.construct(window, prefix)
             && accept(id)
         {
             return id;
@@ -134,6 +218,21 @@ impl Window {
             start: max.wrapping_neg(),
             len: 2 * max + 1,
         })
+    }
+
+    /// The sums whose score is at or above `rate`: the complement of [`Window::kept`], all
+    /// but one sum when no sum is kept.
+    fn dropped(rate: f64) -> Window {
+        match Window::kept(rate) {
+            Some(kept) => Window {
+                start: kept.start.wrapping_add(kept.len),
+                len: kept.len.wrapping_neg(),
+            },
+            None => Window {
+                start: 0,
+                len: u32::MAX,
+            },
+        }
     }
 
     fn contains(self, sum: u32) -> bool {
@@ -195,10 +294,9 @@ fn low_sum(low: u16) -> u32 {
 }
 
 impl Tails {
-    /// An id with 100 random bits whose sum lies in `window`, or `None` when no tail fits the
-    /// prefix drawn (then the caller draws another).
-    fn construct(&self, window: Window) -> Option<TraceId> {
-        let prefix = ((u128::from(next_random()) << 64) | u128::from(next_random())) & !TAIL_MASK;
+    /// An id of `prefix` (its last 28 bits zero) and a tail whose sum lies in `window`, or
+    /// `None` when no tail fits the prefix (then the caller draws another).
+    fn construct(&self, window: Window, prefix: u128) -> Option<TraceId> {
         // The tail's digits are `0` in `prefix` and add nothing: the tail must add `need + k`,
         // for some k in 0..window.len.
         let need = window.start.wrapping_sub(djb2(prefix));
@@ -328,7 +426,12 @@ impl Matches {
 
 /// A uniform random number in `0..n`, `n > 0`.
 fn below(n: usize) -> usize {
-    ((u128::from(next_random()) * n as u128) >> 64) as usize
+    below_u64(n as u64) as usize
+}
+
+/// A uniform random number in `0..n`, `n > 0`.
+fn below_u64(n: u64) -> u64 {
+    ((u128::from(next_random()) * u128::from(n)) >> 64) as u64
 }
 
 #[cfg(test)]
@@ -359,7 +462,8 @@ mod tests {
         let tails = tails();
         let mut ids = Vec::with_capacity(count);
         while ids.len() < count {
-            ids.extend(tails.construct(window));
+            let prefix = TraceId::random().to_int() & !TAIL_MASK;
+            ids.extend(tails.construct(window, prefix));
         }
         ids
     }
@@ -390,6 +494,72 @@ mod tests {
         }
         for rate in [1e-12, 1e-300] {
             assert_eq!(Window::kept(rate), Some(Window { start: 0, len: 1 }));
+        }
+    }
+
+    /// OpenCensus's `ProbabilitySampler` for a parent with flag `00`:
+    /// `lower_long <= rate * 0xffffffffffffffff`, an integer against a float, compared exactly.
+    fn probability_sampler_keeps(id: TraceId, rate: f64) -> bool {
+        let bound = rate * 18_446_744_073_709_551_615.0;
+        let lower = id.to_int() as u64;
+        bound >= 18_446_744_073_709_551_616.0 || u128::from(lower) <= bound as u128
+    }
+
+    #[test]
+    fn dropped_ids_are_dropped_by_the_score_and_by_the_probability_sampler() {
+        // Drawn up to 90 %, constructed above; the bound on the lower bits near both ends.
+        for rate in [
+            0.0,
+            1e-9,
+            0.01,
+            0.25,
+            0.5,
+            0.9,
+            0.900_01,
+            0.99,
+            0.999_999,
+            0.999_999_999_99,
+        ] {
+            let mut seen = HashSet::new();
+            for _ in 0..1_000 {
+                let id = dropped_trace_id_at(rate);
+                let score = sample_score(id);
+                assert!(score >= rate, "{id} scores {score} at rate {rate}");
+                assert!(
+                    !crate::sampler::decide(rate, id),
+                    "{id} kept at rate {rate}"
+                );
+                assert!(
+                    !probability_sampler_keeps(id, rate),
+                    "{id} kept by the probability sampler at rate {rate}"
+                );
+                assert!(seen.insert(id), "{id} twice at rate {rate}");
+            }
+        }
+        // The bound itself: the largest lower bits kept, and the next.
+        let rate = 0.25;
+        let kept_max = LowBits::dropped(rate).kept_max;
+        assert_eq!(kept_max, 1 << 62);
+        let at = |low: u64| TraceId::new((1 << 64) | u128::from(low)).unwrap();
+        assert!(probability_sampler_keeps(at(kept_max), rate));
+        assert!(!probability_sampler_keeps(at(kept_max + 1), rate));
+        assert!(LowBits::dropped(rate).admits(at(kept_max + 1)));
+        assert!(!LowBits::dropped(rate).admits(at(kept_max)));
+        // Nothing is dropped at a rate of 1: any id.
+        let _ = dropped_trace_id_at(1.0);
+    }
+
+    #[test]
+    fn dropped_ids_vary_in_every_digit_above_the_tail() {
+        for rate in [0.25, 0.99] {
+            let ids: Vec<TraceId> = (0..2_000).map(|_| dropped_trace_id_at(rate)).collect();
+            for digit in 0..16 {
+                let values: HashSet<u128> = ids
+                    .iter()
+                    .map(|id| (id.to_int() >> (4 * (31 - digit))) & 0xf)
+                    .collect();
+                assert_eq!(values.len(), 16, "digit {digit} at rate {rate}");
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use super::future::{AsyncSpan, Traced, Unjudged};
 use super::parent::{self, Decision, Start, Under};
 use super::sync::SpanGuard;
 use crate::clock;
-use crate::id::{SpanContext, SpanId};
+use crate::id::{SpanContext, SpanId, TraceId};
 use crate::local::with_local;
 use crate::queue;
 use crate::record::{SpanExtra, SpanRecord};
@@ -116,10 +116,58 @@ impl SpanBuilder {
     }
 
     /// Continues a trace from another process: the span's parent is `parent` (from an incoming
-    /// `traceparent`, say), not the span current here. Whether the trace is recorded is decided
-    /// from its trace id, as every Application Insights SDK decides it.
+    /// `traceparent`, say), not the span current here. The trace is recorded when the parent
+    /// is ([`SpanContext::is_sampled`], the W3C flag), whatever the rate, so that every service
+    /// of the trace keeps or drops it alike; a trace not recorded passes its id on with flag
+    /// `00` to the calls made under it.
+    ///
+    /// ```
+    /// use census_runtime::{SpanContext, SpanId, TraceId, current_span};
+    /// let caller = |sampled| SpanContext::new(
+    ///     TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+    ///     SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+    ///     sampled,
+    /// );
+    /// # let census = census_runtime::pipeline()
+    /// #     .exporter(census_runtime::export::MemoryExporter::new())
+    /// #     .sampler(census_runtime::Sampler::never())
+    /// #     .install()
+    /// #     .unwrap();
+    /// // Kept whatever the rate when the caller kept it.
+    /// census_runtime::request("GET /").parent(caller(true)).in_scope(|| {
+    ///     assert!(current_span().is_recording());
+    /// });
+    /// census_runtime::request("GET /").parent(caller(false)).in_scope(|| {
+    ///     assert!(!current_span().is_recording());
+    ///     let passed_on = current_span().context().unwrap();
+    ///     assert_eq!(passed_on.trace_id(), caller(false).trace_id());
+    ///     assert!(!passed_on.is_sampled());
+    /// });
+    /// ```
     pub fn parent(mut self, parent: SpanContext) -> Self {
         self.under = Under::Remote(parent);
+        self
+    }
+
+    /// Continues a trace from a parent that carries no sampled flag (a legacy `Request-Id`):
+    /// the trace is recorded when its id's score is below the rate, as every Application
+    /// Insights SDK decides it.
+    ///
+    /// ```
+    /// use census_runtime::{Sampler, SpanContext, SpanId, TraceId, current_span};
+    /// # let census = census_runtime::pipeline()
+    /// #     .exporter(census_runtime::export::MemoryExporter::new())
+    /// #     .sampler(Sampler::probability(0.5))
+    /// #     .install()
+    /// #     .unwrap();
+    /// let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+    /// let caller = SpanContext::new(trace_id, SpanId::from_hex("00f067aa0ba902b7").unwrap(), true);
+    /// census_runtime::request("GET /").scored_parent(caller).in_scope(|| {
+    ///     assert_eq!(current_span().is_recording(), Sampler::score(trace_id) < 0.5);
+    /// });
+    /// ```
+    pub fn scored_parent(mut self, parent: SpanContext) -> Self {
+        self.under = Under::RemoteScored(parent);
         self
     }
 
@@ -172,17 +220,21 @@ impl SpanBuilder {
     /// query.end();
     /// ```
     pub fn start_detached(self) -> DetachedSpan {
+        let state = match self.start_record() {
+            Ok(record) => Detached::Recording(record),
+            Err(NotStarted::Unsampled(trace_id)) => Detached::Unsampled(trace_id),
+            Err(NotStarted::Inert) => Detached::Inert,
+        };
         DetachedSpan {
-            record: Mutex::new(self.start_record().ok()),
+            state: Mutex::new(state),
         }
     }
 
     /// Starts the span as a bare record that its caller keeps and ends (with
-    /// `queue::submit`): `Err(true)` when its trace is not recorded (the spans under it must
-    /// not be either), `Err(false)` when nothing is (no pipeline, or under a dropped trace).
-    pub(crate) fn start_record(self) -> Result<SpanRecord, bool> {
+    /// `queue::submit`), or says why not.
+    pub(crate) fn start_record(self) -> Result<SpanRecord, NotStarted> {
         if !sampler::is_active() {
-            return Err(false);
+            return Err(NotStarted::Inert);
         }
         let site = self.site;
         let start = self.into_start();
@@ -192,10 +244,10 @@ impl SpanBuilder {
                 start.apply(&mut record);
                 Ok(record)
             }
-            Decision::Unsampled => Err(true),
-            Decision::Inert => Err(false),
+            Decision::Unsampled(trace_id) => Err(NotStarted::Unsampled(trace_id)),
+            Decision::Inert => Err(NotStarted::Inert),
         })
-        .unwrap_or(Err(false))
+        .unwrap_or(Err(NotStarted::Inert))
     }
 
     /// Runs `f` inside the span. A panic fails the span and continues.
@@ -235,24 +287,68 @@ impl SpanBuilder {
     }
 }
 
+/// Why [`SpanBuilder::start_record`] started no record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotStarted {
+    /// Nothing is recorded: no pipeline, or under a trace that is not recorded already.
+    Inert,
+    /// The span starts a trace that is not recorded (the spans under it must not be either):
+    /// a new one the sampler dropped (`None`), or a remote parent's (its id).
+    Unsampled(Option<TraceId>),
+}
+
 /// A span that is not current anywhere: started in one place, ended in another, possibly on
 /// another thread. Made by [`SpanBuilder::start_detached`].
 #[derive(Debug)]
 pub struct DetachedSpan {
-    record: Mutex<Option<SpanRecord>>,
+    state: Mutex<Detached>,
+}
+
+/// What a detached span holds.
+#[derive(Debug)]
+enum Detached {
+    /// The record of a recorded span.
+    Recording(SpanRecord),
+    /// The root of a trace that is not recorded, and its id once known.
+    Unsampled(Option<TraceId>),
+    /// Nothing: no pipeline, or a span under a trace that is not recorded.
+    Inert,
 }
 
 impl DetachedSpan {
+    fn state(&self) -> std::sync::MutexGuard<'_, Detached> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut SpanRecord) -> R) -> Option<R> {
-        let mut slot = self.record.lock().unwrap_or_else(|p| p.into_inner());
-        slot.as_mut().map(f)
+        match &mut *self.state() {
+            Detached::Recording(record) => Some(f(record)),
+            _ => None,
+        }
     }
 
     span_values!("the span is recorded");
 
-    /// The span's context, for propagation.
+    /// The span's context, for propagation. For a span that starts a trace not recorded (a new
+    /// one the sampler dropped, or a remote parent's with flag `00`), a context that says so:
+    /// the trace's id (drawn the first time it is asked for, one that every downstream sampler
+    /// at the same rate drops) and a fresh span id. `None` under a trace that is not recorded
+    /// already (ask [`current_span`](crate::current_span) there) or without a pipeline.
+    ///
+    /// ```
+    /// let call = census_runtime::span("GET /orders").kind("HTTP").start_detached();
+    /// assert!(call.context().is_none()); // no pipeline
+    /// ```
     pub fn context(&self) -> Option<SpanContext> {
-        self.with(|r| r.context())
+        match &mut *self.state() {
+            Detached::Recording(record) => Some(record.context()),
+            Detached::Unsampled(trace_id) => Some(SpanContext::new(
+                *trace_id.get_or_insert_with(sampler::dropped_trace_id),
+                SpanId::random(),
+                false,
+            )),
+            Detached::Inert => None,
+        }
     }
 
     /// Ends the span now.
@@ -261,12 +357,11 @@ impl DetachedSpan {
 
 impl Drop for DetachedSpan {
     fn drop(&mut self) {
-        let record = self
-            .record
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(mut record) = record {
+        let state = std::mem::replace(
+            self.state.get_mut().unwrap_or_else(|p| p.into_inner()),
+            Detached::Inert,
+        );
+        if let Detached::Recording(mut record) = state {
             record.set_end(clock::now());
             queue::submit(record);
         }

@@ -5,7 +5,7 @@ use std::fmt::Display;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::id::SpanContext;
+use crate::id::{SpanContext, SpanId};
 use crate::local::{Frame, with_local};
 use crate::record::SpanRecord;
 use crate::sampler;
@@ -51,18 +51,44 @@ impl CurrentSpan {
     /// The context of what is current here, for propagation: the recording span, or the
     /// context carried into this task or thread (see [`Carried`](crate::context::Carried)).
     ///
+    /// In a trace that is not recorded, a context that says so (not sampled) with the trace's
+    /// id and a fresh span id, so that the services called from here drop it too: the id of a
+    /// caller's trace with flag `00`, or, for a trace the sampler dropped here, one drawn now
+    /// (the first time it is asked for) that every downstream sampler at the same rate drops.
+    ///
     /// ```
-    /// assert!(census_runtime::current_span().context().is_none());
+    /// use census_runtime::{Sampler, current_span, inproc};
+    /// assert!(current_span().context().is_none()); // no pipeline
+    /// # let census = census_runtime::pipeline()
+    /// #     .exporter(census_runtime::export::MemoryExporter::new())
+    /// #     .sampler(Sampler::probability(0.25))
+    /// #     .install()
+    /// #     .unwrap();
+    /// #[inproc]
+    /// fn handle() -> Option<census_runtime::SpanContext> {
+    ///     current_span().context()
+    /// }
+    /// let ctx = handle().unwrap();
+    /// if !ctx.is_sampled() {
+    ///     assert!(Sampler::score(ctx.trace_id()) >= 0.25);
+    /// }
     /// ```
     pub fn context(&self) -> Option<SpanContext> {
         if !sampler::is_active() {
             return None;
         }
-        with_local(|local| local.top().and_then(Frame::context)).flatten()
+        with_local(|local| match local.top().and_then(Frame::context) {
+            Some(ctx) => Some(ctx),
+            None => local
+                .unsampled_trace_id()
+                .map(|trace_id| SpanContext::new(trace_id, SpanId::random(), false)),
+        })
+        .flatten()
     }
 
-    /// The W3C `tracestate` that came in with the request this thread is serving, if any:
-    /// what outgoing calls pass on.
+    /// The W3C `tracestate` of the trace current here, if one came in with it: what outgoing
+    /// calls pass on. It comes from the request this thread is serving, or with the context
+    /// carried into this task or thread.
     ///
     /// ```
     /// assert!(census_runtime::current_span().trace_state().is_none());
@@ -71,14 +97,6 @@ impl CurrentSpan {
         if !sampler::is_active() {
             return None;
         }
-        with_local(|local| {
-            local.frames().rev().find_map(|frame| {
-                frame
-                    .record()
-                    .and_then(SpanRecord::extra)
-                    .and_then(|e| e.trace_state.clone())
-            })
-        })
-        .flatten()
+        with_local(|local| local.trace_state()).flatten()
     }
 }

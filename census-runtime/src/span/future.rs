@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use super::outcome::{fail_on_panic, fail_with_payload, short_type_name};
 use super::parent::{self, Decision, Parent, Quick, Start, Under};
 use crate::clock;
-use crate::id::SpanId;
+use crate::id::{SpanId, TraceId};
 use crate::local::{Frame, Local, set_unsampled_root, with_local, word};
 use crate::queue;
 use crate::record::SpanRecord;
@@ -25,8 +25,10 @@ use crate::site::Site;
 enum AsyncFrame {
     /// Nothing to do: no pipeline, or under a span that is not recorded.
     Inert,
-    /// The root of a trace the sampler dropped: the future's children are inert.
-    Unsampled,
+    /// The root of a trace that is not recorded: the future's children are inert. Its trace id,
+    /// once known (from a remote parent, or drawn when something asked for the context on an
+    /// earlier poll), boxed so that the future stays small.
+    Unsampled(Option<Box<TraceId>>),
     /// A recorded span.
     Recording(Box<SpanRecord>),
 }
@@ -65,7 +67,7 @@ impl AsyncSpan {
     fn start_site(site: &'static Site) -> AsyncSpan {
         let frame = match parent::quick(word()) {
             Quick::Inert => AsyncFrame::Inert,
-            Quick::DropRoot => AsyncFrame::Unsampled,
+            Quick::DropRoot => AsyncFrame::Unsampled(None),
             Quick::KeepRoot => {
                 let span_id = SpanId::random();
                 let parent = Parent::new_root();
@@ -78,7 +80,7 @@ impl AsyncSpan {
                     let record = parent.start(site, SpanId::random());
                     AsyncFrame::Recording(local.boxed(record))
                 }
-                Decision::Inert | Decision::Unsampled => AsyncFrame::Inert,
+                Decision::Inert | Decision::Unsampled(_) => AsyncFrame::Inert,
             })
             .unwrap_or(AsyncFrame::Inert),
         };
@@ -93,7 +95,7 @@ impl AsyncSpan {
         }
         let frame = with_local(|local| match parent::decide(local, start.under) {
             Decision::Inert => AsyncFrame::Inert,
-            Decision::Unsampled => AsyncFrame::Unsampled,
+            Decision::Unsampled(trace_id) => AsyncFrame::Unsampled(trace_id.map(Box::new)),
             Decision::Record(parent) => {
                 let mut record = parent.start(site, SpanId::random());
                 start.apply(&mut record);
@@ -250,18 +252,22 @@ impl<'a> PollScope<'a> {
         // without its span.
         match std::mem::replace(slot, AsyncFrame::Inert) {
             AsyncFrame::Inert => None,
-            AsyncFrame::Unsampled => {
-                *slot = AsyncFrame::Unsampled;
+            AsyncFrame::Unsampled(trace_id) => {
+                let known = trace_id.as_deref().copied();
+                *slot = AsyncFrame::Unsampled(trace_id);
                 // A dropped trace's root with nothing current: the flag, not a frame.
                 if word() == 0 {
                     set_unsampled_root(true);
+                    if let Some(id) = known {
+                        with_local(|local| local.set_root_trace_id(id));
+                    }
                     return Some(PollScope {
                         slot,
                         depth: None,
                         span_id: None,
                     });
                 }
-                with_local(|local| local.push(Frame::Unsampled)).map(|depth| PollScope {
+                with_local(|local| local.push(Frame::Unsampled(known))).map(|depth| PollScope {
                     slot,
                     depth: Some(depth),
                     span_id: None,
@@ -297,6 +303,12 @@ impl Drop for PollScope<'_> {
     #[inline(never)]
     fn drop(&mut self) {
         let Some(depth) = self.depth else {
+            // A trace id drawn during the poll stays with the future for its next polls.
+            if let AsyncFrame::Unsampled(slot @ None) = self.slot
+                && let Some(id) = with_local(|local| local.root_trace_id()).flatten()
+            {
+                *slot = Some(Box::new(id));
+            }
             set_unsampled_root(false);
             return;
         };
@@ -307,7 +319,14 @@ impl Drop for PollScope<'_> {
                 Some(record) => Some(record),
                 None => match local.take_frame(depth, self.span_id) {
                     Some(Frame::Boxed(record)) => Some(record),
-                    // The unsampled frame stays in the future; anything else was not ours.
+                    // The unsampled frame's trace id, drawn during the poll, stays with the
+                    // future; anything else was not ours.
+                    Some(Frame::Unsampled(Some(id))) => {
+                        if let AsyncFrame::Unsampled(slot @ None) = self.slot {
+                            *slot = Some(Box::new(id));
+                        }
+                        None
+                    }
                     _ => None,
                 },
             };

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::id::{SpanContext, SpanId, TraceId};
-use crate::local::{Frame, Local, unsampled_root};
+use crate::local::{Frame, Local, only_unsampled_root, unsampled_root};
 use crate::record::{SpanExtra, SpanRecord};
 use crate::sampler;
 use crate::site::Site;
@@ -15,9 +15,10 @@ pub(super) enum Decision {
     /// Nothing is recorded and nothing need be remembered: no pipeline, or a span under a
     /// trace the sampler dropped.
     Inert,
-    /// The root of a trace the sampler dropped (or a remote parent's trace it drops): the spans
-    /// under it are inert.
-    Unsampled,
+    /// The root of a trace that is not recorded: one the sampler dropped (its id drawn only if
+    /// something asks for its context: `None`), or a remote parent's that is not recorded (its
+    /// id). The spans under it are inert.
+    Unsampled(Option<TraceId>),
     /// A recorded span, with its trace, parent and the operation name it inherits.
     Record(Parent),
 }
@@ -72,7 +73,7 @@ pub(super) fn quick(word: usize) -> Quick {
     match word {
         0 if sampler::keep_new_trace() => Quick::KeepRoot,
         0 => Quick::DropRoot,
-        1 => Quick::Inert,
+        word if only_unsampled_root(word) => Quick::Inert,
         _ => Quick::Look,
     }
 }
@@ -83,37 +84,46 @@ pub(crate) enum Under {
     /// Under what is current on this thread: the usual case.
     #[default]
     Current,
-    /// Under a parent from another process.
+    /// Under a parent from another process, recorded when its sampled flag says so.
     Remote(SpanContext),
+    /// Under a parent from another process that carries no sampled flag (a legacy
+    /// `Request-Id`): recorded when its trace id's score is below the rate.
+    RemoteScored(SpanContext),
     /// At the root of a new trace, whatever is current.
     Root,
 }
 
 /// Decides what a new span is: under a remote parent when it comes from another process
-/// (decided from its trace id, as every Application Insights SDK decides, so that the services
-/// of one trace agree), else under the span current on this thread, else the root of a new
-/// trace.
+/// (parent-based: recorded when the caller recorded it, as its W3C flag says, so that the
+/// services of one trace agree; a parent without a flag by its trace id's score, as every
+/// Application Insights SDK decides), else under the span current on this thread, else the root
+/// of a new trace.
 #[inline]
 pub(super) fn decide(local: &Local, under: Under) -> Decision {
-    if let Under::Root = under {
-        return new_root();
-    }
-    if let Under::Remote(remote) = under {
-        return if sampler::sampled(remote.trace_id()) {
+    let remote = |remote: SpanContext, recorded: bool| {
+        if recorded {
             Decision::Record(Parent {
                 trace_id: remote.trace_id(),
                 parent_id: Some(remote.span_id()),
                 operation_name: None,
             })
         } else {
-            Decision::Unsampled
-        };
+            Decision::Unsampled(Some(remote.trace_id()))
+        }
+    };
+    match under {
+        Under::Root => return new_root(),
+        Under::Remote(parent) => return remote(parent, parent.is_sampled()),
+        Under::RemoteScored(parent) => {
+            return remote(parent, sampler::sampled(parent.trace_id()));
+        }
+        Under::Current => {}
     }
     match local.top() {
-        Some(Frame::Parent(ctx, operation_name)) if ctx.is_sampled() => Decision::Record(Parent {
-            trace_id: ctx.trace_id(),
-            parent_id: Some(ctx.span_id()),
-            operation_name: operation_name.clone(),
+        Some(Frame::Parent(carried)) => Decision::Record(Parent {
+            trace_id: carried.ctx.trace_id(),
+            parent_id: Some(carried.ctx.span_id()),
+            operation_name: carried.operation_name.clone(),
         }),
         Some(frame) => match frame.record() {
             Some(parent) => Decision::Record(Parent {
@@ -132,7 +142,7 @@ pub(super) fn decide(local: &Local, under: Under) -> Decision {
 fn new_root() -> Decision {
     match sampler::keep_new_trace() {
         true => Decision::Record(Parent::new_root()),
-        false => Decision::Unsampled,
+        false => Decision::Unsampled(None),
     }
 }
 

@@ -66,7 +66,7 @@ enum Held {
     Inert,
     /// The flag of a sync root whose trace the sampler dropped: it takes no frame.
     UnsampledRoot,
-    /// The unsampled frame of a span whose remote parent's trace is dropped.
+    /// The unsampled frame of a built span whose trace is not recorded.
     Unsampled { depth: usize },
     /// A recorded span's frame.
     Span { depth: usize, span_id: SpanId },
@@ -121,7 +121,7 @@ impl SpanGuard {
         with_local(|local| match parent::decide(local, Under::Current) {
             Decision::Record(parent) => Self::push_span(local, site, parent),
             // Something is current, so the sampler is not asked.
-            Decision::Inert | Decision::Unsampled => SpanGuard::INERT,
+            Decision::Inert | Decision::Unsampled(_) => SpanGuard::INERT,
         })
         .unwrap_or(SpanGuard::INERT)
     }
@@ -142,8 +142,8 @@ impl SpanGuard {
         }
         with_local(|local| match parent::decide(local, start.under) {
             Decision::Inert => SpanGuard::INERT,
-            Decision::Unsampled => SpanGuard::holding(Held::Unsampled {
-                depth: local.push(Frame::Unsampled),
+            Decision::Unsampled(trace_id) => SpanGuard::holding(Held::Unsampled {
+                depth: local.push(Frame::Unsampled(trace_id)),
             }),
             Decision::Record(parent) => {
                 let mut record = parent.start(site, SpanId::random());

@@ -36,7 +36,8 @@ pub(crate) struct ClientOptions {
 }
 
 /// An outgoing call being recorded: a detached `HTTP` dependency under the span current where
-/// the call was made, and the headers that carry the trace on.
+/// the call was made, and the headers that carry the trace on (also when it is not recorded:
+/// with flag `00`).
 pub(crate) struct ClientCall {
     span: DetachedSpan,
     pub(crate) headers: Option<Outgoing>,
@@ -76,9 +77,14 @@ impl ClientCall {
             .target(parts.authority.to_owned())
             .data(bounded(redact_credentials(url)).into_owned())
             .start_detached();
-        let headers = span.context().map(|ctx| {
-            Outgoing::for_context(ctx, crate::current_span().trace_state(), options.request_id)
-        });
+        // The call's own span; else, in a trace that is not recorded, that trace's context:
+        // the call passes the decision on with flag `00`.
+        let headers = span
+            .context()
+            .or_else(|| crate::current_span().context())
+            .map(|ctx| {
+                Outgoing::for_context(ctx, crate::current_span().trace_state(), options.request_id)
+            });
         ClientCall { span, headers }
     }
 
