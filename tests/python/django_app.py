@@ -1,8 +1,10 @@
 """A one-file Django app traced by the reference OpencensusMiddleware (opencensus-ext-django),
 exporting with opencensus-ext-azure to the test's ingestion server.
 
-usage: CENSUS_INGESTION_PORT=... CENSUS_STORAGE=... \
+usage: CENSUS_INGESTION_PORT=... CENSUS_STORAGE=... [CENSUS_SAMPLING_RATE=1.0] \
        django_app.py runserver 127.0.0.1:PORT --noreload
+
+CENSUS_SAMPLING_RATE is the ProbabilitySampler's rate (all traces when unset).
 """
 import loopback_only  # noqa: F401  (must be first)
 
@@ -29,7 +31,8 @@ settings.configure(
     INSTALLED_APPS=[],
     DATABASES={},
     OPENCENSUS={'TRACE': {
-        'SAMPLER': 'opencensus.trace.samplers.ProbabilitySampler(rate=1.0)',
+        'SAMPLER': 'opencensus.trace.samplers.ProbabilitySampler(rate=%r)'
+                   % float(os.environ.get('CENSUS_SAMPLING_RATE', '1.0')),
         'EXPORTER': exporter,
     }},
     LOGGING_CONFIG=None,

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use census_runtime::integrations::axum::layer;
 use census_runtime::integrations::reqwest::ReqwestMiddleware;
-use census_runtime::{dependency, inproc};
+use census_runtime::{Sampler, SpanId, TraceId, dependency, inproc};
 use census_tests::ingestion::IngestionServer;
 use reqwest_middleware::ClientWithMiddleware;
 
@@ -254,4 +254,149 @@ async fn a_panicking_handler_answers_500_with_an_exception_and_the_server_keeps_
     assert_eq!(base_data(call)["resultCode"], "500");
     assert_eq!(base_data(call)["success"], false);
     one(&items, REQUEST, "GET /stock/{id}");
+}
+
+/// A trace id scoring 0.33: a rate of 0.25 drops it by its score.
+const SCORED_ABOVE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+/// Another, for the trace that is kept.
+const KEPT_BY_FLAG: &str = "0af7651916cd43dd8448eb211c80319c";
+
+/// Whether OpenCensus's `ProbabilitySampler` keeps a trace whose parent has flag `00`: the
+/// trace id's lower 64 bits at most `rate * 0xffffffffffffffff` (a float, compared exactly).
+fn probability_sampler_keeps(trace_id: &str, rate: f64) -> bool {
+    let lower = u64::from_str_radix(&trace_id[16..], 16).unwrap();
+    u128::from(lower) <= (rate * 18_446_744_073_709_551_615.0) as u128
+}
+
+/// A `traceparent`'s trace id, span id and flags.
+fn fields(traceparent: &str) -> (&str, &str, &str) {
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[0], "00", "{traceparent}");
+    (parts[1], parts[2], parts[3])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_00_parent_is_not_recorded_and_its_calls_pass_the_trace_on_with_00_and_01_is_kept() {
+    assert!(Sampler::score(TraceId::from_hex(SCORED_ABOVE).unwrap()) >= 0.25);
+    assert!(Sampler::score(TraceId::from_hex(KEPT_BY_FLAG).unwrap()) >= 0.25);
+    let ingestion = IngestionServer::start().unwrap();
+    let pipeline = install_azure_sampled(&ingestion, "census-http", Sampler::probability(0.25));
+    let base = start(ReqwestMiddleware::new().with_request_id(true)).await;
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    let forward = |trace: &str, flags: &str| {
+        plain
+            .get(format!("{base}/forward"))
+            .header(
+                "traceparent",
+                format!("00-{trace}-00f067aa0ba902b7-{flags}"),
+            )
+            .header("tracestate", "congo=t61rcWkgMzE")
+            .send()
+    };
+
+    let echo = forward(SCORED_ABOVE, "00")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let traceparent = header(&echo, "traceparent").expect("a traceparent");
+    let (trace, span, flags) = fields(traceparent);
+    assert_eq!((trace, flags), (SCORED_ABOVE, "00"), "{traceparent}");
+    assert!(SpanId::from_hex(span).is_some() && span != "00f067aa0ba902b7");
+    assert_eq!(
+        header(&echo, "request-id"),
+        Some(format!("|{SCORED_ABOVE}.{span}.").as_str())
+    );
+
+    let echo = forward(KEPT_BY_FLAG, "01")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let traceparent = header(&echo, "traceparent")
+        .expect("a traceparent")
+        .to_owned();
+    assert_eq!(header(&echo, "tracestate"), Some("congo=t61rcWkgMzE"));
+
+    pipeline.flush(Duration::from_secs(10)).unwrap();
+    // The kept trace: the request, its call and the call's request. Sent after the dropped
+    // one's would have been, so that everything is in once these are.
+    let items = wait_for(&ingestion, |items| items.len() >= 3);
+    println!("{}", summary(&items));
+    assert_eq!(items.len(), 3, "{}", summary(&items));
+    for item in &items {
+        assert_eq!(operation(item), KEPT_BY_FLAG, "{}", summary(&items));
+    }
+    let call = one(&items, DEPENDENCY, "GET /headers");
+    assert_eq!(traceparent, format!("00-{KEPT_BY_FLAG}-{}-01", id(call)));
+    assert_eq!(
+        parent(one(&items, REQUEST, "GET /forward")),
+        Some("00f067aa0ba902b7")
+    );
+}
+
+#[inproc]
+async fn dropped_or_kept_root(client: &ClientWithMiddleware, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_root_s_calls_carry_00_with_an_id_every_sampler_at_the_rate_drops() {
+    const RATE: f64 = 0.25;
+    let ingestion = IngestionServer::start().unwrap();
+    let pipeline = install_azure_sampled(&ingestion, "census-http", Sampler::probability(RATE));
+    // An echo server without census, so that only the roots here decide.
+    let echo = serve_axum(|_| axum::Router::new().route("/headers", get(headers))).await;
+    let url = format!("http://{echo}/headers");
+    let client = reqwest_client(ReqwestMiddleware::new().with_request_id(true));
+    let (mut dropped, mut kept) = (Vec::new(), Vec::new());
+    for i in 0..80 {
+        // The call as a root itself, and inside an instrumented root.
+        let echo = if i % 2 == 0 {
+            client.get(&url).send().await.unwrap().text().await.unwrap()
+        } else {
+            dropped_or_kept_root(&client, &url).await
+        };
+        let traceparent = header(&echo, "traceparent").expect("always a traceparent");
+        let (trace, span, flags) = fields(traceparent);
+        assert_eq!(
+            header(&echo, "request-id"),
+            Some(format!("|{trace}.{span}.").as_str())
+        );
+        let score = Sampler::score(TraceId::from_hex(trace).unwrap());
+        match flags {
+            "00" => {
+                assert!(score >= RATE, "{traceparent} scores {score}");
+                assert!(
+                    !probability_sampler_keeps(trace, RATE),
+                    "{traceparent}: the probability sampler keeps it"
+                );
+                dropped.push(trace.to_owned());
+            }
+            "01" => {
+                assert!(score < RATE, "{traceparent} scores {score}");
+                kept.push(trace.to_owned());
+            }
+            other => panic!("flags {other}"),
+        }
+    }
+    assert!(
+        !dropped.is_empty() && !kept.is_empty(),
+        "{dropped:?} {kept:?}"
+    );
+    pipeline.flush(Duration::from_secs(10)).unwrap();
+    let items = wait_for(&ingestion, |items| {
+        kept.iter()
+            .all(|trace| items.iter().any(|item| operation(item) == trace))
+    });
+    for item in &items {
+        assert!(
+            !dropped.iter().any(|trace| operation(item) == trace),
+            "{}",
+            summary(&items)
+        );
+    }
 }

@@ -15,7 +15,7 @@ use census_tests::python::{reference_python, repo};
 use reqwest_middleware::ClientWithMiddleware;
 
 /// Stops the Django server however the test ends.
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -25,6 +25,11 @@ impl Drop for Server {
 }
 
 fn start_django(ingestion: &IngestionServer) -> (Server, u16) {
+    start_django_sampled(ingestion, 1.0)
+}
+
+/// The Django app, its `ProbabilitySampler` at `rate`, sending to `ingestion`; and its port.
+pub(crate) fn start_django_sampled(ingestion: &IngestionServer, rate: f64) -> (Server, u16) {
     let python = reference_python();
     let port = closed_port();
     let child = Command::new(&python)
@@ -32,6 +37,7 @@ fn start_django(ingestion: &IngestionServer) -> (Server, u16) {
         .args(["runserver", &format!("127.0.0.1:{port}"), "--noreload"])
         .env("CENSUS_INGESTION_PORT", ingestion.port().to_string())
         .env("CENSUS_STORAGE", scratch_dir("django-storage"))
+        .env("CENSUS_SAMPLING_RATE", rate.to_string())
         .spawn()
         .expect("the Django app starts");
     let mut server = Server(child);

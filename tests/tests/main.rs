@@ -37,5 +37,6 @@ mod http_clients;
 mod http_fuzz;
 mod http_python_to_census;
 mod http_servers;
+mod http_whole_traces;
 mod logs_bridge;
 mod logs_tracing;

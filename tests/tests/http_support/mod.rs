@@ -17,8 +17,18 @@ pub const EXCEPTION: &str = "Microsoft.ApplicationInsights.Exception";
 
 /// A pipeline that sends every span to `server`.
 pub fn install_azure(server: &IngestionServer, role: &str) -> Pipeline {
+    install_azure_sampled(server, role, census_runtime::Sampler::always())
+}
+
+/// A pipeline that sends the spans `sampler` keeps to `server`.
+pub fn install_azure_sampled(
+    server: &IngestionServer,
+    role: &str,
+    sampler: census_runtime::Sampler,
+) -> Pipeline {
     census_runtime::pipeline()
         .cloud_role(role)
+        .sampler(sampler)
         .exporter(
             settings(server, &scratch_dir(role))
                 .build()
