@@ -158,12 +158,6 @@ const ROOT_ID_DRAWN: usize = 2;
 /// How far the depth is shifted in the word.
 const DEPTH_SHIFT: u32 = 2;
 
-/// Whether the fast path's word says nothing is current but an unsampled sync root.
-#[inline(always)]
-pub(crate) fn only_unsampled_root(word: usize) -> bool {
-    word != 0 && word < 1 << DEPTH_SHIFT
-}
-
 /// Whether an unsampled sync root is open.
 #[inline]
 pub(crate) fn unsampled_root() -> bool {
@@ -189,6 +183,16 @@ pub(crate) fn set_unsampled_root(open: bool) {
 #[inline(always)]
 pub(crate) fn open_unsampled_root() {
     WORD.with(|word| word.set(1));
+}
+
+/// The trace id drawn for the open unsampled sync root, if one was: the word says whether one
+/// was first, so that a dropped root that drew none pays one load for asking.
+#[inline]
+pub(crate) fn drawn_root_trace_id() -> Option<TraceId> {
+    if word() & (UNSAMPLED_ROOT | ROOT_ID_DRAWN) != UNSAMPLED_ROOT | ROOT_ID_DRAWN {
+        return None;
+    }
+    with_local(|local| local.root_trace_id).flatten()
 }
 
 #[inline]
@@ -245,12 +249,6 @@ impl Local {
     pub(crate) fn set_root_trace_id(&mut self, id: TraceId) {
         self.root_trace_id = Some(id);
         WORD.with(|word| word.set(word.get() | ROOT_ID_DRAWN));
-    }
-
-    /// The trace id drawn for the open unsampled sync root, if one was.
-    pub(crate) fn root_trace_id(&self) -> Option<TraceId> {
-        let drawn = word() & (UNSAMPLED_ROOT | ROOT_ID_DRAWN) == UNSAMPLED_ROOT | ROOT_ID_DRAWN;
-        self.root_trace_id.filter(|_| drawn)
     }
 
     /// The `tracestate` of the trace current here: the nearest frame of that trace with one.
@@ -470,9 +468,9 @@ mod tests {
         open_unsampled_root();
         let first = local.unsampled_trace_id().unwrap();
         assert_eq!(local.unsampled_trace_id(), Some(first));
-        assert!(only_unsampled_root(word()));
+        assert_eq!(word(), UNSAMPLED_ROOT | ROOT_ID_DRAWN);
         set_unsampled_root(false);
-        assert_eq!((word(), local.root_trace_id()), (0, None));
+        assert_eq!((word(), drawn_root_trace_id()), (0, None));
         open_unsampled_root();
         let second = local.unsampled_trace_id().unwrap();
         assert_ne!(first, second);

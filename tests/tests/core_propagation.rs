@@ -206,3 +206,34 @@ fn an_async_dropped_root_keeps_its_trace_id_across_polls() {
     assert_eq!(before.trace_id(), after.trace_id());
     assert_ne!(before.trace_id(), outer.trace_id());
 }
+
+#[test]
+fn a_tracing_span_in_a_dropped_trace_passes_the_decision_on() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let subscriber = tracing_subscriber::registry()
+        .with(census_runtime::integrations::tracing::CensusLayer::new());
+    tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
+    let (pipeline, memory) = install_memory_sampled(Sampler::never());
+    // A root `tracing` span the sampler drops, and a child of it.
+    let (outer, inner) = tracing::info_span!("handle").in_scope(|| {
+        let outer = current_span().context().unwrap();
+        let inner = tracing::info_span!("step").in_scope(|| current_span().context().unwrap());
+        (outer, inner)
+    });
+    assert!(!outer.is_sampled() && !inner.is_sampled());
+    assert_eq!(inner.trace_id(), outer.trace_id());
+    // Under a caller's 00: its trace id.
+    let passed_on = request("GET /")
+        .parent(SpanContext::new(
+            caller().trace_id(),
+            caller().span_id(),
+            false,
+        ))
+        .in_scope(|| tracing::info_span!("step").in_scope(|| current_span().context().unwrap()));
+    assert_eq!(
+        (passed_on.trace_id(), passed_on.is_sampled()),
+        (caller().trace_id(), false)
+    );
+    flush(&pipeline);
+    assert!(memory.spans().is_empty());
+}

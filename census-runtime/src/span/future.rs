@@ -5,6 +5,7 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::fmt::{self, Display};
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -14,7 +15,7 @@ use super::outcome::{fail_on_panic, fail_with_payload, short_type_name};
 use super::parent::{self, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::{SpanId, TraceId};
-use crate::local::{Frame, Local, set_unsampled_root, with_local, word};
+use crate::local::{Frame, Local, drawn_root_trace_id, set_unsampled_root, with_local, word};
 use crate::queue;
 use crate::record::SpanRecord;
 use crate::sampler;
@@ -27,10 +28,40 @@ enum AsyncFrame {
     Inert,
     /// The root of a trace that is not recorded: the future's children are inert. Its trace id,
     /// once known (from a remote parent, or drawn when something asked for the context on an
-    /// earlier poll), boxed so that the future stays small.
-    Unsampled(Option<Box<TraceId>>),
+    /// earlier poll).
+    Unsampled(KeptTraceId),
     /// A recorded span.
     Recording(Box<SpanRecord>),
+}
+
+/// A trace id a future keeps between polls, or none: boxed, so that an instrumented future stays
+/// as small as it was, and never dropped implicitly, so that no instrumented future gets drop code
+/// for it (it is let go of by [`KeptTraceId::release`] when the future is dropped; an
+/// [`AsyncSpan`] is always wrapped into its future as soon as it starts).
+struct KeptTraceId(Option<ManuallyDrop<Box<TraceId>>>);
+
+impl KeptTraceId {
+    const NONE: KeptTraceId = KeptTraceId(None);
+
+    fn new(trace_id: Option<TraceId>) -> KeptTraceId {
+        KeptTraceId(trace_id.map(|id| ManuallyDrop::new(Box::new(id))))
+    }
+
+    fn get(&self) -> Option<TraceId> {
+        self.0.as_deref().map(|id| **id)
+    }
+
+    fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Frees the box, if any.
+    #[cold]
+    fn release(self) {
+        if let Some(id) = self.0 {
+            drop(ManuallyDrop::into_inner(id));
+        }
+    }
 }
 
 /// The span of a future, started but not yet wrapped around it: what the attributes start
@@ -67,7 +98,7 @@ impl AsyncSpan {
     fn start_site(site: &'static Site) -> AsyncSpan {
         let frame = match parent::quick(word()) {
             Quick::Inert => AsyncFrame::Inert,
-            Quick::DropRoot => AsyncFrame::Unsampled(None),
+            Quick::DropRoot => AsyncFrame::Unsampled(KeptTraceId::NONE),
             Quick::KeepRoot => {
                 let span_id = SpanId::random();
                 let parent = Parent::new_root();
@@ -95,7 +126,7 @@ impl AsyncSpan {
         }
         let frame = with_local(|local| match parent::decide(local, start.under) {
             Decision::Inert => AsyncFrame::Inert,
-            Decision::Unsampled(trace_id) => AsyncFrame::Unsampled(trace_id.map(Box::new)),
+            Decision::Unsampled(trace_id) => AsyncFrame::Unsampled(KeptTraceId::new(trace_id)),
             Decision::Record(parent) => {
                 let mut record = parent.start(site, SpanId::random());
                 start.apply(&mut record);
@@ -182,8 +213,10 @@ pin_project! {
     impl<F, J> PinnedDrop for Traced<F, J> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let AsyncFrame::Recording(record) = std::mem::replace(this.frame, AsyncFrame::Inert) {
-                cancel(record);
+            match std::mem::replace(this.frame, AsyncFrame::Inert) {
+                AsyncFrame::Recording(record) => cancel(record),
+                AsyncFrame::Unsampled(kept) if !kept.is_none() => kept.release(),
+                _ => {}
             }
         }
     }
@@ -218,7 +251,10 @@ impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
                 },
             }
         };
+        // Only a recorded span ends here: an unsampled frame's kept id is let go of when the
+        // future is dropped.
         if let Poll::Ready(output) = &poll
+            && matches!(this.frame, AsyncFrame::Recording(_))
             && let AsyncFrame::Recording(mut record) =
                 std::mem::replace(this.frame, AsyncFrame::Inert)
         {
@@ -253,7 +289,7 @@ impl<'a> PollScope<'a> {
         match std::mem::replace(slot, AsyncFrame::Inert) {
             AsyncFrame::Inert => None,
             AsyncFrame::Unsampled(trace_id) => {
-                let known = trace_id.as_deref().copied();
+                let known = trace_id.get();
                 *slot = AsyncFrame::Unsampled(trace_id);
                 // A dropped trace's root with nothing current: the flag, not a frame.
                 if word() == 0 {
@@ -304,10 +340,11 @@ impl Drop for PollScope<'_> {
     fn drop(&mut self) {
         let Some(depth) = self.depth else {
             // A trace id drawn during the poll stays with the future for its next polls.
-            if let AsyncFrame::Unsampled(slot @ None) = self.slot
-                && let Some(id) = with_local(|local| local.root_trace_id()).flatten()
+            if let AsyncFrame::Unsampled(kept) = self.slot
+                && kept.is_none()
+                && let Some(id) = drawn_root_trace_id()
             {
-                *slot = Some(Box::new(id));
+                *kept = KeptTraceId::new(Some(id));
             }
             set_unsampled_root(false);
             return;
@@ -322,8 +359,10 @@ impl Drop for PollScope<'_> {
                     // The unsampled frame's trace id, drawn during the poll, stays with the
                     // future; anything else was not ours.
                     Some(Frame::Unsampled(Some(id))) => {
-                        if let AsyncFrame::Unsampled(slot @ None) = self.slot {
-                            *slot = Some(Box::new(id));
+                        if let AsyncFrame::Unsampled(kept) = self.slot
+                            && kept.is_none()
+                        {
+                            *kept = KeptTraceId::new(Some(id));
                         }
                         None
                     }

@@ -74,6 +74,7 @@ mod panic;
 mod parent;
 mod sync;
 
+#[cfg(feature = "tracing")]
 pub(crate) use self::builder::NotStarted;
 pub use self::builder::{DetachedSpan, Instrumented, SpanBuilder, request, span};
 pub use self::current::{CurrentSpan, current_span};
