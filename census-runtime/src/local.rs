@@ -185,14 +185,30 @@ pub(crate) fn open_unsampled_root() {
     WORD.with(|word| word.set(1));
 }
 
-/// The trace id drawn for the open unsampled sync root, if one was: the word says whether one
-/// was first, so that a dropped root that drew none pays one load for asking.
+/// Closes the unsampled sync root, handing back the trace id drawn for it if one was: for an
+/// async root, which keeps it for its next poll. A root that drew none and has nothing above it
+/// costs what closing it always did.
 #[inline]
-pub(crate) fn drawn_root_trace_id() -> Option<TraceId> {
-    if word() & (UNSAMPLED_ROOT | ROOT_ID_DRAWN) != UNSAMPLED_ROOT | ROOT_ID_DRAWN {
+pub(crate) fn close_unsampled_root() -> Option<TraceId> {
+    let current = word();
+    if current == UNSAMPLED_ROOT {
+        WORD.with(|word| word.set(0));
         return None;
     }
-    with_local(|local| local.root_trace_id).flatten()
+    close_unsampled_root_slow(current)
+}
+
+#[cold]
+#[inline(never)]
+fn close_unsampled_root_slow(current: usize) -> Option<TraceId> {
+    let drawn = current & (UNSAMPLED_ROOT | ROOT_ID_DRAWN) == UNSAMPLED_ROOT | ROOT_ID_DRAWN;
+    let id = if drawn {
+        with_local(|local| local.root_trace_id).flatten()
+    } else {
+        None
+    };
+    set_unsampled_root(false);
+    id
 }
 
 #[inline]
@@ -459,29 +475,29 @@ mod tests {
 
     #[test]
     fn an_unsampled_root_s_trace_id_is_never_taken_by_the_next_root() {
-        let mut local = Local {
-            stack: Vec::new(),
-            root_trace_id: None,
-            spare: Vec::new(),
-        };
-        assert_eq!(local.unsampled_trace_id(), None);
+        let trace_id = || with_local(Local::unsampled_trace_id).flatten();
+        assert_eq!(trace_id(), None);
         open_unsampled_root();
-        let first = local.unsampled_trace_id().unwrap();
-        assert_eq!(local.unsampled_trace_id(), Some(first));
+        let first = trace_id().unwrap();
+        assert_eq!(trace_id(), Some(first));
         assert_eq!(word(), UNSAMPLED_ROOT | ROOT_ID_DRAWN);
-        set_unsampled_root(false);
-        assert_eq!((word(), drawn_root_trace_id()), (0, None));
+        assert_eq!(close_unsampled_root(), Some(first));
+        assert_eq!(word(), 0);
         open_unsampled_root();
-        let second = local.unsampled_trace_id().unwrap();
+        let second = trace_id().unwrap();
         assert_ne!(first, second);
         // A frame above the root has an id of its own; the root keeps its id under it.
-        local.push(Frame::Unsampled(None));
-        let above = local.unsampled_trace_id().unwrap();
+        with_local(|local| local.push(Frame::Unsampled(None)));
+        let above = trace_id().unwrap();
         assert_ne!(above, second);
-        assert_eq!(local.unsampled_trace_id(), Some(above));
-        assert!(local.pop().is_some());
-        assert_eq!(local.unsampled_trace_id(), Some(second));
+        assert_eq!(trace_id(), Some(above));
+        assert!(with_local(Local::pop).flatten().is_some());
+        assert_eq!(trace_id(), Some(second));
         set_unsampled_root(false);
+        assert_eq!(word(), 0);
+        // A root that drew none closes as it always did.
+        open_unsampled_root();
+        assert_eq!(close_unsampled_root(), None);
         assert_eq!(word(), 0);
     }
 

@@ -15,7 +15,7 @@ use super::outcome::{fail_on_panic, fail_with_payload, short_type_name};
 use super::parent::{self, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::{SpanId, TraceId};
-use crate::local::{Frame, Local, drawn_root_trace_id, set_unsampled_root, with_local, word};
+use crate::local::{Frame, Local, close_unsampled_root, set_unsampled_root, with_local, word};
 use crate::queue;
 use crate::record::SpanRecord;
 use crate::sampler;
@@ -286,11 +286,14 @@ impl<'a> PollScope<'a> {
     fn enter(slot: &'a mut AsyncFrame) -> Option<PollScope<'a>> {
         // `with_local` is `None` while the thread is torn down: the future is then polled
         // without its span.
-        match std::mem::replace(slot, AsyncFrame::Inert) {
-            AsyncFrame::Inert => None,
-            AsyncFrame::Unsampled(trace_id) => {
-                let known = trace_id.get();
-                *slot = AsyncFrame::Unsampled(trace_id);
+        // An unsampled frame stays in the future: only its trace id is read.
+        let known = match &*slot {
+            AsyncFrame::Inert => return None,
+            AsyncFrame::Unsampled(trace_id) => Some(trace_id.get()),
+            AsyncFrame::Recording(_) => None,
+        };
+        match known {
+            Some(known) => {
                 // A dropped trace's root with nothing current: the flag, not a frame.
                 if word() == 0 {
                     set_unsampled_root(true);
@@ -309,7 +312,11 @@ impl<'a> PollScope<'a> {
                     span_id: None,
                 })
             }
-            AsyncFrame::Recording(record) => {
+            None => {
+                let AsyncFrame::Recording(record) = std::mem::replace(slot, AsyncFrame::Inert)
+                else {
+                    return None;
+                };
                 let span_id = record.span_id();
                 with_local(|local| local.push_boxed(record)).map(|depth| PollScope {
                     slot,
@@ -340,13 +347,12 @@ impl Drop for PollScope<'_> {
     fn drop(&mut self) {
         let Some(depth) = self.depth else {
             // A trace id drawn during the poll stays with the future for its next polls.
-            if let AsyncFrame::Unsampled(kept) = self.slot
+            if let Some(id) = close_unsampled_root()
+                && let AsyncFrame::Unsampled(kept) = self.slot
                 && kept.is_none()
-                && let Some(id) = drawn_root_trace_id()
             {
                 *kept = KeptTraceId::new(Some(id));
             }
-            set_unsampled_root(false);
             return;
         };
         let panicking = std::thread::panicking();
