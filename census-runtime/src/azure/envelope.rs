@@ -10,8 +10,11 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::limits::{self, cut};
 use crate::export::Resource;
-use crate::record::{Correlation, EventRecord, LogRecord, Record, Severity, SpanRecord};
+use crate::record::{
+    Correlation, EventRecord, ExceptionInfo, LogRecord, Record, Severity, SpanRecord,
+};
 use crate::site::SpanKind;
 
 /// Serialised envelopes, back to back, with where each one ends.
@@ -164,7 +167,7 @@ impl EnvelopeWriter {
             }
             string(out, key);
             out.push(b':');
-            string(out, value);
+            string(out, cut(value, limits::tag(key)));
         }
         self.resource = Some(resource.clone());
     }
@@ -198,7 +201,7 @@ impl EnvelopeWriter {
         if log.errors().is_empty() {
             string(out, MESSAGE);
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"message\":");
-            string(out, log.message());
+            string(out, cut(log.message(), limits::MESSAGE));
         } else {
             string(out, EXCEPTION);
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"exceptions\":[");
@@ -210,15 +213,15 @@ impl EnvelopeWriter {
                 }
                 out.extend_from_slice(self.scratch.as_bytes());
                 out.extend_from_slice(b",\"typeName\":");
-                string(out, &error.type_name);
+                string(out, cut(&error.type_name, limits::TYPE_NAME));
                 out.extend_from_slice(b",\"message\":");
                 // The outermost error's item says what was logged too.
                 if i == 0 && !log.message().is_empty() && log.message() != error.message {
                     self.scratch.clear();
                     let _ = write!(self.scratch, "{}: {}", log.message(), error.message);
-                    string(out, &self.scratch);
+                    string(out, cut(&self.scratch, limits::MESSAGE));
                 } else {
-                    string(out, &error.message);
+                    string(out, cut(&error.message, limits::MESSAGE));
                 }
                 out.extend_from_slice(b",\"hasFullStack\":false}");
             }
@@ -240,16 +243,7 @@ impl EnvelopeWriter {
             line.as_deref().map(|line| ("lineNumber", line)),
             Some(("level", log.severity().name())),
         ];
-        let mut first = true;
-        for (key, value) in source.into_iter().flatten().chain(log.properties()) {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            string(out, key);
-            out.push(b':');
-            string(out, value);
-        }
+        properties(out, || source.into_iter().flatten().chain(log.properties()));
         out.extend_from_slice(b"},\"ver\":2},\"baseType\":");
         string(
             out,
@@ -276,28 +270,20 @@ impl EnvelopeWriter {
         out.extend_from_slice(b",\"name\":");
         string(out, EVENT);
         out.extend_from_slice(b",\"data\":{\"baseData\":{\"name\":");
-        string(out, event.name());
+        string(out, cut(event.name(), limits::EVENT_NAME));
         out.extend_from_slice(b",\"properties\":{");
-        for (i, (key, value)) in event.properties().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            string(out, key);
-            out.push(b':');
-            string(out, value);
-        }
+        properties(out, || event.properties());
         out.extend_from_slice(b"},\"measurements\":{");
         let mut first = true;
-        for (key, value) in event.measurements() {
-            // JSON has no NaN or infinity: such a measurement is left out.
-            if !value.is_finite() {
-                continue;
-            }
+        // JSON has no NaN or infinity: such a measurement is left out.
+        let finite = || event.measurements().filter(|(_, value)| value.is_finite());
+        let keys = limits::property_keys(|| finite().map(|(key, _)| key));
+        for (i, (key, value)) in finite().enumerate() {
             if !first {
                 out.push(b',');
             }
             first = false;
-            string(out, key);
+            string(out, keys.as_ref().map_or(key, |keys| &keys[i]));
             out.push(b':');
             self.scratch.clear();
             let _ = write!(self.scratch, "{value}");
@@ -344,34 +330,34 @@ impl EnvelopeWriter {
             out.extend_from_slice(b",\"duration\":");
             duration(out, record.duration());
             out.extend_from_slice(b",\"responseCode\":");
-            string(out, result_code(record));
+            string(out, cut(result_code(record), limits::CODE));
             write_common(out, record);
             out.extend_from_slice(b",\"name\":");
-            string(out, record.name());
+            string(out, cut(record.name(), limits::NAME));
             if let Some(url) = record.data() {
                 out.extend_from_slice(b",\"url\":");
-                string(out, url);
+                string(out, cut(url, limits::URL));
             }
             out.extend_from_slice(b"},\"baseType\":\"RequestData\"}");
         } else {
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"name\":");
-            string(out, record.name());
+            string(out, cut(record.name(), limits::NAME));
             out.extend_from_slice(b",\"id\":");
             string(out, span_id);
             out.extend_from_slice(b",\"resultCode\":");
-            string(out, result_code(record));
+            string(out, cut(result_code(record), limits::CODE));
             out.extend_from_slice(b",\"duration\":");
             duration(out, record.duration());
             write_common(out, record);
             out.extend_from_slice(b",\"type\":");
-            string(out, record.kind());
+            string(out, cut(record.kind(), limits::CODE));
             if let Some(data) = record.data() {
                 out.extend_from_slice(b",\"data\":");
-                string(out, data);
+                string(out, cut(data, limits::DATA));
             }
             if let Some(target) = record.target() {
                 out.extend_from_slice(b",\"target\":");
-                string(out, target);
+                string(out, cut(target, limits::CODE));
             }
             out.extend_from_slice(b"},\"baseType\":\"RemoteDependencyData\"}");
         }
@@ -394,22 +380,49 @@ impl EnvelopeWriter {
             out.extend_from_slice(
                 b",\"data\":{\"baseData\":{\"exceptions\":[{\"id\":1,\"outerId\":0,\"typeName\":",
             );
-            string(out, &exception.type_name);
+            string(out, cut(&exception.type_name, limits::TYPE_NAME));
             out.extend_from_slice(b",\"message\":");
-            string(out, &exception.message);
-            out.extend_from_slice(b",\"hasFullStack\":false,\"parsedStack\":");
-            self.scratch.clear();
-            let _ = write!(
-                self.scratch,
-                "  at {} ({})",
-                record.name(),
-                exception.location.as_deref().unwrap_or("unknown location")
-            );
-            string(out, &self.scratch);
+            string(out, cut(&exception.message, limits::MESSAGE));
+            stack(out, &mut self.scratch, record.name(), exception);
             out.extend_from_slice(b"}],\"ver\":2},\"baseType\":\"ExceptionData\"}");
             sample_rate(out, &mut self.scratch, record);
             out.push(b'}');
             items.ends.push(out.len());
+        }
+    }
+}
+
+/// An exception's `hasFullStack` and its stack: the panic's location as the one frame of
+/// `parsedStack` (in the function the span is named for, as far as census knows), or the
+/// location as `stack` text when it is not `file:line:column`.
+fn stack(out: &mut Vec<u8>, scratch: &mut String, method: &str, exception: &ExceptionInfo) {
+    out.extend_from_slice(b",\"hasFullStack\":false");
+    let location = exception.location.as_deref();
+    let parsed = location.and_then(|location| {
+        let mut parts = location.rsplitn(3, ':');
+        let _column = parts.next()?;
+        let line: u32 = parts.next()?.parse().ok()?;
+        Some((parts.next()?, line))
+    });
+    match parsed {
+        Some((file, line)) => {
+            out.extend_from_slice(b",\"parsedStack\":[{\"level\":0,\"method\":");
+            string(out, cut(method, limits::TYPE_NAME));
+            out.extend_from_slice(b",\"fileName\":");
+            string(out, cut(file, limits::TYPE_NAME));
+            scratch.clear();
+            let _ = write!(scratch, ",\"line\":{line}}}]");
+            out.extend_from_slice(scratch.as_bytes());
+        }
+        None => {
+            out.extend_from_slice(b",\"stack\":");
+            scratch.clear();
+            let _ = write!(
+                scratch,
+                "at {method} ({})",
+                location.unwrap_or("unknown location")
+            );
+            string(out, cut(scratch, limits::MESSAGE));
         }
     }
 }
@@ -431,7 +444,7 @@ fn operation_tags(
     }
     if let Some(name) = operation_name {
         out.extend_from_slice(b",\"ai.operation.name\":");
-        string(out, name);
+        string(out, cut(name, limits::tag("ai.operation.name")));
     }
     out.push(b'}');
 }
@@ -453,7 +466,7 @@ fn correlation_tags(out: &mut Vec<u8>, correlation: &Correlation) {
     }
     if let Some(name) = &correlation.operation_name {
         out.extend_from_slice(b",\"ai.operation.name\":");
-        string(out, name);
+        string(out, cut(name, limits::tag("ai.operation.name")));
     }
     out.push(b'}');
 }
@@ -470,21 +483,30 @@ fn write_common(out: &mut Vec<u8>, record: &SpanRecord) {
         b",\"success\":false"
     });
     out.extend_from_slice(b",\"properties\":{");
-    let mut first = true;
     let error = record
         .error_message()
         .filter(|_| !record.success())
         .map(|m| ("error.message", m));
-    for (key, value) in record.properties().chain(error) {
-        if !first {
+    properties(out, || record.properties().chain(error));
+    out.extend_from_slice(b"},\"ver\":2");
+}
+
+/// The members of a `properties` object: keys and values cut to their limits, a cut key that
+/// would repeat another numbered (see [`limits::property_keys`]). `pairs` is asked twice when a
+/// key is too long.
+fn properties<'a, I>(out: &mut Vec<u8>, pairs: impl Fn() -> I)
+where
+    I: Iterator<Item = (&'a str, &'a str)>,
+{
+    let keys = limits::property_keys(|| pairs().map(|(key, _)| key));
+    for (i, (key, value)) in pairs().enumerate() {
+        if i > 0 {
             out.push(b',');
         }
-        first = false;
-        string(out, key);
+        string(out, keys.as_ref().map_or(key, |keys| &keys[i]));
         out.push(b':');
-        string(out, value);
+        string(out, cut(value, limits::PROPERTY_VALUE));
     }
-    out.extend_from_slice(b"},\"ver\":2");
 }
 
 fn result_code(record: &SpanRecord) -> &str {
@@ -662,7 +684,7 @@ fn device() -> &'static Device {
 mod tests {
     use super::*;
     use crate::id::{SpanId, TraceId};
-    use crate::record::{ExceptionInfo, SpanExtra};
+    use crate::record::SpanExtra;
     use crate::site::Site;
     use std::borrow::Cow;
 
@@ -767,12 +789,9 @@ mod tests {
         let ex = &e["data"]["baseData"]["exceptions"][0];
         assert_eq!(ex["typeName"], "panic");
         assert_eq!(ex["message"], "index out of bounds");
-        assert!(
-            ex["parsedStack"]
-                .as_str()
-                .unwrap()
-                .contains("src/main.rs:3:5")
-        );
+        assert_eq!(ex["parsedStack"][0]["fileName"], "src/main.rs");
+        assert_eq!(ex["parsedStack"][0]["line"], 3);
+        assert_eq!(ex["parsedStack"][0]["method"], "GET /orders/{id}");
     }
 
     #[test]
