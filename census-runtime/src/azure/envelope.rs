@@ -161,7 +161,11 @@ impl EnvelopeWriter {
             ("ai.device.type", "Other"),
             ("ai.internal.sdkVersion", &resource.sdk_version),
         ];
-        for (i, (key, value)) in tags.iter().enumerate() {
+        let version = resource
+            .application_version
+            .as_deref()
+            .map(|version| ("ai.application.ver", version));
+        for (i, (key, value)) in version.iter().chain(&tags).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -710,6 +714,7 @@ mod tests {
         Resource {
             cloud_role: "orders \"api\"".into(),
             cloud_role_instance: "host-1".into(),
+            application_version: Some("2.4.1".into()),
             sdk_version: "rust1.95:census0.1.0".into(),
         }
     }
@@ -738,6 +743,7 @@ mod tests {
         assert_eq!(v["iKey"], "00000000-0000-0000-0000-000000000001");
         assert_eq!(v["name"], DEPENDENCY);
         assert_eq!(v["tags"]["ai.cloud.role"], "orders \"api\"");
+        assert_eq!(v["tags"]["ai.application.ver"], "2.4.1");
         assert_eq!(
             v["tags"]["ai.operation.id"],
             "0af7651916cd43dd8448eb211c80319c"
