@@ -124,6 +124,7 @@
 // docs.rs builds with `--cfg docsrs` and marks what each feature adds.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backtrace;
 mod clock;
 mod diagnostics;
 mod id;

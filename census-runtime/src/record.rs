@@ -65,6 +65,9 @@ pub struct ExceptionInfo {
     pub message: String,
     /// Where it panicked, `file:line:column`, when known.
     pub location: Option<String>,
+    /// The backtrace, when one was captured (`RUST_BACKTRACE`, or
+    /// [`PipelineBuilder::panic_backtraces`](crate::pipeline::PipelineBuilder::panic_backtraces)).
+    pub backtrace: Option<crate::backtrace::PanicBacktrace>,
 }
 
 impl SpanRecord {

@@ -26,6 +26,8 @@ const EXTRA: &[&str] = &[
     "data.baseData.exceptions[].parsedStack[].method",
     "data.baseData.exceptions[].parsedStack[].fileName",
     "data.baseData.exceptions[].parsedStack[].line",
+    // With a captured backtrace (RUST_BACKTRACE), its text too.
+    "data.baseData.exceptions[].stack",
     "tags.ai.operation.parentId",
     "tags.ai.operation.name",
 ];

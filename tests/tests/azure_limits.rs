@@ -177,13 +177,15 @@ fn run_program(server: &IngestionServer) -> Vec<Value> {
         census_runtime::integrations::tracing::CensusLayer::new(),
     );
     tracing::subscriber::set_global_default(subscriber).unwrap();
+    // Quiet panics; census chains its own hook to this one at install.
+    std::panic::set_hook(Box::new(|_| {}));
     let census = census_runtime::pipeline()
         .cloud_role(over(256, 0))
         .cloud_role_instance(over(256, 1))
+        .panic_backtraces(true)
         .exporter(settings(server, &scratch_dir("limits")).build().unwrap())
         .install()
         .unwrap();
-    std::panic::set_hook(Box::new(|_| {}));
 
     let runtime = census_tests::multi_thread_runtime(2);
     runtime.block_on(async {
@@ -245,6 +247,7 @@ fn run_program(server: &IngestionServer) -> Vec<Value> {
                 .send();
         });
     census.flush(Duration::from_secs(20)).unwrap();
+    drop(std::panic::take_hook());
     drop(runtime);
     server.items()
 }

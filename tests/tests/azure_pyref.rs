@@ -80,6 +80,8 @@ fn census_and_the_python_reference_send_the_same_shapes() {
                 "data.baseData.exceptions[].parsedStack[].method",
                 "data.baseData.exceptions[].parsedStack[].fileName",
                 "data.baseData.exceptions[].parsedStack[].line",
+                // With a captured backtrace (RUST_BACKTRACE), its text too.
+                "data.baseData.exceptions[].stack",
                 "tags.ai.operation.parentId",
                 "tags.ai.operation.name",
             ],

@@ -396,10 +396,60 @@ impl EnvelopeWriter {
     }
 }
 
-/// An exception's `hasFullStack` and its stack: the panic's location as the one frame of
-/// `parsedStack` (in the function the span is named for, as far as census knows), or the
-/// location as `stack` text when it is not `file:line:column`.
+/// An exception's `hasFullStack` and its stack. With a backtrace: its frames as `parsedStack`
+/// (the first 100, `hasFullStack` false when there were more) and as `stack` text. Without one,
+/// the panic's location as the one frame of `parsedStack` (in the function the span is named
+/// for, as far as census knows), or as `stack` text when it is not `file:line:column`.
 fn stack(out: &mut Vec<u8>, scratch: &mut String, method: &str, exception: &ExceptionInfo) {
+    if let Some(backtrace) = &exception.backtrace {
+        let frames = backtrace.frames();
+        if !frames.is_empty() {
+            let full = frames.len() <= limits::STACK_FRAMES;
+            out.extend_from_slice(if full {
+                b",\"hasFullStack\":true,\"parsedStack\":["
+            } else {
+                b",\"hasFullStack\":false,\"parsedStack\":["
+            });
+            for (i, frame) in frames.iter().take(limits::STACK_FRAMES).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                scratch.clear();
+                let _ = write!(scratch, "{{\"level\":{},\"method\":", frame.level);
+                out.extend_from_slice(scratch.as_bytes());
+                string(out, cut(&frame.method, limits::TYPE_NAME));
+                if let Some(file) = &frame.file {
+                    out.extend_from_slice(b",\"fileName\":");
+                    string(out, cut(file, limits::TYPE_NAME));
+                }
+                if let Some(line) = frame.line {
+                    scratch.clear();
+                    let _ = write!(scratch, ",\"line\":{line}");
+                    out.extend_from_slice(scratch.as_bytes());
+                }
+                out.push(b'}');
+            }
+            out.extend_from_slice(b"],\"stack\":");
+            scratch.clear();
+            for frame in &frames {
+                let _ = write!(scratch, "at {}", frame.method);
+                match (&frame.file, frame.line) {
+                    (Some(file), Some(line)) => {
+                        let _ = writeln!(scratch, " ({file}:{line})");
+                    }
+                    (Some(file), None) => {
+                        let _ = writeln!(scratch, " ({file})");
+                    }
+                    _ => scratch.push('\n'),
+                }
+                if scratch.len() > 4 * limits::MESSAGE {
+                    break;
+                }
+            }
+            string(out, cut(scratch, limits::MESSAGE));
+            return;
+        }
+    }
     out.extend_from_slice(b",\"hasFullStack\":false");
     let location = exception.location.as_deref();
     let parsed = location.and_then(|location| {
@@ -776,6 +826,7 @@ mod tests {
                 type_name: Cow::Borrowed("panic"),
                 message: "index out of bounds".into(),
                 location: Some("src/main.rs:3:5".into()),
+                backtrace: None,
             }),
             ..SpanExtra::default()
         })));

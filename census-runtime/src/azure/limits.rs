@@ -29,6 +29,8 @@ pub(crate) const PROPERTY_KEY: usize = 150;
 pub(crate) const PROPERTY_VALUE: usize = 8192;
 /// Message `message`, Exception `message` and `stack`.
 pub(crate) const MESSAGE: usize = 32768;
+/// The most `parsedStack` frames of one exception.
+pub(crate) const STACK_FRAMES: usize = 100;
 /// An exception's `typeName`, a stack frame's `method` and `fileName`.
 pub(crate) const TYPE_NAME: usize = 1024;
 

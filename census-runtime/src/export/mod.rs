@@ -9,6 +9,7 @@ mod resource;
 
 pub use self::console::ConsoleExporter;
 pub use self::memory::MemoryExporter;
+pub use crate::backtrace::{PanicBacktrace, StackFrame};
 pub use crate::record::{
     ErrorDetail, EventRecord, ExceptionInfo, LogRecord, Record, Severity, SpanRecord,
 };

@@ -174,6 +174,7 @@ pub fn pipeline() -> PipelineBuilder {
         cloud_role: None,
         cloud_role_instance: None,
         application_version: None,
+        panic_backtraces: false,
         exporters: Vec::new(),
         max_batch: 512,
         export_interval: Duration::from_millis(200),
@@ -189,6 +190,7 @@ pub struct PipelineBuilder {
     cloud_role: Option<String>,
     cloud_role_instance: Option<String>,
     application_version: Option<String>,
+    panic_backtraces: bool,
     exporters: Vec<Contained>,
     max_batch: usize,
     export_interval: Duration,
@@ -203,6 +205,7 @@ impl std::fmt::Debug for PipelineBuilder {
             .field("cloud_role", &self.cloud_role)
             .field("cloud_role_instance", &self.cloud_role_instance)
             .field("application_version", &self.application_version)
+            .field("panic_backtraces", &self.panic_backtraces)
             .field("exporters", &self.exporters.len())
             .field("max_batch", &self.max_batch)
             .field("export_interval", &self.export_interval)
@@ -251,6 +254,26 @@ impl PipelineBuilder {
     /// ```
     pub fn application_version(mut self, version: impl Into<String>) -> Self {
         self.application_version = Some(version.into());
+        self
+    }
+
+    /// Captures a backtrace at every panic that unwinds through a recorded span, whatever
+    /// `RUST_BACKTRACE` says (default: only when `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` asks
+    /// for backtraces, as `std` reads them). The panic's Exception then carries its frames; see
+    /// [`PanicBacktrace`](crate::export::PanicBacktrace). Capturing costs the panicking thread a
+    /// walk of its stack, never a call that does not panic.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// let census = census_runtime::pipeline()
+    ///     .panic_backtraces(true)
+    ///     # .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// # drop(census);
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
+    pub fn panic_backtraces(mut self, always: bool) -> Self {
+        self.panic_backtraces = always;
         self
     }
 
@@ -335,6 +358,7 @@ impl PipelineBuilder {
 
     fn start(self) -> Result<Pipeline, ConfigError> {
         crate::clock::init();
+        crate::backtrace::set_forced(self.panic_backtraces);
         span::install_panic_hook();
         queue::set_capacity(self.queue_capacity);
         let resource = Resource::new(
