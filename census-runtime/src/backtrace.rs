@@ -119,7 +119,9 @@ fn first_frame_of_interest(frames: &[StackFrame]) -> usize {
             .iter()
             .take_while(|frame| {
                 frame.method.starts_with("std::backtrace::")
-                    || frame.method.starts_with("census_runtime::backtrace::PanicBacktrace::capture")
+                    || frame
+                        .method
+                        .starts_with("census_runtime::backtrace::PanicBacktrace::capture")
             })
             .count(),
     }

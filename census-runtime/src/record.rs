@@ -52,6 +52,9 @@ pub(crate) struct SpanExtra {
     pub(crate) error: Option<String>,
     pub(crate) properties: Vec<(Cow<'static, str>, String)>,
     pub(crate) exception: Option<ExceptionInfo>,
+    /// The `Err` that failed the span and its `source()`s, outermost first, when it is sent as
+    /// an Exception item too.
+    pub(crate) errors: Vec<ErrorDetail>,
     /// The W3C `tracestate` that came in with a request, passed on by outgoing calls.
     pub(crate) trace_state: Option<Arc<str>>,
 }
@@ -215,6 +218,14 @@ impl SpanRecord {
     /// The panic that unwound through the span, if any.
     pub fn exception(&self) -> Option<&ExceptionInfo> {
         self.extra.as_ref().and_then(|e| e.exception.as_ref())
+    }
+
+    /// The `Err` that failed the span and the errors that caused it (its `source()`s),
+    /// outermost first, when it is sent as an Exception item too (the attribute's `exception`
+    /// option, or [`PipelineBuilder::errors_as_exceptions`](crate::pipeline::PipelineBuilder::errors_as_exceptions));
+    /// empty otherwise.
+    pub fn errors(&self) -> &[ErrorDetail] {
+        self.extra.as_ref().map_or(&[], |e| &e.errors)
     }
 
     /// The custom properties recorded on the span (fields and `set_property`), in order.

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::limits::{self, cut};
 use crate::export::Resource;
 use crate::record::{
-    Correlation, EventRecord, ExceptionInfo, LogRecord, Record, Severity, SpanRecord,
+    Correlation, ErrorDetail, EventRecord, ExceptionInfo, LogRecord, Record, Severity, SpanRecord,
 };
 use crate::site::SpanKind;
 
@@ -209,26 +209,8 @@ impl EnvelopeWriter {
         } else {
             string(out, EXCEPTION);
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"exceptions\":[");
-            for (i, error) in log.errors().iter().enumerate() {
-                self.scratch.clear();
-                let _ = write!(self.scratch, "{{\"id\":{},\"outerId\":{i}", i + 1);
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(self.scratch.as_bytes());
-                out.extend_from_slice(b",\"typeName\":");
-                string(out, cut(&error.type_name, limits::TYPE_NAME));
-                out.extend_from_slice(b",\"message\":");
-                // The outermost error's item says what was logged too.
-                if i == 0 && !log.message().is_empty() && log.message() != error.message {
-                    self.scratch.clear();
-                    let _ = write!(self.scratch, "{}: {}", log.message(), error.message);
-                    string(out, cut(&self.scratch, limits::MESSAGE));
-                } else {
-                    string(out, cut(&error.message, limits::MESSAGE));
-                }
-                out.extend_from_slice(b",\"hasFullStack\":false}");
-            }
+            // The outermost error's item says what was logged too.
+            exception_details(out, &mut self.scratch, log.errors(), Some(log.message()));
             out.push(b']');
         }
         self.scratch.clear();
@@ -369,6 +351,28 @@ impl EnvelopeWriter {
         out.push(b'}');
         items.ends.push(out.len());
 
+        if record.exception().is_none() && !record.errors().is_empty() {
+            let out = &mut items.bytes;
+            out.extend_from_slice(&self.head);
+            operation_tags(out, record, Some(span_id), operation_name);
+            out.extend_from_slice(b",\"time\":");
+            time(
+                out,
+                &mut self.scratch,
+                record.start_time() + record.duration(),
+            );
+            out.extend_from_slice(b",\"name\":");
+            string(out, EXCEPTION);
+            out.extend_from_slice(b",\"data\":{\"baseData\":{\"exceptions\":[");
+            exception_details(out, &mut self.scratch, record.errors(), None);
+            out.extend_from_slice(
+                b"],\"severityLevel\":3,\"ver\":2},\"baseType\":\"ExceptionData\"}",
+            );
+            sample_rate(out, &mut self.scratch, record);
+            out.push(b'}');
+            items.ends.push(out.len());
+        }
+
         if let Some(exception) = record.exception() {
             let out = &mut items.bytes;
             out.extend_from_slice(&self.head);
@@ -393,6 +397,37 @@ impl EnvelopeWriter {
             out.push(b'}');
             items.ends.push(out.len());
         }
+    }
+}
+
+/// The `exceptions` of an error and its causes, outermost first: `{id, outerId, typeName,
+/// message, hasFullStack}` each. `said`, when given and not the error's own message, is put
+/// before the outermost error's message (what a log record said of it).
+fn exception_details(
+    out: &mut Vec<u8>,
+    scratch: &mut String,
+    errors: &[ErrorDetail],
+    said: Option<&str>,
+) {
+    for (i, error) in errors.iter().enumerate() {
+        scratch.clear();
+        let _ = write!(scratch, "{{\"id\":{},\"outerId\":{i}", i + 1);
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(scratch.as_bytes());
+        out.extend_from_slice(b",\"typeName\":");
+        string(out, cut(&error.type_name, limits::TYPE_NAME));
+        out.extend_from_slice(b",\"message\":");
+        match said {
+            Some(said) if i == 0 && !said.is_empty() && said != error.message => {
+                scratch.clear();
+                let _ = write!(scratch, "{said}: {}", error.message);
+                string(out, cut(scratch, limits::MESSAGE));
+            }
+            _ => string(out, cut(&error.message, limits::MESSAGE)),
+        }
+        out.extend_from_slice(b",\"hasFullStack\":false}");
     }
 }
 

@@ -175,6 +175,7 @@ pub fn pipeline() -> PipelineBuilder {
         cloud_role_instance: None,
         application_version: None,
         panic_backtraces: false,
+        errors_as_exceptions: false,
         exporters: Vec::new(),
         max_batch: 512,
         export_interval: Duration::from_millis(200),
@@ -191,6 +192,7 @@ pub struct PipelineBuilder {
     cloud_role_instance: Option<String>,
     application_version: Option<String>,
     panic_backtraces: bool,
+    errors_as_exceptions: bool,
     exporters: Vec<Contained>,
     max_batch: usize,
     export_interval: Duration,
@@ -206,6 +208,7 @@ impl std::fmt::Debug for PipelineBuilder {
             .field("cloud_role_instance", &self.cloud_role_instance)
             .field("application_version", &self.application_version)
             .field("panic_backtraces", &self.panic_backtraces)
+            .field("errors_as_exceptions", &self.errors_as_exceptions)
             .field("exporters", &self.exporters.len())
             .field("max_batch", &self.max_batch)
             .field("export_interval", &self.export_interval)
@@ -274,6 +277,25 @@ impl PipelineBuilder {
     /// ```
     pub fn panic_backtraces(mut self, always: bool) -> Self {
         self.panic_backtraces = always;
+        self
+    }
+
+    /// Sends every `Err` that fails an instrumented function as an Exception item too, with the
+    /// error's chain of `source()`s (default: only the functions whose attribute has the
+    /// `exception` option, as in `#[dependency(kind = "SQL", exception)]`). The span itself is
+    /// failed either way.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// let census = census_runtime::pipeline()
+    ///     .errors_as_exceptions(true)
+    ///     # .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// # drop(census);
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
+    pub fn errors_as_exceptions(mut self, on: bool) -> Self {
+        self.errors_as_exceptions = on;
         self
     }
 
@@ -359,6 +381,7 @@ impl PipelineBuilder {
     fn start(self) -> Result<Pipeline, ConfigError> {
         crate::clock::init();
         crate::backtrace::set_forced(self.panic_backtraces);
+        span::set_errors_as_exceptions(self.errors_as_exceptions);
         span::install_panic_hook();
         queue::set_capacity(self.queue_capacity);
         let resource = Resource::new(
