@@ -224,6 +224,22 @@ impl SpanRecord {
     /// outermost first, when it is sent as an Exception item too (the attribute's `exception`
     /// option, or [`PipelineBuilder::errors_as_exceptions`](crate::pipeline::PipelineBuilder::errors_as_exceptions));
     /// empty otherwise.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline()
+    ///     .errors_as_exceptions(true)
+    ///     .exporter(memory.clone())
+    ///     .install()?;
+    /// let _ = census_runtime::span("load").try_in_scope(|| Err::<(), _>(std::fmt::Error));
+    /// census.flush(std::time::Duration::from_secs(5))?;
+    /// let span = &memory.spans()[0];
+    /// assert_eq!(span.errors()[0].type_name, "Error");
+    /// assert_eq!(span.errors()[0].message, "an error occurred when formatting an argument");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn errors(&self) -> &[ErrorDetail] {
         self.extra.as_ref().map_or(&[], |e| &e.errors)
     }
