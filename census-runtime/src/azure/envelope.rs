@@ -887,6 +887,57 @@ mod tests {
     }
 
     #[test]
+    fn every_field_is_cut_to_its_limit_and_keys_stay_apart() {
+        let units = |v: &serde_json::Value| v.as_str().unwrap().encode_utf16().count();
+        let long = |n: usize| "😀é".repeat(n);
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        let mut items = Items::default();
+        let mut rec = record(&SQL_SITE, Some(0x42));
+        rec.set_success(false);
+        let key = "k".repeat(200);
+        rec.set_extra(Some(Box::new(SpanExtra {
+            name: Some(Cow::Owned(long(2000))),
+            kind: Some(Cow::Owned(long(2000))),
+            target: Some(Cow::Owned(long(2000))),
+            data: Some(Cow::Owned(long(10_000))),
+            result_code: Some(Cow::Owned(long(2000))),
+            error: Some(long(10_000)),
+            properties: vec![
+                (Cow::Owned(format!("{key}a")), long(10_000)),
+                (Cow::Owned(format!("{key}b")), "b".into()),
+            ],
+            ..SpanExtra::default()
+        })));
+        let resource = Resource {
+            cloud_role: long(500),
+            ..resource()
+        };
+        writer.write_span(&rec, &resource, &mut items);
+        let v = json(&items, 0);
+        let base = &v["data"]["baseData"];
+        // A two-unit emoji and a one-unit letter, alternating: each cut ends a unit short of
+        // the limit or at it.
+        for (field, limit) in [
+            ("name", 1024),
+            ("type", 1024),
+            ("target", 1024),
+            ("resultCode", 1024),
+            ("data", 8192),
+        ] {
+            let n = units(&base[field]);
+            assert!(n == limit || n + 1 == limit, "{field}: {n}");
+        }
+        assert!(units(&v["tags"]["ai.cloud.role"]) <= 256);
+        let properties = base["properties"].as_object().unwrap();
+        assert_eq!(properties.len(), 3);
+        assert!(properties.keys().all(|k| k.encode_utf16().count() <= 150));
+        assert!(properties.values().all(|v| units(v) <= 8192));
+        // 2,730 pairs and one more emoji: 8,192 units exactly.
+        assert_eq!(units(&properties[&"k".repeat(150)]), 8192);
+        assert_eq!(properties[&format!("{}001", "k".repeat(147))], "b");
+    }
+
+    #[test]
     fn times_and_durations() {
         let mut out = Vec::new();
         let mut s = String::new();
