@@ -52,6 +52,9 @@ pub(crate) struct SpanExtra {
     pub(crate) error: Option<String>,
     pub(crate) properties: Vec<(Cow<'static, str>, String)>,
     pub(crate) exception: Option<ExceptionInfo>,
+    /// The `Err` that failed the span and its `source()`s, outermost first, when it is sent as
+    /// an Exception item too.
+    pub(crate) errors: Vec<ErrorDetail>,
     /// The W3C `tracestate` that came in with a request, passed on by outgoing calls.
     pub(crate) trace_state: Option<Arc<str>>,
 }
@@ -65,6 +68,9 @@ pub struct ExceptionInfo {
     pub message: String,
     /// Where it panicked, `file:line:column`, when known.
     pub location: Option<String>,
+    /// The backtrace, when one was captured (`RUST_BACKTRACE`, or
+    /// [`PipelineBuilder::panic_backtraces`](crate::pipeline::PipelineBuilder::panic_backtraces)).
+    pub backtrace: Option<crate::backtrace::PanicBacktrace>,
 }
 
 impl SpanRecord {
@@ -212,6 +218,30 @@ impl SpanRecord {
     /// The panic that unwound through the span, if any.
     pub fn exception(&self) -> Option<&ExceptionInfo> {
         self.extra.as_ref().and_then(|e| e.exception.as_ref())
+    }
+
+    /// The `Err` that failed the span and the errors that caused it (its `source()`s),
+    /// outermost first, when it is sent as an Exception item too (the attribute's `exception`
+    /// option, or [`PipelineBuilder::errors_as_exceptions`](crate::pipeline::PipelineBuilder::errors_as_exceptions));
+    /// empty otherwise.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline()
+    ///     .errors_as_exceptions(true)
+    ///     .exporter(memory.clone())
+    ///     .install()?;
+    /// let _ = census_runtime::span("load").try_in_scope(|| Err::<(), _>(std::fmt::Error));
+    /// census.flush(std::time::Duration::from_secs(5))?;
+    /// let span = &memory.spans()[0];
+    /// assert_eq!(span.errors()[0].type_name, "Error");
+    /// assert_eq!(span.errors()[0].message, "an error occurred when formatting an argument");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn errors(&self) -> &[ErrorDetail] {
+        self.extra.as_ref().map_or(&[], |e| &e.errors)
     }
 
     /// The custom properties recorded on the span (fields and `set_property`), in order.

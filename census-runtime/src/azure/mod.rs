@@ -28,6 +28,7 @@
 mod connection_string;
 mod diagnostics;
 mod envelope;
+mod limits;
 mod storage;
 mod transport;
 

@@ -811,7 +811,7 @@ mod tests {
     fn a_request_that_comes_before_its_caller_is_printed_inside_the_caller_s_tree() {
         let (mut console, out) = console();
         let [fetch, call, request] = call_to_self();
-        let resource = Resource::new(None, None);
+        let resource = Resource::new(None, None, None);
         console.export(&records([request]), &resource);
         assert_eq!(out.lines(), Vec::<String>::new(), "the request waits");
         console.export(&records([call, fetch]), &resource);

@@ -173,6 +173,9 @@ pub fn pipeline() -> PipelineBuilder {
         sampler: Sampler::always(),
         cloud_role: None,
         cloud_role_instance: None,
+        application_version: None,
+        panic_backtraces: false,
+        errors_as_exceptions: false,
         exporters: Vec::new(),
         max_batch: 512,
         export_interval: Duration::from_millis(200),
@@ -187,6 +190,9 @@ pub struct PipelineBuilder {
     sampler: Sampler,
     cloud_role: Option<String>,
     cloud_role_instance: Option<String>,
+    application_version: Option<String>,
+    panic_backtraces: bool,
+    errors_as_exceptions: bool,
     exporters: Vec<Contained>,
     max_batch: usize,
     export_interval: Duration,
@@ -200,6 +206,9 @@ impl std::fmt::Debug for PipelineBuilder {
             .field("sampler", &self.sampler)
             .field("cloud_role", &self.cloud_role)
             .field("cloud_role_instance", &self.cloud_role_instance)
+            .field("application_version", &self.application_version)
+            .field("panic_backtraces", &self.panic_backtraces)
+            .field("errors_as_exceptions", &self.errors_as_exceptions)
             .field("exporters", &self.exporters.len())
             .field("max_batch", &self.max_batch)
             .field("export_interval", &self.export_interval)
@@ -216,15 +225,77 @@ impl PipelineBuilder {
         self
     }
 
-    /// The cloud role: the service's name on the application map (default: the executable's name).
+    /// The cloud role: the service's name on the application map. Default: `OTEL_SERVICE_NAME`,
+    /// the `service.namespace` and `service.name` of `OTEL_RESOURCE_ATTRIBUTES`, the App Service
+    /// site or the Kubernetes workload, else the executable's name (see
+    /// [`Resource`](crate::export::Resource)).
     pub fn cloud_role(mut self, role: impl Into<String>) -> Self {
         self.cloud_role = Some(role.into());
         self
     }
 
-    /// The cloud role instance (default: the host name).
+    /// The cloud role instance. Default: the `service.instance.id` or `k8s.pod.name` of
+    /// `OTEL_RESOURCE_ATTRIBUTES`, the App Service instance or the Kubernetes pod, else the
+    /// host name.
     pub fn cloud_role_instance(mut self, instance: impl Into<String>) -> Self {
         self.cloud_role_instance = Some(instance.into());
+        self
+    }
+
+    /// The application's version, sent as `ai.application.ver` with every item; default: the
+    /// `service.version` of `OTEL_RESOURCE_ATTRIBUTES`, else none. Give it your package's
+    /// version, read where your code is compiled:
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// let census = census_runtime::pipeline()
+    ///     .application_version(env!("CARGO_PKG_VERSION"))
+    ///     # .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// # drop(census);
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
+    pub fn application_version(mut self, version: impl Into<String>) -> Self {
+        self.application_version = Some(version.into());
+        self
+    }
+
+    /// Captures a backtrace at every panic that unwinds through a recorded span, whatever
+    /// `RUST_BACKTRACE` says (default: only when `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` asks
+    /// for backtraces, as `std` reads them). The panic's Exception then carries its frames; see
+    /// [`PanicBacktrace`](crate::export::PanicBacktrace). Capturing costs the panicking thread a
+    /// walk of its stack, never a call that does not panic.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// let census = census_runtime::pipeline()
+    ///     .panic_backtraces(true)
+    ///     # .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// # drop(census);
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
+    pub fn panic_backtraces(mut self, always: bool) -> Self {
+        self.panic_backtraces = always;
+        self
+    }
+
+    /// Sends every `Err` that fails an instrumented function as an Exception item too, with the
+    /// error's chain of `source()`s (default: only the functions whose attribute has the
+    /// `exception` option, as in `#[dependency(kind = "SQL", exception)]`). The span itself is
+    /// failed either way.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// let census = census_runtime::pipeline()
+    ///     .errors_as_exceptions(true)
+    ///     # .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// # drop(census);
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
+    pub fn errors_as_exceptions(mut self, on: bool) -> Self {
+        self.errors_as_exceptions = on;
         self
     }
 
@@ -309,9 +380,15 @@ impl PipelineBuilder {
 
     fn start(self) -> Result<Pipeline, ConfigError> {
         crate::clock::init();
+        crate::backtrace::set_forced(self.panic_backtraces);
+        span::set_errors_as_exceptions(self.errors_as_exceptions);
         span::install_panic_hook();
         queue::set_capacity(self.queue_capacity);
-        let resource = Resource::new(self.cloud_role, self.cloud_role_instance);
+        let resource = Resource::new(
+            self.cloud_role,
+            self.cloud_role_instance,
+            self.application_version,
+        );
         let (control_tx, control_rx) = mpsc::channel();
         let worker = Worker::new(
             self.exporters,

@@ -7,6 +7,10 @@
 //! `azure_child deliver CONNECTION_STRING STORAGE_DIR N`: starts a pipeline that records
 //! nothing new, waits until N envelopes were accepted (the batches the killed run left behind),
 //! prints `delivered`, and exits.
+//!
+//! `azure_child resource CONNECTION_STRING STORAGE_DIR N`: sets no cloud role or instance in
+//! code, records N spans named `resource-{i}`, flushes them and exits: the role, instance and
+//! version come from the environment the test gives it.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -20,8 +24,11 @@ fn main() {
         std::process::exit(2);
     };
     let n: u64 = n.parse().expect("N is a number");
-    let census = census_runtime::pipeline()
-        .cloud_role("azure-child")
+    let mut census = census_runtime::pipeline();
+    if mode != "resource" {
+        census = census.cloud_role("azure-child");
+    }
+    let census = census
         .exporter(
             AzureExporter::builder()
                 .connection_string(connection_string)
@@ -57,6 +64,14 @@ fn main() {
             }
             println!("delivered");
             drop(census);
+        }
+        "resource" => {
+            for i in 0..n {
+                census_runtime::span(format!("resource-{i}")).in_scope(|| {});
+            }
+            census
+                .shutdown(Duration::from_secs(20))
+                .expect("the spans are delivered");
         }
         other => panic!("unknown mode {other}"),
     }
