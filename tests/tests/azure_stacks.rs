@@ -105,7 +105,10 @@ fn a_panic_carries_its_frames_when_a_backtrace_is_captured() {
             .any(|f| f["method"].as_str().unwrap().contains("checkout"))
     );
     let stack = exception["stack"].as_str().unwrap();
-    assert!(stack.starts_with("at azure_stacks::price ("), "{stack}");
+    assert!(
+        stack.starts_with(&format!("at {}::price (", module_path!())),
+        "{stack}"
+    );
 }
 
 #[test]

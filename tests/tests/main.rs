@@ -8,12 +8,16 @@ mod http_support;
 
 mod azure_connection_string;
 mod azure_envelopes;
+mod azure_error_exceptions;
 mod azure_flush;
 mod azure_gzip;
 mod azure_kill_restart;
+mod azure_limits;
 mod azure_logs;
 mod azure_outage;
 mod azure_pyref;
+mod azure_resource;
+mod azure_stacks;
 mod azure_stalled;
 mod azure_statuses;
 mod azure_storage;
