@@ -1,6 +1,7 @@
 //! One POST of a batch's body with reqwest, and the client it goes through.
 //!
-//! The default client: TLS by rustls with the ring provider and Mozilla's root certificates
+//! The default client: TLS by rustls (the process's default crypto provider when the
+//! application installed one, else aws-lc-rs, as reqwest's) with Mozilla's root certificates
 //! built in (webpki-roots), so that a container without CA files reaches the endpoint; proxies
 //! from `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`; no automatic redirects (the
 //! delivery follows 307 and 308 itself, so that the new origin is kept for later batches); idle
@@ -24,7 +25,9 @@ pub(crate) fn default_client() -> Result<reqwest::Client, reqwest::Error> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map(|tls| {
@@ -38,7 +41,7 @@ pub(crate) fn default_client() -> Result<reqwest::Client, reqwest::Error> {
         .pool_idle_timeout(Duration::from_secs(90));
     match tls {
         Ok(tls) => builder.tls_backend_preconfigured(tls).build(),
-        // The ring provider supports TLS 1.2 and 1.3: not reached.
+        // A provider of the application's without TLS 1.2 or 1.3: reqwest's own configuration.
         Err(_) => builder.build(),
     }
 }

@@ -31,9 +31,9 @@
 //! the transport thread builds and owns: an application needs no async runtime for the exporter,
 //! and one it has is never used. By default the client is census's own:
 //!
-//! - TLS by rustls (the ring provider), trusting Mozilla's root certificates, built into the
-//!   binary (webpki-roots): a container image without CA files reaches the endpoint, and the
-//!   system's certificate store is not read;
+//! - TLS by rustls (the crypto provider the application installed, else aws-lc-rs), trusting
+//!   Mozilla's root certificates, built into the binary (webpki-roots): a container image
+//!   without CA files reaches the endpoint, and the system's certificate store is not read;
 //! - a proxy from the environment, as curl reads it: `HTTPS_PROXY` (for the usual `https://`
 //!   endpoint), `HTTP_PROXY`, `ALL_PROXY`, and the hosts of `NO_PROXY` reached directly;
 //! - idle connections kept for the next batch; two requests in flight at most.
