@@ -54,7 +54,6 @@ mod transport;
 pub use self::connection_string::{ConnectionString, ConnectionStringError};
 pub use self::diagnostics::{Diagnostics, diagnostics};
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -62,15 +61,16 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use self::diagnostics::COUNTERS;
+use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
+
+use self::diagnostics::{COUNTERS, Warnings};
 use self::envelope::{EnvelopeWriter, Items};
 use self::storage::{Storage, StoreError};
 use self::transport::{Flushed, Message, Transport, TransportConfig};
 use crate::export::{Exporter, Resource};
 use crate::pipeline::ConfigError;
 use crate::record::{Record, Severity, SpanRecord};
-use tokio::sync::mpsc::Sender;
-use tokio::sync::mpsc::error::TrySendError;
 
 /// What can keep an Azure exporter from being built.
 ///
@@ -711,32 +711,5 @@ impl Exporter for AzureExporter {
         // storage holds (the batch it is sending is not counted).
         self.left
             .unwrap_or_else(|| self.storage.as_ref().map_or(0, Storage::count_items))
-    }
-}
-
-/// Rate-limited warnings through `log`: at most one a minute per kind, with how many were
-/// held back. Used on the exporter's threads only, never on the application's.
-#[derive(Debug, Default)]
-pub(crate) struct Warnings {
-    last: HashMap<&'static str, (Instant, u64)>,
-}
-
-impl Warnings {
-    const EVERY: Duration = Duration::from_secs(60);
-
-    pub(crate) fn warn(&mut self, kind: &'static str, message: fmt::Arguments<'_>) {
-        let now = Instant::now();
-        match self.last.get_mut(kind) {
-            Some((at, held)) if now.duration_since(*at) < Self::EVERY => *held += 1,
-            Some((at, held)) => {
-                log::warn!("{message} ({held} similar warnings held back)");
-                *at = now;
-                *held = 0;
-            }
-            None => {
-                log::warn!("{message}");
-                self.last.insert(kind, (now, 0));
-            }
-        }
     }
 }

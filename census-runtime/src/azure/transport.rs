@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinSet;
 
-use super::Warnings;
 use super::backoff::Backoff;
 use super::batch::{self, Encoder, Pending};
 use super::connection_string::Endpoint;
-use super::diagnostics::COUNTERS;
+use super::diagnostics::{COUNTERS, Warnings};
 use super::envelope::Items;
 use super::http::Http;
 use super::status::{self, Dropped, Verdict};
