@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -201,6 +201,8 @@ struct Shared {
     changed: Condvar,
     stopping: AtomicBool,
     connections: Mutex<Vec<TcpStream>>,
+    /// Connections accepted since the server started.
+    accepted: AtomicUsize,
 }
 
 impl Shared {
@@ -229,6 +231,7 @@ impl IngestionServer {
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
             connections: Mutex::new(Vec::new()),
+            accepted: AtomicUsize::new(0),
         });
         let mut server = IngestionServer {
             shared,
@@ -250,6 +253,7 @@ impl IngestionServer {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
                 if let Ok(clone) = stream.try_clone() {
                     shared
                         .connections
@@ -323,6 +327,11 @@ impl IngestionServer {
     /// How many requests are held right now.
     pub fn held(&self) -> usize {
         self.shared.lock().waiting
+    }
+
+    /// How many TCP connections the server has accepted.
+    pub fn accepted_connections(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
     }
 
     /// Every request so far.

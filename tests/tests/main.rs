@@ -11,6 +11,7 @@ mod azure_envelopes;
 mod azure_error_exceptions;
 mod azure_flush;
 mod azure_gzip;
+mod azure_http;
 mod azure_kill_restart;
 mod azure_limits;
 mod azure_logs;

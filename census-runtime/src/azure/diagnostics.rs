@@ -1,6 +1,10 @@
-//! The Azure exporter's own counters: what became of the envelopes it was given.
+//! The Azure exporter's own counters (what became of the envelopes it was given) and its
+//! rate-limited warnings.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Process-wide counters of every Azure exporter, bumped on the exporter's threads.
 pub(crate) struct Counters {
@@ -69,5 +73,32 @@ pub fn diagnostics() -> Diagnostics {
         dropped_unstored: read(&COUNTERS.dropped_unstored),
         dropped_expired: read(&COUNTERS.dropped_expired),
         export_queue_full: read(&COUNTERS.export_queue_full),
+    }
+}
+
+/// Rate-limited warnings through `log`: at most one a minute per kind, with how many were
+/// held back. Used on the exporter's threads only, never on the application's.
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    last: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl Warnings {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    pub(crate) fn warn(&mut self, kind: &'static str, message: fmt::Arguments<'_>) {
+        let now = Instant::now();
+        match self.last.get_mut(kind) {
+            Some((at, held)) if now.duration_since(*at) < Self::EVERY => *held += 1,
+            Some((at, held)) => {
+                log::warn!("{message} ({held} similar warnings held back)");
+                *at = now;
+                *held = 0;
+            }
+            None => {
+                log::warn!("{message}");
+                self.last.insert(kind, (now, 0));
+            }
+        }
     }
 }

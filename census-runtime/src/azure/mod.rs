@@ -24,26 +24,48 @@
 //! worker is never held up by the network: when the channel is full, the batch goes straight to
 //! local storage (or is dropped and counted when storage is off). It counts what it does in
 //! [`diagnostics`].
+//!
+//! # HTTP
+//!
+//! Requests go through [reqwest](https://docs.rs/reqwest) on a current-thread tokio runtime that
+//! the transport thread builds and owns: an application needs no async runtime for the exporter,
+//! and one it has is never used. By default the client is census's own:
+//!
+//! - TLS by rustls (the crypto provider the application installed, else aws-lc-rs), trusting
+//!   Mozilla's root certificates, built into the binary (webpki-roots): a container image
+//!   without CA files reaches the endpoint, and the system's certificate store is not read;
+//! - a proxy from the environment, as curl reads it: `HTTPS_PROXY` (for the usual `https://`
+//!   endpoint), `HTTP_PROXY`, `ALL_PROXY`, and the hosts of `NO_PROXY` reached directly;
+//! - idle connections kept for the next batch; two requests in flight at most.
+//!
+//! [`AzureExporterBuilder::http_client`] takes a `reqwest::Client` of your own instead: a proxy
+//! set in code, roots of your own (a TLS-inspecting proxy's), other timeouts.
 
+mod backoff;
+mod batch;
 mod connection_string;
 mod diagnostics;
 mod envelope;
+mod http;
 mod limits;
+mod status;
 mod storage;
 mod transport;
 
 pub use self::connection_string::{ConnectionString, ConnectionStringError};
 pub use self::diagnostics::{Diagnostics, diagnostics};
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use self::diagnostics::COUNTERS;
+use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
+
+use self::diagnostics::{COUNTERS, Warnings};
 use self::envelope::{EnvelopeWriter, Items};
 use self::storage::{Storage, StoreError};
 use self::transport::{Flushed, Message, Transport, TransportConfig};
@@ -91,9 +113,12 @@ pub enum AzureError {
         /// What it was given.
         got: String,
     },
-    /// The transport's thread could not be started.
+    /// The transport's thread, or its runtime, could not be started.
     #[error("could not start the Azure exporter's transport thread: {0}")]
     Transport(#[source] std::io::Error),
+    /// The default HTTP client could not be built (its TLS configuration was refused).
+    #[error("could not build the Azure exporter's HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
 }
 
 /// An Azure exporter that cannot be built fails the pipeline's configuration, for programs
@@ -171,6 +196,7 @@ pub struct AzureExporterBuilder {
     max_backoff: Duration,
     queue_batches: usize,
     min_severity: Severity,
+    http_client: Option<reqwest::Client>,
 }
 
 impl Default for AzureExporterBuilder {
@@ -188,6 +214,7 @@ impl Default for AzureExporterBuilder {
             max_backoff: Duration::from_secs(60),
             queue_batches: 32,
             min_severity: Severity::Verbose,
+            http_client: None,
         }
     }
 }
@@ -290,6 +317,35 @@ impl AzureExporterBuilder {
         self
     }
 
+    /// Sends through `client` instead of census's own: for a proxy set in code, root
+    /// certificates of your own (a TLS-inspecting proxy's), other connection settings.
+    ///
+    /// The client is used as it is, from the exporter's own runtime: its proxies, TLS settings,
+    /// `User-Agent` and connection timeout hold; each request still ends after
+    /// [`timeout`](Self::timeout) (or sooner, at a flush's deadline). Leave its automatic
+    /// redirects off (`redirect(Policy::none())`) for census to keep the new origin of a 307 or
+    /// 308 for later batches; followed by the client, they still deliver each batch.
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let client = reqwest::Client::builder()
+    ///     .proxy(reqwest::Proxy::https("http://proxy.internal:3128")?)
+    ///     .redirect(reqwest::redirect::Policy::none())
+    ///     .build()?;
+    /// let azure = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .no_storage()
+    ///     .http_client(client)
+    ///     .build()?;
+    /// # drop(azure);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
     /// Builds the exporter and starts its transport thread.
     ///
     /// Without a connection string set on the builder, it is read from
@@ -364,6 +420,10 @@ impl AzureExporterBuilder {
                 }
             },
         };
+        let client = match self.http_client {
+            Some(client) => client,
+            None => http::default_client().map_err(AzureError::HttpClient)?,
+        };
         let config = TransportConfig {
             endpoint: connection.endpoint().clone(),
             gzip: self.gzip,
@@ -373,17 +433,48 @@ impl AzureExporterBuilder {
             min_backoff: self.min_backoff,
             max_backoff: self.max_backoff,
             memory_batches: self.queue_batches,
+            client,
         };
-        let (sender, inbox) = mpsc::sync_channel(self.queue_batches);
+        let (sender, inbox) = tokio::sync::mpsc::channel(self.queue_batches);
         let (spare_tx, spare_rx) = mpsc::sync_channel(self.queue_batches);
         let transport = Transport::new(config, storage.clone(), inbox, spare_tx);
+        let (started_tx, started) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("census-azure".into())
             .spawn(move || {
+                // What is logged here (census's warnings, the HTTP stack's own records) is
+                // never telemetry; the runtime's blocking threads (name lookups) are census's
+                // too.
                 crate::local::mark_census_thread();
-                transport.run();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .thread_name("census-azure-blocking")
+                    .on_thread_start(crate::local::mark_census_thread)
+                    .build();
+                let runtime = match runtime {
+                    Ok(runtime) => {
+                        let _ = started_tx.send(Ok(()));
+                        runtime
+                    }
+                    Err(error) => {
+                        let _ = started_tx.send(Err(error));
+                        return;
+                    }
+                };
+                runtime.block_on(transport.run());
+                // A name lookup still running on a blocking thread is not waited for.
+                runtime.shutdown_background();
             })
             .map_err(AzureError::Transport)?;
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(AzureError::Transport(error)),
+            Err(_) => {
+                return Err(AzureError::Transport(std::io::Error::other(
+                    "the transport thread ended before its runtime started",
+                )));
+            }
+        }
         Ok(AzureExporter {
             writer: {
                 let mut writer = EnvelopeWriter::new(&ikey);
@@ -428,7 +519,7 @@ impl AzureExporterBuilder {
 #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub struct AzureExporter {
     writer: EnvelopeWriter,
-    sender: Option<SyncSender<Message>>,
+    sender: Option<Sender<Message>>,
     spare: Receiver<Items>,
     storage: Option<Storage>,
     thread: Option<JoinHandle<()>>,
@@ -567,7 +658,7 @@ impl Exporter for AzureExporter {
         match sender.try_send(Message::Items(items)) {
             Ok(()) => {}
             Err(TrySendError::Full(Message::Items(items)))
-            | Err(TrySendError::Disconnected(Message::Items(items))) => {
+            | Err(TrySendError::Closed(Message::Items(items))) => {
                 COUNTERS.export_queue_full.fetch_add(n, Ordering::Relaxed);
                 let stored = match &self.storage {
                     Some(storage) => storage.write(&items),
@@ -621,32 +712,5 @@ impl Exporter for AzureExporter {
         // storage holds (the batch it is sending is not counted).
         self.left
             .unwrap_or_else(|| self.storage.as_ref().map_or(0, Storage::count_items))
-    }
-}
-
-/// Rate-limited warnings through `log`: at most one a minute per kind, with how many were
-/// held back. Used on the exporter's threads only, never on the application's.
-#[derive(Debug, Default)]
-pub(crate) struct Warnings {
-    last: HashMap<&'static str, (Instant, u64)>,
-}
-
-impl Warnings {
-    const EVERY: Duration = Duration::from_secs(60);
-
-    pub(crate) fn warn(&mut self, kind: &'static str, message: fmt::Arguments<'_>) {
-        let now = Instant::now();
-        match self.last.get_mut(kind) {
-            Some((at, held)) if now.duration_since(*at) < Self::EVERY => *held += 1,
-            Some((at, held)) => {
-                log::warn!("{message} ({held} similar warnings held back)");
-                *at = now;
-                *held = 0;
-            }
-            None => {
-                log::warn!("{message}");
-                self.last.insert(kind, (now, 0));
-            }
-        }
     }
 }
