@@ -41,6 +41,8 @@
 //! [`AzureExporterBuilder::http_client`] takes a `reqwest::Client` of your own instead: a proxy
 //! set in code, roots of your own (a TLS-inspecting proxy's), other timeouts.
 
+#[cfg(feature = "azure_identity")]
+mod auth;
 mod backoff;
 mod batch;
 mod connection_string;
@@ -52,7 +54,14 @@ mod status;
 mod storage;
 mod transport;
 
+#[cfg(feature = "azure_identity")]
+pub use self::auth::{AuthenticationString, AuthenticationStringError};
 pub use self::connection_string::{ConnectionString, ConnectionStringError};
+/// The Azure SDK crates Microsoft Entra ID credentials come from, in the versions census takes
+/// them in (a credential must implement this `azure_core`'s `TokenCredential`).
+#[cfg(feature = "azure_identity")]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure_identity")))]
+pub use {azure_core, azure_identity};
 pub use self::diagnostics::{Diagnostics, diagnostics};
 
 use std::fmt;
