@@ -194,6 +194,8 @@ struct State {
     held: bool,
     waiting: usize,
     strict: bool,
+    /// The bearer tokens accepted, when a token is required.
+    bearer: Option<Vec<String>>,
 }
 
 struct Shared {
@@ -311,6 +313,13 @@ impl IngestionServer {
             .iter()
             .flat_map(Recorded::item_errors)
             .collect()
+    }
+
+    /// Requires `Authorization: Bearer <token>` with one of `tokens`, as a resource with local
+    /// authentication disabled does: a request without one of them is answered 401 (and its
+    /// items are not accepted), before any scripted reply is used.
+    pub fn require_bearer(&self, tokens: &[&str]) {
+        self.shared.lock().bearer = Some(tokens.iter().map(|t| t.to_string()).collect());
     }
 
     /// Holds every request, unanswered, until [`release`](Self::release).
@@ -456,7 +465,12 @@ fn serve(stream: TcpStream, shared: &Shared) {
         }
         let reply = {
             let mut state = shared.lock();
-            let reply = next_reply(&mut state);
+            let reply = match &state.bearer {
+                Some(tokens) if !carries_bearer(&request, tokens) => Reply::status(401).body(
+                    r#"{"itemsReceived":0,"itemsAccepted":0,"errors":[{"index":0,"statusCode":401,"message":"Authorization token is missing or invalid"}]}"#,
+                ),
+                _ => next_reply(&mut state),
+            };
             let mut recorded = record(request, reply);
             if state.strict {
                 enforce_limits(&mut recorded);
@@ -487,6 +501,16 @@ fn serve(stream: TcpStream, shared: &Shared) {
             return;
         }
     }
+}
+
+/// Whether `request` carries `Authorization: Bearer <one of tokens>`.
+fn carries_bearer(request: &RawRequest, tokens: &[String]) -> bool {
+    request.headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("authorization")
+            && value
+                .strip_prefix("Bearer ")
+                .is_some_and(|token| tokens.iter().any(|t| t == token))
+    })
 }
 
 fn next_reply(state: &mut State) -> Reply {

@@ -423,7 +423,9 @@ mod tests {
         assert_eq!(parse("ClientId=abc"), Err(MissingAuthorization));
         assert_eq!(
             parse("Authorization=Key"),
-            Err(UnsupportedAuthorization { value: "Key".into() })
+            Err(UnsupportedAuthorization {
+                value: "Key".into()
+            })
         );
     }
 }

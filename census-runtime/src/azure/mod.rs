@@ -57,12 +57,12 @@ mod transport;
 #[cfg(feature = "azure_identity")]
 pub use self::auth::{AuthenticationString, AuthenticationStringError};
 pub use self::connection_string::{ConnectionString, ConnectionStringError};
+pub use self::diagnostics::{Diagnostics, diagnostics};
 /// The Azure SDK crates Microsoft Entra ID credentials come from, in the versions census takes
 /// them in (a credential must implement this `azure_core`'s `TokenCredential`).
 #[cfg(feature = "azure_identity")]
 #[cfg_attr(docsrs, doc(cfg(feature = "azure_identity")))]
 pub use {azure_core, azure_identity};
-pub use self::diagnostics::{Diagnostics, diagnostics};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
