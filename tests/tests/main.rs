@@ -7,6 +7,7 @@
 mod http_support;
 
 mod azure_connection_string;
+mod azure_entra;
 mod azure_envelopes;
 mod azure_error_exceptions;
 mod azure_flush;

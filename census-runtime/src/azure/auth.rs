@@ -8,11 +8,17 @@
 //! `Debug` or log line.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use azure_core::credentials::TokenCredential;
 use azure_core::time::{Duration, OffsetDateTime};
 use reqwest::header::HeaderValue;
+
+use super::diagnostics::COUNTERS;
+
+/// Whether a refused token was reported through `log` already (once per process).
+static REFUSAL_REPORTED: AtomicBool = AtomicBool::new(false);
 
 /// The audience tokens are asked for when the connection string names none.
 const PUBLIC_AUDIENCE: &str = "https://monitor.azure.com/";
@@ -22,9 +28,6 @@ const REFRESH_MARGIN: Duration = Duration::minutes(5);
 
 /// A token this close to its expiry is not sent even when no new one can be had.
 const LAST_USE_MARGIN: Duration = Duration::seconds(30);
-
-/// The environment variable the Azure Monitor distributions read the sign-in from.
-pub(crate) const AUTHENTICATION_STRING_ENV: &str = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING";
 
 /// The scope a token is requested for: the audience with `/.default` appended, as every Azure
 /// Monitor exporter forms it (`https://monitor.azure.com/` gives `https://monitor.azure.com//.default`).
@@ -258,10 +261,18 @@ impl Bearer {
         }
     }
 
-    /// Ingestion refused the last token (401 or 403): it is not sent again; the next request
-    /// asks the credential anew.
-    pub(crate) fn refused(&self) {
+    /// Ingestion refused the last token (`status` 401 or 403): it is not sent again; the next
+    /// request asks the credential anew. Counted, and said through `log` the first time.
+    pub(crate) fn refused(&self, status: u16) {
         *self.cached.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        COUNTERS.token_refused.fetch_add(1, Ordering::Relaxed);
+        if !REFUSAL_REPORTED.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "census: Application Insights refused the Microsoft Entra ID token ({status}): the \
+                 credential's identity needs the Monitoring Metrics Publisher role on the resource; \
+                 a new token is asked for and the batch sent again"
+            );
+        }
     }
 }
 
@@ -370,7 +381,7 @@ mod tests {
         let credential = Counting::new(Duration::hours(1), usize::MAX);
         let bearer = Bearer::new(credential.clone(), None);
         assert_eq!(run(bearer.header()).unwrap(), "Bearer token-1");
-        bearer.refused();
+        bearer.refused(401);
         assert_eq!(run(bearer.header()).unwrap(), "Bearer token-2");
     }
 
@@ -381,7 +392,7 @@ mod tests {
         assert_eq!(run(bearer.header()).unwrap(), "Bearer token-1");
         // Due for a refresh, which fails: the token still has minutes to live.
         assert_eq!(run(bearer.header()).unwrap(), "Bearer token-1");
-        bearer.refused();
+        bearer.refused(403);
         let error = run(bearer.header()).unwrap_err();
         assert!(
             error.0.starts_with(

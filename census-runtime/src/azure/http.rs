@@ -51,12 +51,27 @@ pub(crate) fn default_client() -> Result<reqwest::Client, reqwest::Error> {
 pub(crate) struct Http {
     client: reqwest::Client,
     gzip: bool,
+    /// Where the `Authorization` header comes from, when the resource wants Microsoft Entra ID.
+    #[cfg(feature = "azure_identity")]
+    bearer: Option<Arc<super::auth::Bearer>>,
 }
 
 impl Http {
     /// Posts through `client`; bodies are gzipped (`gzip`) or plain JSON.
     pub(crate) fn new(client: reqwest::Client, gzip: bool) -> Http {
-        Http { client, gzip }
+        Http {
+            client,
+            gzip,
+            #[cfg(feature = "azure_identity")]
+            bearer: None,
+        }
+    }
+
+    /// Every request carries a bearer token from `bearer`.
+    #[cfg(feature = "azure_identity")]
+    pub(crate) fn with_bearer(mut self, bearer: Option<Arc<super::auth::Bearer>>) -> Http {
+        self.bearer = bearer;
+        self
     }
 
     /// Posts `body` to `url` within `timeout` (connection included); the answer, its body read
@@ -72,11 +87,29 @@ impl Http {
         if self.gzip {
             request = request.header("Content-Encoding", "gzip");
         }
+        #[cfg(feature = "azure_identity")]
+        if let Some(bearer) = &self.bearer {
+            match bearer.header().await {
+                Ok(header) => request = request.header(reqwest::header::AUTHORIZATION, header),
+                Err(error) => {
+                    super::diagnostics::COUNTERS
+                        .token_unavailable
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Answer::Failed(error.0);
+                }
+            }
+        }
         let mut response = match request.send().await {
             Ok(response) => response,
             Err(error) => return Answer::Failed(describe(&error)),
         };
         let status = response.status().as_u16();
+        #[cfg(feature = "azure_identity")]
+        if let Some(bearer) = &self.bearer
+            && (status == 401 || status == 403)
+        {
+            bearer.refused(status);
+        }
         let header = |name: &str| {
             response
                 .headers()

@@ -66,6 +66,7 @@ pub use {azure_core, azure_identity};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
@@ -128,6 +129,23 @@ pub enum AzureError {
     /// The default HTTP client could not be built (its TLS configuration was refused).
     #[error("could not build the Azure exporter's HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    /// The authentication string (in code or `APPLICATIONINSIGHTS_AUTHENTICATION_STRING`) is
+    /// malformed; the error names the bad part.
+    #[cfg(feature = "azure_identity")]
+    #[error("invalid Application Insights authentication string: {0}")]
+    AuthenticationString(#[from] AuthenticationStringError),
+    /// The Microsoft Entra ID credential the authentication string names could not be made
+    /// (for workload identity: a missing tenant, client id or token file).
+    #[cfg(feature = "azure_identity")]
+    #[error("could not make the Microsoft Entra ID credential: {0}")]
+    Credential(String),
+    /// `APPLICATIONINSIGHTS_AUTHENTICATION_STRING` asks for Microsoft Entra ID sign-in, which
+    /// this build of census cannot do: without it, a resource that requires it refuses
+    /// everything.
+    #[error(
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING is set, but census-runtime was built without its azure_identity feature (Microsoft Entra ID sign-in)"
+    )]
+    AuthenticationUnavailable,
 }
 
 /// An Azure exporter that cannot be built fails the pipeline's configuration, for programs
@@ -147,6 +165,16 @@ pub const CONNECTION_STRING_ENV: &str = "APPLICATIONINSIGHTS_CONNECTION_STRING";
 /// none, as in the Azure SDKs: deployments that always set the variable leave it empty where no
 /// Application Insights resource is wired in, and that must not break a pipeline exporting
 /// elsewhere. A value that is not UTF-8 is read lossily, so that the parser names what is wrong.
+/// `APPLICATIONINSIGHTS_AUTHENTICATION_STRING`, when set and not empty.
+fn authentication_string_from_env() -> Option<String> {
+    let value = std::env::var_os(AUTHENTICATION_STRING_ENV)?;
+    let text = value.to_string_lossy();
+    (!text.trim().is_empty()).then(|| text.into_owned())
+}
+
+/// The environment variable the Microsoft Entra ID sign-in is read from.
+const AUTHENTICATION_STRING_ENV: &str = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING";
+
 fn connection_string_from_env() -> Option<String> {
     let value = std::env::var_os(CONNECTION_STRING_ENV)?;
     let text = value.to_string_lossy();
@@ -206,6 +234,10 @@ pub struct AzureExporterBuilder {
     queue_batches: usize,
     min_severity: Severity,
     http_client: Option<reqwest::Client>,
+    #[cfg(feature = "azure_identity")]
+    credential: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+    #[cfg(feature = "azure_identity")]
+    authentication_string: Option<String>,
 }
 
 impl Default for AzureExporterBuilder {
@@ -224,6 +256,10 @@ impl Default for AzureExporterBuilder {
             queue_batches: 32,
             min_severity: Severity::Verbose,
             http_client: None,
+            #[cfg(feature = "azure_identity")]
+            credential: None,
+            #[cfg(feature = "azure_identity")]
+            authentication_string: None,
         }
     }
 }
@@ -355,6 +391,65 @@ impl AzureExporterBuilder {
         self
     }
 
+    /// Signs every request in with Microsoft Entra ID: `Authorization: Bearer <token>` from
+    /// `credential`, any credential of the Azure SDK for Rust (`azure_identity`, re-exported as
+    /// [`azure_identity`]), for the audience the connection
+    /// string's `AADAudience` names (the public cloud's Azure Monitor without it). This is what a
+    /// resource with local authentication disabled requires.
+    ///
+    /// Tokens are cached and refreshed five minutes before they expire; a 401 or 403 drops the
+    /// token, asks the credential for a new one and sends the batch again (counted in
+    /// [`Diagnostics::token_refused`], said once through `log`). A token lives in memory only:
+    /// local storage keeps envelopes, never requests, and no log line or `Debug` shows it.
+    ///
+    /// ```no_run
+    /// use census_runtime::azure::AzureExporter;
+    /// use census_runtime::azure::azure_identity::DeveloperToolsCredential;
+    ///
+    /// let azure = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001")
+    ///     .credential(DeveloperToolsCredential::new(None)?)
+    ///     .build()?;
+    /// # drop(azure);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "azure_identity")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "azure_identity")))]
+    pub fn credential(
+        mut self,
+        credential: Arc<dyn azure_core::credentials::TokenCredential>,
+    ) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// Signs in as an [`AuthenticationString`] says (`Authorization=AAD`, optionally with the
+    /// `ClientId` of a user-assigned managed identity), as the Azure Monitor distributions read
+    /// it from `APPLICATIONINSIGHTS_AUTHENTICATION_STRING`, which is read when neither this nor
+    /// [`credential`](Self::credential) is set. The credential is the managed identity's
+    /// (App Service, Functions, virtual machines), or, where Kubernetes workload identity put
+    /// its federated token (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`,
+    /// `AZURE_TENANT_ID`, `AZURE_AUTHORITY_HOST`), workload identity's; its requests go through
+    /// the exporter's HTTP client. A malformed string fails [`build`](Self::build) with
+    /// [`AzureError::AuthenticationString`], which names the bad part.
+    ///
+    /// ```
+    /// use census_runtime::azure::{AzureError, AzureExporter};
+    ///
+    /// let error = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001")
+    ///     .authentication_string("Authorization=Basic")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(error, AzureError::AuthenticationString(_)));
+    /// ```
+    #[cfg(feature = "azure_identity")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "azure_identity")))]
+    pub fn authentication_string(mut self, text: impl Into<String>) -> Self {
+        self.authentication_string = Some(text.into());
+        self
+    }
+
     /// Builds the exporter and starts its transport thread.
     ///
     /// Without a connection string set on the builder, it is read from
@@ -367,6 +462,55 @@ impl AzureExporterBuilder {
         };
         let connection = ConnectionString::parse(&text)?;
         self.build_with(connection)
+    }
+
+    /// The credential requests are signed in with: the one set in code, else the one the
+    /// authentication string (in code, else from the environment) names, else none.
+    #[cfg(feature = "azure_identity")]
+    fn sign_in(
+        &self,
+        client: &reqwest::Client,
+    ) -> Result<Option<Arc<dyn azure_core::credentials::TokenCredential>>, AzureError> {
+        use azure_identity::{
+            ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+            WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+        };
+
+        if let Some(credential) = &self.credential {
+            return Ok(Some(Arc::clone(credential)));
+        }
+        let Some(text) = self
+            .authentication_string
+            .clone()
+            .or_else(authentication_string_from_env)
+        else {
+            return Ok(None);
+        };
+        let sign_in = AuthenticationString::parse(&text)?;
+        let client_options = azure_core::http::ClientOptions {
+            transport: Some(azure_core::http::Transport::new(Arc::new(client.clone()))),
+            ..Default::default()
+        };
+        let credential: Arc<dyn azure_core::credentials::TokenCredential> =
+            if std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_some() {
+                let mut options = WorkloadIdentityCredentialOptions {
+                    client_id: sign_in.client_id().map(str::to_owned),
+                    ..Default::default()
+                };
+                options.credential_options.client_options = client_options;
+                WorkloadIdentityCredential::new(Some(options))
+                    .map_err(|error| AzureError::Credential(error.to_string()))?
+            } else {
+                let options = ManagedIdentityCredentialOptions {
+                    user_assigned_id: sign_in
+                        .client_id()
+                        .map(|id| UserAssignedId::ClientId(id.to_owned())),
+                    client_options,
+                };
+                ManagedIdentityCredential::new(Some(options))
+                    .map_err(|error| AzureError::Credential(error.to_string()))?
+            };
+        Ok(Some(credential))
     }
 
     fn build_with(self, connection: ConnectionString) -> Result<AzureExporter, AzureError> {
@@ -429,11 +573,21 @@ impl AzureExporterBuilder {
                 }
             },
         };
-        let client = match self.http_client {
+        let client = match self.http_client.clone() {
             Some(client) => client,
             None => http::default_client().map_err(AzureError::HttpClient)?,
         };
+        #[cfg(feature = "azure_identity")]
+        let bearer = self
+            .sign_in(&client)?
+            .map(|credential| Arc::new(auth::Bearer::new(credential, connection.aad_audience())));
+        #[cfg(not(feature = "azure_identity"))]
+        if authentication_string_from_env().is_some() {
+            return Err(AzureError::AuthenticationUnavailable);
+        }
         let config = TransportConfig {
+            #[cfg(feature = "azure_identity")]
+            bearer,
             endpoint: connection.endpoint().clone(),
             gzip: self.gzip,
             max_items: self.max_batch,

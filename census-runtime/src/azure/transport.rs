@@ -72,6 +72,9 @@ pub(crate) struct TransportConfig {
     pub(crate) memory_batches: usize,
     /// The HTTP client requests go through.
     pub(crate) client: reqwest::Client,
+    /// Where requests' bearer tokens come from, when the resource wants Microsoft Entra ID.
+    #[cfg(feature = "azure_identity")]
+    pub(crate) bearer: Option<std::sync::Arc<super::auth::Bearer>>,
 }
 
 /// Where a batch in flight came from, which says where it goes back to when it fails.
@@ -136,7 +139,12 @@ impl Transport {
             endpoint: config.endpoint.clone(),
             backoff: Backoff::new(config.min_backoff, config.max_backoff),
             encoder: Encoder::new(config.gzip),
-            http: Http::new(config.client.clone(), config.gzip),
+            http: {
+                let http = Http::new(config.client.clone(), config.gzip);
+                #[cfg(feature = "azure_identity")]
+                let http = http.with_bearer(config.bearer.clone());
+                http
+            },
             config,
             storage,
             inbox,
