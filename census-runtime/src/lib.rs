@@ -130,6 +130,7 @@ mod clock;
 mod diagnostics;
 mod id;
 mod local;
+mod metric;
 mod queue;
 mod record;
 mod sampler;

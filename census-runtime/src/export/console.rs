@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use super::{Exporter, Resource};
 use crate::id::{SpanId, TraceId};
-use crate::record::{EventRecord, LogRecord, Record, Severity, SpanRecord};
+use crate::record::{
+    EventRecord, LogRecord, MetricKind, MetricRecord, Record, Severity, SpanRecord,
+};
 use crate::site::SpanKind;
 
 /// How long spans wait for a parent that has not come, by default.
@@ -607,6 +609,8 @@ fn note_of(record: &Record) -> Option<(Option<TraceId>, Option<SpanId>, u64, Str
             event.ticks(),
             event_line(event),
         )),
+        // Outside any trace: printed at once, one line per series and interval.
+        Record::Metric(metric) => Some((None, None, 0, metric_line(metric))),
         Record::Span(_) => None,
     }
 }
@@ -639,6 +643,40 @@ fn event_line(event: &EventRecord) -> String {
             .chain(measurements.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
     );
     line
+}
+
+/// `METRIC orders.placed counter +12 (60s)  {route=/orders}`; a histogram's count, sum,
+/// minimum, mean, maximum and standard deviation.
+fn metric_line(metric: &MetricRecord) -> String {
+    let mut line = format!("METRIC {} {}", metric.name(), metric.kind().name());
+    match metric.kind() {
+        MetricKind::Counter => {
+            let _ = write!(line, " +{}", metric.value());
+        }
+        MetricKind::Histogram => {
+            let _ = write!(
+                line,
+                " n={} sum={} min={} mean={} max={} sd={}",
+                metric.count(),
+                metric.value(),
+                metric.min(),
+                round(metric.mean()),
+                metric.max(),
+                round(metric.std_dev())
+            );
+        }
+        _ => {
+            let _ = write!(line, " {}", metric.value());
+        }
+    }
+    let _ = write!(line, " ({:.0?})", metric.interval());
+    push_properties(&mut line, metric.properties());
+    line
+}
+
+/// Three decimals are enough to read.
+fn round(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
 }
 
 fn push_properties<'a>(text: &mut String, properties: impl Iterator<Item = (&'a str, &'a str)>) {
