@@ -56,9 +56,11 @@
 //! A value recorded at the very instant its interval closes may have its count in one interval
 //! and its sum in the next: the cells are read field by field, not under a lock.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
@@ -72,6 +74,8 @@ use crate::record::SeriesId;
 
 /// The `metrics` recorder that pre-aggregates into census; see the [module](self).
 pub struct CensusRecorder {
+    /// Tells this recorder's series apart in the threads' caches.
+    id: u64,
     registry: Arc<Registry<Key>>,
     overflow: Arc<Overflow>,
     limits: Limits,
@@ -103,7 +107,9 @@ impl CensusRecorder {
         let registry = Arc::new(Registry::new(limits));
         let source: Arc<dyn Collect> = registry.clone();
         metric::register(&source);
+        static IDS: AtomicU64 = AtomicU64::new(1);
         CensusRecorder {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             registry,
             overflow: Arc::new(Overflow),
             limits,
@@ -140,6 +146,41 @@ impl CensusRecorder {
         metrics::set_global_recorder(self)
     }
 
+    /// The cell of `key`: from this thread's cache, else from the registry (and then cached).
+    #[inline]
+    fn cell<C: Cached>(&self, key: &Key) -> Option<Arc<C>> {
+        let slot = (key.get_hash() as usize ^ C::KIND) % CACHE_SLOTS;
+        let found = CACHE.try_with(|cache| {
+            let cache = cache.try_borrow().ok()?;
+            let entry = cache.get(slot)?.as_ref()?;
+            if entry.recorder == self.id && entry.kind == C::KIND && same_key(&entry.key, key) {
+                C::unwrap(&entry.cell).map(Arc::clone)
+            } else {
+                None
+            }
+        });
+        if let Ok(Some(cell)) = found {
+            return Some(cell);
+        }
+        let cell = self.registry.cell::<C>(key, key.name(), || Self::id(key))?;
+        // A cache already borrowed (a logger that records metrics, called while refusing) or
+        // gone (the thread is ending) is left alone.
+        let _ = CACHE.try_with(|cache| {
+            if let Ok(mut cache) = cache.try_borrow_mut() {
+                if cache.is_empty() {
+                    cache.resize_with(CACHE_SLOTS, || None);
+                }
+                cache[slot] = Some(Entry {
+                    recorder: self.id,
+                    kind: C::KIND,
+                    key: key.clone(),
+                    cell: C::wrap(Arc::clone(&cell)),
+                });
+            }
+        });
+        Some(cell)
+    }
+
     fn id(key: &Key) -> SeriesId {
         let labels = key
             .labels()
@@ -157,35 +198,92 @@ impl Recorder for CensusRecorder {
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        match self
-            .registry
-            .cell::<CounterCell>(key, key.name(), || Self::id(key))
-        {
+        match self.cell::<CounterCell>(key) {
             Some(cell) => Counter::from_arc(cell),
             None => Counter::from_arc(Arc::clone(&self.overflow)),
         }
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        match self
-            .registry
-            .cell::<GaugeCell>(key, key.name(), || Self::id(key))
-        {
+        match self.cell::<GaugeCell>(key) {
             Some(cell) => Gauge::from_arc(cell),
             None => Gauge::from_arc(Arc::clone(&self.overflow)),
         }
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        match self
-            .registry
-            .cell::<HistogramCell>(key, key.name(), || Self::id(key))
-        {
+        match self.cell::<HistogramCell>(key) {
             Some(cell) => Histogram::from_arc(cell),
             None => Histogram::from_arc(Arc::clone(&self.overflow)),
         }
     }
 }
+
+/// How many series each thread keeps at hand: the macros look a key up at every call, and a
+/// hit in this direct-mapped cache takes no lock and touches no shared line but the cell's.
+const CACHE_SLOTS: usize = 128;
+
+thread_local! {
+    static CACHE: RefCell<Vec<Option<Entry>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A series this thread looked up last in its slot.
+struct Entry {
+    recorder: u64,
+    kind: usize,
+    key: Key,
+    cell: AnyCell,
+}
+
+enum AnyCell {
+    Counter(Arc<CounterCell>),
+    Gauge(Arc<GaugeCell>),
+    Histogram(Arc<HistogramCell>),
+}
+
+/// Whether two keys are the same: the macros' literal keys share their strings, which are then
+/// compared by address, not byte by byte.
+#[inline]
+fn same_key(a: &Key, b: &Key) -> bool {
+    #[inline]
+    fn same(a: &str, b: &str) -> bool {
+        (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+    }
+    a.get_hash() == b.get_hash()
+        && same(a.name(), b.name())
+        && a.labels().len() == b.labels().len()
+        && a.labels()
+            .zip(b.labels())
+            .all(|(a, b)| same(a.key(), b.key()) && same(a.value(), b.value()))
+}
+
+/// A cell the threads' caches can hold.
+trait Cached: metric::Cell {
+    const KIND: usize;
+    fn wrap(cell: Arc<Self>) -> AnyCell;
+    fn unwrap(cell: &AnyCell) -> Option<&Arc<Self>>;
+}
+
+macro_rules! cached {
+    ($cell:ty, $variant:ident, $kind:expr) => {
+        impl Cached for $cell {
+            const KIND: usize = $kind;
+            fn wrap(cell: Arc<Self>) -> AnyCell {
+                AnyCell::$variant(cell)
+            }
+            fn unwrap(cell: &AnyCell) -> Option<&Arc<Self>> {
+                match cell {
+                    AnyCell::$variant(cell) => Some(cell),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+cached!(CounterCell, Counter, 0);
+cached!(GaugeCell, Gauge, 1);
+cached!(HistogramCell, Histogram, 2);
 
 /// A `metrics::Key` carries its hash, computed once (at compile time for the macros' literal
 /// keys): the registry's map uses it as is.
@@ -288,6 +386,34 @@ impl HistogramFn for Overflow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn counts(recorder: &CensusRecorder) -> Vec<u64> {
+        let mut out = Vec::new();
+        recorder.registry.collect(
+            std::time::SystemTime::UNIX_EPOCH,
+            std::time::Duration::from_secs(60),
+            &mut out,
+        );
+        out.iter()
+            .filter_map(|r| r.as_metric())
+            .map(|m| m.count())
+            .collect()
+    }
+
+    #[test]
+    fn the_thread_s_cache_keeps_recorders_and_kinds_apart() {
+        let (a, b) = (CensusRecorder::new(), CensusRecorder::new());
+        for _ in 0..3 {
+            metrics::with_local_recorder(&a, || metrics::histogram!("latency").record(1.0));
+        }
+        metrics::with_local_recorder(&b, || metrics::histogram!("latency").record(1.0));
+        // The same name as a counter is a series of its own.
+        metrics::with_local_recorder(&b, || metrics::counter!("latency").increment(1));
+        assert_eq!(counts(&a), [3]);
+        let mut b_counts = counts(&b);
+        b_counts.sort_unstable();
+        assert_eq!(b_counts, [1, 1]);
+    }
 
     #[test]
     fn the_same_key_finds_the_same_cell_and_labels_tell_series_apart() {
