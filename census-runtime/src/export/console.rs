@@ -778,6 +778,40 @@ mod tests {
     use super::*;
     use crate::site::Site;
 
+    #[test]
+    fn a_metric_s_interval_is_one_line() {
+        use crate::metric::Distribution;
+        use crate::record::SeriesId;
+        use std::time::SystemTime;
+
+        let id = Arc::new(SeriesId::new(
+            "checkout_ms",
+            vec![("route".to_owned(), "/orders".to_owned())],
+        ));
+        let histogram = MetricRecord::new(
+            Arc::clone(&id),
+            MetricKind::Histogram,
+            SystemTime::UNIX_EPOCH,
+            Duration::from_secs(60),
+            Distribution::new(3, 48.0, 800.0, 12.0, 20.0),
+        );
+        assert_eq!(
+            metric_line(&histogram),
+            "METRIC checkout_ms histogram n=3 sum=48 min=12 mean=16 max=20 sd=3.266 (60s)  {route=/orders}"
+        );
+        let counter = MetricRecord::new(
+            id,
+            MetricKind::Counter,
+            SystemTime::UNIX_EPOCH,
+            Duration::from_millis(2_400),
+            Distribution::new(1, 5.0, 25.0, 5.0, 5.0),
+        );
+        assert_eq!(
+            metric_line(&counter),
+            "METRIC checkout_ms counter +5 (2s)  {route=/orders}"
+        );
+    }
+
     static FETCH: Site = Site::inproc("fetch");
     static CALL: Site = Site::dependency("GET /stock/7", "HTTP");
     static REQUEST: Site = Site::request("GET /stock/{id}");
