@@ -755,6 +755,10 @@ pub(crate) struct SeriesId {
 }
 
 impl SeriesId {
+    #[cfg_attr(
+        not(feature = "metrics"),
+        allow(dead_code, reason = "series come from the metrics recorder")
+    )]
     pub(crate) fn new(name: impl Into<Arc<str>>, labels: Vec<(String, String)>) -> Self {
         SeriesId {
             name: name.into(),

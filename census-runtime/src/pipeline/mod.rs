@@ -231,7 +231,7 @@ impl PipelineBuilder {
     /// The cloud role: the service's name on the application map. Default: `OTEL_SERVICE_NAME`,
     /// the `service.namespace` and `service.name` of `OTEL_RESOURCE_ATTRIBUTES`, the App Service
     /// site or the Kubernetes workload, else the executable's name (see
-    /// [`Resource`](crate::export::Resource)).
+    /// [`Resource`]).
     pub fn cloud_role(mut self, role: impl Into<String>) -> Self {
         self.cloud_role = Some(role.into());
         self
