@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -194,6 +194,8 @@ struct State {
     held: bool,
     waiting: usize,
     strict: bool,
+    /// The bearer tokens accepted, when a token is required.
+    bearer: Option<Vec<String>>,
 }
 
 struct Shared {
@@ -201,6 +203,8 @@ struct Shared {
     changed: Condvar,
     stopping: AtomicBool,
     connections: Mutex<Vec<TcpStream>>,
+    /// Connections accepted since the server started.
+    accepted: AtomicUsize,
 }
 
 impl Shared {
@@ -229,6 +233,7 @@ impl IngestionServer {
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
             connections: Mutex::new(Vec::new()),
+            accepted: AtomicUsize::new(0),
         });
         let mut server = IngestionServer {
             shared,
@@ -250,6 +255,7 @@ impl IngestionServer {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
                 if let Ok(clone) = stream.try_clone() {
                     shared
                         .connections
@@ -309,6 +315,13 @@ impl IngestionServer {
             .collect()
     }
 
+    /// Requires `Authorization: Bearer <token>` with one of `tokens`, as a resource with local
+    /// authentication disabled does: a request without one of them is answered 401 (and its
+    /// items are not accepted), before any scripted reply is used.
+    pub fn require_bearer(&self, tokens: &[&str]) {
+        self.shared.lock().bearer = Some(tokens.iter().map(|t| t.to_string()).collect());
+    }
+
     /// Holds every request, unanswered, until [`release`](Self::release).
     pub fn hold(&self) {
         self.shared.lock().held = true;
@@ -323,6 +336,11 @@ impl IngestionServer {
     /// How many requests are held right now.
     pub fn held(&self) -> usize {
         self.shared.lock().waiting
+    }
+
+    /// How many TCP connections the server has accepted.
+    pub fn accepted_connections(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
     }
 
     /// Every request so far.
@@ -447,7 +465,12 @@ fn serve(stream: TcpStream, shared: &Shared) {
         }
         let reply = {
             let mut state = shared.lock();
-            let reply = next_reply(&mut state);
+            let reply = match &state.bearer {
+                Some(tokens) if !carries_bearer(&request, tokens) => Reply::status(401).body(
+                    r#"{"itemsReceived":0,"itemsAccepted":0,"errors":[{"index":0,"statusCode":401,"message":"Authorization token is missing or invalid"}]}"#,
+                ),
+                _ => next_reply(&mut state),
+            };
             let mut recorded = record(request, reply);
             if state.strict {
                 enforce_limits(&mut recorded);
@@ -478,6 +501,16 @@ fn serve(stream: TcpStream, shared: &Shared) {
             return;
         }
     }
+}
+
+/// Whether `request` carries `Authorization: Bearer <one of tokens>`.
+fn carries_bearer(request: &RawRequest, tokens: &[String]) -> bool {
+    request.headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("authorization")
+            && value
+                .strip_prefix("Bearer ")
+                .is_some_and(|token| tokens.iter().any(|t| t == token))
+    })
 }
 
 fn next_reply(state: &mut State) -> Reply {

@@ -7,10 +7,12 @@
 mod http_support;
 
 mod azure_connection_string;
+mod azure_entra;
 mod azure_envelopes;
 mod azure_error_exceptions;
 mod azure_flush;
 mod azure_gzip;
+mod azure_http;
 mod azure_kill_restart;
 mod azure_limits;
 mod azure_logs;
