@@ -66,6 +66,7 @@ pub use {azure_core, azure_identity};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "azure_identity")]
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver};
