@@ -249,11 +249,12 @@ fn same_key(a: &Key, b: &Key) -> bool {
     fn same(a: &str, b: &str) -> bool {
         (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
     }
-    a.get_hash() == b.get_hash()
-        && same(a.name(), b.name())
-        && a.labels().len() == b.labels().len()
-        && a.labels()
-            .zip(b.labels())
+    if a.get_hash() != b.get_hash() || !same(a.name(), b.name()) {
+        return false;
+    }
+    let (a, b) = (a.labels(), b.labels());
+    a.len() == b.len()
+        && a.zip(b)
             .all(|(a, b)| same(a.key(), b.key()) && same(a.value(), b.value()))
 }
 
