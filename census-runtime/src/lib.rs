@@ -117,6 +117,8 @@
 //! - `azure` (on by default): the Application Insights exporter, `AzureExporter`.
 //! - `log` and `tracing`, in [`integrations`]: what a service writes through them, as telemetry
 //!   tied to the span it was written in; [`event`] sends custom events.
+//! - `metrics`, in [`integrations`]: the `metrics` facade's counters, gauges and histograms,
+//!   pre-aggregated per minute into `Metric` telemetry.
 //! - HTTP, in [`integrations`]: `reqwest`, `tower`, `axum`, `ureq`, `actix-web`.
 //! - Databases, in [`integrations`], named after the driver crate: `tokio-postgres`,
 //!   `postgres`, `mysql_async`, `rusqlite`, `diesel`, `sqlx`, `mongodb`.
@@ -130,6 +132,7 @@ mod clock;
 mod diagnostics;
 mod id;
 mod local;
+mod metric;
 mod queue;
 mod record;
 mod sampler;

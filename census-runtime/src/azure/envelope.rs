@@ -1,7 +1,7 @@
 //! Records to Application Insights envelopes, written as compact JSON straight into a reused
 //! buffer, one item per envelope: a span to a `RemoteDependency` or a `Request` (and an
 //! `Exception` when a panic unwound through it), a log record to a `Message` (an `Exception`
-//! when it carries an error), a custom event to an `Event`.
+//! when it carries an error), a custom event to an `Event`, a metric's interval to a `Metric`.
 //!
 //! Each envelope is one line of JSON with no raw newline in it, so a batch is both the body of a
 //! POST (`[item,item]`) and a storage file (one item per line), and the transport can resend any
@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::limits::{self, cut};
 use crate::export::Resource;
 use crate::record::{
-    Correlation, ErrorDetail, EventRecord, ExceptionInfo, LogRecord, Record, Severity, SpanRecord,
+    Correlation, ErrorDetail, EventRecord, ExceptionInfo, LogRecord, MetricKind, MetricRecord,
+    Record, Severity, SpanRecord,
 };
 use crate::site::SpanKind;
 
@@ -130,6 +131,7 @@ const REQUEST: &str = "Microsoft.ApplicationInsights.Request";
 const EXCEPTION: &str = "Microsoft.ApplicationInsights.Exception";
 const MESSAGE: &str = "Microsoft.ApplicationInsights.Message";
 const EVENT: &str = "Microsoft.ApplicationInsights.Event";
+const METRIC: &str = "Microsoft.ApplicationInsights.Metric";
 
 impl EnvelopeWriter {
     pub(crate) fn new(ikey: &str) -> EnvelopeWriter {
@@ -190,6 +192,7 @@ impl EnvelopeWriter {
             }
             Record::Log(_) => {}
             Record::Event(event) => self.write_event(event, resource, items),
+            Record::Metric(metric) => self.write_metric(metric, resource, items),
         }
     }
 
@@ -278,6 +281,41 @@ impl EnvelopeWriter {
         out.extend_from_slice(b"},\"ver\":2},\"baseType\":\"EventData\"}");
         correlation_sample_rate(out, &mut self.scratch, &event.correlation);
         out.push(b'}');
+        items.ends.push(out.len());
+    }
+
+    /// A metric's interval as a `Metric` (`MetricData`) with one data point: a counter's increase
+    /// or a gauge's value as a measurement (`value`, `count` 1, as the Azure Monitor exporters
+    /// send a sum or a gauge), a histogram's figures as an aggregation (`value` the sum, `count`,
+    /// `min`, `max`, `stdDev`); the labels are its properties. It belongs to no operation.
+    fn write_metric(&mut self, metric: &MetricRecord, resource: &Resource, items: &mut Items) {
+        self.head_for(resource);
+        let out = &mut items.bytes;
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(b"},\"time\":");
+        time(out, &mut self.scratch, metric.start_time());
+        out.extend_from_slice(b",\"name\":");
+        string(out, METRIC);
+        out.extend_from_slice(b",\"data\":{\"baseData\":{\"metrics\":[{\"name\":");
+        string(out, cut(metric.name(), limits::NAME));
+        self.scratch.clear();
+        if metric.kind() == MetricKind::Histogram {
+            let _ = write!(
+                self.scratch,
+                ",\"kind\":\"Aggregation\",\"value\":{},\"count\":{},\"min\":{},\"max\":{},\"stdDev\":{}",
+                metric.value(),
+                metric.count(),
+                metric.min(),
+                metric.max(),
+                metric.std_dev()
+            );
+        } else {
+            let _ = write!(self.scratch, ",\"value\":{},\"count\":1", metric.value());
+        }
+        out.extend_from_slice(self.scratch.as_bytes());
+        out.extend_from_slice(b"}],\"properties\":{");
+        properties(out, || metric.properties());
+        out.extend_from_slice(b"},\"ver\":2},\"baseType\":\"MetricData\"}}");
         items.ends.push(out.len());
     }
 
@@ -845,6 +883,63 @@ mod tests {
         assert_eq!(base["properties"]["error.message"], "boom");
         assert_eq!(base["ver"], 2);
         assert!(v.get("sampleRate").is_none());
+    }
+
+    #[test]
+    fn metric_envelopes_of_the_three_kinds() {
+        use crate::metric::Distribution;
+        use crate::record::SeriesId;
+        use std::sync::Arc;
+
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        let mut items = Items::default();
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let id = Arc::new(SeriesId::new(
+            "checkout_ms",
+            vec![
+                ("route".to_owned(), "/orders".to_owned()),
+                ("k".repeat(200), "v".to_owned()),
+            ],
+        ));
+        let histogram = MetricRecord::new(
+            Arc::clone(&id),
+            MetricKind::Histogram,
+            start,
+            Duration::from_secs(60),
+            Distribution::new(8, 40.0, 232.0, 2.0, 9.0),
+        );
+        let counter = MetricRecord::new(
+            id,
+            MetricKind::Counter,
+            start,
+            Duration::from_secs(60),
+            Distribution::new(1, 3.0, 9.0, 3.0, 3.0),
+        );
+        for metric in [histogram, counter] {
+            writer.write(&Record::Metric(Box::new(metric)), &resource(), &mut items);
+        }
+        let v = json(&items, 0);
+        assert_eq!(v["name"], METRIC);
+        assert_eq!(v["time"], "2027-01-15T08:00:00.000000Z");
+        assert_eq!(v["tags"]["ai.cloud.role"], "orders \"api\"");
+        assert_eq!(v["tags"]["ai.cloud.roleInstance"], "host-1");
+        assert!(v["tags"].get("ai.operation.id").is_none());
+        assert_eq!(v["data"]["baseType"], "MetricData");
+        let base = &v["data"]["baseData"];
+        assert_eq!(base["ver"], 2);
+        assert_eq!(
+            base["metrics"],
+            serde_json::json!([{"name": "checkout_ms", "kind": "Aggregation", "value": 40,
+                "count": 8, "min": 2, "max": 9, "stdDev": 2}])
+        );
+        assert_eq!(base["properties"]["route"], "/orders");
+        // A key over its limit is cut.
+        assert_eq!(base["properties"]["k".repeat(150)], "v");
+        let v = json(&items, 1);
+        assert_eq!(
+            v["data"]["baseData"]["metrics"],
+            serde_json::json!([{"name": "checkout_ms", "value": 3, "count": 1}])
+        );
     }
 
     #[test]

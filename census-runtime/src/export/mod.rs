@@ -1,6 +1,6 @@
 //! Exporters: where finished spans, log records and events go. The [`Exporter`] trait the
-//! pipeline knows them by, what they receive ([`Record`]: a [`SpanRecord`], a [`LogRecord`] or an
-//! [`EventRecord`]; and the [`Resource`]), and the console and memory exporters. The Azure
+//! pipeline knows them by, what they receive ([`Record`]: a [`SpanRecord`], a [`LogRecord`], an
+//! [`EventRecord`] or a [`MetricRecord`]; and the [`Resource`]), and the console and memory exporters. The Azure
 //! exporter is in [`azure`](crate::azure).
 
 mod console;
@@ -11,7 +11,8 @@ pub use self::console::ConsoleExporter;
 pub use self::memory::MemoryExporter;
 pub use crate::backtrace::{PanicBacktrace, StackFrame};
 pub use crate::record::{
-    ErrorDetail, EventRecord, ExceptionInfo, LogRecord, Record, Severity, SpanRecord,
+    ErrorDetail, EventRecord, ExceptionInfo, LogRecord, MetricKind, MetricRecord, Record, Severity,
+    SpanRecord,
 };
 
 use std::time::Instant;

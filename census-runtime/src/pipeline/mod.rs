@@ -179,6 +179,7 @@ pub fn pipeline() -> PipelineBuilder {
         exporters: Vec::new(),
         max_batch: 512,
         export_interval: Duration::from_millis(200),
+        metric_interval: Duration::from_secs(60),
         queue_capacity: queue::DEFAULT_CAPACITY,
         shutdown_timeout: Duration::from_secs(5),
     }
@@ -196,6 +197,7 @@ pub struct PipelineBuilder {
     exporters: Vec<Contained>,
     max_batch: usize,
     export_interval: Duration,
+    metric_interval: Duration,
     queue_capacity: usize,
     shutdown_timeout: Duration,
 }
@@ -212,6 +214,7 @@ impl std::fmt::Debug for PipelineBuilder {
             .field("exporters", &self.exporters.len())
             .field("max_batch", &self.max_batch)
             .field("export_interval", &self.export_interval)
+            .field("metric_interval", &self.metric_interval)
             .field("queue_capacity", &self.queue_capacity)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish_non_exhaustive()
@@ -324,6 +327,25 @@ impl PipelineBuilder {
         self
     }
 
+    /// How long metrics are pre-aggregated before one record per series is exported (default
+    /// a minute, the grain Application Insights charts metrics at). A flush or a shutdown
+    /// closes the interval early: it delivers the part of the minute recorded so far.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # use std::time::Duration;
+    /// let census = census_runtime::pipeline()
+    ///     .metric_interval(Duration::from_secs(30))
+    ///     # .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// # drop(census);
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
+    pub fn metric_interval(mut self, interval: Duration) -> Self {
+        self.metric_interval = interval;
+        self
+    }
+
     /// How many finished spans may wait for the export worker beyond what each thread's own ring
     /// holds (1,024 spans) before new ones are dropped and counted (default 65,536). Each thread
     /// hands its spans over without locks; this shared overflow takes bursts the worker has not
@@ -358,6 +380,13 @@ impl PipelineBuilder {
                 "export_interval",
                 "longer than zero",
                 format!("{:?}", self.export_interval),
+            ));
+        }
+        if self.metric_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "metric_interval",
+                "at least a second",
+                format!("{:?}", self.metric_interval),
             ));
         }
         if self.exporters.is_empty() {
@@ -395,6 +424,7 @@ impl PipelineBuilder {
             resource,
             self.max_batch,
             self.export_interval,
+            self.metric_interval,
             control_rx,
         );
         let handle = thread::Builder::new()
