@@ -6,7 +6,8 @@
 //! - `end-to-end/*`: 20,000 instrumented calls, from the call to the envelope accepted by a
 //!   loopback ingestion sink: census's pipeline and Azure exporter against `tracing` with
 //!   `tracing-opentelemetry` and `opentelemetry-application-insights` (batch span processor),
-//!   both over `ureq`, both gzipping, each with queues large enough to drop nothing.
+//!   census over reqwest, the peer over ureq (a blocking client for its batch span processor's
+//!   thread), both gzipping, each with queues large enough to drop nothing.
 
 use std::hint::black_box;
 use std::io::Write as _;

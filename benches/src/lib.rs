@@ -34,9 +34,10 @@ pub fn run_ready<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// A blocking HTTP client for `opentelemetry-application-insights`, on the same HTTP library
-/// census uses (`ureq`), so that the end-to-end comparison measures the exporters and not their
-/// HTTP stacks. The batch span processor calls it from its own thread.
+/// A blocking HTTP client for `opentelemetry-application-insights`: its batch span processor
+/// calls the client from a thread of its own, with no tokio runtime there for reqwest's async
+/// client, so it gets ureq, a small blocking client with kept connections (census posts through
+/// reqwest on its transport thread's own runtime).
 ///
 /// It talks to 127.0.0.1 only, over plain HTTP: the exporter turns every ingestion endpoint into
 /// `https://`, and the loopback sink speaks no TLS.
@@ -48,7 +49,7 @@ pub struct UreqClient {
 impl Default for UreqClient {
     fn default() -> Self {
         // Timeouts per phase and none on name resolution: with one, ureq resolves on a thread
-        // spawned per request, a cost census's transport does not pay (it caches the lookup).
+        // spawned per request.
         let timeout = Some(std::time::Duration::from_secs(10));
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -54,9 +54,9 @@ impl Flavor {
 
     fn keys(self) -> &'static str {
         match self {
-            Flavor::Inproc => "`name`, `fields(...)`, `crate` or `skip`",
+            Flavor::Inproc => "`name`, `fields(...)`, `exception`, `crate` or `skip`",
             Flavor::Dependency => {
-                "`kind`, `target`, `name`, `data`, `fields(...)`, `crate` or `skip`"
+                "`kind`, `target`, `name`, `data`, `fields(...)`, `exception`, `crate` or `skip`"
             }
         }
     }
@@ -73,6 +73,8 @@ pub(crate) struct Args {
     pub(crate) target: Option<LitStr>,
     pub(crate) data: Option<LitStr>,
     pub(crate) fields: Option<Vec<Ident>>,
+    /// `exception`: an `Err` is sent as an Exception item too.
+    pub(crate) exception: Option<Ident>,
     pub(crate) krate: Option<Path>,
 }
 
@@ -99,6 +101,7 @@ impl Args {
             target: None,
             data: None,
             fields: None,
+            exception: None,
             krate: None,
         };
         for entry in split_entries(tokens) {
@@ -168,7 +171,7 @@ impl Args {
         let name = key.unraw().to_string();
         let known = matches!(
             name.as_str(),
-            "skip" | "name" | "kind" | "target" | "data" | "fields" | "crate"
+            "skip" | "name" | "kind" | "target" | "data" | "fields" | "exception" | "crate"
         );
         if !known {
             errors.at(
@@ -217,6 +220,21 @@ impl Args {
                 }
                 Value::List(group) => errors.at(group, "`skip` takes no value"),
             },
+            "exception" => {
+                let usage = format!(
+                    "`exception` takes no value: write it alone, as in `{}`, to send an `Err` \
+                     as an Exception item too",
+                    self.flavor.with(match self.flavor {
+                        Flavor::Inproc => "exception",
+                        Flavor::Dependency => "kind = \"SQL\", exception",
+                    })
+                );
+                match value {
+                    Value::Flag => self.exception = Some(key),
+                    Value::Assign(eq, tokens) => errors.at(quote::quote!(#eq #tokens), usage),
+                    Value::List(group) => errors.at(group, usage),
+                }
+            }
             "name" => self.name = string(&key, value, "load order", errors),
             "kind" => self.kind = string(&key, value, "SQL", errors),
             "target" => self.target = string(&key, value, "orders-db", errors),

@@ -68,6 +68,8 @@ struct Spec {
     target: Option<LitStr>,
     data: Option<LitStr>,
     fields: Vec<Ident>,
+    /// An `Err` is sent as an Exception item too.
+    exception: bool,
 }
 
 fn krate(path: Option<&Path>) -> TokenStream {
@@ -116,6 +118,7 @@ fn expand_fn(args: &Args, mut function: ItemFn, errors: &mut Errors) -> (TokenSt
         target: args.target.clone(),
         data: args.data.clone(),
         fields: args.fields.clone().unwrap_or_default(),
+        exception: args.exception.is_some(),
     };
     instrument(&function.sig, &mut function.block, &spec, errors);
     (function.into_token_stream(), fallback)
@@ -177,6 +180,7 @@ fn site(sig: &Signature, spec: &Spec) -> TokenStream {
     };
     let target = spec.target.as_ref().map(|t| quote!(.with_target(#t)));
     let data = spec.data.as_ref().map(|d| quote!(.with_data(#d)));
+    let exception = spec.exception.then(|| quote!(.with_exception()));
     let fields = (!spec.fields.is_empty()).then(|| {
         let names = spec.fields.iter().map(|f| f.unraw().to_string());
         quote!(.with_fields(&[#(#names),*]))
@@ -185,7 +189,7 @@ fn site(sig: &Signature, spec: &Spec) -> TokenStream {
     let line = quote_spanned!(sig.ident.span()=> ::core::line!());
     quote! {
         static __CENSUS_SITE: #p::__private::Site = #p::__private::Site::#constructor
-            #target #data #fields
+            #target #data #fields #exception
             .at(::core::module_path!(), ::core::file!(), #line);
         #p::__register_site!(__CENSUS_SITE);
     }
@@ -228,8 +232,8 @@ fn sync_body(
     let outcome = probe.then(|| {
         quote! {
             {
-                use #p::__private::{PlainOutcome as _, ResultOutcome as _};
-                (&#p::__private::Probe(&#ret)).census_sync(&#guard);
+                use #p::__private::{ErrorOutcome as _, PlainOutcome as _, ResultOutcome as _};
+                (&&&#p::__private::Probe(&#ret)).census_sync(&#guard);
             }
         }
     });
@@ -270,8 +274,8 @@ fn async_body(
     let check = if probe {
         quote! {
             |#out, #outcome| {
-                use #p::__private::{PlainOutcome as _, ResultOutcome as _};
-                (&#p::__private::Probe(#out)).census_async(#outcome)
+                use #p::__private::{ErrorOutcome as _, PlainOutcome as _, ResultOutcome as _};
+                (&&&#p::__private::Probe(#out)).census_async(#outcome)
             }
         }
     } else {
@@ -505,6 +509,7 @@ fn merge(block: &Args, own: Option<&Own>, name: String, errors: &mut Errors) -> 
             target: block.target.clone(),
             data: block.data.clone(),
             fields: Vec::new(),
+            exception: block.exception.is_some(),
         });
     };
     let inherit = args.flavor == Flavor::Dependency && block.flavor == Flavor::Dependency;
@@ -535,6 +540,7 @@ fn merge(block: &Args, own: Option<&Own>, name: String, errors: &mut Errors) -> 
         target: from_block(&args.target, &block.target),
         data: from_block(&args.data, &block.data),
         fields: args.fields.clone().unwrap_or_default(),
+        exception: args.exception.is_some() || block.exception.is_some(),
     })
 }
 

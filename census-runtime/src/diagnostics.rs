@@ -9,12 +9,14 @@ pub(crate) struct Counters {
     pub(crate) exported: AtomicU64,
     pub(crate) dropped_queue_full: AtomicU64,
     pub(crate) exporter_panics: AtomicU64,
+    pub(crate) metrics_dropped: AtomicU64,
 }
 
 pub(crate) static COUNTERS: Counters = Counters {
     exported: AtomicU64::new(0),
     dropped_queue_full: AtomicU64::new(0),
     exporter_panics: AtomicU64::new(0),
+    metrics_dropped: AtomicU64::new(0),
 };
 
 /// A snapshot of the pipeline's counters since the process started.
@@ -33,6 +35,10 @@ pub struct Diagnostics {
     /// Calls into an exporter (`export`, `tick`, `flush`, `shutdown`) that panicked; after three
     /// panics an exporter is switched off.
     pub exporter_panics: u64,
+    /// Metric values dropped because their series was over a cap: more label sets for one name,
+    /// or more names, than the recorder allows (see
+    /// `integrations::metrics::CensusRecorder::max_label_sets`, feature `metrics`).
+    pub metrics_dropped: u64,
 }
 
 /// Reads the pipeline's counters.
@@ -41,5 +47,6 @@ pub fn diagnostics() -> Diagnostics {
         exported: COUNTERS.exported.load(Ordering::Relaxed),
         dropped_queue_full: COUNTERS.dropped_queue_full.load(Ordering::Relaxed),
         exporter_panics: COUNTERS.exporter_panics.load(Ordering::Relaxed),
+        metrics_dropped: COUNTERS.metrics_dropped.load(Ordering::Relaxed),
     }
 }

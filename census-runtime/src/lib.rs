@@ -50,7 +50,8 @@
 //!   `INPROC`).
 //! - [`#[dependency(kind = "...", target = "...")]`](macro@dependency), with `name = "..."`,
 //!   `data = "..."` (a static command text), `fields(arg, ...)` (record those arguments as
-//!   properties, by `Display`), and `crate = path` (where census is renamed).
+//!   properties, by `Display`), `exception` (an `Err` is sent as an Exception item too, with
+//!   its `source()`s) and `crate = path` (where census is renamed).
 //! - On an `impl` block, every method is instrumented; a method may carry its own attribute to
 //!   override the block's, or `#[dependency(skip)]` / `#[inproc(skip)]` to opt out.
 //!
@@ -116,6 +117,8 @@
 //! - `azure` (on by default): the Application Insights exporter, `AzureExporter`.
 //! - `log` and `tracing`, in [`integrations`]: what a service writes through them, as telemetry
 //!   tied to the span it was written in; [`event`] sends custom events.
+//! - `metrics`, in [`integrations`]: the `metrics` facade's counters, gauges and histograms,
+//!   pre-aggregated per minute into `Metric` telemetry.
 //! - HTTP, in [`integrations`]: `reqwest`, `tower`, `axum`, `ureq`, `actix-web`.
 //! - Databases, in [`integrations`], named after the driver crate: `tokio-postgres`,
 //!   `postgres`, `mysql_async`, `rusqlite`, `diesel`, `sqlx`, `mongodb`.
@@ -124,10 +127,12 @@
 // docs.rs builds with `--cfg docsrs` and marks what each feature adds.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backtrace;
 mod clock;
 mod diagnostics;
 mod id;
 mod local;
+mod metric;
 mod queue;
 mod record;
 mod sampler;
@@ -165,6 +170,7 @@ pub use crate::telemetry::event;
 /// | --- | --- |
 /// | `name = "..."` | the span's name; default: the function's name, or `Type::method` through an impl block |
 /// | `fields(arg, ...)` | record these arguments as properties, by `Display` |
+/// | `exception` | an `Err` the function returns is sent as an Exception item too, with the error's chain of `source()`s (for every function: [`PipelineBuilder::errors_as_exceptions`](pipeline::PipelineBuilder::errors_as_exceptions)) |
 /// | `crate = path` | where `census_runtime` is, when it is renamed; default `::census_runtime` |
 /// | `skip` | on a method inside an annotated impl block: leave it uninstrumented |
 ///
@@ -242,6 +248,7 @@ pub use census_macros::inproc;
 /// | `data = "..."` | a static command text (a SQL statement, a URL template) |
 /// | `name = "..."` | the span's name; default: the function's name, or `Type::method` through an impl block |
 /// | `fields(arg, ...)` | record these arguments as properties, by `Display` |
+/// | `exception` | an `Err` the function returns is sent as an Exception item too, with the error's chain of `source()`s (for every function: [`PipelineBuilder::errors_as_exceptions`](pipeline::PipelineBuilder::errors_as_exceptions)) |
 /// | `crate = path` | where `census_runtime` is, when it is renamed; default `::census_runtime` |
 /// | `skip` | on a method inside an annotated impl block: leave it uninstrumented |
 ///

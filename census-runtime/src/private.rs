@@ -58,8 +58,35 @@ where
 }
 
 /// Wraps a function's return value so that method resolution can tell a `Result` whose error
-/// is `Display` (the span fails on `Err`) from any other value (the span succeeds).
+/// is a `std::error::Error` (the span fails on `Err`, with the error's `source()`s at hand) from
+/// one whose error is only `Display` (the span fails on `Err`) and from any other value (the
+/// span succeeds). The generated code calls the methods on `&&&Probe`: the impl for
+/// `&&Probe` is found first, then the one for `&Probe`, then the one for `Probe`.
 pub struct Probe<'a, T: ?Sized>(pub &'a T);
+
+/// Chosen for `Result<T, E: std::error::Error>`.
+pub trait ErrorOutcome {
+    /// Fails the sync span on `Err`.
+    fn census_sync(&self, guard: &SpanGuard);
+    /// Fails the async span on `Err`.
+    fn census_async(&self, outcome: &mut Outcome<'_>);
+}
+
+impl<T, E: std::error::Error + 'static> ErrorOutcome for &&Probe<'_, Result<T, E>> {
+    #[inline]
+    fn census_sync(&self, guard: &SpanGuard) {
+        if let Err(error) = self.0 {
+            guard.fail_with_error(error, Some(error), std::any::type_name::<E>());
+        }
+    }
+
+    #[inline]
+    fn census_async(&self, outcome: &mut Outcome<'_>) {
+        if let Err(error) = self.0 {
+            outcome.fail_with_error(error, Some(error), std::any::type_name::<E>());
+        }
+    }
+}
 
 /// Chosen for `Result<T, E: Display>`.
 pub trait ResultOutcome {
@@ -69,18 +96,18 @@ pub trait ResultOutcome {
     fn census_async(&self, outcome: &mut Outcome<'_>);
 }
 
-impl<T, E: Display> ResultOutcome for Probe<'_, Result<T, E>> {
+impl<T, E: Display> ResultOutcome for &Probe<'_, Result<T, E>> {
     #[inline]
     fn census_sync(&self, guard: &SpanGuard) {
         if let Err(error) = self.0 {
-            guard.fail_with_error(error, std::any::type_name::<E>());
+            guard.fail_with_error(error, None, std::any::type_name::<E>());
         }
     }
 
     #[inline]
     fn census_async(&self, outcome: &mut Outcome<'_>) {
         if let Err(error) = self.0 {
-            outcome.fail_with_error(error, std::any::type_name::<E>());
+            outcome.fail_with_error(error, None, std::any::type_name::<E>());
         }
     }
 }
@@ -93,7 +120,7 @@ pub trait PlainOutcome {
     fn census_async(&self, outcome: &mut Outcome<'_>);
 }
 
-impl<T: ?Sized> PlainOutcome for &Probe<'_, T> {
+impl<T: ?Sized> PlainOutcome for Probe<'_, T> {
     #[inline(always)]
     fn census_sync(&self, _guard: &SpanGuard) {}
 

@@ -52,6 +52,9 @@ pub(crate) struct SpanExtra {
     pub(crate) error: Option<String>,
     pub(crate) properties: Vec<(Cow<'static, str>, String)>,
     pub(crate) exception: Option<ExceptionInfo>,
+    /// The `Err` that failed the span and its `source()`s, outermost first, when it is sent as
+    /// an Exception item too.
+    pub(crate) errors: Vec<ErrorDetail>,
     /// The W3C `tracestate` that came in with a request, passed on by outgoing calls.
     pub(crate) trace_state: Option<Arc<str>>,
 }
@@ -65,6 +68,9 @@ pub struct ExceptionInfo {
     pub message: String,
     /// Where it panicked, `file:line:column`, when known.
     pub location: Option<String>,
+    /// The backtrace, when one was captured (`RUST_BACKTRACE`, or
+    /// [`PipelineBuilder::panic_backtraces`](crate::pipeline::PipelineBuilder::panic_backtraces)).
+    pub backtrace: Option<crate::backtrace::PanicBacktrace>,
 }
 
 impl SpanRecord {
@@ -214,6 +220,30 @@ impl SpanRecord {
         self.extra.as_ref().and_then(|e| e.exception.as_ref())
     }
 
+    /// The `Err` that failed the span and the errors that caused it (its `source()`s),
+    /// outermost first, when it is sent as an Exception item too (the attribute's `exception`
+    /// option, or [`PipelineBuilder::errors_as_exceptions`](crate::pipeline::PipelineBuilder::errors_as_exceptions));
+    /// empty otherwise.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline()
+    ///     .errors_as_exceptions(true)
+    ///     .exporter(memory.clone())
+    ///     .install()?;
+    /// let _ = census_runtime::span("load").try_in_scope(|| Err::<(), _>(std::fmt::Error));
+    /// census.flush(std::time::Duration::from_secs(5))?;
+    /// let span = &memory.spans()[0];
+    /// assert_eq!(span.errors()[0].type_name, "Error");
+    /// assert_eq!(span.errors()[0].message, "an error occurred when formatting an argument");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn errors(&self) -> &[ErrorDetail] {
+        self.extra.as_ref().map_or(&[], |e| &e.errors)
+    }
+
     /// The custom properties recorded on the span (fields and `set_property`), in order.
     pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
         self.extra
@@ -335,6 +365,8 @@ pub enum Record {
     Log(LogRecord),
     /// A custom event.
     Event(Box<EventRecord>),
+    /// A metric's figures over one interval (a minute by default): a `Metric` item.
+    Metric(Box<MetricRecord>),
 }
 
 impl Record {
@@ -362,12 +394,21 @@ impl Record {
         }
     }
 
-    /// The trace (operation) the record belongs to, if any.
+    /// The metric, if this is one.
+    pub fn as_metric(&self) -> Option<&MetricRecord> {
+        match self {
+            Record::Metric(metric) => Some(metric),
+            _ => None,
+        }
+    }
+
+    /// The trace (operation) the record belongs to, if any (a metric belongs to none).
     pub fn trace_id(&self) -> Option<TraceId> {
         match self {
             Record::Span(span) => Some(span.trace_id()),
             Record::Log(log) => log.correlation.trace_id,
             Record::Event(event) => event.correlation.trace_id,
+            Record::Metric(_) => None,
         }
     }
 }
@@ -676,5 +717,154 @@ impl EventRecord {
     /// Its measurements, in order.
     pub fn measurements(&self) -> impl Iterator<Item = (&str, f64)> {
         self.measurements.iter().map(|(k, v)| (k.as_ref(), *v))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics.
+
+/// What a metric measures, and so what its figures mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MetricKind {
+    /// A count that only goes up: an interval reports its increase.
+    Counter,
+    /// A value that goes up and down: an interval reports the last value set.
+    Gauge,
+    /// A distribution of values: an interval reports their count, sum, minimum, maximum and
+    /// standard deviation.
+    Histogram,
+}
+
+impl MetricKind {
+    /// Its name, as the console prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// A series' name and labels, shared by every interval's record of it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SeriesId {
+    pub(crate) name: Arc<str>,
+    pub(crate) labels: Box<[(String, String)]>,
+}
+
+impl SeriesId {
+    #[cfg_attr(
+        not(feature = "metrics"),
+        allow(dead_code, reason = "series come from the metrics recorder")
+    )]
+    pub(crate) fn new(name: impl Into<Arc<str>>, labels: Vec<(String, String)>) -> Self {
+        SeriesId {
+            name: name.into(),
+            labels: labels.into_boxed_slice(),
+        }
+    }
+}
+
+/// A metric's figures over one interval, by name and labels, as exporters receive them: made
+/// once per interval (a minute by default) and at every flush, from what was recorded through
+/// [`CensusRecorder`](crate::integrations::metrics) (feature `metrics`).
+///
+/// A counter's [`value`](Self::value) is its increase over the interval, a gauge's the last
+/// value set (with a count of 1, minimum and maximum the value itself), a histogram's the sum of
+/// the values recorded.
+#[derive(Debug, Clone)]
+pub struct MetricRecord {
+    id: Arc<SeriesId>,
+    kind: MetricKind,
+    start: SystemTime,
+    interval: Duration,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    std_dev: f64,
+}
+
+impl MetricRecord {
+    pub(crate) fn new(
+        id: Arc<SeriesId>,
+        kind: MetricKind,
+        start: SystemTime,
+        interval: Duration,
+        figures: crate::metric::Distribution,
+    ) -> Self {
+        MetricRecord {
+            id,
+            kind,
+            start,
+            interval,
+            count: figures.count,
+            sum: figures.sum,
+            min: figures.min,
+            max: figures.max,
+            std_dev: figures.std_dev,
+        }
+    }
+
+    /// The metric's name.
+    pub fn name(&self) -> &str {
+        &self.id.name
+    }
+
+    /// What it measures.
+    pub fn kind(&self) -> MetricKind {
+        self.kind
+    }
+
+    /// Its labels, in the order they were given: the item's properties (dimensions).
+    pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.id.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// One label's value.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// When the interval started, wall clock.
+    pub fn start_time(&self) -> SystemTime {
+        self.start
+    }
+
+    /// How long the interval lasted (shorter than a full one when a flush closed it).
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// A counter's increase, a gauge's last value, a histogram's sum.
+    pub fn value(&self) -> f64 {
+        self.sum
+    }
+
+    /// How many values a histogram recorded; 1 for a counter or a gauge.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The smallest value recorded (a counter's or a gauge's value).
+    pub fn min(&self) -> f64 {
+        self.min
+    }
+
+    /// The largest value recorded (a counter's or a gauge's value).
+    pub fn max(&self) -> f64 {
+        self.max
+    }
+
+    /// The mean of the values recorded.
+    pub fn mean(&self) -> f64 {
+        self.sum / self.count.max(1) as f64
+    }
+
+    /// The (population) standard deviation of the values recorded; 0 for a counter or a gauge.
+    pub fn std_dev(&self) -> f64 {
+        self.std_dev
     }
 }

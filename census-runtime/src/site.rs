@@ -37,6 +37,7 @@ pub struct Site {
     module: &'static str,
     file: &'static str,
     line: u32,
+    exception: bool,
 }
 
 /// The `type` of an in-process dependency, as Application Insights shows it.
@@ -60,6 +61,7 @@ impl Site {
             module: "",
             file: "",
             line: 0,
+            exception: false,
         }
     }
 
@@ -80,6 +82,18 @@ impl Site {
     pub const fn with_data(mut self, data: &'static str) -> Self {
         self.data = Some(data);
         self
+    }
+
+    /// Sends an `Err` the function returns as an Exception item too, with the error's chain of
+    /// `source()`s (`#[dependency(..., exception)]`).
+    pub const fn with_exception(mut self) -> Self {
+        self.exception = true;
+        self
+    }
+
+    /// Whether an `Err` is sent as an Exception item too.
+    pub const fn exception(&self) -> bool {
+        self.exception
     }
 
     /// Names the function arguments that are recorded as properties, in order.

@@ -4,6 +4,12 @@
 //! `Location`, a delay, a dropped connection, or holding every request until released. It can be
 //! stopped (connections are then refused) and started again on the same port.
 //!
+//! In strict mode ([`IngestionServer::strict`]) it checks every item against the schema's field
+//! limits, as ingestion does, and answers as ingestion does: a `206` whose `errors` name each item
+//! that broke a limit (`statusCode` 400, "Field 'data' on type 'RemoteDependencyData' is too long.
+//! Expected: 8192 characters, Actual: 8193"), or a `400` with the same body when no item was
+//! accepted. Lengths are counted in UTF-16 code units, as the service counts them.
+//!
 //! ```
 //! use census_tests::ingestion::{IngestionServer, Reply};
 //!
@@ -15,7 +21,7 @@
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -40,6 +46,8 @@ pub struct Reply {
     pub drop_connection: bool,
     /// Per-item errors of a 206: `(index, statusCode)`.
     pub errors: Vec<(usize, u16)>,
+    /// The message of each per-item error, in the order of `errors` ("scripted" when missing).
+    pub messages: Vec<String>,
     /// Answers this many requests (default 1).
     pub times: usize,
 }
@@ -54,6 +62,7 @@ impl Reply {
             delay: Duration::ZERO,
             drop_connection: false,
             errors: Vec::new(),
+            messages: Vec::new(),
             times: 1,
         }
     }
@@ -144,6 +153,23 @@ impl Recorded {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The per-item errors of the answer: `(index, statusCode, message)`.
+    pub fn item_errors(&self) -> Vec<(usize, u16, String)> {
+        self.reply
+            .errors
+            .iter()
+            .enumerate()
+            .map(|(i, (index, status))| {
+                let message = self.reply.messages.get(i).cloned();
+                (
+                    *index,
+                    *status,
+                    message.unwrap_or_else(|| "scripted".into()),
+                )
+            })
+            .collect()
+    }
+
     /// The items the answer accepted: all of a 200, those of a 206 not listed as errors.
     pub fn accepted(&self) -> Vec<Value> {
         match self.reply.status {
@@ -167,6 +193,9 @@ struct State {
     default: Option<Reply>,
     held: bool,
     waiting: usize,
+    strict: bool,
+    /// The bearer tokens accepted, when a token is required.
+    bearer: Option<Vec<String>>,
 }
 
 struct Shared {
@@ -174,6 +203,8 @@ struct Shared {
     changed: Condvar,
     stopping: AtomicBool,
     connections: Mutex<Vec<TcpStream>>,
+    /// Connections accepted since the server started.
+    accepted: AtomicUsize,
 }
 
 impl Shared {
@@ -202,6 +233,7 @@ impl IngestionServer {
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
             connections: Mutex::new(Vec::new()),
+            accepted: AtomicUsize::new(0),
         });
         let mut server = IngestionServer {
             shared,
@@ -223,6 +255,7 @@ impl IngestionServer {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
                 if let Ok(clone) = stream.try_clone() {
                     shared
                         .connections
@@ -265,6 +298,30 @@ impl IngestionServer {
         self.shared.lock().default = Some(reply);
     }
 
+    /// Checks every item against the schema's field limits from now on, and answers as ingestion
+    /// does when one breaks them (see the module's documentation). Scripted replies other than a
+    /// plain 200 are answered as scripted.
+    pub fn strict(&self) {
+        self.shared.lock().strict = true;
+    }
+
+    /// Every per-item error answered so far: `(index, statusCode, message)`.
+    pub fn item_errors(&self) -> Vec<(usize, u16, String)> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .flat_map(Recorded::item_errors)
+            .collect()
+    }
+
+    /// Requires `Authorization: Bearer <token>` with one of `tokens`, as a resource with local
+    /// authentication disabled does: a request without one of them is answered 401 (and its
+    /// items are not accepted), before any scripted reply is used.
+    pub fn require_bearer(&self, tokens: &[&str]) {
+        self.shared.lock().bearer = Some(tokens.iter().map(|t| t.to_string()).collect());
+    }
+
     /// Holds every request, unanswered, until [`release`](Self::release).
     pub fn hold(&self) {
         self.shared.lock().held = true;
@@ -279,6 +336,11 @@ impl IngestionServer {
     /// How many requests are held right now.
     pub fn held(&self) -> usize {
         self.shared.lock().waiting
+    }
+
+    /// How many TCP connections the server has accepted.
+    pub fn accepted_connections(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
     }
 
     /// Every request so far.
@@ -403,8 +465,17 @@ fn serve(stream: TcpStream, shared: &Shared) {
         }
         let reply = {
             let mut state = shared.lock();
-            let reply = next_reply(&mut state);
-            let recorded = record(request, reply.clone());
+            let reply = match &state.bearer {
+                Some(tokens) if !carries_bearer(&request, tokens) => Reply::status(401).body(
+                    r#"{"itemsReceived":0,"itemsAccepted":0,"errors":[{"index":0,"statusCode":401,"message":"Authorization token is missing or invalid"}]}"#,
+                ),
+                _ => next_reply(&mut state),
+            };
+            let mut recorded = record(request, reply);
+            if state.strict {
+                enforce_limits(&mut recorded);
+            }
+            let reply = recorded.reply.clone();
             state.requests.push(recorded);
             shared.changed.notify_all();
             state.waiting += 1;
@@ -430,6 +501,16 @@ fn serve(stream: TcpStream, shared: &Shared) {
             return;
         }
     }
+}
+
+/// Whether `request` carries `Authorization: Bearer <one of tokens>`.
+fn carries_bearer(request: &RawRequest, tokens: &[String]) -> bool {
+    request.headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("authorization")
+            && value
+                .strip_prefix("Bearer ")
+                .is_some_and(|token| tokens.iter().any(|t| t == token))
+    })
 }
 
 fn next_reply(state: &mut State) -> Reply {
@@ -541,12 +622,15 @@ fn record(request: RawRequest, reply: Reply) -> Recorded {
 fn write_reply(out: &mut TcpStream, reply: &Reply, items: usize) -> io::Result<()> {
     let body = match (&reply.body, reply.status) {
         (Some(body), _) => body.clone(),
-        (None, 200 | 206) => {
+        // A 400 with per-item errors is strict mode's answer when no item was accepted.
+        (None, 200 | 206) | (None, 400) if reply.status != 400 || !reply.errors.is_empty() => {
             let errors: Vec<Value> = reply
                 .errors
                 .iter()
-                .map(|(index, status)| {
-                    serde_json::json!({"index": index, "statusCode": status, "message": "scripted"})
+                .enumerate()
+                .map(|(i, (index, status))| {
+                    let message = reply.messages.get(i).map_or("scripted", String::as_str);
+                    serde_json::json!({"index": index, "statusCode": status, "message": message})
                 })
                 .collect();
             serde_json::json!({
@@ -570,4 +654,163 @@ fn write_reply(out: &mut TcpStream, reply: &Reply, items: usize) -> io::Result<(
     out.write_all(head.as_bytes())?;
     out.write_all(body.as_bytes())?;
     out.flush()
+}
+
+/// Answers a plain 200 as ingestion would, given the schema's field limits: a 206 naming each
+/// item that broke one, or a 400 when none was accepted.
+fn enforce_limits(recorded: &mut Recorded) {
+    if recorded.reply.status != 200
+        || recorded.reply.body.is_some()
+        || recorded.reply.drop_connection
+    {
+        return;
+    }
+    let mut errors = Vec::new();
+    let mut messages = Vec::new();
+    for (index, item) in recorded.items.iter().enumerate() {
+        if let Some(message) = limit_violations(item).into_iter().next() {
+            errors.push((index, 400));
+            messages.push(message);
+        }
+    }
+    if errors.is_empty() {
+        return;
+    }
+    recorded.reply.status = if errors.len() == recorded.items.len() {
+        400
+    } else {
+        206
+    };
+    recorded.reply.errors = errors;
+    recorded.reply.messages = messages;
+}
+
+/// A string's length as the service counts it: UTF-16 code units.
+pub fn utf16_len(value: &str) -> usize {
+    value.encode_utf16().count()
+}
+
+/// The fields' limits by telemetry type, as the schema gives them.
+fn field_limits(base_type: &str) -> &'static [(&'static str, usize)] {
+    match base_type {
+        "RequestData" => &[
+            ("id", 128),
+            ("name", 1024),
+            ("url", 2048),
+            ("responseCode", 1024),
+            ("source", 1024),
+        ],
+        "RemoteDependencyData" => &[
+            ("id", 128),
+            ("name", 1024),
+            ("resultCode", 1024),
+            ("data", 8192),
+            ("type", 1024),
+            ("target", 1024),
+        ],
+        "MessageData" => &[("message", 32768)],
+        "EventData" => &[("name", 512)],
+        _ => &[],
+    }
+}
+
+/// The limit of a context tag.
+fn tag_limit(key: &str) -> usize {
+    match key {
+        "ai.cloud.role"
+        | "ai.cloud.roleInstance"
+        | "ai.device.osVersion"
+        | "ai.device.model"
+        | "ai.device.oemName" => 256,
+        "ai.device.locale" | "ai.device.type" | "ai.internal.sdkVersion" => 64,
+        "ai.operation.id" | "ai.operation.parentId" => 128,
+        _ => 1024,
+    }
+}
+
+fn too_long(field: &str, on: &str, limit: usize, actual: usize) -> String {
+    format!(
+        "Field '{field}' on type '{on}' is too long. Expected: {limit} characters, Actual: {actual}"
+    )
+}
+
+fn check(out: &mut Vec<String>, value: &Value, field: &str, on: &str, limit: usize) {
+    if let Some(text) = value.as_str() {
+        let actual = utf16_len(text);
+        if actual > limit {
+            out.push(too_long(field, on, limit, actual));
+        }
+    }
+}
+
+/// Every way `item` breaks the schema's field limits, as ingestion words it; empty when it
+/// keeps them all.
+pub fn limit_violations(item: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(tags) = item["tags"].as_object() {
+        for (key, value) in tags {
+            check(&mut out, value, key, "ContextTagKeys", tag_limit(key));
+        }
+    }
+    let base_type = item["data"]["baseType"].as_str().unwrap_or_default();
+    let base = &item["data"]["baseData"];
+    for (field, limit) in field_limits(base_type) {
+        check(&mut out, &base[*field], field, base_type, *limit);
+    }
+    for map in ["properties", "measurements"] {
+        if let Some(members) = base[map].as_object() {
+            for (key, value) in members {
+                let actual = utf16_len(key);
+                if actual > 150 {
+                    out.push(too_long(&format!("{map} key"), base_type, 150, actual));
+                }
+                check(&mut out, value, map, base_type, 8192);
+            }
+        }
+    }
+    if base_type == "ExceptionData" {
+        for exception in base["exceptions"].as_array().into_iter().flatten() {
+            let on = "ExceptionDetails";
+            check(&mut out, &exception["typeName"], "typeName", on, 1024);
+            check(&mut out, &exception["message"], "message", on, 32768);
+            check(&mut out, &exception["stack"], "stack", on, 32768);
+            match &exception["parsedStack"] {
+                Value::Null => {}
+                Value::Array(frames) => {
+                    if frames.len() > 100 {
+                        out.push(format!(
+                            "Field 'parsedStack' on type '{on}' is too long. Expected: 100 frames, Actual: {}",
+                            frames.len()
+                        ));
+                    }
+                    for frame in frames {
+                        for (field, limit) in [("method", 1024), ("fileName", 1024), ("assembly", 1024)] {
+                            check(&mut out, &frame[field], field, "StackFrame", limit);
+                        }
+                        if !frame["level"].is_u64() || !frame["method"].is_string() {
+                            out.push(format!(
+                                "Field 'parsedStack' on type '{on}' is of incorrect type. Expected: StackFrame, Actual: {frame}"
+                            ));
+                        }
+                    }
+                }
+                other => out.push(format!(
+                    "Field 'parsedStack' on type '{on}' is of incorrect type. Expected: array, Actual: {}",
+                    json_type(other)
+                )),
+            }
+        }
+    }
+    out
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
 }

@@ -35,6 +35,7 @@ pub fn flush(pipeline: &Pipeline) {
 
 pub mod azure;
 pub mod db;
+pub mod identity;
 pub mod ingestion;
 pub mod python;
 

@@ -67,12 +67,21 @@ fn census_and_the_python_reference_send_the_same_shapes() {
         report.push_str(&format!("== {kind}\n{}\n", side_by_side(mine, theirs)));
         // Census adds the operation name and, on an Exception, its span as parent (reference
         // README); the reference's Exception has `hasFullStack` true where census, knowing only
-        // the panic's location, says false: the same types either way.
+        // the panic's location, says false: the same types either way. The reference writes
+        // its traceback as a string in `parsedStack`; census writes the schema's frames.
         for problem in shape_differences(
             mine,
             theirs,
             &[
                 "sampleRate",
+                "data.baseData.exceptions[].parsedStack",
+                "data.baseData.exceptions[].parsedStack[]",
+                "data.baseData.exceptions[].parsedStack[].level",
+                "data.baseData.exceptions[].parsedStack[].method",
+                "data.baseData.exceptions[].parsedStack[].fileName",
+                "data.baseData.exceptions[].parsedStack[].line",
+                // With a captured backtrace (RUST_BACKTRACE), its text too.
+                "data.baseData.exceptions[].stack",
                 "tags.ai.operation.parentId",
                 "tags.ai.operation.name",
             ],

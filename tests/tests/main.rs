@@ -1,19 +1,25 @@
 //! census's end-to-end tests, one binary: each module is one area (`azure_*` the Application
 //! Insights exporter against the loopback ingestion server, `core_*` the runtime, `db_*` the
 //! database integrations against real servers, `http_*` the HTTP integrations, `logs_*` the
-//! `log` and `tracing` bridges). cargo-nextest runs every test in a process of its own, so the
+//! `log` and `tracing` bridges, `metrics_*` the `metrics` facade's recorder). cargo-nextest runs every test in a process of its own, so the
 //! global pipeline each test installs is its own; select an area with `-E 'test(/^db_/)'`.
 
 mod http_support;
 
 mod azure_connection_string;
+mod azure_entra;
 mod azure_envelopes;
+mod azure_error_exceptions;
 mod azure_flush;
 mod azure_gzip;
+mod azure_http;
 mod azure_kill_restart;
+mod azure_limits;
 mod azure_logs;
 mod azure_outage;
 mod azure_pyref;
+mod azure_resource;
+mod azure_stacks;
 mod azure_stalled;
 mod azure_statuses;
 mod azure_storage;
@@ -40,3 +46,4 @@ mod http_servers;
 mod http_whole_traces;
 mod logs_bridge;
 mod logs_tracing;
+mod metrics_facade;

@@ -349,6 +349,41 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
         let _ = writeln!(out, "| {what} | {} |", ns(value));
     }
 
+    // Custom metrics.
+    let metric_noop = get(medians, "metrics", "facade-noop");
+    let metric_macro = get(medians, "metrics", "census-macro");
+    let metric_handle = get(medians, "metrics", "census-handle");
+    let metric_otel = get(medians, "metrics", "otel+appinsights");
+    let _ = writeln!(
+        out,
+        "\n### A histogram record (criterion medians)\n\nOne value with one label, `route = \"/orders\"`.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| case | per call | OpenTelemetry ÷ case |\n| --- | ---: | ---: |"
+    );
+    for (what, value) in [
+        (
+            "`metrics::histogram!` with `metrics`' own recorder that does nothing",
+            metric_noop,
+        ),
+        (
+            "census: `metrics::histogram!(...).record(v)` through `CensusRecorder`",
+            metric_macro,
+        ),
+        (
+            "census: `.record(v)` on a kept `metrics::Histogram`",
+            metric_handle,
+        ),
+        (
+            "`opentelemetry` `f64_histogram` + `opentelemetry-application-insights`",
+            metric_otel,
+        ),
+    ] {
+        let versus = metric_otel.zip(value).map(|(o, v)| o / v);
+        let _ = writeln!(out, "| {what} | {} | {} |", ns(value), ratio(versus));
+    }
+
     // Memory.
     let _ = writeln!(out, "\n### Memory while the endpoint is stalled\n");
     match memory {
@@ -507,6 +542,16 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
         what: "A `#[tracing::instrument]` span through census's layer: at least 5 times cheaper than through `tracing-opentelemetry` + `opentelemetry-application-insights`",
         figure: ratio(layer_vs_otel),
         met: layer_vs_otel.map(|r| r >= 5.0),
+    });
+    let metric_vs_otel = metric_otel.zip(metric_macro).map(|(o, c)| o / c);
+    targets.push(Target {
+        what: "A `metrics::histogram!` record: at least 5 times cheaper than the same through `opentelemetry` metrics + `opentelemetry-application-insights`",
+        figure: format!(
+            "{}; on a kept handle {}",
+            ratio(metric_vs_otel),
+            ratio(metric_otel.zip(metric_handle).map(|(o, c)| o / c))
+        ),
+        met: metric_vs_otel.map(|r| r >= 5.0),
     });
     targets.push(Target {
         what: "Export: over 1,000,000 envelopes per second serialised on one core",

@@ -119,6 +119,9 @@ pub struct ConnectionString {
     endpoint: Endpoint,
     /// The endpoint as text, in its normalised form, without a trailing slash.
     ingestion_endpoint: String,
+    /// `AADAudience`: the Microsoft Entra ID audience tokens are asked for, when not the public
+    /// cloud's.
+    aad_audience: Option<String>,
 }
 
 impl ConnectionString {
@@ -128,6 +131,7 @@ impl ConnectionString {
         let mut ingestion: Option<String> = None;
         let mut suffix: Option<String> = None;
         let mut location: Option<String> = None;
+        let mut audience: Option<String> = None;
         let mut any = false;
         for (index, segment) in text.split(';').enumerate() {
             let segment = segment.trim();
@@ -153,6 +157,7 @@ impl ConnectionString {
                 "ingestionendpoint" => &mut ingestion,
                 "endpointsuffix" => &mut suffix,
                 "location" => &mut location,
+                "aadaudience" => &mut audience,
                 _ => continue,
             };
             if value.is_empty() {
@@ -202,6 +207,7 @@ impl ConnectionString {
             instrumentation_key: ikey,
             ingestion_endpoint: endpoint.base_url(),
             endpoint,
+            aad_audience: audience,
         })
     }
 
@@ -219,6 +225,24 @@ impl ConnectionString {
     /// Where batches are posted: `{IngestionEndpoint}/v2.1/track`.
     pub fn track_url(&self) -> String {
         self.endpoint.track_url()
+    }
+
+    /// `AADAudience`, when the connection string names one: the audience a Microsoft Entra ID
+    /// token is requested for (a sovereign cloud's Azure Monitor). Without it, tokens are
+    /// requested for the public cloud's, `https://monitor.azure.com/`.
+    ///
+    /// ```
+    /// use census_runtime::azure::ConnectionString;
+    ///
+    /// let cs = ConnectionString::parse(
+    ///     "InstrumentationKey=00000000-0000-0000-0000-000000000001;\
+    ///      AADAudience=https://monitor.azure.us/",
+    /// )?;
+    /// assert_eq!(cs.aad_audience(), Some("https://monitor.azure.us/"));
+    /// # Ok::<(), census_runtime::azure::ConnectionStringError>(())
+    /// ```
+    pub fn aad_audience(&self) -> Option<&str> {
+        self.aad_audience.as_deref()
     }
 
     /// The endpoint the transport starts from.

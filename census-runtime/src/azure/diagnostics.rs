@@ -1,6 +1,10 @@
-//! The Azure exporter's own counters: what became of the envelopes it was given.
+//! The Azure exporter's own counters (what became of the envelopes it was given) and its
+//! rate-limited warnings.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Process-wide counters of every Azure exporter, bumped on the exporter's threads.
 pub(crate) struct Counters {
@@ -13,6 +17,8 @@ pub(crate) struct Counters {
     pub(crate) dropped_unstored: AtomicU64,
     pub(crate) dropped_expired: AtomicU64,
     pub(crate) export_queue_full: AtomicU64,
+    pub(crate) token_refused: AtomicU64,
+    pub(crate) token_unavailable: AtomicU64,
 }
 
 pub(crate) static COUNTERS: Counters = Counters {
@@ -25,6 +31,8 @@ pub(crate) static COUNTERS: Counters = Counters {
     dropped_unstored: AtomicU64::new(0),
     dropped_expired: AtomicU64::new(0),
     export_queue_full: AtomicU64::new(0),
+    token_refused: AtomicU64::new(0),
+    token_unavailable: AtomicU64::new(0),
 };
 
 /// A snapshot of the Azure exporter's counters since the process started.
@@ -54,6 +62,13 @@ pub struct Diagnostics {
     pub dropped_expired: u64,
     /// Envelopes the exporter could not hand to its transport because its queue was full (they went to storage, or were dropped and counted as such too).
     pub export_queue_full: u64,
+    /// Requests ingestion answered 401 or 403 although they carried a Microsoft Entra ID token
+    /// (the credential was refused: the token was dropped, a new one asked for and the batch
+    /// sent again).
+    pub token_refused: u64,
+    /// Requests not sent because the credential gave no token (the batch waits and is sent
+    /// again).
+    pub token_unavailable: u64,
 }
 
 /// Reads the Azure exporter's counters.
@@ -69,5 +84,34 @@ pub fn diagnostics() -> Diagnostics {
         dropped_unstored: read(&COUNTERS.dropped_unstored),
         dropped_expired: read(&COUNTERS.dropped_expired),
         export_queue_full: read(&COUNTERS.export_queue_full),
+        token_refused: read(&COUNTERS.token_refused),
+        token_unavailable: read(&COUNTERS.token_unavailable),
+    }
+}
+
+/// Rate-limited warnings through `log`: at most one a minute per kind, with how many were
+/// held back. Used on the exporter's threads only, never on the application's.
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    last: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl Warnings {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    pub(crate) fn warn(&mut self, kind: &'static str, message: fmt::Arguments<'_>) {
+        let now = Instant::now();
+        match self.last.get_mut(kind) {
+            Some((at, held)) if now.duration_since(*at) < Self::EVERY => *held += 1,
+            Some((at, held)) => {
+                log::warn!("{message} ({held} similar warnings held back)");
+                *at = now;
+                *held = 0;
+            }
+            None => {
+                log::warn!("{message}");
+                self.last.insert(kind, (now, 0));
+            }
+        }
     }
 }

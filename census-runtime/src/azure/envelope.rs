@@ -1,7 +1,7 @@
 //! Records to Application Insights envelopes, written as compact JSON straight into a reused
 //! buffer, one item per envelope: a span to a `RemoteDependency` or a `Request` (and an
 //! `Exception` when a panic unwound through it), a log record to a `Message` (an `Exception`
-//! when it carries an error), a custom event to an `Event`.
+//! when it carries an error), a custom event to an `Event`, a metric's interval to a `Metric`.
 //!
 //! Each envelope is one line of JSON with no raw newline in it, so a batch is both the body of a
 //! POST (`[item,item]`) and a storage file (one item per line), and the transport can resend any
@@ -10,8 +10,12 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::limits::{self, cut};
 use crate::export::Resource;
-use crate::record::{Correlation, EventRecord, LogRecord, Record, Severity, SpanRecord};
+use crate::record::{
+    Correlation, ErrorDetail, EventRecord, ExceptionInfo, LogRecord, MetricKind, MetricRecord,
+    Record, Severity, SpanRecord,
+};
 use crate::site::SpanKind;
 
 /// Serialised envelopes, back to back, with where each one ends.
@@ -127,6 +131,7 @@ const REQUEST: &str = "Microsoft.ApplicationInsights.Request";
 const EXCEPTION: &str = "Microsoft.ApplicationInsights.Exception";
 const MESSAGE: &str = "Microsoft.ApplicationInsights.Message";
 const EVENT: &str = "Microsoft.ApplicationInsights.Event";
+const METRIC: &str = "Microsoft.ApplicationInsights.Metric";
 
 impl EnvelopeWriter {
     pub(crate) fn new(ikey: &str) -> EnvelopeWriter {
@@ -158,13 +163,17 @@ impl EnvelopeWriter {
             ("ai.device.type", "Other"),
             ("ai.internal.sdkVersion", &resource.sdk_version),
         ];
-        for (i, (key, value)) in tags.iter().enumerate() {
+        let version = resource
+            .application_version
+            .as_deref()
+            .map(|version| ("ai.application.ver", version));
+        for (i, (key, value)) in version.iter().chain(&tags).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             string(out, key);
             out.push(b':');
-            string(out, value);
+            string(out, cut(value, limits::tag(key)));
         }
         self.resource = Some(resource.clone());
     }
@@ -183,6 +192,7 @@ impl EnvelopeWriter {
             }
             Record::Log(_) => {}
             Record::Event(event) => self.write_event(event, resource, items),
+            Record::Metric(metric) => self.write_metric(metric, resource, items),
         }
     }
 
@@ -198,30 +208,12 @@ impl EnvelopeWriter {
         if log.errors().is_empty() {
             string(out, MESSAGE);
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"message\":");
-            string(out, log.message());
+            string(out, cut(log.message(), limits::MESSAGE));
         } else {
             string(out, EXCEPTION);
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"exceptions\":[");
-            for (i, error) in log.errors().iter().enumerate() {
-                self.scratch.clear();
-                let _ = write!(self.scratch, "{{\"id\":{},\"outerId\":{i}", i + 1);
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(self.scratch.as_bytes());
-                out.extend_from_slice(b",\"typeName\":");
-                string(out, &error.type_name);
-                out.extend_from_slice(b",\"message\":");
-                // The outermost error's item says what was logged too.
-                if i == 0 && !log.message().is_empty() && log.message() != error.message {
-                    self.scratch.clear();
-                    let _ = write!(self.scratch, "{}: {}", log.message(), error.message);
-                    string(out, &self.scratch);
-                } else {
-                    string(out, &error.message);
-                }
-                out.extend_from_slice(b",\"hasFullStack\":false}");
-            }
+            // The outermost error's item says what was logged too.
+            exception_details(out, &mut self.scratch, log.errors(), Some(log.message()));
             out.push(b']');
         }
         self.scratch.clear();
@@ -240,16 +232,7 @@ impl EnvelopeWriter {
             line.as_deref().map(|line| ("lineNumber", line)),
             Some(("level", log.severity().name())),
         ];
-        let mut first = true;
-        for (key, value) in source.into_iter().flatten().chain(log.properties()) {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            string(out, key);
-            out.push(b':');
-            string(out, value);
-        }
+        properties(out, || source.into_iter().flatten().chain(log.properties()));
         out.extend_from_slice(b"},\"ver\":2},\"baseType\":");
         string(
             out,
@@ -276,28 +259,20 @@ impl EnvelopeWriter {
         out.extend_from_slice(b",\"name\":");
         string(out, EVENT);
         out.extend_from_slice(b",\"data\":{\"baseData\":{\"name\":");
-        string(out, event.name());
+        string(out, cut(event.name(), limits::EVENT_NAME));
         out.extend_from_slice(b",\"properties\":{");
-        for (i, (key, value)) in event.properties().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            string(out, key);
-            out.push(b':');
-            string(out, value);
-        }
+        properties(out, || event.properties());
         out.extend_from_slice(b"},\"measurements\":{");
         let mut first = true;
-        for (key, value) in event.measurements() {
-            // JSON has no NaN or infinity: such a measurement is left out.
-            if !value.is_finite() {
-                continue;
-            }
+        // JSON has no NaN or infinity: such a measurement is left out.
+        let finite = || event.measurements().filter(|(_, value)| value.is_finite());
+        let keys = limits::property_keys(|| finite().map(|(key, _)| key));
+        for (i, (key, value)) in finite().enumerate() {
             if !first {
                 out.push(b',');
             }
             first = false;
-            string(out, key);
+            string(out, keys.as_ref().map_or(key, |keys| &keys[i]));
             out.push(b':');
             self.scratch.clear();
             let _ = write!(self.scratch, "{value}");
@@ -306,6 +281,41 @@ impl EnvelopeWriter {
         out.extend_from_slice(b"},\"ver\":2},\"baseType\":\"EventData\"}");
         correlation_sample_rate(out, &mut self.scratch, &event.correlation);
         out.push(b'}');
+        items.ends.push(out.len());
+    }
+
+    /// A metric's interval as a `Metric` (`MetricData`) with one data point: a counter's increase
+    /// or a gauge's value as a measurement (`value`, `count` 1, as the Azure Monitor exporters
+    /// send a sum or a gauge), a histogram's figures as an aggregation (`value` the sum, `count`,
+    /// `min`, `max`, `stdDev`); the labels are its properties. It belongs to no operation.
+    fn write_metric(&mut self, metric: &MetricRecord, resource: &Resource, items: &mut Items) {
+        self.head_for(resource);
+        let out = &mut items.bytes;
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(b"},\"time\":");
+        time(out, &mut self.scratch, metric.start_time());
+        out.extend_from_slice(b",\"name\":");
+        string(out, METRIC);
+        out.extend_from_slice(b",\"data\":{\"baseData\":{\"metrics\":[{\"name\":");
+        string(out, cut(metric.name(), limits::NAME));
+        self.scratch.clear();
+        if metric.kind() == MetricKind::Histogram {
+            let _ = write!(
+                self.scratch,
+                ",\"kind\":\"Aggregation\",\"value\":{},\"count\":{},\"min\":{},\"max\":{},\"stdDev\":{}",
+                metric.value(),
+                metric.count(),
+                metric.min(),
+                metric.max(),
+                metric.std_dev()
+            );
+        } else {
+            let _ = write!(self.scratch, ",\"value\":{},\"count\":1", metric.value());
+        }
+        out.extend_from_slice(self.scratch.as_bytes());
+        out.extend_from_slice(b"}],\"properties\":{");
+        properties(out, || metric.properties());
+        out.extend_from_slice(b"},\"ver\":2},\"baseType\":\"MetricData\"}}");
         items.ends.push(out.len());
     }
 
@@ -344,40 +354,62 @@ impl EnvelopeWriter {
             out.extend_from_slice(b",\"duration\":");
             duration(out, record.duration());
             out.extend_from_slice(b",\"responseCode\":");
-            string(out, result_code(record));
+            string(out, cut(result_code(record), limits::CODE));
             write_common(out, record);
             out.extend_from_slice(b",\"name\":");
-            string(out, record.name());
+            string(out, cut(record.name(), limits::NAME));
             if let Some(url) = record.data() {
                 out.extend_from_slice(b",\"url\":");
-                string(out, url);
+                string(out, cut(url, limits::URL));
             }
             out.extend_from_slice(b"},\"baseType\":\"RequestData\"}");
         } else {
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"name\":");
-            string(out, record.name());
+            string(out, cut(record.name(), limits::NAME));
             out.extend_from_slice(b",\"id\":");
             string(out, span_id);
             out.extend_from_slice(b",\"resultCode\":");
-            string(out, result_code(record));
+            string(out, cut(result_code(record), limits::CODE));
             out.extend_from_slice(b",\"duration\":");
             duration(out, record.duration());
             write_common(out, record);
             out.extend_from_slice(b",\"type\":");
-            string(out, record.kind());
+            string(out, cut(record.kind(), limits::CODE));
             if let Some(data) = record.data() {
                 out.extend_from_slice(b",\"data\":");
-                string(out, data);
+                string(out, cut(data, limits::DATA));
             }
             if let Some(target) = record.target() {
                 out.extend_from_slice(b",\"target\":");
-                string(out, target);
+                string(out, cut(target, limits::CODE));
             }
             out.extend_from_slice(b"},\"baseType\":\"RemoteDependencyData\"}");
         }
         sample_rate(out, &mut self.scratch, record);
         out.push(b'}');
         items.ends.push(out.len());
+
+        if record.exception().is_none() && !record.errors().is_empty() {
+            let out = &mut items.bytes;
+            out.extend_from_slice(&self.head);
+            operation_tags(out, record, Some(span_id), operation_name);
+            out.extend_from_slice(b",\"time\":");
+            time(
+                out,
+                &mut self.scratch,
+                record.start_time() + record.duration(),
+            );
+            out.extend_from_slice(b",\"name\":");
+            string(out, EXCEPTION);
+            out.extend_from_slice(b",\"data\":{\"baseData\":{\"exceptions\":[");
+            exception_details(out, &mut self.scratch, record.errors(), None);
+            out.extend_from_slice(
+                b"],\"severityLevel\":3,\"ver\":2},\"baseType\":\"ExceptionData\"}",
+            );
+            sample_rate(out, &mut self.scratch, record);
+            out.push(b'}');
+            items.ends.push(out.len());
+        }
 
         if let Some(exception) = record.exception() {
             let out = &mut items.bytes;
@@ -394,22 +426,130 @@ impl EnvelopeWriter {
             out.extend_from_slice(
                 b",\"data\":{\"baseData\":{\"exceptions\":[{\"id\":1,\"outerId\":0,\"typeName\":",
             );
-            string(out, &exception.type_name);
+            string(out, cut(&exception.type_name, limits::TYPE_NAME));
             out.extend_from_slice(b",\"message\":");
-            string(out, &exception.message);
-            out.extend_from_slice(b",\"hasFullStack\":false,\"parsedStack\":");
-            self.scratch.clear();
-            let _ = write!(
-                self.scratch,
-                "  at {} ({})",
-                record.name(),
-                exception.location.as_deref().unwrap_or("unknown location")
-            );
-            string(out, &self.scratch);
+            string(out, cut(&exception.message, limits::MESSAGE));
+            stack(out, &mut self.scratch, record.name(), exception);
             out.extend_from_slice(b"}],\"ver\":2},\"baseType\":\"ExceptionData\"}");
             sample_rate(out, &mut self.scratch, record);
             out.push(b'}');
             items.ends.push(out.len());
+        }
+    }
+}
+
+/// The `exceptions` of an error and its causes, outermost first: `{id, outerId, typeName,
+/// message, hasFullStack}` each. `said`, when given and not the error's own message, is put
+/// before the outermost error's message (what a log record said of it).
+fn exception_details(
+    out: &mut Vec<u8>,
+    scratch: &mut String,
+    errors: &[ErrorDetail],
+    said: Option<&str>,
+) {
+    for (i, error) in errors.iter().enumerate() {
+        scratch.clear();
+        let _ = write!(scratch, "{{\"id\":{},\"outerId\":{i}", i + 1);
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(scratch.as_bytes());
+        out.extend_from_slice(b",\"typeName\":");
+        string(out, cut(&error.type_name, limits::TYPE_NAME));
+        out.extend_from_slice(b",\"message\":");
+        match said {
+            Some(said) if i == 0 && !said.is_empty() && said != error.message => {
+                scratch.clear();
+                let _ = write!(scratch, "{said}: {}", error.message);
+                string(out, cut(scratch, limits::MESSAGE));
+            }
+            _ => string(out, cut(&error.message, limits::MESSAGE)),
+        }
+        out.extend_from_slice(b",\"hasFullStack\":false}");
+    }
+}
+
+/// An exception's `hasFullStack` and its stack. With a backtrace: its frames as `parsedStack`
+/// (the first 100, `hasFullStack` false when there were more) and as `stack` text. Without one,
+/// the panic's location as the one frame of `parsedStack` (in the function the span is named
+/// for, as far as census knows), or as `stack` text when it is not `file:line:column`.
+fn stack(out: &mut Vec<u8>, scratch: &mut String, method: &str, exception: &ExceptionInfo) {
+    if let Some(backtrace) = &exception.backtrace {
+        let frames = backtrace.frames();
+        if !frames.is_empty() {
+            let full = frames.len() <= limits::STACK_FRAMES;
+            out.extend_from_slice(if full {
+                b",\"hasFullStack\":true,\"parsedStack\":["
+            } else {
+                b",\"hasFullStack\":false,\"parsedStack\":["
+            });
+            for (i, frame) in frames.iter().take(limits::STACK_FRAMES).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                scratch.clear();
+                let _ = write!(scratch, "{{\"level\":{},\"method\":", frame.level);
+                out.extend_from_slice(scratch.as_bytes());
+                string(out, cut(&frame.method, limits::TYPE_NAME));
+                if let Some(file) = &frame.file {
+                    out.extend_from_slice(b",\"fileName\":");
+                    string(out, cut(file, limits::TYPE_NAME));
+                }
+                if let Some(line) = frame.line {
+                    scratch.clear();
+                    let _ = write!(scratch, ",\"line\":{line}");
+                    out.extend_from_slice(scratch.as_bytes());
+                }
+                out.push(b'}');
+            }
+            out.extend_from_slice(b"],\"stack\":");
+            scratch.clear();
+            for frame in &frames {
+                let _ = write!(scratch, "at {}", frame.method);
+                match (&frame.file, frame.line) {
+                    (Some(file), Some(line)) => {
+                        let _ = writeln!(scratch, " ({file}:{line})");
+                    }
+                    (Some(file), None) => {
+                        let _ = writeln!(scratch, " ({file})");
+                    }
+                    _ => scratch.push('\n'),
+                }
+                if scratch.len() > 4 * limits::MESSAGE {
+                    break;
+                }
+            }
+            string(out, cut(scratch, limits::MESSAGE));
+            return;
+        }
+    }
+    out.extend_from_slice(b",\"hasFullStack\":false");
+    let location = exception.location.as_deref();
+    let parsed = location.and_then(|location| {
+        let mut parts = location.rsplitn(3, ':');
+        let _column = parts.next()?;
+        let line: u32 = parts.next()?.parse().ok()?;
+        Some((parts.next()?, line))
+    });
+    match parsed {
+        Some((file, line)) => {
+            out.extend_from_slice(b",\"parsedStack\":[{\"level\":0,\"method\":");
+            string(out, cut(method, limits::TYPE_NAME));
+            out.extend_from_slice(b",\"fileName\":");
+            string(out, cut(file, limits::TYPE_NAME));
+            scratch.clear();
+            let _ = write!(scratch, ",\"line\":{line}}}]");
+            out.extend_from_slice(scratch.as_bytes());
+        }
+        None => {
+            out.extend_from_slice(b",\"stack\":");
+            scratch.clear();
+            let _ = write!(
+                scratch,
+                "at {method} ({})",
+                location.unwrap_or("unknown location")
+            );
+            string(out, cut(scratch, limits::MESSAGE));
         }
     }
 }
@@ -431,7 +571,7 @@ fn operation_tags(
     }
     if let Some(name) = operation_name {
         out.extend_from_slice(b",\"ai.operation.name\":");
-        string(out, name);
+        string(out, cut(name, limits::tag("ai.operation.name")));
     }
     out.push(b'}');
 }
@@ -453,7 +593,7 @@ fn correlation_tags(out: &mut Vec<u8>, correlation: &Correlation) {
     }
     if let Some(name) = &correlation.operation_name {
         out.extend_from_slice(b",\"ai.operation.name\":");
-        string(out, name);
+        string(out, cut(name, limits::tag("ai.operation.name")));
     }
     out.push(b'}');
 }
@@ -470,21 +610,30 @@ fn write_common(out: &mut Vec<u8>, record: &SpanRecord) {
         b",\"success\":false"
     });
     out.extend_from_slice(b",\"properties\":{");
-    let mut first = true;
     let error = record
         .error_message()
         .filter(|_| !record.success())
         .map(|m| ("error.message", m));
-    for (key, value) in record.properties().chain(error) {
-        if !first {
+    properties(out, || record.properties().chain(error));
+    out.extend_from_slice(b"},\"ver\":2");
+}
+
+/// The members of a `properties` object: keys and values cut to their limits, a cut key that
+/// would repeat another numbered (see [`limits::property_keys`]). `pairs` is asked twice when a
+/// key is too long.
+fn properties<'a, I>(out: &mut Vec<u8>, pairs: impl Fn() -> I)
+where
+    I: Iterator<Item = (&'a str, &'a str)>,
+{
+    let keys = limits::property_keys(|| pairs().map(|(key, _)| key));
+    for (i, (key, value)) in pairs().enumerate() {
+        if i > 0 {
             out.push(b',');
         }
-        first = false;
-        string(out, key);
+        string(out, keys.as_ref().map_or(key, |keys| &keys[i]));
         out.push(b':');
-        string(out, value);
+        string(out, cut(value, limits::PROPERTY_VALUE));
     }
-    out.extend_from_slice(b"},\"ver\":2");
 }
 
 fn result_code(record: &SpanRecord) -> &str {
@@ -662,7 +811,7 @@ fn device() -> &'static Device {
 mod tests {
     use super::*;
     use crate::id::{SpanId, TraceId};
-    use crate::record::{ExceptionInfo, SpanExtra};
+    use crate::record::SpanExtra;
     use crate::site::Site;
     use std::borrow::Cow;
 
@@ -688,6 +837,7 @@ mod tests {
         Resource {
             cloud_role: "orders \"api\"".into(),
             cloud_role_instance: "host-1".into(),
+            application_version: Some("2.4.1".into()),
             sdk_version: "rust1.95:census0.1.0".into(),
         }
     }
@@ -716,6 +866,7 @@ mod tests {
         assert_eq!(v["iKey"], "00000000-0000-0000-0000-000000000001");
         assert_eq!(v["name"], DEPENDENCY);
         assert_eq!(v["tags"]["ai.cloud.role"], "orders \"api\"");
+        assert_eq!(v["tags"]["ai.application.ver"], "2.4.1");
         assert_eq!(
             v["tags"]["ai.operation.id"],
             "0af7651916cd43dd8448eb211c80319c"
@@ -735,6 +886,63 @@ mod tests {
     }
 
     #[test]
+    fn metric_envelopes_of_the_three_kinds() {
+        use crate::metric::Distribution;
+        use crate::record::SeriesId;
+        use std::sync::Arc;
+
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        let mut items = Items::default();
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let id = Arc::new(SeriesId::new(
+            "checkout_ms",
+            vec![
+                ("route".to_owned(), "/orders".to_owned()),
+                ("k".repeat(200), "v".to_owned()),
+            ],
+        ));
+        let histogram = MetricRecord::new(
+            Arc::clone(&id),
+            MetricKind::Histogram,
+            start,
+            Duration::from_secs(60),
+            Distribution::new(8, 40.0, 232.0, 2.0, 9.0),
+        );
+        let counter = MetricRecord::new(
+            id,
+            MetricKind::Counter,
+            start,
+            Duration::from_secs(60),
+            Distribution::new(1, 3.0, 9.0, 3.0, 3.0),
+        );
+        for metric in [histogram, counter] {
+            writer.write(&Record::Metric(Box::new(metric)), &resource(), &mut items);
+        }
+        let v = json(&items, 0);
+        assert_eq!(v["name"], METRIC);
+        assert_eq!(v["time"], "2027-01-15T08:00:00.000000Z");
+        assert_eq!(v["tags"]["ai.cloud.role"], "orders \"api\"");
+        assert_eq!(v["tags"]["ai.cloud.roleInstance"], "host-1");
+        assert!(v["tags"].get("ai.operation.id").is_none());
+        assert_eq!(v["data"]["baseType"], "MetricData");
+        let base = &v["data"]["baseData"];
+        assert_eq!(base["ver"], 2);
+        assert_eq!(
+            base["metrics"],
+            serde_json::json!([{"name": "checkout_ms", "kind": "Aggregation", "value": 40,
+                "count": 8, "min": 2, "max": 9, "stdDev": 2}])
+        );
+        assert_eq!(base["properties"]["route"], "/orders");
+        // A key over its limit is cut.
+        assert_eq!(base["properties"]["k".repeat(150)], "v");
+        let v = json(&items, 1);
+        assert_eq!(
+            v["data"]["baseData"]["metrics"],
+            serde_json::json!([{"name": "checkout_ms", "value": 3, "count": 1}])
+        );
+    }
+
+    #[test]
     fn request_envelope_with_panic_and_sampling() {
         let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
         let mut items = Items::default();
@@ -748,6 +956,7 @@ mod tests {
                 type_name: Cow::Borrowed("panic"),
                 message: "index out of bounds".into(),
                 location: Some("src/main.rs:3:5".into()),
+                backtrace: None,
             }),
             ..SpanExtra::default()
         })));
@@ -767,12 +976,60 @@ mod tests {
         let ex = &e["data"]["baseData"]["exceptions"][0];
         assert_eq!(ex["typeName"], "panic");
         assert_eq!(ex["message"], "index out of bounds");
-        assert!(
-            ex["parsedStack"]
-                .as_str()
-                .unwrap()
-                .contains("src/main.rs:3:5")
-        );
+        assert_eq!(ex["parsedStack"][0]["fileName"], "src/main.rs");
+        assert_eq!(ex["parsedStack"][0]["line"], 3);
+        assert_eq!(ex["parsedStack"][0]["method"], "GET /orders/{id}");
+    }
+
+    #[test]
+    fn every_field_is_cut_to_its_limit_and_keys_stay_apart() {
+        let units = |v: &serde_json::Value| v.as_str().unwrap().encode_utf16().count();
+        let long = |n: usize| "😀é".repeat(n);
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        let mut items = Items::default();
+        let mut rec = record(&SQL_SITE, Some(0x42));
+        rec.set_success(false);
+        let key = "k".repeat(200);
+        rec.set_extra(Some(Box::new(SpanExtra {
+            name: Some(Cow::Owned(long(2000))),
+            kind: Some(Cow::Owned(long(2000))),
+            target: Some(Cow::Owned(long(2000))),
+            data: Some(Cow::Owned(long(10_000))),
+            result_code: Some(Cow::Owned(long(2000))),
+            error: Some(long(10_000)),
+            properties: vec![
+                (Cow::Owned(format!("{key}a")), long(10_000)),
+                (Cow::Owned(format!("{key}b")), "b".into()),
+            ],
+            ..SpanExtra::default()
+        })));
+        let resource = Resource {
+            cloud_role: long(500),
+            ..resource()
+        };
+        writer.write_span(&rec, &resource, &mut items);
+        let v = json(&items, 0);
+        let base = &v["data"]["baseData"];
+        // A two-unit emoji and a one-unit letter, alternating: each cut ends a unit short of
+        // the limit or at it.
+        for (field, limit) in [
+            ("name", 1024),
+            ("type", 1024),
+            ("target", 1024),
+            ("resultCode", 1024),
+            ("data", 8192),
+        ] {
+            let n = units(&base[field]);
+            assert!(n == limit || n + 1 == limit, "{field}: {n}");
+        }
+        assert!(units(&v["tags"]["ai.cloud.role"]) <= 256);
+        let properties = base["properties"].as_object().unwrap();
+        assert_eq!(properties.len(), 3);
+        assert!(properties.keys().all(|k| k.encode_utf16().count() <= 150));
+        assert!(properties.values().all(|v| units(v) <= 8192));
+        // 2,730 pairs and one more emoji: 8,192 units exactly.
+        assert_eq!(units(&properties[&"k".repeat(150)]), 8192);
+        assert_eq!(properties[&format!("{}001", "k".repeat(147))], "b");
     }
 
     #[test]

@@ -24,25 +24,59 @@
 //! worker is never held up by the network: when the channel is full, the batch goes straight to
 //! local storage (or is dropped and counted when storage is off). It counts what it does in
 //! [`diagnostics`].
+//!
+//! # HTTP
+//!
+//! Requests go through [reqwest](https://docs.rs/reqwest) on a current-thread tokio runtime that
+//! the transport thread builds and owns: an application needs no async runtime for the exporter,
+//! and one it has is never used. By default the client is census's own:
+//!
+//! - TLS by rustls (the crypto provider the application installed, else aws-lc-rs), trusting
+//!   Mozilla's root certificates, built into the binary (webpki-roots): a container image
+//!   without CA files reaches the endpoint, and the system's certificate store is not read;
+//! - a proxy from the environment, as curl reads it: `HTTPS_PROXY` (for the usual `https://`
+//!   endpoint), `HTTP_PROXY`, `ALL_PROXY`, and the hosts of `NO_PROXY` reached directly;
+//! - idle connections kept for the next batch; two requests in flight at most.
+//!
+//! [`AzureExporterBuilder::http_client`] takes a `reqwest::Client` of your own instead: a proxy
+//! set in code, roots of your own (a TLS-inspecting proxy's), other timeouts.
 
+#[cfg(feature = "azure_identity")]
+mod auth;
+mod backoff;
+mod batch;
 mod connection_string;
 mod diagnostics;
 mod envelope;
+mod http;
+mod limits;
+mod status;
 mod storage;
 mod transport;
 
+#[cfg(feature = "azure_identity")]
+pub use self::auth::{AuthenticationString, AuthenticationStringError};
 pub use self::connection_string::{ConnectionString, ConnectionStringError};
 pub use self::diagnostics::{Diagnostics, diagnostics};
+/// The Azure SDK crates Microsoft Entra ID credentials come from, in the versions census takes
+/// them in (a credential must implement this `azure_core`'s `TokenCredential`).
+#[cfg(feature = "azure_identity")]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure_identity")))]
+pub use {azure_core, azure_identity};
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "azure_identity")]
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use self::diagnostics::COUNTERS;
+use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
+
+use self::diagnostics::{COUNTERS, Warnings};
 use self::envelope::{EnvelopeWriter, Items};
 use self::storage::{Storage, StoreError};
 use self::transport::{Flushed, Message, Transport, TransportConfig};
@@ -90,9 +124,29 @@ pub enum AzureError {
         /// What it was given.
         got: String,
     },
-    /// The transport's thread could not be started.
+    /// The transport's thread, or its runtime, could not be started.
     #[error("could not start the Azure exporter's transport thread: {0}")]
     Transport(#[source] std::io::Error),
+    /// The default HTTP client could not be built (its TLS configuration was refused).
+    #[error("could not build the Azure exporter's HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    /// The authentication string (in code or `APPLICATIONINSIGHTS_AUTHENTICATION_STRING`) is
+    /// malformed; the error names the bad part.
+    #[cfg(feature = "azure_identity")]
+    #[error("invalid Application Insights authentication string: {0}")]
+    AuthenticationString(#[from] AuthenticationStringError),
+    /// The Microsoft Entra ID credential the authentication string names could not be made
+    /// (for workload identity: a missing tenant, client id or token file).
+    #[cfg(feature = "azure_identity")]
+    #[error("could not make the Microsoft Entra ID credential: {0}")]
+    Credential(String),
+    /// `APPLICATIONINSIGHTS_AUTHENTICATION_STRING` asks for Microsoft Entra ID sign-in, which
+    /// this build of census cannot do: without it, a resource that requires it refuses
+    /// everything.
+    #[error(
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING is set, but census-runtime was built without its azure_identity feature (Microsoft Entra ID sign-in)"
+    )]
+    AuthenticationUnavailable,
 }
 
 /// An Azure exporter that cannot be built fails the pipeline's configuration, for programs
@@ -112,6 +166,16 @@ pub const CONNECTION_STRING_ENV: &str = "APPLICATIONINSIGHTS_CONNECTION_STRING";
 /// none, as in the Azure SDKs: deployments that always set the variable leave it empty where no
 /// Application Insights resource is wired in, and that must not break a pipeline exporting
 /// elsewhere. A value that is not UTF-8 is read lossily, so that the parser names what is wrong.
+/// `APPLICATIONINSIGHTS_AUTHENTICATION_STRING`, when set and not empty.
+fn authentication_string_from_env() -> Option<String> {
+    let value = std::env::var_os(AUTHENTICATION_STRING_ENV)?;
+    let text = value.to_string_lossy();
+    (!text.trim().is_empty()).then(|| text.into_owned())
+}
+
+/// The environment variable the Microsoft Entra ID sign-in is read from.
+const AUTHENTICATION_STRING_ENV: &str = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING";
+
 fn connection_string_from_env() -> Option<String> {
     let value = std::env::var_os(CONNECTION_STRING_ENV)?;
     let text = value.to_string_lossy();
@@ -170,6 +234,11 @@ pub struct AzureExporterBuilder {
     max_backoff: Duration,
     queue_batches: usize,
     min_severity: Severity,
+    http_client: Option<reqwest::Client>,
+    #[cfg(feature = "azure_identity")]
+    credential: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+    #[cfg(feature = "azure_identity")]
+    authentication_string: Option<String>,
 }
 
 impl Default for AzureExporterBuilder {
@@ -187,6 +256,11 @@ impl Default for AzureExporterBuilder {
             max_backoff: Duration::from_secs(60),
             queue_batches: 32,
             min_severity: Severity::Verbose,
+            http_client: None,
+            #[cfg(feature = "azure_identity")]
+            credential: None,
+            #[cfg(feature = "azure_identity")]
+            authentication_string: None,
         }
     }
 }
@@ -289,6 +363,94 @@ impl AzureExporterBuilder {
         self
     }
 
+    /// Sends through `client` instead of census's own: for a proxy set in code, root
+    /// certificates of your own (a TLS-inspecting proxy's), other connection settings.
+    ///
+    /// The client is used as it is, from the exporter's own runtime: its proxies, TLS settings,
+    /// `User-Agent` and connection timeout hold; each request still ends after
+    /// [`timeout`](Self::timeout) (or sooner, at a flush's deadline). Leave its automatic
+    /// redirects off (`redirect(Policy::none())`) for census to keep the new origin of a 307 or
+    /// 308 for later batches; followed by the client, they still deliver each batch.
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let client = reqwest::Client::builder()
+    ///     .proxy(reqwest::Proxy::https("http://proxy.internal:3128")?)
+    ///     .redirect(reqwest::redirect::Policy::none())
+    ///     .build()?;
+    /// let azure = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .no_storage()
+    ///     .http_client(client)
+    ///     .build()?;
+    /// # drop(azure);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// Signs every request in with Microsoft Entra ID: `Authorization: Bearer <token>` from
+    /// `credential`, any credential of the Azure SDK for Rust (`azure_identity`, re-exported as
+    /// [`azure_identity`]), for the audience the connection
+    /// string's `AADAudience` names (the public cloud's Azure Monitor without it). This is what a
+    /// resource with local authentication disabled requires.
+    ///
+    /// Tokens are cached and refreshed five minutes before they expire; a 401 or 403 drops the
+    /// token, asks the credential for a new one and sends the batch again (counted in
+    /// [`Diagnostics::token_refused`], said once through `log`). A token lives in memory only:
+    /// local storage keeps envelopes, never requests, and no log line or `Debug` shows it.
+    ///
+    /// ```no_run
+    /// use census_runtime::azure::AzureExporter;
+    /// use census_runtime::azure::azure_identity::DeveloperToolsCredential;
+    ///
+    /// let azure = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001")
+    ///     .credential(DeveloperToolsCredential::new(None)?)
+    ///     .build()?;
+    /// # drop(azure);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "azure_identity")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "azure_identity")))]
+    pub fn credential(
+        mut self,
+        credential: Arc<dyn azure_core::credentials::TokenCredential>,
+    ) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// Signs in as an [`AuthenticationString`] says (`Authorization=AAD`, optionally with the
+    /// `ClientId` of a user-assigned managed identity), as the Azure Monitor distributions read
+    /// it from `APPLICATIONINSIGHTS_AUTHENTICATION_STRING`, which is read when neither this nor
+    /// [`credential`](Self::credential) is set. The credential is the managed identity's
+    /// (App Service, Functions, virtual machines), or, where Kubernetes workload identity put
+    /// its federated token (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`,
+    /// `AZURE_TENANT_ID`, `AZURE_AUTHORITY_HOST`), workload identity's; its requests go through
+    /// the exporter's HTTP client. A malformed string fails [`build`](Self::build) with
+    /// [`AzureError::AuthenticationString`], which names the bad part.
+    ///
+    /// ```
+    /// use census_runtime::azure::{AzureError, AzureExporter};
+    ///
+    /// let error = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001")
+    ///     .authentication_string("Authorization=Basic")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(error, AzureError::AuthenticationString(_)));
+    /// ```
+    #[cfg(feature = "azure_identity")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "azure_identity")))]
+    pub fn authentication_string(mut self, text: impl Into<String>) -> Self {
+        self.authentication_string = Some(text.into());
+        self
+    }
+
     /// Builds the exporter and starts its transport thread.
     ///
     /// Without a connection string set on the builder, it is read from
@@ -301,6 +463,55 @@ impl AzureExporterBuilder {
         };
         let connection = ConnectionString::parse(&text)?;
         self.build_with(connection)
+    }
+
+    /// The credential requests are signed in with: the one set in code, else the one the
+    /// authentication string (in code, else from the environment) names, else none.
+    #[cfg(feature = "azure_identity")]
+    fn sign_in(
+        &self,
+        client: &reqwest::Client,
+    ) -> Result<Option<Arc<dyn azure_core::credentials::TokenCredential>>, AzureError> {
+        use azure_identity::{
+            ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+            WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+        };
+
+        if let Some(credential) = &self.credential {
+            return Ok(Some(Arc::clone(credential)));
+        }
+        let Some(text) = self
+            .authentication_string
+            .clone()
+            .or_else(authentication_string_from_env)
+        else {
+            return Ok(None);
+        };
+        let sign_in = AuthenticationString::parse(&text)?;
+        let client_options = azure_core::http::ClientOptions {
+            transport: Some(azure_core::http::Transport::new(Arc::new(client.clone()))),
+            ..Default::default()
+        };
+        let credential: Arc<dyn azure_core::credentials::TokenCredential> =
+            if std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_some() {
+                let mut options = WorkloadIdentityCredentialOptions {
+                    client_id: sign_in.client_id().map(str::to_owned),
+                    ..Default::default()
+                };
+                options.credential_options.client_options = client_options;
+                WorkloadIdentityCredential::new(Some(options))
+                    .map_err(|error| AzureError::Credential(error.to_string()))?
+            } else {
+                let options = ManagedIdentityCredentialOptions {
+                    user_assigned_id: sign_in
+                        .client_id()
+                        .map(|id| UserAssignedId::ClientId(id.to_owned())),
+                    client_options,
+                };
+                ManagedIdentityCredential::new(Some(options))
+                    .map_err(|error| AzureError::Credential(error.to_string()))?
+            };
+        Ok(Some(credential))
     }
 
     fn build_with(self, connection: ConnectionString) -> Result<AzureExporter, AzureError> {
@@ -363,7 +574,21 @@ impl AzureExporterBuilder {
                 }
             },
         };
+        let client = match self.http_client.clone() {
+            Some(client) => client,
+            None => http::default_client().map_err(AzureError::HttpClient)?,
+        };
+        #[cfg(feature = "azure_identity")]
+        let bearer = self
+            .sign_in(&client)?
+            .map(|credential| Arc::new(auth::Bearer::new(credential, connection.aad_audience())));
+        #[cfg(not(feature = "azure_identity"))]
+        if authentication_string_from_env().is_some() {
+            return Err(AzureError::AuthenticationUnavailable);
+        }
         let config = TransportConfig {
+            #[cfg(feature = "azure_identity")]
+            bearer,
             endpoint: connection.endpoint().clone(),
             gzip: self.gzip,
             max_items: self.max_batch,
@@ -372,17 +597,48 @@ impl AzureExporterBuilder {
             min_backoff: self.min_backoff,
             max_backoff: self.max_backoff,
             memory_batches: self.queue_batches,
+            client,
         };
-        let (sender, inbox) = mpsc::sync_channel(self.queue_batches);
+        let (sender, inbox) = tokio::sync::mpsc::channel(self.queue_batches);
         let (spare_tx, spare_rx) = mpsc::sync_channel(self.queue_batches);
         let transport = Transport::new(config, storage.clone(), inbox, spare_tx);
+        let (started_tx, started) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("census-azure".into())
             .spawn(move || {
+                // What is logged here (census's warnings, the HTTP stack's own records) is
+                // never telemetry; the runtime's blocking threads (name lookups) are census's
+                // too.
                 crate::local::mark_census_thread();
-                transport.run();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .thread_name("census-azure-blocking")
+                    .on_thread_start(crate::local::mark_census_thread)
+                    .build();
+                let runtime = match runtime {
+                    Ok(runtime) => {
+                        let _ = started_tx.send(Ok(()));
+                        runtime
+                    }
+                    Err(error) => {
+                        let _ = started_tx.send(Err(error));
+                        return;
+                    }
+                };
+                runtime.block_on(transport.run());
+                // A name lookup still running on a blocking thread is not waited for.
+                runtime.shutdown_background();
             })
             .map_err(AzureError::Transport)?;
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(AzureError::Transport(error)),
+            Err(_) => {
+                return Err(AzureError::Transport(std::io::Error::other(
+                    "the transport thread ended before its runtime started",
+                )));
+            }
+        }
         Ok(AzureExporter {
             writer: {
                 let mut writer = EnvelopeWriter::new(&ikey);
@@ -427,7 +683,7 @@ impl AzureExporterBuilder {
 #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
 pub struct AzureExporter {
     writer: EnvelopeWriter,
-    sender: Option<SyncSender<Message>>,
+    sender: Option<Sender<Message>>,
     spare: Receiver<Items>,
     storage: Option<Storage>,
     thread: Option<JoinHandle<()>>,
@@ -566,7 +822,7 @@ impl Exporter for AzureExporter {
         match sender.try_send(Message::Items(items)) {
             Ok(()) => {}
             Err(TrySendError::Full(Message::Items(items)))
-            | Err(TrySendError::Disconnected(Message::Items(items))) => {
+            | Err(TrySendError::Closed(Message::Items(items))) => {
                 COUNTERS.export_queue_full.fetch_add(n, Ordering::Relaxed);
                 let stored = match &self.storage {
                     Some(storage) => storage.write(&items),
@@ -620,32 +876,5 @@ impl Exporter for AzureExporter {
         // storage holds (the batch it is sending is not counted).
         self.left
             .unwrap_or_else(|| self.storage.as_ref().map_or(0, Storage::count_items))
-    }
-}
-
-/// Rate-limited warnings through `log`: at most one a minute per kind, with how many were
-/// held back. Used on the exporter's threads only, never on the application's.
-#[derive(Debug, Default)]
-pub(crate) struct Warnings {
-    last: HashMap<&'static str, (Instant, u64)>,
-}
-
-impl Warnings {
-    const EVERY: Duration = Duration::from_secs(60);
-
-    pub(crate) fn warn(&mut self, kind: &'static str, message: fmt::Arguments<'_>) {
-        let now = Instant::now();
-        match self.last.get_mut(kind) {
-            Some((at, held)) if now.duration_since(*at) < Self::EVERY => *held += 1,
-            Some((at, held)) => {
-                log::warn!("{message} ({held} similar warnings held back)");
-                *at = now;
-                *held = 0;
-            }
-            None => {
-                log::warn!("{message}");
-                self.last.insert(kind, (now, 0));
-            }
-        }
     }
 }

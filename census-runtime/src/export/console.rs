@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use super::{Exporter, Resource};
 use crate::id::{SpanId, TraceId};
-use crate::record::{EventRecord, LogRecord, Record, Severity, SpanRecord};
+use crate::record::{
+    EventRecord, LogRecord, MetricKind, MetricRecord, Record, Severity, SpanRecord,
+};
 use crate::site::SpanKind;
 
 /// How long spans wait for a parent that has not come, by default.
@@ -607,6 +609,8 @@ fn note_of(record: &Record) -> Option<(Option<TraceId>, Option<SpanId>, u64, Str
             event.ticks(),
             event_line(event),
         )),
+        // Outside any trace: printed at once, one line per series and interval.
+        Record::Metric(metric) => Some((None, None, 0, metric_line(metric))),
         Record::Span(_) => None,
     }
 }
@@ -639,6 +643,40 @@ fn event_line(event: &EventRecord) -> String {
             .chain(measurements.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
     );
     line
+}
+
+/// `METRIC orders.placed counter +12 (60s)  {route=/orders}`; a histogram's count, sum,
+/// minimum, mean, maximum and standard deviation.
+fn metric_line(metric: &MetricRecord) -> String {
+    let mut line = format!("METRIC {} {}", metric.name(), metric.kind().name());
+    match metric.kind() {
+        MetricKind::Counter => {
+            let _ = write!(line, " +{}", metric.value());
+        }
+        MetricKind::Histogram => {
+            let _ = write!(
+                line,
+                " n={} sum={} min={} mean={} max={} sd={}",
+                metric.count(),
+                metric.value(),
+                metric.min(),
+                round(metric.mean()),
+                metric.max(),
+                round(metric.std_dev())
+            );
+        }
+        _ => {
+            let _ = write!(line, " {}", metric.value());
+        }
+    }
+    let _ = write!(line, " ({:.0?})", metric.interval());
+    push_properties(&mut line, metric.properties());
+    line
+}
+
+/// Three decimals are enough to read.
+fn round(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
 }
 
 fn push_properties<'a>(text: &mut String, properties: impl Iterator<Item = (&'a str, &'a str)>) {
@@ -740,6 +778,40 @@ mod tests {
     use super::*;
     use crate::site::Site;
 
+    #[test]
+    fn a_metric_s_interval_is_one_line() {
+        use crate::metric::Distribution;
+        use crate::record::SeriesId;
+        use std::time::SystemTime;
+
+        let id = Arc::new(SeriesId::new(
+            "checkout_ms",
+            vec![("route".to_owned(), "/orders".to_owned())],
+        ));
+        let histogram = MetricRecord::new(
+            Arc::clone(&id),
+            MetricKind::Histogram,
+            SystemTime::UNIX_EPOCH,
+            Duration::from_secs(60),
+            Distribution::new(3, 48.0, 800.0, 12.0, 20.0),
+        );
+        assert_eq!(
+            metric_line(&histogram),
+            "METRIC checkout_ms histogram n=3 sum=48 min=12 mean=16 max=20 sd=3.266 (60s)  {route=/orders}"
+        );
+        let counter = MetricRecord::new(
+            id,
+            MetricKind::Counter,
+            SystemTime::UNIX_EPOCH,
+            Duration::from_millis(2_400),
+            Distribution::new(1, 5.0, 25.0, 5.0, 5.0),
+        );
+        assert_eq!(
+            metric_line(&counter),
+            "METRIC checkout_ms counter +5 (2s)  {route=/orders}"
+        );
+    }
+
     static FETCH: Site = Site::inproc("fetch");
     static CALL: Site = Site::dependency("GET /stock/7", "HTTP");
     static REQUEST: Site = Site::request("GET /stock/{id}");
@@ -811,7 +883,7 @@ mod tests {
     fn a_request_that_comes_before_its_caller_is_printed_inside_the_caller_s_tree() {
         let (mut console, out) = console();
         let [fetch, call, request] = call_to_self();
-        let resource = Resource::new(None, None);
+        let resource = Resource::new(None, None, None);
         console.export(&records([request]), &resource);
         assert_eq!(out.lines(), Vec::<String>::new(), "the request waits");
         console.export(&records([call, fetch]), &resource);

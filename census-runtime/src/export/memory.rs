@@ -4,9 +4,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Exporter, Resource};
 use crate::id::SpanId;
-use crate::record::{EventRecord, LogRecord, Record, SpanRecord};
+use crate::record::{EventRecord, LogRecord, MetricRecord, Record, SpanRecord};
 
-/// Keeps every exported span, log record and event in memory; clones share the same store.
+/// Keeps every exported span, log record, event and metric in memory; clones share the same store.
 ///
 /// ```
 /// use census_runtime::inproc;
@@ -27,6 +27,7 @@ pub struct MemoryExporter {
     spans: Arc<Mutex<Vec<SpanRecord>>>,
     logs: Arc<Mutex<Vec<LogRecord>>>,
     events: Arc<Mutex<Vec<EventRecord>>>,
+    metrics: Arc<Mutex<Vec<MetricRecord>>>,
     resource: Arc<Mutex<Option<Resource>>>,
 }
 
@@ -102,11 +103,26 @@ impl MemoryExporter {
         locked(&self.events).clone()
     }
 
+    /// Every metric record exported so far (one per series and interval), in order.
+    pub fn metrics(&self) -> Vec<MetricRecord> {
+        locked(&self.metrics).clone()
+    }
+
+    /// The metric records of the series named `name`, in order.
+    pub fn metrics_named(&self, name: &str) -> Vec<MetricRecord> {
+        locked(&self.metrics)
+            .iter()
+            .filter(|m| m.name() == name)
+            .cloned()
+            .collect()
+    }
+
     /// Forgets everything.
     pub fn clear(&self) {
         self.lock().clear();
         locked(&self.logs).clear();
         locked(&self.events).clear();
+        locked(&self.metrics).clear();
     }
 }
 
@@ -117,6 +133,7 @@ impl Exporter for MemoryExporter {
                 Record::Span(span) => self.lock().push(span.clone()),
                 Record::Log(log) => locked(&self.logs).push(log.clone()),
                 Record::Event(event) => locked(&self.events).push((**event).clone()),
+                Record::Metric(metric) => locked(&self.metrics).push((**metric).clone()),
             }
         }
         if let Ok(mut slot) = self.resource.lock()

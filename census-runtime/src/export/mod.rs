@@ -1,15 +1,18 @@
 //! Exporters: where finished spans, log records and events go. The [`Exporter`] trait the
-//! pipeline knows them by, what they receive ([`Record`]: a [`SpanRecord`], a [`LogRecord`] or an
-//! [`EventRecord`]; and the [`Resource`]), and the console and memory exporters. The Azure
+//! pipeline knows them by, what they receive ([`Record`]: a [`SpanRecord`], a [`LogRecord`], an
+//! [`EventRecord`] or a [`MetricRecord`]; and the [`Resource`]), and the console and memory exporters. The Azure
 //! exporter is in [`azure`](crate::azure).
 
 mod console;
 mod memory;
+mod resource;
 
 pub use self::console::ConsoleExporter;
 pub use self::memory::MemoryExporter;
+pub use crate::backtrace::{PanicBacktrace, StackFrame};
 pub use crate::record::{
-    ErrorDetail, EventRecord, ExceptionInfo, LogRecord, Record, Severity, SpanRecord,
+    ErrorDetail, EventRecord, ExceptionInfo, LogRecord, MetricKind, MetricRecord, Record, Severity,
+    SpanRecord,
 };
 
 use std::time::Instant;
@@ -92,22 +95,48 @@ pub trait Exporter: Send + 'static {
     }
 }
 
-/// What describes this process in every telemetry item: the cloud role and instance.
+/// What describes this process in every telemetry item: the cloud role and instance, the
+/// application's version. The pipeline reads them at install: set in code, else from the
+/// environment (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, App Service, Kubernetes), else
+/// the executable's name and the host name; see the README's Application Insights section.
+///
+/// ```
+/// use census_runtime::export::{MemoryExporter, Resource};
+///
+/// let census = census_runtime::pipeline()
+///     .cloud_role("orders-api")
+///     .application_version(env!("CARGO_PKG_VERSION"))
+///     .exporter(MemoryExporter::new())
+///     .install()?;
+/// # drop(census);
+/// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
     /// `ai.cloud.role`: the service's name.
     pub cloud_role: String,
     /// `ai.cloud.roleInstance`: this instance (the host name).
     pub cloud_role_instance: String,
+    /// `ai.application.ver`: the application's version, when known.
+    pub application_version: Option<String>,
     /// `ai.internal.sdkVersion`.
     pub sdk_version: String,
 }
 
 impl Resource {
-    pub(crate) fn new(role: Option<String>, instance: Option<String>) -> Self {
+    /// What was set in code, else what the process's environment says.
+    pub(crate) fn new(
+        role: Option<String>,
+        instance: Option<String>,
+        version: Option<String>,
+    ) -> Self {
+        let detected = resource::detect(&|name| {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        });
         Resource {
-            cloud_role: role.unwrap_or_else(default_role),
-            cloud_role_instance: instance.unwrap_or_else(host_name),
+            cloud_role: role.or(detected.role).unwrap_or_else(default_role),
+            cloud_role_instance: instance.or(detected.instance).unwrap_or_else(host_name),
+            application_version: version.or(detected.version),
             sdk_version: format!(
                 "rust{}:census{}",
                 rustc_version(),

@@ -173,9 +173,13 @@ pub fn pipeline() -> PipelineBuilder {
         sampler: Sampler::always(),
         cloud_role: None,
         cloud_role_instance: None,
+        application_version: None,
+        panic_backtraces: false,
+        errors_as_exceptions: false,
         exporters: Vec::new(),
         max_batch: 512,
         export_interval: Duration::from_millis(200),
+        metric_interval: Duration::from_secs(60),
         queue_capacity: queue::DEFAULT_CAPACITY,
         shutdown_timeout: Duration::from_secs(5),
     }
@@ -187,9 +191,13 @@ pub struct PipelineBuilder {
     sampler: Sampler,
     cloud_role: Option<String>,
     cloud_role_instance: Option<String>,
+    application_version: Option<String>,
+    panic_backtraces: bool,
+    errors_as_exceptions: bool,
     exporters: Vec<Contained>,
     max_batch: usize,
     export_interval: Duration,
+    metric_interval: Duration,
     queue_capacity: usize,
     shutdown_timeout: Duration,
 }
@@ -200,9 +208,13 @@ impl std::fmt::Debug for PipelineBuilder {
             .field("sampler", &self.sampler)
             .field("cloud_role", &self.cloud_role)
             .field("cloud_role_instance", &self.cloud_role_instance)
+            .field("application_version", &self.application_version)
+            .field("panic_backtraces", &self.panic_backtraces)
+            .field("errors_as_exceptions", &self.errors_as_exceptions)
             .field("exporters", &self.exporters.len())
             .field("max_batch", &self.max_batch)
             .field("export_interval", &self.export_interval)
+            .field("metric_interval", &self.metric_interval)
             .field("queue_capacity", &self.queue_capacity)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish_non_exhaustive()
@@ -216,15 +228,77 @@ impl PipelineBuilder {
         self
     }
 
-    /// The cloud role: the service's name on the application map (default: the executable's name).
+    /// The cloud role: the service's name on the application map. Default: `OTEL_SERVICE_NAME`,
+    /// the `service.namespace` and `service.name` of `OTEL_RESOURCE_ATTRIBUTES`, the App Service
+    /// site or the Kubernetes workload, else the executable's name (see
+    /// [`Resource`]).
     pub fn cloud_role(mut self, role: impl Into<String>) -> Self {
         self.cloud_role = Some(role.into());
         self
     }
 
-    /// The cloud role instance (default: the host name).
+    /// The cloud role instance. Default: the `service.instance.id` or `k8s.pod.name` of
+    /// `OTEL_RESOURCE_ATTRIBUTES`, the App Service instance or the Kubernetes pod, else the
+    /// host name.
     pub fn cloud_role_instance(mut self, instance: impl Into<String>) -> Self {
         self.cloud_role_instance = Some(instance.into());
+        self
+    }
+
+    /// The application's version, sent as `ai.application.ver` with every item; default: the
+    /// `service.version` of `OTEL_RESOURCE_ATTRIBUTES`, else none. Give it your package's
+    /// version, read where your code is compiled:
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// let census = census_runtime::pipeline()
+    ///     .application_version(env!("CARGO_PKG_VERSION"))
+    ///     # .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// # drop(census);
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
+    pub fn application_version(mut self, version: impl Into<String>) -> Self {
+        self.application_version = Some(version.into());
+        self
+    }
+
+    /// Captures a backtrace at every panic that unwinds through a recorded span, whatever
+    /// `RUST_BACKTRACE` says (default: only when `RUST_BACKTRACE` or `RUST_LIB_BACKTRACE` asks
+    /// for backtraces, as `std` reads them). The panic's Exception then carries its frames; see
+    /// [`PanicBacktrace`](crate::export::PanicBacktrace). Capturing costs the panicking thread a
+    /// walk of its stack, never a call that does not panic.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// let census = census_runtime::pipeline()
+    ///     .panic_backtraces(true)
+    ///     # .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// # drop(census);
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
+    pub fn panic_backtraces(mut self, always: bool) -> Self {
+        self.panic_backtraces = always;
+        self
+    }
+
+    /// Sends every `Err` that fails an instrumented function as an Exception item too, with the
+    /// error's chain of `source()`s (default: only the functions whose attribute has the
+    /// `exception` option, as in `#[dependency(kind = "SQL", exception)]`). The span itself is
+    /// failed either way.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// let census = census_runtime::pipeline()
+    ///     .errors_as_exceptions(true)
+    ///     # .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// # drop(census);
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
+    pub fn errors_as_exceptions(mut self, on: bool) -> Self {
+        self.errors_as_exceptions = on;
         self
     }
 
@@ -250,6 +324,25 @@ impl PipelineBuilder {
     /// How long finished spans may wait before they are exported (default 200 ms).
     pub fn export_interval(mut self, interval: Duration) -> Self {
         self.export_interval = interval;
+        self
+    }
+
+    /// How long metrics are pre-aggregated before one record per series is exported (default
+    /// a minute, the grain Application Insights charts metrics at). A flush or a shutdown
+    /// closes the interval early: it delivers the part of the minute recorded so far.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # use std::time::Duration;
+    /// let census = census_runtime::pipeline()
+    ///     .metric_interval(Duration::from_secs(30))
+    ///     # .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// # drop(census);
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
+    pub fn metric_interval(mut self, interval: Duration) -> Self {
+        self.metric_interval = interval;
         self
     }
 
@@ -289,6 +382,13 @@ impl PipelineBuilder {
                 format!("{:?}", self.export_interval),
             ));
         }
+        if self.metric_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "metric_interval",
+                "at least a second",
+                format!("{:?}", self.metric_interval),
+            ));
+        }
         if self.exporters.is_empty() {
             return Err(ConfigError::NoExporter);
         }
@@ -309,15 +409,22 @@ impl PipelineBuilder {
 
     fn start(self) -> Result<Pipeline, ConfigError> {
         crate::clock::init();
+        crate::backtrace::set_forced(self.panic_backtraces);
+        span::set_errors_as_exceptions(self.errors_as_exceptions);
         span::install_panic_hook();
         queue::set_capacity(self.queue_capacity);
-        let resource = Resource::new(self.cloud_role, self.cloud_role_instance);
+        let resource = Resource::new(
+            self.cloud_role,
+            self.cloud_role_instance,
+            self.application_version,
+        );
         let (control_tx, control_rx) = mpsc::channel();
         let worker = Worker::new(
             self.exporters,
             resource,
             self.max_batch,
             self.export_interval,
+            self.metric_interval,
             control_rx,
         );
         let handle = thread::Builder::new()

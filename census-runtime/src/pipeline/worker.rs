@@ -4,13 +4,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::contained::{Contained, Failed};
 use crate::diagnostics::COUNTERS;
 use crate::export::Resource;
-use crate::queue;
 use crate::record::Record;
+use crate::{metric, queue};
 
 pub(super) enum Command {
     Flush {
@@ -42,6 +42,10 @@ pub(super) struct Worker {
     pending: Vec<Record>,
     /// Spans the last drain found: many means the threads produce faster than the worker parks.
     drained: usize,
+    /// How long each interval of pre-aggregated metrics lasts.
+    metric_interval: Duration,
+    /// When the current interval of metrics started, by both clocks.
+    metric_start: (Instant, SystemTime),
 }
 
 /// A drain that finds this many spans keeps the worker awake.
@@ -53,6 +57,7 @@ impl Worker {
         resource: Resource,
         max_batch: usize,
         interval: Duration,
+        metric_interval: Duration,
         control: mpsc::Receiver<Command>,
     ) -> Worker {
         Worker {
@@ -63,6 +68,8 @@ impl Worker {
             control,
             pending: Vec::new(),
             drained: 0,
+            metric_interval,
+            metric_start: (Instant::now(), SystemTime::now()),
         }
     }
 
@@ -80,7 +87,13 @@ impl Worker {
                     self.drain_queue();
                 }
             }
-            let due = last_export.elapsed() >= self.interval;
+            // A flush or a shutdown closes the metrics' interval early: it delivers the partial
+            // minute too.
+            let metrics_due = self.metric_start.0.elapsed() >= self.metric_interval;
+            if command.is_some() || metrics_due {
+                self.collect_metrics();
+            }
+            let due = last_export.elapsed() >= self.interval || metrics_due;
             if command.is_some() || due || self.pending.len() >= self.max_batch {
                 self.export_pending();
                 last_export = Instant::now();
@@ -142,6 +155,14 @@ impl Worker {
             return Flushed::Late { left };
         }
         Flushed::All
+    }
+
+    /// Closes the metrics' interval: its records join what is pending.
+    fn collect_metrics(&mut self) {
+        let now = Instant::now();
+        let (started, wall) = self.metric_start;
+        metric::collect(wall, now.duration_since(started), &mut self.pending);
+        self.metric_start = (now, wall + now.duration_since(started));
     }
 
     /// Takes every finished span out of the queue.

@@ -265,7 +265,7 @@ impl SpanBuilder {
         let guard = self.start();
         let result = guard.run(f);
         if let Err(error) = &result {
-            guard.fail_with_error(error, std::any::type_name::<E>());
+            guard.fail_with_error(error, None, std::any::type_name::<E>());
         }
         result
     }

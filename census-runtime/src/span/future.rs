@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::outcome::{fail_on_panic, fail_with_payload, short_type_name};
+use super::outcome::{fail_on_panic, fail_with_payload};
 use super::parent::{self, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::{SpanId, TraceId};
@@ -168,9 +168,13 @@ pub struct Outcome<'a> {
 
 impl Outcome<'_> {
     /// Marks the span failed by an error value.
-    pub(crate) fn fail_with_error(&mut self, error: &dyn Display, code: &'static str) {
-        self.record
-            .fail(short_type_name(code), Some(error.to_string()));
+    pub(crate) fn fail_with_error(
+        &mut self,
+        error: &dyn Display,
+        chain: Option<&(dyn std::error::Error + 'static)>,
+        code: &'static str,
+    ) {
+        super::outcome::fail_with_error(self.record, error, chain, code);
     }
 }
 

@@ -80,6 +80,7 @@ pub use self::builder::{DetachedSpan, Instrumented, SpanBuilder, request, span};
 pub use self::current::{CurrentSpan, current_span};
 #[doc(hidden)]
 pub use self::future::{AsyncSpan, Judge, Outcome, Traced};
+pub(crate) use self::outcome::set_errors_as_exceptions;
 pub(crate) use self::panic::{install_hook as install_panic_hook, payload_message};
 pub use self::sync::SpanGuard;
 pub use crate::telemetry::EventBuilder;

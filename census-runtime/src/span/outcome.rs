@@ -3,9 +3,66 @@
 
 use std::any::Any;
 use std::borrow::Cow;
+use std::error::Error;
+use std::fmt::{Display, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::panic;
-use crate::record::SpanRecord;
+use crate::record::{ErrorDetail, SpanRecord};
+
+/// Whether every `Err` that fails a span is sent as an Exception item too.
+static ERRORS_AS_EXCEPTIONS: AtomicBool = AtomicBool::new(false);
+
+/// Sends every `Err` that fails a span as an Exception item too (`true`), or only those of
+/// sites with the `exception` option (`false`).
+pub(crate) fn set_errors_as_exceptions(on: bool) {
+    ERRORS_AS_EXCEPTIONS.store(on, Ordering::Relaxed);
+}
+
+/// Marks `record` failed by an error value: its `Display` becomes the message and `code` (the
+/// error's type, unless a result code was set) the result code. When the site or the pipeline
+/// asks for it, the error and its `source()`s (when it is a `std::error::Error`) are kept for an
+/// Exception item.
+#[cold]
+pub(crate) fn fail_with_error(
+    record: &mut SpanRecord,
+    error: &dyn Display,
+    chain: Option<&(dyn Error + 'static)>,
+    code: &'static str,
+) {
+    let type_name = short_type_name(code);
+    let message = error.to_string();
+    if record.site().exception() || ERRORS_AS_EXCEPTIONS.load(Ordering::Relaxed) {
+        let mut errors = vec![ErrorDetail {
+            type_name: type_name.clone().into_owned(),
+            message: message.clone(),
+        }];
+        let mut source = chain.and_then(Error::source);
+        while let Some(error) = source {
+            errors.push(ErrorDetail {
+                type_name: debug_name(error),
+                message: error.to_string(),
+            });
+            source = error.source();
+        }
+        record.extra_mut().errors = errors;
+    }
+    record.fail(type_name, Some(message));
+}
+
+/// The leading name of an error's `Debug` form: what can be told of its type behind `dyn`.
+fn debug_name(error: &dyn Error) -> String {
+    let mut debug = String::new();
+    let _ = write!(debug, "{error:?}");
+    let name: String = debug
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+        .collect();
+    match name.rsplit("::").next() {
+        Some(last) if !last.is_empty() => last.to_owned(),
+        _ => "Error".to_owned(),
+    }
+}
 
 /// Marks `record` failed by the panic whose payload was caught unwinding through it.
 #[cold]

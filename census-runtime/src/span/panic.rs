@@ -21,6 +21,7 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::cell::RefCell;
 
+use crate::backtrace::PanicBacktrace;
 use crate::id::SpanId;
 use crate::local::with_local;
 use crate::record::ExceptionInfo;
@@ -31,6 +32,7 @@ struct Noted {
     on_stack: Vec<SpanId>,
     message: String,
     location: Option<String>,
+    backtrace: Option<PanicBacktrace>,
 }
 
 /// The panic unwinding through this thread's spans, as the last span that caught it left it.
@@ -72,11 +74,16 @@ pub(crate) fn payload_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-fn exception(message: String, location: Option<String>) -> ExceptionInfo {
+fn exception(
+    message: String,
+    location: Option<String>,
+    backtrace: Option<PanicBacktrace>,
+) -> ExceptionInfo {
     ExceptionInfo {
         type_name: Cow::Borrowed("panic"),
         message,
         location,
+        backtrace,
     }
 }
 
@@ -97,13 +104,13 @@ pub(super) fn describe_caught(
             return unwinding.info.clone();
         }
         let message = payload_message(payload);
-        let location = match state.noted.take() {
+        let (location, backtrace) = match state.noted.take() {
             Some(noted) if noted.message == message && noted.on_stack.contains(&span_id) => {
-                noted.location
+                (noted.location, noted.backtrace)
             }
-            _ => None,
+            _ => (None, None),
         };
-        let info = exception(message, location);
+        let info = exception(message, location, backtrace);
         state.unwinding = Some(Unwinding {
             payload: address,
             next: parent_id,
@@ -111,7 +118,7 @@ pub(super) fn describe_caught(
         });
         info
     });
-    described.unwrap_or_else(|| exception(payload_message(payload), None))
+    described.unwrap_or_else(|| exception(payload_message(payload), None, None))
 }
 
 /// Describes the panic unwinding through the span `span_id` when no payload is at hand (a
@@ -129,11 +136,17 @@ pub(super) fn describe_uncaught(span_id: SpanId) -> ExceptionInfo {
             .noted
             .as_ref()
             .filter(|noted| noted.on_stack.contains(&span_id))
-            .map(|noted| exception(noted.message.clone(), noted.location.clone()))
+            .map(|noted| {
+                exception(
+                    noted.message.clone(),
+                    noted.location.clone(),
+                    noted.backtrace.clone(),
+                )
+            })
     });
     described
         .flatten()
-        .unwrap_or_else(|| exception("panicked".to_owned(), None))
+        .unwrap_or_else(|| exception("panicked".to_owned(), None, None))
 }
 
 /// Chains a panic hook that notes each panic's message and location for the spans it unwinds
@@ -165,6 +178,9 @@ fn note(info: &std::panic::PanicHookInfo<'_>) {
         location: info
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
+        // Only here, with a recorded span on the stack, and only when backtraces are on: the
+        // stack is walked now, and resolved by the exporter on its own thread.
+        backtrace: PanicBacktrace::capture(),
     });
     with_state(|state| {
         // A new panic: whatever unwound before is over.

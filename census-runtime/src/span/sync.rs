@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt::{self, Display};
 use std::marker::PhantomData;
 
-use super::outcome::{fail_on_panic, fail_with_payload, short_type_name};
+use super::outcome::{fail_on_panic, fail_with_payload};
 use super::parent::{self, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::{SpanContext, SpanId};
@@ -191,10 +191,14 @@ impl SpanGuard {
 
     /// Marks the span failed with an error: its `Display` becomes the message and `code` (the
     /// error's type, unless a result code was set) the result code.
-    pub(crate) fn fail_with_error(&self, error: &dyn Display, code: &'static str) {
+    pub(crate) fn fail_with_error(
+        &self,
+        error: &dyn Display,
+        chain: Option<&(dyn std::error::Error + 'static)>,
+        code: &'static str,
+    ) {
         if self.is_recording() {
-            let message = error.to_string();
-            self.with_record(|r| r.fail(short_type_name(code), Some(message)));
+            self.with_record(|r| super::outcome::fail_with_error(r, error, chain, code));
         }
     }
 

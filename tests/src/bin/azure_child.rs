@@ -4,9 +4,18 @@
 //! while the endpoint is down, waits until all of them are in local storage, prints `stored`,
 //! then waits to be killed.
 //!
+//! `azure_child entra CONNECTION_STRING STORAGE_DIR N`: records N spans, flushing after each
+//! (one request each), signed in as the environment says (`APPLICATIONINSIGHTS_AUTHENTICATION_STRING`
+//! and the credential's variables; `CENSUS_TEST_CA_FILE` adds a root certificate to the client),
+//! then prints `flushed=.. sent=.. token_refused=.. token_unavailable=..`.
+//!
 //! `azure_child deliver CONNECTION_STRING STORAGE_DIR N`: starts a pipeline that records
 //! nothing new, waits until N envelopes were accepted (the batches the killed run left behind),
 //! prints `delivered`, and exits.
+//!
+//! `azure_child resource CONNECTION_STRING STORAGE_DIR N`: sets no cloud role or instance in
+//! code, records N spans named `resource-{i}`, flushes them and exits: the role, instance and
+//! version come from the environment the test gives it.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -20,18 +29,28 @@ fn main() {
         std::process::exit(2);
     };
     let n: u64 = n.parse().expect("N is a number");
-    let census = census_runtime::pipeline()
-        .cloud_role("azure-child")
-        .exporter(
-            AzureExporter::builder()
-                .connection_string(connection_string)
-                .storage_dir(storage)
-                .send_interval(Duration::from_millis(20))
-                .retry_backoff(Duration::from_millis(50), Duration::from_millis(300))
-                .timeout(Duration::from_secs(2))
-                .build()
-                .expect("the Azure exporter builds"),
-        )
+    let mut census = census_runtime::pipeline();
+    if mode != "resource" {
+        census = census.cloud_role("azure-child");
+    }
+    let mut azure = AzureExporter::builder()
+        .connection_string(connection_string)
+        .storage_dir(storage)
+        .send_interval(Duration::from_millis(20))
+        .retry_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .timeout(Duration::from_secs(2));
+    // The loopback HTTPS servers' authority (the Entra ID token endpoint of workload identity).
+    if let Some(ca) = std::env::var_os("CENSUS_TEST_CA_FILE") {
+        let pem = std::fs::read(ca).expect("the test authority's certificate");
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM certificate"))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("the client builds");
+        azure = azure.http_client(client);
+    }
+    let census = census
+        .exporter(azure.build().expect("the Azure exporter builds"))
         .install()
         .expect("the pipeline installs");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -57,6 +76,36 @@ fn main() {
             }
             println!("delivered");
             drop(census);
+        }
+        "resource" => {
+            for i in 0..n {
+                census_runtime::span(format!("resource-{i}")).in_scope(|| {});
+            }
+            census
+                .shutdown(Duration::from_secs(20))
+                .expect("the spans are delivered");
+        }
+        "entra" => {
+            let flush = Duration::from_millis(
+                std::env::var("CENSUS_TEST_FLUSH_MS")
+                    .ok()
+                    .and_then(|ms| ms.parse().ok())
+                    .unwrap_or(10_000),
+            );
+            for i in 0..n {
+                census_runtime::span(format!("entra-{i}")).in_scope(|| {});
+                let _ = census.flush(flush);
+            }
+            let flushed = census.flush(flush);
+            let d = census_runtime::azure::diagnostics();
+            println!(
+                "flushed={} sent={} token_refused={} token_unavailable={}",
+                flushed.is_ok(),
+                d.sent,
+                d.token_refused,
+                d.token_unavailable
+            );
+            let _ = census.shutdown(flush);
         }
         other => panic!("unknown mode {other}"),
     }
