@@ -12,7 +12,6 @@ use bytes::Bytes;
 use census_runtime::integrations::log::LogBridge;
 use census_runtime::integrations::reqwest::ReqwestMiddleware;
 use census_runtime::integrations::rusqlite::Connection;
-use census_runtime::integrations::tower::ServerLayer;
 use census_runtime::{current_span, dependency, inproc};
 use census_tests::azure::{scratch_dir, settings};
 use census_tests::ingestion::{IngestionServer, limit_violations, utf16_len};
@@ -63,33 +62,6 @@ async fn echo(
     _request: http::Request<hyper::body::Incoming>,
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
     Ok(http::Response::new(Full::from("ok")))
-}
-
-/// A hyper server behind census's tower server layer, on 127.0.0.1.
-async fn serve_traced() -> String {
-    use hyper_util::rt::TokioIo;
-    use hyper_util::service::TowerToHyperService;
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let service = tower::ServiceBuilder::new()
-        .layer(ServerLayer::new())
-        .service(tower::service_fn(echo));
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .max_buf_size(1 << 20)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    format!("http://{addr}")
 }
 
 /// The fields each kind of item must have brought to its limit, `(baseType, path, limit)`.
@@ -189,7 +161,7 @@ fn run_program(server: &IngestionServer) -> Vec<Value> {
 
     let runtime = census_tests::multi_thread_runtime(2);
     runtime.block_on(async {
-        let base = serve_traced().await;
+        let base = crate::http_support::serve_hyper_traced(echo).await;
         let client = reqwest_middleware::ClientBuilder::new(
             reqwest::Client::builder().no_proxy().build().unwrap(),
         )

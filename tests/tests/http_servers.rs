@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use census_runtime::integrations::actix_web::ActixMiddleware;
-use census_runtime::integrations::tower::ServerLayer;
 use census_runtime::site::SpanKind;
 use census_runtime::{current_span, inproc};
 use census_tests::{flush, install_memory};
@@ -38,31 +37,6 @@ async fn hyper_handler(
     }
 }
 
-async fn serve_hyper() -> String {
-    use hyper_util::rt::TokioIo;
-    use hyper_util::service::TowerToHyperService;
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let service = tower::ServiceBuilder::new()
-        .layer(ServerLayer::new())
-        .service(tower::service_fn(hyper_handler));
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
 fn plain_client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
@@ -83,7 +57,7 @@ async fn get_in_trace(client: &reqwest::Client, url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hyper_server_continues_the_callers_trace_and_names_requests_by_path() {
     let (pipeline, memory) = install_memory();
-    let base = serve_hyper().await;
+    let base = crate::http_support::serve_hyper_traced(hyper_handler).await;
     let client = plain_client();
     let body = get_in_trace(&client, &format!("{base}/orders/7?full=1")).await;
     assert_eq!(body, "order 7, state Some(\"congo=t61rcWkgMzE\")");

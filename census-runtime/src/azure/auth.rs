@@ -15,6 +15,7 @@ use azure_core::credentials::TokenCredential;
 use azure_core::time::{Duration, OffsetDateTime};
 use reqwest::header::HeaderValue;
 
+use super::connection_string::{SegmentError, fill_slots};
 use super::diagnostics::COUNTERS;
 
 /// Whether a refused token was reported through `log` already (once per process).
@@ -109,44 +110,25 @@ impl AuthenticationString {
     pub fn parse(text: &str) -> Result<AuthenticationString, AuthenticationStringError> {
         let mut authorization: Option<String> = None;
         let mut client_id: Option<String> = None;
-        let mut any = false;
-        for (index, segment) in text.split(';').enumerate() {
-            let segment = segment.trim();
-            if segment.is_empty() {
-                continue;
+        fill_slots(
+            text,
+            &mut [
+                ("authorization", &mut authorization),
+                ("clientid", &mut client_id),
+            ],
+        )
+        .map_err(|error| match error {
+            SegmentError::Empty => AuthenticationStringError::Empty,
+            SegmentError::NotKeyValue { position, .. } => {
+                AuthenticationStringError::NotKeyValue { position }
             }
-            any = true;
-            let Some((key, value)) = segment.split_once('=') else {
-                return Err(AuthenticationStringError::NotKeyValue {
-                    position: index + 1,
-                });
-            };
-            let (key, value) = (key.trim(), value.trim());
-            let slot = match key.to_ascii_lowercase().as_str() {
-                "authorization" => &mut authorization,
-                "clientid" => &mut client_id,
-                "" => {
-                    return Err(AuthenticationStringError::NotKeyValue {
-                        position: index + 1,
-                    });
-                }
-                _ => continue,
-            };
-            if value.is_empty() {
-                return Err(AuthenticationStringError::EmptyValue {
-                    key: key.to_owned(),
-                });
-            }
-            if slot.is_some() {
-                return Err(AuthenticationStringError::Duplicate {
-                    key: key.to_owned(),
-                });
-            }
-            *slot = Some(value.to_owned());
-        }
-        if !any {
-            return Err(AuthenticationStringError::Empty);
-        }
+            SegmentError::EmptyValue(key) => AuthenticationStringError::EmptyValue {
+                key: key.to_owned(),
+            },
+            SegmentError::Duplicate(key) => AuthenticationStringError::Duplicate {
+                key: key.to_owned(),
+            },
+        })?;
         match authorization {
             None => Err(AuthenticationStringError::MissingAuthorization),
             Some(value) if !value.eq_ignore_ascii_case("aad") => {

@@ -132,49 +132,29 @@ impl ConnectionString {
         let mut suffix: Option<String> = None;
         let mut location: Option<String> = None;
         let mut audience: Option<String> = None;
-        let mut any = false;
-        for (index, segment) in text.split(';').enumerate() {
-            let segment = segment.trim();
-            if segment.is_empty() {
-                continue;
-            }
-            any = true;
-            let Some((key, value)) = segment.split_once('=') else {
-                return Err(ConnectionStringError::NotKeyValue {
-                    position: index + 1,
-                    preview: redact(segment),
-                });
-            };
-            let (key, value) = (key.trim(), value.trim());
-            if key.is_empty() {
-                return Err(ConnectionStringError::NotKeyValue {
-                    position: index + 1,
-                    preview: redact(segment),
-                });
-            }
-            let slot = match key.to_ascii_lowercase().as_str() {
-                "instrumentationkey" => &mut ikey,
-                "ingestionendpoint" => &mut ingestion,
-                "endpointsuffix" => &mut suffix,
-                "location" => &mut location,
-                "aadaudience" => &mut audience,
-                _ => continue,
-            };
-            if value.is_empty() {
-                return Err(ConnectionStringError::EmptyValue {
-                    key: key.to_owned(),
-                });
-            }
-            if slot.is_some() {
-                return Err(ConnectionStringError::Duplicate {
-                    key: key.to_owned(),
-                });
-            }
-            *slot = Some(value.to_owned());
-        }
-        if !any {
-            return Err(ConnectionStringError::Empty);
-        }
+        fill_slots(
+            text,
+            &mut [
+                ("instrumentationkey", &mut ikey),
+                ("ingestionendpoint", &mut ingestion),
+                ("endpointsuffix", &mut suffix),
+                ("location", &mut location),
+                ("aadaudience", &mut audience),
+            ],
+        )
+        .map_err(|error| match error {
+            SegmentError::Empty => ConnectionStringError::Empty,
+            SegmentError::NotKeyValue { position, segment } => ConnectionStringError::NotKeyValue {
+                position,
+                preview: redact(segment),
+            },
+            SegmentError::EmptyValue(key) => ConnectionStringError::EmptyValue {
+                key: key.to_owned(),
+            },
+            SegmentError::Duplicate(key) => ConnectionStringError::Duplicate {
+                key: key.to_owned(),
+            },
+        })?;
         let ikey = ikey.ok_or(ConnectionStringError::MissingInstrumentationKey)?;
         if !is_guid(&ikey) {
             return Err(ConnectionStringError::InvalidInstrumentationKey {
@@ -248,6 +228,61 @@ impl ConnectionString {
     /// The endpoint the transport starts from.
     pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+}
+
+/// What is wrong with a `;`-separated list of `Key=Value` segments.
+pub(crate) enum SegmentError<'a> {
+    /// Nothing but whitespace and separators.
+    Empty,
+    /// A segment (1-based `position`) is not `Key=Value`, or its key is empty.
+    NotKeyValue { position: usize, segment: &'a str },
+    /// A known key with nothing after its `=`.
+    EmptyValue(&'a str),
+    /// A known key a second time.
+    Duplicate(&'a str),
+}
+
+/// Fills `slots` (a lowercase key, where its value goes) from the `Key=Value` segments of
+/// `text`, as connection and authentication strings are written: keys in any case, whitespace
+/// around segments, keys and values and empty segments tolerated, unknown keys ignored; a known
+/// key has a value and appears once.
+pub(crate) fn fill_slots<'a>(
+    text: &'a str,
+    slots: &mut [(&str, &mut Option<String>)],
+) -> Result<(), SegmentError<'a>> {
+    let mut any = false;
+    for (index, segment) in text.split(';').enumerate() {
+        let segment = segment.trim();
+        if segment.is_empty() {
+            continue;
+        }
+        any = true;
+        let (key, value) = match segment.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => (key.trim(), value.trim()),
+            _ => {
+                return Err(SegmentError::NotKeyValue {
+                    position: index + 1,
+                    segment,
+                });
+            }
+        };
+        let lower = key.to_ascii_lowercase();
+        let Some((_, slot)) = slots.iter_mut().find(|(name, _)| *name == lower) else {
+            continue;
+        };
+        if value.is_empty() {
+            return Err(SegmentError::EmptyValue(key));
+        }
+        if slot.is_some() {
+            return Err(SegmentError::Duplicate(key));
+        }
+        **slot = Some(value.to_owned());
+    }
+    if any {
+        Ok(())
+    } else {
+        Err(SegmentError::Empty)
     }
 }
 

@@ -321,6 +321,27 @@ impl EnvelopeWriter {
 
     /// Appends the envelopes of a span to `items`: its RemoteDependency or Request, then an
     /// Exception when a panic unwound through it.
+    /// The start of an `Exception` envelope tied to `record`'s span: head, operation tags, the
+    /// time the span ended, the name.
+    fn exception_start(
+        &mut self,
+        out: &mut Vec<u8>,
+        record: &SpanRecord,
+        span_id: &str,
+        operation_name: Option<&str>,
+    ) {
+        out.extend_from_slice(&self.head);
+        operation_tags(out, record, Some(span_id), operation_name);
+        out.extend_from_slice(b",\"time\":");
+        time(
+            out,
+            &mut self.scratch,
+            record.start_time() + record.duration(),
+        );
+        out.extend_from_slice(b",\"name\":");
+        string(out, EXCEPTION);
+    }
+
     pub(crate) fn write_span(
         &mut self,
         record: &SpanRecord,
@@ -391,16 +412,7 @@ impl EnvelopeWriter {
 
         if record.exception().is_none() && !record.errors().is_empty() {
             let out = &mut items.bytes;
-            out.extend_from_slice(&self.head);
-            operation_tags(out, record, Some(span_id), operation_name);
-            out.extend_from_slice(b",\"time\":");
-            time(
-                out,
-                &mut self.scratch,
-                record.start_time() + record.duration(),
-            );
-            out.extend_from_slice(b",\"name\":");
-            string(out, EXCEPTION);
+            self.exception_start(out, record, span_id, operation_name);
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"exceptions\":[");
             exception_details(out, &mut self.scratch, record.errors(), None);
             out.extend_from_slice(
@@ -413,16 +425,7 @@ impl EnvelopeWriter {
 
         if let Some(exception) = record.exception() {
             let out = &mut items.bytes;
-            out.extend_from_slice(&self.head);
-            operation_tags(out, record, Some(span_id), operation_name);
-            out.extend_from_slice(b",\"time\":");
-            time(
-                out,
-                &mut self.scratch,
-                record.start_time() + record.duration(),
-            );
-            out.extend_from_slice(b",\"name\":");
-            string(out, EXCEPTION);
+            self.exception_start(out, record, span_id, operation_name);
             out.extend_from_slice(
                 b",\"data\":{\"baseData\":{\"exceptions\":[{\"id\":1,\"outerId\":0,\"typeName\":",
             );

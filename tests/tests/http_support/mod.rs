@@ -15,6 +15,44 @@ pub const DEPENDENCY: &str = "Microsoft.ApplicationInsights.RemoteDependency";
 pub const REQUEST: &str = "Microsoft.ApplicationInsights.Request";
 pub const EXCEPTION: &str = "Microsoft.ApplicationInsights.Exception";
 
+/// A hyper HTTP/1 server on 127.0.0.1 behind census's tower server layer, serving `handler`
+/// (request heads up to 1 MiB, for over-long URLs); its base URL.
+pub async fn serve_hyper_traced<F, Fut>(handler: F) -> String
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<
+            Output = Result<
+                http::Response<http_body_util::Full<bytes::Bytes>>,
+                std::convert::Infallible,
+            >,
+        > + Send
+        + 'static,
+{
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = tower::ServiceBuilder::new()
+        .layer(census_runtime::integrations::tower::ServerLayer::new())
+        .service(tower::service_fn(handler));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .max_buf_size(1 << 20)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
 /// A pipeline that sends every span to `server`.
 pub fn install_azure(server: &IngestionServer, role: &str) -> Pipeline {
     install_azure_sampled(server, role, census_runtime::Sampler::always())
