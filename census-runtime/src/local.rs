@@ -1,12 +1,14 @@
 //! The thread's stack of open spans: what is current on this thread, and the boxes its async
 //! spans' records live in. This is the only place that touches the stack's length, the depth
-//! the fast path reads, and the spare boxes.
+//! the fast path reads, and the spare boxes. A span that ends leaves the stack here for the
+//! thread's end of its ring ([`Outbox`], the queue's), which lives beside the stack.
 
 use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use crate::id::{SpanContext, SpanId, TraceId};
+use crate::queue::{self, Outbox};
 use crate::record::SpanRecord;
 use crate::sampler;
 
@@ -103,6 +105,8 @@ pub(crate) struct Local {
         reason = "the boxes themselves are handed out and taken back"
     )]
     spare: Vec<Box<MaybeUninit<SpanRecord>>>,
+    /// This thread's end of its span ring.
+    outbox: Outbox,
 }
 
 /// At most this many spare boxes per thread.
@@ -110,7 +114,12 @@ pub(crate) const SPARE_BOXES: usize = 16;
 
 thread_local! {
     static LOCAL: RefCell<Local> = const {
-        RefCell::new(Local { stack: Vec::new(), root_trace_id: None, spare: Vec::new() })
+        RefCell::new(Local {
+            stack: Vec::new(),
+            root_trace_id: None,
+            spare: Vec::new(),
+            outbox: Outbox::new(),
+        })
     };
     /// The word the fast path reads: the number of frames on the stack, shifted left by two; in
     /// the low bit whether a sync span that started a trace the sampler dropped is open, and in
@@ -143,6 +152,12 @@ pub(crate) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
         .try_with(|local| local.try_borrow_mut().ok().map(|mut local| f(&mut local)))
         .ok()
         .flatten()
+}
+
+/// Hands a finished span, stamped with its end already, to the export worker, through this
+/// thread's ring; dropped while the thread is torn down.
+pub(crate) fn submit(record: SpanRecord) {
+    with_local(|local| local.submit(record));
 }
 
 /// The fast path's word; see `WORD`.
@@ -211,7 +226,7 @@ fn close_unsampled_root_slow(current: usize) -> Option<TraceId> {
     id
 }
 
-#[inline]
+#[inline(always)]
 fn set_depth(depth: usize) {
     WORD.with(|word| {
         word.set((depth << DEPTH_SHIFT) | (word.get() & (UNSAMPLED_ROOT | ROOT_ID_DRAWN)));
@@ -364,23 +379,64 @@ impl Local {
             && matches!(self.stack.last(), Some(Frame::Span(record)) if record.span_id() == span_id)
     }
 
-    /// Moves the record of the sync span on top (see [`Local::is_top_span`]) into `slot`,
-    /// stamped with `end`, and pops its frame: one copy, no temporary.
+    /// Ends the sync span on top (see [`Local::is_top_span`]), stamped with `end`: its record
+    /// is moved straight from its frame into the next slot of the thread's ring (one copy, no
+    /// temporary) and the frame popped.
     #[inline(always)]
-    pub(crate) fn move_top_into(&mut self, slot: &mut MaybeUninit<SpanRecord>, end: u64) {
+    pub(crate) fn submit_top(&mut self, end: u64) {
         let top = self.stack.len() - 1;
         let Some(Frame::Span(record)) = self.stack.last() else {
             unreachable!("the caller checked the top frame with is_top_span");
         };
-        // SAFETY: the record is moved, bitwise, from the top frame into the slot; the frame is
-        // then forgotten (the length cut below it, nothing dropped), so the record has one
-        // owner: the slot.
-        unsafe {
-            std::ptr::copy_nonoverlapping(std::ptr::from_ref(record), slot.as_mut_ptr(), 1);
-            (*slot.as_mut_ptr()).set_end(end);
-            self.stack.set_len(top);
+        let record = std::ptr::from_ref(record);
+        // SAFETY: the slot is written whole: the record is copied into it, bitwise, and its end
+        // set.
+        let moved = unsafe {
+            self.outbox.submit_in_place(|slot| {
+                std::ptr::copy_nonoverlapping(record, slot.as_mut_ptr(), 1);
+                (*slot.as_mut_ptr()).set_end(end);
+            })
+        };
+        if moved {
+            // SAFETY: the record was moved out of the top frame; the frame is forgotten (the
+            // length cut below it, nothing dropped), so the record has one owner: the slot.
+            unsafe { self.stack.set_len(top) };
+            set_depth(top);
+        } else if let Some(Frame::Span(mut record)) = self.pop() {
+            record.set_end(end);
+            queue::spill(record);
         }
-        set_depth(top);
+    }
+
+    /// Ends a span whose record is boxed (an async span's), stamped with `end`: the record is
+    /// copied from the box straight into the next slot of the thread's ring, and the box kept
+    /// for the thread's next async span.
+    pub(crate) fn submit_boxed(&mut self, boxed: Box<SpanRecord>, end: u64) {
+        let raw = Box::into_raw(boxed);
+        // SAFETY: the slot is written whole: the record is copied into it, bitwise, and its end
+        // set.
+        let moved = unsafe {
+            self.outbox.submit_in_place(|slot| {
+                std::ptr::copy_nonoverlapping(raw, slot.as_mut_ptr(), 1);
+                (*slot.as_mut_ptr()).set_end(end);
+            })
+        };
+        if moved {
+            // SAFETY: the record was moved out of the box, bitwise; the box is kept as
+            // uninitialised memory (nothing dropped), so the record has one owner: the slot.
+            self.keep_box(unsafe { Box::from_raw(raw.cast::<MaybeUninit<SpanRecord>>()) });
+        } else {
+            // SAFETY: `raw` came from `Box::into_raw` above and nothing was moved out of it.
+            let mut record = *unsafe { Box::from_raw(raw) };
+            record.set_end(end);
+            queue::spill(record);
+        }
+    }
+
+    /// Hands a finished span, stamped with its end already, to the export worker.
+    #[inline]
+    pub(crate) fn submit(&mut self, record: SpanRecord) {
+        self.outbox.submit(record);
     }
 
     /// Pops the frame on top.
@@ -462,6 +518,7 @@ mod tests {
             stack: Vec::new(),
             root_trace_id: None,
             spare: Vec::new(),
+            outbox: Outbox::new(),
         };
         let depth = || word() >> DEPTH_SHIFT;
         local.push(Frame::Unsampled(None));
@@ -507,6 +564,7 @@ mod tests {
             stack: Vec::new(),
             root_trace_id: None,
             spare: Vec::new(),
+            outbox: Outbox::new(),
         };
         for _ in 0..3 * SPARE_BOXES {
             local.keep_box(Box::new_uninit());

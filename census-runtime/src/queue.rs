@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::Thread;
 
 use crate::diagnostics::COUNTERS;
-use crate::local::{Frame, Local};
 use crate::record::{Item, Record, SpanRecord};
 
 /// Spans per thread ring. A thread's ring starts small and doubles, up to `MAX_RING`, each time
@@ -45,8 +44,10 @@ static OVERFLOW_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_CAPACITY);
 static WAKE_REQUESTED: AtomicBool = AtomicBool::new(false);
 static WORKER: Mutex<Option<Thread>> = Mutex::new(None);
 
-/// This thread's end of its ring, made on its first span.
-struct Outbox {
+/// A thread's end of its span ring, made on its first span. It lives in the thread's
+/// [`Local`](crate::local::Local), beside the stack whose records it takes, so that ending a
+/// span touches one thread-local.
+pub(crate) struct Outbox {
     ring: Option<rtrb::Producer<SpanRecord>>,
     /// Spans put in the ring, to look at its fill now and then.
     pushed: u32,
@@ -59,23 +60,20 @@ struct ItemOutbox {
 }
 
 thread_local! {
-    static OUTBOX: RefCell<Outbox> = const { RefCell::new(Outbox { ring: None, pushed: 0 }) };
     static ITEMS: RefCell<ItemOutbox> = const {
         RefCell::new(ItemOutbox { ring: None, pushed: 0 })
     };
 }
 
-/// Runs `f` on this thread's outbox; a span finished while the thread is torn down is dropped.
-#[inline]
-fn with_outbox(f: impl FnOnce(&mut Outbox)) {
-    let _ = OUTBOX.try_with(|outbox| {
-        if let Ok(mut outbox) = outbox.try_borrow_mut() {
-            f(&mut outbox);
-        }
-    });
-}
-
 impl Outbox {
+    /// An outbox with no ring yet.
+    pub(crate) const fn new() -> Outbox {
+        Outbox {
+            ring: None,
+            pushed: 0,
+        }
+    }
+
     #[inline]
     fn ring(&mut self) -> &mut rtrb::Producer<SpanRecord> {
         match &mut self.ring {
@@ -109,20 +107,35 @@ impl Outbox {
         }
     }
 
-    /// The next free slot of the ring, to be written then committed; `None` when it is full.
-    #[inline(always)]
-    fn next_slot(&mut self) -> Option<rtrb::chunks::WriteChunkUninit<'_, SpanRecord>> {
-        self.ring().write_chunk_uninit(1).ok()
+    /// Hands a finished span, stamped with its end already, to the export worker.
+    #[inline]
+    pub(crate) fn submit(&mut self, record: SpanRecord) {
+        match self.ring().push(record) {
+            Ok(()) => self.counted(),
+            Err(rtrb::PushError::Full(record)) => spill(record),
+        }
     }
-}
 
-/// Hands a finished span, stamped with its end already, to the export worker.
-#[inline]
-pub(crate) fn submit(record: SpanRecord) {
-    with_outbox(|outbox| match outbox.ring().push(record) {
-        Ok(()) => outbox.counted(),
-        Err(rtrb::PushError::Full(record)) => spill(Record::Span(record)),
-    });
+    /// Lets `write` initialise the next free slot of the ring, then hands it to the worker;
+    /// `false`, without calling `write`, when the ring is full (the caller then spills).
+    ///
+    /// # Safety
+    ///
+    /// `write` must initialise the slot it is given.
+    #[inline(always)]
+    pub(crate) unsafe fn submit_in_place(
+        &mut self,
+        write: impl FnOnce(&mut MaybeUninit<SpanRecord>),
+    ) -> bool {
+        let Ok(mut chunk) = self.ring().write_chunk_uninit(1) else {
+            return false;
+        };
+        write(&mut chunk.as_mut_slices().0[0]);
+        // SAFETY: the chunk's one slot was initialised by `write` (this function's contract).
+        unsafe { chunk.commit_all() };
+        self.counted();
+        true
+    }
 }
 
 /// Hands a log record or an event to the export worker, through this thread's second ring.
@@ -162,58 +175,7 @@ pub(crate) fn submit_item_with(make: impl FnOnce() -> Item) {
                     }
                 }
             }
-            Err(_) => spill(make().into()),
-        }
-    });
-}
-
-/// Ends the sync span on top of this thread's stack (the caller checked it with
-/// [`Local::is_top_span`], and failed it if a panic is unwinding), moving its record straight
-/// from the stack into the next slot of the thread's ring, stamped with `end`: one copy, no
-/// temporary.
-#[inline]
-pub(crate) fn submit_top(local: &mut Local, end: u64) {
-    with_outbox(|outbox| match outbox.next_slot() {
-        Some(mut chunk) => {
-            local.move_top_into(&mut chunk.as_mut_slices().0[0], end);
-            // SAFETY: the chunk's one slot was just initialised.
-            unsafe { chunk.commit_all() };
-            outbox.counted();
-        }
-        None => {
-            if let Some(Frame::Span(mut record)) = local.pop() {
-                record.set_end(end);
-                spill(Record::Span(record));
-            }
-        }
-    });
-}
-
-/// Ends a span whose record is boxed (an async span's): the record is copied from the box
-/// straight into the next slot of the thread's ring, stamped with `end`, and the box kept for
-/// the thread's next async span.
-pub(crate) fn submit_boxed(local: &mut Local, boxed: Box<SpanRecord>, end: u64) {
-    with_outbox(|outbox| {
-        match outbox.next_slot() {
-            Some(mut chunk) => {
-                let slot = &mut chunk.as_mut_slices().0[0];
-                let raw = Box::into_raw(boxed);
-                // SAFETY: the record is moved, bitwise, out of the box into the slot, which is
-                // then committed; the box is kept as uninitialised memory (nothing dropped), so
-                // the record has one owner: the slot.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(raw, slot.as_mut_ptr(), 1);
-                    (*slot.as_mut_ptr()).set_end(end);
-                    chunk.commit_all();
-                    local.keep_box(Box::from_raw(raw.cast::<MaybeUninit<SpanRecord>>()));
-                }
-                outbox.counted();
-            }
-            None => {
-                let mut record = *boxed;
-                record.set_end(end);
-                spill(Record::Span(record));
-            }
+            Err(_) => spill(make()),
         }
     });
 }
@@ -226,9 +188,11 @@ fn request_wake() {
     }
 }
 
+/// Puts a record whose thread ring is full in the shared overflow, or drops it (counted) when
+/// that is full too: a full overflow is seen before the record is converted or moved.
 #[cold]
 #[inline(never)]
-fn spill(record: Record) {
+pub(crate) fn spill(record: impl Into<Record>) {
     request_wake();
     // A full overflow is seen with a load; the span is then dropped (and counted) without
     // touching the shared length.
@@ -245,7 +209,7 @@ fn spill(record: Record) {
     OVERFLOW
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push(record);
+        .push(record.into());
 }
 
 #[cold]
@@ -354,21 +318,18 @@ mod tests {
 
     #[test]
     fn a_busy_thread_s_ring_grows_instead_of_spilling() {
-        // This test's thread has no ring yet.
         std::thread::spawn(|| {
-            submit(record());
-            let first = OUTBOX.with(|o| o.borrow().ring.as_ref().map(|r| r.buffer().capacity()));
+            let mut outbox = Outbox::new();
+            outbox.submit(record());
+            let first = outbox.ring.as_ref().map(|r| r.buffer().capacity());
             assert_eq!(first, Some(FIRST_RING));
             let spilled = OVERFLOW_LEN.load(Ordering::Relaxed);
             // No worker drains here: each ring fills until it is found half full and replaced.
             for _ in 0..10_000 {
-                submit(record());
+                outbox.submit(record());
             }
-            let (capacity, free) = OUTBOX.with(|o| {
-                let outbox = o.borrow();
-                let ring = outbox.ring.as_ref().expect("a ring");
-                (ring.buffer().capacity(), ring.slots())
-            });
+            let ring = outbox.ring.as_ref().expect("a ring");
+            let (capacity, free) = (ring.buffer().capacity(), ring.slots());
             assert_eq!(capacity, MAX_RING);
             assert_eq!(
                 OVERFLOW_LEN.load(Ordering::Relaxed),

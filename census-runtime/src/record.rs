@@ -361,13 +361,16 @@ pub enum Record {
     /// A finished span: a dependency or a request.
     Span(SpanRecord),
     /// A log record or a `tracing` event: a `Message`, or an `Exception` when it carries an
-    /// error.
-    Log(LogRecord),
+    /// error. Boxed by the export worker (it travels inline from the thread that wrote it), so
+    /// that a record is hardly larger than a span and a batch of spans moves no empty bytes.
+    Log(Box<LogRecord>),
     /// A custom event.
     Event(Box<EventRecord>),
     /// A metric's figures over one interval (a minute by default): a `Metric` item.
     Metric(Box<MetricRecord>),
 }
+
+const _: () = assert!(size_of::<Record>() <= size_of::<SpanRecord>() + 8);
 
 impl Record {
     /// The span, if this is one.
@@ -432,10 +435,16 @@ pub(crate) enum Item {
     Event(Box<EventRecord>),
 }
 
+impl From<SpanRecord> for Record {
+    fn from(span: SpanRecord) -> Record {
+        Record::Span(span)
+    }
+}
+
 impl From<Item> for Record {
     fn from(item: Item) -> Record {
         match item {
-            Item::Log(log) => Record::Log(log),
+            Item::Log(log) => Record::Log(Box::new(log)),
             Item::Event(event) => Record::Event(event),
         }
     }

@@ -131,7 +131,7 @@ impl Exporter for MemoryExporter {
         for record in batch {
             match record {
                 Record::Span(span) => self.lock().push(span.clone()),
-                Record::Log(log) => locked(&self.logs).push(log.clone()),
+                Record::Log(log) => locked(&self.logs).push(LogRecord::clone(log)),
                 Record::Event(event) => locked(&self.events).push((**event).clone()),
                 Record::Metric(metric) => locked(&self.metrics).push((**metric).clone()),
             }

@@ -244,7 +244,7 @@ where
             .and_then(|bridged| bridged.record)
         {
             record.set_end(crate::clock::now());
-            queue::submit(record);
+            crate::local::submit(record);
         }
     }
 

@@ -15,8 +15,7 @@ use super::parent::{self, Decision, Start, Under};
 use super::sync::SpanGuard;
 use crate::clock;
 use crate::id::{SpanContext, SpanId, TraceId};
-use crate::local::with_local;
-use crate::queue;
+use crate::local::{self, with_local};
 use crate::record::{SpanExtra, SpanRecord};
 use crate::sampler;
 use crate::site::Site;
@@ -363,7 +362,7 @@ impl Drop for DetachedSpan {
         );
         if let Detached::Recording(mut record) = state {
             record.set_end(clock::now());
-            queue::submit(record);
+            local::submit(record);
         }
     }
 }

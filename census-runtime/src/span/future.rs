@@ -16,7 +16,6 @@ use super::parent::{self, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::{SpanId, TraceId};
 use crate::local::{Frame, Local, close_unsampled_root, set_unsampled_root, with_local, word};
-use crate::queue;
 use crate::record::SpanRecord;
 use crate::sampler;
 use crate::site::Site;
@@ -382,7 +381,7 @@ impl Drop for PollScope<'_> {
             match record {
                 Some(mut record) if panicking => {
                     fail_on_panic(&mut record);
-                    queue::submit_boxed(local, record, clock::now());
+                    local.submit_boxed(record, clock::now());
                 }
                 Some(record) => *self.slot = AsyncFrame::Recording(record),
                 None => {}
@@ -395,7 +394,7 @@ impl Drop for PollScope<'_> {
 #[inline(never)]
 fn finish(record: Box<SpanRecord>) {
     let end = clock::now();
-    with_local(|local| queue::submit_boxed(local, record, end));
+    with_local(|local| local.submit_boxed(record, end));
 }
 
 /// Ends the span of a future dropped before it completed: the caller gave up on it (a timeout,
@@ -403,5 +402,5 @@ fn finish(record: Box<SpanRecord>) {
 #[inline(never)]
 fn cancel(mut record: Box<SpanRecord>) {
     record.fail(Cow::Borrowed("cancelled"), None);
-    with_local(|local| queue::submit_boxed(local, record, clock::now()));
+    with_local(|local| local.submit_boxed(record, clock::now()));
 }

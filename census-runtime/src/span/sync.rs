@@ -10,7 +10,6 @@ use super::parent::{self, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::{SpanContext, SpanId};
 use crate::local::{Frame, Local, open_unsampled_root, set_unsampled_root, with_local, word};
-use crate::queue;
 use crate::record::SpanRecord;
 use crate::sampler;
 use crate::site::Site;
@@ -59,7 +58,8 @@ pub struct SpanGuard {
     _not_send: PhantomData<*const ()>,
 }
 
-/// What a guard holds on its thread's stack.
+/// What a guard holds on its thread's stack. A frame's depth is a `u32` (a stack of four billion
+/// frames would not fit in memory), so that a guard fits in two registers.
 #[derive(Clone, Copy)]
 enum Held {
     /// Nothing: no pipeline, or a span under a dropped trace.
@@ -67,9 +67,17 @@ enum Held {
     /// The flag of a sync root whose trace the sampler dropped: it takes no frame.
     UnsampledRoot,
     /// The unsampled frame of a built span whose trace is not recorded.
-    Unsampled { depth: usize },
+    Unsampled { depth: u32 },
     /// A recorded span's frame.
-    Span { depth: usize, span_id: SpanId },
+    Span { depth: u32, span_id: SpanId },
+}
+
+/// The frame a recorded span was pushed as: what the out-of-line start returns to the inlined
+/// one (two scalars, returned in registers; `None` is the span id's niche).
+#[derive(Clone, Copy)]
+struct Pushed {
+    depth: u32,
+    span_id: SpanId,
 }
 
 impl fmt::Debug for SpanGuard {
@@ -93,45 +101,53 @@ impl SpanGuard {
     /// Starts a span for `site` under the current span and makes it current: the macros' path,
     /// with no remote parent and no values known at start. Inlined into the instrumented
     /// function: a trace the sampler drops costs a few loads and stores and no call; recording
-    /// a span calls out of line.
+    /// a span calls out of line, and what that call returns fits in two registers, so that the
+    /// guard is never written to the caller's frame.
     #[inline(always)]
     pub(crate) fn enter(site: &'static Site) -> SpanGuard {
         if !sampler::is_active() {
             return SpanGuard::INERT;
         }
-        match parent::quick(word()) {
-            Quick::Inert => SpanGuard::INERT,
+        let pushed = match parent::quick(word()) {
+            Quick::Inert => return SpanGuard::INERT,
             Quick::DropRoot => {
                 open_unsampled_root();
-                SpanGuard::holding(Held::UnsampledRoot)
+                return SpanGuard::holding(Held::UnsampledRoot);
             }
             Quick::KeepRoot => Self::enter_root(site),
             Quick::Look => Self::enter_child(site),
+        };
+        match pushed {
+            Some(Pushed { depth, span_id }) => SpanGuard::holding(Held::Span { depth, span_id }),
+            None => SpanGuard::INERT,
         }
     }
 
     #[inline(never)]
-    fn enter_root(site: &'static Site) -> SpanGuard {
+    fn enter_root(site: &'static Site) -> Option<Pushed> {
         let parent = Parent::new_root();
-        with_local(|local| Self::push_span(local, site, parent)).unwrap_or(SpanGuard::INERT)
+        with_local(|local| Self::push_span(local, site, parent))
     }
 
     #[inline(never)]
-    fn enter_child(site: &'static Site) -> SpanGuard {
+    fn enter_child(site: &'static Site) -> Option<Pushed> {
         with_local(|local| match parent::decide(local, Under::Current) {
-            Decision::Record(parent) => Self::push_span(local, site, parent),
+            Decision::Record(parent) => Some(Self::push_span(local, site, parent)),
             // Something is current, so the sampler is not asked.
-            Decision::Inert | Decision::Unsampled(_) => SpanGuard::INERT,
+            Decision::Inert | Decision::Unsampled(_) => None,
         })
-        .unwrap_or(SpanGuard::INERT)
+        .flatten()
     }
 
     /// Pushes a recording frame, its record written once, in its slot on the stack.
     #[inline(always)]
-    fn push_span(local: &mut Local, site: &'static Site, parent: Parent) -> SpanGuard {
+    fn push_span(local: &mut Local, site: &'static Site, parent: Parent) -> Pushed {
         let span_id = SpanId::random();
         let depth = local.push_in_place(|| Frame::Span(parent.start(site, span_id)));
-        SpanGuard::holding(Held::Span { depth, span_id })
+        Pushed {
+            depth: depth as u32,
+            span_id,
+        }
     }
 
     /// Starts a span described by a builder.
@@ -143,13 +159,13 @@ impl SpanGuard {
         with_local(|local| match parent::decide(local, start.under) {
             Decision::Inert => SpanGuard::INERT,
             Decision::Unsampled(trace_id) => SpanGuard::holding(Held::Unsampled {
-                depth: local.push(Frame::Unsampled(trace_id)),
+                depth: local.push(Frame::Unsampled(trace_id)) as u32,
             }),
             Decision::Record(parent) => {
                 let mut record = parent.start(site, SpanId::random());
                 start.apply(&mut record);
                 let span_id = record.span_id();
-                let depth = local.push(Frame::Span(record));
+                let depth = local.push(Frame::Span(record)) as u32;
                 SpanGuard::holding(Held::Span { depth, span_id })
             }
         })
@@ -171,7 +187,7 @@ impl SpanGuard {
         let Held::Span { depth, span_id } = self.held else {
             return None;
         };
-        with_local(|local| local.record_mut(depth, span_id).map(f)).flatten()
+        with_local(|local| local.record_mut(depth as usize, span_id).map(f)).flatten()
     }
 
     /// Marks the span failed with a message.
@@ -231,37 +247,39 @@ impl Drop for SpanGuard {
         match self.held {
             Held::Inert => {}
             Held::UnsampledRoot => set_unsampled_root(false),
-            held => exit(held),
+            Held::Span { depth, span_id } => exit(depth, span_id),
+            Held::Unsampled { depth } => exit_unsampled(depth),
         }
     }
 }
 
+/// Ends a recorded span.
 #[inline(never)]
-fn exit(held: Held) {
-    with_local(|local| match held {
-        Held::Span { depth, span_id } if local.is_top_span(depth, span_id) => {
+fn exit(depth: u32, span_id: SpanId) {
+    let depth = depth as usize;
+    with_local(|local| {
+        if local.is_top_span(depth, span_id) {
             // The common case: this guard's frame is on top.
             let end = clock::now();
             if std::thread::panicking() {
                 fail_top_on_panic(local);
             }
-            queue::submit_top(local, end);
-        }
-        Held::Span { depth, span_id } => {
+            local.submit_top(end);
+        } else if let Some(Frame::Span(mut record)) = local.take_frame(depth, Some(span_id)) {
             // Guards dropped out of order (a guard moved or leaked by the caller).
-            if let Some(Frame::Span(mut record)) = local.take_frame(depth, Some(span_id)) {
-                if std::thread::panicking() {
-                    fail_on_panic(&mut record);
-                }
-                record.set_end(clock::now());
-                queue::submit(record);
+            if std::thread::panicking() {
+                fail_on_panic(&mut record);
             }
+            record.set_end(clock::now());
+            local.submit(record);
         }
-        Held::Unsampled { depth } => {
-            local.take_frame(depth, None);
-        }
-        Held::Inert | Held::UnsampledRoot => {}
     });
+}
+
+/// Takes the frame of a span whose trace is not recorded off the stack.
+#[inline(never)]
+fn exit_unsampled(depth: u32) {
+    with_local(|local| local.take_frame(depth as usize, None));
 }
 
 /// Marks the span on top of the stack failed by the panic unwinding through it.
@@ -272,3 +290,5 @@ fn fail_top_on_panic(local: &mut Local) {
         fail_on_panic(record);
     }
 }
+
+const _: () = assert!(size_of::<SpanGuard>() == 16);
