@@ -36,9 +36,25 @@ pub struct SpanRecord {
     end: u64,
     sample_rate: f32,
     success: bool,
+    kept_by: KeptBy,
     /// The name the whole operation is grouped under: set on a request, inherited by its children.
     operation_name: Option<Arc<str>>,
     extra: Option<Box<SpanExtra>>,
+}
+
+/// Why a recorded span's trace is recorded, as the span that brought it into this process says:
+/// what a sampler that holds a budget counts (the spans under those say [`KeptBy::Parent`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum KeptBy {
+    /// Its parent is recorded in this process.
+    #[default]
+    Parent,
+    /// This process's sampler kept it: a new trace's root, or the first span under a caller
+    /// that carries no sampled flag (a legacy `Request-Id`).
+    Sampler,
+    /// Its caller recorded the trace and said so with the W3C sampled flag: followed whatever
+    /// the rate.
+    Caller,
 }
 
 /// The values of a span that are known only at run time. Most spans have none.
@@ -94,6 +110,7 @@ impl SpanRecord {
             end: 0,
             sample_rate,
             success: true,
+            kept_by: KeptBy::Parent,
             operation_name,
             extra: None,
         }
@@ -120,6 +137,23 @@ impl SpanRecord {
     #[cfg(test)]
     pub(crate) fn set_sample_rate(&mut self, rate: f32) {
         self.sample_rate = rate;
+    }
+
+    /// Says why the span's trace is recorded, when it is not for its parent's sake.
+    #[inline(always)]
+    pub(crate) fn set_kept_by(&mut self, kept_by: KeptBy) {
+        self.kept_by = kept_by;
+    }
+
+    /// Why the span's trace is recorded.
+    pub(crate) fn kept_by(&self) -> KeptBy {
+        self.kept_by
+    }
+
+    /// The sampling percentage the span's trace was kept at, as the span stores it.
+    #[inline(always)]
+    pub(crate) fn sample_percent(&self) -> f32 {
+        self.sample_rate
     }
 
     /// Stamps the span's end (a clock reading).

@@ -1,12 +1,15 @@
 //! Sampling: which traces are recorded, decided once per trace from its id with the score every
 //! Application Insights SDK computes; the sampling state the pipeline installs, which the hot
-//! path reads; and the ids of new traces, chosen so that every service scoring them decides the
-//! same (`ids.rs`).
+//! path reads; the ids of new traces, chosen so that every service scoring them decides the
+//! same (`ids.rs`); and the rate of a sampler that holds a budget, which the export worker
+//! adapts (`budget.rs`).
 
+mod budget;
 mod ids;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+pub(crate) use self::budget::RateLimit;
 pub(crate) use self::ids::dropped_trace_id_at;
 pub use self::ids::{IdSearch, bench_kept_trace_id};
 use crate::id::{TraceId, next_random};
@@ -29,6 +32,8 @@ use crate::id::{TraceId, next_random};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sampler {
     rate: f64,
+    /// A rate-limited sampler's budget; `None` for a fixed rate.
+    traces_per_second: Option<f64>,
 }
 
 impl Default for Sampler {
@@ -40,23 +45,72 @@ impl Default for Sampler {
 impl Sampler {
     /// Records every trace.
     pub const fn always() -> Self {
-        Sampler { rate: 1.0 }
+        Sampler::probability(1.0)
     }
 
     /// Records no trace.
     pub const fn never() -> Self {
-        Sampler { rate: 0.0 }
+        Sampler::probability(0.0)
     }
 
     /// Records the traces whose score is below `rate`, a fraction in `0.0..=1.0`: about that
     /// share of all traces. A rate outside that range is refused at `install()`.
     pub const fn probability(rate: f64) -> Self {
-        Sampler { rate }
+        Sampler {
+            rate,
+            traces_per_second: None,
+        }
     }
 
-    /// The fraction of traces kept.
+    /// Records about `traces_per_second` new traces a second, whatever the load: the sampling
+    /// percentage adapts to it, as the Azure Monitor distributions' rate-limited sampler does.
+    ///
+    /// Each trace is still decided once, at its root, by its id's score against the percentage
+    /// in force, so that a service that samples at the percentage census reports keeps the same
+    /// traces; that percentage is recorded on every item of the trace (`sampleRate`), so that
+    /// the counts Application Insights estimates from the items stay right. The percentages are
+    /// `100 / n` for a whole `n` (100, 50, 33.33.., 25, ... down to 0.0001 %), the item counts
+    /// Application Insights expects. A trace whose caller recorded it (`traceparent` flag `01`)
+    /// is recorded whatever the percentage, and counts against the budget.
+    ///
+    /// The export worker adapts the percentage from the traces it is handed, a few times a
+    /// second: an instrumented call pays nothing more than at a fixed rate. It starts at 100 %.
+    /// A budget that is not a number above zero is refused at `install()`.
+    ///
+    /// ```
+    /// use census_runtime::Sampler;
+    /// use census_runtime::export::MemoryExporter;
+    /// let census = census_runtime::pipeline()
+    ///     .sampler(Sampler::rate_limited(5.0))
+    ///     .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// // The percentage new traces are decided at, now.
+    /// assert_eq!(census_runtime::pipeline::sampling_percentage(), Some(100.0));
+    /// # drop(census);
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
+    pub const fn rate_limited(traces_per_second: f64) -> Self {
+        Sampler {
+            rate: 1.0,
+            traces_per_second: Some(traces_per_second),
+        }
+    }
+
+    /// The fraction of traces kept; for a [rate-limited](Sampler::rate_limited) sampler, the
+    /// one it starts at (1.0).
     pub const fn rate(&self) -> f64 {
         self.rate
+    }
+
+    /// The budget of a [rate-limited](Sampler::rate_limited) sampler, in traces per second.
+    ///
+    /// ```
+    /// use census_runtime::Sampler;
+    /// assert_eq!(Sampler::rate_limited(5.0).traces_per_second(), Some(5.0));
+    /// assert_eq!(Sampler::probability(0.5).traces_per_second(), None);
+    /// ```
+    pub const fn traces_per_second(&self) -> Option<f64> {
+        self.traces_per_second
     }
 
     /// Whether the rate is a fraction in `0.0..=1.0`.
@@ -64,7 +118,7 @@ impl Sampler {
         (0.0..=1.0).contains(&self.rate)
     }
 
-    /// Whether the trace `trace_id` is recorded.
+    /// Whether the trace `trace_id` is recorded at [`rate`](Sampler::rate).
     #[inline]
     pub fn should_sample(&self, trace_id: TraceId) -> bool {
         decide(self.rate, trace_id)
@@ -197,13 +251,23 @@ static PERCENT: AtomicU32 = AtomicU32::new(0x42c8_0000); // 100.0
 /// Puts `sampler` in force and starts recording. The pipeline calls it last, once its worker
 /// runs.
 pub(crate) fn start(sampler: Sampler) {
-    let rate = sampler.rate();
+    if sampler.traces_per_second().is_some() {
+        // The tables a low rate builds its ids from, now rather than at the first change.
+        budget::prepare();
+    }
+    put_in_force(sampler.rate());
+    ACTIVE.store(true, Ordering::Release);
+}
+
+/// Makes `rate` the rate new traces are decided at: at install, and when the export worker
+/// adapts a rate-limited sampler's.
+pub(crate) fn put_in_force(rate: f64) {
     // Before the rate is in force: a kept root never waits for what its id is built from.
+    // Cheap after the first call in a process (see `ids::prepare`).
     ids::prepare(rate);
     RATE.store(rate.to_bits(), Ordering::Relaxed);
     THRESHOLD.store(threshold(rate), Ordering::Relaxed);
-    PERCENT.store(((rate * 100.0) as f32).to_bits(), Ordering::Relaxed);
-    ACTIVE.store(true, Ordering::Release);
+    PERCENT.store(percent_of(rate).to_bits(), Ordering::Relaxed);
 }
 
 /// Stops recording: from now on every span is inert.
@@ -217,6 +281,26 @@ pub(crate) fn is_active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
+/// The sampling percentage new traces are decided at now, and recorded with as `sampleRate`;
+/// `None` when no pipeline is installed. Fixed for [`Sampler::probability`]; for
+/// [`Sampler::rate_limited`], the one the export worker set last.
+///
+/// ```
+/// use census_runtime::Sampler;
+/// use census_runtime::export::MemoryExporter;
+/// assert_eq!(census_runtime::pipeline::sampling_percentage(), None);
+/// let census = census_runtime::pipeline()
+///     .sampler(Sampler::probability(0.25))
+///     .exporter(MemoryExporter::new())
+///     .install()?;
+/// assert_eq!(census_runtime::pipeline::sampling_percentage(), Some(25.0));
+/// # drop(census);
+/// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+/// ```
+pub fn sampling_percentage() -> Option<f64> {
+    is_active().then(|| f64::from(percentage()))
+}
+
 /// A rate as a threshold on a uniform `u64`: a draw below it keeps the trace.
 fn threshold(rate: f64) -> u64 {
     if rate >= 1.0 {
@@ -228,30 +312,41 @@ fn threshold(rate: f64) -> u64 {
     }
 }
 
-/// Whether a trace continued from elsewhere is recorded: decided from its id.
+/// A rate as the percentage recorded for it (`sampleRate`).
+#[inline(always)]
+fn percent_of(rate: f64) -> f32 {
+    (rate * 100.0) as f32
+}
+
+/// Whether a trace continued from a caller that carries no sampled flag is recorded: decided
+/// from its id. Kept, the percentage it was kept at, from the same reading of the rate.
 #[inline]
-pub(crate) fn sampled(trace_id: TraceId) -> bool {
-    decide(f64::from_bits(RATE.load(Ordering::Relaxed)), trace_id)
+pub(crate) fn continued(trace_id: TraceId) -> Option<f32> {
+    let rate = f64::from_bits(RATE.load(Ordering::Relaxed));
+    decide(rate, trace_id).then(|| percent_of(rate))
 }
 
 /// Whether a new trace is recorded: one random draw against the rate. A kept trace then takes
-/// its id from [`new_trace_id`]: the same outcome as drawing an id first and scoring it,
-/// without hashing an id for the traces that are dropped.
+/// its id from [`new_root`]: the same outcome as drawing an id first and scoring it, without
+/// hashing an id for the traces that are dropped.
 #[inline]
 pub(crate) fn keep_new_trace() -> bool {
     let threshold = THRESHOLD.load(Ordering::Relaxed);
     threshold == u64::MAX || next_random() < threshold
 }
 
-/// The id of a new recorded trace: one whose score keeps it at the rate in force, so that every
-/// service that sees the trace keeps it too.
+/// The id of a new recorded trace and the percentage it is recorded at, from one reading of the
+/// rate in force (which a rate-limited sampler changes): an id whose score keeps it at that
+/// rate, so that every service that sees the trace at the percentage recorded keeps it too.
 #[inline]
-pub(crate) fn new_trace_id() -> TraceId {
-    if THRESHOLD.load(Ordering::Relaxed) == u64::MAX {
+pub(crate) fn new_root() -> (TraceId, f32) {
+    let rate = f64::from_bits(RATE.load(Ordering::Relaxed));
+    let trace_id = if rate >= 1.0 {
         TraceId::random()
     } else {
-        ids::kept_trace_id(f64::from_bits(RATE.load(Ordering::Relaxed)))
-    }
+        ids::kept_trace_id(rate)
+    };
+    (trace_id, percent_of(rate))
 }
 
 /// The id of a trace dropped at the rate in force, drawn when something asks for its context:
@@ -262,7 +357,8 @@ pub(crate) fn dropped_trace_id() -> TraceId {
     dropped_trace_id_at(f64::from_bits(RATE.load(Ordering::Relaxed)))
 }
 
-/// The sampling percentage in force, recorded on each span (`sampleRate`).
+/// The sampling percentage in force: recorded (`sampleRate`) on the spans under a recorded
+/// caller or a carried context, and on log records and events outside any span.
 #[inline]
 pub(crate) fn percentage() -> f32 {
     f32::from_bits(PERCENT.load(Ordering::Relaxed))

@@ -1,7 +1,7 @@
 //! census's end-to-end tests, one binary: each module is one area (`azure_*` the Application
 //! Insights exporter against the loopback ingestion server, `core_*` the runtime, `db_*` the
 //! database integrations against real servers, `http_*` the HTTP integrations, `logs_*` the
-//! `log` and `tracing` bridges, `metrics_*` the `metrics` facade's recorder). cargo-nextest runs every test in a process of its own, so the
+//! `log` and `tracing` bridges, `metrics_*` the `metrics` facade's recorder, `sampling_*` samplers under load). cargo-nextest runs every test in a process of its own, so the
 //! global pipeline each test installs is its own; select an area with `-E 'test(/^db_/)'`.
 
 mod http_support;
@@ -47,3 +47,4 @@ mod http_whole_traces;
 mod logs_bridge;
 mod logs_tracing;
 mod metrics_facade;
+mod sampling_rate_limited;

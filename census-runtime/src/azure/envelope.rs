@@ -651,12 +651,14 @@ fn sample_rate(out: &mut Vec<u8>, scratch: &mut String, record: &SpanRecord) {
     write_sample_rate(out, scratch, record.sample_rate() as f32);
 }
 
-/// `sampleRate`, when sampling kept less than everything.
+/// `sampleRate`, when sampling kept less than everything: the percentage as recorded, in the
+/// fewest digits that read back as it (`33.333332`, `0.0001`), so that the item count
+/// Application Insights derives from it (`100 / sampleRate`) and a service sampling at it agree
+/// with census at low percentages too, where three decimals would not.
 fn write_sample_rate(out: &mut Vec<u8>, scratch: &mut String, rate: f32) {
-    let rate = f64::from(rate);
     if rate < 100.0 && rate.is_finite() {
         scratch.clear();
-        let _ = write!(scratch, "{}", (rate * 1000.0).round() / 1000.0);
+        let _ = write!(scratch, "{rate}");
         out.extend_from_slice(b",\"sampleRate\":");
         out.extend_from_slice(scratch.as_bytes());
     }
@@ -982,6 +984,20 @@ mod tests {
         assert_eq!(ex["parsedStack"][0]["fileName"], "src/main.rs");
         assert_eq!(ex["parsedStack"][0]["line"], 3);
         assert_eq!(ex["parsedStack"][0]["method"], "GET /orders/{id}");
+    }
+
+    #[test]
+    fn a_low_sample_rate_is_written_in_full() {
+        // 1 in 30,000: three decimals would write 0.003, an item count of 33,333.
+        let percent = (100.0 / 30_000.0) as f32;
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        let mut items = Items::default();
+        let mut rec = record(&REQUEST_SITE, None);
+        rec.set_sample_rate(percent);
+        writer.write_span(&rec, &resource(), &mut items);
+        let written = json(&items, 0)["sampleRate"].as_f64().unwrap();
+        assert_eq!(written as f32, percent);
+        assert!((100.0 / written - 30_000.0).abs() < 0.01, "{written}");
     }
 
     #[test]

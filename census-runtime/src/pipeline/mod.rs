@@ -16,7 +16,8 @@ use self::contained::Contained;
 use self::worker::{Command, Flushed, Worker};
 pub use crate::diagnostics::{Diagnostics, diagnostics};
 use crate::export::{Exporter, Resource};
-use crate::sampler::{self, Sampler};
+pub use crate::sampler::sampling_percentage;
+use crate::sampler::{self, RateLimit, Sampler};
 use crate::{queue, span};
 
 /// What can go wrong when a pipeline is installed.
@@ -369,6 +370,15 @@ impl PipelineBuilder {
         if !self.sampler.is_valid() {
             return Err(ConfigError::InvalidSamplingRate(self.sampler.rate()));
         }
+        if let Some(budget) = self.sampler.traces_per_second()
+            && !(budget.is_finite() && budget > 0.0)
+        {
+            return Err(invalid(
+                "rate_limited",
+                "a number of traces per second above zero",
+                budget,
+            ));
+        }
         if self.max_batch == 0 {
             return Err(invalid("max_batch", "at least 1", self.max_batch));
         }
@@ -426,6 +436,7 @@ impl PipelineBuilder {
             self.export_interval,
             self.metric_interval,
             control_rx,
+            RateLimit::new(&self.sampler, Instant::now()),
         );
         let handle = thread::Builder::new()
             .name("census-export".into())

@@ -10,6 +10,7 @@ use super::contained::{Contained, Failed};
 use crate::diagnostics::COUNTERS;
 use crate::export::Resource;
 use crate::record::Record;
+use crate::sampler::RateLimit;
 use crate::{metric, queue};
 
 pub(super) enum Command {
@@ -46,6 +47,8 @@ pub(super) struct Worker {
     metric_interval: Duration,
     /// When the current interval of metrics started, by both clocks.
     metric_start: (Instant, SystemTime),
+    /// A rate-limited sampler's adaptation, fed with what each drain finds.
+    rate_limit: Option<RateLimit>,
 }
 
 /// A drain that finds this many spans keeps the worker awake.
@@ -59,6 +62,7 @@ impl Worker {
         interval: Duration,
         metric_interval: Duration,
         control: mpsc::Receiver<Command>,
+        rate_limit: Option<RateLimit>,
     ) -> Worker {
         Worker {
             exporters,
@@ -70,6 +74,7 @@ impl Worker {
             drained: 0,
             metric_interval,
             metric_start: (Instant::now(), SystemTime::now()),
+            rate_limit,
         }
     }
 
@@ -167,7 +172,11 @@ impl Worker {
 
     /// Takes every finished span out of the queue.
     fn drain_queue(&mut self) {
+        let from = self.pending.len();
         self.drained = queue::drain(&mut self.pending);
+        if let Some(rate_limit) = &mut self.rate_limit {
+            rate_limit.observe(&self.pending[from..], Instant::now());
+        }
     }
 
     fn export_pending(&mut self) {

@@ -135,7 +135,9 @@ pub fn bench_kept_trace_id(rate: f64, search: IdSearch) -> TraceId {
 }
 
 /// Builds, once per process, what constructing an id at `rate` takes, when it will take it: so
-/// that the first kept root does not wait for it. Called at install.
+/// that the first kept root does not wait for it. Called at install and at every change of a
+/// rate-limited sampler's rate: the tables do not depend on the rate, so that after they are
+/// built a call costs two window computations.
 pub(crate) fn prepare(rate: f64) {
     let kept_constructed = Window::kept(rate).is_some_and(|window| !window.is_drawn_into());
     let dropped_constructed = rate < 1.0 && !Window::dropped(rate).is_drawn_into();

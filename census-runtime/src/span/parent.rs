@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::id::{SpanContext, SpanId, TraceId};
 use crate::local::{Frame, Local, unsampled_root};
-use crate::record::{SpanExtra, SpanRecord};
+use crate::record::{KeptBy, SpanExtra, SpanRecord};
 use crate::sampler;
 use crate::site::Site;
 
@@ -28,30 +28,39 @@ pub(super) struct Parent {
     trace_id: TraceId,
     parent_id: Option<SpanId>,
     operation_name: Option<Arc<str>>,
+    /// The sampling percentage the trace is recorded at: the one in force when it was decided
+    /// here, which the spans under it inherit (a rate-limited sampler changes the rate in force).
+    sample_rate: f32,
+    kept_by: KeptBy,
 }
 
 impl Parent {
     /// The root of a new trace the sampler keeps: its id is drawn now.
     #[inline]
     pub(super) fn new_root() -> Parent {
+        let (trace_id, sample_rate) = sampler::new_root();
         Parent {
-            trace_id: sampler::new_trace_id(),
+            trace_id,
             parent_id: None,
             operation_name: None,
+            sample_rate,
+            kept_by: KeptBy::Sampler,
         }
     }
 
     /// The record of the span `span_id` of `site` under this parent, starting now.
     #[inline(always)]
     pub(super) fn start(self, site: &'static Site, span_id: SpanId) -> SpanRecord {
-        SpanRecord::start(
+        let mut record = SpanRecord::start(
             site,
             self.trace_id,
             span_id,
             self.parent_id,
             self.operation_name,
-            sampler::percentage(),
-        )
+            self.sample_rate,
+        );
+        record.set_kept_by(self.kept_by);
+        record
     }
 }
 
@@ -102,36 +111,47 @@ pub(crate) enum Under {
 /// of a new trace.
 #[inline]
 pub(super) fn decide(local: &Local, under: Under) -> Decision {
-    let remote = |remote: SpanContext, recorded: bool| {
-        if recorded {
-            Decision::Record(Parent {
-                trace_id: remote.trace_id(),
-                parent_id: Some(remote.span_id()),
-                operation_name: None,
-            })
-        } else {
-            Decision::Unsampled(Some(remote.trace_id()))
-        }
+    let remote = |remote: SpanContext, kept: Option<(f32, KeptBy)>| match kept {
+        Some((sample_rate, kept_by)) => Decision::Record(Parent {
+            trace_id: remote.trace_id(),
+            parent_id: Some(remote.span_id()),
+            operation_name: None,
+            sample_rate,
+            kept_by,
+        }),
+        None => Decision::Unsampled(Some(remote.trace_id())),
     };
     match under {
         Under::Root => return new_root(),
-        Under::Remote(parent) => return remote(parent, parent.is_sampled()),
+        Under::Remote(parent) => {
+            let kept = parent
+                .is_sampled()
+                .then(|| (sampler::percentage(), KeptBy::Caller));
+            return remote(parent, kept);
+        }
         Under::RemoteScored(parent) => {
-            return remote(parent, sampler::sampled(parent.trace_id()));
+            let kept = sampler::continued(parent.trace_id()).map(|rate| (rate, KeptBy::Sampler));
+            return remote(parent, kept);
         }
         Under::Current => {}
     }
     match local.top() {
+        // A context carried in says nothing of the percentage its trace was kept at: the one
+        // in force.
         Some(Frame::Parent(carried)) => Decision::Record(Parent {
             trace_id: carried.ctx.trace_id(),
             parent_id: Some(carried.ctx.span_id()),
             operation_name: carried.operation_name.clone(),
+            sample_rate: sampler::percentage(),
+            kept_by: KeptBy::Parent,
         }),
         Some(frame) => match frame.record() {
             Some(parent) => Decision::Record(Parent {
                 trace_id: parent.trace_id(),
                 parent_id: Some(parent.span_id()),
                 operation_name: parent.shared_operation_name(),
+                sample_rate: parent.sample_percent(),
+                kept_by: KeptBy::Parent,
             }),
             // An unsampled root, or a carried context of a dropped trace.
             None => Decision::Inert,
