@@ -2,8 +2,10 @@
 //! traces per second is kept, under a steady and under a bursty load, counted on the kept
 //! spans' own start times; every item carries the percentage its trace was kept at, one of the
 //! steps `100 / n`, and the items' item counts add up to the roots made; a service sampling at
-//! the percentage census reports keeps the same traces and drops the same; traces that callers
-//! recorded (`01`) are kept whatever the percentage, and count against the budget.
+//! the percentage census reports keeps the same traces and drops the same; a span started after
+//! the percentage changed records its root's; traces that callers recorded (`01`) are kept
+//! whatever the percentage, and count against the budget; a budget that is not above zero is
+//! refused.
 //!
 //! The load is paced by the clock and catches up when the machine holds it back, so that the
 //! roots made by any time are the load's integral to it; what is measured is the kept spans'
@@ -350,4 +352,57 @@ fn sampling_rate_limited_keeps_every_trace_its_callers_recorded_and_counts_them(
         "10,000/s with 200/s recorded by their callers",
     );
     check_items(&memory);
+}
+
+#[test]
+fn sampling_rate_limited_refuses_a_budget_that_is_not_above_zero() {
+    for budget in [0.0, -5.0, f64::NAN, f64::INFINITY] {
+        let error = census_runtime::pipeline()
+            .sampler(Sampler::rate_limited(budget))
+            .exporter(MemoryExporter::new())
+            .install()
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("rate_limited must be a number of traces per second above zero, got {budget}")
+        );
+    }
+    assert_eq!(sampling_percentage(), None, "nothing was installed");
+}
+
+#[test]
+fn sampling_rate_limited_a_child_records_its_root_s_percentage_after_it_changed() {
+    let memory = MemoryExporter::new();
+    let pipeline = install(&memory, None);
+    census_runtime::span("long root").in_scope(|| {
+        // Kept at 100 %: the sampler has seen no load yet.
+        let at_start = sampling_percentage();
+        assert_eq!(at_start, Some(100.0));
+        // A load on another thread until the sampler lowers the percentage.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while sampling_percentage() == at_start && Instant::now() < deadline {
+                    for _ in 0..1_000 {
+                        limited_root(false);
+                    }
+                }
+            });
+        });
+        assert!(
+            sampling_percentage() < at_start,
+            "the percentage never changed"
+        );
+        census_runtime::span("late child").in_scope(|| {});
+    });
+    flush(&pipeline);
+    let root = memory.one("long root");
+    let child = memory.one("late child");
+    assert_eq!(child.parent_id(), Some(root.span_id()));
+    assert_eq!(root.sample_rate(), 100.0);
+    assert_eq!(
+        child.sample_rate(),
+        100.0,
+        "the child records its root's percentage"
+    );
 }
