@@ -21,6 +21,7 @@
 //! | `census/sampled-out` | a pipeline whose sampler drops every trace |
 //! | `census/recorded` | every span recorded, into an exporter that discards them |
 //! | `census/recorded-10%` | a pipeline keeping 10 % of traces (each kept one's id drawn until its score is below the rate), the same exporter |
+//! | `census/rate-limited` | `Sampler::rate_limited(1000.0)`: the rate adapts to the calls made, down to its lowest steps, the same exporter |
 //! | `census/recorded+azure` | every span recorded, the Azure exporter posting to a loopback sink |
 //! | `tracing/registry` | a `Registry` with a layer that does nothing |
 //! | `tracing-otel/sampled-out` | `tracing-opentelemetry`, a provider whose sampler drops every trace |
@@ -290,6 +291,12 @@ fn run_variant(c: &mut Criterion, variant: Variant) {
 
     let census = census_pipeline(Sampler::probability(0.1));
     bench!(group, variant, "census/recorded-10%", census_fns);
+    shut(census);
+
+    // A budget far below the calls made: the rate adapts down to the steps near 1e-6, so that
+    // this is the sampled-out path of a rate-limited sampler, with its few kept roots.
+    let census = census_pipeline(Sampler::rate_limited(1_000.0));
+    bench!(group, variant, "census/rate-limited", census_fns);
     shut(census);
 
     {
