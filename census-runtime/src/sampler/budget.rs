@@ -231,7 +231,8 @@ impl RateLimit {
             .adaptation
             .step(elapsed, std::mem::take(&mut self.seen));
         self.since = now;
-        if rung != before {
+        // Not once the pipeline stopped: the next one's sampler may be in force by then.
+        if rung != before && super::is_active() {
             super::put_in_force(rung.rate());
         }
     }
