@@ -149,6 +149,12 @@ impl SpanRecord {
     }
 
     /// Replaces the values known only at run time.
+    /// Whether anything of the span was set at run time (a name, a target, a result code, a
+    /// failure, properties): without, its site describes it.
+    pub(crate) fn has_extra(&self) -> bool {
+        self.extra.is_some()
+    }
+
     pub(crate) fn set_extra(&mut self, extra: Option<Box<SpanExtra>>) {
         self.extra = extra;
     }
@@ -764,10 +770,6 @@ pub(crate) struct SeriesId {
 }
 
 impl SeriesId {
-    #[cfg_attr(
-        not(feature = "metrics"),
-        allow(dead_code, reason = "series come from the metrics recorder")
-    )]
     pub(crate) fn new(name: impl Into<Arc<str>>, labels: Vec<(String, String)>) -> Self {
         SeriesId {
             name: name.into(),
