@@ -43,6 +43,29 @@ fn save_order(i: u64) -> Result<u64, OrderError> {
     }
 }
 
+#[census_runtime::inproc]
+async fn place_order_async(i: u64) -> u64 {
+    tokio::task::yield_now().await;
+    save_order_async(i).await.unwrap_or(0)
+}
+
+/// Fails every tenth call, after waiting once.
+#[census_runtime::dependency(kind = "SQL", target = "orders-db")]
+async fn save_order_async(i: u64) -> Result<u64, OrderError> {
+    tokio::task::yield_now().await;
+    if i % 10 == 3 {
+        Err(OrderError)
+    } else {
+        Ok(i + 1)
+    }
+}
+
+/// Never answers.
+#[census_runtime::dependency(kind = "SQL", target = "orders-db")]
+async fn stall_order() -> Result<u64, OrderError> {
+    std::future::pending().await
+}
+
 fn pipeline(server: &IngestionServer, name: &str, sampler: Sampler, metrics: bool) -> Pipeline {
     census_runtime::pipeline()
         .cloud_role("orders-api")
@@ -151,6 +174,57 @@ fn counts_and_failures_are_exact_at_one_percent_over_100_000_calls() {
             "{envelope}"
         );
     }
+}
+
+#[test]
+fn async_calls_are_counted_exactly_too_cancelled_ones_as_failures() {
+    let server = IngestionServer::start().unwrap();
+    let census = pipeline(&server, "standard-async", Sampler::probability(0.01), true);
+    const CALLS: u64 = 20_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..4)
+            .map(|t| {
+                tokio::spawn(async move {
+                    for i in 0..CALLS / 4 {
+                        place_order_async(t * CALLS / 4 + i).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // Given up on after its first poll: cancelled, a failure.
+        for _ in 0..10 {
+            let stalled = tokio::time::timeout(Duration::from_millis(1), stall_order());
+            assert!(stalled.await.is_err(), "the timeout fired");
+        }
+    });
+    census.flush(Duration::from_secs(10)).unwrap();
+
+    let dependencies = standard(&server, "dependencies/duration");
+    let sql = [
+        ("Dependency.Type", "SQL"),
+        ("dependency/target", "orders-db"),
+    ];
+    assert_eq!(count(&dependencies, &sql), (CALLS + 10) as f64);
+    let failed = [
+        ("Dependency.Type", "SQL"),
+        ("dependency/resultCode", "OrderError"),
+    ];
+    assert_eq!(count(&dependencies, &failed), (CALLS / 10) as f64);
+    let cancelled = [
+        ("Dependency.Type", "SQL"),
+        ("dependency/resultCode", "cancelled"),
+    ];
+    assert_eq!(count(&dependencies, &cancelled), 10.0);
+    let roots = [("Dependency.Type", "INPROC")];
+    assert_eq!(count(&dependencies, &roots), CALLS as f64);
 }
 
 #[test]
