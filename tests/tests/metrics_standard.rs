@@ -224,6 +224,104 @@ fn async_calls_are_counted_exactly_too_cancelled_ones_as_failures() {
     assert_eq!(count(&dependencies, &roots), CALLS as f64);
 }
 
+/// Answers 500 for every fifth order, after saving it.
+async fn serve_order(
+    axum::extract::Path(i): axum::extract::Path<u64>,
+) -> (axum::http::StatusCode, String) {
+    let saved = save_order_async(i).await.unwrap_or(0);
+    if i % 5 == 0 {
+        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, String::new())
+    } else {
+        (axum::http::StatusCode::OK, saved.to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_served_over_http_are_counted_exactly_with_their_status_at_one_percent() {
+    let server = IngestionServer::start().unwrap();
+    let census = pipeline(&server, "standard-http", Sampler::probability(0.01), true);
+    let addr = crate::http_support::serve_axum(|_| {
+        axum::Router::new()
+            .route("/orders/{i}", axum::routing::get(serve_order))
+            .layer(census_runtime::integrations::axum::layer())
+    })
+    .await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    const REQUESTS: u64 = 1_000;
+    for i in 0..REQUESTS {
+        let response = client
+            .get(format!("http://{addr}/orders/{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status() == 500, i % 5 == 0);
+    }
+    tokio::task::spawn_blocking(move || census.flush(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let requests = standard(&server, "requests/duration");
+    assert_eq!(count(&requests, &[]), REQUESTS as f64, "{requests:#?}");
+    let failed = [("request/resultCode", "500"), ("Request.Success", "False")];
+    assert_eq!(count(&requests, &failed), (REQUESTS / 5) as f64);
+    let ok = [("request/resultCode", "200"), ("Request.Success", "True")];
+    assert_eq!(count(&requests, &ok), (REQUESTS * 4 / 5) as f64);
+    // The dependencies inside them are counted under the dropped traces too.
+    let dependencies = standard(&server, "dependencies/duration");
+    let sql = [("Dependency.Type", "SQL")];
+    assert_eq!(count(&dependencies, &sql), REQUESTS as f64);
+
+    // Only the kept traces' requests were sent as items: the dropped ones' shadows were not.
+    let items = server.items();
+    let sent = items
+        .iter()
+        .filter(|item| item["name"] == "Microsoft.ApplicationInsights.Request")
+        .count();
+    assert!(sent < 50, "{sent} request items at 1 %");
+    for item in items.iter().filter(|item| item["name"] != METRIC) {
+        assert_eq!(item["sampleRate"], 1.0, "{item}");
+    }
+}
+
+#[test]
+fn spans_built_at_run_time_are_counted_with_their_values_at_one_percent() {
+    let server = IngestionServer::start().unwrap();
+    let census = pipeline(&server, "standard-built", Sampler::probability(0.01), true);
+    const CALLS: u64 = 5_000;
+    for i in 0..CALLS {
+        census_runtime::request("POST /charge").in_scope(|| {
+            let charged = census_runtime::span("charge")
+                .kind("payments")
+                .target(format!("psp-{}", i % 2))
+                .try_in_scope(|| if i % 4 == 0 { Err("declined") } else { Ok(()) });
+            if charged.is_err() {
+                census_runtime::current_span().set_result_code(402);
+                census_runtime::current_span().set_success(false);
+            }
+        });
+    }
+    census.flush(Duration::from_secs(10)).unwrap();
+
+    let dependencies = standard(&server, "dependencies/duration");
+    for target in ["psp-0", "psp-1"] {
+        let calls = [
+            ("Dependency.Type", "payments"),
+            ("dependency/target", target),
+        ];
+        assert_eq!(count(&dependencies, &calls), (CALLS / 2) as f64, "{target}");
+    }
+    let declined = [
+        ("Dependency.Type", "payments"),
+        ("Dependency.Success", "False"),
+    ];
+    assert_eq!(count(&dependencies, &declined), (CALLS / 4) as f64);
+    let requests = standard(&server, "requests/duration");
+    assert_eq!(count(&requests, &[]), CALLS as f64);
+    let refused = [("request/resultCode", "402"), ("Request.Success", "False")];
+    assert_eq!(count(&requests, &refused), (CALLS / 4) as f64);
+}
+
 #[test]
 fn series_carry_the_dimensions_the_portal_reads() {
     let server = IngestionServer::start().unwrap();

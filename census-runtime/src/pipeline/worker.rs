@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::contained::{Contained, Failed};
 use crate::diagnostics::COUNTERS;
 use crate::export::Resource;
-use crate::record::Record;
+use crate::record::{Record, SpanRecord};
 use crate::standard::Aggregator;
 use crate::{metric, queue};
 
@@ -199,10 +199,17 @@ impl Worker {
         let before = self.pending.len();
         self.drained = queue::drain(&mut self.pending);
         if let Some(standard) = &mut self.standard {
+            let mut shadows = 0;
             for record in &self.pending[before..] {
                 if let Record::Span(span) = record {
                     standard.observe(span);
+                    shadows += usize::from(span.is_shadow());
                 }
+            }
+            // Shadows (spans of dropped traces, recorded to be counted) go no further.
+            if shadows > 0 {
+                self.pending
+                    .retain(|record| !record.as_span().is_some_and(SpanRecord::is_shadow));
             }
         }
     }

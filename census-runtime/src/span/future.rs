@@ -186,8 +186,17 @@ impl AsyncSpan {
             return AsyncSpan::INERT;
         }
         let frame = with_local(|local| match parent::decide(local, start.under) {
-            Decision::Inert => AsyncFrame::Inert,
-            Decision::Unsampled(trace_id) => AsyncFrame::Unsampled(KeptTraceId::new(trace_id)),
+            decision @ (Decision::Inert | Decision::Unsampled(_)) => {
+                match parent::shadow(local, site, &decision, start) {
+                    Some(shadow) => AsyncFrame::Recording(local.boxed(shadow)),
+                    None => match decision {
+                        Decision::Unsampled(trace_id) => {
+                            AsyncFrame::Unsampled(KeptTraceId::new(trace_id))
+                        }
+                        _ => AsyncFrame::Inert,
+                    },
+                }
+            }
             Decision::Record(parent) => {
                 let mut record = parent.start(site, SpanId::random());
                 start.apply(&mut record);
@@ -202,7 +211,7 @@ impl AsyncSpan {
 
     /// Whether the span is recorded.
     pub(crate) fn is_recording(&self) -> bool {
-        matches!(self.frame, AsyncFrame::Recording(_))
+        matches!(&self.frame, AsyncFrame::Recording(record) if !record.is_shadow())
     }
 
     /// Records the arguments named in the site's `fields(...)`.

@@ -79,6 +79,9 @@ enum Held {
     Unsampled { depth: u32 },
     /// A recorded span's frame.
     Span { depth: u32, span_id: SpanId },
+    /// The frame of a built span's shadow: a span of a dropped trace, recorded only to be
+    /// counted into the standard metrics.
+    Shadow { depth: u32, span_id: SpanId },
 }
 
 /// The frame a recorded span was pushed as: what the out-of-line start returns to the inlined
@@ -196,10 +199,21 @@ impl SpanGuard {
             return SpanGuard::holding(Held::Inert);
         }
         with_local(|local| match parent::decide(local, start.under) {
-            Decision::Inert => SpanGuard::holding(Held::Inert),
-            Decision::Unsampled(trace_id) => SpanGuard::holding(Held::Unsampled {
-                depth: local.push(Frame::Unsampled(trace_id)) as u32,
-            }),
+            decision @ (Decision::Inert | Decision::Unsampled(_)) => {
+                match parent::shadow(local, site, &decision, start) {
+                    Some(record) => {
+                        let span_id = record.span_id();
+                        let depth = local.push(Frame::Span(record)) as u32;
+                        SpanGuard::holding(Held::Shadow { depth, span_id })
+                    }
+                    None => match decision {
+                        Decision::Unsampled(trace_id) => SpanGuard::holding(Held::Unsampled {
+                            depth: local.push(Frame::Unsampled(trace_id)) as u32,
+                        }),
+                        _ => SpanGuard::holding(Held::Inert),
+                    },
+                }
+            }
             Decision::Record(parent) => {
                 let mut record = parent.start(site, SpanId::random());
                 start.apply(&mut record);
@@ -217,13 +231,20 @@ impl SpanGuard {
         matches!(self.held.get(), Held::Span { .. })
     }
 
+    /// Whether the guard holds a record: a recorded span's, or a shadow's.
+    #[inline]
+    fn holds_record(&self) -> bool {
+        matches!(self.held.get(), Held::Span { .. } | Held::Shadow { .. })
+    }
+
     /// The recorded span's context, for propagation.
     pub fn context(&self) -> Option<SpanContext> {
         self.with_record(|r| r.context())
     }
 
     fn with_record<R>(&self, f: impl FnOnce(&mut SpanRecord) -> R) -> Option<R> {
-        let Held::Span { depth, span_id } = self.held.get() else {
+        let (Held::Span { depth, span_id } | Held::Shadow { depth, span_id }) = self.held.get()
+        else {
             return None;
         };
         with_local(|local| local.record_mut(depth as usize, span_id).map(f)).flatten()
@@ -231,7 +252,7 @@ impl SpanGuard {
 
     /// Marks the span failed with a message.
     pub fn fail(&self, message: impl Display) {
-        if self.is_recording() {
+        if self.holds_record() {
             let message = message.to_string();
             self.with_record(|r| r.fail(Cow::Borrowed("error"), Some(message)));
         } else {
@@ -254,7 +275,7 @@ impl SpanGuard {
         chain: Option<&(dyn std::error::Error + 'static)>,
         code: &'static str,
     ) {
-        if self.is_recording() {
+        if self.holds_record() {
             self.with_record(|r| super::outcome::fail_with_error(r, error, chain, code));
         } else {
             self.count_failure(super::outcome::short_type_name(code));
@@ -275,7 +296,7 @@ impl SpanGuard {
     #[cold]
     #[inline(never)]
     fn unwound(&self, payload: Box<dyn Any + Send>) -> ! {
-        if self.is_recording() {
+        if self.holds_record() {
             self.with_record(|r| fail_with_payload(r, &*payload));
         } else {
             self.count_failure(Cow::Borrowed("panic"));
@@ -298,7 +319,7 @@ impl Drop for SpanGuard {
                 }
                 standard::count(site, start);
             }
-            Held::Span { depth, span_id } => exit(depth, span_id),
+            Held::Span { depth, span_id } | Held::Shadow { depth, span_id } => exit(depth, span_id),
             Held::Unsampled { depth } => exit_unsampled(depth),
         }
     }

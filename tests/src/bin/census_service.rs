@@ -53,8 +53,6 @@ fn main() {
         .exporter(
             AzureExporter::builder()
                 .connection_string(connection_string)
-                // Its tests count the items spans make: no standard metrics among them.
-                .standard_metrics(false)
                 .storage_dir(storage)
                 .send_interval(Duration::from_millis(100))
                 .timeout(Duration::from_secs(5))
