@@ -104,6 +104,11 @@ impl Summary {
         }
     }
 
+    /// How long an interval lasts.
+    pub(super) fn every(&self) -> Duration {
+        self.every
+    }
+
     pub(super) fn set_max_rows(&mut self, rows: usize) {
         self.max_rows = rows;
     }
