@@ -7,7 +7,8 @@
 //! up in time (its caller is in another process), or a span whose parent's tree was printed
 //! already. Whatever waits too long, or beyond a count, is printed anyway and says so. Log
 //! records and events written in a span are printed under it, among its children, at the time
-//! they were written; those written outside any span are printed at once.
+//! they were written; those written outside any span are printed at once. On request, a
+//! summary table of each interval's operations follows the trees (`summary.rs`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -45,7 +46,8 @@ const REMEMBERED: usize = 4_096;
 /// [`wait_for_parent`](Self::wait_for_parent) (30 s), and at most
 /// [`max_held`](Self::max_held) spans (10,000) wait at once; past either bound, and on flush
 /// and shutdown, what waits is printed anyway, under a line in brackets that says why it has
-/// no parent.
+/// no parent. With [`summary`](Self::summary), a table of each interval's requests and
+/// dependencies (calls, failures, percentiles of their durations) follows the trees.
 ///
 /// ```text
 /// place_order  INPROC  1.204 ms  ok

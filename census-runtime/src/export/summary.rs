@@ -1,4 +1,4 @@
-//! The console's summary table: over each interval (a minute by default), one row per request
+//! The console's summary table: over each interval (a minute, usually), one row per request
 //! name and per dependency (type, target, name) with its calls, failures, failure rate and the
 //! median, 95th percentile and maximum of its durations.
 //!
@@ -6,9 +6,10 @@
 //! are estimates: each span kept at a sampling percentage `p` counts as `100 / p` calls (exact at
 //! 100 %), and the table marks those figures with `~`. The durations of a row are kept in a
 //! log-linear histogram of bounded size whose buckets carry the same weights, so that a
-//! percentile is that of the calls made, whatever the percentage each span was kept at. A
-//! histogram and not a crate's: its counts are weights (a fraction of a call for no span, whole
-//! calls only at 100 %), which the integer counts of the usual ones cannot hold.
+//! percentile is that of the calls made, whatever the percentage each span was kept at. The
+//! histogram is this module's rather than a crate's because its counts are such weights (4/3 of
+//! a call for a span kept at 75 %), which the integer counts of HdrHistogram and its kin cannot
+//! hold.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -124,10 +125,10 @@ impl Summary {
             SpanKind::Request => Operation::Request,
             SpanKind::Dependency => Operation::Dependency,
         };
-        let kind = if operation == Operation::Request {
-            "Request"
-        } else {
-            span.kind()
+        // A request's row is its name's; a dependency's, its type's, target's and name's.
+        let (kind, target) = match operation {
+            Operation::Request => ("Request", None),
+            _ => (span.kind(), span.target()),
         };
         self.key.clear();
         // The unit separator keeps `a` + `b c` apart from `a b` + `c`.
@@ -135,13 +136,13 @@ impl Summary {
             self.key,
             "{}\u{1f}{kind}\u{1f}{}\u{1f}{}",
             operation as u8,
-            span.target().unwrap_or("\u{1e}"),
+            target.unwrap_or("\u{1e}"),
             span.name()
         );
         if let Some(row) = self.rows.get_mut(self.key.as_str()) {
             row.add(span, duration);
         } else if self.rows.len() < self.max_rows {
-            let mut row = Row::new(operation, kind, span.target(), span.name());
+            let mut row = Row::new(operation, kind, target, span.name());
             row.add(span, duration);
             self.rows.insert(self.key.clone(), row);
         } else {
@@ -161,7 +162,7 @@ impl Summary {
     pub(super) fn close(&mut self, now: Instant) -> Option<String> {
         let lasted = now.saturating_duration_since(self.started);
         // On the interval's pace while the ticks keep up; from now after a long stall.
-        self.started = if lasted >= self.every && lasted < self.every * 2 {
+        self.started = if lasted >= self.every && lasted < self.every.saturating_mul(2) {
             self.started + self.every
         } else {
             now
@@ -233,13 +234,17 @@ fn render(rows: &[Row], lasted: Duration, max_rows: usize) -> String {
     }
     let calls: f64 = rows.iter().map(|row| row.calls).sum();
     let estimated = rows.iter().any(|row| row.estimated);
+    let named = rows
+        .iter()
+        .filter(|row| row.operation != Operation::Other)
+        .count();
     let mut text = format!(
-        "== summary of the last {lasted:.0?}: {}{} call{}, {} operation{}\n",
+        "== summary of the last {lasted:.0?}: {}{} call{}, {named} operation{}{}\n",
         if estimated { "~" } else { "" },
         calls.round(),
         if calls.round() == 1.0 { "" } else { "s" },
-        rows.len(),
-        if rows.len() == 1 { "" } else { "s" }
+        if named == 1 { "" } else { "s" },
+        if named < rows.len() { " + others" } else { "" }
     );
     let heads = HEADS.map(str::to_owned);
     for line in std::iter::once(&heads).chain(&cells) {
@@ -563,6 +568,18 @@ mod tests {
         // A row taken before the cap keeps counting.
         summary.add(&span(&OTHERS[0], 1, true, 100.0).0);
         assert_eq!(summary.other.as_ref().unwrap().calls, 2.0);
+        let started = summary.started;
+        let table = summary.close(started + Duration::from_secs(60)).unwrap();
+        assert!(
+            table.starts_with("== summary of the last 60s: 7 calls, 2 operations + others\n"),
+            "{table}"
+        );
+        let last = table.lines().last().unwrap();
+        assert!(
+            last.trim_start()
+                .starts_with("(other operations, past 2 rows)      2       1    50.0%"),
+            "{table}"
+        );
     }
 
     #[test]
