@@ -36,6 +36,9 @@ pub struct SpanRecord {
     end: u64,
     sample_rate: f32,
     success: bool,
+    /// A span of a trace the sampler dropped, recorded only to be counted into the standard
+    /// metrics: the export worker counts it and never hands it to an exporter.
+    shadow: bool,
     /// The name the whole operation is grouped under: set on a request, inherited by its children.
     operation_name: Option<Arc<str>>,
     extra: Option<Box<SpanExtra>>,
@@ -94,9 +97,21 @@ impl SpanRecord {
             end: 0,
             sample_rate,
             success: true,
+            shadow: false,
             operation_name,
             extra: None,
         }
+    }
+
+    /// Makes this the shadow of a span whose trace is dropped: counted, never exported, its
+    /// context not sampled.
+    pub(crate) fn set_shadow(&mut self) {
+        self.shadow = true;
+    }
+
+    /// Whether this is a shadow, recorded only to be counted.
+    pub(crate) fn is_shadow(&self) -> bool {
+        self.shadow
     }
 
     /// When the span started, as a clock reading.
@@ -149,6 +164,12 @@ impl SpanRecord {
     }
 
     /// Replaces the values known only at run time.
+    /// Whether anything of the span was set at run time (a name, a target, a result code, a
+    /// failure, properties): without, its site describes it.
+    pub(crate) fn has_extra(&self) -> bool {
+        self.extra.is_some()
+    }
+
     pub(crate) fn set_extra(&mut self, extra: Option<Box<SpanExtra>>) {
         self.extra = extra;
     }
@@ -279,7 +300,7 @@ impl SpanRecord {
 
     /// The span's context.
     pub fn context(&self) -> SpanContext {
-        SpanContext::new(self.trace_id, self.span_id, true)
+        SpanContext::new(self.trace_id, self.span_id, !self.shadow)
     }
 
     /// When the span started, wall clock.
@@ -764,10 +785,6 @@ pub(crate) struct SeriesId {
 }
 
 impl SeriesId {
-    #[cfg_attr(
-        not(feature = "metrics"),
-        allow(dead_code, reason = "series come from the metrics recorder")
-    )]
     pub(crate) fn new(name: impl Into<Arc<str>>, labels: Vec<(String, String)>) -> Self {
         SeriesId {
             name: name.into(),

@@ -49,3 +49,4 @@ mod http_whole_traces;
 mod logs_bridge;
 mod logs_tracing;
 mod metrics_facade;
+mod metrics_standard;

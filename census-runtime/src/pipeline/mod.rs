@@ -427,6 +427,7 @@ impl PipelineBuilder {
             self.metric_interval,
             control_rx,
         );
+        crate::standard::set_counting(worker.counts_standard_metrics());
         let handle = thread::Builder::new()
             .name("census-export".into())
             .spawn(move || {
@@ -493,6 +494,7 @@ impl Pipeline {
             return Ok(());
         };
         sampler::stop();
+        crate::standard::set_counting(false);
         let result = send(timeout, |deadline, done| Command::Shutdown {
             deadline,
             done,
