@@ -844,9 +844,8 @@ fn format_duration(duration: Duration) -> String {
 
 impl Exporter for ConsoleExporter {
     fn export(&mut self, batch: &[Record], _resource: &Resource) {
-        let now = Instant::now();
         self.count(batch);
-        self.take(batch, now);
+        self.take(batch, Instant::now());
     }
 
     /// Prints what has waited long enough, then the summary when its interval has ended.
