@@ -6,6 +6,7 @@
 mod console;
 mod memory;
 mod resource;
+mod summary;
 
 pub use self::console::ConsoleExporter;
 pub use self::memory::MemoryExporter;
