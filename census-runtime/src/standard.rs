@@ -74,6 +74,8 @@ struct Slot {
 #[derive(Default)]
 struct Others {
     entries: Vec<(&'static Site, Option<Cow<'static, str>>, Figures)>,
+    /// Recorded spans dropped at the full queue, by their own dimensions.
+    lost: Vec<(Key, Figures)>,
 }
 
 struct Table {
@@ -180,6 +182,30 @@ pub(crate) fn count_failure(site: &'static Site, start: u64, code: Cow<'static, 
     let ticks = clock::now().saturating_sub(start);
     if let Some(table) = table() {
         count_other(table, site, ticks, Some(code));
+    }
+}
+
+/// Counts a recorded span that never reaches the worker (dropped at the full queue): the
+/// standard metrics still have it.
+#[cold]
+#[inline(never)]
+pub(crate) fn count_lost(record: &SpanRecord) {
+    if !counting() {
+        return;
+    }
+    let Some(table) = table() else {
+        return;
+    };
+    let key = Key::of_record(record);
+    let millis = record.duration().as_secs_f64() * 1000.0;
+    let mut others = table.others.lock().unwrap_or_else(PoisonError::into_inner);
+    match others.lost.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, figures)) => figures.add(millis),
+        None => {
+            let mut figures = Figures::default();
+            figures.add(millis);
+            others.lost.push((key, figures));
+        }
     }
 }
 
@@ -462,6 +488,9 @@ impl Aggregator {
                     Some(code) => Key::of_site(site, false, &code),
                     None => Key::of_site(site, true, "0"),
                 };
+                self.merge(key, &figures);
+            }
+            for (key, figures) in others.lost {
                 self.merge(key, &figures);
             }
         }

@@ -3,9 +3,11 @@
 //! against the calls made at any sampling rate; the dimensions the portal reads; every request
 //! and dependency item marked as counted; and a switch that turns it all off.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use census_runtime::Sampler;
+use census_runtime::export::{Exporter, MetricRecord, Record, Resource};
 use census_runtime::pipeline::Pipeline;
 use census_tests::azure::{scratch_dir, settings};
 use census_tests::ingestion::IngestionServer;
@@ -320,6 +322,63 @@ fn spans_built_at_run_time_are_counted_with_their_values_at_one_percent() {
     assert_eq!(count(&requests, &[]), CALLS as f64);
     let refused = [("request/resultCode", "402"), ("Request.Success", "False")];
     assert_eq!(count(&requests, &refused), (CALLS / 4) as f64);
+}
+
+/// Takes the standard metrics, and holds the worker up at every batch, so that the queue fills.
+struct Slow {
+    metrics: Arc<Mutex<Vec<MetricRecord>>>,
+}
+
+impl Exporter for Slow {
+    fn export(&mut self, batch: &[Record], _resource: &Resource) {
+        let metrics = batch.iter().filter_map(Record::as_metric).cloned();
+        self.metrics.lock().unwrap().extend(metrics);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    fn standard_metrics(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn spans_dropped_at_the_full_queue_are_still_counted() {
+    let metrics = Arc::new(Mutex::new(Vec::new()));
+    let census = census_runtime::pipeline()
+        .queue_capacity(16)
+        .exporter(Slow {
+            metrics: Arc::clone(&metrics),
+        })
+        .install()
+        .unwrap();
+    let dropped_before = census_runtime::pipeline::diagnostics().dropped_queue_full;
+    const CALLS: u64 = 200_000;
+    for i in 0..CALLS {
+        place_order(i);
+    }
+    census.flush(Duration::from_secs(30)).unwrap();
+
+    let dropped = census_runtime::pipeline::diagnostics().dropped_queue_full - dropped_before;
+    assert!(dropped > 0, "the queue was full: spans were dropped");
+    let metrics = metrics.lock().unwrap();
+    let sql: u64 = metrics
+        .iter()
+        .filter(|m| {
+            m.properties()
+                .any(|(k, v)| k == "Dependency.Type" && v == "SQL")
+        })
+        .map(MetricRecord::count)
+        .sum();
+    assert_eq!(sql, CALLS, "{dropped} spans dropped, every call counted");
+    let failed: u64 = metrics
+        .iter()
+        .filter(|m| {
+            m.properties()
+                .any(|(k, v)| k == "dependency/resultCode" && v == "OrderError")
+        })
+        .map(MetricRecord::count)
+        .sum();
+    assert_eq!(failed, CALLS / 10);
 }
 
 #[test]
