@@ -62,6 +62,111 @@ pub(crate) struct SpanExtra {
     pub(crate) trace_state: Option<Arc<str>>,
 }
 
+// ---------------------------------------------------------------------------------------------
+// The boxes of run-time values, handed back.
+//
+// A span's `SpanExtra` is boxed on the thread that records it and dropped on the export
+// worker. Memory allocated on one thread and freed on another makes both wait for the
+// allocator's lock (the glibc arena's: a `tracing` span with a field spent a third of its time
+// there), so the worker hands the boxes back, as they are, and a thread that needs one takes
+// one of those: it drops the old values itself, where they were most likely allocated.
+
+/// Boxes the worker handed back, for any thread.
+#[expect(
+    clippy::vec_box,
+    reason = "the boxes themselves are handed back and reused"
+)]
+static SPARE_EXTRAS: std::sync::Mutex<Vec<Box<SpanExtra>>> = std::sync::Mutex::new(Vec::new());
+/// At most this many boxes wait in [`SPARE_EXTRAS`].
+const SPARE_EXTRAS_MAX: usize = 4096;
+/// A thread takes this many at once.
+const SPARE_EXTRAS_TAKEN: usize = 64;
+/// A box whose values hold more than this (in bytes of their strings) is not handed back: its
+/// memory is released rather than kept waiting for a reuse.
+const SPARE_EXTRA_BYTES: usize = 1024;
+
+std::thread_local! {
+    #[expect(
+        clippy::vec_box,
+        reason = "the boxes themselves are handed back and reused"
+    )]
+    static LOCAL_EXTRAS: std::cell::RefCell<Vec<Box<SpanExtra>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `extra` in a box: one handed back by the worker when this thread has one at hand (taken
+/// without waiting), else a new one.
+pub(crate) fn boxed_extra(extra: SpanExtra) -> Box<SpanExtra> {
+    let spare = LOCAL_EXTRAS
+        .try_with(|local| {
+            let mut local = local.try_borrow_mut().ok()?;
+            if local.is_empty()
+                && let Ok(mut shared) = SPARE_EXTRAS.try_lock()
+            {
+                let from = shared.len().saturating_sub(SPARE_EXTRAS_TAKEN);
+                local.extend(shared.drain(from..));
+            }
+            local.pop()
+        })
+        .ok()
+        .flatten();
+    match spare {
+        Some(mut boxed) => {
+            *boxed = extra;
+            boxed
+        }
+        None => Box::new(extra),
+    }
+}
+
+/// Hands the boxes of the spans in `records` back (the worker, once they are exported).
+pub(crate) fn recycle_extras(records: &mut [Record]) {
+    let mut shared = SPARE_EXTRAS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for record in records {
+        if shared.len() >= SPARE_EXTRAS_MAX {
+            return;
+        }
+        if let Record::Span(span) = record
+            && span
+                .extra
+                .as_ref()
+                .is_some_and(|extra| extra.held_bytes() <= SPARE_EXTRA_BYTES)
+            && let Some(extra) = span.extra.take()
+        {
+            shared.push(extra);
+        }
+    }
+}
+
+impl SpanExtra {
+    /// Roughly what its strings hold.
+    fn held_bytes(&self) -> usize {
+        #[expect(clippy::ptr_arg, reason = "an owned string is what is counted")]
+        fn owned(c: &Cow<'static, str>) -> usize {
+            match c {
+                Cow::Owned(s) => s.capacity(),
+                Cow::Borrowed(_) => 0,
+            }
+        }
+        let cow = |c: &Option<Cow<'static, str>>| c.as_ref().map_or(0, owned);
+        cow(&self.name)
+            + cow(&self.kind)
+            + cow(&self.target)
+            + cow(&self.data)
+            + cow(&self.result_code)
+            + self.error.as_ref().map_or(0, String::capacity)
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| owned(k) + v.capacity() + 16)
+                .sum::<usize>()
+            + self.errors.len() * 64
+            + usize::from(self.exception.is_some()) * 256
+    }
+}
+
 /// What is known of a panic that unwound through a span.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExceptionInfo {
@@ -176,7 +281,8 @@ impl SpanRecord {
 
     /// The values known only at run time, made on first use.
     pub(crate) fn extra_mut(&mut self) -> &mut SpanExtra {
-        self.extra.get_or_insert_with(Default::default)
+        self.extra
+            .get_or_insert_with(|| boxed_extra(SpanExtra::default()))
     }
 
     /// The call site that produced the span.

@@ -226,6 +226,7 @@ impl Worker {
                 .exported
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
+        crate::record::recycle_extras(&mut self.pending);
         self.pending.clear();
     }
 }

@@ -193,7 +193,7 @@ impl SpanBuilder {
         Start {
             under: self.under,
             operation_name: self.operation_name,
-            extra: Some(Box::new(self.extra)),
+            extra: Some(crate::record::boxed_extra(self.extra)),
         }
     }
 
