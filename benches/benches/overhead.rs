@@ -22,7 +22,9 @@
 //! | `census/recorded` | every span recorded, into an exporter that discards them |
 //! | `census/recorded-10%` | a pipeline keeping 10 % of traces (each kept one's id drawn until its score is below the rate), the same exporter |
 //! | `census/rate-limited` | `Sampler::rate_limited(1000.0)`: the rate adapts to the calls made, down to its lowest steps, the same exporter |
-//! | `census/recorded+azure` | every span recorded, the Azure exporter posting to a loopback sink |
+//! | `census/sampled-out+metrics` | as `census/sampled-out`, with the standard metrics on: each call timed and counted on its thread |
+//! | `census/recorded+metrics` | as `census/recorded`, with the standard metrics on: the worker counts each span |
+//! | `census/recorded+azure` | every span recorded, the Azure exporter posting to a loopback sink (standard metrics off, as in earlier runs) |
 //! | `tracing/registry` | a `Registry` with a layer that does nothing |
 //! | `tracing-otel/sampled-out` | `tracing-opentelemetry`, a provider whose sampler drops every trace |
 //! | `tracing-otel/recorded+appinsights` | `tracing-opentelemetry`, batch export by `opentelemetry-application-insights` to the sink |
@@ -214,6 +216,20 @@ impl Exporter for Discard {
     }
 }
 
+/// [`Discard`] taking the standard metrics: every call is counted before sampling, the calls of
+/// dropped traces timed on their thread.
+struct DiscardCounting;
+
+impl Exporter for DiscardCounting {
+    fn export(&mut self, batch: &[Record], _resource: &Resource) {
+        black_box(batch.len());
+    }
+
+    fn standard_metrics(&self) -> bool {
+        true
+    }
+}
+
 /// A no-op layer: what a `Registry` costs without any work of a layer's own.
 struct NoopLayer;
 
@@ -244,6 +260,15 @@ fn census_pipeline(sampler: Sampler) -> census_runtime::pipeline::Pipeline {
     census_runtime::pipeline()
         .sampler(sampler)
         .exporter(Discard)
+        .install()
+        .expect("no other pipeline is installed")
+}
+
+/// [`census_pipeline`] with the standard metrics on.
+fn census_counting(sampler: Sampler) -> census_runtime::pipeline::Pipeline {
+    census_runtime::pipeline()
+        .sampler(sampler)
+        .exporter(DiscardCounting)
         .install()
         .expect("no other pipeline is installed")
 }
@@ -299,6 +324,14 @@ fn run_variant(c: &mut Criterion, variant: Variant) {
     bench!(group, variant, "census/rate-limited", census_fns);
     shut(census);
 
+    let census = census_counting(Sampler::never());
+    bench!(group, variant, "census/sampled-out+metrics", census_fns);
+    shut(census);
+
+    let census = census_counting(Sampler::always());
+    bench!(group, variant, "census/recorded+metrics", census_fns);
+    shut(census);
+
     {
         let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
         let before = census_runtime::pipeline::diagnostics();
@@ -308,6 +341,9 @@ fn run_variant(c: &mut Criterion, variant: Variant) {
                 AzureExporter::builder()
                     .connection_string(sink.connection_string())
                     .no_storage()
+                    // The figure compares with earlier runs, before the standard metrics:
+                    // their cost is `census/recorded+metrics`'s.
+                    .standard_metrics(false)
                     .build()
                     .expect("the Azure exporter builds"),
             )

@@ -136,6 +136,7 @@ mod metric;
 mod queue;
 mod record;
 mod sampler;
+mod standard;
 mod telemetry;
 mod text;
 

@@ -40,9 +40,18 @@ pub(crate) struct CarriedContext {
 }
 
 impl Frame {
-    /// The span being recorded, if this frame is one.
+    /// The span being recorded, if this frame is one: a span of a recorded trace, which spans
+    /// started under it take as their parent (not a shadow; see [`Frame::any_record`]).
     #[inline]
     pub(crate) fn record(&self) -> Option<&SpanRecord> {
+        self.any_record().filter(|record| !record.is_shadow())
+    }
+
+    /// The record this frame holds, a shadow's too (a span of a dropped trace recorded only
+    /// to be counted into the standard metrics: spans under it are not recorded, and its
+    /// context is not sampled).
+    #[inline]
+    pub(crate) fn any_record(&self) -> Option<&SpanRecord> {
         match self {
             Frame::Span(record) => Some(record),
             Frame::Boxed(record) => Some(record),
@@ -50,7 +59,8 @@ impl Frame {
         }
     }
 
-    /// The span being recorded, if this frame is one.
+    /// The record this frame holds, a shadow's too: what the values known at run time are
+    /// written into.
     #[inline]
     pub(crate) fn record_mut(&mut self) -> Option<&mut SpanRecord> {
         match self {
@@ -75,7 +85,7 @@ impl Frame {
         match self {
             Frame::Unsampled(id) => *id,
             Frame::Parent(carried) => Some(carried.ctx.trace_id()),
-            span => span.record().map(SpanRecord::trace_id),
+            span => span.any_record().map(SpanRecord::trace_id),
         }
     }
 
@@ -84,7 +94,7 @@ impl Frame {
         match self {
             Frame::Parent(carried) => carried.trace_state.as_ref(),
             span => span
-                .record()
+                .any_record()
                 .and_then(SpanRecord::extra)
                 .and_then(|extra| extra.trace_state.as_ref()),
         }
@@ -257,7 +267,10 @@ impl Local {
     pub(crate) fn unsampled_trace_id(&mut self) -> Option<TraceId> {
         match self.stack.last_mut() {
             Some(Frame::Unsampled(id)) => Some(*id.get_or_insert_with(sampler::dropped_trace_id)),
-            Some(_) => None,
+            Some(frame) => frame
+                .any_record()
+                .filter(|record| record.is_shadow())
+                .map(SpanRecord::trace_id),
             None => {
                 let word = word();
                 if word & UNSAMPLED_ROOT == 0 {
@@ -452,7 +465,7 @@ impl Local {
     pub(crate) fn take_frame(&mut self, depth: usize, span_id: Option<SpanId>) -> Option<Frame> {
         let matches = |frame: &Frame| match (frame, span_id) {
             (Frame::Unsampled(_), None) => true,
-            (frame, Some(id)) => frame.record().is_some_and(|r| r.span_id() == id),
+            (frame, Some(id)) => frame.any_record().is_some_and(|r| r.span_id() == id),
             _ => false,
         };
         let index = if self.stack.get(depth).is_some_and(matches) {
@@ -498,7 +511,7 @@ impl Local {
     /// The record of the span `span_id`, pushed at `depth`: looked for there first, then
     /// anywhere on the stack (frames left out of order by a guard moved or leaked).
     pub(crate) fn record_mut(&mut self, depth: usize, span_id: SpanId) -> Option<&mut SpanRecord> {
-        let is_it = |frame: &Frame| frame.record().is_some_and(|r| r.span_id() == span_id);
+        let is_it = |frame: &Frame| frame.any_record().is_some_and(|r| r.span_id() == span_id);
         let index = if self.stack.get(depth).is_some_and(is_it) {
             depth
         } else {

@@ -192,24 +192,45 @@ fn request_wake() {
 /// that is full too: a full overflow is seen before the record is converted or moved.
 #[cold]
 #[inline(never)]
-pub(crate) fn spill(record: impl Into<Record>) {
+pub(crate) fn spill(record: impl Spilled) {
     request_wake();
     // A full overflow is seen with a load; the span is then dropped (and counted) without
     // touching the shared length.
     let capacity = OVERFLOW_CAPACITY.load(Ordering::Relaxed);
     if OVERFLOW_LEN.load(Ordering::Relaxed) >= capacity {
-        COUNTERS.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        dropped(&record);
         return;
     }
     if OVERFLOW_LEN.fetch_add(1, Ordering::AcqRel) >= capacity {
         OVERFLOW_LEN.fetch_sub(1, Ordering::AcqRel);
-        COUNTERS.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        dropped(&record);
         return;
     }
     OVERFLOW
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(record.into());
+}
+
+/// What goes to the shared overflow: a span, a log record or an event.
+pub(crate) trait Spilled: Into<Record> {
+    /// Dropped at the full queue: a span is still counted into the standard metrics.
+    fn lost(&self) {}
+}
+
+impl Spilled for SpanRecord {
+    fn lost(&self) {
+        crate::standard::count_lost(self);
+    }
+}
+
+impl Spilled for Item {}
+
+/// A record dropped at the full queue: counted, and told so.
+#[cold]
+fn dropped(record: &impl Spilled) {
+    COUNTERS.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+    record.lost();
 }
 
 #[cold]

@@ -37,6 +37,9 @@ pub struct SpanRecord {
     sample_rate: f32,
     success: bool,
     kept_by: KeptBy,
+    /// A span of a trace the sampler dropped, recorded only to be counted into the standard
+    /// metrics: the export worker counts it and never hands it to an exporter.
+    shadow: bool,
     /// The name the whole operation is grouped under: set on a request, inherited by its children.
     operation_name: Option<Arc<str>>,
     extra: Option<Box<SpanExtra>>,
@@ -75,6 +78,111 @@ pub(crate) struct SpanExtra {
     pub(crate) trace_state: Option<Arc<str>>,
 }
 
+// ---------------------------------------------------------------------------------------------
+// The boxes of run-time values, handed back.
+//
+// A span's `SpanExtra` is boxed on the thread that records it and dropped on the export
+// worker. Memory allocated on one thread and freed on another makes both wait for the
+// allocator's lock (the glibc arena's: a `tracing` span with a field spent a third of its time
+// there), so the worker hands the boxes back, as they are, and a thread that needs one takes
+// one of those: it drops the old values itself, where they were most likely allocated.
+
+/// Boxes the worker handed back, for any thread.
+#[expect(
+    clippy::vec_box,
+    reason = "the boxes themselves are handed back and reused"
+)]
+static SPARE_EXTRAS: std::sync::Mutex<Vec<Box<SpanExtra>>> = std::sync::Mutex::new(Vec::new());
+/// At most this many boxes wait in [`SPARE_EXTRAS`].
+const SPARE_EXTRAS_MAX: usize = 4096;
+/// A thread takes this many at once.
+const SPARE_EXTRAS_TAKEN: usize = 64;
+/// A box whose values hold more than this (in bytes of their strings) is not handed back: its
+/// memory is released rather than kept waiting for a reuse.
+const SPARE_EXTRA_BYTES: usize = 1024;
+
+std::thread_local! {
+    #[expect(
+        clippy::vec_box,
+        reason = "the boxes themselves are handed back and reused"
+    )]
+    static LOCAL_EXTRAS: std::cell::RefCell<Vec<Box<SpanExtra>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `extra` in a box: one handed back by the worker when this thread has one at hand (taken
+/// without waiting), else a new one.
+pub(crate) fn boxed_extra(extra: SpanExtra) -> Box<SpanExtra> {
+    let spare = LOCAL_EXTRAS
+        .try_with(|local| {
+            let mut local = local.try_borrow_mut().ok()?;
+            if local.is_empty()
+                && let Ok(mut shared) = SPARE_EXTRAS.try_lock()
+            {
+                let from = shared.len().saturating_sub(SPARE_EXTRAS_TAKEN);
+                local.extend(shared.drain(from..));
+            }
+            local.pop()
+        })
+        .ok()
+        .flatten();
+    match spare {
+        Some(mut boxed) => {
+            *boxed = extra;
+            boxed
+        }
+        None => Box::new(extra),
+    }
+}
+
+/// Hands the boxes of the spans in `records` back (the worker, once they are exported).
+pub(crate) fn recycle_extras(records: &mut [Record]) {
+    let mut shared = SPARE_EXTRAS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for record in records {
+        if shared.len() >= SPARE_EXTRAS_MAX {
+            return;
+        }
+        if let Record::Span(span) = record
+            && span
+                .extra
+                .as_ref()
+                .is_some_and(|extra| extra.held_bytes() <= SPARE_EXTRA_BYTES)
+            && let Some(extra) = span.extra.take()
+        {
+            shared.push(extra);
+        }
+    }
+}
+
+impl SpanExtra {
+    /// Roughly what its strings hold.
+    fn held_bytes(&self) -> usize {
+        #[expect(clippy::ptr_arg, reason = "an owned string is what is counted")]
+        fn owned(c: &Cow<'static, str>) -> usize {
+            match c {
+                Cow::Owned(s) => s.capacity(),
+                Cow::Borrowed(_) => 0,
+            }
+        }
+        let cow = |c: &Option<Cow<'static, str>>| c.as_ref().map_or(0, owned);
+        cow(&self.name)
+            + cow(&self.kind)
+            + cow(&self.target)
+            + cow(&self.data)
+            + cow(&self.result_code)
+            + self.error.as_ref().map_or(0, String::capacity)
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| owned(k) + v.capacity() + 16)
+                .sum::<usize>()
+            + self.errors.len() * 64
+            + usize::from(self.exception.is_some()) * 256
+    }
+}
+
 /// What is known of a panic that unwound through a span.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExceptionInfo {
@@ -111,9 +219,21 @@ impl SpanRecord {
             sample_rate,
             success: true,
             kept_by: KeptBy::Parent,
+            shadow: false,
             operation_name,
             extra: None,
         }
+    }
+
+    /// Makes this the shadow of a span whose trace is dropped: counted, never exported, its
+    /// context not sampled.
+    pub(crate) fn set_shadow(&mut self) {
+        self.shadow = true;
+    }
+
+    /// Whether this is a shadow, recorded only to be counted.
+    pub(crate) fn is_shadow(&self) -> bool {
+        self.shadow
     }
 
     /// When the span started, as a clock reading.
@@ -183,13 +303,20 @@ impl SpanRecord {
     }
 
     /// Replaces the values known only at run time.
+    /// Whether anything of the span was set at run time (a name, a target, a result code, a
+    /// failure, properties): without, its site describes it.
+    pub(crate) fn has_extra(&self) -> bool {
+        self.extra.is_some()
+    }
+
     pub(crate) fn set_extra(&mut self, extra: Option<Box<SpanExtra>>) {
         self.extra = extra;
     }
 
     /// The values known only at run time, made on first use.
     pub(crate) fn extra_mut(&mut self) -> &mut SpanExtra {
-        self.extra.get_or_insert_with(Default::default)
+        self.extra
+            .get_or_insert_with(|| boxed_extra(SpanExtra::default()))
     }
 
     /// The call site that produced the span.
@@ -313,7 +440,7 @@ impl SpanRecord {
 
     /// The span's context.
     pub fn context(&self) -> SpanContext {
-        SpanContext::new(self.trace_id, self.span_id, true)
+        SpanContext::new(self.trace_id, self.span_id, !self.shadow)
     }
 
     /// When the span started, wall clock.
@@ -798,10 +925,6 @@ pub(crate) struct SeriesId {
 }
 
 impl SeriesId {
-    #[cfg_attr(
-        not(feature = "metrics"),
-        allow(dead_code, reason = "series come from the metrics recorder")
-    )]
     pub(crate) fn new(name: impl Into<Arc<str>>, labels: Vec<(String, String)>) -> Self {
         SeriesId {
             name: name.into(),

@@ -1,5 +1,6 @@
 //! census's end-to-end tests, one binary: each module is one area (`azure_*` the Application
-//! Insights exporter against the loopback ingestion server, `core_*` the runtime, `db_*` the
+//! Insights exporter against the loopback ingestion server, `console_*` the console exporter's
+//! summary table, `core_*` the runtime, `db_*` the
 //! database integrations against real servers, `http_*` the HTTP integrations, `logs_*` the
 //! `log` and `tracing` bridges, `metrics_*` the `metrics` facade's recorder, `sampling_*` samplers under load). cargo-nextest runs every test in a process of its own, so the
 //! global pipeline each test installs is its own; select an area with `-E 'test(/^db_/)'`.
@@ -23,6 +24,7 @@ mod azure_stacks;
 mod azure_stalled;
 mod azure_statuses;
 mod azure_storage;
+mod console_summary;
 mod core_exporters;
 mod core_nesting;
 mod core_outcomes;
@@ -47,4 +49,5 @@ mod http_whole_traces;
 mod logs_bridge;
 mod logs_tracing;
 mod metrics_facade;
+mod metrics_standard;
 mod sampling_rate_limited;

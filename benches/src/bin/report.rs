@@ -21,13 +21,16 @@ const VARIANTS: [(&str, &str); 3] = [
     ("nested", "nested (11 spans)"),
 ];
 
-const CASES: [&str; 14] = [
+const CASES: [&str; 17] = [
     "plain",
     "floor/two-clock-readings",
     "census/no-pipeline",
     "census/sampled-out",
+    "census/sampled-out+metrics",
     "census/recorded",
+    "census/recorded+metrics",
     "census/recorded-10%",
+    "census/rate-limited",
     "census/recorded+azure",
     "tracing/no-subscriber",
     "tracing/registry",
@@ -496,6 +499,30 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
             ns(over("census/recorded").zip(floor).map(|(c, f)| c - f))
         ),
         met: below(over("census/recorded"), 20.0),
+    });
+    targets.push(Target {
+        what: "Standard metrics on, sampled out (the call is timed): at most the two clock readings + 5 ns",
+        figure: format!(
+            "{} over plain; two clock readings: {} over plain",
+            ns(over("census/sampled-out+metrics")),
+            ns(floor)
+        ),
+        met: over("census/sampled-out+metrics")
+            .zip(floor)
+            .map(|(c, f)| c <= f + 5.0),
+    });
+    let metrics_cost = over("census/recorded+metrics")
+        .zip(over("census/recorded"))
+        .map(|(m, r)| m - r);
+    targets.push(Target {
+        what: "Standard metrics on, recorded: at most 5 ns more than without",
+        figure: format!(
+            "{} vs {} over plain: {} more",
+            ns(over("census/recorded+metrics")),
+            ns(over("census/recorded")),
+            ns(metrics_cost)
+        ),
+        met: metrics_cost.map(|d| d <= 5.0),
     });
     targets.push(Target {
         what: "Recorded span: ahead of fastrace (a root span per call, no reporter)",

@@ -17,6 +17,7 @@ use crate::record::{
     Record, Severity, SpanRecord,
 };
 use crate::site::SpanKind;
+use crate::standard::result_code;
 
 /// Serialised envelopes, back to back, with where each one ends.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -120,6 +121,9 @@ pub(crate) struct EnvelopeWriter {
     ikey: String,
     /// Log records less severe than this are not written.
     min_severity: Severity,
+    /// Whether requests and dependencies are counted into the standard metrics: each item then
+    /// says so in `_MS.ProcessedByMetricExtractors`.
+    metrics_extracted: bool,
     /// `{"iKey":"...","tags":{"ai.cloud.role":"...",...` up to the per-span tags, for `resource`.
     head: Vec<u8>,
     resource: Option<Resource>,
@@ -132,12 +136,18 @@ const EXCEPTION: &str = "Microsoft.ApplicationInsights.Exception";
 const MESSAGE: &str = "Microsoft.ApplicationInsights.Message";
 const EVENT: &str = "Microsoft.ApplicationInsights.Event";
 const METRIC: &str = "Microsoft.ApplicationInsights.Metric";
+/// What a request counted into the standard metrics says in `_MS.ProcessedByMetricExtractors`:
+/// ingestion then leaves its metrics to the ones sent.
+const REQUESTS_EXTRACTED: &str = "(Name:'Requests',Ver:'1.1')";
+/// What a counted dependency says in `_MS.ProcessedByMetricExtractors`.
+const DEPENDENCIES_EXTRACTED: &str = "(Name:'Dependencies',Ver:'1.1')";
 
 impl EnvelopeWriter {
     pub(crate) fn new(ikey: &str) -> EnvelopeWriter {
         EnvelopeWriter {
             ikey: ikey.to_owned(),
             min_severity: Severity::Verbose,
+            metrics_extracted: false,
             head: Vec::new(),
             resource: None,
             scratch: String::new(),
@@ -181,6 +191,16 @@ impl EnvelopeWriter {
     /// Log records less severe than `severity` are not written.
     pub(crate) fn set_min_severity(&mut self, severity: Severity) {
         self.min_severity = severity;
+    }
+
+    /// Marks every request and dependency as counted into the standard metrics.
+    pub(crate) fn set_metrics_extracted(&mut self, on: bool) {
+        self.metrics_extracted = on;
+    }
+
+    /// Whether requests and dependencies are counted into the standard metrics.
+    pub(crate) fn metrics_extracted(&self) -> bool {
+        self.metrics_extracted
     }
 
     /// Appends the envelopes of `record` to `items`.
@@ -376,7 +396,11 @@ impl EnvelopeWriter {
             duration(out, record.duration());
             out.extend_from_slice(b",\"responseCode\":");
             string(out, cut(result_code(record), limits::CODE));
-            write_common(out, record);
+            write_common(
+                out,
+                record,
+                self.metrics_extracted.then_some(REQUESTS_EXTRACTED),
+            );
             out.extend_from_slice(b",\"name\":");
             string(out, cut(record.name(), limits::NAME));
             if let Some(url) = record.data() {
@@ -393,7 +417,11 @@ impl EnvelopeWriter {
             string(out, cut(result_code(record), limits::CODE));
             out.extend_from_slice(b",\"duration\":");
             duration(out, record.duration());
-            write_common(out, record);
+            write_common(
+                out,
+                record,
+                self.metrics_extracted.then_some(DEPENDENCIES_EXTRACTED),
+            );
             out.extend_from_slice(b",\"type\":");
             string(out, cut(record.kind(), limits::CODE));
             if let Some(data) = record.data() {
@@ -605,8 +633,9 @@ fn correlation_sample_rate(out: &mut Vec<u8>, scratch: &mut String, correlation:
     write_sample_rate(out, scratch, correlation.sample_rate);
 }
 
-/// `success`, `properties` and `ver`, shared by requests and dependencies.
-fn write_common(out: &mut Vec<u8>, record: &SpanRecord) {
+/// `success`, `properties` and `ver`, shared by requests and dependencies; `extracted`: the
+/// item was counted into the standard metrics, by this extractor.
+fn write_common(out: &mut Vec<u8>, record: &SpanRecord, extracted: Option<&'static str>) {
     out.extend_from_slice(if record.success() {
         b",\"success\":true"
     } else {
@@ -617,7 +646,8 @@ fn write_common(out: &mut Vec<u8>, record: &SpanRecord) {
         .error_message()
         .filter(|_| !record.success())
         .map(|m| ("error.message", m));
-    properties(out, || record.properties().chain(error));
+    let extracted = extracted.map(|by| ("_MS.ProcessedByMetricExtractors", by));
+    properties(out, || record.properties().chain(error).chain(extracted));
     out.extend_from_slice(b"},\"ver\":2");
 }
 
@@ -636,14 +666,6 @@ where
         string(out, keys.as_ref().map_or(key, |keys| &keys[i]));
         out.push(b':');
         string(out, cut(value, limits::PROPERTY_VALUE));
-    }
-}
-
-fn result_code(record: &SpanRecord) -> &str {
-    match record.result_code() {
-        Some(code) => code,
-        None if record.success() => "0",
-        None => "error",
     }
 }
 

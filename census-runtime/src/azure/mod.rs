@@ -234,6 +234,7 @@ pub struct AzureExporterBuilder {
     max_backoff: Duration,
     queue_batches: usize,
     min_severity: Severity,
+    standard_metrics: bool,
     http_client: Option<reqwest::Client>,
     #[cfg(feature = "azure_identity")]
     credential: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
@@ -256,6 +257,7 @@ impl Default for AzureExporterBuilder {
             max_backoff: Duration::from_secs(60),
             queue_batches: 32,
             min_severity: Severity::Verbose,
+            standard_metrics: true,
             http_client: None,
             #[cfg(feature = "azure_identity")]
             credential: None,
@@ -360,6 +362,27 @@ impl AzureExporterBuilder {
     /// ```
     pub fn min_severity(mut self, severity: Severity) -> Self {
         self.min_severity = severity;
+        self
+    }
+
+    /// Whether to send the standard metrics (default: yes): `requests/duration` and
+    /// `dependencies/duration` per minute (the pipeline's `metric_interval`), counted for every
+    /// request and dependency *before* sampling, by success, result code, dependency type and
+    /// target and the cloud role and instance, so that the portal's request and dependency
+    /// rates, failure rates and durations stay exact whatever the sampler drops. Each request and
+    /// dependency item then says so (`_MS.ProcessedByMetricExtractors`), so that ingestion does
+    /// not count the sampled items again. With them, a call of a dropped trace is timed (two
+    /// clock readings) instead of costing nothing.
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// // Only the items the sampler keeps, no metrics.
+    /// let settings = AzureExporter::builder().standard_metrics(false);
+    /// # drop(settings);
+    /// ```
+    pub fn standard_metrics(mut self, on: bool) -> Self {
+        self.standard_metrics = on;
         self
     }
 
@@ -643,6 +666,7 @@ impl AzureExporterBuilder {
             writer: {
                 let mut writer = EnvelopeWriter::new(&ikey);
                 writer.set_min_severity(self.min_severity);
+                writer.set_metrics_extracted(self.standard_metrics);
                 writer
             },
             sender: Some(sender),
@@ -854,6 +878,10 @@ impl Exporter for AzureExporter {
 
     fn flush(&mut self, deadline: Instant) -> bool {
         self.control(deadline, |deadline, done| Message::Flush { deadline, done })
+    }
+
+    fn standard_metrics(&self) -> bool {
+        self.writer.metrics_extracted()
     }
 
     fn shutdown(&mut self, deadline: Instant) -> bool {

@@ -6,6 +6,7 @@
 mod console;
 mod memory;
 mod resource;
+mod summary;
 
 pub use self::console::ConsoleExporter;
 pub use self::memory::MemoryExporter;
@@ -85,6 +86,34 @@ pub trait Exporter: Send + 'static {
     /// Delivers what is left and stops, before `deadline`; `false` if it could not.
     fn shutdown(&mut self, deadline: Instant) -> bool {
         self.flush(deadline)
+    }
+
+    /// Whether this exporter takes the standard metrics: `requests/duration` and
+    /// `dependencies/duration` per interval, counted for every request and dependency before
+    /// sampling (the calls of dropped traces are then timed too). While one installed exporter
+    /// takes them, the worker hands them, as [`Record::Metric`]s, to the exporters that do. No
+    /// by default; the Azure exporter's is yes (`AzureExporterBuilder::standard_metrics`).
+    ///
+    /// ```
+    /// use census_runtime::export::{Exporter, Record, Resource};
+    ///
+    /// /// Prints the standard metrics and nothing else.
+    /// struct Rates;
+    ///
+    /// impl Exporter for Rates {
+    ///     fn export(&mut self, batch: &[Record], _resource: &Resource) {
+    ///         for metric in batch.iter().filter_map(Record::as_metric) {
+    ///             println!("{}: {} calls", metric.name(), metric.count());
+    ///         }
+    ///     }
+    ///
+    ///     fn standard_metrics(&self) -> bool {
+    ///         true
+    ///     }
+    /// }
+    /// ```
+    fn standard_metrics(&self) -> bool {
+        false
     }
 
     /// How many telemetry items this exporter holds and has not delivered yet (in memory, in

@@ -17,6 +17,8 @@ pub(super) struct Contained {
     exporter: Box<dyn Exporter>,
     /// The exporter's type, for what is reported.
     pub(super) name: &'static str,
+    /// Whether it takes the standard metrics.
+    pub(super) standard_metrics: bool,
     panics: u32,
 }
 
@@ -30,9 +32,12 @@ pub(super) enum Failed {
 
 impl Contained {
     pub(super) fn new(exporter: Box<dyn Exporter>, name: &'static str) -> Self {
+        let standard_metrics =
+            catch_unwind(AssertUnwindSafe(|| exporter.standard_metrics())).unwrap_or(false);
         Contained {
             exporter,
             name,
+            standard_metrics,
             panics: 0,
         }
     }

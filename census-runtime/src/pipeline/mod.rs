@@ -438,6 +438,7 @@ impl PipelineBuilder {
             control_rx,
             RateLimit::new(&self.sampler, Instant::now()),
         );
+        crate::standard::set_counting(worker.counts_standard_metrics());
         let handle = thread::Builder::new()
             .name("census-export".into())
             .spawn(move || {
@@ -504,6 +505,7 @@ impl Pipeline {
             return Ok(());
         };
         sampler::stop();
+        crate::standard::set_counting(false);
         let result = send(timeout, |deadline, done| Command::Shutdown {
             deadline,
             done,

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use super::contained::{Contained, Failed};
 use crate::diagnostics::COUNTERS;
 use crate::export::Resource;
-use crate::record::Record;
+use crate::record::{Record, SpanRecord};
 use crate::sampler::RateLimit;
+use crate::standard::Aggregator;
 use crate::{metric, queue};
 
 pub(super) enum Command {
@@ -47,6 +48,8 @@ pub(super) struct Worker {
     metric_interval: Duration,
     /// When the current interval of metrics started, by both clocks.
     metric_start: (Instant, SystemTime),
+    /// The standard metrics, when an exporter takes them.
+    standard: Option<Aggregator>,
     /// A rate-limited sampler's adaptation, fed with what each drain finds.
     rate_limit: Option<RateLimit>,
 }
@@ -64,6 +67,10 @@ impl Worker {
         control: mpsc::Receiver<Command>,
         rate_limit: Option<RateLimit>,
     ) -> Worker {
+        let standard = exporters
+            .iter()
+            .any(|exporter| exporter.standard_metrics)
+            .then(Aggregator::default);
         Worker {
             exporters,
             resource,
@@ -74,8 +81,14 @@ impl Worker {
             drained: 0,
             metric_interval,
             metric_start: (Instant::now(), SystemTime::now()),
+            standard,
             rate_limit,
         }
+    }
+
+    /// Whether the standard metrics are counted.
+    pub(super) fn counts_standard_metrics(&self) -> bool {
+        self.standard.is_some()
     }
 
     pub(super) fn run(mut self) {
@@ -166,16 +179,47 @@ impl Worker {
     fn collect_metrics(&mut self) {
         let now = Instant::now();
         let (started, wall) = self.metric_start;
-        metric::collect(wall, now.duration_since(started), &mut self.pending);
-        self.metric_start = (now, wall + now.duration_since(started));
+        let interval = now.duration_since(started);
+        metric::collect(wall, interval, &mut self.pending);
+        self.metric_start = (now, wall + interval);
+        if let Some(standard) = &mut self.standard {
+            let mut metrics = Vec::new();
+            standard.collect(
+                wall,
+                interval,
+                &self.resource.cloud_role,
+                &self.resource.cloud_role_instance,
+                &mut metrics,
+            );
+            if !metrics.is_empty() {
+                for exporter in self.exporters.iter_mut().filter(|e| e.standard_metrics) {
+                    exporter.export(&metrics, &self.resource);
+                }
+            }
+        }
     }
 
-    /// Takes every finished span out of the queue.
+    /// Takes every finished span out of the queue; counts the spans for the standard metrics.
     fn drain_queue(&mut self) {
-        let from = self.pending.len();
+        let before = self.pending.len();
         self.drained = queue::drain(&mut self.pending);
+        if let Some(standard) = &mut self.standard {
+            let mut shadows = 0;
+            for record in &self.pending[before..] {
+                if let Record::Span(span) = record {
+                    standard.observe(span);
+                    shadows += usize::from(span.is_shadow());
+                }
+            }
+            // Shadows (spans of dropped traces, recorded to be counted) go no further.
+            if shadows > 0 {
+                self.pending
+                    .retain(|record| !record.as_span().is_some_and(SpanRecord::is_shadow));
+            }
+        }
+        // What was kept, shadows gone: the records before `before` were there already.
         if let Some(rate_limit) = &mut self.rate_limit {
-            rate_limit.observe(&self.pending[from..], Instant::now());
+            rate_limit.observe(&self.pending[before..], Instant::now());
         }
     }
 
@@ -191,6 +235,7 @@ impl Worker {
                 .exported
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
+        crate::record::recycle_extras(&mut self.pending);
         self.pending.clear();
     }
 }

@@ -193,7 +193,7 @@ impl SpanBuilder {
         Start {
             under: self.under,
             operation_name: self.operation_name,
-            extra: Some(Box::new(self.extra)),
+            extra: Some(crate::record::boxed_extra(self.extra)),
         }
     }
 
@@ -243,8 +243,15 @@ impl SpanBuilder {
                 start.apply(&mut record);
                 Ok(record)
             }
-            Decision::Unsampled(trace_id) => Err(NotStarted::Unsampled(trace_id)),
-            Decision::Inert => Err(NotStarted::Inert),
+            decision @ (Decision::Inert | Decision::Unsampled(_)) => {
+                match parent::shadow(local, site, &decision, start) {
+                    Some(shadow) => Ok(shadow),
+                    None => match decision {
+                        Decision::Unsampled(trace_id) => Err(NotStarted::Unsampled(trace_id)),
+                        _ => Err(NotStarted::Inert),
+                    },
+                }
+            }
         })
         .unwrap_or(Err(NotStarted::Inert))
     }

@@ -19,6 +19,7 @@ use crate::local::{Frame, Local, close_unsampled_root, set_unsampled_root, with_
 use crate::record::SpanRecord;
 use crate::sampler;
 use crate::site::Site;
+use crate::standard;
 
 /// What a future carries of its span between polls: small, so that an instrumented future is
 /// barely larger than the one it wraps; a recorded span's record is boxed.
@@ -68,6 +69,57 @@ impl KeptTraceId {
 #[doc(hidden)]
 pub struct AsyncSpan {
     frame: AsyncFrame,
+    /// A call of a dropped trace, timed for the standard metrics.
+    timed: Option<Timed>,
+}
+
+/// Where a call of a dropped trace started, for the standard metrics.
+#[derive(Clone, Copy)]
+struct Timed {
+    site: &'static Site,
+    start: u64,
+}
+
+impl Timed {
+    /// The timing of a call of a dropped trace, when the standard metrics are on.
+    #[inline]
+    fn start(site: &'static Site) -> Option<Timed> {
+        standard::counting().then(|| Timed {
+            site,
+            start: clock::now(),
+        })
+    }
+
+    /// The call ended with `output`: counted, failed if `judge` fails it.
+    #[cold]
+    #[inline(never)]
+    fn finish<T>(self, output: &T, judge: Option<impl Judge<T>>) {
+        let mut failure = None;
+        if let Some(judge) = judge {
+            judge.judge(
+                output,
+                &mut Outcome {
+                    target: Target::Counted(&mut failure),
+                },
+            );
+        }
+        match failure {
+            Some(code) => standard::count_failure(self.site, self.start, code),
+            None => standard::count(self.site, self.start),
+        }
+    }
+
+    /// The future was dropped before it completed: cancelled, or unwound by a panic.
+    #[cold]
+    #[inline(never)]
+    fn abandon(self) {
+        let code = if std::thread::panicking() {
+            "panic"
+        } else {
+            "cancelled"
+        };
+        standard::count_failure(self.site, self.start, Cow::Borrowed(code));
+    }
 }
 
 impl fmt::Debug for AsyncSpan {
@@ -81,6 +133,7 @@ impl fmt::Debug for AsyncSpan {
 impl AsyncSpan {
     const INERT: AsyncSpan = AsyncSpan {
         frame: AsyncFrame::Inert,
+        timed: None,
     };
 
     /// Opens a span for `site` under the span current on this thread: the macros' path, with
@@ -95,7 +148,17 @@ impl AsyncSpan {
 
     #[inline(never)]
     fn start_site(site: &'static Site) -> AsyncSpan {
-        let frame = match parent::quick(word()) {
+        let frame = Self::frame_of(site);
+        let timed = match frame {
+            AsyncFrame::Recording(_) => None,
+            _ => Timed::start(site),
+        };
+        AsyncSpan { frame, timed }
+    }
+
+    #[inline(always)]
+    fn frame_of(site: &'static Site) -> AsyncFrame {
+        match parent::quick(word()) {
             Quick::Inert => AsyncFrame::Inert,
             Quick::DropRoot => AsyncFrame::Unsampled(KeptTraceId::NONE),
             Quick::KeepRoot => {
@@ -113,8 +176,7 @@ impl AsyncSpan {
                 Decision::Inert | Decision::Unsampled(_) => AsyncFrame::Inert,
             })
             .unwrap_or(AsyncFrame::Inert),
-        };
-        AsyncSpan { frame }
+        }
     }
 
     /// Opens a span described by a builder.
@@ -124,8 +186,17 @@ impl AsyncSpan {
             return AsyncSpan::INERT;
         }
         let frame = with_local(|local| match parent::decide(local, start.under) {
-            Decision::Inert => AsyncFrame::Inert,
-            Decision::Unsampled(trace_id) => AsyncFrame::Unsampled(KeptTraceId::new(trace_id)),
+            decision @ (Decision::Inert | Decision::Unsampled(_)) => {
+                match parent::shadow(local, site, &decision, start) {
+                    Some(shadow) => AsyncFrame::Recording(local.boxed(shadow)),
+                    None => match decision {
+                        Decision::Unsampled(trace_id) => {
+                            AsyncFrame::Unsampled(KeptTraceId::new(trace_id))
+                        }
+                        _ => AsyncFrame::Inert,
+                    },
+                }
+            }
             Decision::Record(parent) => {
                 let mut record = parent.start(site, SpanId::random());
                 start.apply(&mut record);
@@ -134,12 +205,13 @@ impl AsyncSpan {
         });
         AsyncSpan {
             frame: frame.unwrap_or(AsyncFrame::Inert),
+            timed: None,
         }
     }
 
     /// Whether the span is recorded.
     pub(crate) fn is_recording(&self) -> bool {
-        matches!(self.frame, AsyncFrame::Recording(_))
+        matches!(&self.frame, AsyncFrame::Recording(record) if !record.is_shadow())
     }
 
     /// Records the arguments named in the site's `fields(...)`.
@@ -154,6 +226,7 @@ impl AsyncSpan {
         Traced {
             inner: future,
             frame: self.frame,
+            timed: self.timed,
             judge: Some(judge),
         }
     }
@@ -162,7 +235,13 @@ impl AsyncSpan {
 /// The outcome of a call, as the generated code reports it. Not a public API.
 #[doc(hidden)]
 pub struct Outcome<'a> {
-    record: &'a mut SpanRecord,
+    target: Target<'a>,
+}
+
+/// What an outcome marks: a recorded span, or the result code of a counted call that failed.
+enum Target<'a> {
+    Record(&'a mut SpanRecord),
+    Counted(&'a mut Option<Cow<'static, str>>),
 }
 
 impl Outcome<'_> {
@@ -173,7 +252,10 @@ impl Outcome<'_> {
         chain: Option<&(dyn std::error::Error + 'static)>,
         code: &'static str,
     ) {
-        super::outcome::fail_with_error(self.record, error, chain, code);
+        match &mut self.target {
+            Target::Record(record) => super::outcome::fail_with_error(record, error, chain, code),
+            Target::Counted(failure) => **failure = Some(super::outcome::short_type_name(code)),
+        }
     }
 }
 
@@ -210,12 +292,16 @@ pin_project! {
         #[pin]
         inner: F,
         frame: AsyncFrame,
+        timed: Option<Timed>,
         judge: Option<J>,
     }
 
     impl<F, J> PinnedDrop for Traced<F, J> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            if let Some(timed) = this.timed.take() {
+                timed.abandon();
+            }
             match std::mem::replace(this.frame, AsyncFrame::Inert) {
                 AsyncFrame::Recording(record) => cancel(record),
                 AsyncFrame::Unsampled(kept) if !kept.is_none() => kept.release(),
@@ -242,7 +328,14 @@ impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
         let this = self.project();
         let inner = this.inner;
         if matches!(this.frame, AsyncFrame::Inert) {
-            return inner.poll(cx);
+            let poll = inner.poll(cx);
+            if this.timed.is_some()
+                && let Poll::Ready(output) = &poll
+                && let Some(timed) = this.timed.take()
+            {
+                timed.finish(output, this.judge.take());
+            }
+            return poll;
         }
         let poll = {
             let scope = PollScope::enter(this.frame);
@@ -265,11 +358,15 @@ impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
                 judge.judge(
                     output,
                     &mut Outcome {
-                        record: &mut record,
+                        target: Target::Record(&mut record),
                     },
                 );
             }
             finish(record);
+        } else if let Poll::Ready(output) = &poll
+            && let Some(timed) = this.timed.take()
+        {
+            timed.finish(output, this.judge.take());
         }
         poll
     }

@@ -14,6 +14,12 @@ macro_rules! span_values {
     ($recording:literal) => {
         #[doc = concat!("Whether ", $recording, ".")]
         pub fn is_recording(&self) -> bool {
+            self.with(|r| !r.is_shadow()).unwrap_or(false)
+        }
+
+        /// Whether a record takes values here: a recorded span's, or the shadow of a span of a
+        /// dropped trace, counted into the standard metrics with its result code and outcome.
+        fn takes_values(&self) -> bool {
             self.with(|_| ()).is_some()
         }
 
@@ -37,7 +43,7 @@ macro_rules! span_values {
 
         /// Sets the result code (a status code, an error number).
         pub fn set_result_code(&self, code: impl Display) {
-            if self.is_recording() {
+            if self.takes_values() {
                 let code = code.to_string();
                 self.with(|r| r.extra_mut().result_code = Some(Cow::Owned(code)));
             }
@@ -58,7 +64,7 @@ macro_rules! span_values {
 
         /// Marks the operation failed, with a message.
         pub fn fail(&self, message: impl Display) {
-            if self.is_recording() {
+            if self.takes_values() {
                 let message = message.to_string();
                 self.with(|r| r.fail(Cow::Borrowed("error"), Some(message)));
             }

@@ -168,6 +168,41 @@ fn new_root() -> Decision {
     }
 }
 
+/// A span a builder starts in a dropped trace (`trace_id`: the dropped trace's id when the
+/// decision knew it, for a new root or a remote parent's): when the standard metrics are on,
+/// it is recorded anyway, as a shadow that the export worker counts and never exports, so that
+/// requests and calls whose values are known only at run time (a status, a target) are counted
+/// with them. Spans under a shadow are not recorded; its context is not sampled.
+pub(super) fn shadow(
+    local: &mut Local,
+    site: &'static Site,
+    decision: &Decision,
+    start: Start,
+) -> Option<SpanRecord> {
+    if !crate::standard::counting() {
+        return None;
+    }
+    let trace_id = match decision {
+        Decision::Unsampled(Some(trace_id)) => *trace_id,
+        Decision::Unsampled(None) => sampler::dropped_trace_id(),
+        // Under a dropped trace: its id, drawn now if nothing asked for it yet.
+        _ => local
+            .unsampled_trace_id()
+            .unwrap_or_else(sampler::dropped_trace_id),
+    };
+    let mut record = SpanRecord::start(
+        site,
+        trace_id,
+        SpanId::random(),
+        None,
+        None,
+        sampler::percentage(),
+    );
+    start.apply(&mut record);
+    record.set_shadow();
+    Some(record)
+}
+
 /// What a builder adds to a span when it starts.
 #[derive(Default)]
 pub(super) struct Start {

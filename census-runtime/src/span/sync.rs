@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt::{self, Display};
 use std::marker::PhantomData;
 
@@ -13,6 +14,7 @@ use crate::local::{Frame, Local, open_unsampled_root, set_unsampled_root, with_l
 use crate::record::SpanRecord;
 use crate::sampler;
 use crate::site::Site;
+use crate::standard;
 
 /// A span that is current on this thread until it is dropped.
 ///
@@ -54,22 +56,32 @@ use crate::site::Site;
 /// ```
 #[must_use = "the span ends when the guard is dropped"]
 pub struct SpanGuard {
-    held: Held,
+    held: Cell<Held>,
     _not_send: PhantomData<*const ()>,
 }
 
 /// What a guard holds on its thread's stack. A frame's depth is a `u32` (a stack of four billion
-/// frames would not fit in memory), so that a guard fits in two registers.
+/// frames would not fit in memory).
 #[derive(Clone, Copy)]
 enum Held {
-    /// Nothing: no pipeline, or a span under a dropped trace.
+    /// Nothing: no pipeline, or a span under a dropped trace with standard metrics off.
     Inert,
     /// The flag of a sync root whose trace the sampler dropped: it takes no frame.
     UnsampledRoot,
+    /// A call of a dropped trace, timed for the standard metrics from `start`; `root`: it holds
+    /// the unsampled root's flag too.
+    Counted {
+        site: &'static Site,
+        start: u64,
+        root: bool,
+    },
     /// The unsampled frame of a built span whose trace is not recorded.
     Unsampled { depth: u32 },
     /// A recorded span's frame.
     Span { depth: u32, span_id: SpanId },
+    /// The frame of a built span's shadow: a span of a dropped trace, recorded only to be
+    /// counted into the standard metrics.
+    Shadow { depth: u32, span_id: SpanId },
 }
 
 /// The frame a recorded span was pushed as: what the out-of-line start returns to the inlined
@@ -89,11 +101,9 @@ impl fmt::Debug for SpanGuard {
 }
 
 impl SpanGuard {
-    const INERT: SpanGuard = SpanGuard::holding(Held::Inert);
-
     const fn holding(held: Held) -> SpanGuard {
         SpanGuard {
-            held,
+            held: Cell::new(held),
             _not_send: PhantomData,
         }
     }
@@ -106,20 +116,52 @@ impl SpanGuard {
     #[inline(always)]
     pub(crate) fn enter(site: &'static Site) -> SpanGuard {
         if !sampler::is_active() {
-            return SpanGuard::INERT;
+            return SpanGuard::holding(Held::Inert);
         }
         let pushed = match parent::quick(word()) {
-            Quick::Inert => return SpanGuard::INERT,
+            Quick::Inert => return Self::dropped(site, false),
             Quick::DropRoot => {
                 open_unsampled_root();
-                return SpanGuard::holding(Held::UnsampledRoot);
+                return Self::dropped(site, true);
             }
             Quick::KeepRoot => Self::enter_root(site),
             Quick::Look => Self::enter_child(site),
         };
         match pushed {
             Some(Pushed { depth, span_id }) => SpanGuard::holding(Held::Span { depth, span_id }),
-            None => SpanGuard::INERT,
+            None => Self::dropped(site, false),
+        }
+    }
+
+    /// The guard of a call whose trace is dropped (`root`: the call opened the dropped root):
+    /// timed for the standard metrics when they are on, else inert.
+    #[inline(always)]
+    fn dropped(site: &'static Site, root: bool) -> SpanGuard {
+        if standard::counting() {
+            SpanGuard::holding(Held::Counted {
+                site,
+                start: clock::now(),
+                root,
+            })
+        } else if root {
+            SpanGuard::holding(Held::UnsampledRoot)
+        } else {
+            SpanGuard::holding(Held::Inert)
+        }
+    }
+
+    /// A counted call failed: it is counted now, with `code` (its duration ends here, where its
+    /// outcome is known), and the guard keeps only the root's flag.
+    #[cold]
+    #[inline(never)]
+    fn count_failure(&self, code: Cow<'static, str>) {
+        if let Held::Counted { site, start, root } = self.held.get() {
+            standard::count_failure(site, start, code);
+            self.held.set(if root {
+                Held::UnsampledRoot
+            } else {
+                Held::Inert
+            });
         }
     }
 
@@ -154,13 +196,24 @@ impl SpanGuard {
     #[inline(never)]
     pub(super) fn start(site: &'static Site, start: Start) -> SpanGuard {
         if !sampler::is_active() {
-            return SpanGuard::INERT;
+            return SpanGuard::holding(Held::Inert);
         }
         with_local(|local| match parent::decide(local, start.under) {
-            Decision::Inert => SpanGuard::INERT,
-            Decision::Unsampled(trace_id) => SpanGuard::holding(Held::Unsampled {
-                depth: local.push(Frame::Unsampled(trace_id)) as u32,
-            }),
+            decision @ (Decision::Inert | Decision::Unsampled(_)) => {
+                match parent::shadow(local, site, &decision, start) {
+                    Some(record) => {
+                        let span_id = record.span_id();
+                        let depth = local.push(Frame::Span(record)) as u32;
+                        SpanGuard::holding(Held::Shadow { depth, span_id })
+                    }
+                    None => match decision {
+                        Decision::Unsampled(trace_id) => SpanGuard::holding(Held::Unsampled {
+                            depth: local.push(Frame::Unsampled(trace_id)) as u32,
+                        }),
+                        _ => SpanGuard::holding(Held::Inert),
+                    },
+                }
+            }
             Decision::Record(parent) => {
                 let mut record = parent.start(site, SpanId::random());
                 start.apply(&mut record);
@@ -169,13 +222,19 @@ impl SpanGuard {
                 SpanGuard::holding(Held::Span { depth, span_id })
             }
         })
-        .unwrap_or(SpanGuard::INERT)
+        .unwrap_or(SpanGuard::holding(Held::Inert))
     }
 
     /// Whether this guard records a span (the pipeline is installed and the trace sampled).
     #[inline]
     pub fn is_recording(&self) -> bool {
-        matches!(self.held, Held::Span { .. })
+        matches!(self.held.get(), Held::Span { .. })
+    }
+
+    /// Whether the guard holds a record: a recorded span's, or a shadow's.
+    #[inline]
+    fn holds_record(&self) -> bool {
+        matches!(self.held.get(), Held::Span { .. } | Held::Shadow { .. })
     }
 
     /// The recorded span's context, for propagation.
@@ -184,7 +243,8 @@ impl SpanGuard {
     }
 
     fn with_record<R>(&self, f: impl FnOnce(&mut SpanRecord) -> R) -> Option<R> {
-        let Held::Span { depth, span_id } = self.held else {
+        let (Held::Span { depth, span_id } | Held::Shadow { depth, span_id }) = self.held.get()
+        else {
             return None;
         };
         with_local(|local| local.record_mut(depth as usize, span_id).map(f)).flatten()
@@ -192,9 +252,11 @@ impl SpanGuard {
 
     /// Marks the span failed with a message.
     pub fn fail(&self, message: impl Display) {
-        if self.is_recording() {
+        if self.holds_record() {
             let message = message.to_string();
             self.with_record(|r| r.fail(Cow::Borrowed("error"), Some(message)));
+        } else {
+            self.count_failure(Cow::Borrowed("error"));
         }
     }
 
@@ -213,8 +275,10 @@ impl SpanGuard {
         chain: Option<&(dyn std::error::Error + 'static)>,
         code: &'static str,
     ) {
-        if self.is_recording() {
+        if self.holds_record() {
             self.with_record(|r| super::outcome::fail_with_error(r, error, chain, code));
+        } else {
+            self.count_failure(super::outcome::short_type_name(code));
         }
     }
 
@@ -232,8 +296,10 @@ impl SpanGuard {
     #[cold]
     #[inline(never)]
     fn unwound(&self, payload: Box<dyn Any + Send>) -> ! {
-        if self.is_recording() {
+        if self.holds_record() {
             self.with_record(|r| fail_with_payload(r, &*payload));
+        } else {
+            self.count_failure(Cow::Borrowed("panic"));
         }
         std::panic::resume_unwind(payload)
     }
@@ -244,10 +310,16 @@ impl Drop for SpanGuard {
     fn drop(&mut self) {
         // Only the check is inlined into the instrumented function: the rest would bloat every
         // caller's frame, which costs even when nothing is recorded.
-        match self.held {
+        match self.held.get() {
             Held::Inert => {}
             Held::UnsampledRoot => set_unsampled_root(false),
-            Held::Span { depth, span_id } => exit(depth, span_id),
+            Held::Counted { site, start, root } => {
+                if root {
+                    set_unsampled_root(false);
+                }
+                standard::count(site, start);
+            }
+            Held::Span { depth, span_id } | Held::Shadow { depth, span_id } => exit(depth, span_id),
             Held::Unsampled { depth } => exit_unsampled(depth),
         }
     }
@@ -291,4 +363,4 @@ fn fail_top_on_panic(local: &mut Local) {
     }
 }
 
-const _: () = assert!(size_of::<SpanGuard>() == 16);
+const _: () = assert!(size_of::<SpanGuard>() <= 24);
