@@ -47,18 +47,29 @@ impl Carried {
         }
         let copy = with_local(|local| {
             let ctx = match local.top() {
-                Some(Frame::Parent(carried)) => Some((carried.ctx, carried.operation_name.clone())),
-                Some(frame) => frame
-                    .record()
-                    .map(|record| (record.context(), record.shared_operation_name())),
+                Some(Frame::Parent(carried)) => Some((
+                    carried.ctx,
+                    carried.operation_name.clone(),
+                    carried.sample_rate,
+                )),
+                Some(frame) => frame.record().map(|record| {
+                    (
+                        record.context(),
+                        record.shared_operation_name(),
+                        Some(record.sample_percent()),
+                    )
+                }),
                 None => None,
             };
             match ctx {
-                Some((ctx, operation_name)) => Some(FrameCopy::Parent(CarriedContext {
-                    ctx,
-                    operation_name,
-                    trace_state: local.trace_state(),
-                })),
+                Some((ctx, operation_name, sample_rate)) => {
+                    Some(FrameCopy::Parent(CarriedContext {
+                        ctx,
+                        operation_name,
+                        trace_state: local.trace_state(),
+                        sample_rate,
+                    }))
+                }
                 None => local.unsampled_trace_id().map(FrameCopy::Unsampled),
             }
         })
@@ -74,6 +85,7 @@ impl Carried {
                 ctx,
                 operation_name: None,
                 trace_state: None,
+                sample_rate: None,
             })
         } else {
             FrameCopy::Unsampled(ctx.trace_id())
@@ -138,14 +150,20 @@ impl Carried {
 /// Makes the context `ctx` (with the operation name its children inherit) current on this
 /// thread until [`leave`] is called: for spans of another instrumentation entered and exited
 /// in separate callbacks (the `tracing` bridge). `ctx` not sampled makes the spans under it
-/// inert. Returns where the frame sits, for `leave`.
+/// inert; `sample_rate` is the percentage its trace was kept at, when known. Returns where the
+/// frame sits, for `leave`.
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-pub(crate) fn enter(ctx: SpanContext, operation_name: Option<Arc<str>>) -> Option<usize> {
+pub(crate) fn enter(
+    ctx: SpanContext,
+    operation_name: Option<Arc<str>>,
+    sample_rate: Option<f32>,
+) -> Option<usize> {
     let frame = if ctx.is_sampled() {
         Frame::Parent(CarriedContext {
             ctx,
             operation_name,
             trace_state: None,
+            sample_rate,
         })
     } else {
         Frame::Unsampled(Some(ctx.trace_id()))

@@ -37,6 +37,9 @@ pub(crate) struct CarriedContext {
     pub(crate) operation_name: Option<Arc<str>>,
     /// The `tracestate` outgoing calls under it pass on.
     pub(crate) trace_state: Option<Arc<str>>,
+    /// The sampling percentage its trace was kept at, when known (a context carried from a span
+    /// of this process); else the one in force is taken.
+    pub(crate) sample_rate: Option<f32>,
 }
 
 impl Frame {

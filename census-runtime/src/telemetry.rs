@@ -23,7 +23,7 @@ pub(crate) fn correlation() -> Option<Correlation> {
             trace_id: Some(carried.ctx.trace_id()),
             parent_id: Some(carried.ctx.span_id()),
             operation_name: carried.operation_name.clone(),
-            sample_rate: sampler::percentage(),
+            sample_rate: carried.sample_rate.unwrap_or_else(sampler::percentage),
         }),
         Some(frame) => frame.record().map(|span| Correlation {
             trace_id: Some(span.trace_id()),

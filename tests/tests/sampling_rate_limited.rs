@@ -394,6 +394,13 @@ fn sampling_rate_limited_a_child_records_its_root_s_percentage_after_it_changed(
             "the percentage never changed"
         );
         census_runtime::span("late child").in_scope(|| {});
+        // Carried into another thread, where a child starts now.
+        let carried = census_runtime::context::Carried::current();
+        std::thread::spawn(move || {
+            carried.run(|| census_runtime::span("carried child").in_scope(|| {}));
+        })
+        .join()
+        .unwrap();
     });
     flush(&pipeline);
     let root = memory.one("long root");
@@ -404,5 +411,12 @@ fn sampling_rate_limited_a_child_records_its_root_s_percentage_after_it_changed(
         child.sample_rate(),
         100.0,
         "the child records its root's percentage"
+    );
+    let carried = memory.one("carried child");
+    assert_eq!(carried.parent_id(), Some(root.span_id()));
+    assert_eq!(
+        carried.sample_rate(),
+        100.0,
+        "a child under a context carried into a thread records its root's percentage too"
     );
 }

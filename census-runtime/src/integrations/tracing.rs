@@ -213,7 +213,10 @@ where
             return;
         };
         let context = bridged.context;
-        if let Some(depth) = crate::context::enter(context, bridged.operation_name.clone()) {
+        let sample_rate = bridged.record.as_ref().map(SpanRecord::sample_percent);
+        if let Some(depth) =
+            crate::context::enter(context, bridged.operation_name.clone(), sample_rate)
+        {
             let _ = ENTERED.try_with(|entered| {
                 entered.borrow_mut().push((id.clone(), depth, context));
             });

@@ -136,13 +136,13 @@ pub(super) fn decide(local: &Local, under: Under) -> Decision {
         Under::Current => {}
     }
     match local.top() {
-        // A context carried in says nothing of the percentage its trace was kept at: the one
-        // in force.
+        // A context carried from a span of this process says the percentage its trace was
+        // kept at; one carried from elsewhere does not: the one in force then.
         Some(Frame::Parent(carried)) => Decision::Record(Parent {
             trace_id: carried.ctx.trace_id(),
             parent_id: Some(carried.ctx.span_id()),
             operation_name: carried.operation_name.clone(),
-            sample_rate: sampler::percentage(),
+            sample_rate: carried.sample_rate.unwrap_or_else(sampler::percentage),
             kept_by: KeptBy::Parent,
         }),
         Some(frame) => match frame.record() {
