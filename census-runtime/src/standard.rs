@@ -265,6 +265,11 @@ fn count_other(table: &Table, site: &'static Site, ticks: u64, code: Option<Cow<
     }
 }
 
+/// Milliseconds per clock tick.
+fn millis_per_tick() -> f64 {
+    ticks_to_millis(1 << 30) / f64::from(1u32 << 30)
+}
+
 fn ticks_to_millis(ticks: u64) -> f64 {
     clock::between(0, ticks).as_secs_f64() * 1000.0
 }
@@ -377,6 +382,10 @@ pub(crate) struct Aggregator {
     by_key: HashMap<Key, usize>,
     /// Spans with nothing set at run time are described by their site alone.
     by_site: HashMap<(usize, bool), usize>,
+    /// The last site looked up, and its series: a batch's spans mostly come from a few sites.
+    last_site: Option<((usize, bool), usize)>,
+    /// Milliseconds per clock tick, read once.
+    millis_per_tick: f64,
     /// What each thread table's slot held at the last read: running count, ticks and squares.
     seen: HashMap<(usize, usize), (u64, u64, f64)>,
     /// Calls not counted this interval because there were too many series.
@@ -386,10 +395,21 @@ pub(crate) struct Aggregator {
 impl Aggregator {
     /// Counts a recorded span.
     pub(crate) fn observe(&mut self, record: &SpanRecord) {
-        let millis = record.duration().as_secs_f64() * 1000.0;
+        if self.millis_per_tick == 0.0 {
+            self.millis_per_tick = millis_per_tick();
+        }
+        let ticks = record.end_ticks().saturating_sub(record.start_ticks());
+        let millis = ticks as f64 * self.millis_per_tick;
         if !record.has_extra() {
             let site = (std::ptr::from_ref(record.site()) as usize, record.success());
+            if let Some((last, index)) = self.last_site
+                && last == site
+            {
+                self.series[index].1.add(millis);
+                return;
+            }
             if let Some(&index) = self.by_site.get(&site) {
+                self.last_site = Some((site, index));
                 self.series[index].1.add(millis);
                 return;
             }
@@ -397,6 +417,7 @@ impl Aggregator {
             match self.index(key) {
                 Some(index) => {
                     self.by_site.insert(site, index);
+                    self.last_site = Some((site, index));
                     self.series[index].1.add(millis);
                 }
                 None => self.over += 1,
@@ -437,7 +458,7 @@ impl Aggregator {
             .clone();
         // From now on, threads restart their slots' minimum and maximum.
         let closing = EPOCH.fetch_add(1, Ordering::Relaxed);
-        let millis_per_tick = ticks_to_millis(1 << 30) / f64::from(1u32 << 30);
+        let millis_per_tick = millis_per_tick();
         for table in tables {
             for (i, slot) in table.slots.iter().enumerate() {
                 let site = slot.site.load(Ordering::Acquire);
@@ -559,6 +580,8 @@ impl Aggregator {
         }
         self.by_key.clear();
         self.by_site.clear();
+        self.last_site = None;
+        self.millis_per_tick = 0.0;
         if self.over > 0 {
             crate::metric::dropped(std::mem::take(&mut self.over));
         }
