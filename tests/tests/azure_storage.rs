@@ -9,12 +9,20 @@ use census_tests::ingestion::IngestionServer;
 
 /// The per-key directory the exporter uses under `base`.
 fn key_dir(server: &IngestionServer, base: &std::path::Path) -> PathBuf {
-    let probe = AzureExporter::builder()
+    let mut probe = AzureExporter::builder()
         .connection_string(server.connection_string())
         .storage_dir(base)
         .build()
         .unwrap();
-    probe.storage_dir().unwrap().to_owned()
+    let dir = probe.storage_dir().unwrap().to_owned();
+    // Its transport thread is stopped before the test writes batches there: on a busy machine
+    // it could otherwise look at the directory late, lease a batch the test wrote and hold it
+    // past the test's wait.
+    assert!(census_runtime::export::Exporter::shutdown(
+        &mut probe,
+        std::time::Instant::now() + Duration::from_secs(10)
+    ));
+    dir
 }
 
 fn envelope(name: &str) -> String {
