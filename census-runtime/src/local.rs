@@ -388,7 +388,7 @@ impl Local {
     }
 
     /// Whether the frame on top, at `depth`, is the sync span `span_id`: the common case of a
-    /// span that ends, which then goes by [`Local::move_top_into`].
+    /// span that ends, which then goes by [`Local::submit_top`].
     #[inline]
     pub(crate) fn is_top_span(&self, depth: usize, span_id: SpanId) -> bool {
         self.stack.len() == depth + 1

@@ -600,6 +600,19 @@ mod tests {
     static QUERY: Site = Site::dependency("load", "SQL").with_target("orders-db");
     static OTHER: Site = Site::inproc("other");
 
+    /// Closes the aggregator's interval: each series' labels and count.
+    fn collect(aggregator: &mut Aggregator) -> Vec<(Vec<(String, String)>, u64)> {
+        let mut out = Vec::new();
+        aggregator.collect(
+            SystemTime::now(),
+            Duration::from_secs(60),
+            "r",
+            "i",
+            &mut out,
+        );
+        figures(&out)
+    }
+
     fn figures(out: &[Record]) -> Vec<(Vec<(String, String)>, u64)> {
         out.iter()
             .filter_map(Record::as_metric)
@@ -643,15 +656,7 @@ mod tests {
                 });
             }
         });
-        let mut out = Vec::new();
-        aggregator.collect(
-            SystemTime::now(),
-            Duration::from_secs(60),
-            "r",
-            "i",
-            &mut out,
-        );
-        let series = figures(&out);
+        let series = collect(&mut aggregator);
         let ok = series
             .iter()
             .find(|(l, _)| {
@@ -677,15 +682,7 @@ mod tests {
 
         // The next interval starts from nothing: only what was counted since.
         count(&QUERY, crate::clock::now());
-        let mut out = Vec::new();
-        aggregator.collect(
-            SystemTime::now(),
-            Duration::from_secs(60),
-            "r",
-            "i",
-            &mut out,
-        );
-        let series = figures(&out);
+        let series = collect(&mut aggregator);
         assert_eq!(series.len(), 1, "{series:?}");
         assert_eq!(series[0].1, 1);
     }

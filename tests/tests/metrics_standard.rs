@@ -361,24 +361,20 @@ fn spans_dropped_at_the_full_queue_are_still_counted() {
     let dropped = census_runtime::pipeline::diagnostics().dropped_queue_full - dropped_before;
     assert!(dropped > 0, "the queue was full: spans were dropped");
     let metrics = metrics.lock().unwrap();
-    let sql: u64 = metrics
-        .iter()
-        .filter(|m| {
-            m.properties()
-                .any(|(k, v)| k == "Dependency.Type" && v == "SQL")
-        })
-        .map(MetricRecord::count)
-        .sum();
-    assert_eq!(sql, CALLS, "{dropped} spans dropped, every call counted");
-    let failed: u64 = metrics
-        .iter()
-        .filter(|m| {
-            m.properties()
-                .any(|(k, v)| k == "dependency/resultCode" && v == "OrderError")
-        })
-        .map(MetricRecord::count)
-        .sum();
-    assert_eq!(failed, CALLS / 10);
+    // The summed count of the series whose `key` is `value`.
+    let counted = |key: &str, value: &str| -> u64 {
+        metrics
+            .iter()
+            .filter(|m| m.properties().any(|(k, v)| k == key && v == value))
+            .map(MetricRecord::count)
+            .sum()
+    };
+    assert_eq!(
+        counted("Dependency.Type", "SQL"),
+        CALLS,
+        "{dropped} spans dropped, every call counted"
+    );
+    assert_eq!(counted("dependency/resultCode", "OrderError"), CALLS / 10);
 }
 
 #[test]

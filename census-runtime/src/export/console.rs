@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use super::summary::{self, Summary};
-use super::{Exporter, Resource};
+use super::{Exporter, Resource, truncate};
 use crate::id::{SpanId, TraceId};
 use crate::record::{
     EventRecord, LogRecord, MetricKind, MetricRecord, Record, Severity, SpanRecord,
@@ -822,15 +822,6 @@ fn render_line(text: &mut String, span: &SpanRecord, depth: usize) {
     }
     push_properties(text, span.properties());
     text.push('\n');
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(max).collect();
-    cut.push('…');
-    cut
 }
 
 fn format_duration(duration: Duration) -> String {

@@ -196,3 +196,14 @@ pub(crate) fn host_name() -> String {
 fn rustc_version() -> &'static str {
     option_env!("CENSUS_RUSTC_VERSION").unwrap_or("")
 }
+
+/// `text` cut to `max` characters, an ellipsis marking the cut: what the console and its summary
+/// print of a long name or URL.
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max).collect();
+    cut.push('…');
+    cut
+}

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::truncate;
 use crate::record::SpanRecord;
 use crate::site::SpanKind;
 
@@ -269,15 +270,6 @@ fn render(rows: &[Row], lasted: Duration, max_rows: usize) -> String {
         text.push_str("~ estimated under sampling: a span kept at p % counts as 100/p calls\n");
     }
     text
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(max).collect();
-    cut.push('…');
-    cut
 }
 
 /// A duration with three significant digits (more for whole seconds past 999):
