@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::future::{AsyncSpan, Traced, Unjudged};
-use super::parent::{self, Decision, Start, Under};
+use super::parent::{self, Built, Start, Under};
 use super::sync::SpanGuard;
 use crate::clock;
 use crate::id::{SpanContext, SpanId, TraceId};
@@ -237,21 +237,10 @@ impl SpanBuilder {
         }
         let site = self.site;
         let start = self.into_start();
-        with_local(|local| match parent::decide(local, start.under) {
-            Decision::Record(parent) => {
-                let mut record = parent.start(site, SpanId::random());
-                start.apply(&mut record);
-                Ok(record)
-            }
-            decision @ (Decision::Inert | Decision::Unsampled(_)) => {
-                match parent::shadow(local, site, &decision, start) {
-                    Some(shadow) => Ok(shadow),
-                    None => match decision {
-                        Decision::Unsampled(trace_id) => Err(NotStarted::Unsampled(trace_id)),
-                        _ => Err(NotStarted::Inert),
-                    },
-                }
-            }
+        with_local(|local| match parent::start_built(local, site, start) {
+            Built::Recorded(record) | Built::Shadow(record) => Ok(record),
+            Built::Unsampled(trace_id) => Err(NotStarted::Unsampled(trace_id)),
+            Built::Inert => Err(NotStarted::Inert),
         })
         .unwrap_or(Err(NotStarted::Inert))
     }

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::outcome::{fail_on_panic, fail_with_payload};
-use super::parent::{self, Decision, Parent, Quick, Start, Under};
+use super::parent::{self, Built, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::{SpanId, TraceId};
 use crate::local::{Frame, Local, close_unsampled_root, set_unsampled_root, with_local, word};
@@ -185,23 +185,12 @@ impl AsyncSpan {
         if !sampler::is_active() {
             return AsyncSpan::INERT;
         }
-        let frame = with_local(|local| match parent::decide(local, start.under) {
-            decision @ (Decision::Inert | Decision::Unsampled(_)) => {
-                match parent::shadow(local, site, &decision, start) {
-                    Some(shadow) => AsyncFrame::Recording(local.boxed(shadow)),
-                    None => match decision {
-                        Decision::Unsampled(trace_id) => {
-                            AsyncFrame::Unsampled(KeptTraceId::new(trace_id))
-                        }
-                        _ => AsyncFrame::Inert,
-                    },
-                }
-            }
-            Decision::Record(parent) => {
-                let mut record = parent.start(site, SpanId::random());
-                start.apply(&mut record);
+        let frame = with_local(|local| match parent::start_built(local, site, start) {
+            Built::Recorded(record) | Built::Shadow(record) => {
                 AsyncFrame::Recording(local.boxed(record))
             }
+            Built::Unsampled(trace_id) => AsyncFrame::Unsampled(KeptTraceId::new(trace_id)),
+            Built::Inert => AsyncFrame::Inert,
         });
         AsyncSpan {
             frame: frame.unwrap_or(AsyncFrame::Inert),

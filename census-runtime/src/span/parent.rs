@@ -168,12 +168,44 @@ fn new_root() -> Decision {
     }
 }
 
+/// What a span described by a builder starts as.
+pub(super) enum Built {
+    /// A recorded span.
+    Recorded(SpanRecord),
+    /// A span of a dropped trace, recorded only to be counted into the standard metrics.
+    Shadow(SpanRecord),
+    /// The root of a trace that is not recorded (its id when known), standard metrics off.
+    Unsampled(Option<TraceId>),
+    /// Nothing: under a dropped trace, standard metrics off.
+    Inert,
+}
+
+/// Starts a span that a builder describes: where it belongs, decided once, then its record
+/// built once, a shadow's too. The sync, async and detached starts only place what this
+/// returns.
+pub(super) fn start_built(local: &mut Local, site: &'static Site, start: Start) -> Built {
+    match decide(local, start.under) {
+        Decision::Record(parent) => {
+            let mut record = parent.start(site, SpanId::random());
+            start.apply(&mut record);
+            Built::Recorded(record)
+        }
+        decision => match shadow(local, site, &decision, start) {
+            Some(record) => Built::Shadow(record),
+            None => match decision {
+                Decision::Unsampled(trace_id) => Built::Unsampled(trace_id),
+                _ => Built::Inert,
+            },
+        },
+    }
+}
+
 /// A span a builder starts in a dropped trace (`trace_id`: the dropped trace's id when the
 /// decision knew it, for a new root or a remote parent's): when the standard metrics are on,
 /// it is recorded anyway, as a shadow that the export worker counts and never exports, so that
 /// requests and calls whose values are known only at run time (a status, a target) are counted
 /// with them. Spans under a shadow are not recorded; its context is not sampled.
-pub(super) fn shadow(
+fn shadow(
     local: &mut Local,
     site: &'static Site,
     decision: &Decision,

@@ -7,7 +7,7 @@ use std::fmt::{self, Display};
 use std::marker::PhantomData;
 
 use super::outcome::{fail_on_panic, fail_with_payload};
-use super::parent::{self, Decision, Parent, Quick, Start, Under};
+use super::parent::{self, Built, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::{SpanContext, SpanId};
 use crate::local::{Frame, Local, open_unsampled_root, set_unsampled_root, with_local, word};
@@ -198,29 +198,21 @@ impl SpanGuard {
         if !sampler::is_active() {
             return SpanGuard::holding(Held::Inert);
         }
-        with_local(|local| match parent::decide(local, start.under) {
-            decision @ (Decision::Inert | Decision::Unsampled(_)) => {
-                match parent::shadow(local, site, &decision, start) {
-                    Some(record) => {
-                        let span_id = record.span_id();
-                        let depth = local.push(Frame::Span(record)) as u32;
-                        SpanGuard::holding(Held::Shadow { depth, span_id })
-                    }
-                    None => match decision {
-                        Decision::Unsampled(trace_id) => SpanGuard::holding(Held::Unsampled {
-                            depth: local.push(Frame::Unsampled(trace_id)) as u32,
-                        }),
-                        _ => SpanGuard::holding(Held::Inert),
-                    },
-                }
-            }
-            Decision::Record(parent) => {
-                let mut record = parent.start(site, SpanId::random());
-                start.apply(&mut record);
+        with_local(|local| match parent::start_built(local, site, start) {
+            Built::Recorded(record) => {
                 let span_id = record.span_id();
                 let depth = local.push(Frame::Span(record)) as u32;
                 SpanGuard::holding(Held::Span { depth, span_id })
             }
+            Built::Shadow(record) => {
+                let span_id = record.span_id();
+                let depth = local.push(Frame::Span(record)) as u32;
+                SpanGuard::holding(Held::Shadow { depth, span_id })
+            }
+            Built::Unsampled(trace_id) => SpanGuard::holding(Held::Unsampled {
+                depth: local.push(Frame::Unsampled(trace_id)) as u32,
+            }),
+            Built::Inert => SpanGuard::holding(Held::Inert),
         })
         .unwrap_or(SpanGuard::holding(Held::Inert))
     }
