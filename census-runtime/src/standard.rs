@@ -165,6 +165,12 @@ pub(crate) fn count(site: &'static Site, start: u64) {
     let Some(table) = table() else {
         return;
     };
+    count_in(table, site, ticks);
+}
+
+/// Counts a successful call of `site` that took `ticks` into this thread's `table`.
+#[inline(always)]
+fn count_in(table: &'static Table, site: &'static Site, ticks: u64) {
     let index = (std::ptr::from_ref(site) as usize >> 4) % SLOTS;
     let slot = &table.slots[index];
     let held = slot.site.load(Ordering::Relaxed);
@@ -196,6 +202,14 @@ pub(crate) fn count_lost(record: &SpanRecord) {
     let Some(table) = table() else {
         return;
     };
+    // A successful span with nothing set at run time is its site's: it joins the site's slot,
+    // as a call of a dropped trace does, without a lock or an allocation (the queue is full:
+    // the worker is behind, and this thread should not slow down further).
+    if !record.has_extra() && record.success() {
+        let ticks = record.end_ticks().saturating_sub(record.start_ticks());
+        count_in(table, record.site(), ticks);
+        return;
+    }
     let key = Key::of_record(record);
     let millis = record.duration().as_secs_f64() * 1000.0;
     let mut others = table.others.lock().unwrap_or_else(PoisonError::into_inner);
