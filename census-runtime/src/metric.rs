@@ -1,12 +1,12 @@
 //! Metrics pre-aggregated per interval (a minute by default), as Application Insights wants
-//! them: cells of atomics that recording threads update without a lock or an allocation, a
+//! them: cells that recording threads update without an allocation or a system call, a
 //! registry of series by name and labels with caps on both, and the collection that the export
 //! worker runs once per interval and at every flush and shutdown.
 //!
 //! A recorder (the `metrics` facade's, in `integrations/metrics.rs`) resolves a name and labels
-//! to a cell once, through [`Registry`]; recording into the cell is then a few relaxed atomic
-//! operations. Collecting swaps each cell's figures out for the next interval and turns them into
-//! [`MetricRecord`]s.
+//! to a cell once, through [`Registry`]; recording into the cell is then one atomic operation (a
+//! counter's addition, a gauge's store or addition, a histogram's busy flag). Collecting swaps
+//! each cell's figures out for the next interval and turns them into [`MetricRecord`]s.
 
 // Series are made by the `metrics` facade's recorder; without it only the collection runs.
 #![cfg_attr(
@@ -14,6 +14,7 @@
     allow(dead_code, reason = "series come from the metrics recorder")
 )]
 
+use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,24 +39,6 @@ fn add_f64(cell: &AtomicU64, value: f64) {
     loop {
         let next = (f64::from_bits(current) + value).to_bits();
         match cell.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(actual) => current = actual,
-        }
-    }
-}
-
-/// Stores `value` in `cell` when `better(value, stored)`: a minimum or a maximum. Most values
-/// are neither, and cost one load.
-#[inline]
-fn replace_f64_if(cell: &AtomicU64, value: f64, better: impl Fn(f64, f64) -> bool) {
-    let mut current = cell.load(Ordering::Relaxed);
-    while better(value, f64::from_bits(current)) {
-        match cell.compare_exchange_weak(
-            current,
-            value.to_bits(),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
             Ok(_) => return,
             Err(actual) => current = actual,
         }
@@ -147,15 +130,37 @@ impl GaugeCell {
 }
 
 /// A histogram (a distribution): count, sum, sum of squares, minimum and maximum of the values
-/// recorded in the current interval.
+/// recorded in the current interval, under one lock: taking it uncontended is one
+/// read-modify-write, where updating five atomics one by one took three.
 #[derive(Debug)]
 pub(crate) struct HistogramCell {
     id: Arc<SeriesId>,
-    count: AtomicU64,
-    sum: AtomicU64,
-    sum_of_squares: AtomicU64,
-    min: AtomicU64,
-    max: AtomicU64,
+    /// Whether a thread is updating `figures`.
+    busy: AtomicBool,
+    figures: UnsafeCell<Moments>,
+}
+
+// SAFETY: `figures` is read and written only while `busy` is held (`HistogramCell::with`).
+unsafe impl Sync for HistogramCell {}
+
+/// What a histogram gathers in an interval.
+#[derive(Debug, Clone, Copy)]
+struct Moments {
+    count: u64,
+    sum: f64,
+    sum_of_squares: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Moments {
+    const EMPTY: Moments = Moments {
+        count: 0,
+        sum: 0.0,
+        sum_of_squares: 0.0,
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+    };
 }
 
 /// The figures of one interval of a histogram.
@@ -191,11 +196,8 @@ impl HistogramCell {
     fn new(id: Arc<SeriesId>) -> Self {
         HistogramCell {
             id,
-            count: AtomicU64::new(0),
-            sum: AtomicU64::new(0f64.to_bits()),
-            sum_of_squares: AtomicU64::new(0f64.to_bits()),
-            min: AtomicU64::new(f64::INFINITY.to_bits()),
-            max: AtomicU64::new(f64::NEG_INFINITY.to_bits()),
+            busy: AtomicBool::new(false),
+            figures: UnsafeCell::new(Moments::EMPTY),
         }
     }
 
@@ -203,14 +205,7 @@ impl HistogramCell {
     /// Insights' JSON has no place for it.
     #[inline]
     pub(crate) fn record(&self, value: f64) {
-        if !value.is_finite() {
-            return;
-        }
-        add_f64(&self.sum, value);
-        add_f64(&self.sum_of_squares, value * value);
-        replace_f64_if(&self.min, value, |new, old| new < old);
-        replace_f64_if(&self.max, value, |new, old| new > old);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.record_many(value, 1);
     }
 
     /// Records `value` `times` times.
@@ -220,27 +215,69 @@ impl HistogramCell {
             return;
         }
         let n = times as f64;
-        add_f64(&self.sum, value * n);
-        add_f64(&self.sum_of_squares, value * value * n);
-        replace_f64_if(&self.min, value, |new, old| new < old);
-        replace_f64_if(&self.max, value, |new, old| new > old);
-        self.count.fetch_add(times, Ordering::Relaxed);
+        self.with(|figures| {
+            figures.count += times;
+            figures.sum += value * n;
+            figures.sum_of_squares += value * value * n;
+            figures.min = figures.min.min(value);
+            figures.max = figures.max.max(value);
+        });
+    }
+
+    /// Runs `update` on the figures, holding `busy`. `update` is a few float operations and
+    /// cannot panic; a thread that finds `busy` held spins a little, then yields.
+    #[inline(always)]
+    fn with<R>(&self, update: impl FnOnce(&mut Moments) -> R) -> R {
+        if self
+            .busy
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.wait();
+        }
+        // SAFETY: `busy` is held: no other thread reads or writes `figures` until it is
+        // released below.
+        let result = update(unsafe { &mut *self.figures.get() });
+        self.busy.store(false, Ordering::Release);
+        result
+    }
+
+    /// Takes `busy` from another thread.
+    #[cold]
+    #[inline(never)]
+    fn wait(&self) {
+        let mut spins = 0u32;
+        loop {
+            while self.busy.load(Ordering::Relaxed) {
+                if spins < 64 {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            if self
+                .busy
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
     }
 
     /// Takes the interval's figures and starts the next interval empty.
     fn collect(&self) -> Option<Distribution> {
-        let count = self.count.swap(0, Ordering::Relaxed);
-        if count == 0 {
-            return None;
-        }
-        let take = |cell: &AtomicU64, empty: f64| {
-            f64::from_bits(cell.swap(empty.to_bits(), Ordering::Relaxed))
-        };
-        let sum = take(&self.sum, 0.0);
-        let sum_of_squares = take(&self.sum_of_squares, 0.0);
-        let min = take(&self.min, f64::INFINITY);
-        let max = take(&self.max, f64::NEG_INFINITY);
-        Some(Distribution::new(count, sum, sum_of_squares, min, max))
+        let figures = self.with(|figures| std::mem::replace(figures, Moments::EMPTY));
+        (figures.count > 0).then(|| {
+            Distribution::new(
+                figures.count,
+                figures.sum,
+                figures.sum_of_squares,
+                figures.min,
+                figures.max,
+            )
+        })
     }
 }
 

@@ -153,7 +153,7 @@ impl CensusRecorder {
         let found = CACHE.try_with(|cache| {
             let cache = cache.try_borrow().ok()?;
             let entry = cache.get(slot)?.as_ref()?;
-            if entry.recorder == self.id && entry.kind == C::KIND && same_key(&entry.key, key) {
+            if entry.recorder == self.id && entry.kind == C::KIND && entry.holds(key) {
                 C::unwrap(&entry.cell).map(Arc::clone)
             } else {
                 None
@@ -173,6 +173,9 @@ impl CensusRecorder {
                 cache[slot] = Some(Entry {
                     recorder: self.id,
                     kind: C::KIND,
+                    hash: key.get_hash(),
+                    name: Parts::of(key.name().as_bytes()),
+                    labels: Parts::of(key.labels().as_slice()),
                     key: key.clone(),
                     cell: C::wrap(Arc::clone(&cell)),
                 });
@@ -231,8 +234,41 @@ thread_local! {
 struct Entry {
     recorder: u64,
     kind: usize,
+    /// The key's hash, and where its name and labels are: a macro's literal key is made anew
+    /// at every call from the same static parts, and is recognised by them without reading
+    /// the entry's own key.
+    hash: u64,
+    name: Parts,
+    labels: Parts,
     key: Key,
     cell: AnyCell,
+}
+
+/// Where a slice is, and how long: a key's name or labels, compared by address.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Parts(usize, usize);
+
+impl Parts {
+    #[inline]
+    fn of<T>(slice: &[T]) -> Parts {
+        Parts(slice.as_ptr() as usize, slice.len())
+    }
+}
+
+impl Entry {
+    /// Whether `key` is this entry's: the same static parts, or else equal names and labels.
+    #[inline]
+    fn holds(&self, key: &Key) -> bool {
+        if self.hash != key.get_hash() {
+            return false;
+        }
+        if Parts::of(key.name().as_bytes()) == self.name
+            && Parts::of(key.labels().as_slice()) == self.labels
+        {
+            return true;
+        }
+        same_key(&self.key, key)
+    }
 }
 
 enum AnyCell {
@@ -243,7 +279,7 @@ enum AnyCell {
 
 /// Whether two keys are the same: the macros' literal keys share their strings, which are then
 /// compared by address, not byte by byte.
-#[inline]
+#[cold]
 fn same_key(a: &Key, b: &Key) -> bool {
     #[inline]
     fn same(a: &str, b: &str) -> bool {
