@@ -42,10 +42,11 @@
 //! - a **histogram** the count, sum (`value`), minimum, maximum and standard deviation of the
 //!   values recorded (`kind` `Aggregation`); values that are not finite are ignored.
 //!
-//! Recording is cheap and never blocks: a handle (`metrics::Counter`, `Gauge`, `Histogram`)
-//! points at a cell of atomics, updated without a lock or an allocation; the macros look the
-//! handle up by the key's precomputed hash under a shared read lock. Keep the handle where a
-//! call is hot (`let latency = metrics::histogram!("checkout_ms");`) to skip the look-up.
+//! Recording is cheap: a handle (`metrics::Counter`, `Gauge`, `Histogram`) points at a cell
+//! updated with one atomic operation and no allocation (a histogram's figures sit behind a
+//! busy flag held for a few float additions); the macros look the handle up in the calling
+//! thread's cache, then by the key's precomputed hash under a shared read lock. Keep the handle
+//! where a call is hot (`let latency = metrics::histogram!("checkout_ms");`) to skip the look-up.
 //!
 //! Bounded: at most [`max_names`](CensusRecorder::max_names) names and
 //! [`max_label_sets`](CensusRecorder::max_label_sets) label sets per name (1,000 each by
