@@ -1,9 +1,11 @@
 //! Trace and span ids, the context that identifies a span to other code and other services, and
-//! the random numbers they are drawn from. Depends on nothing else in the crate.
+//! the random numbers they are drawn from. Depends on nothing else in the crate but `hot.rs`,
+//! where the generator's state lives.
 
-use std::cell::Cell;
 use std::fmt;
 use std::num::NonZero;
+
+use crate::hot;
 
 /// A 128-bit trace id: the `operation_Id` that ties together everything one operation did.
 ///
@@ -149,10 +151,6 @@ impl SpanContext {
 // Random numbers: a per-thread wyrand generator, seeded once per thread from the OS-seeded
 // hasher.
 
-thread_local! {
-    static RNG: Cell<u64> = const { Cell::new(0) };
-}
-
 #[cold]
 #[inline(never)]
 fn seed() -> u64 {
@@ -167,7 +165,8 @@ fn seed() -> u64 {
 /// The next number of this thread's generator: uniform over `u64`, not cryptographic.
 #[inline(always)]
 pub(crate) fn next_random() -> u64 {
-    RNG.with(|state| {
+    hot::with(|hot| {
+        let state = &hot.rng;
         let mut s = state.get();
         if s == 0 {
             s = seed();

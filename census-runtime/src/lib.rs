@@ -130,6 +130,7 @@
 mod backtrace;
 mod clock;
 mod diagnostics;
+mod hot;
 mod id;
 mod local;
 mod metric;

@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
+use crate::hot;
 use crate::id::{SpanContext, SpanId, TraceId};
 use crate::queue::{self, Outbox};
 use crate::record::SpanRecord;
@@ -134,12 +135,6 @@ thread_local! {
             outbox: Outbox::new(),
         })
     };
-    /// The word the fast path reads: the number of frames on the stack, shifted left by two; in
-    /// the low bit whether a sync span that started a trace the sampler dropped is open, and in
-    /// the next whether a trace id was drawn for it ([`ROOT_ID_DRAWN`]). Such a root takes no
-    /// frame: spans started while the stack is empty under it are inert. 0: nothing is current;
-    /// 1 or 3: an unsampled root and nothing above it; 4 and more: frames to look at.
-    static WORD: Cell<usize> = const { Cell::new(0) };
     /// Whether this is one of census's own threads (the export worker, an exporter's): what is
     /// logged there is never telemetry, so that a failing endpoint's warnings cannot feed
     /// themselves.
@@ -173,10 +168,10 @@ pub(crate) fn submit(record: SpanRecord) {
     with_local(|local| local.submit(record));
 }
 
-/// The fast path's word; see `WORD`.
+/// The fast path's word; see [`with_word`].
 #[inline(always)]
 pub(crate) fn word() -> usize {
-    WORD.with(Cell::get)
+    with_word(Cell::get)
 }
 
 /// The word's bit that says an unsampled sync root is open.
@@ -198,7 +193,7 @@ pub(crate) fn unsampled_root() -> bool {
 /// cannot be forwarded, and that stall would cost more than the rest of a dropped trace's span.
 #[inline]
 pub(crate) fn set_unsampled_root(open: bool) {
-    WORD.with(|word| match (word.get(), open) {
+    with_word(|word| match (word.get(), open) {
         (0, true) => word.set(UNSAMPLED_ROOT),
         (current, false) if current < 1 << DEPTH_SHIFT => word.set(0),
         (current, open) => word.set(std::hint::black_box(
@@ -210,7 +205,7 @@ pub(crate) fn set_unsampled_root(open: bool) {
 /// Opens the unsampled sync root; the caller saw the word at 0 (nothing current).
 #[inline(always)]
 pub(crate) fn open_unsampled_root() {
-    WORD.with(|word| word.set(1));
+    with_word(|word| word.set(1));
 }
 
 /// Closes the unsampled sync root, handing back the trace id drawn for it if one was: for an
@@ -220,7 +215,7 @@ pub(crate) fn open_unsampled_root() {
 pub(crate) fn close_unsampled_root() -> Option<TraceId> {
     let current = word();
     if current == UNSAMPLED_ROOT {
-        WORD.with(|word| word.set(0));
+        with_word(|word| word.set(0));
         return None;
     }
     close_unsampled_root_slow(current)
@@ -239,9 +234,20 @@ fn close_unsampled_root_slow(current: usize) -> Option<TraceId> {
     id
 }
 
+/// The word the fast path reads (among the thread's hot cells, beside the random-number
+/// generator's state): the number of frames on the stack, shifted left by two; in
+/// the low bit whether a sync span that started a trace the sampler dropped is open, and in
+/// the next whether a trace id was drawn for it ([`ROOT_ID_DRAWN`]). Such a root takes no
+/// frame: spans started while the stack is empty under it are inert. 0: nothing is current;
+/// 1 or 3: an unsampled root and nothing above it; 4 and more: frames to look at.
+#[inline(always)]
+fn with_word<R>(f: impl FnOnce(&Cell<usize>) -> R) -> R {
+    hot::with(|hot| f(&hot.word))
+}
+
 #[inline(always)]
 fn set_depth(depth: usize) {
-    WORD.with(|word| {
+    with_word(|word| {
         word.set((depth << DEPTH_SHIFT) | (word.get() & (UNSAMPLED_ROOT | ROOT_ID_DRAWN)));
     });
 }
@@ -295,7 +301,7 @@ impl Local {
     /// poll of its future).
     pub(crate) fn set_root_trace_id(&mut self, id: TraceId) {
         self.root_trace_id = Some(id);
-        WORD.with(|word| word.set(word.get() | ROOT_ID_DRAWN));
+        with_word(|word| word.set(word.get() | ROOT_ID_DRAWN));
     }
 
     /// The `tracestate` of the trace current here: the nearest frame of that trace with one.

@@ -1,0 +1,32 @@
+//! The two cells of a thread that every span's start reads: the random-number generator's
+//! state and the word of the stack of open spans. They share one thread-local, so that the
+//! fast path reaches both from one address and keeps no second thread-local base in a register
+//! across a call.
+//!
+//! Each has one owner that gives it its meaning and is the only one to touch it: the generator
+//! (`id.rs`) and the stack (`local.rs`).
+
+use std::cell::Cell;
+
+/// A thread's hot cells.
+pub(crate) struct Hot {
+    /// The generator's state; 0 until seeded.
+    pub(crate) rng: Cell<u64>,
+    /// The stack's word; see `local.rs`.
+    pub(crate) word: Cell<usize>,
+}
+
+thread_local! {
+    static HOT: Hot = const {
+        Hot {
+            rng: Cell::new(0),
+            word: Cell::new(0),
+        }
+    };
+}
+
+/// Runs `f` on this thread's hot cells.
+#[inline(always)]
+pub(crate) fn with<R>(f: impl FnOnce(&Hot) -> R) -> R {
+    HOT.with(f)
+}
