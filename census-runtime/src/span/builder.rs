@@ -31,10 +31,10 @@ pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
         site: &BUILDER_SITE,
         under: Under::Current,
         operation_name: None,
-        extra: SpanExtra {
+        extra: crate::record::boxed_extra(SpanExtra {
             name: Some(name.into()),
             ..SpanExtra::default()
-        },
+        }),
     }
 }
 
@@ -62,10 +62,10 @@ pub fn request(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
         site: &REQUEST_SITE,
         under: Under::Current,
         operation_name: Some(Arc::from(name.as_ref())),
-        extra: SpanExtra {
+        extra: crate::record::boxed_extra(SpanExtra {
             name: Some(name),
             ..SpanExtra::default()
-        },
+        }),
     }
 }
 
@@ -79,7 +79,10 @@ pub struct SpanBuilder {
     site: &'static Site,
     under: Under,
     operation_name: Option<Arc<str>>,
-    extra: SpanExtra,
+    /// The span's run-time values, boxed from the start (a box the thread reuses): the
+    /// builder's methods then move a pointer, not the values, and the record takes the box
+    /// as it is.
+    extra: Box<SpanExtra>,
 }
 
 impl SpanBuilder {
@@ -193,7 +196,7 @@ impl SpanBuilder {
         Start {
             under: self.under,
             operation_name: self.operation_name,
-            extra: Some(crate::record::boxed_extra(self.extra)),
+            extra: Some(self.extra),
         }
     }
 
