@@ -128,10 +128,29 @@ pub(crate) fn boxed_extra(extra: SpanExtra) -> Box<SpanExtra> {
         .flatten();
     match spare {
         Some(mut boxed) => {
-            *boxed = extra;
+            boxed.refill(extra);
             boxed
         }
         None => Box::new(extra),
+    }
+}
+
+impl SpanExtra {
+    /// Takes `extra`'s values in place of these; the lists keep the memory they had, when
+    /// `extra`'s are empty, so that a reused box's spans push their properties without an
+    /// allocation.
+    fn refill(&mut self, extra: SpanExtra) {
+        let mut properties = std::mem::take(&mut self.properties);
+        let mut errors = std::mem::take(&mut self.errors);
+        *self = extra;
+        if self.properties.is_empty() {
+            properties.clear();
+            self.properties = properties;
+        }
+        if self.errors.is_empty() {
+            errors.clear();
+            self.errors = errors;
+        }
     }
 }
 

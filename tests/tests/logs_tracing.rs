@@ -59,15 +59,15 @@ fn a_dependency_called_inside_an_instrumented_function_nests_under_its_span() {
     multi_thread_runtime(2).block_on(handle_async(8));
     flush(&pipeline);
 
-    for (outer, inner, message) in [
-        ("handle", "query", "querying"),
-        ("handle_async", "query_async", "querying async"),
+    for (outer, inner, message, id) in [
+        ("handle", "query", "querying", "7"),
+        ("handle_async", "query_async", "querying async", "8"),
     ] {
         let outer = memory.one(outer);
         let inner = memory.one(inner);
         assert_eq!(inner.parent_id(), Some(outer.span_id()), "{}", inner.name());
         assert_eq!(inner.trace_id(), outer.trace_id());
-        assert!(outer.property("id").is_some(), "fields become properties");
+        assert_eq!(outer.property("id"), Some(id), "fields become properties");
         let logs = memory.logs();
         assert_eq!(
             log(&logs, message).parent_id(),
@@ -131,6 +131,9 @@ fn span_fields_follow_the_semantic_conventions() {
             server.address = "db.internal",
             server.port = 5432,
             tenant = "acme",
+            attempt = -3,
+            retried = true,
+            rows = u64::MAX,
         );
         let _db = db.enter();
         drop(_db);
@@ -147,6 +150,10 @@ fn span_fields_follow_the_semantic_conventions() {
     assert_eq!(db.target(), Some("db.internal:5432"));
     assert_eq!(db.data(), Some("SELECT * FROM orders WHERE id = $1"));
     assert_eq!(db.property("tenant"), Some("acme"));
+    // Numbers and booleans, as their `Debug` writes them.
+    assert_eq!(db.property("attempt"), Some("-3"));
+    assert_eq!(db.property("retried"), Some("true"));
+    assert_eq!(db.property("rows"), Some("18446744073709551615"));
     assert_eq!(db.parent_id(), Some(request.span_id()));
     assert_eq!(
         db.operation_name(),

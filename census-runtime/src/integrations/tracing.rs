@@ -340,7 +340,8 @@ struct SpanFields {
     url: Option<String>,
     status: Option<u64>,
     failed: Option<String>,
-    properties: Vec<(&'static str, String)>,
+    /// In the form a record keeps them: the list moves into the record as it is.
+    properties: Vec<(Cow<'static, str>, String)>,
 }
 
 impl SpanFields {
@@ -364,7 +365,7 @@ impl SpanFields {
                 self.status = value.parse().ok();
             }
             "error" => self.failed = Some(value),
-            name => self.properties.push((name, value)),
+            name => self.properties.push((Cow::Borrowed(name), value)),
         }
     }
 
@@ -406,11 +407,11 @@ impl SpanFields {
         if let Some(status) = self.status {
             extra.result_code = Some(Cow::Owned(status.to_string()));
         }
-        extra.properties.extend(
-            self.properties
-                .into_iter()
-                .map(|(key, value)| (Cow::Borrowed(key), value)),
-        );
+        if extra.properties.is_empty() {
+            extra.properties = self.properties;
+        } else {
+            extra.properties.extend(self.properties);
+        }
         if self.status.is_some_and(|status| status >= 400) {
             record.set_success(false);
         }
@@ -427,6 +428,20 @@ impl Visit for SpanFields {
 
     fn record_str(&mut self, field: &Field, value: &str) {
         self.text(field, value.to_owned());
+    }
+
+    // Numbers and booleans are written as `Debug` would write them, without the formatting
+    // machinery.
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.text(field, itoa::Buffer::new().format(value).to_owned());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.text(field, itoa::Buffer::new().format(value).to_owned());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.text(field, if value { "true" } else { "false" }.to_owned());
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
