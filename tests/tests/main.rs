@@ -24,6 +24,7 @@ mod azure_stacks;
 mod azure_stalled;
 mod azure_statuses;
 mod azure_storage;
+mod azure_threads;
 mod console_summary;
 mod core_exporters;
 mod core_nesting;

@@ -633,6 +633,7 @@ impl AzureExporterBuilder {
                 // never telemetry; the runtime's blocking threads (name lookups) are census's
                 // too.
                 crate::local::mark_census_thread();
+                crate::local::yield_to_the_application();
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .thread_name("census-azure-blocking")
