@@ -146,32 +146,6 @@ pub(crate) fn mark_census_thread() {
     CENSUS_THREAD.with(|flag| flag.set(true));
 }
 
-/// How much less priority census's threads take than the application's (a `nice` value).
-#[cfg(target_os = "linux")]
-const BACKGROUND_NICE: libc::c_int = 10;
-
-/// Lowers this thread's scheduling priority by [`BACKGROUND_NICE`] (a failure leaves it as it
-/// was): for an exporter's thread, whose work (encoding, compressing, sending) is best effort
-/// and, when the cores are busy, waits for the application's threads.
-#[cfg(target_os = "linux")]
-pub(crate) fn yield_to_the_application() {
-    // SAFETY: `gettid` has no preconditions; `getpriority` and `setpriority` on this thread's
-    // id touch only its scheduling priority (Linux gives threads priorities of their own).
-    unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
-        let _ = libc::setpriority(
-            libc::PRIO_PROCESS,
-            tid,
-            current.saturating_add(BACKGROUND_NICE),
-        );
-    }
-}
-
-/// Elsewhere, the thread keeps its priority.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn yield_to_the_application() {}
-
 /// Whether this is one of census's own threads.
 #[inline]
 pub(crate) fn on_census_thread() -> bool {

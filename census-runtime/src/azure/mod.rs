@@ -633,7 +633,7 @@ impl AzureExporterBuilder {
                 // never telemetry; the runtime's blocking threads (name lookups) are census's
                 // too.
                 crate::local::mark_census_thread();
-                crate::local::yield_to_the_application();
+                yield_to_the_application();
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .thread_name("census-azure-blocking")
@@ -907,3 +907,29 @@ impl Exporter for AzureExporter {
             .unwrap_or_else(|| self.storage.as_ref().map_or(0, Storage::count_items))
     }
 }
+
+/// How much less priority the exporter's thread takes than the application's (a `nice` value).
+#[cfg(target_os = "linux")]
+const BACKGROUND_NICE: libc::c_int = 10;
+
+/// Lowers this thread's scheduling priority by [`BACKGROUND_NICE`] (a failure leaves it as it
+/// was): for an exporter's thread, whose work (encoding, compressing, sending) is best effort
+/// and, when the cores are busy, waits for the application's threads.
+#[cfg(target_os = "linux")]
+fn yield_to_the_application() {
+    // SAFETY: `gettid` has no preconditions; `getpriority` and `setpriority` on this thread's
+    // id touch only its scheduling priority (Linux gives threads priorities of their own).
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+        let _ = libc::setpriority(
+            libc::PRIO_PROCESS,
+            tid,
+            current.saturating_add(BACKGROUND_NICE),
+        );
+    }
+}
+
+/// Elsewhere, the thread keeps its priority.
+#[cfg(not(target_os = "linux"))]
+fn yield_to_the_application() {}
