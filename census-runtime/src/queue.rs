@@ -140,14 +140,15 @@ impl Outbox {
 
 /// Hands a log record or an event to the export worker, through this thread's second ring.
 pub(crate) fn submit_item(item: Item) {
-    submit_item_with(|| item);
+    submit_item_with(|| item, |_| {});
 }
 
 /// Hands the log record or event `make` returns to the export worker, written straight into
-/// the next slot of this thread's second ring (a log record is 256 bytes: built elsewhere and
-/// moved, it would be copied twice more).
+/// the next slot of this thread's second ring, then completed there by `fill` (a log record's
+/// message is formatted in place): a log record is 256 bytes, and built elsewhere and moved
+/// it would be copied twice more.
 #[inline]
-pub(crate) fn submit_item_with(make: impl FnOnce() -> Item) {
+pub(crate) fn submit_item_with(make: impl FnOnce() -> Item, fill: impl FnOnce(&mut Item)) {
     let _ = ITEMS.try_with(|items| {
         let Ok(mut items) = items.try_borrow_mut() else {
             return;
@@ -158,7 +159,7 @@ pub(crate) fn submit_item_with(make: impl FnOnce() -> Item) {
         };
         match ring.write_chunk_uninit(1) {
             Ok(mut chunk) => {
-                chunk.as_mut_slices().0[0].write(make());
+                fill(chunk.as_mut_slices().0[0].write(make()));
                 // SAFETY: the chunk's one slot was just written.
                 unsafe { chunk.commit_all() };
                 // Every 16 records, a look at the ring: half full wakes the worker early and
@@ -175,7 +176,11 @@ pub(crate) fn submit_item_with(make: impl FnOnce() -> Item) {
                     }
                 }
             }
-            Err(_) => spill(make()),
+            Err(_) => {
+                let mut item = make();
+                fill(&mut item);
+                spill(item);
+            }
         }
     });
 }

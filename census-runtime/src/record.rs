@@ -739,6 +739,12 @@ impl LogRecord {
         }
     }
 
+    /// Writes `args` after the message (made empty, it is formatted in place).
+    #[cfg_attr(not(feature = "log"), allow(dead_code, reason = "the log bridge's"))]
+    pub(crate) fn format_message(&mut self, args: std::fmt::Arguments<'_>) {
+        self.message.append(args);
+    }
+
     /// Adds a property.
     pub(crate) fn push_property(&mut self, key: impl Into<Cow<'static, str>>, value: String) {
         let extra = self.extra.get_or_insert_with(Box::default);

@@ -40,7 +40,8 @@ pub(crate) fn correlation() -> Option<Correlation> {
     .flatten()
 }
 
-/// Hands the log record `make` returns to the export worker, built in place.
+/// Hands the log record `make` returns to the export worker, built in place and completed
+/// there by `fill`.
 #[cfg_attr(
     not(any(feature = "log", feature = "tracing")),
     allow(
@@ -49,8 +50,15 @@ pub(crate) fn correlation() -> Option<Correlation> {
     )
 )]
 #[inline]
-pub(crate) fn emit_log(make: impl FnOnce() -> LogRecord) {
-    queue::submit_item_with(|| Item::Log(make()));
+pub(crate) fn emit_log(make: impl FnOnce() -> LogRecord, fill: impl FnOnce(&mut LogRecord)) {
+    queue::submit_item_with(
+        || Item::Log(make()),
+        |item| {
+            if let Item::Log(log) = item {
+                fill(log);
+            }
+        },
+    );
 }
 
 /// Starts a custom event: an `Event` in Application Insights (`customEvents`), tied to the span

@@ -40,13 +40,18 @@ impl Text {
     )]
     pub(crate) fn format(args: fmt::Arguments<'_>) -> Self {
         let mut text = Text::new();
+        text.append(args);
+        text
+    }
+
+    /// Writes `args` after what the text holds.
+    pub(crate) fn append(&mut self, args: fmt::Arguments<'_>) {
         match args.as_str() {
-            Some(literal) => text.push_str(literal),
+            Some(literal) => self.push_str(literal),
             None => {
-                let _ = fmt::write(&mut text, args);
+                let _ = fmt::write(self, args);
             }
         }
-        text
     }
 
     pub(crate) fn as_str(&self) -> &str {

@@ -165,12 +165,14 @@ impl Log for LogBridge {
             file: record.file_static(),
             line: record.line(),
         };
-        telemetry::emit_log(|| {
-            let message = Text::format(*record.args());
-            let mut log = LogRecord::new(severity(record.level()), message, correlation, source);
-            let _ = record.key_values().visit(&mut Properties(&mut log));
-            log
-        });
+        // The record is made in its ring slot with an empty message, which is formatted there.
+        telemetry::emit_log(
+            || LogRecord::new(severity(record.level()), Text::new(), correlation, source),
+            |log| {
+                log.format_message(*record.args());
+                let _ = record.key_values().visit(&mut Properties(log));
+            },
+        );
     }
 
     fn flush(&self) {

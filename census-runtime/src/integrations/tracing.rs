@@ -293,24 +293,27 @@ where
             file: metadata.file(),
             line: metadata.line(),
         };
-        telemetry::emit_log(|| {
-            let mut log = LogRecord::new(
-                severity(*metadata.level()),
-                fields.message.unwrap_or_else(Text::new),
-                correlation,
-                source,
-            );
-            for (key, value) in fields.properties {
-                log.push_property(key, value);
-            }
-            for (key, value) in fields.measurements {
-                log.push_property(key, value.to_string());
-            }
-            if let Some(errors) = fields.errors.finish() {
-                log.set_errors(errors);
-            }
-            log
-        });
+        telemetry::emit_log(
+            || {
+                LogRecord::new(
+                    severity(*metadata.level()),
+                    fields.message.unwrap_or_else(Text::new),
+                    correlation,
+                    source,
+                )
+            },
+            |log| {
+                for (key, value) in fields.properties {
+                    log.push_property(key, value);
+                }
+                for (key, value) in fields.measurements {
+                    log.push_property(key, value.to_string());
+                }
+                if let Some(errors) = fields.errors.finish() {
+                    log.set_errors(errors);
+                }
+            },
+        );
     }
 }
 
