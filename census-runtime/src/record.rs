@@ -722,7 +722,9 @@ struct LogExtra {
     )
 )]
 impl LogRecord {
-    /// A record written now, in the operation `correlation` names.
+    /// A record written now, in the operation `correlation` names. Inlined, so that the record
+    /// is written where its caller puts it (a ring slot) rather than copied there.
+    #[inline]
     pub(crate) fn new(
         severity: Severity,
         message: Text,
