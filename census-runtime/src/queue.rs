@@ -157,29 +157,33 @@ pub(crate) fn submit_item_with(make: impl FnOnce() -> Item, fill: impl FnOnce(&m
             Some(ring) => ring,
             ring @ None => ring.insert(new_item_ring(FIRST_ITEM_RING)),
         };
-        match ring.write_chunk_uninit(1) {
-            Ok(mut chunk) => {
-                fill(chunk.as_mut_slices().0[0].write(make()));
-                // SAFETY: the chunk's one slot was just written.
-                unsafe { chunk.commit_all() };
-                // Every 16 records, a look at the ring: half full wakes the worker early and
-                // makes the next ring twice as large.
-                items.pushed = items.pushed.wrapping_add(1);
-                if items.pushed.is_multiple_of(16)
-                    && let Some(ring) = &items.ring
-                    && ring.slots() < ring.buffer().capacity() / 2
-                {
-                    request_wake();
-                    let capacity = ring.buffer().capacity();
-                    if capacity < MAX_ITEM_RING {
-                        items.ring = Some(new_item_ring(capacity * 2));
-                    }
-                }
-            }
-            Err(_) => {
-                let mut item = make();
-                fill(&mut item);
-                spill(item);
+        // One place where the item is made and filled, the ring's slot or else this frame: each
+        // closure is then called once and inlined, and the item is built where it stays.
+        let mut full = MaybeUninit::uninit();
+        let mut chunk = ring.write_chunk_uninit(1).ok();
+        let slot = match &mut chunk {
+            Some(chunk) => &mut chunk.as_mut_slices().0[0],
+            None => &mut full,
+        };
+        fill(slot.write(make()));
+        let Some(chunk) = chunk else {
+            // SAFETY: `full` was the slot, written just above.
+            spill(unsafe { full.assume_init() });
+            return;
+        };
+        // SAFETY: the chunk's one slot was just written.
+        unsafe { chunk.commit_all() };
+        // Every 16 records, a look at the ring: half full wakes the worker early and makes the
+        // next ring twice as large.
+        items.pushed = items.pushed.wrapping_add(1);
+        if items.pushed.is_multiple_of(16)
+            && let Some(ring) = &items.ring
+            && ring.slots() < ring.buffer().capacity() / 2
+        {
+            request_wake();
+            let capacity = ring.buffer().capacity();
+            if capacity < MAX_ITEM_RING {
+                items.ring = Some(new_item_ring(capacity * 2));
             }
         }
     });

@@ -153,10 +153,10 @@ impl Log for LogBridge {
             return;
         }
         // Inside a dropped trace, or on census's own threads: nothing to format.
-        let Some(correlation) = telemetry::correlation() else {
+        let Some(mut correlation) = telemetry::correlation() else {
             return;
         };
-        let source = Source {
+        let mut source = Source {
             target: match record.module_path_static() {
                 Some(module) if module == record.target() => Cow::Borrowed(module),
                 _ => Cow::Owned(record.target().to_owned()),
@@ -166,8 +166,17 @@ impl Log for LogBridge {
             line: record.line(),
         };
         // The record is made in its ring slot with an empty message, which is formatted there.
+        // The closures borrow what they move into it: moved into them, it would be copied
+        // once more on the way to the slot.
         telemetry::emit_log(
-            || LogRecord::new(severity(record.level()), Text::new(), correlation, source),
+            || {
+                LogRecord::new(
+                    severity(record.level()),
+                    Text::new(),
+                    std::mem::take(&mut correlation),
+                    std::mem::take(&mut source),
+                )
+            },
             |log| {
                 log.format_message(*record.args());
                 let _ = record.key_values().visit(&mut Properties(log));
