@@ -121,7 +121,7 @@ where
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        let mut fields = SpanFields::default();
+        let mut fields = SpanFields::with_spare_list();
         attrs.record(&mut fields);
         let name = fields
             .name
@@ -344,10 +344,38 @@ struct SpanFields {
     status: Option<u64>,
     failed: Option<String>,
     /// In the form a record keeps them: the list moves into the record as it is.
-    properties: Vec<(Cow<'static, str>, String)>,
+    properties: Properties,
+}
+
+/// A property list's memory, kept for the next span this thread opens: a span's fields are
+/// gathered into it, and the list moves into the record whole.
+type Properties = Vec<(Cow<'static, str>, String)>;
+
+/// Lists longer than this are let go of rather than kept.
+const SPARE_LIST_MAX: usize = 16;
+
+thread_local! {
+    static SPARE_LIST: std::cell::Cell<Properties> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+fn keep_spare_list(mut list: Properties) {
+    if list.capacity() <= SPARE_LIST_MAX {
+        list.clear();
+        let _ = SPARE_LIST.try_with(|spare| spare.set(list));
+    }
 }
 
 impl SpanFields {
+    /// Fields gathered into this thread's spare list, when it has one.
+    fn with_spare_list() -> Self {
+        SpanFields {
+            properties: SPARE_LIST
+                .try_with(|spare| spare.take())
+                .unwrap_or_default(),
+            ..SpanFields::default()
+        }
+    }
+
     fn text(&mut self, field: &Field, value: String) {
         match field.name() {
             "otel.name" => self.name = Some(Cow::Owned(value)),
@@ -401,6 +429,7 @@ impl SpanFields {
             && self.properties.is_empty()
             && self.failed.is_none()
         {
+            keep_spare_list(self.properties);
             return;
         }
         let extra = record.extra_mut();
@@ -410,11 +439,15 @@ impl SpanFields {
         if let Some(status) = self.status {
             extra.result_code = Some(Cow::Owned(status.to_string()));
         }
+        // The record takes the list; the one it had (empty, its memory kept from a reused box)
+        // is this thread's next span's.
+        let mut properties = self.properties;
         if extra.properties.is_empty() {
-            extra.properties = self.properties;
+            std::mem::swap(&mut extra.properties, &mut properties);
         } else {
-            extra.properties.extend(self.properties);
+            extra.properties.append(&mut properties);
         }
+        keep_spare_list(properties);
         if self.status.is_some_and(|status| status >= 400) {
             record.set_success(false);
         }
