@@ -26,6 +26,9 @@ use crate::standard;
 enum AsyncFrame {
     /// Nothing to do: no pipeline, or under a span that is not recorded.
     Inert,
+    /// Under a span that is not recorded, and timed for the standard metrics (the timing is
+    /// beside the frame): a future with nothing to do checks the frame alone.
+    Counted,
     /// The root of a trace that is not recorded: the future's children are inert. Its trace id,
     /// once known (from a remote parent, or drawn when something asked for the context on an
     /// earlier poll).
@@ -69,7 +72,8 @@ impl KeptTraceId {
 #[doc(hidden)]
 pub struct AsyncSpan {
     frame: AsyncFrame,
-    /// A call of a dropped trace, timed for the standard metrics.
+    /// A call of a dropped trace, timed for the standard metrics: with a `Counted` or an
+    /// `Unsampled` frame only.
     timed: Option<Timed>,
 }
 
@@ -148,12 +152,20 @@ impl AsyncSpan {
 
     #[inline(never)]
     fn start_site(site: &'static Site) -> AsyncSpan {
-        let frame = Self::frame_of(site);
-        let timed = match frame {
-            AsyncFrame::Recording(_) => None,
-            _ => Timed::start(site),
-        };
-        AsyncSpan { frame, timed }
+        match Self::frame_of(site) {
+            AsyncFrame::Inert => match Timed::start(site) {
+                timed @ Some(_) => AsyncSpan {
+                    frame: AsyncFrame::Counted,
+                    timed,
+                },
+                None => AsyncSpan::INERT,
+            },
+            frame @ AsyncFrame::Unsampled(_) => AsyncSpan {
+                frame,
+                timed: Timed::start(site),
+            },
+            frame => AsyncSpan { frame, timed: None },
+        }
     }
 
     #[inline(always)]
@@ -288,13 +300,22 @@ pin_project! {
     impl<F, J> PinnedDrop for Traced<F, J> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(timed) = this.timed.take() {
-                timed.abandon();
-            }
             match std::mem::replace(this.frame, AsyncFrame::Inert) {
+                AsyncFrame::Inert => {}
                 AsyncFrame::Recording(record) => cancel(record),
-                AsyncFrame::Unsampled(kept) if !kept.is_none() => kept.release(),
-                _ => {}
+                AsyncFrame::Counted => {
+                    if let Some(timed) = this.timed.take() {
+                        timed.abandon();
+                    }
+                }
+                AsyncFrame::Unsampled(kept) => {
+                    if let Some(timed) = this.timed.take() {
+                        timed.abandon();
+                    }
+                    if !kept.is_none() {
+                        kept.release();
+                    }
+                }
             }
         }
     }
@@ -317,14 +338,7 @@ impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
         let this = self.project();
         let inner = this.inner;
         if matches!(this.frame, AsyncFrame::Inert) {
-            let poll = inner.poll(cx);
-            if this.timed.is_some()
-                && let Poll::Ready(output) = &poll
-                && let Some(timed) = this.timed.take()
-            {
-                timed.finish(output, this.judge.take());
-            }
-            return poll;
+            return inner.poll(cx);
         }
         let poll = {
             let scope = PollScope::enter(this.frame);
@@ -377,7 +391,7 @@ impl<'a> PollScope<'a> {
         // without its span.
         // An unsampled frame stays in the future: only its trace id is read.
         let known = match &*slot {
-            AsyncFrame::Inert => return None,
+            AsyncFrame::Inert | AsyncFrame::Counted => return None,
             AsyncFrame::Unsampled(trace_id) => Some(trace_id.get()),
             AsyncFrame::Recording(_) => None,
         };
