@@ -65,6 +65,14 @@ async fn stall_order() -> Result<u64, OrderError> {
     std::future::pending().await
 }
 
+/// Gives up on a stalled call: under a root the sampler mostly drops, the call is inert and
+/// counted, and its cancellation is counted as such.
+#[census_runtime::inproc]
+async fn give_up_on_a_stalled_order() {
+    let stalled = tokio::time::timeout(Duration::from_millis(1), stall_order()).await;
+    assert!(stalled.is_err(), "the timeout fired");
+}
+
 fn pipeline(server: &IngestionServer, name: &str, sampler: Sampler, metrics: bool) -> Pipeline {
     census_runtime::pipeline()
         .cloud_role("orders-api")
@@ -198,10 +206,13 @@ fn async_calls_are_counted_exactly_too_cancelled_ones_as_failures() {
         for task in tasks {
             task.await.unwrap();
         }
-        // Given up on after its first poll: cancelled, a failure.
+        // Given up on after its first poll: cancelled, a failure; as a root, then under one.
         for _ in 0..10 {
             let stalled = tokio::time::timeout(Duration::from_millis(1), stall_order());
             assert!(stalled.await.is_err(), "the timeout fired");
+        }
+        for _ in 0..10 {
+            give_up_on_a_stalled_order().await;
         }
     });
     census.flush(Duration::from_secs(10)).unwrap();
@@ -211,7 +222,7 @@ fn async_calls_are_counted_exactly_too_cancelled_ones_as_failures() {
         ("Dependency.Type", "SQL"),
         ("dependency/target", "orders-db"),
     ];
-    assert_eq!(count(&dependencies, &sql), (CALLS + 10) as f64);
+    assert_eq!(count(&dependencies, &sql), (CALLS + 20) as f64);
     let failed = [
         ("Dependency.Type", "SQL"),
         ("dependency/resultCode", "OrderError"),
@@ -221,9 +232,9 @@ fn async_calls_are_counted_exactly_too_cancelled_ones_as_failures() {
         ("Dependency.Type", "SQL"),
         ("dependency/resultCode", "cancelled"),
     ];
-    assert_eq!(count(&dependencies, &cancelled), 10.0);
+    assert_eq!(count(&dependencies, &cancelled), 20.0);
     let roots = [("Dependency.Type", "INPROC")];
-    assert_eq!(count(&dependencies, &roots), CALLS as f64);
+    assert_eq!(count(&dependencies, &roots), (CALLS + 10) as f64);
 }
 
 /// Answers 500 for every fifth order, after saving it.
