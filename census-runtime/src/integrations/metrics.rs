@@ -184,8 +184,6 @@ impl CensusRecorder {
                     kind: C::KIND,
                     hash: key.get_hash(),
                     at: key as *const Key as usize,
-                    name: Parts::of(key.name().as_bytes()),
-                    labels: Parts::of(key.labels().as_slice()),
                     key: key.clone(),
                     cell: C::wrap(Arc::clone(&cell)),
                 });
@@ -244,45 +242,22 @@ thread_local! {
 struct Entry {
     recorder: u64,
     kind: usize,
-    /// The key's hash, the key's address, and where its name and labels are: a macro's
-    /// literal key is a `static`, recognised by its address, and a key made anew at every call
-    /// from the same static parts by them, without reading the entry's own key.
+    /// The key's hash and address: a macro's literal key is a `static`, recognised by its
+    /// address without reading the entry's own key.
     hash: u64,
     at: usize,
-    name: Parts,
-    labels: Parts,
     key: Key,
     cell: AnyCell,
 }
 
-/// Where a slice is, and how long: a key's name or labels, compared by address.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Parts(usize, usize);
-
-impl Parts {
-    #[inline]
-    fn of<T>(slice: &[T]) -> Parts {
-        Parts(slice.as_ptr() as usize, slice.len())
-    }
-}
-
 impl Entry {
-    /// Whether `key` is this entry's: the same key (by address and hash), the same static
-    /// parts, or else equal names and labels.
+    /// Whether `key` is this entry's: the same key (by address and hash), or else equal names
+    /// and labels. A key built at run time may sit where another one did: its hash tells them
+    /// apart, and the comparison of the keys themselves settles the rest.
     #[inline]
     fn holds(&self, key: &Key) -> bool {
-        if self.hash != key.get_hash() {
-            return false;
-        }
-        if self.at == key as *const Key as usize {
-            return true;
-        }
-        if Parts::of(key.name().as_bytes()) == self.name
-            && Parts::of(key.labels().as_slice()) == self.labels
-        {
-            return true;
-        }
-        same_key(&self.key, key)
+        self.hash == key.get_hash()
+            && (self.at == key as *const Key as usize || same_key(&self.key, key))
     }
 }
 
@@ -292,7 +267,7 @@ enum AnyCell {
     Histogram(Arc<HistogramCell>),
 }
 
-/// Whether two keys are the same: the macros' literal keys share their strings, which are then
+/// Whether two keys of the same hash are the same: keys made from the same static strings are
 /// compared by address, not byte by byte.
 #[cold]
 fn same_key(a: &Key, b: &Key) -> bool {
@@ -300,7 +275,7 @@ fn same_key(a: &Key, b: &Key) -> bool {
     fn same(a: &str, b: &str) -> bool {
         (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
     }
-    if a.get_hash() != b.get_hash() || !same(a.name(), b.name()) {
+    if !same(a.name(), b.name()) {
         return false;
     }
     let (a, b) = (a.labels(), b.labels());
