@@ -7,6 +7,7 @@
 //! cargo run -p http-demo
 //! ```
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -99,7 +100,19 @@ fn with_ureq(base: &str) -> Result<String, ureq::Error> {
         .read_to_string()
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    // An error (a bad connection string, say) is printed as its message, which names the part
+    // that is wrong, rather than as a `Debug` value.
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("http-demo: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut census = census_runtime::pipeline()
         .sampler(Sampler::always())
         .cloud_role("http-demo")

@@ -9,6 +9,7 @@
 //! With `APPLICATIONINSIGHTS_CONNECTION_STRING` set, the same spans, log records and events
 //! also go to Application Insights.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use census_runtime::Sampler;
@@ -19,7 +20,19 @@ use census_runtime::integrations::tracing::CensusLayer;
 use orders::{SqliteOrders, checkout_session};
 use tracing_subscriber::layer::SubscriberExt;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    // An error (a bad connection string, say) is printed as its message, which names the part
+    // that is wrong, rather than as a `Debug` value.
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("orders: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut census = census_runtime::pipeline()
         .sampler(Sampler::always())
         .cloud_role("orders-api")

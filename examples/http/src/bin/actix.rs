@@ -6,6 +6,7 @@
 //! cargo run -p http-demo --bin actix
 //! ```
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
@@ -43,7 +44,19 @@ fn client(base: &str) {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    // An error (a bad connection string, say) is printed as its message, which names the part
+    // that is wrong, rather than as a `Debug` value.
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("actix: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     // `/broken` panics on purpose: one line says so, rather than a backtrace when
     // RUST_BACKTRACE is set. census chains its own hook to this one when installed.
     std::panic::set_hook(Box::new(|info| eprintln!("(as meant) {info}")));
