@@ -12,6 +12,8 @@
 //! - `logs/otel+appinsights`: the same call inside a recorded OpenTelemetry span, through
 //!   `opentelemetry-appender-log`, batched for `opentelemetry-application-insights` (posting to a
 //!   loopback sink).
+//! - `tracing-span/registry`: a `#[tracing::instrument]` function with `tracing-subscriber`'s
+//!   `Registry` alone: what every layer's span costs before the layer does anything.
 //! - `tracing-span/census-layer`: a `#[tracing::instrument]` function through census's layer,
 //!   recorded, handed to an exporter that discards it.
 //! - `tracing-span/otel+appinsights`: the same through `tracing-opentelemetry`, batched for
@@ -116,6 +118,11 @@ fn tracing_spans(c: &mut Criterion) {
         return;
     }
     let mut group = c.benchmark_group("tracing-span");
+    {
+        let subscriber = tracing_subscriber::registry();
+        let _default = tracing::subscriber::set_default(subscriber);
+        group.bench_function("registry", |b| b.iter(|| handle(black_box(7))));
+    }
     {
         let pipeline = census();
         let subscriber = tracing_subscriber::registry().with(CensusLayer::new());

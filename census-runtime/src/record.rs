@@ -113,7 +113,31 @@ std::thread_local! {
 /// `extra` in a box: one handed back by the worker when this thread has one at hand (taken
 /// without waiting), else a new one.
 pub(crate) fn boxed_extra(extra: SpanExtra) -> Box<SpanExtra> {
-    let spare = LOCAL_EXTRAS
+    match handed_back() {
+        Some(mut boxed) => {
+            boxed.refill(extra);
+            boxed
+        }
+        None => Box::new(extra),
+    }
+}
+
+/// A box with nothing set in it, for values written in place: one handed back (its lists keep
+/// their memory) when this thread has one at hand, else a new one.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+pub(crate) fn spare_extra() -> Box<SpanExtra> {
+    match handed_back() {
+        Some(mut boxed) => {
+            boxed.reset();
+            boxed
+        }
+        None => Box::default(),
+    }
+}
+
+/// A box the worker handed back, taken without waiting.
+fn handed_back() -> Option<Box<SpanExtra>> {
+    LOCAL_EXTRAS
         .try_with(|local| {
             let mut local = local.try_borrow_mut().ok()?;
             if local.is_empty()
@@ -125,14 +149,7 @@ pub(crate) fn boxed_extra(extra: SpanExtra) -> Box<SpanExtra> {
             local.pop()
         })
         .ok()
-        .flatten();
-    match spare {
-        Some(mut boxed) => {
-            boxed.refill(extra);
-            boxed
-        }
-        None => Box::new(extra),
-    }
+        .flatten()
 }
 
 impl SpanExtra {
@@ -151,6 +168,33 @@ impl SpanExtra {
             errors.clear();
             self.errors = errors;
         }
+    }
+
+    /// Unsets every value in place; the lists keep their memory.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    fn reset(&mut self) {
+        let SpanExtra {
+            name,
+            kind,
+            target,
+            data,
+            result_code,
+            error,
+            properties,
+            exception,
+            errors,
+            trace_state,
+        } = self;
+        *name = None;
+        *kind = None;
+        *target = None;
+        *data = None;
+        *result_code = None;
+        *error = None;
+        properties.clear();
+        *exception = None;
+        errors.clear();
+        *trace_state = None;
     }
 }
 

@@ -140,6 +140,17 @@ fn span_fields_follow_the_semantic_conventions() {
         let failing = tracing::info_span!("charge", otel.status_code = tracing::field::Empty);
         failing.record("otel.status_code", "ERROR");
         drop(failing);
+        // Fields recorded after the span opened describe it as those given at once do.
+        let call = tracing::info_span!(
+            "call",
+            url.full = tracing::field::Empty,
+            server.address = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        call.record("url.full", "http://inventory.internal/stock/7");
+        call.record("server.address", "inventory.internal");
+        call.record("http.response.status_code", 503);
+        drop(call);
     }
     flush(&pipeline);
 
@@ -161,6 +172,12 @@ fn span_fields_follow_the_semantic_conventions() {
         "the request's name is the operation's"
     );
     assert!(!memory.one("charge").success(), "otel.status_code = ERROR");
+    let call = memory.one("call");
+    assert_eq!(call.kind(), "HTTP");
+    assert_eq!(call.data(), Some("http://inventory.internal/stock/7"));
+    assert_eq!(call.target(), Some("inventory.internal"));
+    assert_eq!(call.result_code(), Some("503"));
+    assert!(!call.success(), "a 5xx status fails the call");
 }
 
 #[derive(Debug)]

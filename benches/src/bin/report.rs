@@ -326,6 +326,7 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
     let log_format = get(medians, "logs", "format-string");
     let log_census = get(medians, "logs", "census");
     let log_otel = get(medians, "logs", "otel+appinsights");
+    let layer_registry = get(medians, "tracing-span", "registry");
     let layer_census = get(medians, "tracing-span", "census-layer");
     let layer_otel = get(medians, "tracing-span", "otel+appinsights");
     let _ = writeln!(
@@ -339,6 +340,10 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
         (
             "`opentelemetry-appender-log` + `opentelemetry-application-insights`",
             log_otel,
+        ),
+        (
+            "`#[tracing::instrument]` with `tracing-subscriber`'s `Registry` alone, no layer",
+            layer_registry,
         ),
         (
             "census: `#[tracing::instrument]` through `CensusLayer`",

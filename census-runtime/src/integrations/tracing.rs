@@ -55,9 +55,9 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::context::Carried;
 use crate::id::SpanContext;
-use crate::record::SpanRecord;
 use crate::record::{ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
-use crate::span::{NotStarted, SpanBuilder};
+use crate::record::{SpanExtra, SpanRecord};
+use crate::span::NotStarted;
 use crate::text::Text;
 use crate::{queue, telemetry};
 
@@ -121,18 +121,15 @@ where
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        let mut fields = SpanFields::with_spare_list();
+        // The span's fields are written straight into the box its record takes.
+        let mut extra = crate::record::spare_extra();
+        let mut fields = SpanFields::new(&mut extra);
         attrs.record(&mut fields);
-        let name = fields
-            .name
-            .clone()
-            .unwrap_or_else(|| Cow::Borrowed(attrs.metadata().name()));
-        let mut builder = if fields.server {
-            crate::request(name)
-        } else {
-            crate::span(name)
-        };
-        builder = fields.describe(builder);
+        let facts = fields.finish();
+        if extra.name.is_none() {
+            extra.name = Some(Cow::Borrowed(attrs.metadata().name()));
+        }
+        let builder = crate::span::with_extra(facts.server, extra);
         // The parent: an explicit one, none at all, or whatever is current on this thread (a
         // census span, or an entered `tracing` span's frame).
         let explicit = if attrs.is_root() {
@@ -154,7 +151,7 @@ where
         };
         let bridged = match started {
             Ok(mut record) => {
-                fields.apply(&mut record);
+                facts.settle(&mut record);
                 Bridged {
                     context: record.context(),
                     operation_name: record.shared_operation_name(),
@@ -195,12 +192,9 @@ where
             .get_mut::<Bridged>()
             .and_then(|b| b.record.as_mut())
         {
-            let mut fields = SpanFields::default();
+            let mut fields = SpanFields::new(record.extra_mut());
             values.record(&mut fields);
-            if let Some(name) = fields.name.take() {
-                record.extra_mut().name = Some(name);
-            }
-            fields.apply(record);
+            fields.finish().settle(record);
         }
     }
 
@@ -330,126 +324,96 @@ fn severity(level: Level) -> Severity {
 // ---------------------------------------------------------------------------------------------
 // Span fields.
 
-/// What a span's fields say about it.
-#[derive(Default)]
-struct SpanFields {
-    name: Option<Cow<'static, str>>,
-    server: bool,
-    kind: Option<Cow<'static, str>>,
-    target: Option<String>,
+/// A span's fields, written into the box of run-time values its record takes (properties
+/// pushed into a list whose memory the box keeps from its last span); what needs the record
+/// itself is kept aside in [`Facts`].
+struct SpanFields<'a> {
+    extra: &'a mut SpanExtra,
+    facts: Facts,
+    /// `server.port`, joined to the target.
     port: Option<String>,
-    data: Option<String>,
-    method: Option<String>,
-    url: Option<String>,
+    /// An HTTP method or URL was given: an `HTTP` call unless a kind is.
+    http: bool,
+    /// `data` holds a URL, which a statement does not replace.
+    url: bool,
+}
+
+/// What a span's fields say of it beyond its values: applied to the record once it exists.
+#[derive(Default)]
+struct Facts {
+    server: bool,
     status: Option<u64>,
     failed: Option<String>,
-    /// In the form a record keeps them: the list moves into the record as it is.
-    properties: Properties,
 }
 
-/// A property list's memory, kept for the next span this thread opens: a span's fields are
-/// gathered into it, and the list moves into the record whole.
-type Properties = Vec<(Cow<'static, str>, String)>;
-
-/// Lists longer than this are let go of rather than kept.
-const SPARE_LIST_MAX: usize = 16;
-
-thread_local! {
-    static SPARE_LIST: std::cell::Cell<Properties> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-fn keep_spare_list(mut list: Properties) {
-    if list.capacity() <= SPARE_LIST_MAX {
-        list.clear();
-        let _ = SPARE_LIST.try_with(|spare| spare.set(list));
-    }
-}
-
-impl SpanFields {
-    /// Fields gathered into this thread's spare list, when it has one.
-    fn with_spare_list() -> Self {
+impl<'a> SpanFields<'a> {
+    fn new(extra: &'a mut SpanExtra) -> Self {
         SpanFields {
-            properties: SPARE_LIST
-                .try_with(|spare| spare.take())
-                .unwrap_or_default(),
-            ..SpanFields::default()
+            extra,
+            facts: Facts::default(),
+            port: None,
+            http: false,
+            url: false,
         }
     }
 
     fn text(&mut self, field: &Field, value: String) {
+        let extra = &mut *self.extra;
         match field.name() {
-            "otel.name" => self.name = Some(Cow::Owned(value)),
-            "otel.kind" => self.server = value.eq_ignore_ascii_case("server"),
+            "otel.name" => extra.name = Some(Cow::Owned(value)),
+            "otel.kind" => self.facts.server = value.eq_ignore_ascii_case("server"),
             "otel.status_code" => {
                 if value.eq_ignore_ascii_case("error") {
-                    self.failed.get_or_insert_with(|| "error".to_owned());
+                    self.facts.failed.get_or_insert_with(|| "error".to_owned());
                 }
             }
-            "otel.status_message" | "otel.status_description" => self.failed = Some(value),
-            "db.system" | "db.system.name" | "census.kind" => self.kind = Some(Cow::Owned(value)),
-            "db.statement" | "db.query.text" => self.data = Some(value),
-            "server.address" | "net.peer.name" | "census.target" => self.target = Some(value),
-            "server.port" | "net.peer.port" => self.port = Some(value),
-            "http.request.method" | "http.method" => self.method = Some(value),
-            "url.full" | "http.url" => self.url = Some(value),
-            "http.response.status_code" | "http.status_code" => {
-                self.status = value.parse().ok();
+            "otel.status_message" | "otel.status_description" | "error" => {
+                self.facts.failed = Some(value);
             }
-            "error" => self.failed = Some(value),
-            name => self.properties.push((Cow::Borrowed(name), value)),
+            "db.system" | "db.system.name" | "census.kind" => extra.kind = Some(Cow::Owned(value)),
+            "db.statement" | "db.query.text" => {
+                if !self.url {
+                    extra.data = Some(Cow::Owned(value));
+                }
+            }
+            "server.address" | "net.peer.name" | "census.target" => {
+                extra.target = Some(Cow::Owned(value));
+            }
+            "server.port" | "net.peer.port" => self.port = Some(value),
+            "http.request.method" | "http.method" => self.http = true,
+            "url.full" | "http.url" => {
+                extra.data = Some(Cow::Owned(value));
+                self.url = true;
+                self.http = true;
+            }
+            "http.response.status_code" | "http.status_code" => {
+                self.facts.status = value.parse().ok();
+            }
+            name => extra.properties.push((Cow::Borrowed(name), value)),
         }
     }
 
-    /// Describes the span at its start: its kind and what it calls.
-    fn describe(&self, mut builder: SpanBuilder) -> SpanBuilder {
-        if let Some(kind) = &self.kind {
-            builder = builder.kind_owned(kind.clone());
-        } else if self.method.is_some() || self.url.is_some() {
-            builder = builder.kind("HTTP");
+    /// What the fields say together: an HTTP call's kind, the target's port.
+    fn finish(self) -> Facts {
+        let extra = self.extra;
+        if self.http && extra.kind.is_none() {
+            extra.kind = Some(Cow::Borrowed("HTTP"));
         }
-        if let Some(url) = &self.url {
-            builder = builder.data(url.clone());
-        } else if let Some(data) = &self.data {
-            builder = builder.data(data.clone());
+        if let (Some(port), Some(target)) = (self.port, extra.target.as_mut()) {
+            *target = Cow::Owned(format!("{target}:{port}"));
         }
-        if let Some(target) = &self.target {
-            let target = match &self.port {
-                Some(port) => format!("{target}:{port}"),
-                None => target.clone(),
-            };
-            builder = builder.target(target);
-        }
-        builder
+        self.facts
     }
+}
 
-    /// Records what is known of the span, at its start or later.
-    fn apply(self, record: &mut SpanRecord) {
-        if self.data.is_none()
-            && self.status.is_none()
-            && self.properties.is_empty()
-            && self.failed.is_none()
-        {
-            keep_spare_list(self.properties);
-            return;
-        }
-        let extra = record.extra_mut();
-        if let Some(data) = self.data {
-            extra.data = Some(Cow::Owned(data));
-        }
+impl Facts {
+    /// Records a status or failure the fields gave.
+    fn settle(self, record: &mut SpanRecord) {
         if let Some(status) = self.status {
-            extra.result_code = Some(Cow::Owned(status.to_string()));
-        }
-        // The record takes the list; the one it had (empty, its memory kept from a reused box)
-        // is this thread's next span's.
-        let mut properties = self.properties;
-        if extra.properties.is_empty() {
-            std::mem::swap(&mut extra.properties, &mut properties);
-        } else {
-            extra.properties.append(&mut properties);
-        }
-        keep_spare_list(properties);
-        if self.status.is_some_and(|status| status >= 400) {
-            record.set_success(false);
+            record.extra_mut().result_code = Some(Cow::Owned(status.to_string()));
+            if status >= 400 {
+                record.set_success(false);
+            }
         }
         if let Some(message) = self.failed {
             record.fail(Cow::Borrowed("error"), Some(message));
@@ -457,7 +421,7 @@ impl SpanFields {
     }
 }
 
-impl Visit for SpanFields {
+impl Visit for SpanFields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.text(field, format!("{value:?}"));
     }
@@ -482,7 +446,7 @@ impl Visit for SpanFields {
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         if field.name() == "error" {
-            self.failed = Some(value.to_string());
+            self.facts.failed = Some(value.to_string());
         } else {
             self.text(field, value.to_string());
         }

@@ -69,6 +69,23 @@ pub fn request(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
     }
 }
 
+/// A builder for a span (a request when `request`) whose run-time values are written in
+/// `extra` already, its name among them: the `tracing` layer's, which writes a span's fields in
+/// place.
+#[cfg(feature = "tracing")]
+pub(crate) fn with_extra(request: bool, extra: Box<SpanExtra>) -> SpanBuilder {
+    let (site, operation_name) = match request {
+        true => (&REQUEST_SITE, extra.name.as_deref().map(Arc::from)),
+        false => (&BUILDER_SITE, None),
+    };
+    SpanBuilder {
+        site,
+        under: Under::Current,
+        operation_name,
+        extra,
+    }
+}
+
 static BUILDER_SITE: Site = Site::inproc("span").at(module_path!(), file!(), line!());
 static REQUEST_SITE: Site = Site::request("request").at(module_path!(), file!(), line!());
 
@@ -89,13 +106,6 @@ impl SpanBuilder {
     /// The dependency type (default `INPROC`).
     pub fn kind(mut self, kind: &'static str) -> Self {
         self.extra.kind = Some(Cow::Borrowed(kind));
-        self
-    }
-
-    /// The dependency type, when it is known only at run time.
-    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-    pub(crate) fn kind_owned(mut self, kind: Cow<'static, str>) -> Self {
-        self.extra.kind = Some(kind);
         self
     }
 

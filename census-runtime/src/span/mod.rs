@@ -82,6 +82,8 @@ mod sync;
 
 #[cfg(feature = "tracing")]
 pub(crate) use self::builder::NotStarted;
+#[cfg(feature = "tracing")]
+pub(crate) use self::builder::with_extra;
 pub use self::builder::{DetachedSpan, Instrumented, SpanBuilder, request, span};
 pub use self::current::{CurrentSpan, current_span};
 #[doc(hidden)]
