@@ -317,7 +317,7 @@ impl SpanRecord {
     }
 
     /// Sets the sampling percentage the span says it was kept at: for tests.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "azure"))]
     pub(crate) fn set_sample_rate(&mut self, rate: f32) {
         self.sample_rate = rate;
     }
@@ -798,6 +798,10 @@ impl LogRecord {
     }
 
     /// Sets the error the record carries, outermost first: it becomes an `Exception`.
+    #[cfg_attr(
+        not(feature = "tracing"),
+        allow(dead_code, reason = "the tracing layer's")
+    )]
     pub(crate) fn set_errors(&mut self, errors: Vec<ErrorDetail>) {
         self.extra.get_or_insert_with(Box::default).errors = errors;
     }

@@ -32,11 +32,8 @@ impl Text {
 
     /// `args` formatted: inline when it fits.
     #[cfg_attr(
-        not(any(feature = "log", feature = "tracing")),
-        allow(
-            dead_code,
-            reason = "log records come from the log and tracing bridges"
-        )
+        not(feature = "tracing"),
+        allow(dead_code, reason = "the tracing layer's messages")
     )]
     pub(crate) fn format(args: fmt::Arguments<'_>) -> Self {
         let mut text = Text::new();
