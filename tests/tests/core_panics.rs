@@ -1,11 +1,14 @@
 //! Panics: every span a panic unwinds through carries the panic's own message and location,
 //! whatever panic hooks the application sets, and never an older panic's.
 
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::task::{Context, Waker};
 
 use census_runtime::export::{MemoryExporter, SpanRecord};
 use census_runtime::inproc;
-use census_tests::{flush, install_memory, multi_thread_runtime};
+use census_runtime::{Sampler, current_span};
+use census_tests::{flush, install_memory, install_memory_sampled, multi_thread_runtime};
 
 #[inproc]
 fn innermost(order: u32) -> u32 {
@@ -235,4 +238,26 @@ fn a_panic_in_a_span_builder_scope_carries_its_message_whatever_the_hooks() {
 
     let (message, _) = panicked(&memory, "reprice");
     assert_eq!(message, "no price for sku 7");
+}
+
+#[inproc]
+async fn dropped_root_that_panics(order: u32) -> u32 {
+    if order == 0 {
+        panic!("order {order} has no lines");
+    }
+    order
+}
+
+#[test]
+fn an_async_root_of_a_dropped_trace_that_panics_leaves_nothing_current() {
+    let (_pipeline, _memory) = install_memory_sampled(Sampler::never());
+    let mut call = std::pin::pin!(dropped_root_that_panics(0));
+    let mut cx = Context::from_waker(Waker::noop());
+    let caught = catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(&mut cx)));
+    assert!(caught.is_err(), "the panic reaches the caller");
+    assert_eq!(
+        current_span().context(),
+        None,
+        "the dropped trace's root is closed by the unwinding"
+    );
 }

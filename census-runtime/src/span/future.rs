@@ -15,7 +15,9 @@ use super::outcome::{fail_on_panic, fail_with_payload};
 use super::parent::{self, Built, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::{SpanId, TraceId};
-use crate::local::{Frame, Local, close_unsampled_root, set_unsampled_root, with_local, word};
+use crate::local::{
+    Frame, Local, close_unsampled_root, open_unsampled_root, set_unsampled_root, with_local, word,
+};
 use crate::record::SpanRecord;
 use crate::sampler;
 use crate::site::Site;
@@ -300,22 +302,31 @@ pin_project! {
     impl<F, J> PinnedDrop for Traced<F, J> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            match std::mem::replace(this.frame, AsyncFrame::Inert) {
-                AsyncFrame::Inert => {}
-                AsyncFrame::Recording(record) => cancel(record),
-                AsyncFrame::Counted => {
-                    if let Some(timed) = this.timed.take() {
-                        timed.abandon();
-                    }
-                }
-                AsyncFrame::Unsampled(kept) => {
-                    if let Some(timed) = this.timed.take() {
-                        timed.abandon();
-                    }
-                    if !kept.is_none() {
-                        kept.release();
-                    }
-                }
+            if !matches!(this.frame, AsyncFrame::Inert) {
+                let_go(this.frame, this.timed);
+            }
+        }
+    }
+}
+
+/// Lets go of what a future dropped with a frame still holds: a recorded span it did not end
+/// (cancelled), a call it timed, a trace id it kept. Not generic: shared by every async fn.
+#[inline(never)]
+fn let_go(frame: &mut AsyncFrame, timed: &mut Option<Timed>) {
+    match std::mem::replace(frame, AsyncFrame::Inert) {
+        AsyncFrame::Inert => {}
+        AsyncFrame::Recording(record) => cancel(record),
+        AsyncFrame::Counted => {
+            if let Some(timed) = timed.take() {
+                timed.abandon();
+            }
+        }
+        AsyncFrame::Unsampled(kept) => {
+            if let Some(timed) = timed.take() {
+                timed.abandon();
+            }
+            if !kept.is_none() {
+                kept.release();
             }
         }
     }
@@ -339,6 +350,23 @@ impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
         let inner = this.inner;
         if matches!(this.frame, AsyncFrame::Inert) {
             return inner.poll(cx);
+        }
+        // The root of a dropped trace, nothing current and no trace id drawn yet (the usual case
+        // under sampling): the thread's flag, set around the poll, is all it takes.
+        if let AsyncFrame::Unsampled(kept) = this.frame
+            && kept.is_none()
+            && word() == 0
+        {
+            let poll = {
+                let _root = UnsampledRoot::open(kept);
+                inner.poll(cx)
+            };
+            if let Poll::Ready(output) = &poll
+                && let Some(timed) = this.timed.take()
+            {
+                timed.finish(output, this.judge.take());
+            }
+            return poll;
         }
         let poll = {
             let scope = PollScope::enter(this.frame);
@@ -372,6 +400,30 @@ impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
             timed.finish(output, this.judge.take());
         }
         poll
+    }
+}
+
+/// A dropped trace's root open on this thread's flag for one poll of its future, unwinding
+/// included: a trace id drawn during the poll stays with the future for its next polls.
+struct UnsampledRoot<'a> {
+    kept: &'a mut KeptTraceId,
+}
+
+impl<'a> UnsampledRoot<'a> {
+    /// Opens the root; the caller saw nothing current.
+    #[inline(always)]
+    fn open(kept: &'a mut KeptTraceId) -> Self {
+        open_unsampled_root();
+        UnsampledRoot { kept }
+    }
+}
+
+impl Drop for UnsampledRoot<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some(id) = close_unsampled_root() {
+            *self.kept = KeptTraceId::new(Some(id));
+        }
     }
 }
 
