@@ -1028,13 +1028,42 @@ pub struct MetricRecord {
     std_dev: f64,
 }
 
+/// The figures of one interval of a histogram.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Distribution {
+    pub(crate) count: u64,
+    pub(crate) sum: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) std_dev: f64,
+}
+
+impl Distribution {
+    /// The figures of `count` values whose sum and sum of squares are given: the standard
+    /// deviation is the population's, `sqrt(E[x²] - E[x]²)`, never negative.
+    pub(crate) fn new(count: u64, sum: f64, sum_of_squares: f64, min: f64, max: f64) -> Self {
+        let n = count as f64;
+        let mean = sum / n;
+        let variance = (sum_of_squares / n - mean * mean).max(0.0);
+        let std_dev = variance.sqrt();
+        Distribution {
+            count,
+            sum,
+            min,
+            max,
+            // Squares past f64's range: no spread to tell.
+            std_dev: if std_dev.is_finite() { std_dev } else { 0.0 },
+        }
+    }
+}
+
 impl MetricRecord {
     pub(crate) fn new(
         id: Arc<SeriesId>,
         kind: MetricKind,
         start: SystemTime,
         interval: Duration,
-        figures: crate::metric::Distribution,
+        figures: Distribution,
     ) -> Self {
         MetricRecord {
             id,

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use crate::clock;
-use crate::metric::Distribution;
+use crate::record::Distribution;
 use crate::record::{MetricKind, MetricRecord, Record, SeriesId, SpanRecord};
 use crate::site::{Site, SpanKind};
 

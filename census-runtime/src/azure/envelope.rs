@@ -914,7 +914,7 @@ mod tests {
 
     #[test]
     fn metric_envelopes_of_the_three_kinds() {
-        use crate::metric::Distribution;
+        use crate::record::Distribution;
         use crate::record::SeriesId;
         use std::sync::Arc;
 

@@ -869,7 +869,7 @@ mod tests {
 
     #[test]
     fn a_metric_s_interval_is_one_line() {
-        use crate::metric::Distribution;
+        use crate::record::Distribution;
         use crate::record::SeriesId;
         use std::time::SystemTime;
 
