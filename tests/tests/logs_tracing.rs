@@ -151,6 +151,11 @@ fn span_fields_follow_the_semantic_conventions() {
         call.record("server.address", "inventory.internal");
         call.record("http.response.status_code", 503);
         drop(call);
+        // A message a consumer handles is a request too.
+        drop(tracing::info_span!(
+            "orders process",
+            otel.kind = "consumer"
+        ));
     }
     flush(&pipeline);
 
@@ -178,6 +183,11 @@ fn span_fields_follow_the_semantic_conventions() {
     assert_eq!(call.target(), Some("inventory.internal"));
     assert_eq!(call.result_code(), Some("503"));
     assert!(!call.success(), "a 5xx status fails the call");
+    assert_eq!(
+        memory.one("orders process").span_kind(),
+        SpanKind::Request,
+        "otel.kind = consumer"
+    );
 }
 
 #[derive(Debug)]

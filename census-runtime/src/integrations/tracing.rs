@@ -3,8 +3,8 @@
 //! `EnvFilter` and per-layer filters.
 //!
 //! - A `tracing` span becomes a census span: an `INPROC` dependency, unless its fields say
-//!   otherwise, following the OpenTelemetry semantic conventions (`otel.kind = "server"` makes a
-//!   `Request`; `otel.name` renames it; `db.system`, `db.statement` / `db.query.text`,
+//!   otherwise, following the OpenTelemetry semantic conventions (`otel.kind = "server"` or
+//!   `"consumer"` makes a `Request`; `otel.name` renames it; `db.system`, `db.statement` / `db.query.text`,
 //!   `server.address` / `server.port`, `http.request.method`, `url.full`,
 //!   `http.response.status_code` describe a call) or census's own (`census.kind`,
 //!   `census.target`). Its other fields become properties; `otel.status_code = "ERROR"` or an
@@ -361,7 +361,12 @@ impl<'a> SpanFields<'a> {
         let extra = &mut *self.extra;
         match field.name() {
             "otel.name" => extra.name = Some(Cow::Owned(value)),
-            "otel.kind" => self.facts.server = value.eq_ignore_ascii_case("server"),
+            // What Application Insights shows as a request: a server's, or a message a
+            // consumer handles (as the Azure Monitor exporters map the span kinds).
+            "otel.kind" => {
+                self.facts.server =
+                    value.eq_ignore_ascii_case("server") || value.eq_ignore_ascii_case("consumer");
+            }
             "otel.status_code" => {
                 if value.eq_ignore_ascii_case("error") {
                     self.facts.failed.get_or_insert_with(|| "error".to_owned());
