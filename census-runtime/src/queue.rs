@@ -38,6 +38,10 @@ const MAX_ITEM_RING: usize = 4096;
 /// Where records go when a thread's ring is full (a burst faster than the worker wakes up):
 /// shared, behind a lock, bounded by `OVERFLOW_CAPACITY`. Beyond that, records are dropped.
 static OVERFLOW: Mutex<Vec<Record>> = Mutex::new(Vec::new());
+/// The same for log records and events, kept as they were written: the worker boxes them, so
+/// that spilling one allocates nothing on the thread that wrote it (a box allocated there and
+/// freed on the worker makes both wait on the allocator). `OVERFLOW_LEN` counts both.
+static ITEM_OVERFLOW: Mutex<Vec<Item>> = Mutex::new(Vec::new());
 static OVERFLOW_LEN: AtomicUsize = AtomicUsize::new(0);
 static OVERFLOW_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_CAPACITY);
 /// Set when a thread woke the worker early; cleared by the worker.
@@ -215,25 +219,39 @@ pub(crate) fn spill(record: impl Spilled) {
         dropped(&record);
         return;
     }
-    OVERFLOW
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(record.into());
+    record.overflow();
 }
 
 /// What goes to the shared overflow: a span, a log record or an event.
-pub(crate) trait Spilled: Into<Record> {
+pub(crate) trait Spilled {
+    /// Joins its overflow; its place there is counted in `OVERFLOW_LEN` already.
+    fn overflow(self);
+
     /// Dropped at the full queue: a span is still counted into the standard metrics.
     fn lost(&self) {}
 }
 
 impl Spilled for SpanRecord {
+    fn overflow(self) {
+        OVERFLOW
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Record::Span(self));
+    }
+
     fn lost(&self) {
         crate::standard::count_lost(self);
     }
 }
 
-impl Spilled for Item {}
+impl Spilled for Item {
+    fn overflow(self) {
+        ITEM_OVERFLOW
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self);
+    }
+}
 
 /// A record dropped at the full queue: counted, and told so.
 #[cold]
@@ -321,6 +339,10 @@ pub(crate) fn drain(into: &mut Vec<Record>) -> usize {
         let mut overflow = OVERFLOW.lock().unwrap_or_else(|p| p.into_inner());
         OVERFLOW_LEN.fetch_sub(overflow.len(), Ordering::AcqRel);
         into.append(&mut overflow);
+        drop(overflow);
+        let mut items = ITEM_OVERFLOW.lock().unwrap_or_else(|p| p.into_inner());
+        OVERFLOW_LEN.fetch_sub(items.len(), Ordering::AcqRel);
+        into.extend(items.drain(..).map(Record::from));
     }
     into.len() - before
 }

@@ -104,6 +104,51 @@ fn a_full_queue_drops_and_counts_and_never_blocks_the_caller() {
 }
 
 #[test]
+fn events_at_a_full_queue_are_kept_in_the_overflow_or_counted_as_dropped() {
+    let (release_tx, release_rx) = mpsc::channel();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let seen = Arc::new(Mutex::new(0));
+    let pipeline = census_runtime::pipeline()
+        .queue_capacity(1_000)
+        .export_interval(Duration::from_millis(1))
+        .exporter(Stuck {
+            entered: entered_tx,
+            release: Arc::new(Mutex::new(release_rx)),
+            seen: seen.clone(),
+        })
+        .install()
+        .unwrap();
+    unit_of_work();
+    entered_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the worker exports the first span");
+    // Events and log records take a ring of their own (at most 7,936 of them), then the shared
+    // overflow.
+    const CALLS: usize = 20_000;
+    for n in 0..CALLS {
+        census_runtime::event("order_placed")
+            .measurement("n", n as f64)
+            .send();
+    }
+    let dropped = census_runtime::pipeline::diagnostics().dropped_queue_full as usize;
+    assert!(dropped > 0, "the queue overflowed");
+    assert!(
+        dropped <= CALLS - 1_000,
+        "at least the overflow's worth was kept (dropped {dropped})"
+    );
+    for _ in 0..CALLS {
+        let _ = release_tx.send(());
+    }
+    pipeline.flush(Duration::from_secs(10)).unwrap();
+    let delivered = *seen.lock().unwrap();
+    assert_eq!(
+        delivered + dropped,
+        CALLS + 1,
+        "every event was either delivered or counted as dropped"
+    );
+}
+
+#[test]
 fn flush_delivers_spans_finished_on_threads_that_are_now_idle() {
     let (pipeline, memory) = install_memory();
     let threads: Vec<_> = (0..8)
