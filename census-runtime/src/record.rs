@@ -198,24 +198,75 @@ impl SpanExtra {
     }
 }
 
-/// Hands the boxes of the spans in `records` back (the worker, once they are exported).
-pub(crate) fn recycle_extras(records: &mut [Record]) {
+/// Lets go of exported records (the worker, once every exporter has seen them): the boxes of
+/// the spans' run-time values are handed back to the threads, and the boxes of log records kept
+/// for the next ones this thread boxes.
+pub(crate) fn recycle(records: &mut Vec<Record>) {
     let mut shared = SPARE_EXTRAS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for record in records {
-        if shared.len() >= SPARE_EXTRAS_MAX {
-            return;
+    let _ = SPARE_LOG_BOXES.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        for record in records.drain(..) {
+            match record {
+                Record::Span(mut span) => {
+                    if shared.len() < SPARE_EXTRAS_MAX
+                        && span
+                            .extra
+                            .as_ref()
+                            .is_some_and(|extra| extra.held_bytes() <= SPARE_EXTRA_BYTES)
+                        && let Some(extra) = span.extra.take()
+                    {
+                        shared.push(extra);
+                    }
+                }
+                // Kept only when it holds no memory of its own, which a reuse would free late.
+                Record::Log(log)
+                    if spare.len() < SPARE_LOG_BOXES_MAX
+                        && log.extra.is_none()
+                        && log.message.is_inline() =>
+                {
+                    spare.push(log);
+                }
+                _ => {}
+            }
         }
-        if let Record::Span(span) = record
-            && span
-                .extra
-                .as_ref()
-                .is_some_and(|extra| extra.held_bytes() <= SPARE_EXTRA_BYTES)
-            && let Some(extra) = span.extra.take()
-        {
-            shared.push(extra);
+    });
+    records.clear();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The boxes of log records, kept by the export worker.
+//
+// A log record travels inline in its thread's ring and is boxed by the worker when it drains
+// the ring (so that a batch of spans moves no empty bytes). Thousands of boxes made and freed
+// per batch overflow the allocator's per-thread cache, and each then costs a trip through its
+// shared bins: the worker keeps the boxes instead.
+
+std::thread_local! {
+    #[expect(
+        clippy::vec_box,
+        reason = "the boxes themselves are kept and reused"
+    )]
+    static SPARE_LOG_BOXES: std::cell::RefCell<Vec<Box<LogRecord>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At most this many log records' boxes are kept.
+const SPARE_LOG_BOXES_MAX: usize = 4096;
+
+/// `log` in a box this thread kept, or a new one.
+fn boxed_log(log: LogRecord) -> Box<LogRecord> {
+    let spare = SPARE_LOG_BOXES
+        .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten();
+    match spare {
+        Some(mut boxed) => {
+            *boxed = log;
+            boxed
         }
+        None => Box::new(log),
     }
 }
 
@@ -668,7 +719,7 @@ impl From<SpanRecord> for Record {
 impl From<Item> for Record {
     fn from(item: Item) -> Record {
         match item {
-            Item::Log(log) => Record::Log(Box::new(log)),
+            Item::Log(log) => Record::Log(boxed_log(log)),
             Item::Event(event) => Record::Event(event),
         }
     }
@@ -1136,5 +1187,48 @@ impl MetricRecord {
     /// The (population) standard deviation of the values recorded; 0 for a counter or a gauge.
     pub fn std_dev(&self) -> f64 {
         self.std_dev
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(message: &str) -> Item {
+        Item::Log(LogRecord::new(
+            Severity::Information,
+            Text::format(format_args!("{message}")),
+            Correlation::default(),
+            Source::default(),
+        ))
+    }
+
+    #[test]
+    fn the_worker_boxes_log_records_in_the_boxes_of_the_last_ones() {
+        std::thread::spawn(|| {
+            let mut exported = vec![
+                Record::from(log("first")),
+                Record::from(log(&"x".repeat(500))),
+            ];
+            let kept = match &exported[0] {
+                Record::Log(first) => &**first as *const LogRecord,
+                _ => unreachable!(),
+            };
+            recycle(&mut exported);
+            assert!(exported.is_empty());
+            // The short message's box is kept; the one with a message on the heap is not.
+            let again = Record::from(log("second"));
+            let Record::Log(second) = &again else {
+                unreachable!()
+            };
+            assert_eq!(&**second as *const LogRecord, kept);
+            assert_eq!(second.message(), "second");
+            let Record::Log(third) = Record::from(log("third")) else {
+                unreachable!()
+            };
+            assert_ne!(&*third as *const LogRecord, kept);
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -51,6 +51,11 @@ impl Text {
         }
     }
 
+    /// Whether it holds no memory of its own.
+    pub(crate) fn is_inline(&self) -> bool {
+        matches!(self.0, Repr::Inline { .. })
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Inline { len, bytes } => {

@@ -235,7 +235,6 @@ impl Worker {
                 .exported
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
-        crate::record::recycle_extras(&mut self.pending);
-        self.pending.clear();
+        crate::record::recycle(&mut self.pending);
     }
 }
