@@ -161,6 +161,12 @@ fn table() -> Option<&'static Table> {
 /// of line: inlined, it would make every guard's drop too large to be inlined itself.
 #[inline(never)]
 pub(crate) fn count(site: &'static Site, start: u64) {
+    count_inline(site, start);
+}
+
+/// [`count`], inlined into a caller that is out of line itself.
+#[inline(always)]
+pub(crate) fn count_inline(site: &'static Site, start: u64) {
     let ticks = clock::now().saturating_sub(start);
     let Some(table) = table() else {
         return;

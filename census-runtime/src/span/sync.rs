@@ -10,7 +10,9 @@ use super::outcome::{fail_on_panic, fail_with_payload};
 use super::parent::{self, Built, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::{SpanContext, SpanId};
-use crate::local::{Frame, Local, open_unsampled_root, set_unsampled_root, with_local, word};
+use crate::local::{
+    Frame, Local, close_sync_unsampled_root, open_unsampled_root, with_local, word,
+};
 use crate::record::SpanRecord;
 use crate::sampler;
 use crate::site::Site;
@@ -304,17 +306,22 @@ impl Drop for SpanGuard {
         // caller's frame, which costs even when nothing is recorded.
         match self.held.get() {
             Held::Inert => {}
-            Held::UnsampledRoot => set_unsampled_root(false),
-            Held::Counted { site, start, root } => {
-                if root {
-                    set_unsampled_root(false);
-                }
-                standard::count(site, start);
-            }
+            Held::UnsampledRoot => close_sync_unsampled_root(),
+            Held::Counted { site, start, root } => end_counted(site, start, root),
             Held::Span { depth, span_id } | Held::Shadow { depth, span_id } => exit(depth, span_id),
             Held::Unsampled { depth } => exit_unsampled(depth),
         }
     }
+}
+
+/// Ends a counted call that succeeded (`root`: it opened the unsampled root, closed now). Out
+/// of line with its root's flag, so that every instrumented function has one call here.
+#[inline(never)]
+fn end_counted(site: &'static Site, start: u64, root: bool) {
+    if root {
+        close_sync_unsampled_root();
+    }
+    standard::count_inline(site, start);
 }
 
 /// Ends a recorded span.
