@@ -88,5 +88,5 @@ pub use self::current::{CurrentSpan, current_span};
 pub use self::future::{AsyncSpan, Judge, Outcome, Traced};
 pub(crate) use self::outcome::set_errors_as_exceptions;
 pub(crate) use self::panic::{install_hook as install_panic_hook, payload_message};
-pub use self::sync::SpanGuard;
+pub use self::sync::{Call, SpanGuard};
 pub use crate::telemetry::EventBuilder;
