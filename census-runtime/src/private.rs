@@ -83,7 +83,7 @@ impl<T, E: std::error::Error + 'static> ErrorOutcome for &&Probe<'_, Result<T, E
     #[inline]
     fn census_end(&self, call: Call) {
         match self.0 {
-            Err(error) => call.end_with_error(error, Some(error), std::any::type_name::<E>()),
+            Err(error) => call.end_with_error(error),
             Ok(_) => call.end(),
         }
     }
@@ -108,7 +108,7 @@ impl<T, E: Display> ResultOutcome for &Probe<'_, Result<T, E>> {
     #[inline]
     fn census_end(&self, call: Call) {
         match self.0 {
-            Err(error) => call.end_with_error(error, None, std::any::type_name::<E>()),
+            Err(error) => call.end_with_display(error),
             Ok(_) => call.end(),
         }
     }

@@ -383,25 +383,71 @@ impl Call {
         }
     }
 
-    /// Ends the call failed by an error: its `Display` becomes the message and `code` (the
-    /// error's type, unless a result code was set) the result code; a counted call is counted
-    /// failed. One out-of-line call, whatever the call holds.
+    /// Ends the call failed by an error that is a `std::error::Error`: its `Display` becomes
+    /// the message, its type (unless a result code was set) the result code, and its
+    /// `source()`s are at hand; a counted call is counted failed. One out-of-line call per
+    /// error type, shared by every function that returns it.
     #[inline(always)]
-    pub(crate) fn end_with_error(
-        self,
-        error: &dyn Display,
-        chain: Option<&(dyn std::error::Error + 'static)>,
-        code: &'static str,
-    ) {
-        end_failed(
+    pub(crate) fn end_with_error<E: std::error::Error + 'static>(self, error: &E) {
+        end_with_error(
             self.site,
             self.state,
             self.depth,
             self.span_id,
             self.start,
-            &Failure { error, chain, code },
+            error,
         );
     }
+
+    /// Ends the call failed by an error that is only `Display`: see
+    /// [`Call::end_with_error`].
+    #[inline(always)]
+    pub(crate) fn end_with_display<E: Display>(self, error: &E) {
+        end_with_display(
+            self.site,
+            self.state,
+            self.depth,
+            self.span_id,
+            self.start,
+            error,
+        );
+    }
+}
+
+/// [`Call::end_with_error`], out of line: instantiated once per error type.
+#[inline(never)]
+fn end_with_error<E: std::error::Error + 'static>(
+    site: &'static Site,
+    state: State,
+    depth: MaybeUninit<u32>,
+    span_id: MaybeUninit<SpanId>,
+    start: MaybeUninit<u64>,
+    error: &E,
+) {
+    let failure = Failure {
+        error,
+        chain: Some(error),
+        code: std::any::type_name::<E>(),
+    };
+    end_failed(site, state, depth, span_id, start, &failure);
+}
+
+/// [`Call::end_with_display`], out of line: instantiated once per error type.
+#[inline(never)]
+fn end_with_display<E: Display>(
+    site: &'static Site,
+    state: State,
+    depth: MaybeUninit<u32>,
+    span_id: MaybeUninit<SpanId>,
+    start: MaybeUninit<u64>,
+    error: &E,
+) {
+    let failure = Failure {
+        error,
+        chain: None,
+        code: std::any::type_name::<E>(),
+    };
+    end_failed(site, state, depth, span_id, start, &failure);
 }
 
 #[inline(never)]
