@@ -14,6 +14,10 @@ pub(crate) struct Hot {
     pub(crate) rng: Cell<u64>,
     /// The stack's word; see `local.rs`.
     pub(crate) word: Cell<usize>,
+    /// The generator's two constants, never changed: read from here, beside the state, the
+    /// inlined draw takes them as memory operands of a few bytes rather than as two 10-byte
+    /// immediates in every instrumented function.
+    pub(crate) rng_constants: [u64; 2],
 }
 
 thread_local! {
@@ -21,6 +25,7 @@ thread_local! {
         Hot {
             rng: Cell::new(0),
             word: Cell::new(0),
+            rng_constants: crate::id::RNG_CONSTANTS,
         }
     };
 }

@@ -162,6 +162,9 @@ fn seed() -> u64 {
     hasher.finish() | 1
 }
 
+/// The generator's increment and mixing constant (wyrand's).
+pub(crate) const RNG_CONSTANTS: [u64; 2] = [0xa076_1d64_78bd_642f, 0xe703_7ed1_a0b4_28db];
+
 /// The next number of this thread's generator: uniform over `u64`, not cryptographic.
 #[inline(always)]
 pub(crate) fn next_random() -> u64 {
@@ -171,9 +174,10 @@ pub(crate) fn next_random() -> u64 {
         if s == 0 {
             s = seed();
         }
-        s = s.wrapping_add(0xa076_1d64_78bd_642f);
+        let [increment, mix] = hot.rng_constants;
+        s = s.wrapping_add(increment);
         state.set(s);
-        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        let t = u128::from(s) * u128::from(s ^ mix);
         ((t >> 64) as u64) ^ (t as u64)
     })
 }
