@@ -26,7 +26,6 @@ pub enum SpanKind {
 /// assert_eq!(SITE.kind(), "SQL");
 /// assert_eq!(SITE.target(), Some("orders-db"));
 /// ```
-#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Site {
     name: &'static str,
     /// `None`: [`INPROC`] (no pointer to relocate in each in-process site).
@@ -35,10 +34,77 @@ pub struct Site {
     target: Option<&'static str>,
     data: Option<&'static str>,
     fields: &'static [&'static str],
+    /// The module's path; with `file` `None`, the module's path and the file's joined in one
+    /// string, `file_at` bytes into it (the macros' sites: one pointer for the loader to
+    /// relocate rather than two, and one string for every site of a module).
     module: &'static str,
-    file: &'static str,
+    file: Option<&'static str>,
+    file_at: u16,
     line: u32,
     exception: bool,
+}
+
+impl fmt::Debug for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Site")
+            .field("name", &self.name())
+            .field("kind", &self.kind())
+            .field("span_kind", &self.span_kind)
+            .field("target", &self.target)
+            .field("data", &self.data)
+            .field("fields", &self.fields)
+            .field("module", &self.module())
+            .field("file", &self.file())
+            .field("line", &self.line)
+            .field("exception", &self.exception)
+            .finish()
+    }
+}
+
+impl Site {
+    /// Everything a site says, whichever way its strings are kept.
+    #[allow(clippy::type_complexity)]
+    fn parts(
+        &self,
+    ) -> (
+        &'static str,
+        &'static str,
+        SpanKind,
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static [&'static str],
+        &'static str,
+        &'static str,
+        u32,
+        bool,
+    ) {
+        (
+            self.name(),
+            self.kind(),
+            self.span_kind,
+            self.target,
+            self.data,
+            self.fields,
+            self.module(),
+            self.file(),
+            self.line,
+            self.exception,
+        )
+    }
+}
+
+impl PartialEq for Site {
+    fn eq(&self, other: &Site) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for Site {}
+
+impl std::hash::Hash for Site {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
 }
 
 /// The `type` of an in-process dependency, as Application Insights shows it.
@@ -62,7 +128,8 @@ impl Site {
             data: None,
             fields: &[],
             module: "",
-            file: "",
+            file: Some(""),
+            file_at: 0,
             line: 0,
             exception: false,
         }
@@ -108,7 +175,21 @@ impl Site {
     /// Sets where the site is in the source: `module_path!()`, `file!()`, `line!()`.
     pub const fn at(mut self, module: &'static str, file: &'static str, line: u32) -> Self {
         self.module = module;
-        self.file = file;
+        self.file = Some(file);
+        self.line = line;
+        self
+    }
+
+    /// Sets where the site is, its module's path and its file's joined in one string: the
+    /// module's path (`module_path!()`) is the first `file_at` bytes, the file's (`file!()`) the
+    /// rest. What the attribute macros write: the site keeps one pointer where [`Site::at`]
+    /// keeps two. Not a public API.
+    #[doc(hidden)]
+    pub const fn at_joined(mut self, joined: &'static str, file_at: usize, line: u32) -> Self {
+        assert!(file_at <= joined.len() && file_at <= u16::MAX as usize);
+        self.module = joined;
+        self.file = None;
+        self.file_at = file_at as u16;
         self.line = line;
         self
     }
@@ -148,12 +229,18 @@ impl Site {
 
     /// The module that holds the site.
     pub const fn module(&self) -> &'static str {
-        self.module
+        match self.file {
+            Some(_) => self.module,
+            None => self.module.split_at(self.file_at as usize).0,
+        }
     }
 
     /// The source file that holds the site.
     pub const fn file(&self) -> &'static str {
-        self.file
+        match self.file {
+            Some(file) => file,
+            None => self.module.split_at(self.file_at as usize).1,
+        }
     }
 
     /// The line of the annotated function.
@@ -164,11 +251,11 @@ impl Site {
 
 impl fmt::Display for Site {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} [{}", self.name, self.kind())?;
+        write!(f, "{} [{}", self.name(), self.kind())?;
         if let Some(target) = self.target {
             write!(f, " -> {target}")?;
         }
-        write!(f, "] at {}:{} ({})", self.file, self.line, self.module)
+        write!(f, "] at {}:{} ({})", self.file(), self.line, self.module())
     }
 }
 
