@@ -248,7 +248,6 @@ impl std::fmt::Display for Unprintable {
 
 #[inproc(fields(arg))]
 fn records_unprintable(arg: Unprintable) -> u32 {
-    drop(arg);
     1
 }
 
