@@ -22,8 +22,9 @@ use crate::standard;
 
 /// A span that is current on this thread until it is dropped.
 ///
-/// Made by [`SpanBuilder::start`](crate::span::SpanBuilder::start) (and by the attributes, for
-/// sync functions). It is not `Send`: a span entered on one thread ends on that thread. For
+/// Made by [`SpanBuilder::start`](crate::span::SpanBuilder::start) (the attributes end a sync
+/// function's span the same way, without a guard). It is not `Send`: a span entered on one
+/// thread ends on that thread. For
 /// async code use [`SpanBuilder::instrument`](crate::span::SpanBuilder::instrument) (or the
 /// attributes on an `async fn`), which make the span current only while its future is polled.
 ///
