@@ -170,7 +170,7 @@ fn replace(block: &mut Block, tokens: TokenStream) {
     block.stmts = vec![Stmt::Expr(Expr::Verbatim(tokens), None)];
 }
 
-/// The `static` site and its registration.
+/// The `static` site, registered (`__site!` puts it where `sites()` finds it).
 fn site(sig: &Signature, spec: &Spec) -> TokenStream {
     let p = &spec.krate;
     let name = &spec.name;
@@ -187,11 +187,16 @@ fn site(sig: &Signature, spec: &Spec) -> TokenStream {
     });
     // Spanned at the function's name, `line!()` gives the function's line.
     let line = quote_spanned!(sig.ident.span()=> ::core::line!());
+    // The module's path and the file's in one string, the same for every site of the module:
+    // one pointer in the site rather than two.
     quote! {
-        static __CENSUS_SITE: #p::__private::Site = #p::__private::Site::#constructor
+        #p::__site!(__CENSUS_SITE = #p::__private::Site::#constructor
             #target #data #fields #exception
-            .at(::core::module_path!(), ::core::file!(), #line);
-        #p::__register_site!(__CENSUS_SITE);
+            .at_joined(
+                ::core::concat!(::core::module_path!(), ::core::file!()),
+                ::core::module_path!().len(),
+                #line,
+            ));
     }
 }
 
@@ -226,24 +231,28 @@ fn sync_body(
     let p = &spec.krate;
     let fake = fake_return(output);
     let probe = returns_value(output);
-    let guard = Ident::new("__census_guard", Span::mixed_site());
+    let call = Ident::new("__census_call", Span::mixed_site());
     let ret = Ident::new("__census_ret", Span::mixed_site());
-    let record = record_fields(spec, quote!(&#guard), "record_fields");
-    let outcome = probe.then(|| {
+    let record = record_fields(spec, quote!(&#call), "record_fields");
+    // The call has no drop glue: it ends here, judged by the returned value, or in `run` when
+    // the body panics.
+    let end = if probe {
         quote! {
             {
                 use #p::__private::{ErrorOutcome as _, PlainOutcome as _, ResultOutcome as _};
-                (&&&#p::__private::Probe(&#ret)).census_sync(&#guard);
+                (&&&#p::__private::Probe(&#ret)).census_end(#call);
             }
         }
-    });
+    } else {
+        quote!(#p::__private::end(#call);)
+    };
     quote! {
         #site
-        let #guard = #p::__private::enter(&__CENSUS_SITE);
+        let #call = #p::__private::enter(&__CENSUS_SITE);
         #record
         #[allow(clippy::let_unit_value)]
-        let #ret = #p::__private::run(&#guard, move || { #fake #body });
-        #outcome
+        let #ret = #p::__private::run(#call, move || { #fake #body });
+        #end
         #ret
     }
 }

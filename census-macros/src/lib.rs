@@ -10,11 +10,11 @@
 //! a few lines that call the runtime, where the logic lives:
 //!
 //! ```text
-//! static __CENSUS_SITE: Site = Site::dependency("load", "SQL").with_target("orders-db").at(...);
-//! __register_site!(__CENSUS_SITE); // a pointer in a linker section, collected by `sites()`
-//! let guard = SpanGuard::enter(&__CENSUS_SITE);
-//! let ret = run(move || { /* the body as written */ });
-//! /* fail the span when `ret` is an `Err` */
+//! // The site, in a linker section that `sites()` reads.
+//! __site!(__CENSUS_SITE = Site::dependency("load", "SQL").with_target("orders-db").at(...));
+//! let call = enter(&__CENSUS_SITE);
+//! let ret = run(call, move || { /* the body as written */ });
+//! /* end the call, failed when `ret` is an `Err` */
 //! ret
 //! ```
 //!

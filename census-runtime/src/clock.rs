@@ -92,6 +92,26 @@ pub(crate) fn now() -> u64 {
     now_slow()
 }
 
+/// Reads the time-stamp counter: for a caller that knows the counter is the clock
+/// ([`uses_tsc`]).
+#[inline(always)]
+pub(crate) fn tsc() -> u64 {
+    read_tsc()
+}
+
+/// Whether readings are time-stamp counter ticks (the anchor is made first).
+pub(crate) fn uses_tsc() -> bool {
+    anchor().tsc
+}
+
+/// [`now`], out of line: for a caller that keeps its inlined path for the counter (where the
+/// counter is not the clock, which is rare).
+#[cold]
+#[inline(never)]
+pub(crate) fn now_out_of_line() -> u64 {
+    now()
+}
+
 #[cold]
 #[inline(never)]
 fn now_slow() -> u64 {

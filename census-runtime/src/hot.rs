@@ -14,13 +14,22 @@ pub(crate) struct Hot {
     pub(crate) rng: Cell<u64>,
     /// The stack's word; see `local.rs`.
     pub(crate) word: Cell<usize>,
+    /// The generator's two constants, never changed: read from here, beside the state, the
+    /// inlined draw takes them as memory operands of a few bytes rather than as two 10-byte
+    /// immediates in every instrumented function.
+    pub(crate) rng_constants: [u64; 2],
 }
+
+/// The random-number generator's increment and mixing constant (wyrand's), kept in the hot
+/// cells beside its state (`id.rs` draws with them).
+const RNG_CONSTANTS: [u64; 2] = [0xa076_1d64_78bd_642f, 0xe703_7ed1_a0b4_28db];
 
 thread_local! {
     static HOT: Hot = const {
         Hot {
             rng: Cell::new(0),
             word: Cell::new(0),
+            rng_constants: RNG_CONSTANTS,
         }
     };
 }

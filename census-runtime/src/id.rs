@@ -171,9 +171,10 @@ pub(crate) fn next_random() -> u64 {
         if s == 0 {
             s = seed();
         }
-        s = s.wrapping_add(0xa076_1d64_78bd_642f);
+        let [increment, mix] = hot.rng_constants;
+        s = s.wrapping_add(increment);
         state.set(s);
-        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        let t = u128::from(s) * u128::from(s ^ mix);
         ((t >> 64) as u64) ^ (t as u64)
     })
 }

@@ -202,6 +202,13 @@ pub(crate) fn set_unsampled_root(open: bool) {
     });
 }
 
+/// Closes a sync unsampled root: its two low bits cleared, whatever is above it (one
+/// read-modify-write of the whole word, the same as [`set_unsampled_root`]`(false)`).
+#[inline(always)]
+pub(crate) fn close_sync_unsampled_root() {
+    with_word(|word| word.set(word.get() & !(UNSAMPLED_ROOT | ROOT_ID_DRAWN)));
+}
+
 /// Opens the unsampled sync root; the caller saw the word at 0 (nothing current).
 #[inline(always)]
 pub(crate) fn open_unsampled_root() {

@@ -7,28 +7,35 @@ use std::future::Future;
 
 pub use crate::sampler::{IdSearch, bench_kept_trace_id};
 pub use crate::site::{Registered, Site};
-pub use crate::span::{AsyncSpan, Judge, Outcome, SpanGuard, Traced};
+pub use crate::span::{AsyncSpan, Call, Judge, Outcome, Traced};
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub use inventory;
 
-/// Starts a sync function's span and makes it current until the guard is dropped.
+/// Starts a sync function's span and makes it current until [`end`].
 #[inline(always)]
-pub fn enter(site: &'static Site) -> SpanGuard {
-    SpanGuard::enter(site)
+pub fn enter(site: &'static Site) -> Call {
+    Call::enter(site)
 }
 
-/// Runs a sync function's body inside its span: a panic fails the span with its own message
-/// and is resumed. Taking the body as an `FnOnce` (instead of calling a closure in place, which
-/// infers `FnMut`) lets it return borrows of its captured arguments, as `&mut self` getters do.
+/// Runs a sync function's body inside its span: a panic fails the span with its own message,
+/// ends the call and is resumed. Taking the body as an `FnOnce` (instead of calling a closure
+/// in place, which infers `FnMut`) lets it return borrows of its captured arguments, as
+/// `&mut self` getters do.
 #[inline(always)]
-pub fn run<R>(guard: &SpanGuard, body: impl FnOnce() -> R) -> R {
-    guard.run(body)
+pub fn run<R>(call: Call, body: impl FnOnce() -> R) -> R {
+    call.run(body)
+}
+
+/// Ends a sync function's call, after its body returned and its outcome was judged.
+#[inline(always)]
+pub fn end(call: Call) {
+    call.end();
 }
 
 /// Records the arguments named in the site's `fields(...)`, by `Display`.
-#[inline]
-pub fn record_fields(guard: &SpanGuard, values: &[&dyn Display]) {
-    guard.record_fields(values);
+#[inline(always)]
+pub fn record_fields(call: &Call, values: &[&dyn Display]) {
+    call.record_fields(values);
 }
 
 /// Starts an async function's span; it is current on each poll of the future given to
@@ -66,17 +73,18 @@ pub struct Probe<'a, T: ?Sized>(pub &'a T);
 
 /// Chosen for `Result<T, E: std::error::Error>`.
 pub trait ErrorOutcome {
-    /// Fails the sync span on `Err`.
-    fn census_sync(&self, guard: &SpanGuard);
+    /// Ends the sync call, failed on `Err`.
+    fn census_end(&self, call: Call);
     /// Fails the async span on `Err`.
     fn census_async(&self, outcome: &mut Outcome<'_>);
 }
 
 impl<T, E: std::error::Error + 'static> ErrorOutcome for &&Probe<'_, Result<T, E>> {
     #[inline]
-    fn census_sync(&self, guard: &SpanGuard) {
-        if let Err(error) = self.0 {
-            guard.fail_with_error(error, Some(error), std::any::type_name::<E>());
+    fn census_end(&self, call: Call) {
+        match self.0 {
+            Err(error) => call.end_with_error(error),
+            Ok(_) => call.end(),
         }
     }
 
@@ -90,17 +98,18 @@ impl<T, E: std::error::Error + 'static> ErrorOutcome for &&Probe<'_, Result<T, E
 
 /// Chosen for `Result<T, E: Display>`.
 pub trait ResultOutcome {
-    /// Fails the sync span on `Err`.
-    fn census_sync(&self, guard: &SpanGuard);
+    /// Ends the sync call, failed on `Err`.
+    fn census_end(&self, call: Call);
     /// Fails the async span on `Err`.
     fn census_async(&self, outcome: &mut Outcome<'_>);
 }
 
 impl<T, E: Display> ResultOutcome for &Probe<'_, Result<T, E>> {
     #[inline]
-    fn census_sync(&self, guard: &SpanGuard) {
-        if let Err(error) = self.0 {
-            guard.fail_with_error(error, None, std::any::type_name::<E>());
+    fn census_end(&self, call: Call) {
+        match self.0 {
+            Err(error) => call.end_with_display(error),
+            Ok(_) => call.end(),
         }
     }
 
@@ -114,15 +123,17 @@ impl<T, E: Display> ResultOutcome for &Probe<'_, Result<T, E>> {
 
 /// Chosen for every other return type: nothing to look at.
 pub trait PlainOutcome {
-    /// Does nothing.
-    fn census_sync(&self, guard: &SpanGuard);
+    /// Ends the sync call.
+    fn census_end(&self, call: Call);
     /// Does nothing.
     fn census_async(&self, outcome: &mut Outcome<'_>);
 }
 
 impl<T: ?Sized> PlainOutcome for Probe<'_, T> {
     #[inline(always)]
-    fn census_sync(&self, _guard: &SpanGuard) {}
+    fn census_end(&self, call: Call) {
+        call.end();
+    }
 
     #[inline(always)]
     fn census_async(&self, _outcome: &mut Outcome<'_>) {}

@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -33,19 +33,43 @@ pub(crate) const DEPENDENCIES: &str = "dependencies/duration";
 /// values (`metrics_dropped`).
 const MAX_SERIES: usize = 2_000;
 
-/// Whether calls of dropped traces are timed and counted: an installed exporter asked for
-/// standard metrics.
-static COUNTING: AtomicBool = AtomicBool::new(false);
+/// Whether and how calls of dropped traces are timed and counted (an installed exporter asked
+/// for standard metrics): one byte says both, so that a call of a dropped trace reads one flag
+/// before it reads the clock.
+static COUNTING: AtomicU8 = AtomicU8::new(OFF);
+/// Calls are not counted.
+const OFF: u8 = 0;
+/// Calls are counted, timed by the time-stamp counter.
+const BY_TSC: u8 = 1;
+/// Calls are counted, timed by the other clock.
+const BY_CLOCK: u8 = 2;
 
 /// Whether calls of dropped traces are counted.
 #[inline(always)]
 pub(crate) fn counting() -> bool {
-    COUNTING.load(Ordering::Relaxed)
+    COUNTING.load(Ordering::Relaxed) != OFF
+}
+
+/// The start of a call of a dropped trace when calls are counted: a clock reading, else `None`.
+#[inline(always)]
+pub(crate) fn counted_start() -> Option<u64> {
+    match COUNTING.load(Ordering::Relaxed) {
+        OFF => None,
+        BY_TSC => Some(clock::tsc()),
+        _ => Some(clock::now_out_of_line()),
+    }
 }
 
 /// Turns counting of dropped calls on or off (with the pipeline that wants it).
 pub(crate) fn set_counting(on: bool) {
-    COUNTING.store(on, Ordering::Relaxed);
+    let how = if !on {
+        OFF
+    } else if clock::uses_tsc() {
+        BY_TSC
+    } else {
+        BY_CLOCK
+    };
+    COUNTING.store(how, Ordering::Relaxed);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -248,11 +248,14 @@ pub fn every_kind_of_span() {
     );
     let _ = std::panic::catch_unwind(|| {
         Carried::from_context(remote).run(|| {
-            let _request = census_runtime::__private::enter(&REQUEST);
-            current_span().set_data("http://127.0.0.1:8080/orders/7");
-            current_span().set_result_code(500);
-            span("inproc-under-request").in_scope(|| {});
-            panic!("handler failed");
+            // The call the attributes make of a request site; the panic ends it.
+            let request = census_runtime::__private::enter(&REQUEST);
+            census_runtime::__private::run(request, || {
+                current_span().set_data("http://127.0.0.1:8080/orders/7");
+                current_span().set_result_code(500);
+                span("inproc-under-request").in_scope(|| {});
+                panic!("handler failed");
+            })
         })
     });
 }

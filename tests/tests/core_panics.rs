@@ -261,3 +261,38 @@ fn an_async_root_of_a_dropped_trace_that_panics_leaves_nothing_current() {
         "the dropped trace's root is closed by the unwinding"
     );
 }
+
+/// An argument whose `Display` panics when the span records it.
+struct Unprintable;
+
+impl std::fmt::Display for Unprintable {
+    fn fmt(&self, _f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("this argument can't be printed");
+    }
+}
+
+#[inproc(fields(arg))]
+fn records_unprintable(arg: Unprintable) -> u32 {
+    1
+}
+
+#[inproc]
+fn after_unprintable() {}
+
+#[test]
+fn a_panic_recording_an_argument_ends_the_span_and_leaves_nothing_current() {
+    let (pipeline, memory) = install_memory();
+    let caught = catch_unwind(|| records_unprintable(Unprintable));
+    assert!(caught.is_err(), "the panic reaches the caller");
+    after_unprintable();
+    flush(&pipeline);
+
+    let span = memory.one("records_unprintable");
+    assert!(!span.success(), "the call failed");
+    assert_eq!(span.result_code(), Some("panic"));
+    assert_eq!(
+        memory.one("after_unprintable").parent_id(),
+        None,
+        "nothing of the failed call stays current"
+    );
+}

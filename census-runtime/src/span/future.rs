@@ -90,10 +90,7 @@ impl Timed {
     /// The timing of a call of a dropped trace, when the standard metrics are on.
     #[inline]
     fn start(site: &'static Site) -> Option<Timed> {
-        standard::counting().then(|| Timed {
-            site,
-            start: clock::now(),
-        })
+        standard::counted_start().map(|start| Timed { site, start })
     }
 
     /// The call ended with `output`: counted, failed if `judge` fails it.

@@ -2,7 +2,8 @@
 //! and how a span fails.
 //!
 //! - `parent.rs`: where a new span belongs and whether it is recorded, decided in one place;
-//! - `sync.rs`: [`SpanGuard`], the sync span the attributes and [`SpanBuilder::start`] make;
+//! - `sync.rs`: [`SpanGuard`], the sync span [`SpanBuilder::start`] makes, and the attributes'
+//!   call of a sync function, which the generated code ends itself;
 //! - `future.rs`: async spans, current on every poll of their future;
 //! - `builder.rs`: [`span`], [`request`], [`SpanBuilder`], [`DetachedSpan`];
 //! - `current.rs`: [`current_span`], for what is known only at run time;
@@ -90,5 +91,5 @@ pub use self::current::{CurrentSpan, current_span};
 pub use self::future::{AsyncSpan, Judge, Outcome, Traced};
 pub(crate) use self::outcome::set_errors_as_exceptions;
 pub(crate) use self::panic::{install_hook as install_panic_hook, payload_message};
-pub use self::sync::SpanGuard;
+pub use self::sync::{Call, SpanGuard};
 pub use crate::telemetry::EventBuilder;

@@ -1,16 +1,20 @@
-//! Sync spans: a guard that keeps its span current on this thread until it is dropped.
+//! Sync spans: a guard that keeps its span current on this thread until it is dropped, and the
+//! call of an instrumented sync function, which the generated code ends itself.
 
 use std::any::Any;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt::{self, Display};
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 use super::outcome::{fail_on_panic, fail_with_payload};
 use super::parent::{self, Built, Decision, Parent, Quick, Start, Under};
 use crate::clock;
 use crate::id::{SpanContext, SpanId};
-use crate::local::{Frame, Local, open_unsampled_root, set_unsampled_root, with_local, word};
+use crate::local::{
+    Frame, Local, close_sync_unsampled_root, open_unsampled_root, with_local, word,
+};
 use crate::record::SpanRecord;
 use crate::sampler;
 use crate::site::Site;
@@ -18,8 +22,9 @@ use crate::standard;
 
 /// A span that is current on this thread until it is dropped.
 ///
-/// Made by [`SpanBuilder::start`](crate::span::SpanBuilder::start) (and by the attributes, for
-/// sync functions). It is not `Send`: a span entered on one thread ends on that thread. For
+/// Made by [`SpanBuilder::start`](crate::span::SpanBuilder::start) (the attributes end a sync
+/// function's span the same way, without a guard). It is not `Send`: a span entered on one
+/// thread ends on that thread. For
 /// async code use [`SpanBuilder::instrument`](crate::span::SpanBuilder::instrument) (or the
 /// attributes on an `async fn`), which make the span current only while its future is polled.
 ///
@@ -64,17 +69,8 @@ pub struct SpanGuard {
 /// frames would not fit in memory).
 #[derive(Clone, Copy)]
 enum Held {
-    /// Nothing: no pipeline, or a span under a dropped trace with standard metrics off.
+    /// Nothing: no pipeline.
     Inert,
-    /// The flag of a sync root whose trace the sampler dropped: it takes no frame.
-    UnsampledRoot,
-    /// A call of a dropped trace, timed for the standard metrics from `start`; `root`: it holds
-    /// the unsampled root's flag too.
-    Counted {
-        site: &'static Site,
-        start: u64,
-        root: bool,
-    },
     /// The unsampled frame of a built span whose trace is not recorded.
     Unsampled { depth: u32 },
     /// A recorded span's frame.
@@ -82,14 +78,6 @@ enum Held {
     /// The frame of a built span's shadow: a span of a dropped trace, recorded only to be
     /// counted into the standard metrics.
     Shadow { depth: u32, span_id: SpanId },
-}
-
-/// The frame a recorded span was pushed as: what the out-of-line start returns to the inlined
-/// one (two scalars, returned in registers; `None` is the span id's niche).
-#[derive(Clone, Copy)]
-struct Pushed {
-    depth: u32,
-    span_id: SpanId,
 }
 
 impl fmt::Debug for SpanGuard {
@@ -105,90 +93,6 @@ impl SpanGuard {
         SpanGuard {
             held: Cell::new(held),
             _not_send: PhantomData,
-        }
-    }
-
-    /// Starts a span for `site` under the current span and makes it current: the macros' path,
-    /// with no remote parent and no values known at start. Inlined into the instrumented
-    /// function: a trace the sampler drops costs a few loads and stores and no call; recording
-    /// a span calls out of line, and what that call returns fits in two registers, so that the
-    /// guard is never written to the caller's frame.
-    #[inline(always)]
-    pub(crate) fn enter(site: &'static Site) -> SpanGuard {
-        if !sampler::is_active() {
-            return SpanGuard::holding(Held::Inert);
-        }
-        let pushed = match parent::quick(word()) {
-            Quick::Inert => return Self::dropped(site, false),
-            Quick::DropRoot => {
-                open_unsampled_root();
-                return Self::dropped(site, true);
-            }
-            Quick::KeepRoot => Self::enter_root(site),
-            Quick::Look => Self::enter_child(site),
-        };
-        match pushed {
-            Some(Pushed { depth, span_id }) => SpanGuard::holding(Held::Span { depth, span_id }),
-            None => Self::dropped(site, false),
-        }
-    }
-
-    /// The guard of a call whose trace is dropped (`root`: the call opened the dropped root):
-    /// timed for the standard metrics when they are on, else inert.
-    #[inline(always)]
-    fn dropped(site: &'static Site, root: bool) -> SpanGuard {
-        if standard::counting() {
-            SpanGuard::holding(Held::Counted {
-                site,
-                start: clock::now(),
-                root,
-            })
-        } else if root {
-            SpanGuard::holding(Held::UnsampledRoot)
-        } else {
-            SpanGuard::holding(Held::Inert)
-        }
-    }
-
-    /// A counted call failed: it is counted now, with `code` (its duration ends here, where its
-    /// outcome is known), and the guard keeps only the root's flag.
-    #[cold]
-    #[inline(never)]
-    fn count_failure(&self, code: Cow<'static, str>) {
-        if let Held::Counted { site, start, root } = self.held.get() {
-            standard::count_failure(site, start, code);
-            self.held.set(if root {
-                Held::UnsampledRoot
-            } else {
-                Held::Inert
-            });
-        }
-    }
-
-    #[inline(never)]
-    fn enter_root(site: &'static Site) -> Option<Pushed> {
-        let parent = Parent::new_root();
-        with_local(|local| Self::push_span(local, site, parent))
-    }
-
-    #[inline(never)]
-    fn enter_child(site: &'static Site) -> Option<Pushed> {
-        with_local(|local| match parent::decide(local, Under::Current) {
-            Decision::Record(parent) => Some(Self::push_span(local, site, parent)),
-            // Something is current, so the sampler is not asked.
-            Decision::Inert | Decision::Unsampled(_) => None,
-        })
-        .flatten()
-    }
-
-    /// Pushes a recording frame, its record written once, in its slot on the stack.
-    #[inline(always)]
-    fn push_span(local: &mut Local, site: &'static Site, parent: Parent) -> Pushed {
-        let span_id = SpanId::random();
-        let depth = local.push_in_place(|| Frame::Span(parent.start(site, span_id)));
-        Pushed {
-            depth: depth as u32,
-            span_id,
         }
     }
 
@@ -247,15 +151,6 @@ impl SpanGuard {
         if self.holds_record() {
             let message = message.to_string();
             self.with_record(|r| r.fail(Cow::Borrowed("error"), Some(message)));
-        } else {
-            self.count_failure(Cow::Borrowed("error"));
-        }
-    }
-
-    /// Records the function's arguments named in the site's `fields(...)`, by `Display`.
-    pub(crate) fn record_fields(&self, values: &[&dyn Display]) {
-        if self.is_recording() && !values.is_empty() {
-            self.with_record(|r| r.record_fields(values));
         }
     }
 
@@ -267,11 +162,7 @@ impl SpanGuard {
         chain: Option<&(dyn std::error::Error + 'static)>,
         code: &'static str,
     ) {
-        if self.holds_record() {
-            self.with_record(|r| super::outcome::fail_with_error(r, error, chain, code));
-        } else {
-            self.count_failure(super::outcome::short_type_name(code));
-        }
+        self.with_record(|r| super::outcome::fail_with_error(r, error, chain, code));
     }
 
     /// Runs `body` inside this guard's span: a panic is caught, fails the span with the
@@ -288,11 +179,7 @@ impl SpanGuard {
     #[cold]
     #[inline(never)]
     fn unwound(&self, payload: Box<dyn Any + Send>) -> ! {
-        if self.holds_record() {
-            self.with_record(|r| fail_with_payload(r, &*payload));
-        } else {
-            self.count_failure(Cow::Borrowed("panic"));
-        }
+        self.with_record(|r| fail_with_payload(r, &*payload));
         std::panic::resume_unwind(payload)
     }
 }
@@ -304,17 +191,407 @@ impl Drop for SpanGuard {
         // caller's frame, which costs even when nothing is recorded.
         match self.held.get() {
             Held::Inert => {}
-            Held::UnsampledRoot => set_unsampled_root(false),
-            Held::Counted { site, start, root } => {
-                if root {
-                    set_unsampled_root(false);
-                }
-                standard::count(site, start);
-            }
             Held::Span { depth, span_id } | Held::Shadow { depth, span_id } => exit(depth, span_id),
             Held::Unsampled { depth } => exit_unsampled(depth),
         }
     }
+}
+
+/// A sync function's call as the attributes run it: what its start found, ended by the
+/// generated code on every path (a panic of the body ends it where it is caught). Not a public
+/// API.
+///
+/// Unlike a [`SpanGuard`] it has no drop glue and its state is a few scalars: its address never
+/// leaves the instrumented function, which keeps it in registers and needs no landing pad to
+/// drop it, and the out-of-line steps take its fields as arguments. The fields a state does not
+/// use are left uninitialized, as an enum's would be, so that no path of the instrumented
+/// function sets registers it never reads.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+#[must_use = "the call ends with `end`"]
+pub struct Call {
+    site: &'static Site,
+    state: State,
+    /// The recorded span's frame (`State::Span`): its depth and its id.
+    depth: MaybeUninit<u32>,
+    span_id: MaybeUninit<SpanId>,
+    /// When a counted call started (`State::Counted`, `State::CountedRoot`).
+    start: MaybeUninit<u64>,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// What a call holds on its thread.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum State {
+    /// Nothing: no pipeline, or a call under a dropped trace with standard metrics off.
+    Inert,
+    /// The flag of a sync root whose trace the sampler dropped: it takes no frame.
+    UnsampledRoot,
+    /// A call of a dropped trace, timed for the standard metrics.
+    Counted,
+    /// A call of a dropped trace, timed for the standard metrics, that holds the unsampled
+    /// root's flag too.
+    CountedRoot,
+    /// A recorded span's frame.
+    Span,
+}
+
+/// The frame a recorded span was pushed as: what the out-of-line start returns to the inlined
+/// one (two scalars, returned in registers; `None` is the span id's niche).
+#[derive(Clone, Copy)]
+struct Pushed {
+    depth: u32,
+    span_id: SpanId,
+}
+
+impl fmt::Debug for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("recording", &(self.state == State::Span))
+            .finish()
+    }
+}
+
+impl Call {
+    #[inline(always)]
+    const fn holding(site: &'static Site, state: State) -> Call {
+        Call {
+            site,
+            state,
+            depth: MaybeUninit::uninit(),
+            span_id: MaybeUninit::uninit(),
+            start: MaybeUninit::uninit(),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Starts a span for `site` under the current span and makes it current: the macros' path,
+    /// with no remote parent and no values known at start. Inlined into the instrumented
+    /// function: a trace the sampler drops costs a few loads and stores and no call; recording
+    /// a span calls out of line, and what that call returns fits in two registers, so that the
+    /// call is never written to the caller's frame.
+    #[inline(always)]
+    pub(crate) fn enter(site: &'static Site) -> Call {
+        if !sampler::is_active() {
+            return Call::holding(site, State::Inert);
+        }
+        let pushed = match parent::quick(word()) {
+            Quick::Inert => return Call::dropped(site, false),
+            Quick::DropRoot => {
+                open_unsampled_root();
+                return Call::dropped(site, true);
+            }
+            Quick::KeepRoot => enter_root(site),
+            Quick::Look => enter_child(site),
+        };
+        match pushed {
+            Some(Pushed { depth, span_id }) => Call {
+                depth: MaybeUninit::new(depth),
+                span_id: MaybeUninit::new(span_id),
+                ..Call::holding(site, State::Span)
+            },
+            None => Call::dropped(site, false),
+        }
+    }
+
+    /// A call whose trace is dropped (`root`: the call opened the dropped root): timed for the
+    /// standard metrics when they are on, else inert.
+    #[inline(always)]
+    fn dropped(site: &'static Site, root: bool) -> Call {
+        if let Some(start) = standard::counted_start() {
+            Call {
+                start: MaybeUninit::new(start),
+                ..Call::holding(
+                    site,
+                    if root {
+                        State::CountedRoot
+                    } else {
+                        State::Counted
+                    },
+                )
+            }
+        } else if root {
+            Call::holding(site, State::UnsampledRoot)
+        } else {
+            Call::holding(site, State::Inert)
+        }
+    }
+
+    /// Records the arguments named in the site's `fields(...)`, by `Display`.
+    #[inline(always)]
+    pub(crate) fn record_fields(&self, values: &[&dyn Display]) {
+        if let Some((depth, span_id)) = self.frame()
+            && !values.is_empty()
+        {
+            record_fields_at(depth, span_id, values);
+        }
+    }
+
+    /// Runs `body` inside the call's span: a panic is caught, fails the span with the panic's
+    /// own message (whatever panic hooks are set), ends the call, and is resumed.
+    #[inline(always)]
+    pub(crate) fn run<R>(self, body: impl FnOnce() -> R) -> R {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+            Ok(value) => value,
+            Err(payload) => unwound(
+                self.site,
+                self.state,
+                self.depth,
+                self.span_id,
+                self.start,
+                payload,
+            ),
+        }
+    }
+
+    /// The recorded span's frame: its depth and its id.
+    #[inline(always)]
+    fn frame(self) -> Option<(u32, SpanId)> {
+        match self.state {
+            // SAFETY: a call is made `State::Span` with both fields written (`enter`).
+            State::Span => Some(unsafe { (self.depth.assume_init(), self.span_id.assume_init()) }),
+            _ => None,
+        }
+    }
+
+    /// When the counted call started.
+    #[inline(always)]
+    fn start(self) -> u64 {
+        match self.state {
+            // SAFETY: a call is made counted with its start written (`dropped`).
+            State::Counted | State::CountedRoot => unsafe { self.start.assume_init() },
+            _ => 0,
+        }
+    }
+
+    /// Ends the call.
+    #[inline(always)]
+    pub(crate) fn end(self) {
+        match self.state {
+            State::Inert => {}
+            State::UnsampledRoot => close_sync_unsampled_root(),
+            State::Counted => standard::count(self.site, self.start()),
+            State::CountedRoot => {
+                close_sync_unsampled_root();
+                standard::count(self.site, self.start());
+            }
+            State::Span => {
+                if let Some((depth, span_id)) = self.frame() {
+                    exit(depth, span_id);
+                }
+            }
+        }
+    }
+
+    /// Ends the call failed by an error that is a `std::error::Error`: its `Display` becomes
+    /// the message, its type (unless a result code was set) the result code, and its
+    /// `source()`s are at hand; a counted call is counted failed. One out-of-line call per
+    /// error type, shared by every function that returns it.
+    #[inline(always)]
+    pub(crate) fn end_with_error<E: std::error::Error + 'static>(self, error: &E) {
+        end_with_error(
+            self.site,
+            self.state,
+            self.depth,
+            self.span_id,
+            self.start,
+            error,
+        );
+    }
+
+    /// Ends the call failed by an error that is only `Display`: see
+    /// [`Call::end_with_error`].
+    #[inline(always)]
+    pub(crate) fn end_with_display<E: Display>(self, error: &E) {
+        end_with_display(
+            self.site,
+            self.state,
+            self.depth,
+            self.span_id,
+            self.start,
+            error,
+        );
+    }
+}
+
+/// [`Call::end_with_error`], out of line: instantiated once per error type.
+#[inline(never)]
+fn end_with_error<E: std::error::Error + 'static>(
+    site: &'static Site,
+    state: State,
+    depth: MaybeUninit<u32>,
+    span_id: MaybeUninit<SpanId>,
+    start: MaybeUninit<u64>,
+    error: &E,
+) {
+    let failure = Failure {
+        error,
+        chain: Some(error),
+        code: std::any::type_name::<E>(),
+    };
+    end_failed(site, state, depth, span_id, start, &failure);
+}
+
+/// [`Call::end_with_display`], out of line: instantiated once per error type.
+#[inline(never)]
+fn end_with_display<E: Display>(
+    site: &'static Site,
+    state: State,
+    depth: MaybeUninit<u32>,
+    span_id: MaybeUninit<SpanId>,
+    start: MaybeUninit<u64>,
+    error: &E,
+) {
+    let failure = Failure {
+        error,
+        chain: None,
+        code: std::any::type_name::<E>(),
+    };
+    end_failed(site, state, depth, span_id, start, &failure);
+}
+
+#[inline(never)]
+fn enter_root(site: &'static Site) -> Option<Pushed> {
+    let parent = Parent::new_root();
+    with_local(|local| push_span(local, site, parent))
+}
+
+#[inline(never)]
+fn enter_child(site: &'static Site) -> Option<Pushed> {
+    with_local(|local| match parent::decide(local, Under::Current) {
+        Decision::Record(parent) => Some(push_span(local, site, parent)),
+        // Something is current, so the sampler is not asked.
+        Decision::Inert | Decision::Unsampled(_) => None,
+    })
+    .flatten()
+}
+
+/// Pushes a recording frame, its record written once, in its slot on the stack.
+#[inline(always)]
+fn push_span(local: &mut Local, site: &'static Site, parent: Parent) -> Pushed {
+    let span_id = SpanId::random();
+    let depth = local.push_in_place(|| Frame::Span(parent.start(site, span_id)));
+    Pushed {
+        depth: depth as u32,
+        span_id,
+    }
+}
+
+/// Ends a recorded span if it is dropped: a call whose out-of-line step unwinds (an argument's
+/// or an error's `Display` that panics) still ends, as a guard would.
+struct ExitOnUnwind(u32, SpanId);
+
+impl Drop for ExitOnUnwind {
+    fn drop(&mut self) {
+        exit(self.0, self.1);
+    }
+}
+
+/// Records the arguments named in the site's `fields(...)` on the recorded span at `depth`.
+#[inline(never)]
+fn record_fields_at(depth: u32, span_id: SpanId, values: &[&dyn Display]) {
+    let unwinding = ExitOnUnwind(depth, span_id);
+    with_local(|local| {
+        if let Some(record) = local.record_mut(depth as usize, span_id) {
+            record.record_fields(values);
+        }
+    });
+    std::mem::forget(unwinding);
+}
+
+/// The error a call failed with, passed by reference (one register rather than six).
+struct Failure<'a> {
+    error: &'a dyn Display,
+    chain: Option<&'a (dyn std::error::Error + 'static)>,
+    code: &'static str,
+}
+
+/// Fails the call with an error and ends it: the span's record is marked, or the counted call
+/// is counted failed. The call comes as its fields, in registers.
+#[inline(never)]
+fn end_failed(
+    site: &'static Site,
+    state: State,
+    depth: MaybeUninit<u32>,
+    span_id: MaybeUninit<SpanId>,
+    start: MaybeUninit<u64>,
+    failure: &Failure<'_>,
+) {
+    let call = Call {
+        site,
+        state,
+        depth,
+        span_id,
+        start,
+        _not_send: PhantomData,
+    };
+    match state {
+        State::Inert => {}
+        State::UnsampledRoot => close_sync_unsampled_root(),
+        State::Counted | State::CountedRoot => {
+            if state == State::CountedRoot {
+                close_sync_unsampled_root();
+            }
+            let code = super::outcome::short_type_name(failure.code);
+            standard::count_failure(site, call.start(), code);
+        }
+        State::Span => {
+            if let Some((depth, span_id)) = call.frame() {
+                let unwinding = ExitOnUnwind(depth, span_id);
+                with_local(|local| {
+                    if let Some(record) = local.record_mut(depth as usize, span_id) {
+                        let Failure { error, chain, code } = *failure;
+                        super::outcome::fail_with_error(record, error, chain, code);
+                    }
+                });
+                drop(unwinding);
+            }
+        }
+    }
+}
+
+/// Fails the call with the panic whose payload unwound out of its body, ends it, and resumes
+/// the panic. The call comes as its fields, in registers.
+#[cold]
+#[inline(never)]
+fn unwound(
+    site: &'static Site,
+    state: State,
+    depth: MaybeUninit<u32>,
+    span_id: MaybeUninit<SpanId>,
+    start: MaybeUninit<u64>,
+    payload: Box<dyn Any + Send>,
+) -> ! {
+    let call = Call {
+        site,
+        state,
+        depth,
+        span_id,
+        start,
+        _not_send: PhantomData,
+    };
+    match state {
+        State::Inert => {}
+        State::UnsampledRoot => close_sync_unsampled_root(),
+        State::Counted | State::CountedRoot => {
+            if state == State::CountedRoot {
+                close_sync_unsampled_root();
+            }
+            standard::count_failure(site, call.start(), Cow::Borrowed("panic"));
+        }
+        State::Span => {
+            if let Some((depth, span_id)) = call.frame() {
+                with_local(|local| {
+                    if let Some(record) = local.record_mut(depth as usize, span_id) {
+                        fail_with_payload(record, &*payload);
+                    }
+                });
+                exit(depth, span_id);
+            }
+        }
+    }
+    std::panic::resume_unwind(payload)
 }
 
 /// Ends a recorded span.
@@ -356,3 +633,4 @@ fn fail_top_on_panic(local: &mut Local) {
 }
 
 const _: () = assert!(size_of::<SpanGuard>() <= 24);
+const _: () = assert!(size_of::<Call>() <= 32);
