@@ -58,8 +58,14 @@ impl Exporter for Stuck {
     }
 }
 
-#[test]
-fn a_full_queue_drops_and_counts_and_never_blocks_the_caller() {
+/// A pipeline whose exporter is [`Stuck`], its queue 1,000 long: the pipeline, what releases
+/// the exporter, what tells it entered `export`, and how many records it has seen.
+fn install_stuck() -> (
+    census_runtime::pipeline::Pipeline,
+    mpsc::Sender<()>,
+    mpsc::Receiver<()>,
+    Arc<Mutex<usize>>,
+) {
     let (release_tx, release_rx) = mpsc::channel();
     let (entered_tx, entered_rx) = mpsc::channel();
     let seen = Arc::new(Mutex::new(0));
@@ -73,6 +79,12 @@ fn a_full_queue_drops_and_counts_and_never_blocks_the_caller() {
         })
         .install()
         .unwrap();
+    (pipeline, release_tx, entered_rx, seen)
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_and_never_blocks_the_caller() {
+    let (pipeline, release_tx, entered_rx, seen) = install_stuck();
     // One span, then wait until the worker is stuck exporting it: from then on nothing is
     // drained, and the calls below fill this thread's rings (at most 15,360 spans) and the queue.
     unit_of_work();
@@ -105,19 +117,7 @@ fn a_full_queue_drops_and_counts_and_never_blocks_the_caller() {
 
 #[test]
 fn events_at_a_full_queue_are_kept_in_the_overflow_or_counted_as_dropped() {
-    let (release_tx, release_rx) = mpsc::channel();
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let seen = Arc::new(Mutex::new(0));
-    let pipeline = census_runtime::pipeline()
-        .queue_capacity(1_000)
-        .export_interval(Duration::from_millis(1))
-        .exporter(Stuck {
-            entered: entered_tx,
-            release: Arc::new(Mutex::new(release_rx)),
-            seen: seen.clone(),
-        })
-        .install()
-        .unwrap();
+    let (pipeline, release_tx, entered_rx, seen) = install_stuck();
     unit_of_work();
     entered_rx
         .recv_timeout(Duration::from_secs(10))
