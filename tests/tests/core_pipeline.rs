@@ -58,12 +58,12 @@ impl Exporter for Stuck {
     }
 }
 
-/// A pipeline whose exporter is [`Stuck`], its queue 1,000 long: the pipeline, what releases
-/// the exporter, what tells it entered `export`, and how many records it has seen.
+/// A pipeline whose exporter is [`Stuck`], its queue 1,000 long, stuck exporting one span: from
+/// then on nothing is drained. The pipeline, what releases the exporter, and how many records
+/// it has seen.
 fn install_stuck() -> (
     census_runtime::pipeline::Pipeline,
     mpsc::Sender<()>,
-    mpsc::Receiver<()>,
     Arc<Mutex<usize>>,
 ) {
     let (release_tx, release_rx) = mpsc::channel();
@@ -79,49 +79,65 @@ fn install_stuck() -> (
         })
         .install()
         .unwrap();
-    (pipeline, release_tx, entered_rx, seen)
-}
-
-#[test]
-fn a_full_queue_drops_and_counts_and_never_blocks_the_caller() {
-    let (pipeline, release_tx, entered_rx, seen) = install_stuck();
-    // One span, then wait until the worker is stuck exporting it: from then on nothing is
-    // drained, and the calls below fill this thread's rings (at most 15,360 spans) and the queue.
     unit_of_work();
     entered_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("the worker exports the first span");
-    const CALLS: usize = 20_000;
-    for _ in 0..CALLS {
-        unit_of_work();
-    }
-    // Every call returned although the exporter is stuck; what did not fit was counted.
+    (pipeline, release_tx, seen)
+}
+
+/// After `calls` records made while the exporter of [`install_stuck`] was stuck: some were
+/// dropped and counted, at least `kept` were not, and once the exporter is released every
+/// record (`calls` and the first span) is either delivered or counted as dropped.
+fn kept_or_dropped(
+    pipeline: census_runtime::pipeline::Pipeline,
+    release_tx: mpsc::Sender<()>,
+    seen: Arc<Mutex<usize>>,
+    calls: usize,
+    what: &str,
+    kept: &str,
+) {
     let dropped = census_runtime::pipeline::diagnostics().dropped_queue_full as usize;
     assert!(dropped > 0, "the queue overflowed");
     assert!(
-        dropped <= CALLS - 1_000,
-        "at least a queue's worth was kept (dropped {dropped})"
+        dropped <= calls - 1_000,
+        "{kept} was kept (dropped {dropped})"
     );
     // Release the exporter for as many batches as it may take.
-    for _ in 0..CALLS {
+    for _ in 0..calls {
         let _ = release_tx.send(());
     }
     pipeline.flush(Duration::from_secs(10)).unwrap();
     let delivered = *seen.lock().unwrap();
     assert_eq!(
         delivered + dropped,
-        CALLS + 1,
-        "every span was either delivered or counted as dropped"
+        calls + 1,
+        "every {what} was either delivered or counted as dropped"
+    );
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_and_never_blocks_the_caller() {
+    // The calls below fill this thread's rings (at most 15,360 spans) and the queue.
+    let (pipeline, release_tx, seen) = install_stuck();
+    const CALLS: usize = 20_000;
+    for _ in 0..CALLS {
+        unit_of_work();
+    }
+    // Every call returned although the exporter is stuck; what did not fit was counted.
+    kept_or_dropped(
+        pipeline,
+        release_tx,
+        seen,
+        CALLS,
+        "span",
+        "at least a queue's worth",
     );
 }
 
 #[test]
 fn events_at_a_full_queue_are_kept_in_the_overflow_or_counted_as_dropped() {
-    let (pipeline, release_tx, entered_rx, seen) = install_stuck();
-    unit_of_work();
-    entered_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the worker exports the first span");
+    let (pipeline, release_tx, seen) = install_stuck();
     // Events and log records take a ring of their own (at most 7,936 of them), then the shared
     // overflow.
     const CALLS: usize = 20_000;
@@ -130,21 +146,13 @@ fn events_at_a_full_queue_are_kept_in_the_overflow_or_counted_as_dropped() {
             .measurement("n", n as f64)
             .send();
     }
-    let dropped = census_runtime::pipeline::diagnostics().dropped_queue_full as usize;
-    assert!(dropped > 0, "the queue overflowed");
-    assert!(
-        dropped <= CALLS - 1_000,
-        "at least the overflow's worth was kept (dropped {dropped})"
-    );
-    for _ in 0..CALLS {
-        let _ = release_tx.send(());
-    }
-    pipeline.flush(Duration::from_secs(10)).unwrap();
-    let delivered = *seen.lock().unwrap();
-    assert_eq!(
-        delivered + dropped,
-        CALLS + 1,
-        "every event was either delivered or counted as dropped"
+    kept_or_dropped(
+        pipeline,
+        release_tx,
+        seen,
+        CALLS,
+        "event",
+        "at least the overflow's worth",
     );
 }
 
