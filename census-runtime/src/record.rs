@@ -202,24 +202,32 @@ impl SpanExtra {
 /// the spans' run-time values are handed back to the threads, and the boxes of log records kept
 /// for the next ones this thread boxes.
 pub(crate) fn recycle(records: &mut Vec<Record>) {
-    let mut shared = SPARE_EXTRAS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The spans' boxes first, under the lock that threads taking one only try: each is a
+    // pointer moved, and nothing is freed while it is held (a batch's thousands of records
+    // dropped under it made every thread that needed a box miss it and allocate one).
+    {
+        let mut shared = SPARE_EXTRAS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for record in records.iter_mut() {
+            if shared.len() >= SPARE_EXTRAS_MAX {
+                break;
+            }
+            if let Record::Span(span) = record
+                && span
+                    .extra
+                    .as_ref()
+                    .is_some_and(|extra| extra.held_bytes() <= SPARE_EXTRA_BYTES)
+                && let Some(extra) = span.extra.take()
+            {
+                shared.push(extra);
+            }
+        }
+    }
     let _ = SPARE_LOG_BOXES.try_with(|spare| {
         let mut spare = spare.borrow_mut();
         for record in records.drain(..) {
             match record {
-                Record::Span(mut span) => {
-                    if shared.len() < SPARE_EXTRAS_MAX
-                        && span
-                            .extra
-                            .as_ref()
-                            .is_some_and(|extra| extra.held_bytes() <= SPARE_EXTRA_BYTES)
-                        && let Some(extra) = span.extra.take()
-                    {
-                        shared.push(extra);
-                    }
-                }
                 // Kept only when it holds no memory of its own, which a reuse would free late.
                 Record::Log(log)
                     if spare.len() < SPARE_LOG_BOXES_MAX
