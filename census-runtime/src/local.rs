@@ -180,6 +180,9 @@ const UNSAMPLED_ROOT: usize = 1;
 const ROOT_ID_DRAWN: usize = 2;
 /// How far the depth is shifted in the word.
 const DEPTH_SHIFT: u32 = 2;
+// The hot cells' mask clears these two bits and keeps the depth.
+const _: () = assert!(hot::CLOSE_ROOT_MASK == !(UNSAMPLED_ROOT | ROOT_ID_DRAWN));
+const _: () = assert!((UNSAMPLED_ROOT | ROOT_ID_DRAWN) >> DEPTH_SHIFT == 0);
 
 /// Whether an unsampled sync root is open.
 #[inline]
@@ -203,10 +206,11 @@ pub(crate) fn set_unsampled_root(open: bool) {
 }
 
 /// Closes a sync unsampled root: its two low bits cleared, whatever is above it (one
-/// read-modify-write of the whole word, the same as [`set_unsampled_root`]`(false)`).
+/// read-modify-write of the whole word, the same as [`set_unsampled_root`]`(false)`). The mask
+/// is read from the hot cells so that the store stays a whole word's (see [`hot::Hot`]).
 #[inline(always)]
 pub(crate) fn close_sync_unsampled_root() {
-    with_word(|word| word.set(word.get() & !(UNSAMPLED_ROOT | ROOT_ID_DRAWN)));
+    hot::with(|hot| hot.word.set(hot.word.get() & hot.close_root_mask));
 }
 
 /// Opens the unsampled sync root; the caller saw the word at 0 (nothing current).
