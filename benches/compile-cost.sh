@@ -4,15 +4,17 @@
 # target directory, builds each from clean, and prints the figures:
 #   - clean debug build (dependencies included), then a rebuild of the crate alone;
 #   - release build time and binary size (as built, and stripped).
+# Times are the median of $COMPILE_ROUNDS rounds (default 3), the crates built in turn in each.
 # Writes them as JSON to $OUT/result.json for scripts/bench's report.
 #
-# Usage: benches/compile-cost.sh [FUNCTIONS]   (default 500)
+# Usage: [COMPILE_ROUNDS=3] benches/compile-cost.sh [FUNCTIONS]   (default 500)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT="$TARGET/compile-cost"
 N="${1:-500}"
+ROUNDS="${COMPILE_ROUNDS:-3}"
 mkdir -p "$OUT"
 
 generate() { # name dependency-line attribute
@@ -69,22 +71,35 @@ seconds() { # command...: runs it, prints its wall time in seconds
     awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }'
 }
 
-build() { # name: prints a JSON object of its figures
+median() { # numbers...: prints their median (the lower middle one of an even count)
+    printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+
+round() { # name: builds it from clean, then the crate alone, then in release; appends the times
     local dir="$OUT/$1"
     local flags=(--manifest-path "$dir/Cargo.toml" --quiet)
     # Offline where every dependency is in the local registry already; online otherwise.
     cargo fetch --manifest-path "$dir/Cargo.toml" --quiet 2>/dev/null || true
     export CARGO_TARGET_DIR="$dir/target"
     rm -rf "$CARGO_TARGET_DIR"
-    local clean rebuild release bytes stripped
+    local clean rebuild release
     clean=$(seconds cargo build "${flags[@]}")
     touch "$dir/src/main.rs"
     rebuild=$(seconds cargo build "${flags[@]}")
     release=$(seconds cargo build --release "${flags[@]}")
-    bytes=$(stat -c %s "$CARGO_TARGET_DIR/release/cost-$1")
-    strip -o "$OUT/$1.stripped" "$CARGO_TARGET_DIR/release/cost-$1"
-    stripped=$(stat -c %s "$OUT/$1.stripped")
     unset CARGO_TARGET_DIR
+    echo "$clean $rebuild $release" >>"$OUT/$1.times"
+}
+
+figures() { # name: prints a JSON object of its figures: median times, sizes of the last build
+    local times="$OUT/$1.times" binary="$OUT/$1/target/release/cost-$1"
+    local clean rebuild release bytes stripped
+    clean=$(median $(cut -d' ' -f1 "$times"))
+    rebuild=$(median $(cut -d' ' -f2 "$times"))
+    release=$(median $(cut -d' ' -f3 "$times"))
+    bytes=$(stat -c %s "$binary")
+    strip -o "$OUT/$1.stripped" "$binary"
+    stripped=$(stat -c %s "$OUT/$1.stripped")
     printf '{"clean_debug_s":%s,"rebuild_debug_s":%s,"release_s":%s,"release_bytes":%s,"stripped_bytes":%s}' \
         "$clean" "$rebuild" "$release" "$bytes" "$stripped"
 }
@@ -93,10 +108,20 @@ generate plain '' '#[inline(never)]'
 generate census "census-runtime = { path = \"$ROOT/census-runtime\", default-features = false }" '#[census_runtime::inproc]'
 generate tracing 'tracing = "0.1"' '#[tracing::instrument]'
 
+# Build times vary with what else the machine runs: each crate is built ROUNDS times, the
+# three crates in turn within a round, and the median of each time is kept.
+for name in plain census tracing; do
+    rm -f "$OUT/$name.times"
+done
+for ((round = 1; round <= ROUNDS; round++)); do
+    for name in plain census tracing; do
+        echo "building $name ($N functions), round $round of $ROUNDS..." >&2
+        round "$name"
+    done
+done
 results=()
 for name in plain census tracing; do
-    echo "building $name ($N functions)..." >&2
-    results+=("\"$name\":$(build "$name")")
+    results+=("\"$name\":$(figures "$name")")
 done
 json="{\"functions\":$N,$(
     IFS=,

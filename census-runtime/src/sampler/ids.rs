@@ -343,18 +343,39 @@ struct SortedHalf {
 }
 
 impl SortedHalf {
-    fn new(parts: impl Iterator<Item = u16>, sum: fn(u16) -> u32, shift: u32) -> SortedHalf {
-        let mut keyed: Vec<(u32, u16)> = parts.map(|part| (sum(part), part)).collect();
-        keyed.sort_unstable();
-        let ranges = keyed
-            .last()
-            .map_or(0, |&(max, _)| (max >> shift) as usize + 1);
-        let starts = (0..=ranges as u64)
-            .map(|range| keyed.partition_point(|&(key, _)| u64::from(key) < range << shift) as u32)
-            .collect();
+    /// Sorts `parts` by (sum, part): counted into their ranges of sums first, then each range's
+    /// handful sorted by insertion. No general-purpose sort, whose code (8 KiB) would sit in
+    /// every instrumented program, since any root may need a constructed id.
+    fn new(
+        parts: impl Iterator<Item = u16> + Clone,
+        sum: fn(u16) -> u32,
+        shift: u32,
+    ) -> SortedHalf {
+        let range_of = |part: u16| (sum(part) >> shift) as usize;
+        let ranges = parts.clone().map(range_of).max().map_or(0, |last| last + 1);
+        // `starts[r + 1]` counts the parts in range r, then, summed, those below range r + 1.
+        let mut starts = vec![0u32; ranges + 1];
+        for part in parts.clone() {
+            starts[range_of(part) + 1] += 1;
+        }
+        for range in 1..=ranges {
+            starts[range] += starts[range - 1];
+        }
+        let mut sorted = vec![0u16; starts[ranges] as usize];
+        let mut next = starts.clone();
+        for part in parts {
+            let slot = &mut next[range_of(part)];
+            sorted[*slot as usize] = part;
+            *slot += 1;
+        }
+        for range in starts.windows(2) {
+            insertion_sort(&mut sorted[range[0] as usize..range[1] as usize], |part| {
+                (sum(part), part)
+            });
+        }
         SortedHalf {
-            parts: keyed.into_iter().map(|(_, part)| part).collect(),
-            starts,
+            parts: sorted.into_boxed_slice(),
+            starts: starts.into_boxed_slice(),
             shift,
         }
     }
@@ -401,6 +422,19 @@ impl SortedHalf {
                 start: 0..self.count_below(to - ALL, sum),
             }
         }
+    }
+}
+
+/// Sorts a few parts by `key`, in place.
+fn insertion_sort(parts: &mut [u16], key: impl Fn(u16) -> (u32, u16)) {
+    for i in 1..parts.len() {
+        let part = parts[i];
+        let mut at = i;
+        while at > 0 && key(parts[at - 1]) > key(part) {
+            parts[at] = parts[at - 1];
+            at -= 1;
+        }
+        parts[at] = part;
     }
 }
 
@@ -603,8 +637,21 @@ mod tests {
         let tails = tails();
         assert_eq!(tails.high.parts.len(), 1 << 16);
         assert_eq!(tails.low.parts.len(), 1 << 12);
-        assert!(tails.high.parts.is_sorted_by_key(|&t| high_sum(t)));
-        assert!(tails.low.parts.is_sorted_by_key(|&t| low_sum(t)));
+        assert!(tails.high.parts.is_sorted_by_key(|&t| (high_sum(t), t)));
+        assert!(tails.low.parts.is_sorted_by_key(|&t| (low_sum(t), t)));
+        // Each range's start is the number of parts that add less than its first sum.
+        for (half, sum) in [
+            (&tails.high, high_sum as fn(u16) -> u32),
+            (&tails.low, low_sum),
+        ] {
+            assert_eq!(half.starts.last().copied(), Some(half.parts.len() as u32));
+            for (range, &start) in half.starts.iter().enumerate() {
+                let below = half
+                    .parts
+                    .partition_point(|&t| u64::from(sum(t)) < (range as u64) << half.shift);
+                assert_eq!(start as usize, below, "range {range}");
+            }
+        }
         assert_eq!(
             tails.high.parts.iter().collect::<HashSet<_>>().len(),
             1 << 16

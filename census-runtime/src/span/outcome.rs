@@ -56,12 +56,19 @@ fn debug_name(error: &dyn Error) -> String {
     let _ = write!(debug, "{error:?}");
     let name: String = debug
         .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+        .take_while(|&c| is_identifier_char(c) || c == ':')
         .collect();
     match name.rsplit("::").next() {
         Some(last) if !last.is_empty() => last.to_owned(),
         _ => "Error".to_owned(),
     }
+}
+
+/// Whether `c` may be part of an identifier in a type's name. Rust's punctuation is ASCII, so
+/// any other character is one of an identifier's (and the Unicode tables of
+/// `char::is_alphanumeric`, 1.8 KiB, stay out of every instrumented program).
+fn is_identifier_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || !c.is_ascii()
 }
 
 /// Marks `record` failed by the panic whose payload was caught unwinding through it.
@@ -104,7 +111,7 @@ pub(crate) fn short_type_name(full: &'static str) -> Cow<'static, str> {
             continue;
         }
         short.push(c);
-        if !(c.is_alphanumeric() || c == '_') {
+        if !is_identifier_char(c) {
             segment = short.len();
         }
         rest = &rest[c.len_utf8()..];
