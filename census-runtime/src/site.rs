@@ -27,21 +27,68 @@ pub enum SpanKind {
 /// assert_eq!(SITE.target(), Some("orders-db"));
 /// ```
 pub struct Site {
-    name: &'static str,
-    /// `None`: [`INPROC`] (no pointer to relocate in each in-process site).
-    kind: Option<&'static str>,
-    span_kind: SpanKind,
-    target: Option<&'static str>,
-    data: Option<&'static str>,
-    fields: &'static [&'static str],
-    /// The module's path; with `file` `None`, the module's path and the file's joined in one
+    // Each string is kept as its pointer, with its length among the others' below: 80 bytes
+    // where `&'static str`s would take 120, in the static site of every instrumented function.
+    // A null pointer is `None`. Only the const fns below set them, each from a `&'static str`
+    // (or a `&'static [&'static str]`) and its length.
+    name: *const u8,
+    /// Null: [`INPROC`] (no pointer to relocate in each in-process site).
+    kind: *const u8,
+    target: *const u8,
+    data: *const u8,
+    fields: *const &'static str,
+    /// The module's path; with `file` null, the module's path and the file's joined in one
     /// string, `file_at` bytes into it (the macros' sites: one pointer for the loader to
     /// relocate rather than two, and one string for every site of a module).
-    module: &'static str,
-    file: Option<&'static str>,
+    module: *const u8,
+    file: *const u8,
+    name_len: u16,
+    kind_len: u16,
+    target_len: u16,
+    data_len: u16,
+    fields_len: u16,
+    module_len: u16,
+    file_len: u16,
     file_at: u16,
     line: u32,
+    span_kind: SpanKind,
     exception: bool,
+}
+
+// SAFETY: a site's pointers are those of `&'static` strings and slices, which never change and
+// are `Sync` themselves; a site has no interior mutability.
+unsafe impl Sync for Site {}
+// SAFETY: as above: `&'static` data may be used from any thread.
+unsafe impl Send for Site {}
+
+/// `text`'s pointer and length, the length at most `u16::MAX` (a longer string is cut at the
+/// last character boundary below: Application Insights keeps at most 8,192 characters of any).
+const fn pack(text: &'static str) -> (*const u8, u16) {
+    let mut len = if text.len() > u16::MAX as usize {
+        u16::MAX as usize
+    } else {
+        text.len()
+    };
+    while !text.is_char_boundary(len) {
+        len -= 1;
+    }
+    (text.as_ptr(), len as u16)
+}
+
+/// The string [`pack`] kept.
+const fn unpack(ptr: *const u8, len: u16) -> &'static str {
+    // SAFETY: `ptr` and `len` come from `pack`, which cuts a `&'static str` at a character
+    // boundary: the bytes are valid UTF-8 and live for `'static`.
+    unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(ptr, len as usize)) }
+}
+
+/// The string [`pack`] kept, or `None` for a null pointer.
+const fn unpack_optional(ptr: *const u8, len: u16) -> Option<&'static str> {
+    if ptr.is_null() {
+        None
+    } else {
+        Some(unpack(ptr, len))
+    }
 }
 
 impl fmt::Debug for Site {
@@ -50,9 +97,9 @@ impl fmt::Debug for Site {
             .field("name", &self.name())
             .field("kind", &self.kind())
             .field("span_kind", &self.span_kind)
-            .field("target", &self.target)
-            .field("data", &self.data)
-            .field("fields", &self.fields)
+            .field("target", &self.target())
+            .field("data", &self.data())
+            .field("fields", &self.fields())
             .field("module", &self.module())
             .field("file", &self.file())
             .field("line", &self.line)
@@ -82,9 +129,9 @@ impl Site {
             self.name(),
             self.kind(),
             self.span_kind,
-            self.target,
-            self.data,
-            self.fields,
+            self.target(),
+            self.data(),
+            self.fields(),
             self.module(),
             self.file(),
             self.line,
@@ -114,23 +161,34 @@ impl Site {
     /// An in-process span (`type` `INPROC`) named `name`.
     pub const fn inproc(name: &'static str) -> Self {
         let mut site = Self::dependency(name, INPROC);
-        site.kind = None;
+        site.kind = std::ptr::null();
+        site.kind_len = 0;
         site
     }
 
     /// A dependency of type `kind` (`SQL`, `HTTP`, `postgresql`, a name of your own) named `name`.
     pub const fn dependency(name: &'static str, kind: &'static str) -> Self {
+        let (name, name_len) = pack(name);
+        let (kind, kind_len) = pack(kind);
+        let (empty, _) = pack("");
         Site {
             name,
-            kind: Some(kind),
-            span_kind: SpanKind::Dependency,
-            target: None,
-            data: None,
-            fields: &[],
-            module: "",
-            file: Some(""),
+            kind,
+            target: std::ptr::null(),
+            data: std::ptr::null(),
+            fields: std::ptr::NonNull::dangling().as_ptr(),
+            module: empty,
+            file: empty,
+            name_len,
+            kind_len,
+            target_len: 0,
+            data_len: 0,
+            fields_len: 0,
+            module_len: 0,
+            file_len: 0,
             file_at: 0,
             line: 0,
+            span_kind: SpanKind::Dependency,
             exception: false,
         }
     }
@@ -144,13 +202,13 @@ impl Site {
 
     /// Sets the static target (the server, the database, the service called).
     pub const fn with_target(mut self, target: &'static str) -> Self {
-        self.target = Some(target);
+        (self.target, self.target_len) = pack(target);
         self
     }
 
     /// Sets the static command text (a SQL statement, a URL template).
     pub const fn with_data(mut self, data: &'static str) -> Self {
-        self.data = Some(data);
+        (self.data, self.data_len) = pack(data);
         self
     }
 
@@ -168,14 +226,19 @@ impl Site {
 
     /// Names the function arguments that are recorded as properties, in order.
     pub const fn with_fields(mut self, fields: &'static [&'static str]) -> Self {
-        self.fields = fields;
+        self.fields = fields.as_ptr();
+        self.fields_len = if fields.len() > u16::MAX as usize {
+            u16::MAX
+        } else {
+            fields.len() as u16
+        };
         self
     }
 
     /// Sets where the site is in the source: `module_path!()`, `file!()`, `line!()`.
     pub const fn at(mut self, module: &'static str, file: &'static str, line: u32) -> Self {
-        self.module = module;
-        self.file = Some(file);
+        (self.module, self.module_len) = pack(module);
+        (self.file, self.file_len) = pack(file);
         self.line = line;
         self
     }
@@ -186,9 +249,10 @@ impl Site {
     /// keeps two. Not a public API.
     #[doc(hidden)]
     pub const fn at_joined(mut self, joined: &'static str, file_at: usize, line: u32) -> Self {
-        assert!(file_at <= joined.len() && file_at <= u16::MAX as usize);
-        self.module = joined;
-        self.file = None;
+        assert!(file_at <= joined.len() && joined.len() <= u16::MAX as usize);
+        (self.module, self.module_len) = pack(joined);
+        self.file = std::ptr::null();
+        self.file_len = 0;
         self.file_at = file_at as u16;
         self.line = line;
         self
@@ -196,12 +260,12 @@ impl Site {
 
     /// The operation's name (the function's, or the one given in the attribute).
     pub const fn name(&self) -> &'static str {
-        self.name
+        unpack(self.name, self.name_len)
     }
 
     /// The dependency type: `INPROC`, or the attribute's `kind`.
     pub const fn kind(&self) -> &'static str {
-        match self.kind {
+        match unpack_optional(self.kind, self.kind_len) {
             Some(kind) => kind,
             None => INPROC,
         }
@@ -214,32 +278,39 @@ impl Site {
 
     /// The static target, when the attribute gives one.
     pub const fn target(&self) -> Option<&'static str> {
-        self.target
+        unpack_optional(self.target, self.target_len)
     }
 
     /// The static command text, when the attribute gives one.
     pub const fn data(&self) -> Option<&'static str> {
-        self.data
+        unpack_optional(self.data, self.data_len)
     }
 
     /// The names of the arguments recorded as properties.
     pub const fn fields(&self) -> &'static [&'static str] {
-        self.fields
+        // SAFETY: `fields` and `fields_len` come from a `&'static [&'static str]` (or name no
+        // element, its pointer dangling but aligned), its length cut to `u16::MAX` at most.
+        unsafe { std::slice::from_raw_parts(self.fields, self.fields_len as usize) }
     }
 
     /// The module that holds the site.
     pub const fn module(&self) -> &'static str {
-        match self.file {
-            Some(_) => self.module,
-            None => self.module.split_at(self.file_at as usize).0,
+        let module = unpack(self.module, self.module_len);
+        if self.file.is_null() {
+            module.split_at(self.file_at as usize).0
+        } else {
+            module
         }
     }
 
     /// The source file that holds the site.
     pub const fn file(&self) -> &'static str {
-        match self.file {
-            Some(file) => file,
-            None => self.module.split_at(self.file_at as usize).1,
+        if self.file.is_null() {
+            unpack(self.module, self.module_len)
+                .split_at(self.file_at as usize)
+                .1
+        } else {
+            unpack(self.file, self.file_len)
         }
     }
 
@@ -252,7 +323,7 @@ impl Site {
 impl fmt::Display for Site {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} [{}", self.name(), self.kind())?;
-        if let Some(target) = self.target {
+        if let Some(target) = self.target() {
             write!(f, " -> {target}")?;
         }
         write!(f, "] at {}:{} ({})", self.file(), self.line, self.module())
@@ -278,13 +349,13 @@ mod section {
     // The section holds this entry in every binary, so that its bounds exist even where no
     // function is annotated; `sites()` passes over it.
     #[used]
-    #[unsafe(link_section = "census_sites_v0_2")]
+    #[unsafe(link_section = "census_sites_v0_3")]
     pub(super) static NONE: Site = Site::inproc("");
 
     unsafe extern "C" {
-        #[link_name = "__start_census_sites_v0_2"]
+        #[link_name = "__start_census_sites_v0_3"]
         static START: u8;
-        #[link_name = "__stop_census_sites_v0_2"]
+        #[link_name = "__stop_census_sites_v0_3"]
         static STOP: u8;
     }
 
@@ -306,7 +377,7 @@ mod section {
 macro_rules! __site {
     ($name:ident = $site:expr) => {
         #[used]
-        #[unsafe(link_section = "census_sites_v0_2")]
+        #[unsafe(link_section = "census_sites_v0_3")]
         static $name: $crate::__private::Site = $site;
     };
 }
@@ -352,4 +423,57 @@ pub fn sites() -> impl Iterator<Item = &'static Site> {
         .into_iter()
         .filter_map(|entry| entry.0);
     entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static FULL: Site = Site::dependency("load", "SQL")
+        .with_target("orders-db")
+        .with_data("SELECT 1")
+        .with_fields(&["id", "limit"])
+        .with_exception()
+        .at("orders::repo", "src/repo.rs", 42);
+
+    static JOINED: Site = Site::inproc("tally").at_joined("orders::tallysrc/tally.rs", 13, 7);
+
+    #[test]
+    fn a_site_gives_back_every_string_it_was_made_of() {
+        assert_eq!(FULL.name(), "load");
+        assert_eq!(FULL.kind(), "SQL");
+        assert_eq!(FULL.target(), Some("orders-db"));
+        assert_eq!(FULL.data(), Some("SELECT 1"));
+        assert_eq!(FULL.fields(), ["id", "limit"]);
+        assert_eq!(FULL.module(), "orders::repo");
+        assert_eq!(FULL.file(), "src/repo.rs");
+        assert_eq!(FULL.line(), 42);
+        assert!(FULL.exception());
+
+        assert_eq!(JOINED.kind(), INPROC);
+        assert_eq!(JOINED.target(), None);
+        assert_eq!(JOINED.data(), None);
+        assert!(JOINED.fields().is_empty());
+        assert_eq!(JOINED.module(), "orders::tally");
+        assert_eq!(JOINED.file(), "src/tally.rs");
+        assert_eq!(
+            JOINED,
+            Site::inproc("tally").at("orders::tally", "src/tally.rs", 7)
+        );
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_site_takes_80_bytes() {
+        assert_eq!(size_of::<Site>(), 80);
+    }
+
+    #[test]
+    fn a_string_longer_than_a_site_keeps_is_cut_at_a_character_boundary() {
+        // 'é' is two bytes: the 65,535th byte is the first half of one.
+        let long: &'static str = "é".repeat(40_000).leak();
+        let site = Site::inproc(long);
+        assert_eq!(site.name().len(), 65_534);
+        assert!(long.starts_with(site.name()));
+    }
 }
