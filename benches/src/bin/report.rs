@@ -81,6 +81,11 @@ fn main() {
     print!("{markdown}");
     if let Some(path) = write {
         let old = std::fs::read_to_string(&path).unwrap_or_default();
+        if let (Some(b), Some(e)) = (old.find(BEGIN), old.find(END))
+            && b < e
+        {
+            eprint!("{}", regressions(&old[b..e], &markdown));
+        }
         let new = match (old.find(BEGIN), old.find(END)) {
             (Some(b), Some(e)) if b < e => {
                 format!("{}{BEGIN}\n{markdown}{}", &old[..b], &old[e..])
@@ -135,6 +140,84 @@ fn read_criterion(dir: &Path) -> Medians {
         }
     }
     medians
+}
+
+/// census's figures of `new` that are more than 5 % worse than the same ones in `old` (the
+/// figures this run replaces), one line each: where a change made a case slower, or where the
+/// machine was busy (then run again on an idle one).
+fn regressions(old: &str, new: &str) -> String {
+    let (before, after) = (census_figures(old), census_figures(new));
+    let mut out = String::new();
+    let mut better = 0;
+    for (key, &now) in &after {
+        let Some(&was) = before.get(key) else {
+            continue;
+        };
+        let change = now / was - 1.0;
+        if change > 0.05 {
+            let (table, row, column) = key;
+            let _ = writeln!(
+                out,
+                "  {table} / {row} / {column}: {was} -> {now} (+{:.0} %)",
+                change * 100.0
+            );
+        } else if change < -0.05 {
+            better += 1;
+        }
+    }
+    let mut report = format!(
+        "\ncensus figures against those this run replaces: {} more than 5 % worse, {better} \
+         more than 5 % better\n",
+        out.lines().count()
+    );
+    report.push_str(&out);
+    report
+}
+
+/// The figures of census's rows in the figures' markdown, by table, row and column: times in
+/// nanoseconds, and the compile cost's seconds and bytes; the "over plain" columns are left out
+/// (differences of two medians, they swing more than either).
+fn census_figures(markdown: &str) -> BTreeMap<(String, String, String), f64> {
+    let mut figures = BTreeMap::new();
+    let mut table = String::new();
+    let mut header: Vec<String> = Vec::new();
+    for line in markdown.lines() {
+        if let Some(title) = line.strip_prefix("### ") {
+            table = title.trim().to_owned();
+        }
+        if !line.starts_with('|') {
+            header.clear();
+            continue;
+        }
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        if header.is_empty() {
+            header = cells.iter().map(|cell| (*cell).to_owned()).collect();
+            continue;
+        }
+        let row = cells[0];
+        if !row.contains("census") {
+            continue;
+        }
+        for (cell, column) in cells.iter().zip(&header).skip(1) {
+            if column.contains("over plain") {
+                continue;
+            }
+            let number = |text: &str| text.replace(',', "").parse::<f64>().ok();
+            let value = if let Some(n) = cell.strip_suffix(" ns") {
+                number(n)
+            } else if let Some(n) = cell.strip_suffix(" µs") {
+                number(n).map(|v| v * 1000.0)
+            } else if column.ends_with("(s)") || column.ends_with("(bytes)") {
+                number(cell)
+            } else {
+                None
+            };
+            if let Some(value) = value.filter(|v| *v > 0.0) {
+                figures.insert((table.clone(), row.to_owned(), column.clone()), value);
+            }
+        }
+    }
+    figures
 }
 
 fn get(medians: &Medians, group: &str, case: &str) -> Option<f64> {
