@@ -18,6 +18,9 @@ pub enum SpanKind {
 /// [`sites`] can list every dependency a program calls without running it. Integrations and the
 /// [`span`](crate::span()) builder use sites of their own.
 ///
+/// A site keeps at most 65,535 bytes of each string (a longer one is cut at the last character
+/// boundary before; Application Insights keeps fewer characters of any field).
+///
 /// ```
 /// # use census_runtime::site::Site;
 /// static SITE: Site = Site::dependency("load", "SQL")
