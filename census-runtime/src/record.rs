@@ -122,19 +122,6 @@ pub(crate) fn boxed_extra(extra: SpanExtra) -> Box<SpanExtra> {
     }
 }
 
-/// A box with nothing set in it, for values written in place: one handed back (its lists keep
-/// their memory) when this thread has one at hand, else a new one.
-#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-pub(crate) fn spare_extra() -> Box<SpanExtra> {
-    match handed_back() {
-        Some(mut boxed) => {
-            boxed.reset();
-            boxed
-        }
-        None => Box::default(),
-    }
-}
-
 /// A box the worker handed back, taken without waiting.
 fn handed_back() -> Option<Box<SpanExtra>> {
     LOCAL_EXTRAS
@@ -168,33 +155,6 @@ impl SpanExtra {
             errors.clear();
             self.errors = errors;
         }
-    }
-
-    /// Unsets every value in place; the lists keep their memory.
-    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-    fn reset(&mut self) {
-        let SpanExtra {
-            name,
-            kind,
-            target,
-            data,
-            result_code,
-            error,
-            properties,
-            exception,
-            errors,
-            trace_state,
-        } = self;
-        *name = None;
-        *kind = None;
-        *target = None;
-        *data = None;
-        *result_code = None;
-        *error = None;
-        properties.clear();
-        *exception = None;
-        errors.clear();
-        *trace_state = None;
     }
 }
 

@@ -67,15 +67,20 @@ unsafe impl Send for Site {}
 /// `text`'s pointer and length, the length at most `u16::MAX` (a longer string is cut at the
 /// last character boundary below: Application Insights keeps at most 8,192 characters of any).
 const fn pack(text: &'static str) -> (*const u8, u16) {
-    let mut len = if text.len() > u16::MAX as usize {
-        u16::MAX as usize
-    } else {
-        text.len()
-    };
+    let mut len = at_most_u16(text.len()) as usize;
     while !text.is_char_boundary(len) {
         len -= 1;
     }
     (text.as_ptr(), len as u16)
+}
+
+/// `len`, or `u16::MAX` if it is more.
+const fn at_most_u16(len: usize) -> u16 {
+    if len > u16::MAX as usize {
+        u16::MAX
+    } else {
+        len as u16
+    }
 }
 
 /// The string [`pack`] kept.
@@ -230,11 +235,7 @@ impl Site {
     /// Names the function arguments that are recorded as properties, in order.
     pub const fn with_fields(mut self, fields: &'static [&'static str]) -> Self {
         self.fields = fields.as_ptr();
-        self.fields_len = if fields.len() > u16::MAX as usize {
-            u16::MAX
-        } else {
-            fields.len() as u16
-        };
+        self.fields_len = at_most_u16(fields.len());
         self
     }
 

@@ -121,8 +121,9 @@ where
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        // The span's fields are written straight into the box its record takes.
-        let mut extra = crate::record::spare_extra();
+        // The span's fields are written straight into the box its record takes (a reused box
+        // keeps its lists' memory).
+        let mut extra = crate::record::boxed_extra(SpanExtra::default());
         let mut fields = SpanFields::new(&mut extra);
         attrs.record(&mut fields);
         let facts = fields.finish();

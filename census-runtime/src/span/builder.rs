@@ -74,9 +74,10 @@ pub fn request(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
 /// place.
 #[cfg(feature = "tracing")]
 pub(crate) fn with_extra(request: bool, extra: Box<SpanExtra>) -> SpanBuilder {
-    let (site, operation_name) = match request {
-        true => (&REQUEST_SITE, extra.name.as_deref().map(Arc::from)),
-        false => (&BUILDER_SITE, None),
+    let (site, operation_name) = if request {
+        (&REQUEST_SITE, extra.name.as_deref().map(Arc::from))
+    } else {
+        (&BUILDER_SITE, None)
     };
     SpanBuilder {
         site,

@@ -310,22 +310,14 @@ pin_project! {
 /// (cancelled), a call it timed, a trace id it kept. Not generic: shared by every async fn.
 #[inline(never)]
 fn let_go(frame: &mut AsyncFrame, timed: &mut Option<Timed>) {
+    // Only a counted or an unsampled frame is timed.
+    if let Some(timed) = timed.take() {
+        timed.abandon();
+    }
     match std::mem::replace(frame, AsyncFrame::Inert) {
-        AsyncFrame::Inert => {}
         AsyncFrame::Recording(record) => cancel(record),
-        AsyncFrame::Counted => {
-            if let Some(timed) = timed.take() {
-                timed.abandon();
-            }
-        }
-        AsyncFrame::Unsampled(kept) => {
-            if let Some(timed) = timed.take() {
-                timed.abandon();
-            }
-            if !kept.is_none() {
-                kept.release();
-            }
-        }
+        AsyncFrame::Unsampled(kept) if !kept.is_none() => kept.release(),
+        AsyncFrame::Inert | AsyncFrame::Counted | AsyncFrame::Unsampled(_) => {}
     }
 }
 

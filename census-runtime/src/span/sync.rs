@@ -24,9 +24,9 @@ use crate::standard;
 ///
 /// Made by [`SpanBuilder::start`](crate::span::SpanBuilder::start) (the attributes end a sync
 /// function's span the same way, without a guard). It is not `Send`: a span entered on one
-/// thread ends on that thread. For
-/// async code use [`SpanBuilder::instrument`](crate::span::SpanBuilder::instrument) (or the
-/// attributes on an `async fn`), which make the span current only while its future is polled.
+/// thread ends on that thread. For async code use
+/// [`SpanBuilder::instrument`](crate::span::SpanBuilder::instrument) (or the attributes on an
+/// `async fn`), which make the span current only while its future is polled.
 ///
 /// **Do not hold it across `.await`.** A future that holds a guard is not `Send`, so a
 /// multi-threaded executor refuses it, but `join!`, `select!`, `spawn_local` and `block_on`
