@@ -53,14 +53,14 @@ fn anchor() -> &'static Anchor {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn read_tsc() -> u64 {
     // SAFETY: `rdtsc` exists on every x86-64 CPU and has no preconditions.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn read_tsc() -> u64 {
     0
 }
@@ -84,7 +84,7 @@ fn invariant_tsc() -> bool {
 }
 
 /// Reads the counter: one `rdtsc` where the counter is the TSC.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn now() -> u64 {
     if TSC.load(Ordering::Relaxed) {
         return read_tsc();
@@ -94,7 +94,7 @@ pub(crate) fn now() -> u64 {
 
 /// Reads the time-stamp counter: for a caller that knows the counter is the clock
 /// ([`uses_tsc`]).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn tsc() -> u64 {
     read_tsc()
 }

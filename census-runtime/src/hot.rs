@@ -45,7 +45,7 @@ thread_local! {
 }
 
 /// Runs `f` on this thread's hot cells.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn with<R>(f: impl FnOnce(&Hot) -> R) -> R {
     HOT.with(f)
 }

@@ -163,7 +163,7 @@ fn seed() -> u64 {
 }
 
 /// The next number of this thread's generator: uniform over `u64`, not cryptographic.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn next_random() -> u64 {
     hot::with(|hot| {
         let state = &hot.rng;

@@ -169,7 +169,7 @@ pub(crate) fn submit(record: SpanRecord) {
 }
 
 /// The fast path's word; see [`with_word`].
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn word() -> usize {
     with_word(Cell::get)
 }
@@ -208,13 +208,13 @@ pub(crate) fn set_unsampled_root(open: bool) {
 /// Closes a sync unsampled root: its two low bits cleared, whatever is above it (one
 /// read-modify-write of the whole word, the same as [`set_unsampled_root`]`(false)`). The mask
 /// is read from the hot cells so that the store stays a whole word's (see [`hot::Hot`]).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn close_sync_unsampled_root() {
     hot::with(|hot| hot.word.set(hot.word.get() & hot.close_root_mask));
 }
 
 /// Opens the unsampled sync root; the caller saw the word at 0 (nothing current).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn open_unsampled_root() {
     with_word(|word| word.set(1));
 }
@@ -251,12 +251,12 @@ fn close_unsampled_root_slow(current: usize) -> Option<TraceId> {
 /// the next whether a trace id was drawn for it ([`ROOT_ID_DRAWN`]). Such a root takes no
 /// frame: spans started while the stack is empty under it are inert. 0: nothing is current;
 /// 1 or 3: an unsampled root and nothing above it; 4 and more: frames to look at.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn with_word<R>(f: impl FnOnce(&Cell<usize>) -> R) -> R {
     hot::with(|hot| f(&hot.word))
 }
 
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn set_depth(depth: usize) {
     with_word(|word| {
         word.set((depth << DEPTH_SHIFT) | (word.get() & (UNSAMPLED_ROOT | ROOT_ID_DRAWN)));
@@ -351,7 +351,7 @@ impl Local {
     /// Pushes the frame `make` returns, written straight into its slot on the stack rather
     /// than built elsewhere and copied (a record is 96 bytes, and reading back a frame whose
     /// parts were stored separately stalls); returns its depth.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn push_in_place(&mut self, make: impl FnOnce() -> Frame) -> usize {
         let depth = self.stack.len();
         if self.stack.capacity() == depth {
@@ -415,7 +415,7 @@ impl Local {
     /// Ends the sync span on top (see [`Local::is_top_span`]), stamped with `end`: its record
     /// is moved straight from its frame into the next slot of the thread's ring (one copy, no
     /// temporary) and the frame popped.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn submit_top(&mut self, end: u64) {
         let top = self.stack.len() - 1;
         let Some(Frame::Span(record)) = self.stack.last() else {

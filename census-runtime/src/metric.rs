@@ -197,7 +197,7 @@ impl HistogramCell {
 
     /// Runs `update` on the figures, holding `busy`. `update` is a few float operations and
     /// cannot panic; a thread that finds `busy` held spins a little, then yields.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn with<R>(&self, update: impl FnOnce(&mut Moments) -> R) -> R {
         if self
             .busy

@@ -12,7 +12,7 @@ pub use crate::span::{AsyncSpan, Call, Judge, Outcome, Traced};
 pub use inventory;
 
 /// Starts a sync function's span and makes it current until [`end`].
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub fn enter(site: &'static Site) -> Call {
     Call::enter(site)
 }
@@ -21,19 +21,19 @@ pub fn enter(site: &'static Site) -> Call {
 /// ends the call and is resumed. Taking the body as an `FnOnce` (instead of calling a closure
 /// in place, which infers `FnMut`) lets it return borrows of its captured arguments, as
 /// `&mut self` getters do.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub fn run<R>(call: Call, body: impl FnOnce() -> R) -> R {
     call.run(body)
 }
 
 /// Ends a sync function's call, after its body returned and its outcome was judged.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub fn end(call: Call) {
     call.end();
 }
 
 /// Records the arguments named in the site's `fields(...)`, by `Display`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub fn record_fields(call: &Call, values: &[&dyn Display]) {
     call.record_fields(values);
 }
@@ -130,11 +130,11 @@ pub trait PlainOutcome {
 }
 
 impl<T: ?Sized> PlainOutcome for Probe<'_, T> {
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn census_end(&self, call: Call) {
         call.end();
     }
 
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn census_async(&self, _outcome: &mut Outcome<'_>) {}
 }

@@ -126,7 +126,7 @@ impl Outbox {
     /// # Safety
     ///
     /// `write` must initialise the slot it is given.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) unsafe fn submit_in_place(
         &mut self,
         write: impl FnOnce(&mut MaybeUninit<SpanRecord>),

@@ -282,7 +282,7 @@ pub struct ExceptionInfo {
 impl SpanRecord {
     /// The span `span_id` of `site`, starting now: the one way a record is made. The clock is
     /// read last, so that the span starts as late as it can.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn start(
         site: &'static Site,
         trace_id: TraceId,
@@ -342,7 +342,7 @@ impl SpanRecord {
     }
 
     /// Says why the span's trace is recorded, when it is not for its parent's sake.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn set_kept_by(&mut self, kept_by: KeptBy) {
         self.kept_by = kept_by;
     }
@@ -353,13 +353,13 @@ impl SpanRecord {
     }
 
     /// The sampling percentage the span's trace was kept at, as the span stores it.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn sample_percent(&self) -> f32 {
         self.sample_rate
     }
 
     /// Stamps the span's end (a clock reading).
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn set_end(&mut self, end: u64) {
         self.end = end;
     }

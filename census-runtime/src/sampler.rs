@@ -217,7 +217,7 @@ fn djb2_avx2(id: u128) -> u32 {
 /// of the digits after it. A digit's ASCII code is its nibble plus 48, plus 39 more for a-f; the
 /// 48s are folded into the constant. Independent products instead of 32 dependent steps through
 /// a formatted string: the compiler vectorises it.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn djb2_sum(id: u128) -> u32 {
     let bytes = id.to_be_bytes();
     let mut sum = DJB2_CONSTANT;
@@ -231,7 +231,7 @@ fn djb2_sum(id: u128) -> u32 {
 
 /// How far a nibble's lowercase hex digit is from ASCII `0`: `0`..`9` and then, after the 39
 /// characters between `9` and `a`, `a`..`f` (49..=54).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn digit_offset(nibble: u8) -> u32 {
     u32::from(nibble) + if nibble > 9 { 39 } else { 0 }
 }
@@ -276,7 +276,7 @@ pub(crate) fn stop() {
 }
 
 /// Whether a pipeline is installed and recording.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn is_active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
@@ -313,7 +313,7 @@ fn threshold(rate: f64) -> u64 {
 }
 
 /// A rate as the percentage recorded for it (`sampleRate`).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn percent_of(rate: f64) -> f32 {
     (rate * 100.0) as f32
 }

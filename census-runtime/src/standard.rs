@@ -45,13 +45,13 @@ const BY_TSC: u8 = 1;
 const BY_CLOCK: u8 = 2;
 
 /// Whether calls of dropped traces are counted.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn counting() -> bool {
     COUNTING.load(Ordering::Relaxed) != OFF
 }
 
 /// The start of a call of a dropped trace when calls are counted: a clock reading, else `None`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn counted_start() -> Option<u64> {
     match COUNTING.load(Ordering::Relaxed) {
         OFF => None,
@@ -173,7 +173,7 @@ fn lease() -> Option<&'static Table> {
     Some(table)
 }
 
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn table() -> Option<&'static Table> {
     match TABLE.with(Cell::get) {
         Some(table) => Some(table),
@@ -193,7 +193,7 @@ pub(crate) fn count(site: &'static Site, start: u64) {
 }
 
 /// Counts a successful call of `site` that took `ticks` into this thread's `table`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn count_in(table: &'static Table, site: &'static Site, ticks: u64) {
     let index = (std::ptr::from_ref(site) as usize >> 4) % SLOTS;
     let slot = &table.slots[index];
@@ -256,7 +256,7 @@ fn claim(slot: &Slot, site: &'static Site) -> bool {
 }
 
 /// Adds one call to a slot: loads and stores, no read-modify-write (only this thread writes).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn add(slot: &Slot, ticks: u64) {
     let relaxed = Ordering::Relaxed;
     slot.count.store(slot.count.load(relaxed) + 1, relaxed);

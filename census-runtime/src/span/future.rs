@@ -167,7 +167,7 @@ impl AsyncSpan {
         }
     }
 
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn frame_of(site: &'static Site) -> AsyncFrame {
         match parent::quick(word()) {
             Quick::Inert => AsyncFrame::Inert,
@@ -278,7 +278,7 @@ impl<T, C: FnOnce(&T, &mut Outcome<'_>)> Judge<T> for C {
 pub(super) struct Unjudged;
 
 impl<T> Judge<T> for Unjudged {
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn judge(self, _output: &T, _outcome: &mut Outcome<'_>) {}
 }
 
@@ -400,7 +400,7 @@ struct UnsampledRoot<'a> {
 
 impl<'a> UnsampledRoot<'a> {
     /// Opens the root; the caller saw nothing current.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn open(kept: &'a mut KeptTraceId) -> Self {
         open_unsampled_root();
         UnsampledRoot { kept }
@@ -408,7 +408,7 @@ impl<'a> UnsampledRoot<'a> {
 }
 
 impl Drop for UnsampledRoot<'_> {
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn drop(&mut self) {
         if let Some(id) = close_unsampled_root() {
             *self.kept = KeptTraceId::new(Some(id));

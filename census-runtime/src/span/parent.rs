@@ -49,7 +49,7 @@ impl Parent {
     }
 
     /// The record of the span `span_id` of `site` under this parent, starting now.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(super) fn start(self, site: &'static Site, span_id: SpanId) -> SpanRecord {
         let mut record = SpanRecord::start(
             site,
@@ -77,7 +77,7 @@ pub(super) enum Quick {
     Look,
 }
 
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(super) fn quick(word: usize) -> Quick {
     match word {
         0 if sampler::keep_new_trace() => Quick::KeepRoot,

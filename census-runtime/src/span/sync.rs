@@ -167,7 +167,7 @@ impl SpanGuard {
 
     /// Runs `body` inside this guard's span: a panic is caught, fails the span with the
     /// panic's own message (whatever panic hooks are set), and is resumed.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn run<R>(&self, body: impl FnOnce() -> R) -> R {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
             Ok(value) => value,
@@ -254,7 +254,7 @@ impl fmt::Debug for Call {
 }
 
 impl Call {
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     const fn holding(site: &'static Site, state: State) -> Call {
         Call {
             site,
@@ -271,7 +271,7 @@ impl Call {
     /// function: a trace the sampler drops costs a few loads and stores and no call; recording
     /// a span calls out of line, and what that call returns fits in two registers, so that the
     /// call is never written to the caller's frame.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn enter(site: &'static Site) -> Call {
         if !sampler::is_active() {
             return Call::holding(site, State::Inert);
@@ -297,7 +297,7 @@ impl Call {
 
     /// A call whose trace is dropped (`root`: the call opened the dropped root): timed for the
     /// standard metrics when they are on, else inert.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn dropped(site: &'static Site, root: bool) -> Call {
         if let Some(start) = standard::counted_start() {
             Call {
@@ -319,7 +319,7 @@ impl Call {
     }
 
     /// Records the arguments named in the site's `fields(...)`, by `Display`.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn record_fields(&self, values: &[&dyn Display]) {
         if let Some((depth, span_id)) = self.frame()
             && !values.is_empty()
@@ -330,7 +330,7 @@ impl Call {
 
     /// Runs `body` inside the call's span: a panic is caught, fails the span with the panic's
     /// own message (whatever panic hooks are set), ends the call, and is resumed.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn run<R>(self, body: impl FnOnce() -> R) -> R {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
             Ok(value) => value,
@@ -346,7 +346,7 @@ impl Call {
     }
 
     /// The recorded span's frame: its depth and its id.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn frame(self) -> Option<(u32, SpanId)> {
         match self.state {
             // SAFETY: a call is made `State::Span` with both fields written (`enter`).
@@ -356,7 +356,7 @@ impl Call {
     }
 
     /// When the counted call started.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn start(self) -> u64 {
         match self.state {
             // SAFETY: a call is made counted with its start written (`dropped`).
@@ -366,7 +366,7 @@ impl Call {
     }
 
     /// Ends the call.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn end(self) {
         match self.state {
             State::Inert => {}
@@ -388,7 +388,7 @@ impl Call {
     /// the message, its type (unless a result code was set) the result code, and its
     /// `source()`s are at hand; a counted call is counted failed. One out-of-line call per
     /// error type, shared by every function that returns it.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn end_with_error<E: std::error::Error + 'static>(self, error: &E) {
         end_with_error(
             self.site,
@@ -402,7 +402,7 @@ impl Call {
 
     /// Ends the call failed by an error that is only `Display`: see
     /// [`Call::end_with_error`].
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn end_with_display<E: Display>(self, error: &E) {
         end_with_display(
             self.site,
@@ -468,7 +468,7 @@ fn enter_child(site: &'static Site) -> Option<Pushed> {
 }
 
 /// Pushes a recording frame, its record written once, in its slot on the stack.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn push_span(local: &mut Local, site: &'static Site, parent: Parent) -> Pushed {
     let span_id = SpanId::random();
     let depth = local.push_in_place(|| Frame::Span(parent.start(site, span_id)));
