@@ -309,9 +309,16 @@ pub(crate) fn rearm_wake() {
     WAKE_REQUESTED.store(false, Ordering::Release);
 }
 
-/// Takes every finished record out of every thread's rings and the overflow into `into`;
-/// forgets the rings of threads that have exited once they are empty. Returns how many it took.
-pub(crate) fn drain(into: &mut Vec<Record>) -> usize {
+/// The item ring [`drain`] reads first: the one after the ring it cut short last.
+static NEXT_ITEM_RING: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes finished records out of every thread's rings and the overflow into `into`: every span,
+/// and at most `most_items` log records and events, read from the threads' rings in turn and
+/// then from the overflow (the worker boxes each one, and a bounded number of boxes is kept
+/// for reuse: a drain of more than that allocated and freed tens of thousands of boxes, page
+/// faults included, on every pass under a stream of log records). Forgets the rings of threads
+/// that have exited once they are empty. Returns how many it took.
+pub(crate) fn drain(into: &mut Vec<Record>, most_items: usize) -> usize {
     let before = into.len();
     let mut rings = RINGS.lock().unwrap_or_else(|p| p.into_inner());
     for ring in rings.iter_mut() {
@@ -324,13 +331,23 @@ pub(crate) fn drain(into: &mut Vec<Record>) -> usize {
     }
     rings.retain(|ring| !(ring.is_abandoned() && ring.is_empty()));
     drop(rings);
+    let mut left = most_items;
     let mut rings = ITEM_RINGS.lock().unwrap_or_else(|p| p.into_inner());
-    for ring in rings.iter_mut() {
-        let ready = ring.slots();
+    let count = rings.len();
+    let first = NEXT_ITEM_RING.load(Ordering::Relaxed);
+    for index in (0..count).map(|offset| (first + offset) % count) {
+        let ring = &mut rings[index];
+        let ready = ring.slots().min(left);
         if ready > 0
             && let Ok(chunk) = ring.read_chunk(ready)
         {
             into.extend(chunk.into_iter().map(Record::from));
+            left -= ready;
+        }
+        if left == 0 {
+            // The rings after this one go first next time.
+            NEXT_ITEM_RING.store(index + 1, Ordering::Relaxed);
+            break;
         }
     }
     rings.retain(|ring| !(ring.is_abandoned() && ring.is_empty()));
@@ -341,8 +358,9 @@ pub(crate) fn drain(into: &mut Vec<Record>) -> usize {
         into.append(&mut overflow);
         drop(overflow);
         let mut items = ITEM_OVERFLOW.lock().unwrap_or_else(|p| p.into_inner());
-        OVERFLOW_LEN.fetch_sub(items.len(), Ordering::AcqRel);
-        into.extend(items.drain(..).map(Record::from));
+        let taken = items.len().min(left);
+        OVERFLOW_LEN.fetch_sub(taken, Ordering::AcqRel);
+        into.extend(items.drain(..taken).map(Record::from));
     }
     into.len() - before
 }
@@ -400,5 +418,46 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    fn event() -> Item {
+        Item::Event(Box::new(crate::record::EventRecord::new(
+            "drained".into(),
+            crate::record::Correlation::default(),
+            Vec::new(),
+            Vec::new(),
+        )))
+    }
+
+    fn items(records: &[Record]) -> usize {
+        records
+            .iter()
+            .filter(|r| matches!(r, Record::Event(_)))
+            .count()
+    }
+
+    #[test]
+    fn a_drain_takes_at_most_its_share_of_items_and_leaves_the_rest_for_the_next() {
+        // Two threads' rings, 300 items each, 600 in all.
+        for _ in 0..2 {
+            std::thread::spawn(|| {
+                for _ in 0..300 {
+                    submit_item(event());
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        let mut into = Vec::new();
+        drain(&mut into, 250);
+        assert_eq!(items(&into), 250, "cut at the share");
+        drain(&mut into, 250);
+        assert_eq!(items(&into), 500);
+        drain(&mut into, usize::MAX);
+        assert!(
+            items(&into) >= 600,
+            "the rest, and nothing lost: {}",
+            items(&into)
+        );
     }
 }

@@ -221,7 +221,7 @@ std::thread_local! {
 }
 
 /// At most this many log records' boxes are kept.
-const SPARE_LOG_BOXES_MAX: usize = 4096;
+pub(crate) const SPARE_LOG_BOXES_MAX: usize = 4096;
 
 /// `log` in a box this thread kept, or a new one.
 fn boxed_log(log: LogRecord) -> Box<LogRecord> {

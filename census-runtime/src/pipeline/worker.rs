@@ -56,6 +56,8 @@ pub(super) struct Worker {
 
 /// A drain that finds this many spans keeps the worker awake.
 const BUSY_DRAIN: usize = 256;
+/// The log records and events one pass drains at most: as many as the boxes kept for them.
+const ITEMS_PER_DRAIN: usize = crate::record::SPARE_LOG_BOXES_MAX;
 
 impl Worker {
     pub(super) fn new(
@@ -97,12 +99,17 @@ impl Worker {
         loop {
             let mut command = self.control.try_recv().ok();
             // Drain after looking for a command: a flush must see every span finished before it
-            // was asked for.
-            self.drain_queue();
+            // was asked for, so it drains everything; otherwise the log records and events
+            // drained in one pass are as many as the boxes kept for them.
+            self.drain_queue(if command.is_some() {
+                usize::MAX
+            } else {
+                ITEMS_PER_DRAIN
+            });
             if command.is_none() {
                 command = self.control.try_recv().ok();
                 if command.is_some() {
-                    self.drain_queue();
+                    self.drain_queue(usize::MAX);
                 }
             }
             // A flush or a shutdown closes the metrics' interval early: it delivers the partial
@@ -130,7 +137,7 @@ impl Worker {
                 }
                 Some(Command::Shutdown { deadline, done }) => {
                     // Spans that finished on other threads while shutting down.
-                    self.drain_queue();
+                    self.drain_queue(usize::MAX);
                     self.export_pending();
                     let flushed = self.deliver(deadline, Contained::shutdown);
                     let _ = done.send(flushed);
@@ -199,10 +206,11 @@ impl Worker {
         }
     }
 
-    /// Takes every finished span out of the queue; counts the spans for the standard metrics.
-    fn drain_queue(&mut self) {
+    /// Takes the finished records out of the queue (every span, at most `most_items` log records
+    /// and events); counts the spans for the standard metrics.
+    fn drain_queue(&mut self, most_items: usize) {
         let before = self.pending.len();
-        self.drained = queue::drain(&mut self.pending);
+        self.drained = queue::drain(&mut self.pending, most_items);
         if let Some(standard) = &mut self.standard {
             let mut shadows = 0;
             for record in &self.pending[before..] {
