@@ -309,15 +309,13 @@ pub(crate) fn rearm_wake() {
     WAKE_REQUESTED.store(false, Ordering::Release);
 }
 
-/// The item ring [`drain`] reads first: the one after the ring it cut short last.
-static NEXT_ITEM_RING: AtomicUsize = AtomicUsize::new(0);
-
 /// Takes finished records out of every thread's rings and the overflow into `into`: every span,
-/// and at most `most_items` log records and events, read from the threads' rings in turn and
-/// then from the overflow (the worker boxes each one, and a bounded number of boxes is kept
-/// for reuse: a drain of more than that allocated and freed tens of thousands of boxes, page
-/// faults included, on every pass under a stream of log records). Forgets the rings of threads
-/// that have exited once they are empty. Returns how many it took.
+/// and at most `most_items` log records and events, read from the threads' rings in turn (the
+/// rings after the one a drain cut short go first in the next), then from the overflow. The
+/// worker boxes each one, and keeps a bounded number of boxes for reuse: a drain of more than
+/// that allocated and freed tens of thousands of boxes, page faults included, on every pass
+/// under a stream of log records. Forgets the rings of threads that have exited once they are
+/// empty. Returns how many it took.
 pub(crate) fn drain(into: &mut Vec<Record>, most_items: usize) -> usize {
     let before = into.len();
     let mut rings = RINGS.lock().unwrap_or_else(|p| p.into_inner());
@@ -333,9 +331,7 @@ pub(crate) fn drain(into: &mut Vec<Record>, most_items: usize) -> usize {
     drop(rings);
     let mut left = most_items;
     let mut rings = ITEM_RINGS.lock().unwrap_or_else(|p| p.into_inner());
-    let count = rings.len();
-    let first = NEXT_ITEM_RING.load(Ordering::Relaxed);
-    for index in (0..count).map(|offset| (first + offset) % count) {
+    for index in 0..rings.len() {
         let ring = &mut rings[index];
         let ready = ring.slots().min(left);
         if ready > 0
@@ -346,7 +342,7 @@ pub(crate) fn drain(into: &mut Vec<Record>, most_items: usize) -> usize {
         }
         if left == 0 {
             // The rings after this one go first next time.
-            NEXT_ITEM_RING.store(index + 1, Ordering::Relaxed);
+            rings.rotate_left(index + 1);
             break;
         }
     }
@@ -420,9 +416,9 @@ mod tests {
         .unwrap();
     }
 
-    fn event() -> Item {
+    fn event(name: &'static str) -> Item {
         Item::Event(Box::new(crate::record::EventRecord::new(
-            "drained".into(),
+            name.into(),
             crate::record::Correlation::default(),
             Vec::new(),
             Vec::new(),
@@ -436,28 +432,48 @@ mod tests {
             .count()
     }
 
+    /// The names of the events among `records`, each once.
+    fn names(records: &[Record]) -> Vec<&str> {
+        let mut names: Vec<&str> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Event(event) => Some(event.name()),
+                _ => None,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     #[test]
-    fn a_drain_takes_at_most_its_share_of_items_and_leaves_the_rest_for_the_next() {
-        // Two threads' rings, 300 items each, 600 in all.
-        for _ in 0..2 {
-            std::thread::spawn(|| {
+    fn a_drain_takes_at_most_its_share_of_items_from_the_rings_in_turn_and_leaves_the_rest() {
+        // Two threads' items, 300 each, 600 in all (each thread's in two rings: its first,
+        // found half full, and the larger one that took over).
+        for name in ["first thread", "second thread"] {
+            std::thread::spawn(move || {
                 for _ in 0..300 {
-                    submit_item(event());
+                    submit_item(event(name));
                 }
             })
             .join()
             .unwrap();
         }
-        let mut into = Vec::new();
-        drain(&mut into, 250);
-        assert_eq!(items(&into), 250, "cut at the share");
-        drain(&mut into, 250);
-        assert_eq!(items(&into), 500);
-        drain(&mut into, usize::MAX);
+        let mut first = Vec::new();
+        drain(&mut first, 250);
+        assert_eq!(items(&first), 250, "cut at the share");
+        assert_eq!(names(&first).len(), 1, "one ring's: {:?}", names(&first));
+        let mut second = Vec::new();
+        drain(&mut second, 250);
+        assert_eq!(items(&second), 250, "cut at the share");
+        assert_eq!(names(&second).len(), 1, "one ring's: {:?}", names(&second));
+        assert_ne!(names(&second), names(&first), "the other ring's turn");
+        let mut rest = Vec::new();
+        drain(&mut rest, usize::MAX);
         assert!(
-            items(&into) >= 600,
-            "the rest, and nothing lost: {}",
-            items(&into)
+            items(&rest) >= 100,
+            "the rest, nothing lost: {}",
+            items(&rest)
         );
     }
 }
