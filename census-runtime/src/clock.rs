@@ -14,8 +14,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crossbeam_utils::CachePadded;
+
 /// Whether readings are time-stamp counter ticks. Set once, with the anchor, before any reading.
-static TSC: AtomicBool = AtomicBool::new(false);
+static TSC: CachePadded<AtomicBool> = CachePadded::new(AtomicBool::new(false));
 
 /// The moment readings are measured from, on both clocks.
 struct Anchor {
@@ -30,8 +32,8 @@ static ANCHOR: OnceLock<Anchor> = OnceLock::new();
 
 /// The measured tick rate: nanoseconds per tick as `f64` bits, and the baseline (ticks) it was
 /// measured over, so that it is measured again when the process has run twice as long.
-static NANOS_PER_TICK: AtomicU64 = AtomicU64::new(0);
-static RATE_BASELINE: AtomicU64 = AtomicU64::new(0);
+static NANOS_PER_TICK: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
+static RATE_BASELINE: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 
 fn anchor() -> &'static Anchor {
     ANCHOR.get_or_init(|| {

@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crossbeam_utils::CachePadded;
+
 /// Process-wide counters, bumped off the hot path (or with one relaxed atomic add on it).
 pub(crate) struct Counters {
     pub(crate) exported: AtomicU64,
@@ -12,12 +14,14 @@ pub(crate) struct Counters {
     pub(crate) metrics_dropped: AtomicU64,
 }
 
-pub(crate) static COUNTERS: Counters = Counters {
+/// On a cache line of their own: calling threads count what they drop here while they read the
+/// flags of their hot path, statics that could share its line.
+pub(crate) static COUNTERS: CachePadded<Counters> = CachePadded::new(Counters {
     exported: AtomicU64::new(0),
     dropped_queue_full: AtomicU64::new(0),
     exporter_panics: AtomicU64::new(0),
     metrics_dropped: AtomicU64::new(0),
-};
+});
 
 /// A snapshot of the pipeline's counters since the process started.
 ///

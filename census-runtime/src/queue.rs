@@ -13,6 +13,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::Thread;
 
+use crossbeam_utils::CachePadded;
+
 use crate::diagnostics::COUNTERS;
 use crate::record::{Item, Record, SpanRecord};
 
@@ -27,26 +29,31 @@ const MAX_RING: usize = 8192;
 /// The spans the shared overflow holds at most, unless the pipeline says otherwise.
 pub(crate) const DEFAULT_CAPACITY: usize = 65_536;
 
+// Each static below is written by the threads that record and by the worker: each on a cache
+// line of its own, away from each other and from the flags the hot path reads.
+
 /// The worker's ends of every thread's ring.
-static RINGS: Mutex<Vec<rtrb::Consumer<SpanRecord>>> = Mutex::new(Vec::new());
+static RINGS: CachePadded<Mutex<Vec<rtrb::Consumer<SpanRecord>>>> =
+    CachePadded::new(Mutex::new(Vec::new()));
 /// The worker's ends of every thread's ring of log records and events.
-static ITEM_RINGS: Mutex<Vec<rtrb::Consumer<Item>>> = Mutex::new(Vec::new());
+static ITEM_RINGS: CachePadded<Mutex<Vec<rtrb::Consumer<Item>>>> =
+    CachePadded::new(Mutex::new(Vec::new()));
 /// Log records and events per thread ring, at first: it doubles, as the span ring does, up to
 /// `MAX_ITEM_RING` while the thread writes faster than the worker drains.
 const FIRST_ITEM_RING: usize = 256;
 const MAX_ITEM_RING: usize = 4096;
 /// Where records go when a thread's ring is full (a burst faster than the worker wakes up):
 /// shared, behind a lock, bounded by `OVERFLOW_CAPACITY`. Beyond that, records are dropped.
-static OVERFLOW: Mutex<Vec<Record>> = Mutex::new(Vec::new());
+static OVERFLOW: CachePadded<Mutex<Vec<Record>>> = CachePadded::new(Mutex::new(Vec::new()));
 /// The same for log records and events, kept as they were written: the worker boxes them, so
 /// that spilling one allocates nothing on the thread that wrote it (a box allocated there and
 /// freed on the worker makes both wait on the allocator). `OVERFLOW_LEN` counts both.
-static ITEM_OVERFLOW: Mutex<Vec<Item>> = Mutex::new(Vec::new());
-static OVERFLOW_LEN: AtomicUsize = AtomicUsize::new(0);
+static ITEM_OVERFLOW: CachePadded<Mutex<Vec<Item>>> = CachePadded::new(Mutex::new(Vec::new()));
+static OVERFLOW_LEN: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 static OVERFLOW_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_CAPACITY);
 /// Set when a thread woke the worker early; cleared by the worker.
-static WAKE_REQUESTED: AtomicBool = AtomicBool::new(false);
-static WORKER: Mutex<Option<Thread>> = Mutex::new(None);
+static WAKE_REQUESTED: CachePadded<AtomicBool> = CachePadded::new(AtomicBool::new(false));
+static WORKER: CachePadded<Mutex<Option<Thread>>> = CachePadded::new(Mutex::new(None));
 
 /// A thread's end of its span ring, made on its first span. It lives in the thread's
 /// [`Local`](crate::local::Local), beside the stack whose records it takes, so that ending a

@@ -8,6 +8,8 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crossbeam_utils::CachePadded;
+
 use crate::clock;
 use crate::id::{SpanContext, SpanId, TraceId};
 use crate::site::{Site, SpanKind};
@@ -92,7 +94,8 @@ pub(crate) struct SpanExtra {
     clippy::vec_box,
     reason = "the boxes themselves are handed back and reused"
 )]
-static SPARE_EXTRAS: std::sync::Mutex<Vec<Box<SpanExtra>>> = std::sync::Mutex::new(Vec::new());
+static SPARE_EXTRAS: CachePadded<std::sync::Mutex<Vec<Box<SpanExtra>>>> =
+    CachePadded::new(std::sync::Mutex::new(Vec::new()));
 /// At most this many boxes wait in [`SPARE_EXTRAS`].
 const SPARE_EXTRAS_MAX: usize = 4096;
 /// A thread takes this many at once.

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use crossbeam_utils::CachePadded;
+
 use crate::clock;
 use crate::record::Distribution;
 use crate::record::{MetricKind, MetricRecord, Record, SeriesId, SpanRecord};
@@ -36,7 +38,7 @@ const MAX_SERIES: usize = 2_000;
 /// Whether and how calls of dropped traces are timed and counted (an installed exporter asked
 /// for standard metrics): one byte says both, so that a call of a dropped trace reads one flag
 /// before it reads the clock.
-static COUNTING: AtomicU8 = AtomicU8::new(OFF);
+static COUNTING: CachePadded<AtomicU8> = CachePadded::new(AtomicU8::new(OFF));
 /// Calls are not counted.
 const OFF: u8 = 0;
 /// Calls are counted, timed by the time-stamp counter.

@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
+
 /// Process-wide counters of every Azure exporter, bumped on the exporter's threads.
 pub(crate) struct Counters {
     pub(crate) sent: AtomicU64,
@@ -21,7 +23,8 @@ pub(crate) struct Counters {
     pub(crate) token_unavailable: AtomicU64,
 }
 
-pub(crate) static COUNTERS: Counters = Counters {
+/// On a cache line of their own (the transport writes them while other threads run).
+pub(crate) static COUNTERS: CachePadded<Counters> = CachePadded::new(Counters {
     sent: AtomicU64::new(0),
     retried: AtomicU64::new(0),
     stored: AtomicU64::new(0),
@@ -33,7 +36,7 @@ pub(crate) static COUNTERS: Counters = Counters {
     export_queue_full: AtomicU64::new(0),
     token_refused: AtomicU64::new(0),
     token_unavailable: AtomicU64::new(0),
-};
+});
 
 /// A snapshot of the Azure exporter's counters since the process started.
 ///
