@@ -68,3 +68,59 @@ fn a_stalled_endpoint_never_blocks_instrumented_code() {
     );
     drop(census);
 }
+
+#[test]
+fn with_storage_off_every_envelope_a_stalled_endpoint_could_not_take_is_counted() {
+    let server = IngestionServer::start().unwrap();
+    server.hold();
+    let census = census_runtime::pipeline()
+        .max_batch(100)
+        .exporter(
+            settings(&server, &scratch_dir("stalled-unstored"))
+                .no_storage()
+                .timeout(Duration::from_secs(120))
+                .queue_batches(2)
+                .build()
+                .expect("the Azure exporter builds"),
+        )
+        .install()
+        .unwrap();
+    const N: u64 = 5_000;
+    for i in 0..N {
+        census_runtime::span("work").in_scope(|| {
+            census_runtime::span("inner")
+                .property("i", i)
+                .in_scope(|| {});
+        });
+    }
+    let mut handed = false;
+    for _ in 0..2400 {
+        if pipeline::diagnostics().exported >= 2 * N {
+            handed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        handed,
+        "the worker kept draining: {:?}",
+        pipeline::diagnostics()
+    );
+    let d = azure::diagnostics();
+    assert!(
+        d.export_queue_full > 0 && d.dropped_unstored == d.export_queue_full && d.stored == 0,
+        "what the stuck transport could not take was dropped and counted: {d:?}"
+    );
+
+    server.release();
+    census
+        .shutdown(Duration::from_secs(60))
+        .expect("the transport delivers what it kept once the endpoint answers");
+    let dropped = azure::diagnostics().dropped_unstored;
+    assert_eq!(
+        server.accepted().len() as u64 + dropped,
+        2 * N,
+        "each envelope was delivered or counted as dropped, once"
+    );
+    assert_eq!(pipeline::diagnostics().dropped_queue_full, 0);
+}

@@ -216,6 +216,17 @@ impl EnvelopeWriter {
         }
     }
 
+    /// How many envelopes [`write`](Self::write) makes of `record`, without making them.
+    pub(crate) fn envelopes(&self, record: &Record) -> u64 {
+        match record {
+            Record::Span(span) => {
+                1 + u64::from(span.exception().is_some() || !span.errors().is_empty())
+            }
+            Record::Log(log) => u64::from(log.severity() >= self.min_severity),
+            Record::Event(_) | Record::Metric(_) => 1,
+        }
+    }
+
     /// A log record's `Message`, or its `Exception` when it carries an error.
     fn write_log(&mut self, log: &LogRecord, resource: &Resource, items: &mut Items) {
         self.head_for(resource);
@@ -339,8 +350,6 @@ impl EnvelopeWriter {
         items.ends.push(out.len());
     }
 
-    /// Appends the envelopes of a span to `items`: its RemoteDependency or Request, then an
-    /// Exception when a panic unwound through it.
     /// The start of an `Exception` envelope tied to `record`'s span: head, operation tags, the
     /// time the span ended, the name.
     fn exception_start(
@@ -362,6 +371,8 @@ impl EnvelopeWriter {
         string(out, EXCEPTION);
     }
 
+    /// Appends the envelopes of a span to `items`: its RemoteDependency or Request, then an
+    /// Exception when a panic unwound through it or it failed with an error.
     pub(crate) fn write_span(
         &mut self,
         record: &SpanRecord,
@@ -1143,6 +1154,84 @@ mod tests {
         out.clear();
         string(&mut out, "a\"b\\c\nd\u{1}e\u{7f}");
         assert_eq!(out, b"\"a\\\"b\\\\c\\nd\\u0001e\\u007f\"");
+    }
+
+    #[test]
+    fn the_envelopes_of_a_record_are_counted_as_many_as_are_written() {
+        use crate::record::{Distribution, SeriesId, Source};
+        use crate::text::Text;
+        use std::sync::Arc;
+
+        let log = |severity, errors: Vec<ErrorDetail>| {
+            let mut log = LogRecord::new(
+                severity,
+                Text::format(format_args!("order placed")),
+                Correlation::default(),
+                Source::default(),
+            );
+            log.set_errors(errors);
+            Record::Log(Box::new(log))
+        };
+        let error = || ErrorDetail {
+            type_name: "io::Error".into(),
+            message: "refused".into(),
+        };
+        let failed = {
+            let mut span = record(&SQL_SITE, Some(7));
+            span.set_extra(Some(Box::new(SpanExtra {
+                errors: vec![error(), error()],
+                ..SpanExtra::default()
+            })));
+            span
+        };
+        let panicked = {
+            let mut span = record(&REQUEST_SITE, None);
+            span.set_extra(Some(Box::new(SpanExtra {
+                exception: Some(ExceptionInfo {
+                    type_name: Cow::Borrowed("panic"),
+                    message: "index out of bounds".into(),
+                    location: None,
+                    backtrace: None,
+                }),
+                errors: vec![error()],
+                ..SpanExtra::default()
+            })));
+            span
+        };
+        let records = [
+            Record::Span(record(&SQL_SITE, None)),
+            Record::Span(failed),
+            Record::Span(panicked),
+            log(Severity::Information, Vec::new()),
+            log(Severity::Verbose, Vec::new()),
+            log(Severity::Error, vec![error()]),
+            Record::Event(Box::new(EventRecord::new(
+                Cow::Borrowed("order_placed"),
+                Correlation::default(),
+                Vec::new(),
+                vec![(Cow::Borrowed("total"), 9.5)],
+            ))),
+            Record::Metric(Box::new(MetricRecord::new(
+                Arc::new(SeriesId::new("checkout_ms", Vec::new())),
+                MetricKind::Histogram,
+                UNIX_EPOCH,
+                Duration::from_secs(60),
+                Distribution::new(2, 3.0, 5.0, 1.0, 2.0),
+            ))),
+        ];
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        writer.set_min_severity(Severity::Information);
+        let mut written = Vec::new();
+        for record in &records {
+            let mut items = Items::default();
+            writer.write(record, &resource(), &mut items);
+            written.push(items.len() as u64);
+        }
+        // A failed span and a panicked one have their Exception; a log record under the
+        // exporter's level has nothing.
+        assert_eq!(written, [1, 2, 2, 1, 0, 1, 1, 1]);
+        let counted: Vec<u64> = records.iter().map(|r| writer.envelopes(r)).collect();
+        assert_eq!(counted, written);
     }
 
     #[test]

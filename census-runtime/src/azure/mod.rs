@@ -787,6 +787,16 @@ impl AzureExporter {
         self.scratch.len()
     }
 
+    /// Counts `n` envelopes that found the transport's queue full, and says so (at most once a
+    /// while).
+    fn behind(&mut self, n: u64) {
+        COUNTERS.export_queue_full.fetch_add(n, Ordering::Relaxed);
+        self.warnings.warn(
+            "queue",
+            format_args!("census: the Azure transport is behind; {n} envelopes bypassed its queue"),
+        );
+    }
+
     /// Sends a flush or shutdown to the transport, waiting for room in the channel until
     /// `deadline`, then for its answer: whether everything went. What is left is remembered for
     /// [`Exporter::undelivered`].
@@ -832,6 +842,23 @@ impl AzureExporter {
 
 impl Exporter for AzureExporter {
     fn export(&mut self, batch: &[Record], resource: &Resource) {
+        let Some(sender) = &self.sender else {
+            return;
+        };
+        if self.storage.is_none() && sender.capacity() == 0 {
+            // The transport is behind and nothing would keep what it cannot take: the batch is
+            // dropped as it is, and counted. Serialised, it would be dropped all the same, and
+            // under more spans than the endpoint takes that kept a core busy for nothing.
+            let n = batch
+                .iter()
+                .map(|record| self.writer.envelopes(record))
+                .sum();
+            if n > 0 {
+                COUNTERS.dropped_unstored.fetch_add(n, Ordering::Relaxed);
+                self.behind(n);
+            }
+            return;
+        }
         let mut items = self.spare.try_recv().unwrap_or_default();
         items.clear();
         for record in batch {
@@ -840,15 +867,11 @@ impl Exporter for AzureExporter {
         if items.is_empty() {
             return;
         }
-        let Some(sender) = &self.sender else {
-            return;
-        };
         let n = items.len() as u64;
         match sender.try_send(Message::Items(items)) {
             Ok(()) => {}
             Err(TrySendError::Full(Message::Items(items)))
             | Err(TrySendError::Closed(Message::Items(items))) => {
-                COUNTERS.export_queue_full.fetch_add(n, Ordering::Relaxed);
                 let stored = match &self.storage {
                     Some(storage) => storage.write(&items),
                     None => Err(StoreError::Io(std::io::Error::other("storage is off"))),
@@ -866,12 +889,7 @@ impl Exporter for AzureExporter {
                         COUNTERS.dropped_unstored.fetch_add(n, Ordering::Relaxed);
                     }
                 }
-                self.warnings.warn(
-                    "queue",
-                    format_args!(
-                        "census: the Azure transport is behind; {n} envelopes bypassed its queue"
-                    ),
-                );
+                self.behind(n);
             }
             Err(_) => {}
         }
