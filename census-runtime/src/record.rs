@@ -387,13 +387,13 @@ impl SpanRecord {
         self.extra.as_deref()
     }
 
-    /// Replaces the values known only at run time.
     /// Whether anything of the span was set at run time (a name, a target, a result code, a
     /// failure, properties): without, its site describes it.
     pub(crate) fn has_extra(&self) -> bool {
         self.extra.is_some()
     }
 
+    /// Replaces the values known only at run time.
     pub(crate) fn set_extra(&mut self, extra: Option<Box<SpanExtra>>) {
         self.extra = extra;
     }
