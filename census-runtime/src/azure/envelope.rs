@@ -705,14 +705,17 @@ fn quoted(out: &mut Vec<u8>, plain: &[u8]) {
     out.push(b'"');
 }
 
-/// Whether any byte of `bytes` is escaped in a JSON string: a control character, a quote, a
-/// backslash, or DEL (which the reference escapes too). Eight bytes at a time, tested together
-/// with integer arithmetic: a byte-by-byte scan was a third of a batch's serialisation.
+/// Whether a byte is escaped in a JSON string: a control character, a quote, a backslash, or
+/// DEL (which the reference escapes too).
+fn escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
+}
+
+/// Whether any byte of `bytes` is [`escaped`]. Eight bytes at a time, tested together with
+/// integer arithmetic: a byte-by-byte scan was a third of a batch's serialisation.
 fn needs_escape(bytes: &[u8]) -> bool {
     if bytes.len() < 8 {
-        return bytes
-            .iter()
-            .any(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f);
+        return bytes.iter().any(|&b| escaped(b));
     }
     let mut words = bytes.chunks_exact(8);
     for word in &mut words {
@@ -725,7 +728,7 @@ fn needs_escape(bytes: &[u8]) -> bool {
     !words.remainder().is_empty() && word_needs_escape(&bytes[bytes.len() - 8..])
 }
 
-/// Whether any of the eight bytes is escaped. Each test is exact for "any byte": a
+/// Whether any of the eight bytes is [`escaped`]. Each test is exact for "any byte": a
 /// borrow that crosses into the next byte only follows a byte that matched already, and a byte
 /// of 0x80 or more (a UTF-8 sequence's) never matches, its high bit being clear in `!word`.
 fn word_needs_escape(eight: &[u8]) -> bool {
