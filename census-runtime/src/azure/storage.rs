@@ -17,11 +17,13 @@
 //! The directory is readable by its owner only (0700, files 0600 on Unix); its size is capped
 //! (new batches are refused when full) and files older than the maximum age are deleted unsent.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::diagnostics::COUNTERS;
 use super::envelope::Items;
@@ -39,6 +41,13 @@ pub(crate) enum StoreError {
     Io(#[from] io::Error),
 }
 
+/// The directory is listed again after this long, to see what other processes (and other
+/// exporters of this one) wrote and deleted there.
+const RELIST: Duration = Duration::from_secs(30);
+/// Storage that seems full is listed again after this long before a batch is refused: another
+/// process may have sent batches meanwhile.
+const RELIST_WHEN_FULL: Duration = Duration::from_secs(1);
+
 /// A bounded directory of undelivered batches.
 #[derive(Debug, Clone)]
 pub(crate) struct Storage {
@@ -46,6 +55,29 @@ pub(crate) struct Storage {
     max_bytes: u64,
     max_age: Duration,
     lease: Duration,
+    /// How old a listing of the directory may be before a write lists it again ([`RELIST`]).
+    relist: Duration,
+    /// The same, when a write would go over the cap ([`RELIST_WHEN_FULL`]).
+    relist_when_full: Duration,
+    /// What is known of the directory without listing it, shared by the clones (the export
+    /// worker writes, the transport writes, leases and deletes).
+    known: Arc<Mutex<Known>>,
+}
+
+/// The directory as this storage last listed it, kept up to date with what it wrote and
+/// deleted since: writing or leasing a batch costs no listing of the directory (which, with
+/// thousands of small batches stored, meant thousands of `stat`s per batch).
+#[derive(Debug, Default)]
+struct Known {
+    /// The bytes the directory's files take.
+    used: u64,
+    /// Names of files to try to lease, oldest first.
+    next: VecDeque<String>,
+    /// When the directory was last listed; `None` before the first listing.
+    listed_at: Option<Instant>,
+    /// How many times it was listed.
+    #[cfg(test)]
+    listings: usize,
 }
 
 /// A batch taken out of storage to be sent: delete it once delivered, release it otherwise.
@@ -53,6 +85,8 @@ pub(crate) struct Storage {
 pub(crate) struct Leased {
     path: PathBuf,
     stem: String,
+    /// The file's size.
+    bytes: u64,
     pub(crate) items: Items,
 }
 
@@ -65,7 +99,45 @@ impl Storage {
             max_bytes,
             max_age,
             lease: Duration::from_secs(60),
+            relist: RELIST,
+            relist_when_full: RELIST_WHEN_FULL,
+            known: Arc::default(),
         })
+    }
+
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Lists the directory: the bytes its files take, and its files oldest first.
+    fn list(&self, known: &mut Known) {
+        let mut used = 0;
+        let mut names = Vec::new();
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                if let Ok(metadata) = entry.metadata()
+                    && metadata.is_file()
+                {
+                    used += metadata.len();
+                    names.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        names.sort_unstable();
+        known.used = used;
+        known.next = names.into();
+        known.listed_at = Some(Instant::now());
+        #[cfg(test)]
+        {
+            known.listings += 1;
+        }
+    }
+
+    /// Lists the directory when the last listing is older than `age` (or there was none).
+    fn list_if_older(&self, known: &mut Known, age: Duration) {
+        if known.listed_at.is_none_or(|at| at.elapsed() >= age) {
+            self.list(known);
+        }
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -77,13 +149,19 @@ impl Storage {
         if items.is_empty() {
             return Ok(());
         }
-        let used = self.used_bytes();
         let size = (items.byte_len() + items.len()) as u64;
-        if used + size > self.max_bytes {
-            return Err(StoreError::Full {
-                used,
-                max: self.max_bytes,
-            });
+        {
+            let mut known = self.known();
+            self.list_if_older(&mut known, self.relist);
+            if known.used.saturating_add(size) > self.max_bytes {
+                self.list_if_older(&mut known, self.relist_when_full);
+            }
+            if known.used.saturating_add(size) > self.max_bytes {
+                return Err(StoreError::Full {
+                    used: known.used,
+                    max: self.max_bytes,
+                });
+            }
         }
         let stem = format!(
             "{:020}-{:016x}",
@@ -93,30 +171,21 @@ impl Storage {
         let tmp = self.dir.join(format!("{stem}{TMP}"));
         let mut bytes = Vec::with_capacity(size as usize);
         items.write_lines(&mut bytes);
+        let name = format!("{stem}{BLOB}");
         let result = (|| {
             let mut file = create_private_file(&tmp)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
-            fs::rename(&tmp, self.dir.join(format!("{stem}{BLOB}")))
+            fs::rename(&tmp, self.dir.join(&name))
         })();
         if let Err(error) = result {
             let _ = fs::remove_file(&tmp);
             return Err(error.into());
         }
+        let mut known = self.known();
+        known.used += bytes.len() as u64;
+        known.next.push_back(name);
         Ok(())
-    }
-
-    /// The bytes the directory's batches take.
-    fn used_bytes(&self) -> u64 {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return 0;
-        };
-        entries
-            .flatten()
-            .filter_map(|e| e.metadata().ok())
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
-            .sum()
     }
 
     /// How many envelopes the stored batches hold (leased ones included): read when a flush
@@ -154,13 +223,23 @@ impl Storage {
         let now = SystemTime::now();
         let now_micros = micros(now);
         let max_age = self.max_age.as_micros() as u64;
-        let mut names: Vec<String> = fs::read_dir(&self.dir)
-            .ok()?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for name in names {
+        // The names known are tried first; the directory is listed when they run out (once per
+        // call), to find what other processes wrote. The files are read and renamed with the
+        // lock let go.
+        let mut listed = false;
+        loop {
+            let name = {
+                let mut known = self.known();
+                match known.next.pop_front() {
+                    Some(name) => name,
+                    None if listed => return None,
+                    None => {
+                        self.list(&mut known);
+                        listed = true;
+                        continue;
+                    }
+                }
+            };
             let path = self.dir.join(&name);
             let Some(written) = name.get(..20).and_then(|d| d.parse::<u64>().ok()) else {
                 continue;
@@ -184,13 +263,13 @@ impl Storage {
                 _ => continue,
             };
             if age > max_age {
-                let lines = fs::read(&path)
-                    .map(|b| Items::from_lines(&b).len())
-                    .unwrap_or(0);
+                let bytes = fs::read(&path).unwrap_or_default();
                 if fs::remove_file(&path).is_ok() {
+                    let mut known = self.known();
+                    known.used = known.used.saturating_sub(bytes.len() as u64);
                     COUNTERS
                         .dropped_expired
-                        .fetch_add(lines as u64, Ordering::Relaxed);
+                        .fetch_add(Items::from_lines(&bytes).len() as u64, Ordering::Relaxed);
                 }
                 continue;
             }
@@ -208,26 +287,29 @@ impl Storage {
                     return Some(Leased {
                         path: leased,
                         stem,
+                        bytes: bytes.len() as u64,
                         items: Items::from_lines(&bytes),
                     });
                 }
                 Err(_) => continue,
             }
         }
-        None
     }
 
     /// The batch was delivered (or dropped for good): delete it.
     pub(crate) fn remove(&self, leased: Leased) {
-        let _ = fs::remove_file(&leased.path);
+        if fs::remove_file(&leased.path).is_ok() {
+            let mut known = self.known();
+            known.used = known.used.saturating_sub(leased.bytes);
+        }
     }
 
-    /// The batch could not be delivered: give it back for a later try.
+    /// The batch could not be delivered: give it back for a later try (the first one).
     pub(crate) fn release(&self, leased: Leased) {
-        let _ = fs::rename(
-            &leased.path,
-            self.dir.join(format!("{}{BLOB}", leased.stem)),
-        );
+        let name = format!("{}{BLOB}", leased.stem);
+        if fs::rename(&leased.path, self.dir.join(&name)).is_ok() {
+            self.known().next.push_front(name);
+        }
     }
 
     /// Replaces a leased batch by what is left of it to send (after a partial success), or
@@ -450,6 +532,109 @@ mod tests {
             storage.write(&items(2)),
             Err(StoreError::Full { .. })
         ));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// A batch of one envelope that names `i`.
+    fn batch(i: usize) -> Items {
+        let mut items = Items::default();
+        items.push(format!("{{\"batch\":{i:04}}}").as_bytes());
+        items
+    }
+
+    fn listings(storage: &Storage) -> usize {
+        storage.known().listings
+    }
+
+    #[test]
+    fn batches_are_leased_in_the_order_written_with_no_listing_of_the_directory_per_batch() {
+        let dir = temp_dir("listings");
+        let mut storage = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        storage.relist = Duration::from_secs(3600);
+        for i in 0..100 {
+            storage.write(&batch(i)).unwrap();
+        }
+        assert_eq!(listings(&storage), 1, "listed once, at the first write");
+        for i in 0..100 {
+            let leased = storage.lease_oldest().expect("a batch left");
+            assert_eq!(leased.items, batch(i));
+            storage.remove(leased);
+        }
+        assert_eq!(listings(&storage), 1, "the batches it wrote are known");
+        assert!(storage.lease_oldest().is_none());
+        assert_eq!(
+            listings(&storage),
+            2,
+            "listed when none is known, to find others'"
+        );
+        assert_eq!(storage.known().used, 0);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_cap_counts_the_batches_written_and_deleted_since_the_directory_was_listed() {
+        let dir = temp_dir("cap");
+        let size = (batch(0).byte_len() + 1) as u64;
+        let mut storage = Storage::open(dir.clone(), 3 * size, Duration::from_secs(3600)).unwrap();
+        storage.relist = Duration::from_secs(3600);
+        storage.relist_when_full = Duration::from_secs(3600);
+        for i in 0..3 {
+            storage.write(&batch(i)).unwrap();
+        }
+        assert!(matches!(
+            storage.write(&batch(3)),
+            Err(StoreError::Full { used, .. }) if used == 3 * size
+        ));
+        let leased = storage.lease_oldest().unwrap();
+        storage.remove(leased);
+        storage
+            .write(&batch(3))
+            .expect("room made by the batch sent");
+        let leased = storage.lease_oldest().unwrap();
+        storage.release(leased);
+        assert!(
+            storage.write(&batch(4)).is_err(),
+            "a released batch still counts"
+        );
+        assert_eq!(listings(&storage), 1);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn storage_that_seems_full_is_listed_again_before_a_batch_is_refused() {
+        let dir = temp_dir("relist");
+        let size = (batch(0).byte_len() + 1) as u64;
+        let mut storage = Storage::open(dir.clone(), 2 * size, Duration::from_secs(3600)).unwrap();
+        storage.relist = Duration::from_secs(3600);
+        storage.relist_when_full = Duration::ZERO;
+        let other = Storage::open(dir.clone(), 2 * size, Duration::from_secs(3600)).unwrap();
+        storage.write(&batch(0)).unwrap();
+        storage.write(&batch(1)).unwrap();
+        // Another exporter (or process) sends one of them.
+        let leased = other.lease_oldest().unwrap();
+        other.remove(leased);
+        storage
+            .write(&batch(2))
+            .expect("the room another made is seen");
+        assert_eq!(listings(&storage), 2);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn batches_another_exporter_wrote_are_leased_once_the_known_ones_are_sent() {
+        let dir = temp_dir("others");
+        let storage = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        let other = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        storage.write(&batch(0)).unwrap();
+        other.write(&batch(1)).unwrap();
+        let leased = storage.lease_oldest().unwrap();
+        assert_eq!(leased.items, batch(0));
+        storage.remove(leased);
+        let leased = storage.lease_oldest().expect("the other's batch");
+        assert_eq!(leased.items, batch(1));
+        storage.remove(leased);
+        assert!(storage.lease_oldest().is_none());
+        assert!(other.lease_oldest().is_none(), "sent once");
         let _ = fs::remove_dir_all(dir);
     }
 
