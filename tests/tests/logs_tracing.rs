@@ -78,6 +78,36 @@ fn a_dependency_called_inside_an_instrumented_function_nests_under_its_span() {
 }
 
 #[test]
+fn a_span_entered_after_another_was_made_or_on_another_thread_is_the_parent_of_what_it_holds() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    let first = tracing::info_span!("first");
+    let second = tracing::info_span!("second");
+    // Entered after `second` was made: its own context, not the last one made.
+    first.in_scope(|| tracing::info!("in first"));
+    second.in_scope(|| tracing::info!("in second"));
+    // Made here, entered first on another thread.
+    let moved = tracing::info_span!("moved");
+    std::thread::spawn(move || moved.in_scope(|| tracing::info!("in moved")))
+        .join()
+        .unwrap();
+    drop((first, second));
+    flush(&pipeline);
+
+    let logs = memory.logs();
+    for (span, message) in [
+        ("first", "in first"),
+        ("second", "in second"),
+        ("moved", "in moved"),
+    ] {
+        let span = memory.one(span);
+        let log = log(&logs, message);
+        assert_eq!(log.parent_id(), Some(span.span_id()), "{message}");
+        assert_eq!(log.trace_id(), Some(span.trace_id()), "{message}");
+    }
+}
+
+#[test]
 fn a_tracing_span_opened_inside_a_census_span_nests_under_it() {
     subscribe();
     let (pipeline, memory) = install_memory();

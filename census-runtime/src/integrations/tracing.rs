@@ -105,9 +105,27 @@ struct Bridged {
     operation_name: Option<Arc<str>>,
 }
 
+/// What entering a bridged span pushes: its context, operation name and, when it is recorded,
+/// its sampling percentage.
+type Entry = (SpanContext, Option<Arc<str>>, Option<f32>);
+
 thread_local! {
     /// The frames this thread's entered `tracing` spans pushed: span id, where, which context.
     static ENTERED: RefCell<Vec<(Id, usize, SpanContext)>> = const { RefCell::new(Vec::new()) };
+    /// The span this thread bridged last, until it is first entered: a span is most often
+    /// entered on the thread that made it, right after, and this spares that entry a lookup in
+    /// the registry and a lock of the span's extensions.
+    static MADE: RefCell<Option<(Id, Entry)>> = const { RefCell::new(None) };
+}
+
+impl Bridged {
+    fn entry(&self) -> Entry {
+        (
+            self.context,
+            self.operation_name.clone(),
+            self.record.as_ref().map(SpanRecord::sample_percent),
+        )
+    }
 }
 
 impl<S> Layer<S> for CensusLayer
@@ -181,7 +199,13 @@ where
                 _ => return,
             },
         };
+        let entry = bridged.entry();
         span_ref.extensions_mut().insert(bridged);
+        let _ = MADE.try_with(|made| {
+            if let Ok(mut made) = made.try_borrow_mut() {
+                *made = Some((id.clone(), entry));
+            }
+        });
     }
 
     fn on_record(&self, id: &Id, values: &FieldValues<'_>, ctx: Context<'_, S>) {
@@ -200,18 +224,31 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        let Some(span_ref) = ctx.span(id) else {
-            return;
+        let made = MADE
+            .try_with(|made| {
+                let mut made = made.try_borrow_mut().ok()?;
+                match &*made {
+                    Some((made_id, _)) if made_id == id => made.take().map(|(_, entry)| entry),
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten();
+        let entry = match made {
+            Some(entry) => entry,
+            None => {
+                let Some(span_ref) = ctx.span(id) else {
+                    return;
+                };
+                let extensions = span_ref.extensions();
+                let Some(bridged) = extensions.get::<Bridged>() else {
+                    return;
+                };
+                bridged.entry()
+            }
         };
-        let extensions = span_ref.extensions();
-        let Some(bridged) = extensions.get::<Bridged>() else {
-            return;
-        };
-        let context = bridged.context;
-        let sample_rate = bridged.record.as_ref().map(SpanRecord::sample_percent);
-        if let Some(depth) =
-            crate::context::enter(context, bridged.operation_name.clone(), sample_rate)
-        {
+        let (context, operation_name, sample_rate) = entry;
+        if let Some(depth) = crate::context::enter(context, operation_name, sample_rate) {
             let _ = ENTERED.try_with(|entered| {
                 entered.borrow_mut().push((id.clone(), depth, context));
             });
@@ -233,6 +270,14 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        // A span closed without being entered: what was kept for its entry is let go.
+        let _ = MADE.try_with(|made| {
+            if let Ok(mut made) = made.try_borrow_mut()
+                && made.as_ref().is_some_and(|(made_id, _)| *made_id == id)
+            {
+                *made = None;
+            }
+        });
         let Some(span_ref) = ctx.span(&id) else {
             return;
         };
