@@ -371,20 +371,12 @@ pub(crate) fn drain(into: &mut Vec<Record>, most_items: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{SpanId, TraceId};
     use crate::site::Site;
 
     static SITE: Site = Site::inproc("ring");
 
     fn record() -> SpanRecord {
-        let mut record = SpanRecord::start(
-            &SITE,
-            TraceId::random(),
-            SpanId::random(),
-            None,
-            None,
-            100.0,
-        );
+        let mut record = SpanRecord::test_root(&SITE);
         record.set_end(2);
         record
     }

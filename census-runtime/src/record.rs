@@ -324,6 +324,12 @@ impl SpanRecord {
         }
     }
 
+    /// A root span of `site` in a new trace, recorded at 100 %, starting now: for tests.
+    #[cfg(test)]
+    pub(crate) fn test_root(site: &'static Site) -> Self {
+        SpanRecord::start(site, TraceId::random(), SpanId::random(), None, None, 100.0)
+    }
+
     /// Makes this the shadow of a span whose trace is dropped: counted, never exported, its
     /// context not sampled.
     pub(crate) fn set_shadow(&mut self) {
@@ -1221,14 +1227,7 @@ mod tests {
     fn a_batch_s_span_boxes_are_handed_back_up_to_the_cap_and_large_ones_let_go() {
         static SITE: Site = Site::inproc("spare");
         let span = |properties: Vec<(Cow<'static, str>, String)>| {
-            let mut record = SpanRecord::start(
-                &SITE,
-                TraceId::random(),
-                SpanId::random(),
-                None,
-                None,
-                100.0,
-            );
+            let mut record = SpanRecord::test_root(&SITE);
             record.set_extra(Some(Box::new(SpanExtra {
                 properties,
                 ..SpanExtra::default()

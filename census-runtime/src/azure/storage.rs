@@ -542,6 +542,17 @@ mod tests {
         items
     }
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A storage of `dir` capped at `max` bytes, listing its directory again only as `relist`
+    /// and `relist_when_full` say.
+    fn relisting(dir: &Path, max: u64, relist: Duration, relist_when_full: Duration) -> Storage {
+        let mut storage = Storage::open(dir.to_owned(), max, HOUR).unwrap();
+        storage.relist = relist;
+        storage.relist_when_full = relist_when_full;
+        storage
+    }
+
     fn listings(storage: &Storage) -> usize {
         storage.known().listings
     }
@@ -549,8 +560,7 @@ mod tests {
     #[test]
     fn batches_are_leased_in_the_order_written_with_no_listing_of_the_directory_per_batch() {
         let dir = temp_dir("listings");
-        let mut storage = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
-        storage.relist = Duration::from_secs(3600);
+        let storage = relisting(&dir, 1 << 20, HOUR, HOUR);
         for i in 0..100 {
             storage.write(&batch(i)).unwrap();
         }
@@ -575,9 +585,7 @@ mod tests {
     fn the_cap_counts_the_batches_written_and_deleted_since_the_directory_was_listed() {
         let dir = temp_dir("cap");
         let size = (batch(0).byte_len() + 1) as u64;
-        let mut storage = Storage::open(dir.clone(), 3 * size, Duration::from_secs(3600)).unwrap();
-        storage.relist = Duration::from_secs(3600);
-        storage.relist_when_full = Duration::from_secs(3600);
+        let storage = relisting(&dir, 3 * size, HOUR, HOUR);
         for i in 0..3 {
             storage.write(&batch(i)).unwrap();
         }
@@ -604,9 +612,7 @@ mod tests {
     fn storage_that_seems_full_is_listed_again_before_a_batch_is_refused() {
         let dir = temp_dir("relist");
         let size = (batch(0).byte_len() + 1) as u64;
-        let mut storage = Storage::open(dir.clone(), 2 * size, Duration::from_secs(3600)).unwrap();
-        storage.relist = Duration::from_secs(3600);
-        storage.relist_when_full = Duration::ZERO;
+        let storage = relisting(&dir, 2 * size, HOUR, Duration::ZERO);
         let other = Storage::open(dir.clone(), 2 * size, Duration::from_secs(3600)).unwrap();
         storage.write(&batch(0)).unwrap();
         storage.write(&batch(1)).unwrap();
