@@ -172,35 +172,29 @@ pub(crate) fn recycle(records: &mut Vec<Record>) {
     // The spans' boxes are gathered first, then handed over at once under the lock that threads
     // taking one only try: the lock is held for a copy of pointers rather than for a walk
     // through the batch (held for the walk, it turned a thread away for one `tracing` span in
-    // fifteen, which then allocated a box). Nothing is freed while it is held either.
-    let room = SPARE_EXTRAS_MAX.saturating_sub(
-        SPARE_EXTRAS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len(),
-    );
-    let mut gathered = Vec::new();
-    for record in records.iter_mut() {
-        if gathered.len() >= room {
-            break;
-        }
-        if let Record::Span(span) = record
-            && span
-                .extra
-                .as_ref()
-                .is_some_and(|extra| extra.held_bytes() <= SPARE_EXTRA_BYTES)
-            && let Some(extra) = span.extra.take()
-        {
-            gathered.push(extra);
-        }
-    }
+    // fifteen, which then allocated a box). Those over the cap are freed after it is let go.
+    let mut gathered: Vec<Box<SpanExtra>> = records
+        .iter_mut()
+        .filter_map(|record| match record {
+            Record::Span(span)
+                if span
+                    .extra
+                    .as_ref()
+                    .is_some_and(|extra| extra.held_bytes() <= SPARE_EXTRA_BYTES) =>
+            {
+                span.extra.take()
+            }
+            _ => None,
+        })
+        .collect();
     if !gathered.is_empty() {
-        // Only the worker adds boxes (threads take them): the room found above is still there.
-        SPARE_EXTRAS
+        let mut shared = SPARE_EXTRAS
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .append(&mut gathered);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let room = SPARE_EXTRAS_MAX.saturating_sub(shared.len());
+        shared.extend(gathered.drain(..room.min(gathered.len())));
     }
+    drop(gathered);
     let _ = SPARE_LOG_BOXES.try_with(|spare| {
         let mut spare = spare.borrow_mut();
         for record in records.drain(..) {
@@ -1242,7 +1236,8 @@ mod tests {
             shared.clear();
             shared.extend((0..SPARE_EXTRAS_MAX - 3).map(|_| Box::new(SpanExtra::default())));
         }
-        // Room for three: the two small boxes and the first small one after the large one.
+        // Room for three: the first small box and the two after the large one; the large one
+        // is let go, and so is the last small one, over the cap.
         let mut batch = vec![small(), large(), small(), small(), small()];
         recycle(&mut batch);
         assert!(batch.is_empty());

@@ -133,6 +133,12 @@ impl Storage {
         }
     }
 
+    /// A file of `bytes` was deleted.
+    fn freed(&self, bytes: u64) {
+        let mut known = self.known();
+        known.used = known.used.saturating_sub(bytes);
+    }
+
     /// Lists the directory when the last listing is older than `age` (or there was none).
     fn list_if_older(&self, known: &mut Known, age: Duration) {
         if known.listed_at.is_none_or(|at| at.elapsed() >= age) {
@@ -265,8 +271,7 @@ impl Storage {
             if age > max_age {
                 let bytes = fs::read(&path).unwrap_or_default();
                 if fs::remove_file(&path).is_ok() {
-                    let mut known = self.known();
-                    known.used = known.used.saturating_sub(bytes.len() as u64);
+                    self.freed(bytes.len() as u64);
                     COUNTERS
                         .dropped_expired
                         .fetch_add(Items::from_lines(&bytes).len() as u64, Ordering::Relaxed);
@@ -299,8 +304,7 @@ impl Storage {
     /// The batch was delivered (or dropped for good): delete it.
     pub(crate) fn remove(&self, leased: Leased) {
         if fs::remove_file(&leased.path).is_ok() {
-            let mut known = self.known();
-            known.used = known.used.saturating_sub(leased.bytes);
+            self.freed(leased.bytes);
         }
     }
 
@@ -437,6 +441,13 @@ pub(crate) fn key_dir(ikey: &str) -> String {
 mod tests {
     use super::*;
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A storage of `dir` capped at `max` bytes, its batches kept an hour.
+    fn open(dir: &Path, max: u64) -> Storage {
+        Storage::open(dir.to_owned(), max, HOUR).unwrap()
+    }
+
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "census-storage-{name}-{}-{:x}",
@@ -458,7 +469,7 @@ mod tests {
     #[test]
     fn write_lease_release_remove() {
         let dir = temp_dir("cycle");
-        let storage = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        let storage = open(&dir, 1 << 20);
         storage.write(&items(3)).unwrap();
         assert!(storage.has_batches());
         let leased = storage.lease_oldest().unwrap();
@@ -474,9 +485,9 @@ mod tests {
     #[test]
     fn a_lease_of_this_process_is_held_against_its_other_exporters_not_an_earlier_run_s() {
         let dir = temp_dir("lease-owner");
-        let storage = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        let storage = open(&dir, 1 << 20);
         // Two exporters of one process share the directory (same instrumentation key).
-        let other = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        let other = open(&dir, 1 << 20);
         storage.write(&items(2)).unwrap();
         let leased = storage.lease_oldest().expect("a batch to send");
         assert!(
@@ -510,7 +521,7 @@ mod tests {
     fn owner_only() {
         use std::os::unix::fs::PermissionsExt;
         let dir = temp_dir("perm");
-        let storage = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        let storage = open(&dir, 1 << 20);
         storage.write(&items(1)).unwrap();
         let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
@@ -526,7 +537,7 @@ mod tests {
     #[test]
     fn full_storage_refuses() {
         let dir = temp_dir("full");
-        let storage = Storage::open(dir.clone(), 20, Duration::from_secs(3600)).unwrap();
+        let storage = open(&dir, 20);
         storage.write(&items(2)).unwrap();
         assert!(matches!(
             storage.write(&items(2)),
@@ -542,12 +553,10 @@ mod tests {
         items
     }
 
-    const HOUR: Duration = Duration::from_secs(3600);
-
     /// A storage of `dir` capped at `max` bytes, listing its directory again only as `relist`
     /// and `relist_when_full` say.
     fn relisting(dir: &Path, max: u64, relist: Duration, relist_when_full: Duration) -> Storage {
-        let mut storage = Storage::open(dir.to_owned(), max, HOUR).unwrap();
+        let mut storage = open(dir, max);
         storage.relist = relist;
         storage.relist_when_full = relist_when_full;
         storage
@@ -613,7 +622,7 @@ mod tests {
         let dir = temp_dir("relist");
         let size = (batch(0).byte_len() + 1) as u64;
         let storage = relisting(&dir, 2 * size, HOUR, Duration::ZERO);
-        let other = Storage::open(dir.clone(), 2 * size, Duration::from_secs(3600)).unwrap();
+        let other = open(&dir, 2 * size);
         storage.write(&batch(0)).unwrap();
         storage.write(&batch(1)).unwrap();
         // Another exporter (or process) sends one of them.
@@ -629,8 +638,8 @@ mod tests {
     #[test]
     fn batches_another_exporter_wrote_are_leased_once_the_known_ones_are_sent() {
         let dir = temp_dir("others");
-        let storage = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
-        let other = Storage::open(dir.clone(), 1 << 20, Duration::from_secs(3600)).unwrap();
+        let storage = open(&dir, 1 << 20);
+        let other = open(&dir, 1 << 20);
         storage.write(&batch(0)).unwrap();
         other.write(&batch(1)).unwrap();
         let leased = storage.lease_oldest().unwrap();
