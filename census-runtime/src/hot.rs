@@ -29,9 +29,10 @@ pub(crate) struct Hot {
 /// cells beside its state (`id.rs` draws with them).
 const RNG_CONSTANTS: [u64; 2] = [0xa076_1d64_78bd_642f, 0xe703_7ed1_a0b4_28db];
 
-/// Every bit of the stack's word but its two low ones, which say whether an unsampled sync root
-/// is open and whether its trace id was drawn (`local.rs`).
-pub(crate) const CLOSE_ROOT_MASK: usize = !0b11;
+/// Every bit of the stack's word but its three low ones, which say whether an unsampled sync
+/// root is open, whether its trace id was drawn and whether the calls under it are counted
+/// (`local.rs`).
+pub(crate) const CLOSE_ROOT_MASK: usize = !0b111;
 
 thread_local! {
     static HOT: Hot = const {

@@ -178,11 +178,27 @@ pub(crate) fn word() -> usize {
 const UNSAMPLED_ROOT: usize = 1;
 /// The word's bit that says the open unsampled root's trace id was drawn (`Local::root_trace_id`).
 const ROOT_ID_DRAWN: usize = 2;
+/// The word's bit that says the calls under the open unsampled root are counted into the
+/// standard metrics: decided once, when the root opens, so that the calls under it read the
+/// word alone.
+const ROOT_COUNTED: usize = 4;
+/// The word's bits that belong to the unsampled root.
+const ROOT_BITS: usize = UNSAMPLED_ROOT | ROOT_ID_DRAWN | ROOT_COUNTED;
 /// How far the depth is shifted in the word.
-const DEPTH_SHIFT: u32 = 2;
-// The hot cells' mask clears these two bits and keeps the depth.
-const _: () = assert!(hot::CLOSE_ROOT_MASK == !(UNSAMPLED_ROOT | ROOT_ID_DRAWN));
-const _: () = assert!((UNSAMPLED_ROOT | ROOT_ID_DRAWN) >> DEPTH_SHIFT == 0);
+const DEPTH_SHIFT: u32 = 3;
+// The hot cells' mask clears the root's bits and keeps the depth.
+const _: () = assert!(hot::CLOSE_ROOT_MASK == !ROOT_BITS);
+const _: () = assert!(ROOT_BITS >> DEPTH_SHIFT == 0);
+
+/// The word of an unsampled root with nothing above it, whose calls are counted or not: what
+/// [`word`] reads under it until a trace id is drawn for it or a frame is pushed.
+pub(crate) const fn unsampled_root_word(counted: bool) -> usize {
+    if counted {
+        UNSAMPLED_ROOT | ROOT_COUNTED
+    } else {
+        UNSAMPLED_ROOT
+    }
+}
 
 /// Whether an unsampled sync root is open.
 #[inline]
@@ -190,38 +206,42 @@ pub(crate) fn unsampled_root() -> bool {
     word() & UNSAMPLED_ROOT != 0
 }
 
-/// Opens or closes the unsampled sync root; closing it forgets the trace id drawn for it.
+/// Opens or closes the unsampled sync root (`counted`: the calls under it are counted into the
+/// standard metrics); closing it forgets the trace id drawn for it.
 ///
 /// Stores are whole words: a one-byte store into the word that the next span then loads whole
 /// cannot be forwarded, and that stall would cost more than the rest of a dropped trace's span.
 #[inline]
-pub(crate) fn set_unsampled_root(open: bool) {
-    with_word(|word| match (word.get(), open) {
-        (0, true) => word.set(UNSAMPLED_ROOT),
-        (current, false) if current < 1 << DEPTH_SHIFT => word.set(0),
-        (current, open) => word.set(std::hint::black_box(
-            (current & !(UNSAMPLED_ROOT | ROOT_ID_DRAWN)) | usize::from(open),
-        )),
+pub(crate) fn set_unsampled_root(open: bool, counted: bool) {
+    let bits = if open {
+        unsampled_root_word(counted)
+    } else {
+        0
+    };
+    with_word(|word| match word.get() {
+        current if current < 1 << DEPTH_SHIFT => word.set(bits),
+        current => word.set(std::hint::black_box((current & !ROOT_BITS) | bits)),
     });
 }
 
-/// Closes a sync unsampled root: its two low bits cleared, whatever is above it (one
-/// read-modify-write of the whole word, the same as [`set_unsampled_root`]`(false)`). The mask
-/// is read from the hot cells so that the store stays a whole word's (see [`hot::Hot`]).
+/// Closes a sync unsampled root: its bits cleared, whatever is above it (one read-modify-write
+/// of the whole word, the same as [`set_unsampled_root`]`(false, _)`). The mask is read from
+/// the hot cells so that the store stays a whole word's (see [`hot::Hot`]).
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn close_sync_unsampled_root() {
     hot::with(|hot| hot.word.set(hot.word.get() & hot.close_root_mask));
 }
 
-/// Opens the unsampled sync root; the caller saw the word at 0 (nothing current).
+/// Opens the unsampled sync root (`counted`: the calls under it are counted into the standard
+/// metrics); the caller saw the word at 0 (nothing current).
 #[cfg_attr(not(debug_assertions), inline(always))]
-pub(crate) fn open_unsampled_root() {
-    with_word(|word| word.set(1));
+pub(crate) fn open_unsampled_root(counted: bool) {
+    with_word(|word| word.set(unsampled_root_word(counted)));
 }
 
 /// Closes the unsampled sync root, handing back the trace id drawn for it if one was: for an
-/// async root, which keeps it for its next poll. A root that drew none and has nothing above it
-/// costs what closing it always did.
+/// async root, which keeps it for its next poll. A root that drew none, is not counted and has
+/// nothing above it costs what closing it always did (a counted one reads the clock anyway).
 #[inline]
 pub(crate) fn close_unsampled_root() -> Option<TraceId> {
     let current = word();
@@ -241,16 +261,17 @@ fn close_unsampled_root_slow(current: usize) -> Option<TraceId> {
     } else {
         None
     };
-    set_unsampled_root(false);
+    set_unsampled_root(false, false);
     id
 }
 
 /// The word the fast path reads (among the thread's hot cells, beside the random-number
-/// generator's state): the number of frames on the stack, shifted left by two; in
-/// the low bit whether a sync span that started a trace the sampler dropped is open, and in
-/// the next whether a trace id was drawn for it ([`ROOT_ID_DRAWN`]). Such a root takes no
-/// frame: spans started while the stack is empty under it are inert. 0: nothing is current;
-/// 1 or 3: an unsampled root and nothing above it; 4 and more: frames to look at.
+/// generator's state): the number of frames on the stack, shifted left by three; in
+/// the low bit whether a sync span that started a trace the sampler dropped is open, in
+/// the next whether a trace id was drawn for it ([`ROOT_ID_DRAWN`]), and in the third whether
+/// the calls under it are counted ([`ROOT_COUNTED`]). Such a root takes no frame: spans
+/// started while the stack is empty under it are inert. 0: nothing is current; 1, 3, 5 or 7:
+/// an unsampled root and nothing above it; 8 and more: frames to look at.
 #[cfg_attr(not(debug_assertions), inline(always))]
 fn with_word<R>(f: impl FnOnce(&Cell<usize>) -> R) -> R {
     hot::with(|hot| f(&hot.word))
@@ -259,7 +280,7 @@ fn with_word<R>(f: impl FnOnce(&Cell<usize>) -> R) -> R {
 #[cfg_attr(not(debug_assertions), inline(always))]
 fn set_depth(depth: usize) {
     with_word(|word| {
-        word.set((depth << DEPTH_SHIFT) | (word.get() & (UNSAMPLED_ROOT | ROOT_ID_DRAWN)));
+        word.set((depth << DEPTH_SHIFT) | (word.get() & ROOT_BITS));
     });
 }
 
@@ -567,13 +588,13 @@ mod tests {
     fn an_unsampled_root_s_trace_id_is_never_taken_by_the_next_root() {
         let trace_id = || with_local(Local::unsampled_trace_id).flatten();
         assert_eq!(trace_id(), None);
-        open_unsampled_root();
+        open_unsampled_root(false);
         let first = trace_id().unwrap();
         assert_eq!(trace_id(), Some(first));
         assert_eq!(word(), UNSAMPLED_ROOT | ROOT_ID_DRAWN);
         assert_eq!(close_unsampled_root(), Some(first));
         assert_eq!(word(), 0);
-        open_unsampled_root();
+        open_unsampled_root(false);
         let second = trace_id().unwrap();
         assert_ne!(first, second);
         // A frame above the root has an id of its own; the root keeps its id under it.
@@ -583,12 +604,14 @@ mod tests {
         assert_eq!(trace_id(), Some(above));
         assert!(with_local(Local::pop).flatten().is_some());
         assert_eq!(trace_id(), Some(second));
-        set_unsampled_root(false);
+        set_unsampled_root(false, false);
         assert_eq!(word(), 0);
-        // A root that drew none closes as it always did.
-        open_unsampled_root();
-        assert_eq!(close_unsampled_root(), None);
-        assert_eq!(word(), 0);
+        // A root that drew none closes as it always did, counted or not.
+        for counted in [false, true] {
+            open_unsampled_root(counted);
+            assert_eq!(close_unsampled_root(), None);
+            assert_eq!(word(), 0);
+        }
     }
 
     #[test]

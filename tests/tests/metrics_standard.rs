@@ -59,6 +59,24 @@ async fn save_order_async(i: u64) -> Result<u64, OrderError> {
     }
 }
 
+/// Looks the order up in a cache after waiting once: a sync call made inside an async root's
+/// poll.
+#[census_runtime::inproc]
+async fn check_order_async(i: u64) -> u64 {
+    tokio::task::yield_now().await;
+    look_up_order(i).unwrap_or(0)
+}
+
+/// Fails every tenth call.
+#[census_runtime::dependency(kind = "Redis", target = "orders-cache")]
+fn look_up_order(i: u64) -> Result<u64, OrderError> {
+    if i % 10 == 3 {
+        Err(OrderError)
+    } else {
+        Ok(std::hint::black_box(i) + 1)
+    }
+}
+
 /// Never answers.
 #[census_runtime::dependency(kind = "SQL", target = "orders-db")]
 async fn stall_order() -> Result<u64, OrderError> {
@@ -206,6 +224,10 @@ fn async_calls_are_counted_exactly_too_cancelled_ones_as_failures() {
         for task in tasks {
             task.await.unwrap();
         }
+        // Sync calls inside the polls of async roots.
+        for i in 0..CALLS / 4 {
+            check_order_async(i).await;
+        }
         // Given up on after its first poll: cancelled, a failure; as a root, then under one.
         for _ in 0..10 {
             let stalled = tokio::time::timeout(Duration::from_millis(1), stall_order());
@@ -233,8 +255,18 @@ fn async_calls_are_counted_exactly_too_cancelled_ones_as_failures() {
         ("dependency/resultCode", "cancelled"),
     ];
     assert_eq!(count(&dependencies, &cancelled), 20.0);
+    let cache = [("Dependency.Type", "Redis")];
+    assert_eq!(count(&dependencies, &cache), (CALLS / 4) as f64);
+    let cache_failed = [
+        ("Dependency.Type", "Redis"),
+        ("dependency/resultCode", "OrderError"),
+    ];
+    assert_eq!(count(&dependencies, &cache_failed), (CALLS / 40) as f64);
     let roots = [("Dependency.Type", "INPROC")];
-    assert_eq!(count(&dependencies, &roots), (CALLS + 10) as f64);
+    assert_eq!(
+        count(&dependencies, &roots),
+        (CALLS + CALLS / 4 + 10) as f64
+    );
 }
 
 /// Answers 500 for every fifth order, after saving it.

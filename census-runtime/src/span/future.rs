@@ -170,7 +170,8 @@ impl AsyncSpan {
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn frame_of(site: &'static Site) -> AsyncFrame {
         match parent::quick(word()) {
-            Quick::Inert => AsyncFrame::Inert,
+            // The standard metrics' switch is read after (`start_site`).
+            Quick::Inert | Quick::Counted => AsyncFrame::Inert,
             Quick::DropRoot => AsyncFrame::Unsampled(KeptTraceId::NONE),
             Quick::KeepRoot => {
                 let span_id = SpanId::random();
@@ -347,7 +348,7 @@ impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
             && word() == 0
         {
             let poll = {
-                let _root = UnsampledRoot::open(kept);
+                let _root = UnsampledRoot::open(kept, this.timed.is_some());
                 inner.poll(cx)
             };
             if let Poll::Ready(output) = &poll
@@ -358,7 +359,7 @@ impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
             return poll;
         }
         let poll = {
-            let scope = PollScope::enter(this.frame);
+            let scope = PollScope::enter(this.frame, this.timed.is_some());
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
                 Ok(poll) => poll,
                 Err(payload) => match &scope {
@@ -399,10 +400,16 @@ struct UnsampledRoot<'a> {
 }
 
 impl<'a> UnsampledRoot<'a> {
-    /// Opens the root; the caller saw nothing current.
+    /// Opens the root (`counted`: its calls are counted into the standard metrics); the caller
+    /// saw nothing current.
     #[cfg_attr(not(debug_assertions), inline(always))]
-    fn open(kept: &'a mut KeptTraceId) -> Self {
-        open_unsampled_root();
+    fn open(kept: &'a mut KeptTraceId, counted: bool) -> Self {
+        // Opened uncounted, then marked counted when it is: an untimed root stores a constant.
+        open_unsampled_root(false);
+        if counted {
+            super::cold_path();
+            open_unsampled_root(true);
+        }
         UnsampledRoot { kept }
     }
 }
@@ -426,8 +433,10 @@ struct PollScope<'a> {
 }
 
 impl<'a> PollScope<'a> {
+    /// Makes the future's span current (`counted`: the calls of a dropped trace under it are
+    /// counted into the standard metrics).
     #[inline(never)]
-    fn enter(slot: &'a mut AsyncFrame) -> Option<PollScope<'a>> {
+    fn enter(slot: &'a mut AsyncFrame, counted: bool) -> Option<PollScope<'a>> {
         // `with_local` is `None` while the thread is torn down: the future is then polled
         // without its span.
         // An unsampled frame stays in the future: only its trace id is read.
@@ -440,7 +449,7 @@ impl<'a> PollScope<'a> {
             Some(known) => {
                 // A dropped trace's root with nothing current: the flag, not a frame.
                 if word() == 0 {
-                    set_unsampled_root(true);
+                    set_unsampled_root(true, counted);
                     if let Some(id) = known {
                         with_local(|local| local.set_root_trace_id(id));
                     }

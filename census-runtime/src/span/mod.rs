@@ -73,6 +73,12 @@ macro_rules! span_values {
     };
 }
 
+/// Marks the branch that calls it as rarely taken, so that the compiler tests the others first
+/// and keeps this one out of their way (what `std::hint::cold_path` does from Rust 1.95).
+#[cold]
+#[inline(always)]
+fn cold_path() {}
+
 mod builder;
 mod current;
 mod future;

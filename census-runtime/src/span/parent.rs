@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::id::{SpanContext, SpanId, TraceId};
-use crate::local::{Frame, Local, unsampled_root};
+use crate::local::{Frame, Local, unsampled_root, unsampled_root_word};
 use crate::record::{KeptBy, SpanExtra, SpanRecord};
 use crate::sampler;
 use crate::site::Site;
@@ -69,6 +69,9 @@ impl Parent {
 pub(super) enum Quick {
     /// Under an unsampled sync root: inert.
     Inert,
+    /// Under an unsampled sync root whose calls are counted into the standard metrics: timed,
+    /// nothing recorded.
+    Counted,
     /// Nothing current, and the sampler drops the new trace.
     DropRoot,
     /// Nothing current, and the sampler keeps the new trace.
@@ -79,12 +82,19 @@ pub(super) enum Quick {
 
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(super) fn quick(word: usize) -> Quick {
+    const ROOT: usize = unsampled_root_word(false);
+    const COUNTED_ROOT: usize = unsampled_root_word(true);
     match word {
         0 if sampler::keep_new_trace() => Quick::KeepRoot,
         0 => Quick::DropRoot,
-        // An unsampled root whose trace id was drawn (3) is left to `decide`, which finds it
-        // inert too: the test stays the one the fast path has always made.
-        1 => Quick::Inert,
+        // An unsampled root whose trace id was drawn is left to `decide`, which finds it inert
+        // too: the tests stay the ones the fast path has always made.
+        ROOT => Quick::Inert,
+        COUNTED_ROOT => {
+            // A counted call reads the clock: the other words are tested before this one.
+            super::cold_path();
+            Quick::Counted
+        }
         _ => Quick::Look,
     }
 }

@@ -277,10 +277,17 @@ impl Call {
             return Call::holding(site, State::Inert);
         }
         let pushed = match parent::quick(word()) {
-            Quick::Inert => return Call::dropped(site, false),
+            Quick::Inert => return Call::holding(site, State::Inert),
+            Quick::Counted => return Call::dropped(site, standard::counted_start(), false),
             Quick::DropRoot => {
-                open_unsampled_root();
-                return Call::dropped(site, true);
+                // Opened uncounted, then marked counted when it is: an untimed dropped root
+                // stores its word once, before it reads the switch.
+                open_unsampled_root(false);
+                let start = standard::counted_start();
+                if start.is_some() {
+                    open_unsampled_root(true);
+                }
+                return Call::dropped(site, start, true);
             }
             Quick::KeepRoot => enter_root(site),
             Quick::Look => enter_child(site),
@@ -291,15 +298,15 @@ impl Call {
                 span_id: MaybeUninit::new(span_id),
                 ..Call::holding(site, State::Span)
             },
-            None => Call::dropped(site, false),
+            None => Call::dropped(site, standard::counted_start(), false),
         }
     }
 
     /// A call whose trace is dropped (`root`: the call opened the dropped root): timed for the
-    /// standard metrics when they are on, else inert.
+    /// standard metrics when they are on (`start`: when the call started), else inert.
     #[cfg_attr(not(debug_assertions), inline(always))]
-    fn dropped(site: &'static Site, root: bool) -> Call {
-        if let Some(start) = standard::counted_start() {
+    fn dropped(site: &'static Site, start: Option<u64>, root: bool) -> Call {
+        if let Some(start) = start {
             Call {
                 start: MaybeUninit::new(start),
                 ..Call::holding(
