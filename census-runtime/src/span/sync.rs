@@ -212,12 +212,21 @@ impl Drop for SpanGuard {
 pub struct Call {
     site: &'static Site,
     state: State,
-    /// The recorded span's frame (`State::Span`): its depth and its id.
+    /// The recorded span's frame's depth (`State::Span`).
     depth: MaybeUninit<u32>,
-    span_id: MaybeUninit<SpanId>,
-    /// When a counted call started (`State::Counted`, `State::CountedRoot`).
-    start: MaybeUninit<u64>,
+    /// The recorded span's id, or when a counted call started.
+    held: CallHeld,
     _not_send: PhantomData<*const ()>,
+}
+
+/// What a call holds besides its depth, in one register: the recorded span's id
+/// (`State::Span`), or when a counted call started (`State::Counted`, `State::CountedRoot`).
+/// The state says which field is written.
+#[derive(Clone, Copy)]
+union CallHeld {
+    span_id: SpanId,
+    start: u64,
+    nothing: (),
 }
 
 /// What a call holds on its thread.
@@ -260,8 +269,7 @@ impl Call {
             site,
             state,
             depth: MaybeUninit::uninit(),
-            span_id: MaybeUninit::uninit(),
-            start: MaybeUninit::uninit(),
+            held: CallHeld { nothing: () },
             _not_send: PhantomData,
         }
     }
@@ -295,7 +303,7 @@ impl Call {
         match pushed {
             Some(Pushed { depth, span_id }) => Call {
                 depth: MaybeUninit::new(depth),
-                span_id: MaybeUninit::new(span_id),
+                held: CallHeld { span_id },
                 ..Call::holding(site, State::Span)
             },
             None => Call::dropped(site, standard::counted_start(), false),
@@ -308,7 +316,7 @@ impl Call {
     fn dropped(site: &'static Site, start: Option<u64>, root: bool) -> Call {
         if let Some(start) = start {
             Call {
-                start: MaybeUninit::new(start),
+                held: CallHeld { start },
                 ..Call::holding(
                     site,
                     if root {
@@ -341,14 +349,7 @@ impl Call {
     pub(crate) fn run<R>(self, body: impl FnOnce() -> R) -> R {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
             Ok(value) => value,
-            Err(payload) => unwound(
-                self.site,
-                self.state,
-                self.depth,
-                self.span_id,
-                self.start,
-                payload,
-            ),
+            Err(payload) => unwound(self.site, self.state, self.depth, self.held, payload),
         }
     }
 
@@ -356,8 +357,9 @@ impl Call {
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn frame(self) -> Option<(u32, SpanId)> {
         match self.state {
-            // SAFETY: a call is made `State::Span` with both fields written (`enter`).
-            State::Span => Some(unsafe { (self.depth.assume_init(), self.span_id.assume_init()) }),
+            // SAFETY: a call is made `State::Span` with its depth and its span id written
+            // (`enter`).
+            State::Span => Some(unsafe { (self.depth.assume_init(), self.held.span_id) }),
             _ => None,
         }
     }
@@ -367,7 +369,7 @@ impl Call {
     fn start(self) -> u64 {
         match self.state {
             // SAFETY: a call is made counted with its start written (`dropped`).
-            State::Counted | State::CountedRoot => unsafe { self.start.assume_init() },
+            State::Counted | State::CountedRoot => unsafe { self.held.start },
             _ => 0,
         }
     }
@@ -378,11 +380,7 @@ impl Call {
         match self.state {
             State::Inert => {}
             State::UnsampledRoot => close_sync_unsampled_root(),
-            State::Counted => standard::count(self.site, self.start()),
-            State::CountedRoot => {
-                close_sync_unsampled_root();
-                standard::count(self.site, self.start());
-            }
+            State::Counted | State::CountedRoot => end_counted(self.site, self.state, self.start()),
             State::Span => {
                 if let Some((depth, span_id)) = self.frame() {
                     exit(depth, span_id);
@@ -397,28 +395,14 @@ impl Call {
     /// error type, shared by every function that returns it.
     #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn end_with_error<E: std::error::Error + 'static>(self, error: &E) {
-        end_with_error(
-            self.site,
-            self.state,
-            self.depth,
-            self.span_id,
-            self.start,
-            error,
-        );
+        end_with_error(self.site, self.state, self.depth, self.held, error);
     }
 
     /// Ends the call failed by an error that is only `Display`: see
     /// [`Call::end_with_error`].
     #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn end_with_display<E: Display>(self, error: &E) {
-        end_with_display(
-            self.site,
-            self.state,
-            self.depth,
-            self.span_id,
-            self.start,
-            error,
-        );
+        end_with_display(self.site, self.state, self.depth, self.held, error);
     }
 }
 
@@ -428,8 +412,7 @@ fn end_with_error<E: std::error::Error + 'static>(
     site: &'static Site,
     state: State,
     depth: MaybeUninit<u32>,
-    span_id: MaybeUninit<SpanId>,
-    start: MaybeUninit<u64>,
+    held: CallHeld,
     error: &E,
 ) {
     let failure = Failure {
@@ -437,7 +420,7 @@ fn end_with_error<E: std::error::Error + 'static>(
         chain: Some(error),
         code: std::any::type_name::<E>(),
     };
-    end_failed(site, state, depth, span_id, start, &failure);
+    end_failed(site, state, depth, held, &failure);
 }
 
 /// [`Call::end_with_display`], out of line: instantiated once per error type.
@@ -446,8 +429,7 @@ fn end_with_display<E: Display>(
     site: &'static Site,
     state: State,
     depth: MaybeUninit<u32>,
-    span_id: MaybeUninit<SpanId>,
-    start: MaybeUninit<u64>,
+    held: CallHeld,
     error: &E,
 ) {
     let failure = Failure {
@@ -455,7 +437,7 @@ fn end_with_display<E: Display>(
         chain: None,
         code: std::any::type_name::<E>(),
     };
-    end_failed(site, state, depth, span_id, start, &failure);
+    end_failed(site, state, depth, held, &failure);
 }
 
 #[inline(never)]
@@ -521,16 +503,14 @@ fn end_failed(
     site: &'static Site,
     state: State,
     depth: MaybeUninit<u32>,
-    span_id: MaybeUninit<SpanId>,
-    start: MaybeUninit<u64>,
+    held: CallHeld,
     failure: &Failure<'_>,
 ) {
     let call = Call {
         site,
         state,
         depth,
-        span_id,
-        start,
+        held,
         _not_send: PhantomData,
     };
     match state {
@@ -566,16 +546,14 @@ fn unwound(
     site: &'static Site,
     state: State,
     depth: MaybeUninit<u32>,
-    span_id: MaybeUninit<SpanId>,
-    start: MaybeUninit<u64>,
+    held: CallHeld,
     payload: Box<dyn Any + Send>,
 ) -> ! {
     let call = Call {
         site,
         state,
         depth,
-        span_id,
-        start,
+        held,
         _not_send: PhantomData,
     };
     match state {
@@ -599,6 +577,16 @@ fn unwound(
         }
     }
     std::panic::resume_unwind(payload)
+}
+
+/// Ends a counted call of a dropped trace (`state`: counted, and whether it holds the unsampled
+/// root's flag) that started at `start`: out of line, as its count is.
+#[inline(never)]
+fn end_counted(site: &'static Site, state: State, start: u64) {
+    if state == State::CountedRoot {
+        close_sync_unsampled_root();
+    }
+    standard::count(site, start);
 }
 
 /// Ends a recorded span.
