@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::outcome::{fail_on_panic, fail_with_payload};
-use super::parent::{self, Built, Decision, Parent, Quick, Start, Under};
+use super::parent::{self, Built, Parent, Quick, Start};
 use crate::clock;
 use crate::id::{SpanId, TraceId};
 use crate::local::{
@@ -180,12 +180,17 @@ impl AsyncSpan {
                 let slot = with_local(Local::take_slot).unwrap_or_else(Box::new_uninit);
                 AsyncFrame::Recording(Box::write(slot, parent.start(site, span_id)))
             }
-            Quick::Look => with_local(|local| match parent::decide(local, Under::Current) {
-                Decision::Record(parent) => {
-                    let record = parent.start(site, SpanId::random());
-                    AsyncFrame::Recording(local.boxed(record))
+            // Something is current (a frame, or an unsampled root whose trace id was drawn), so
+            // the sampler is not asked: no parent is an inert span. The record is written once,
+            // in its box.
+            Quick::Look => with_local(|local| match parent::current_parent(local) {
+                Some(parent) => {
+                    let start = parent.into_start();
+                    let span_id = SpanId::random();
+                    let slot = local.take_slot();
+                    AsyncFrame::Recording(Box::write(slot, start(site, span_id)))
                 }
-                Decision::Inert | Decision::Unsampled(_) => AsyncFrame::Inert,
+                None => AsyncFrame::Inert,
             })
             .unwrap_or(AsyncFrame::Inert),
         }

@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
 use super::outcome::{fail_on_panic, fail_with_payload};
-use super::parent::{self, Built, Decision, Parent, Quick, Start, Under};
+use super::parent::{self, Built, Parent, Quick, Start};
 use crate::clock;
 use crate::id::{SpanContext, SpanId};
 use crate::local::{
@@ -448,10 +448,11 @@ fn enter_root(site: &'static Site) -> Option<Pushed> {
 
 #[inline(never)]
 fn enter_child(site: &'static Site) -> Option<Pushed> {
-    with_local(|local| match parent::decide(local, Under::Current) {
-        Decision::Record(parent) => Some(push_span(local, site, parent)),
-        // Something is current, so the sampler is not asked.
-        Decision::Inert | Decision::Unsampled(_) => None,
+    // Something is current (a frame, or an unsampled root whose trace id was drawn), so the
+    // sampler is not asked: no parent is an inert span.
+    with_local(|local| {
+        let parent = parent::current_parent(local)?;
+        Some(push_span(local, site, parent))
     })
     .flatten()
 }
@@ -460,7 +461,8 @@ fn enter_child(site: &'static Site) -> Option<Pushed> {
 #[cfg_attr(not(debug_assertions), inline(always))]
 fn push_span(local: &mut Local, site: &'static Site, parent: Parent) -> Pushed {
     let span_id = SpanId::random();
-    let depth = local.push_in_place(|| Frame::Span(parent.start(site, span_id)));
+    let start = parent.into_start();
+    let depth = local.push_in_place(|| Frame::Span(start(site, span_id)));
     Pushed {
         depth: depth as u32,
         span_id,
