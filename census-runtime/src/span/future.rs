@@ -183,15 +183,15 @@ impl AsyncSpan {
             // Something is current (a frame, or an unsampled root whose trace id was drawn), so
             // the sampler is not asked: no parent is an inert span. The record is written once,
             // in its box.
-            Quick::Look => with_local(|local| match parent::current_parent(local) {
-                Some(parent) => {
+            Quick::Look => with_local(|local| {
+                parent::with_current_parent(local, |local, parent| {
                     let start = parent.into_start();
                     let span_id = SpanId::random();
                     let slot = local.take_slot();
                     AsyncFrame::Recording(Box::write(slot, start(site, span_id)))
-                }
-                None => AsyncFrame::Inert,
+                })
             })
+            .flatten()
             .unwrap_or(AsyncFrame::Inert),
         }
     }

@@ -138,7 +138,7 @@ pub(crate) enum Under {
 /// Application Insights SDK decides), else under the span current on this thread, else the root
 /// of a new trace.
 #[inline]
-pub(super) fn decide(local: &Local, under: Under) -> Decision {
+pub(super) fn decide(local: &mut Local, under: Under) -> Decision {
     let remote = |remote: SpanContext, kept: Option<(f32, KeptBy)>| match kept {
         Some((sample_rate, kept_by)) => Decision::Record(Parent {
             trace_id: remote.trace_id(),
@@ -172,30 +172,46 @@ pub(super) fn decide(local: &Local, under: Under) -> Decision {
 
 /// The parent a span started under the frame on top of the stack takes: `None` when there is
 /// no frame, or it is of a trace that is not recorded (an unsampled root, a carried context of a
-/// dropped trace). [`decide`]'s part for a span under what is current, which the macros' starts
-/// call alone (they know from the thread's word that something is current), inlined, so that
-/// with [`Parent::into_start`] the parent's fields reach the new record in registers.
+/// dropped trace). [`decide`]'s part for a span under what is current, which the macros' sync
+/// start asks alone (it knows from the thread's word that something is current).
 #[cfg_attr(not(debug_assertions), inline(always))]
-pub(super) fn current_parent(local: &Local) -> Option<Parent> {
-    match local.top()? {
+pub(super) fn current_parent(local: &mut Local) -> Option<Parent> {
+    with_current_parent(local, |_, parent| parent)
+}
+
+/// Runs `f` on the stack and the parent a span started under the frame on top takes, if any
+/// (see [`current_parent`]): the macros' async start makes its record inside `f`, so that the
+/// parent goes to it field by field. Returned in an `Option` and taken out of it, the parent is
+/// copied in wider loads than the stores that just wrote it, which the processor cannot
+/// forward: that stall was a third of a recorded child span's start.
+#[cfg_attr(not(debug_assertions), inline(always))]
+pub(super) fn with_current_parent<R>(
+    local: &mut Local,
+    f: impl FnOnce(&mut Local, Parent) -> R,
+) -> Option<R> {
+    let parent = match local.top()? {
         // A context carried from a span of this process says the percentage its trace was
         // kept at; one carried from elsewhere does not: the one in force then.
-        Frame::Parent(carried) => Some(Parent {
+        Frame::Parent(carried) => Parent {
             trace_id: carried.ctx.trace_id(),
             parent_id: Some(carried.ctx.span_id()),
             operation_name: carried.operation_name.clone(),
             sample_rate: carried.sample_rate.unwrap_or_else(sampler::percentage),
             kept_by: KeptBy::Parent,
-        }),
-        // `None`: an unsampled root, or a carried context of a dropped trace.
-        frame => frame.record().map(|parent| Parent {
-            trace_id: parent.trace_id(),
-            parent_id: Some(parent.span_id()),
-            operation_name: parent.shared_operation_name(),
-            sample_rate: parent.sample_percent(),
-            kept_by: KeptBy::Parent,
-        }),
-    }
+        },
+        frame => {
+            // `None`: an unsampled root, or a carried context of a dropped trace.
+            let parent = frame.record()?;
+            Parent {
+                trace_id: parent.trace_id(),
+                parent_id: Some(parent.span_id()),
+                operation_name: parent.shared_operation_name(),
+                sample_rate: parent.sample_percent(),
+                kept_by: KeptBy::Parent,
+            }
+        }
+    };
+    Some(f(local, parent))
 }
 
 fn new_root() -> Decision {

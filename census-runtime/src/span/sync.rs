@@ -442,8 +442,8 @@ fn end_with_display<E: Display>(
 
 #[inline(never)]
 fn enter_root(site: &'static Site) -> Option<Pushed> {
-    let parent = Parent::new_root();
-    with_local(|local| push_span(local, site, parent))
+    // The parent is made inside: a closure that captured it would be filled by copying it.
+    with_local(|local| push_span(local, site, Parent::new_root()))
 }
 
 #[inline(never)]
