@@ -582,13 +582,14 @@ fn unwound(
 }
 
 /// Ends a counted call of a dropped trace (`state`: counted, and whether it holds the unsampled
-/// root's flag) that started at `start`: out of line, as its count is.
+/// root's flag) that started at `start`: out of line, with the count inlined into it, so that
+/// a counted call makes one call to end (two cost a dropped root 1 ns more).
 #[inline(never)]
 fn end_counted(site: &'static Site, state: State, start: u64) {
     if state == State::CountedRoot {
         close_sync_unsampled_root();
     }
-    standard::count(site, start);
+    standard::count_inline(site, start);
 }
 
 /// Ends a recorded span.
