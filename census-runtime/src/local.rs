@@ -213,18 +213,14 @@ pub(crate) fn unsampled_root() -> bool {
     word() & UNSAMPLED_ROOT != 0
 }
 
-/// Opens or closes the unsampled sync root (`counted`: the calls under it are counted into the
-/// standard metrics); closing it forgets the trace id drawn for it.
+/// Opens or closes the unsampled sync root; closing it forgets the trace id drawn for it and
+/// whether its calls are counted.
 ///
 /// Stores are whole words: a one-byte store into the word that the next span then loads whole
 /// cannot be forwarded, and that stall would cost more than the rest of a dropped trace's span.
 #[inline]
-pub(crate) fn set_unsampled_root(open: bool, counted: bool) {
-    let bits = if open {
-        unsampled_root_word(counted)
-    } else {
-        0
-    };
+pub(crate) fn set_unsampled_root(open: bool) {
+    let bits = usize::from(open) * UNSAMPLED_ROOT;
     with_word(|word| match word.get() {
         current if current < 1 << DEPTH_SHIFT => word.set(bits),
         current => word.set(std::hint::black_box((current & !ROOT_BITS) | bits)),
@@ -232,18 +228,27 @@ pub(crate) fn set_unsampled_root(open: bool, counted: bool) {
 }
 
 /// Closes a sync unsampled root: its bits cleared, whatever is above it (one read-modify-write
-/// of the whole word, the same as [`set_unsampled_root`]`(false, _)`). The mask is read from
+/// of the whole word, the same as [`set_unsampled_root`]`(false)`). The mask is read from
 /// the hot cells so that the store stays a whole word's (see [`hot::Hot`]).
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn close_sync_unsampled_root() {
     hot::with(|hot| hot.word.set(hot.word.get() & hot.close_root_mask));
 }
 
-/// Opens the unsampled sync root (`counted`: the calls under it are counted into the standard
-/// metrics); the caller saw the word at 0 (nothing current).
+/// Opens the unsampled sync root, its calls not counted; the caller saw the word at 0 (nothing
+/// current).
 #[cfg_attr(not(debug_assertions), inline(always))]
-pub(crate) fn open_unsampled_root(counted: bool) {
-    with_word(|word| word.set(unsampled_root_word(counted)));
+pub(crate) fn open_unsampled_root() {
+    with_word(|word| word.set(unsampled_root_word(false)));
+}
+
+/// Marks the unsampled sync root just opened (nothing above it, no trace id drawn) as one whose
+/// calls are counted into the standard metrics. A root is opened uncounted first and marked
+/// after, when the standard metrics are on: an uncounted root, the usual one, stores a constant
+/// before it reads the switch.
+#[cfg_attr(not(debug_assertions), inline(always))]
+pub(crate) fn count_unsampled_root() {
+    with_word(|word| word.set(unsampled_root_word(true)));
 }
 
 /// Closes the unsampled sync root, handing back the trace id drawn for it if one was: for an
@@ -268,7 +273,7 @@ fn close_unsampled_root_slow(current: usize) -> Option<TraceId> {
     } else {
         None
     };
-    set_unsampled_root(false, false);
+    set_unsampled_root(false);
     id
 }
 
@@ -595,13 +600,13 @@ mod tests {
     fn an_unsampled_root_s_trace_id_is_never_taken_by_the_next_root() {
         let trace_id = || with_local(Local::unsampled_trace_id).flatten();
         assert_eq!(trace_id(), None);
-        open_unsampled_root(false);
+        open_unsampled_root();
         let first = trace_id().unwrap();
         assert_eq!(trace_id(), Some(first));
         assert_eq!(word(), UNSAMPLED_ROOT | ROOT_ID_DRAWN);
         assert_eq!(close_unsampled_root(), Some(first));
         assert_eq!(word(), 0);
-        open_unsampled_root(false);
+        open_unsampled_root();
         let second = trace_id().unwrap();
         assert_ne!(first, second);
         // A frame above the root has an id of its own; the root keeps its id under it.
@@ -611,11 +616,14 @@ mod tests {
         assert_eq!(trace_id(), Some(above));
         assert!(with_local(Local::pop).flatten().is_some());
         assert_eq!(trace_id(), Some(second));
-        set_unsampled_root(false, false);
+        set_unsampled_root(false);
         assert_eq!(word(), 0);
         // A root that drew none closes as it always did, counted or not.
         for counted in [false, true] {
-            open_unsampled_root(counted);
+            open_unsampled_root();
+            if counted {
+                count_unsampled_root();
+            }
             assert_eq!(close_unsampled_root(), None);
             assert_eq!(word(), 0);
         }

@@ -16,7 +16,8 @@ use super::parent::{self, Built, Parent, Quick, Start};
 use crate::clock;
 use crate::id::{SpanId, TraceId};
 use crate::local::{
-    Frame, Local, close_unsampled_root, open_unsampled_root, set_unsampled_root, with_local, word,
+    Frame, Local, close_unsampled_root, count_unsampled_root, open_unsampled_root,
+    set_unsampled_root, with_local, word,
 };
 use crate::record::SpanRecord;
 use crate::sampler;
@@ -364,7 +365,7 @@ impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
             return poll;
         }
         let poll = {
-            let scope = PollScope::enter(this.frame, this.timed.is_some());
+            let scope = PollScope::enter(this.frame);
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
                 Ok(poll) => poll,
                 Err(payload) => match &scope {
@@ -409,11 +410,10 @@ impl<'a> UnsampledRoot<'a> {
     /// saw nothing current.
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn open(kept: &'a mut KeptTraceId, counted: bool) -> Self {
-        // Opened uncounted, then marked counted when it is: an untimed root stores a constant.
-        open_unsampled_root(false);
+        open_unsampled_root();
         if counted {
             super::cold_path();
-            open_unsampled_root(true);
+            count_unsampled_root();
         }
         UnsampledRoot { kept }
     }
@@ -438,10 +438,9 @@ struct PollScope<'a> {
 }
 
 impl<'a> PollScope<'a> {
-    /// Makes the future's span current (`counted`: the calls of a dropped trace under it are
-    /// counted into the standard metrics).
+    /// Makes the future's span current.
     #[inline(never)]
-    fn enter(slot: &'a mut AsyncFrame, counted: bool) -> Option<PollScope<'a>> {
+    fn enter(slot: &'a mut AsyncFrame) -> Option<PollScope<'a>> {
         // `with_local` is `None` while the thread is torn down: the future is then polled
         // without its span.
         // An unsampled frame stays in the future: only its trace id is read.
@@ -454,7 +453,10 @@ impl<'a> PollScope<'a> {
             Some(known) => {
                 // A dropped trace's root with nothing current: the flag, not a frame.
                 if word() == 0 {
-                    set_unsampled_root(true, counted);
+                    // Its trace id is known (a root with none took the poll's fast path): the
+                    // word says so, and the calls under the root are left to `decide`, which
+                    // reads the standard metrics' switch.
+                    set_unsampled_root(true);
                     if let Some(id) = known {
                         with_local(|local| local.set_root_trace_id(id));
                     }

@@ -13,7 +13,8 @@ use super::parent::{self, Built, Parent, Quick, Start};
 use crate::clock;
 use crate::id::{SpanContext, SpanId};
 use crate::local::{
-    Frame, Local, close_sync_unsampled_root, open_unsampled_root, with_local, word,
+    Frame, Local, close_sync_unsampled_root, count_unsampled_root, open_unsampled_root, with_local,
+    word,
 };
 use crate::record::SpanRecord;
 use crate::sampler;
@@ -288,12 +289,10 @@ impl Call {
             Quick::Inert => return Call::holding(site, State::Inert),
             Quick::Counted => return Call::dropped(site, standard::counted_start(), false),
             Quick::DropRoot => {
-                // Opened uncounted, then marked counted when it is: an untimed dropped root
-                // stores its word once, before it reads the switch.
-                open_unsampled_root(false);
+                open_unsampled_root();
                 let start = standard::counted_start();
                 if start.is_some() {
-                    open_unsampled_root(true);
+                    count_unsampled_root();
                 }
                 return Call::dropped(site, start, true);
             }
