@@ -27,6 +27,15 @@ impl std::fmt::Display for OrderError {
 
 impl std::error::Error for OrderError {}
 
+/// What the calls below return: every tenth fails.
+fn every_tenth_fails(i: u64) -> Result<u64, OrderError> {
+    if i % 10 == 3 {
+        Err(OrderError)
+    } else {
+        Ok(std::hint::black_box(i) + 1)
+    }
+}
+
 #[census_runtime::inproc]
 fn place_order(i: u64) -> u64 {
     save_order(i).unwrap_or_default()
@@ -35,11 +44,7 @@ fn place_order(i: u64) -> u64 {
 /// Fails every tenth call.
 #[census_runtime::dependency(kind = "SQL", target = "orders-db")]
 fn save_order(i: u64) -> Result<u64, OrderError> {
-    if i % 10 == 3 {
-        Err(OrderError)
-    } else {
-        Ok(std::hint::black_box(i) + 1)
-    }
+    every_tenth_fails(i)
 }
 
 #[census_runtime::inproc]
@@ -52,11 +57,7 @@ async fn place_order_async(i: u64) -> u64 {
 #[census_runtime::dependency(kind = "SQL", target = "orders-db")]
 async fn save_order_async(i: u64) -> Result<u64, OrderError> {
     tokio::task::yield_now().await;
-    if i % 10 == 3 {
-        Err(OrderError)
-    } else {
-        Ok(i + 1)
-    }
+    every_tenth_fails(i)
 }
 
 /// Looks the order up in a cache, then again after waiting once: sync calls made inside an
@@ -73,11 +74,7 @@ async fn check_order_async(i: u64) -> u64 {
 /// Fails every tenth call.
 #[census_runtime::dependency(kind = "Redis", target = "orders-cache")]
 fn look_up_order(i: u64) -> Result<u64, OrderError> {
-    if i % 10 == 3 {
-        Err(OrderError)
-    } else {
-        Ok(std::hint::black_box(i) + 1)
-    }
+    every_tenth_fails(i)
 }
 
 /// Never answers.
