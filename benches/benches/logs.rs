@@ -9,6 +9,8 @@
 //! - `logs/format-string`: `format!("order {} placed", n)`, the message alone.
 //! - `logs/census`: `log::info!("order {} placed", n)` inside a recorded census span, through
 //!   `LogBridge`, handed to an exporter that discards it.
+//! - `logs/census-in-request`: the same inside an incoming request (`census_runtime::request`,
+//!   named at run time), whose operation name each record carries.
 //! - `logs/otel+appinsights`: the same call inside a recorded OpenTelemetry span, through
 //!   `opentelemetry-appender-log`, batched for `opentelemetry-application-insights` (posting to a
 //!   loopback sink).
@@ -75,6 +77,13 @@ fn logs(c: &mut Criterion) {
             let pipeline = census();
             census_runtime::span("request").in_scope(|| {
                 group.bench_function("census", |b| {
+                    b.iter(|| log::info!("order {} placed", black_box(7u64)));
+                });
+            });
+            // Inside an incoming request, whose name (made at run time, as the server
+            // integrations make it from the route) every record under it carries.
+            census_runtime::request(String::from("GET /orders/{id}")).in_scope(|| {
+                group.bench_function("census-in-request", |b| {
                     b.iter(|| log::info!("order {} placed", black_box(7u64)));
                 });
             });

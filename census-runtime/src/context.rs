@@ -3,13 +3,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
 use crate::id::{SpanContext, TraceId};
 use crate::local::{CarriedContext, Frame, with_local};
+use crate::record::OperationName;
 
 /// What a task or thread takes with it so that its spans nest under the span current here.
 ///
@@ -155,7 +155,7 @@ impl Carried {
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) fn enter(
     ctx: SpanContext,
-    operation_name: Option<Arc<str>>,
+    operation_name: Option<OperationName>,
     sample_rate: Option<f32>,
 ) -> Option<usize> {
     let frame = if ctx.is_sampled() {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::hot;
 use crate::id::{SpanContext, SpanId, TraceId};
 use crate::queue::{self, Outbox};
-use crate::record::SpanRecord;
+use crate::record::{OperationName, SpanRecord};
 use crate::sampler;
 
 /// One entry of a thread's stack.
@@ -35,7 +35,7 @@ pub(crate) enum Frame {
 pub(crate) struct CarriedContext {
     pub(crate) ctx: SpanContext,
     /// The operation name the spans under it inherit.
-    pub(crate) operation_name: Option<Arc<str>>,
+    pub(crate) operation_name: Option<OperationName>,
     /// The `tracestate` outgoing calls under it pass on.
     pub(crate) trace_state: Option<Arc<str>>,
     /// The sampling percentage its trace was kept at, when known (a context carried from a span

@@ -4,7 +4,7 @@
 //! ([`LogRecord`]) or a custom event ([`EventRecord`]).
 
 use std::borrow::Cow;
-use std::fmt::Display;
+use std::fmt::{self, Display};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -43,7 +43,7 @@ pub struct SpanRecord {
     /// metrics: the export worker counts it and never hands it to an exporter.
     shadow: bool,
     /// The name the whole operation is grouped under: set on a request, inherited by its children.
-    operation_name: Option<Arc<str>>,
+    operation_name: Option<OperationName>,
     extra: Option<Box<SpanExtra>>,
 }
 
@@ -299,7 +299,7 @@ impl SpanRecord {
         trace_id: TraceId,
         span_id: SpanId,
         parent_id: Option<SpanId>,
-        operation_name: Option<Arc<str>>,
+        operation_name: Option<OperationName>,
         sample_rate: f32,
     ) -> Self {
         SpanRecord {
@@ -387,12 +387,12 @@ impl SpanRecord {
     }
 
     /// Sets the name the whole operation is grouped under.
-    pub(crate) fn set_operation_name(&mut self, name: Option<Arc<str>>) {
+    pub(crate) fn set_operation_name(&mut self, name: Option<OperationName>) {
         self.operation_name = name;
     }
 
     /// The operation name, shared with the spans started under this one.
-    pub(crate) fn shared_operation_name(&self) -> Option<Arc<str>> {
+    pub(crate) fn shared_operation_name(&self) -> Option<OperationName> {
         self.operation_name.clone()
     }
 
@@ -748,7 +748,7 @@ impl Severity {
 pub(crate) struct Correlation {
     pub(crate) trace_id: Option<TraceId>,
     pub(crate) parent_id: Option<SpanId>,
-    pub(crate) operation_name: Option<Arc<str>>,
+    pub(crate) operation_name: Option<OperationName>,
     /// The sampling percentage the trace was kept at (100 outside any trace).
     pub(crate) sample_rate: f32,
 }
@@ -1175,6 +1175,217 @@ impl MetricRecord {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Operation names.
+
+/// The name an operation's telemetry is grouped under (`ai.operation.name`): given by a request,
+/// carried by every span, log record and event under it.
+///
+/// Names are interned: a name this process has seen before is the same `'static` text, so that
+/// copying it onto each record under a request touches no shared memory. (A shared `Arc<str>`
+/// would: its count, raised on the calling thread and lowered on the export worker when the
+/// record is dropped, moved between the two cores at every record; a `log::info!` inside a
+/// request took 2.4 times as long as inside a span without an operation name.) Names are a
+/// service's routes, few and reused; past [`INTERNED_NAMES`] names or [`INTERNED_BYTES`]
+/// bytes of them (names made of raw paths, say) new ones are shared instead, so that the table
+/// stays bounded.
+///
+/// Two words, as an `Option<Arc<str>>` was: a record that carries one (a log record is four
+/// cache lines) grows by none. The text is static (copied, never counted) or, when the table
+/// had no room, an `Arc<str>`'s, which the top bit of the length marks.
+pub(crate) struct OperationName {
+    /// The text's first byte.
+    ptr: std::ptr::NonNull<u8>,
+    /// The text's length, and [`SHARED`] when the text is an `Arc<str>`'s.
+    len: usize,
+}
+
+/// The bit of [`OperationName::len`] that says the text belongs to an `Arc<str>` the name holds
+/// a count of. No text is that long (a slice is at most `isize::MAX` bytes).
+const SHARED: usize = 1 << (usize::BITS - 1);
+
+// SAFETY: the name is a `&'static str` or an `Arc<str>`, both `Send` and `Sync`.
+unsafe impl Send for OperationName {}
+// SAFETY: as above.
+unsafe impl Sync for OperationName {}
+
+/// At most this many names are interned.
+const INTERNED_NAMES: usize = 4096;
+/// At most this many bytes of names are interned.
+const INTERNED_BYTES: usize = 1 << 20;
+
+/// The interned names, for every thread.
+static INTERNED: std::sync::RwLock<Interned> = std::sync::RwLock::new(Interned {
+    names: None,
+    bytes: 0,
+});
+
+struct Interned {
+    names: Option<std::collections::HashSet<&'static str>>,
+    bytes: usize,
+}
+
+thread_local! {
+    /// The interned names this thread has used: found without the shared table's lock.
+    static SEEN: std::cell::RefCell<std::collections::HashSet<&'static str>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
+impl OperationName {
+    /// The name `name`: its static text when it is static, else interned (or shared, when the
+    /// table is full).
+    #[expect(
+        clippy::ptr_arg,
+        reason = "whether the text is static decides how the name keeps it"
+    )]
+    pub(crate) fn new(name: &Cow<'static, str>) -> OperationName {
+        match name {
+            Cow::Borrowed(name) => OperationName::from_static(name),
+            Cow::Owned(name) => OperationName::intern(name),
+        }
+    }
+
+    /// `name`, interned when there is room.
+    pub(crate) fn intern(name: &str) -> OperationName {
+        let seen = SEEN
+            .try_with(|seen| seen.borrow().get(name).copied())
+            .ok()
+            .flatten();
+        if let Some(name) = seen {
+            return OperationName::from_static(name);
+        }
+        let interned = intern_into(&INTERNED, name);
+        if let Some(interned) = interned {
+            let _ = SEEN.try_with(|seen| seen.borrow_mut().insert(interned));
+        }
+        interned.map_or_else(
+            || OperationName::shared(Arc::from(name)),
+            OperationName::from_static,
+        )
+    }
+
+    /// A static text, kept as it is.
+    #[inline]
+    pub(crate) const fn from_static(name: &'static str) -> OperationName {
+        OperationName {
+            // SAFETY: a reference is never null.
+            ptr: unsafe { std::ptr::NonNull::new_unchecked(name.as_ptr().cast_mut()) },
+            len: name.len(),
+        }
+    }
+
+    /// A text the name holds a count of.
+    fn shared(name: Arc<str>) -> OperationName {
+        let len = name.len();
+        let raw = Arc::into_raw(name);
+        OperationName {
+            // SAFETY: `Arc::into_raw` never returns a null pointer.
+            ptr: unsafe { std::ptr::NonNull::new_unchecked(raw.cast::<u8>().cast_mut()) },
+            len: len | SHARED,
+        }
+    }
+
+    /// Whether the text is an `Arc<str>`'s.
+    #[inline]
+    fn is_shared(&self) -> bool {
+        self.len & SHARED != 0
+    }
+
+    /// The `Arc<str>`'s pointer, for a shared name.
+    fn raw_shared(&self) -> *const str {
+        std::ptr::slice_from_raw_parts(self.ptr.as_ptr(), self.len & !SHARED) as *const str
+    }
+
+    /// The name.
+    #[inline]
+    pub(crate) fn as_str(&self) -> &str {
+        // SAFETY: `ptr` and the length are a `str`'s: a static one, or one the name holds a
+        // count of, alive as long as the name.
+        unsafe {
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(
+                self.ptr.as_ptr(),
+                self.len & !SHARED,
+            ))
+        }
+    }
+}
+
+impl Clone for OperationName {
+    #[inline]
+    fn clone(&self) -> Self {
+        if self.is_shared() {
+            // SAFETY: a shared name's pointer came from `Arc::into_raw` of an `Arc<str>` this
+            // name holds a count of; the clone takes one more.
+            unsafe { Arc::increment_strong_count(self.raw_shared()) };
+        }
+        OperationName {
+            ptr: self.ptr,
+            len: self.len,
+        }
+    }
+}
+
+impl Drop for OperationName {
+    #[inline]
+    fn drop(&mut self) {
+        if self.is_shared() {
+            // SAFETY: as in `clone`: the count this name holds is given back once.
+            unsafe { drop(Arc::from_raw(self.raw_shared())) };
+        }
+    }
+}
+
+impl fmt::Debug for OperationName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// `name` in `table`: found, or added when there is room.
+#[cold]
+fn intern_into(table: &std::sync::RwLock<Interned>, name: &str) -> Option<&'static str> {
+    {
+        let table = table
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(found) = table.names.as_ref().and_then(|names| names.get(name)) {
+            return Some(found);
+        }
+    }
+    let mut table = table
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Interned { names, bytes } = &mut *table;
+    let names = names.get_or_insert_with(std::collections::HashSet::new);
+    if let Some(found) = names.get(name) {
+        return Some(found);
+    }
+    if names.len() >= INTERNED_NAMES || *bytes + name.len() > INTERNED_BYTES {
+        return None;
+    }
+    // Leaked on purpose: an interned name lives as long as the process, and the table is
+    // bounded.
+    let leaked: &'static str = Box::leak(name.into());
+    names.insert(leaked);
+    *bytes += leaked.len();
+    Some(leaked)
+}
+
+impl std::ops::Deref for OperationName {
+    type Target = str;
+
+    #[inline]
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for OperationName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1251,5 +1462,87 @@ mod tests {
         recycle(&mut batch);
         assert_eq!(spare(), SPARE_EXTRAS_MAX, "none over the cap");
         SPARE_EXTRAS.lock().unwrap().clear();
+    }
+
+    fn text_of(name: &OperationName) -> *const u8 {
+        name.as_str().as_ptr()
+    }
+
+    #[test]
+    fn a_static_name_is_kept_as_it_is() {
+        let route: &'static str = "GET /orders/{id}";
+        let name = OperationName::new(&Cow::Borrowed(route));
+        assert!(!name.is_shared());
+        assert_eq!(text_of(&name), route.as_ptr(), "the literal, not a copy");
+    }
+
+    #[test]
+    fn names_made_of_the_same_text_share_one_interned_copy() {
+        let first = OperationName::new(&Cow::Owned(format!("POST /{}", "baskets")));
+        // On another thread, which has not seen it: found in the shared table.
+        let other = std::thread::spawn(|| {
+            text_of(&OperationName::intern(&format!("POST /{}", "baskets"))) as usize
+        })
+        .join()
+        .unwrap();
+        let again = OperationName::intern("POST /baskets");
+        assert!(!first.is_shared());
+        assert_eq!(text_of(&again), text_of(&first));
+        assert_eq!(other, text_of(&first) as usize);
+        assert_eq!(&*again, "POST /baskets");
+    }
+
+    #[test]
+    fn the_table_stays_bounded_in_names_and_in_bytes() {
+        // A table of its own, so that the process's stays as other tests use it.
+        let table = std::sync::RwLock::new(Interned {
+            names: None,
+            bytes: 0,
+        });
+        let kept = intern_into(&table, "GET /kept").unwrap();
+        for i in 1..INTERNED_NAMES {
+            assert!(intern_into(&table, &format!("GET /paths/{i}")).is_some());
+        }
+        assert_eq!(
+            intern_into(&table, "GET /late"),
+            None,
+            "no room past the cap"
+        );
+        assert!(std::ptr::eq(
+            intern_into(&table, "GET /kept").unwrap(),
+            kept
+        ));
+
+        let bytes = std::sync::RwLock::new(Interned {
+            names: None,
+            bytes: 0,
+        });
+        let long = "x".repeat(INTERNED_BYTES / 2);
+        assert!(intern_into(&bytes, &long).is_some());
+        assert!(
+            intern_into(&bytes, &format!("{long}y")).is_none(),
+            "past the bytes"
+        );
+        assert!(
+            intern_into(&bytes, "short").is_some(),
+            "what fits still goes in"
+        );
+    }
+
+    #[test]
+    fn a_shared_name_counts_its_text_and_equals_an_interned_one() {
+        let text: Arc<str> = Arc::from("GET /late");
+        let late = OperationName::shared(Arc::clone(&text));
+        assert!(late.is_shared());
+        assert_eq!(
+            late,
+            OperationName::from_static("GET /late"),
+            "equal by their text"
+        );
+        let copy = late.clone();
+        assert_eq!(Arc::strong_count(&text), 3, "each name holds a count");
+        drop((late, copy));
+        assert_eq!(Arc::strong_count(&text), 1, "and gives it back");
+        assert_eq!(&*OperationName::shared(text), "GET /late");
     }
 }

@@ -408,6 +408,7 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
     // Log records and tracing spans.
     let log_format = get(medians, "logs", "format-string");
     let log_census = get(medians, "logs", "census");
+    let log_request = get(medians, "logs", "census-in-request");
     let log_otel = get(medians, "logs", "otel+appinsights");
     let layer_registry = get(medians, "tracing-span", "registry");
     let layer_census = get(medians, "tracing-span", "census-layer");
@@ -420,6 +421,10 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
     for (what, value) in [
         ("formatting the message into a `String`, alone", log_format),
         ("census: `log::info!` through `LogBridge`", log_census),
+        (
+            "census: the same inside an incoming request (its operation name on the record)",
+            log_request,
+        ),
         (
             "`opentelemetry-appender-log` + `opentelemetry-application-insights`",
             log_otel,

@@ -45,7 +45,6 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::error::Error;
 use std::fmt::{self, Write as _};
-use std::sync::Arc;
 
 use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record as FieldValues};
@@ -56,7 +55,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::context::Carried;
 use crate::id::SpanContext;
 use crate::record::{ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
-use crate::record::{SpanExtra, SpanRecord};
+use crate::record::{OperationName, SpanExtra, SpanRecord};
 use crate::span::NotStarted;
 use crate::text::Text;
 use crate::{queue, telemetry};
@@ -102,12 +101,12 @@ struct Bridged {
     /// What its children and events take as their parent: the recorded span's context, or an
     /// unsampled one when its trace was dropped.
     context: SpanContext,
-    operation_name: Option<Arc<str>>,
+    operation_name: Option<OperationName>,
 }
 
 /// What entering a bridged span pushes: its context, operation name and, when it is recorded,
 /// its sampling percentage.
-type Entry = (SpanContext, Option<Arc<str>>, Option<f32>);
+type Entry = (SpanContext, Option<OperationName>, Option<f32>);
 
 thread_local! {
     /// The frames this thread's entered `tracing` spans pushed: span id, where, which context.

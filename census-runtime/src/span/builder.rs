@@ -16,7 +16,7 @@ use super::sync::SpanGuard;
 use crate::clock;
 use crate::id::{SpanContext, SpanId, TraceId};
 use crate::local::{self, with_local};
-use crate::record::{SpanExtra, SpanRecord};
+use crate::record::{OperationName, SpanExtra, SpanRecord};
 use crate::sampler;
 use crate::site::Site;
 
@@ -61,7 +61,7 @@ pub fn request(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
     SpanBuilder {
         site: &REQUEST_SITE,
         under: Under::Current,
-        operation_name: Some(Arc::from(name.as_ref())),
+        operation_name: Some(OperationName::new(&name)),
         extra: crate::record::boxed_extra(SpanExtra {
             name: Some(name),
             ..SpanExtra::default()
@@ -75,7 +75,7 @@ pub fn request(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
 #[cfg(feature = "tracing")]
 pub(crate) fn with_extra(request: bool, extra: Box<SpanExtra>) -> SpanBuilder {
     let (site, operation_name) = if request {
-        (&REQUEST_SITE, extra.name.as_deref().map(Arc::from))
+        (&REQUEST_SITE, extra.name.as_ref().map(OperationName::new))
     } else {
         (&BUILDER_SITE, None)
     };
@@ -96,7 +96,7 @@ static REQUEST_SITE: Site = Site::request("request").at(module_path!(), file!(),
 pub struct SpanBuilder {
     site: &'static Site,
     under: Under,
-    operation_name: Option<Arc<str>>,
+    operation_name: Option<OperationName>,
     /// The span's run-time values, boxed from the start (a box the thread reuses): the
     /// builder's methods then move a pointer, not the values, and the record takes the box
     /// as it is.
@@ -191,8 +191,8 @@ impl SpanBuilder {
     }
 
     /// The name of the whole operation (`ai.operation.name`), inherited by the spans under it.
-    pub fn operation_name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.operation_name = Some(name.into());
+    pub fn operation_name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.operation_name = Some(OperationName::new(&name.into()));
         self
     }
 

@@ -2,11 +2,9 @@
 //! every kind of span (sync, async, built, detached), from what is current on the thread and
 //! an optional parent from another process.
 
-use std::sync::Arc;
-
 use crate::id::{SpanContext, SpanId, TraceId};
 use crate::local::{Frame, Local, unsampled_root, unsampled_root_word};
-use crate::record::{KeptBy, SpanExtra, SpanRecord};
+use crate::record::{KeptBy, OperationName, SpanExtra, SpanRecord};
 use crate::sampler;
 use crate::site::Site;
 
@@ -27,7 +25,7 @@ pub(super) enum Decision {
 pub(super) struct Parent {
     trace_id: TraceId,
     parent_id: Option<SpanId>,
-    operation_name: Option<Arc<str>>,
+    operation_name: Option<OperationName>,
     /// The sampling percentage the trace is recorded at: the one in force when it was decided
     /// here, which the spans under it inherit (a rate-limited sampler changes the rate in force).
     sample_rate: f32,
@@ -292,7 +290,7 @@ fn shadow(
 #[derive(Default)]
 pub(super) struct Start {
     pub(super) under: Under,
-    pub(super) operation_name: Option<Arc<str>>,
+    pub(super) operation_name: Option<OperationName>,
     pub(super) extra: Option<Box<SpanExtra>>,
 }
 
