@@ -1046,7 +1046,7 @@ impl SeriesId {
 
 /// A metric's figures over one interval, by name and labels, as exporters receive them: made
 /// once per interval (a minute by default) and at every flush, from what was recorded through
-/// [`CensusRecorder`](crate::integrations::metrics) (feature `metrics`).
+/// `CensusRecorder` (`integrations::metrics`, feature `metrics`).
 ///
 /// A counter's [`value`](Self::value) is its increase over the interval, a gauge's the last
 /// value set (with a count of 1, minimum and maximum the value itself), a histogram's the sum of

@@ -23,7 +23,7 @@
 //! batches by count and time, gzips, posts, retries and stores (see `transport.rs`). The pipeline
 //! worker is never held up by the network: when the channel is full, the batch goes straight to
 //! local storage (or is dropped and counted when storage is off). It counts what it does in
-//! [`diagnostics`].
+//! [`diagnostics()`](fn@diagnostics).
 //!
 //! # HTTP
 //!

@@ -6,7 +6,7 @@
 //! an application needs no runtime of its own, and its runtime, if it has one, is not used.
 //!
 //! What an answer means is [`status::policy`]'s; the body is [`batch`]'s; the POST is
-//! [`http`]'s; the wait after a failure is [`backoff`]'s.
+//! [`http`]'s; the wait after a failure is [`backoff`](super::backoff)'s.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;

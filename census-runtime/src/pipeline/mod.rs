@@ -54,7 +54,9 @@ pub enum ConfigError {
     /// The export worker could not be started.
     Worker(std::io::Error),
     /// An exporter could not be built (the Azure exporter's
-    /// [`AzureError`](crate::azure::AzureError), with the `azure` feature).
+    #[cfg_attr(feature = "azure", doc = "[`AzureError`](crate::azure::AzureError),")]
+    #[cfg_attr(not(feature = "azure"), doc = "`AzureError`,")]
+    /// with the `azure` feature).
     Exporter(Box<dyn std::error::Error + Send + Sync>),
 }
 

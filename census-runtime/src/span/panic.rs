@@ -1,8 +1,8 @@
 //! What a span knows of the panic that unwinds through it.
 //!
 //! The message comes from the panic's payload: a span made by the attributes,
-//! [`SpanBuilder::in_scope`](crate::SpanBuilder::in_scope) or
-//! [`SpanBuilder::instrument`](crate::SpanBuilder::instrument) catches the unwinding payload,
+//! [`SpanBuilder::in_scope`](crate::span::SpanBuilder::in_scope) or
+//! [`SpanBuilder::instrument`](crate::span::SpanBuilder::instrument) catches the unwinding payload,
 //! describes it and resumes it, so the message is known whatever panic hooks the application
 //! sets, before census or after it.
 //!
@@ -122,7 +122,7 @@ pub(super) fn describe_caught(
 }
 
 /// Describes the panic unwinding through the span `span_id` when no payload is at hand (a
-/// [`SpanGuard`](crate::SpanGuard) held in the application's own code): the description of the
+/// [`SpanGuard`](crate::span::SpanGuard) held in the application's own code): the description of the
 /// unwinding it is part of, else census's hook's note when the span was on the stack, else
 /// only that it panicked.
 pub(super) fn describe_uncaught(span_id: SpanId) -> ExceptionInfo {
