@@ -104,14 +104,24 @@ impl Items {
     /// Reads back what [`Items::write_lines`] wrote; blank lines are skipped.
     pub(crate) fn from_lines(text: &[u8]) -> Items {
         let mut items = Items::default();
-        for line in text.split(|b| *b == b'\n') {
-            let line = line.trim_ascii();
-            if !line.is_empty() {
-                items.push(line);
-            }
+        for line in lines(text) {
+            items.push(line);
         }
         items
     }
+
+    /// How many envelopes [`Items::from_lines`] would read back from `text`, without copying
+    /// them.
+    pub(crate) fn count_lines(text: &[u8]) -> usize {
+        lines(text).count()
+    }
+}
+
+/// The envelopes of text written one per line: its lines that are not blank.
+fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    text.split(|b| *b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|line| !line.is_empty())
 }
 
 /// Writes envelopes for one instrumentation key; caches what every envelope of this process
@@ -1271,6 +1281,11 @@ mod tests {
         let mut lines = Vec::new();
         items.write_lines(&mut lines);
         assert_eq!(Items::from_lines(&lines), items);
+        assert_eq!(Items::count_lines(&lines), items.len());
+        // Blank lines (a file cut short, or written by hand) are not envelopes.
+        let padded = b"\n{\"a\":1}\r\n  \n{\"b\":2}";
+        assert_eq!(Items::from_lines(padded), items);
+        assert_eq!(Items::count_lines(padded), 2);
         let mut body = Vec::new();
         items.write_array(&mut body);
         assert_eq!(body, b"[{\"a\":1},{\"b\":2}]");

@@ -208,7 +208,7 @@ impl Storage {
                 name.ends_with(BLOB) || name.ends_with(LOCK)
             })
             .filter_map(|e| fs::read(e.path()).ok())
-            .map(|bytes| Items::from_lines(&bytes).len() as u64)
+            .map(|bytes| Items::count_lines(&bytes) as u64)
             .sum()
     }
 
@@ -274,7 +274,7 @@ impl Storage {
                     self.freed(bytes.len() as u64);
                     COUNTERS
                         .dropped_expired
-                        .fetch_add(Items::from_lines(&bytes).len() as u64, Ordering::Relaxed);
+                        .fetch_add(Items::count_lines(&bytes) as u64, Ordering::Relaxed);
                 }
                 continue;
             }
