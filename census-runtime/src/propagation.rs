@@ -373,7 +373,23 @@ impl Incoming {
     /// incoming.request("GET /orders/{id}").data("http://localhost/orders/7").in_scope(|| {});
     /// ```
     pub fn request(&self, name: impl Into<Cow<'static, str>>) -> SpanBuilder {
-        let mut builder = crate::request(name);
+        self.under(crate::request(name))
+    }
+
+    /// As [`Incoming::request`], for a request that no router matched, named by its raw path
+    /// (see [`crate::span::unrouted_request`]).
+    #[cfg(any(
+        feature = "reqwest",
+        feature = "tower",
+        feature = "ureq",
+        feature = "actix-web"
+    ))]
+    pub(crate) fn unrouted_request(&self, name: String) -> SpanBuilder {
+        self.under(crate::span::unrouted_request(name))
+    }
+
+    /// `builder` under the caller's context.
+    fn under(&self, mut builder: SpanBuilder) -> SpanBuilder {
         match self.parent {
             Some(parent) if self.legacy => builder = builder.scored_parent(parent),
             Some(parent) => builder = builder.parent(parent),

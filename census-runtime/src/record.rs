@@ -1187,8 +1187,9 @@ impl MetricRecord {
 /// record is dropped, moved between the two cores at every record; a `log::info!` inside a
 /// request took 2.4 times as long as inside a span without an operation name.) Names are a
 /// service's routes, few and reused; past [`INTERNED_NAMES`] names or [`INTERNED_BYTES`]
-/// bytes of them (names made of raw paths, say) new ones are shared instead, so that the table
-/// stays bounded.
+/// bytes of them new ones are shared instead, so that the table stays bounded; the server
+/// integrations share a request's name made of its raw path (no router matched it: a scanner's
+/// paths) from the start, leaving the table to the routes.
 ///
 /// Two words, as an `Option<Arc<str>>` was: a record that carries one (a log record is four
 /// cache lines) grows by none. The text is static (copied, never counted) or, when the table
@@ -1262,6 +1263,17 @@ impl OperationName {
             || OperationName::shared(Arc::from(name)),
             OperationName::from_static,
         )
+    }
+
+    /// `name`, not interned: a name that is likely seen once (a raw path no route matched).
+    #[cfg(any(
+        feature = "reqwest",
+        feature = "tower",
+        feature = "ureq",
+        feature = "actix-web"
+    ))]
+    pub(crate) fn unshared(name: &str) -> OperationName {
+        OperationName::shared(Arc::from(name))
     }
 
     /// A static text, kept as it is.
@@ -1339,6 +1351,18 @@ impl fmt::Debug for OperationName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
     }
+}
+
+/// Whether `name` is in the process's table of interned names.
+#[cfg(test)]
+pub(crate) fn is_interned(name: &str) -> bool {
+    let table = INTERNED
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    table
+        .names
+        .as_ref()
+        .is_some_and(|names| names.contains(name))
 }
 
 /// `name` in `table`: found, or added when there is room.

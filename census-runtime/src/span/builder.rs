@@ -58,10 +58,26 @@ pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
 /// ```
 pub fn request(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
     let name = name.into();
+    request_named(OperationName::new(&name), name)
+}
+
+/// A request named by its raw path, which no router matched: its operation name is not
+/// interned, so that names without bound (a scanner's paths) leave the table to the routes.
+#[cfg(any(
+    feature = "reqwest",
+    feature = "tower",
+    feature = "ureq",
+    feature = "actix-web"
+))]
+pub(crate) fn unrouted_request(name: String) -> SpanBuilder {
+    request_named(OperationName::unshared(&name), Cow::Owned(name))
+}
+
+fn request_named(operation_name: OperationName, name: Cow<'static, str>) -> SpanBuilder {
     SpanBuilder {
         site: &REQUEST_SITE,
         under: Under::Current,
-        operation_name: Some(OperationName::new(&name)),
+        operation_name: Some(operation_name),
         extra: crate::record::boxed_extra(SpanExtra {
             name: Some(name),
             ..SpanExtra::default()

@@ -207,11 +207,16 @@ impl ServerRequest<'_> {
             .next()
             .filter(|p| !p.is_empty())
             .unwrap_or("/");
-        let name = format!("{} {}", self.method, self.route.unwrap_or(path));
         let url = format!("{}://{}{}", self.scheme, self.host, self.path_and_query);
-        self.incoming
-            .request(name)
-            .data(bounded(Cow::Owned(url)).into_owned())
+        // A route is one of a few names, interned; a raw path may be seen once.
+        let builder = match self.route {
+            Some(route) => self.incoming.request(format!("{} {route}", self.method)),
+            None => {
+                let name = format!("{} {path}", self.method);
+                self.incoming.unrouted_request(name)
+            }
+        };
+        builder.data(bounded(Cow::Owned(url)).into_owned())
     }
 }
 
@@ -329,5 +334,21 @@ mod tests {
         );
         assert_eq!(Failure::of_text("Elapsed(())"), Failure::Timeout);
         assert_eq!(Failure::of_text("body error"), Failure::Other);
+    }
+
+    #[test]
+    fn a_route_is_interned_as_the_operation_name_and_a_raw_path_is_not() {
+        let request = |route| ServerRequest {
+            method: "GET",
+            route,
+            scheme: "http",
+            host: "127.0.0.1",
+            path_and_query: "/scan/4711?x=1",
+            incoming: Incoming::default(),
+        };
+        drop(request(None).span());
+        assert!(!crate::record::is_interned("GET /scan/4711"));
+        drop(request(Some("/orders/{id}")).span());
+        assert!(crate::record::is_interned("GET /orders/{id}"));
     }
 }
