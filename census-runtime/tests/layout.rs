@@ -3,7 +3,7 @@
 //!
 //! A room is a file or folder directly under `src/` (`sampler.rs` and `sampler/` are one room),
 //! and each folder under `src/integrations/`. A room imports another when one of its files names
-//! `crate::other` outside a comment. `lib.rs` and `integrations/mod.rs`, which declare and
+//! `crate::other` outside a comment (or a doc attribute's text). `lib.rs` and `integrations/mod.rs`, which declare and
 //! re-export the others, are no rooms.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,7 +96,10 @@ fn imports() -> BTreeMap<String, BTreeMap<String, String>> {
             if line.trim_start().starts_with("//") {
                 continue;
             }
-            for target in named(line) {
+            // A doc attribute's text (`doc = "..."`, written so for a feature's link) is a
+            // comment too.
+            let code = line.split("doc = \"").next().unwrap_or_default();
+            for target in named(code) {
                 if target != room {
                     edges
                         .entry(target)
