@@ -1210,6 +1210,9 @@ unsafe impl Send for OperationName {}
 // SAFETY: as above.
 unsafe impl Sync for OperationName {}
 
+// Two words, and none more in an `Option`: what the records that carry one were sized for.
+const _: () = assert!(size_of::<Option<OperationName>>() == 2 * size_of::<usize>());
+
 /// At most this many names are interned.
 const INTERNED_NAMES: usize = 4096;
 /// At most this many bytes of names are interned.
