@@ -3,8 +3,7 @@
 //! [`PipelineBuilder::panic_backtraces`](crate::pipeline::PipelineBuilder::panic_backtraces)),
 //! and only when a recorded span is on the panicking thread's stack. Capturing walks the stack;
 //! resolving it to names, files and lines, the slow part, is left to the exporter, on its own
-//! thread, through the `Display` of `std`'s [`Backtrace`], which is
-//! parsed into frames here.
+//! thread, through the `Display` of `std`'s [`Backtrace`], which is parsed into frames here.
 
 use std::backtrace::{Backtrace, BacktraceStatus};
 use std::fmt;

@@ -376,20 +376,8 @@ impl Incoming {
         self.under(crate::request(name))
     }
 
-    /// As [`Incoming::request`], for a request that no router matched, named by its raw path
-    /// (see [`crate::span::unrouted_request`]).
-    #[cfg(any(
-        feature = "reqwest",
-        feature = "tower",
-        feature = "ureq",
-        feature = "actix-web"
-    ))]
-    pub(crate) fn unrouted_request(&self, name: String) -> SpanBuilder {
-        self.under(crate::span::unrouted_request(name))
-    }
-
     /// `builder` under the caller's context.
-    fn under(&self, mut builder: SpanBuilder) -> SpanBuilder {
+    pub(crate) fn under(&self, mut builder: SpanBuilder) -> SpanBuilder {
         match self.parent {
             Some(parent) if self.legacy => builder = builder.scored_parent(parent),
             Some(parent) => builder = builder.parent(parent),

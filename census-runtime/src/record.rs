@@ -1219,13 +1219,13 @@ const INTERNED_NAMES: usize = 4096;
 const INTERNED_BYTES: usize = 1 << 20;
 
 /// The interned names, for every thread.
-static INTERNED: std::sync::RwLock<Interned> = std::sync::RwLock::new(Interned {
-    names: None,
-    bytes: 0,
-});
+static INTERNED: std::sync::LazyLock<std::sync::RwLock<Interned>> =
+    std::sync::LazyLock::new(Default::default);
 
+#[derive(Default)]
 struct Interned {
-    names: Option<std::collections::HashSet<&'static str>>,
+    names: std::collections::HashSet<&'static str>,
+    /// What the names hold, in bytes.
     bytes: usize,
 }
 
@@ -1268,17 +1268,6 @@ impl OperationName {
         )
     }
 
-    /// `name`, not interned: a name that is likely seen once (a raw path no route matched).
-    #[cfg(any(
-        feature = "reqwest",
-        feature = "tower",
-        feature = "ureq",
-        feature = "actix-web"
-    ))]
-    pub(crate) fn unshared(name: &str) -> OperationName {
-        OperationName::shared(Arc::from(name))
-    }
-
     /// A static text, kept as it is.
     #[inline]
     pub(crate) const fn from_static(name: &'static str) -> OperationName {
@@ -1289,8 +1278,8 @@ impl OperationName {
         }
     }
 
-    /// A text the name holds a count of.
-    fn shared(name: Arc<str>) -> OperationName {
+    /// A text the name holds a count of, not interned.
+    pub(crate) fn shared(name: Arc<str>) -> OperationName {
         let len = name.len();
         let raw = Arc::into_raw(name);
         OperationName {
@@ -1362,10 +1351,7 @@ pub(crate) fn is_interned(name: &str) -> bool {
     let table = INTERNED
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    table
-        .names
-        .as_ref()
-        .is_some_and(|names| names.contains(name))
+    table.names.contains(name)
 }
 
 /// `name` in `table`: found, or added when there is room.
@@ -1375,7 +1361,7 @@ fn intern_into(table: &std::sync::RwLock<Interned>, name: &str) -> Option<&'stat
         let table = table
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(found) = table.names.as_ref().and_then(|names| names.get(name)) {
+        if let Some(found) = table.names.get(name) {
             return Some(found);
         }
     }
@@ -1383,7 +1369,6 @@ fn intern_into(table: &std::sync::RwLock<Interned>, name: &str) -> Option<&'stat
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let Interned { names, bytes } = &mut *table;
-    let names = names.get_or_insert_with(std::collections::HashSet::new);
     if let Some(found) = names.get(name) {
         return Some(found);
     }
@@ -1522,10 +1507,7 @@ mod tests {
     #[test]
     fn the_table_stays_bounded_in_names_and_in_bytes() {
         // A table of its own, so that the process's stays as other tests use it.
-        let table = std::sync::RwLock::new(Interned {
-            names: None,
-            bytes: 0,
-        });
+        let table = std::sync::RwLock::default();
         let kept = intern_into(&table, "GET /kept").unwrap();
         for i in 1..INTERNED_NAMES {
             assert!(intern_into(&table, &format!("GET /paths/{i}")).is_some());
@@ -1540,10 +1522,7 @@ mod tests {
             kept
         ));
 
-        let bytes = std::sync::RwLock::new(Interned {
-            names: None,
-            bytes: 0,
-        });
+        let bytes = std::sync::RwLock::default();
         let long = "x".repeat(INTERNED_BYTES / 2);
         assert!(intern_into(&bytes, &long).is_some());
         assert!(

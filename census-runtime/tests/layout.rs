@@ -3,8 +3,8 @@
 //!
 //! A room is a file or folder directly under `src/` (`sampler.rs` and `sampler/` are one room),
 //! and each folder under `src/integrations/`. A room imports another when one of its files names
-//! `crate::other` outside a comment (or a doc attribute's text). `lib.rs` and `integrations/mod.rs`, which declare and
-//! re-export the others, are no rooms.
+//! `crate::other` outside a comment (or a doc attribute's text). `lib.rs` and
+//! `integrations/mod.rs`, which declare and re-export the others, are no rooms.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

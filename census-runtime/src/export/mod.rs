@@ -1,6 +1,7 @@
 //! Exporters: where finished spans, log records and events go. The [`Exporter`] trait the
 //! pipeline knows them by, what they receive ([`Record`]: a [`SpanRecord`], a [`LogRecord`], an
-//! [`EventRecord`] or a [`MetricRecord`]; and the [`Resource`]), and the console and memory exporters.
+//! [`EventRecord`] or a [`MetricRecord`]; and the [`Resource`]), and the console and memory
+//! exporters.
 #![cfg_attr(
     feature = "azure",
     doc = "The Azure exporter is in [`azure`](crate::azure)."

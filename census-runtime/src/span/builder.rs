@@ -58,31 +58,7 @@ pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
 /// ```
 pub fn request(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
     let name = name.into();
-    request_named(OperationName::new(&name), name)
-}
-
-/// A request named by its raw path, which no router matched: its operation name is not
-/// interned, so that names without bound (a scanner's paths) leave the table to the routes.
-#[cfg(any(
-    feature = "reqwest",
-    feature = "tower",
-    feature = "ureq",
-    feature = "actix-web"
-))]
-pub(crate) fn unrouted_request(name: String) -> SpanBuilder {
-    request_named(OperationName::unshared(&name), Cow::Owned(name))
-}
-
-fn request_named(operation_name: OperationName, name: Cow<'static, str>) -> SpanBuilder {
-    SpanBuilder {
-        site: &REQUEST_SITE,
-        under: Under::Current,
-        operation_name: Some(operation_name),
-        extra: crate::record::boxed_extra(SpanExtra {
-            name: Some(name),
-            ..SpanExtra::default()
-        }),
-    }
+    SpanBuilder::request_named(OperationName::new(&name), name)
 }
 
 /// A builder for a span (a request when `request`) whose run-time values are written in
@@ -120,6 +96,24 @@ pub struct SpanBuilder {
 }
 
 impl SpanBuilder {
+    /// A request named `name` whose operation is `operation_name`: [`request`]'s, and the
+    /// server integrations' for a request no router matched (named by its raw path, which they
+    /// share rather than intern).
+    pub(crate) fn request_named(
+        operation_name: OperationName,
+        name: Cow<'static, str>,
+    ) -> SpanBuilder {
+        SpanBuilder {
+            site: &REQUEST_SITE,
+            under: Under::Current,
+            operation_name: Some(operation_name),
+            extra: crate::record::boxed_extra(SpanExtra {
+                name: Some(name),
+                ..SpanExtra::default()
+            }),
+        }
+    }
+
     /// The dependency type (default `INPROC`).
     pub fn kind(mut self, kind: &'static str) -> Self {
         self.extra.kind = Some(Cow::Borrowed(kind));

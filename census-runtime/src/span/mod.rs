@@ -89,13 +89,6 @@ mod sync;
 
 #[cfg(feature = "tracing")]
 pub(crate) use self::builder::NotStarted;
-#[cfg(any(
-    feature = "reqwest",
-    feature = "tower",
-    feature = "ureq",
-    feature = "actix-web"
-))]
-pub(crate) use self::builder::unrouted_request;
 #[cfg(feature = "tracing")]
 pub(crate) use self::builder::with_extra;
 pub use self::builder::{DetachedSpan, Instrumented, SpanBuilder, request, span};

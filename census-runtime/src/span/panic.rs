@@ -2,9 +2,9 @@
 //!
 //! The message comes from the panic's payload: a span made by the attributes,
 //! [`SpanBuilder::in_scope`](crate::span::SpanBuilder::in_scope) or
-//! [`SpanBuilder::instrument`](crate::span::SpanBuilder::instrument) catches the unwinding payload,
-//! describes it and resumes it, so the message is known whatever panic hooks the application
-//! sets, before census or after it.
+//! [`SpanBuilder::instrument`](crate::span::SpanBuilder::instrument) catches the unwinding
+//! payload, describes it and resumes it, so the message is known whatever panic hooks the
+//! application sets, before census or after it.
 //!
 //! The location is known only to a panic hook. census chains one at install; it notes the
 //! message, the location and the spans on the thread's stack. The first span a panic unwinds
@@ -122,8 +122,8 @@ pub(super) fn describe_caught(
 }
 
 /// Describes the panic unwinding through the span `span_id` when no payload is at hand (a
-/// [`SpanGuard`](crate::span::SpanGuard) held in the application's own code): the description of the
-/// unwinding it is part of, else census's hook's note when the span was on the stack, else
+/// [`SpanGuard`](crate::span::SpanGuard) held in the application's own code): the description of
+/// the unwinding it is part of, else census's hook's note when the span was on the stack, else
 /// only that it panicked.
 pub(super) fn describe_uncaught(span_id: SpanId) -> ExceptionInfo {
     let described = with_state(|state| {

@@ -18,12 +18,14 @@ use std::fmt::Display;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
 use crate::propagation::{Incoming, Outgoing, redact_credentials};
-use crate::span::DetachedSpan;
+use crate::record::OperationName;
+use crate::span::{DetachedSpan, SpanBuilder};
 
 /// Application Insights keeps at most this much of a URL.
 const MAX_URL: usize = 2048;
@@ -208,12 +210,15 @@ impl ServerRequest<'_> {
             .filter(|p| !p.is_empty())
             .unwrap_or("/");
         let url = format!("{}://{}{}", self.scheme, self.host, self.path_and_query);
-        // A route is one of a few names, interned; a raw path may be seen once.
+        // A route is one of a few names, interned; a raw path may be seen once: shared, so that
+        // a scanner's paths leave the table of names to the routes.
         let builder = match self.route {
             Some(route) => self.incoming.request(format!("{} {route}", self.method)),
             None => {
                 let name = format!("{} {path}", self.method);
-                self.incoming.unrouted_request(name)
+                let operation_name = OperationName::shared(Arc::from(name.as_str()));
+                let request = SpanBuilder::request_named(operation_name, Cow::Owned(name));
+                self.incoming.under(request)
             }
         };
         builder.data(bounded(Cow::Owned(url)).into_owned())
