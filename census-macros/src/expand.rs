@@ -293,7 +293,7 @@ fn async_body(
     quote! {
         #site
         #prelude
-        #p::__private::instrument(#span_expr, async move { #fake #body }, #check).await
+        #p::__private::instrument(#span_expr, async move { #fake #body }, #check, || &__CENSUS_SITE).await
     }
 }
 

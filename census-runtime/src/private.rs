@@ -7,7 +7,7 @@ use std::future::Future;
 
 pub use crate::sampler::{IdSearch, bench_kept_trace_id};
 pub use crate::site::{Registered, Site};
-pub use crate::span::{AsyncSpan, Call, Judge, Outcome, Traced};
+pub use crate::span::{AsyncSpan, Call, Judge, Outcome, SiteOf, Traced};
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub use inventory;
 
@@ -54,14 +54,16 @@ pub fn record_async_fields(span: &mut AsyncSpan, values: &[&dyn Display]) {
 }
 
 /// Runs an async function's body future inside its span; `judge` marks the span from the
-/// output.
+/// output; `site` returns the function's site (a closure that captures nothing, so that the
+/// future does not store it).
 #[inline]
-pub fn instrument<F, O>(span: AsyncSpan, future: F, judge: O) -> Traced<F, O>
+pub fn instrument<F, O, S>(span: AsyncSpan, future: F, judge: O, site: S) -> Traced<F, O, S>
 where
     F: Future,
     O: FnOnce(&F::Output, &mut Outcome<'_>),
+    S: Fn() -> &'static Site,
 {
-    span.wrap(future, judge)
+    span.wrap(future, judge, site)
 }
 
 /// Wraps a function's return value so that method resolution can tell a `Result` whose error

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::future::{AsyncSpan, Traced, Unjudged};
+use super::future::{AsyncSpan, NoSite, Traced, Unjudged};
 use super::parent::{self, Built, Start, Under};
 use super::sync::SpanGuard;
 use crate::clock;
@@ -301,7 +301,7 @@ impl SpanBuilder {
         let site = self.site;
         let span = AsyncSpan::start_with(site, self.into_start());
         Instrumented {
-            inner: span.wrap(future, Unjudged),
+            inner: span.wrap(future, Unjudged, NoSite),
         }
     }
 }
@@ -394,7 +394,7 @@ pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct Instrumented<F> {
         #[pin]
-        inner: Traced<F, Unjudged>,
+        inner: Traced<F, Unjudged, NoSite>,
     }
 }
 

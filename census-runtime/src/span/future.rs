@@ -24,37 +24,109 @@ use crate::sampler;
 use crate::site::Site;
 use crate::standard;
 
-/// What a future carries of its span between polls: small, so that an instrumented future is
-/// barely larger than the one it wraps; a recorded span's record is boxed.
+/// What a future carries of its span between polls: two words, so that an instrumented future
+/// is barely larger than the one it wraps; a recorded span's record is boxed. A call timed for
+/// the standard metrics keeps its start here; its site is the future's [`SiteOf`], which takes
+/// no room.
 enum AsyncFrame {
     /// Nothing to do: no pipeline, or under a span that is not recorded.
     Inert,
-    /// Under a span that is not recorded, and timed for the standard metrics (the timing is
-    /// beside the frame): a future with nothing to do checks the frame alone.
-    Counted,
+    /// Under a span that is not recorded, and timed for the standard metrics: the clock reading
+    /// at its start. A future with nothing else to do checks the frame alone.
+    Counted(u64),
     /// The root of a trace that is not recorded: the future's children are inert. Its trace id,
     /// once known (from a remote parent, or drawn when something asked for the context on an
-    /// earlier poll).
+    /// earlier poll), and then its start too when it is timed.
     Unsampled(KeptTraceId),
+    /// The root of a trace that is not recorded, timed for the standard metrics, its trace id
+    /// not known yet: the clock reading at its start.
+    UnsampledTimed(u64),
     /// A recorded span.
     Recording(Box<SpanRecord>),
 }
 
-/// A trace id a future keeps between polls, or none: boxed, so that an instrumented future stays
-/// as small as it was, and never dropped implicitly, so that no instrumented future gets drop code
-/// for it (it is let go of by [`KeptTraceId::release`] when the future is dropped; an
-/// [`AsyncSpan`] is always wrapped into its future as soon as it starts).
-struct KeptTraceId(Option<ManuallyDrop<Box<TraceId>>>);
+impl AsyncFrame {
+    /// When the call started, if it is timed for the standard metrics.
+    fn timed_start(&self) -> Option<u64> {
+        match self {
+            AsyncFrame::Counted(start) | AsyncFrame::UnsampledTimed(start) => Some(*start),
+            AsyncFrame::Unsampled(kept) => kept.start(),
+            AsyncFrame::Inert | AsyncFrame::Recording(_) => None,
+        }
+    }
+
+    /// When the call started, if it is timed: the frame is then no longer timed (a call is
+    /// counted once).
+    fn take_timed_start(&mut self) -> Option<u64> {
+        match self {
+            AsyncFrame::Counted(start) => {
+                let start = *start;
+                *self = AsyncFrame::Inert;
+                Some(start)
+            }
+            AsyncFrame::UnsampledTimed(start) => {
+                let start = *start;
+                *self = AsyncFrame::Unsampled(KeptTraceId::NONE);
+                Some(start)
+            }
+            AsyncFrame::Unsampled(kept) => kept.take_start(),
+            AsyncFrame::Inert | AsyncFrame::Recording(_) => None,
+        }
+    }
+
+    /// The root of a dropped trace with no trace id yet: whether it is one.
+    fn is_unsampled_without_id(&self) -> bool {
+        match self {
+            AsyncFrame::Unsampled(kept) => kept.is_none(),
+            AsyncFrame::UnsampledTimed(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Keeps a trace id drawn during a poll of a dropped trace's root that had none, with the
+    /// root's start when it is timed; any other frame is left as it is.
+    #[cold]
+    #[inline(never)]
+    fn keep_trace_id(&mut self, id: TraceId) {
+        let start = match self {
+            AsyncFrame::Unsampled(kept) if kept.is_none() => None,
+            AsyncFrame::UnsampledTimed(start) => Some(*start),
+            _ => return,
+        };
+        *self = AsyncFrame::Unsampled(KeptTraceId::new(id, start));
+    }
+}
+
+/// A trace id a future keeps between polls (with its root's start when that is timed), or none:
+/// boxed, so that an instrumented future stays as small as it was, and never dropped implicitly,
+/// so that no instrumented future gets drop code for it (it is let go of by
+/// [`KeptTraceId::release`] when the future is dropped; an [`AsyncSpan`] is always wrapped into
+/// its future as soon as it starts).
+struct KeptTraceId(Option<ManuallyDrop<Box<Kept>>>);
+
+/// What [`KeptTraceId`] boxes.
+struct Kept {
+    trace_id: TraceId,
+    start: Option<u64>,
+}
 
 impl KeptTraceId {
     const NONE: KeptTraceId = KeptTraceId(None);
 
-    fn new(trace_id: Option<TraceId>) -> KeptTraceId {
-        KeptTraceId(trace_id.map(|id| ManuallyDrop::new(Box::new(id))))
+    fn new(trace_id: TraceId, start: Option<u64>) -> KeptTraceId {
+        KeptTraceId(Some(ManuallyDrop::new(Box::new(Kept { trace_id, start }))))
     }
 
     fn get(&self) -> Option<TraceId> {
-        self.0.as_deref().map(|id| **id)
+        self.0.as_deref().map(|kept| kept.trace_id)
+    }
+
+    fn start(&self) -> Option<u64> {
+        self.0.as_deref().and_then(|kept| kept.start)
+    }
+
+    fn take_start(&mut self) -> Option<u64> {
+        self.0.as_deref_mut().and_then(|kept| kept.start.take())
     }
 
     fn is_none(&self) -> bool {
@@ -75,9 +147,33 @@ impl KeptTraceId {
 #[doc(hidden)]
 pub struct AsyncSpan {
     frame: AsyncFrame,
-    /// A call of a dropped trace, timed for the standard metrics: with a `Counted` or an
-    /// `Unsampled` frame only.
-    timed: Option<Timed>,
+}
+
+/// Names the call site of an instrumented future without storing it: the attributes hand in a
+/// closure that returns their site's `static`, which is zero-sized, so that a future timed for
+/// the standard metrics keeps only its start. Not a public API.
+#[doc(hidden)]
+pub trait SiteOf {
+    /// The site, if the future has one.
+    fn site(&self) -> Option<&'static Site>;
+}
+
+impl<C: Fn() -> &'static Site> SiteOf for C {
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn site(&self) -> Option<&'static Site> {
+        Some(self())
+    }
+}
+
+/// No site: a builder's span, which is never timed (it is recorded, or nothing).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NoSite;
+
+impl SiteOf for NoSite {
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn site(&self) -> Option<&'static Site> {
+        None
+    }
 }
 
 /// Where a call of a dropped trace started, for the standard metrics.
@@ -88,12 +184,6 @@ struct Timed {
 }
 
 impl Timed {
-    /// The timing of a call of a dropped trace, when the standard metrics are on.
-    #[inline]
-    fn start(site: &'static Site) -> Option<Timed> {
-        standard::counted_start().map(|start| Timed { site, start })
-    }
-
     /// The call ended with `output`: counted, failed if `judge` fails it.
     #[cold]
     #[inline(never)]
@@ -137,7 +227,6 @@ impl fmt::Debug for AsyncSpan {
 impl AsyncSpan {
     const INERT: AsyncSpan = AsyncSpan {
         frame: AsyncFrame::Inert,
-        timed: None,
     };
 
     /// Opens a span for `site` under the span current on this thread: the macros' path, with
@@ -152,20 +241,19 @@ impl AsyncSpan {
 
     #[inline(never)]
     fn start_site(site: &'static Site) -> AsyncSpan {
-        match Self::frame_of(site) {
-            AsyncFrame::Inert => match Timed::start(site) {
-                timed @ Some(_) => AsyncSpan {
-                    frame: AsyncFrame::Counted,
-                    timed,
-                },
-                None => AsyncSpan::INERT,
+        let frame = match Self::frame_of(site) {
+            AsyncFrame::Inert => match standard::counted_start() {
+                Some(start) => AsyncFrame::Counted(start),
+                None => AsyncFrame::Inert,
             },
-            frame @ AsyncFrame::Unsampled(_) => AsyncSpan {
-                frame,
-                timed: Timed::start(site),
+            // A root with no trace id (`frame_of`'s).
+            frame @ AsyncFrame::Unsampled(_) => match standard::counted_start() {
+                Some(start) => AsyncFrame::UnsampledTimed(start),
+                None => frame,
             },
-            frame => AsyncSpan { frame, timed: None },
-        }
+            frame => frame,
+        };
+        AsyncSpan { frame }
     }
 
     #[cfg_attr(not(debug_assertions), inline(always))]
@@ -207,12 +295,14 @@ impl AsyncSpan {
             Built::Recorded(record) | Built::Shadow(record) => {
                 AsyncFrame::Recording(local.boxed(record))
             }
-            Built::Unsampled(trace_id) => AsyncFrame::Unsampled(KeptTraceId::new(trace_id)),
+            Built::Unsampled(trace_id) => AsyncFrame::Unsampled(match trace_id {
+                Some(id) => KeptTraceId::new(id, None),
+                None => KeptTraceId::NONE,
+            }),
             Built::Inert => AsyncFrame::Inert,
         });
         AsyncSpan {
             frame: frame.unwrap_or(AsyncFrame::Inert),
-            timed: None,
         }
     }
 
@@ -228,13 +318,19 @@ impl AsyncSpan {
         }
     }
 
-    /// Runs `future` inside the span; `judge` looks at its output to mark the span.
-    pub(crate) fn wrap<F: Future, J: Judge<F::Output>>(self, future: F, judge: J) -> Traced<F, J> {
+    /// Runs `future` inside the span; `judge` looks at its output to mark the span; `site` is
+    /// where the span started, for the standard metrics.
+    pub(crate) fn wrap<F: Future, J: Judge<F::Output>, S: SiteOf>(
+        self,
+        future: F,
+        judge: J,
+        site: S,
+    ) -> Traced<F, J, S> {
         Traced {
             inner: future,
             frame: self.frame,
-            timed: self.timed,
             judge: Some(judge),
+            site,
         }
     }
 }
@@ -295,40 +391,43 @@ pin_project! {
     /// is dropped before completing (cancelled) or when it panics. Not a public API.
     #[doc(hidden)]
     #[must_use = "futures do nothing unless polled"]
-    pub struct Traced<F, J> {
+    pub struct Traced<F, J, S: SiteOf> {
         #[pin]
         inner: F,
         frame: AsyncFrame,
-        timed: Option<Timed>,
         judge: Option<J>,
+        site: S,
     }
 
-    impl<F, J> PinnedDrop for Traced<F, J> {
+    impl<F, J, S: SiteOf> PinnedDrop for Traced<F, J, S> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if !matches!(this.frame, AsyncFrame::Inert) {
-                let_go(this.frame, this.timed);
+                let_go(this.frame, this.site.site());
             }
         }
     }
 }
 
 /// Lets go of what a future dropped with a frame still holds: a recorded span it did not end
-/// (cancelled), a call it timed, a trace id it kept. Not generic: shared by every async fn.
+/// (cancelled), a call it timed (at `site`), a trace id it kept. Not generic: shared by every
+/// async fn.
 #[inline(never)]
-fn let_go(frame: &mut AsyncFrame, timed: &mut Option<Timed>) {
-    // Only a counted or an unsampled frame is timed.
-    if let Some(timed) = timed.take() {
-        timed.abandon();
+fn let_go(frame: &mut AsyncFrame, site: Option<&'static Site>) {
+    if let (Some(start), Some(site)) = (frame.timed_start(), site) {
+        Timed { site, start }.abandon();
     }
     match std::mem::replace(frame, AsyncFrame::Inert) {
         AsyncFrame::Recording(record) => cancel(record),
         AsyncFrame::Unsampled(kept) if !kept.is_none() => kept.release(),
-        AsyncFrame::Inert | AsyncFrame::Counted | AsyncFrame::Unsampled(_) => {}
+        AsyncFrame::Inert
+        | AsyncFrame::Counted(_)
+        | AsyncFrame::Unsampled(_)
+        | AsyncFrame::UnsampledTimed(_) => {}
     }
 }
 
-impl<F: fmt::Debug, J> fmt::Debug for Traced<F, J> {
+impl<F: fmt::Debug, J, S: SiteOf> fmt::Debug for Traced<F, J, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Traced")
             .field("inner", &self.inner)
@@ -337,7 +436,7 @@ impl<F: fmt::Debug, J> fmt::Debug for Traced<F, J> {
     }
 }
 
-impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
+impl<F: Future, J: Judge<F::Output>, S: SiteOf> Future for Traced<F, J, S> {
     type Output = F::Output;
 
     #[inline]
@@ -349,18 +448,20 @@ impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
         }
         // The root of a dropped trace, nothing current and no trace id drawn yet (the usual case
         // under sampling): the thread's flag, set around the poll, is all it takes.
-        if let AsyncFrame::Unsampled(kept) = this.frame
-            && kept.is_none()
-            && word() == 0
-        {
+        if this.frame.is_unsampled_without_id() && word() == 0 {
             let poll = {
-                let _root = UnsampledRoot::open(kept, this.timed.is_some());
+                let _root = UnsampledRoot::open(this.frame);
                 inner.poll(cx)
             };
-            if let Poll::Ready(output) = &poll
-                && let Some(timed) = this.timed.take()
-            {
-                timed.finish(output, this.judge.take());
+            if let Poll::Ready(output) = &poll {
+                if let AsyncFrame::Unsampled(kept) = this.frame
+                    && kept.is_none()
+                {
+                    // Untimed, and no trace id to let go of: nothing left to do when dropped.
+                    *this.frame = AsyncFrame::Inert;
+                } else {
+                    finish_timed(this.frame, this.site, output, this.judge);
+                }
             }
             return poll;
         }
@@ -390,32 +491,46 @@ impl<F: Future, J: Judge<F::Output>> Future for Traced<F, J> {
                 );
             }
             finish(record);
-        } else if let Poll::Ready(output) = &poll
-            && let Some(timed) = this.timed.take()
-        {
-            timed.finish(output, this.judge.take());
+        } else if let Poll::Ready(output) = &poll {
+            finish_timed(this.frame, this.site, output, this.judge);
         }
         poll
+    }
+}
+
+/// A future completed with `output`: if its frame is timed, the call is counted (failed if the
+/// judge fails it).
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn finish_timed<T, J: Judge<T>, S: SiteOf>(
+    frame: &mut AsyncFrame,
+    site: &S,
+    output: &T,
+    judge: &mut Option<J>,
+) {
+    if let Some(start) = frame.take_timed_start()
+        && let Some(site) = site.site()
+    {
+        Timed { site, start }.finish(output, judge.take());
     }
 }
 
 /// A dropped trace's root open on this thread's flag for one poll of its future, unwinding
 /// included: a trace id drawn during the poll stays with the future for its next polls.
 struct UnsampledRoot<'a> {
-    kept: &'a mut KeptTraceId,
+    frame: &'a mut AsyncFrame,
 }
 
 impl<'a> UnsampledRoot<'a> {
-    /// Opens the root (`counted`: its calls are counted into the standard metrics); the caller
+    /// Opens the root (counted into the standard metrics when its frame is timed); the caller
     /// saw nothing current.
     #[cfg_attr(not(debug_assertions), inline(always))]
-    fn open(kept: &'a mut KeptTraceId, counted: bool) -> Self {
+    fn open(frame: &'a mut AsyncFrame) -> Self {
         open_unsampled_root();
-        if counted {
+        if matches!(frame, AsyncFrame::UnsampledTimed(_)) {
             super::cold_path();
             count_unsampled_root();
         }
-        UnsampledRoot { kept }
+        UnsampledRoot { frame }
     }
 }
 
@@ -423,7 +538,7 @@ impl Drop for UnsampledRoot<'_> {
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn drop(&mut self) {
         if let Some(id) = close_unsampled_root() {
-            *self.kept = KeptTraceId::new(Some(id));
+            self.frame.keep_trace_id(id);
         }
     }
 }
@@ -445,8 +560,9 @@ impl<'a> PollScope<'a> {
         // without its span.
         // An unsampled frame stays in the future: only its trace id is read.
         let known = match &*slot {
-            AsyncFrame::Inert | AsyncFrame::Counted => return None,
+            AsyncFrame::Inert | AsyncFrame::Counted(_) => return None,
             AsyncFrame::Unsampled(trace_id) => Some(trace_id.get()),
+            AsyncFrame::UnsampledTimed(_) => Some(None),
             AsyncFrame::Recording(_) => None,
         };
         match known {
@@ -507,11 +623,8 @@ impl Drop for PollScope<'_> {
     fn drop(&mut self) {
         let Some(depth) = self.depth else {
             // A trace id drawn during the poll stays with the future for its next polls.
-            if let Some(id) = close_unsampled_root()
-                && let AsyncFrame::Unsampled(kept) = self.slot
-                && kept.is_none()
-            {
-                *kept = KeptTraceId::new(Some(id));
+            if let Some(id) = close_unsampled_root() {
+                self.slot.keep_trace_id(id);
             }
             return;
         };
@@ -525,11 +638,7 @@ impl Drop for PollScope<'_> {
                     // The unsampled frame's trace id, drawn during the poll, stays with the
                     // future; anything else was not ours.
                     Some(Frame::Unsampled(Some(id))) => {
-                        if let AsyncFrame::Unsampled(kept) = self.slot
-                            && kept.is_none()
-                        {
-                            *kept = KeptTraceId::new(Some(id));
-                        }
+                        self.slot.keep_trace_id(id);
                         None
                     }
                     _ => None,

@@ -94,7 +94,7 @@ pub(crate) use self::builder::with_extra;
 pub use self::builder::{DetachedSpan, Instrumented, SpanBuilder, request, span};
 pub use self::current::{CurrentSpan, current_span};
 #[doc(hidden)]
-pub use self::future::{AsyncSpan, Judge, Outcome, Traced};
+pub use self::future::{AsyncSpan, Judge, Outcome, SiteOf, Traced};
 pub(crate) use self::outcome::set_errors_as_exceptions;
 pub(crate) use self::panic::{install_hook as install_panic_hook, payload_message};
 pub use self::sync::{Call, SpanGuard};
