@@ -126,46 +126,10 @@
 #![warn(missing_docs)]
 // docs.rs builds with `--cfg docsrs` and marks what each feature adds.
 #![cfg_attr(docsrs, feature(doc_cfg))]
-// The hot path is `#[inline(always)]` in optimised builds only, as
-// `#[cfg_attr(not(debug_assertions), inline(always))]`: in a debug build the attribute copied the
-// whole start and end of a call into every instrumented function (600 lines of LLVM IR each, where
-// a call is 114), and building a crate of 500 such functions took 2.5 s instead of 1.8 to 2.1 s.
 
-mod backtrace;
-mod clock;
-mod diagnostics;
-mod hot;
-mod id;
-mod local;
-mod metric;
-mod queue;
-mod record;
-mod sampler;
-mod standard;
-mod telemetry;
-mod text;
-
-#[cfg(feature = "azure")]
-#[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
-pub mod azure;
-pub mod context;
-pub mod export;
-pub mod integrations;
-pub mod pipeline;
-pub mod propagation;
-pub mod site;
-pub mod span;
-
-/// What the attribute macros expand to. Not a public API: it changes without notice.
-#[doc(hidden)]
-#[path = "private.rs"]
-pub mod __private;
-
-pub use crate::id::{SpanContext, SpanId, TraceId};
-pub use crate::pipeline::pipeline;
-pub use crate::sampler::Sampler;
-pub use crate::span::{current_span, request, span};
-pub use crate::telemetry::event;
+// Everything but the attributes is census-core's: the runtime compiles in a crate of its own,
+// beside syn, while census-macros is built; this crate only waits for both.
+pub use census_core::*;
 
 /// Instruments a function, a method or every method of an `impl` block as an in-process span
 /// (Application Insights dependency type `INPROC`).

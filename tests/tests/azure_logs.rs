@@ -211,7 +211,7 @@ fn census_s_own_warnings_are_printed_but_never_sent_while_the_endpoint_fails() {
             .lock()
             .unwrap()
             .iter()
-            .any(|line| line.starts_with("census_runtime")),
+            .any(|line| line.starts_with("census_core")),
         "census warned about the failing endpoint"
     );
     server.set_default(Reply::ok());

@@ -27,7 +27,7 @@
 //! 1, warn 2, error 3), its target, module, file and line, and its key-values (`log`'s `kv`) as
 //! properties. Written inside a span, it carries the span's operation id, its id as parent and
 //! the operation's name; inside a trace the sampler dropped, it is dropped with it; outside any
-//! span it carries no operation. census's own warnings (targets under `census_runtime`, and
+//! span it carries no operation. census's own warnings (targets under `census_core`, and
 //! anything logged on census's own threads, such as the HTTP client's) are passed on but never
 //! become telemetry: a failing endpoint cannot feed itself.
 
@@ -116,11 +116,17 @@ impl LogBridge {
     }
 }
 
+/// The crates whose targets are census's own: this one, whose modules write census's warnings,
+/// and the one applications name.
+const OWN_CRATES: [&str; 2] = [env!("CARGO_CRATE_NAME"), "census_runtime"];
+
 /// Whether a target is census's own: its warnings never become telemetry.
 fn is_census(target: &str) -> bool {
-    target
-        .strip_prefix("census_runtime")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    OWN_CRATES.iter().any(|own| {
+        target
+            .strip_prefix(own)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
 }
 
 /// A `log` level as an Application Insights severity.
@@ -227,7 +233,8 @@ mod tests {
     #[test]
     fn census_s_own_targets_are_told_apart() {
         assert!(is_census("census_runtime"));
-        assert!(is_census("census_runtime::azure::transport"));
+        assert!(is_census("census_core::azure::transport"));
+        assert!(is_census(module_path!()));
         assert!(!is_census("census_runtimes"));
         assert!(!is_census("orders::census_runtime"));
     }

@@ -1,4 +1,4 @@
-//! The layout of `census-runtime/src/`: its rooms import one another one way only, and the README's
+//! The layout of `census-core/src/` (the runtime): its rooms import one another one way only, and the README's
 //! layout table names each of them.
 //!
 //! A room is a file or folder directly under `src/` (`sampler.rs` and `sampler/` are one room),

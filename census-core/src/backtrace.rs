@@ -118,9 +118,10 @@ fn first_frame_of_interest(frames: &[StackFrame]) -> usize {
             .iter()
             .take_while(|frame| {
                 frame.method.starts_with("std::backtrace::")
-                    || frame
-                        .method
-                        .starts_with("census_runtime::backtrace::PanicBacktrace::capture")
+                    || frame.method.starts_with(concat!(
+                        env!("CARGO_CRATE_NAME"),
+                        "::backtrace::PanicBacktrace::capture"
+                    ))
             })
             .count(),
     }
@@ -200,8 +201,8 @@ fn split_location(location: &str) -> (&str, Option<u32>) {
 mod tests {
     use super::*;
 
-    const HOOK: &str = "   0: census_runtime::span::panic::note
-             at ./census-runtime/src/span/panic.rs:170:20
+    const HOOK: &str = "   0: census_core::span::panic::note
+             at ./census-core/src/span/panic.rs:170:20
    1: std::panicking::panic_with_hook
              at /rustc/x/library/std/src/panicking.rs:833:13
    2: __rustc::rust_begin_unwind
@@ -251,20 +252,20 @@ mod tests {
 
     #[test]
     fn a_panic_with_any_payload_starts_at_its_caller() {
-        let text = "   0: census_runtime::span::panic::note
+        let text = "   0: census_core::span::panic::note
    1: std::panicking::rust_panic_with_hook
    2: std::panicking::begin_panic::{{closure}}
    3: std::sys::backtrace::__rust_end_short_backtrace
    4: std::panicking::begin_panic
    5: orders::main
-   6: census_runtime::span::builder::SpanBuilder::in_scope
+   6: census_core::span::builder::SpanBuilder::in_scope
 ";
         let methods: Vec<String> = parse(text).into_iter().map(|f| f.method).collect();
         assert_eq!(
             methods,
             [
                 "orders::main",
-                "census_runtime::span::builder::SpanBuilder::in_scope"
+                "census_core::span::builder::SpanBuilder::in_scope"
             ]
         );
     }
