@@ -3,15 +3,17 @@
 //!
 //! Layout of the directory (one per instrumentation key):
 //!
-//! - `{micros}-{random}.blob`: a batch, one envelope per line; `micros` is when it was written
-//!   (microseconds since the Unix epoch, 20 digits, so names sort by age).
-//! - `{micros}-{random}.blob@{until}-{pid}-{run}.lock`: the same batch, leased until `until`
+//! - `{micros}-{random}-{count}.blob`: a batch of `count` envelopes, one per line; `micros` is
+//!   when it was written (microseconds since the Unix epoch, 20 digits, so names sort by age).
+//!   The count is in the name so that what storage holds is counted from a listing, without
+//!   reading the batches (earlier versions wrote `{micros}-{random}.blob`: those are read).
+//! - `{micros}-{random}-{count}.blob@{until}-{pid}-{run}.lock`: the same batch, leased until `until`
 //!   (microseconds since the epoch) by the process `pid` in its run `run` (a random number each
 //!   process draws once, so that a process that reuses a dead one's pid, as a container's
 //!   first process does at every restart, does not take that one's leases for its own) while it
 //!   is being sent. A lease whose time passed, or whose process is gone, can be taken again; a
 //!   lease of this very process is held, also against its other exporters.
-//! - `{micros}-{random}.tmp`: a batch being written. It becomes a `.blob` by an atomic rename
+//! - `{micros}-{random}-{count}.tmp`: a batch being written. It becomes a `.blob` by an atomic rename
 //!   once complete, so a crash never leaves a half batch that would be sent.
 //!
 //! The directory is readable by its owner only (0700, files 0600 on Unix); its size is capped
@@ -170,9 +172,10 @@ impl Storage {
             }
         }
         let stem = format!(
-            "{:020}-{:016x}",
+            "{:020}-{:016x}-{}",
             micros(SystemTime::now()),
-            crate::id::next_random()
+            crate::id::next_random(),
+            items.len()
         );
         let tmp = self.dir.join(format!("{stem}{TMP}"));
         let mut bytes = Vec::with_capacity(size as usize);
@@ -195,20 +198,25 @@ impl Storage {
     }
 
     /// How many envelopes the stored batches hold (leased ones included): read when a flush
-    /// could not deliver everything, to say how much is left.
+    /// could not deliver everything, to say how much is left. Counted from the names; a batch
+    /// an earlier version wrote, whose name has no count, is read.
     pub(crate) fn count_items(&self) -> u64 {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return 0;
         };
         entries
             .flatten()
-            .filter(|e| {
+            .filter_map(|e| {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                name.ends_with(BLOB) || name.ends_with(LOCK)
+                if !(name.ends_with(BLOB) || name.ends_with(LOCK)) {
+                    return None;
+                }
+                count_in_name(&name).or_else(|| {
+                    let bytes = fs::read(e.path()).ok()?;
+                    Some(Items::count_lines(&bytes) as u64)
+                })
             })
-            .filter_map(|e| fs::read(e.path()).ok())
-            .map(|bytes| Items::count_lines(&bytes) as u64)
             .sum()
     }
 
@@ -269,12 +277,17 @@ impl Storage {
                 _ => continue,
             };
             if age > max_age {
-                let bytes = fs::read(&path).unwrap_or_default();
+                // Counted from its name (read only when an earlier version wrote it).
+                let (bytes, count) = match count_in_name(&name) {
+                    Some(count) => (fs::metadata(&path).map_or(0, |m| m.len()), count),
+                    None => {
+                        let bytes = fs::read(&path).unwrap_or_default();
+                        (bytes.len() as u64, Items::count_lines(&bytes) as u64)
+                    }
+                };
                 if fs::remove_file(&path).is_ok() {
-                    self.freed(bytes.len() as u64);
-                    COUNTERS
-                        .dropped_expired
-                        .fetch_add(Items::count_lines(&bytes) as u64, Ordering::Relaxed);
+                    self.freed(bytes);
+                    COUNTERS.dropped_expired.fetch_add(count, Ordering::Relaxed);
                 }
                 continue;
             }
@@ -335,6 +348,18 @@ impl Storage {
         };
         storage.write(items)
     }
+}
+
+/// The count of envelopes a batch's name says (`{micros}-{random}-{count}.blob`, leased or not),
+/// or `None` for a name without one (an earlier version's `{micros}-{random}.blob`).
+fn count_in_name(name: &str) -> Option<u64> {
+    let (stem, _) = name.split_once(BLOB)?;
+    let mut parts = stem.split('-');
+    let (_micros, _random, count) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    count.parse().ok()
 }
 
 /// This process's run: drawn once, written in its leases.
@@ -464,6 +489,91 @@ mod tests {
             items.push(format!("{{\"n\":{i}}}").as_bytes());
         }
         items
+    }
+
+    /// The one batch file in `dir`.
+    fn only_batch(dir: &Path) -> PathBuf {
+        let mut batches: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().contains(BLOB))
+            .collect();
+        assert_eq!(batches.len(), 1, "one batch in {dir:?}");
+        batches.pop().unwrap()
+    }
+
+    #[test]
+    fn the_stored_envelopes_are_counted_from_the_names_and_an_earlier_version_s_batches_read() {
+        let dir = temp_dir("count");
+        let storage = open(&dir, 1 << 20);
+        storage.write(&items(3)).unwrap();
+        // The name says 3: the content is not read (two lines more in it change nothing).
+        let batch = only_batch(&dir);
+        fs::write(
+            &batch,
+            b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n",
+        )
+        .unwrap();
+        assert_eq!(storage.count_items(), 3);
+        // Leased, the name keeps its count.
+        let leased = storage.lease_oldest().unwrap();
+        assert_eq!(storage.count_items(), 3);
+        storage.remove(leased);
+        assert_eq!(storage.count_items(), 0);
+        // A batch named as earlier versions named them (no count) is read: 2 lines.
+        fs::write(
+            dir.join(format!(
+                "{:020}-{:016x}{BLOB}",
+                micros(SystemTime::now()),
+                7
+            )),
+            b"{\"n\":0}\n{\"n\":1}\n",
+        )
+        .unwrap();
+        assert_eq!(storage.count_items(), 2);
+        // And sent like any other.
+        let leased = storage.lease_oldest().unwrap();
+        assert_eq!(leased.items.len(), 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_expired_batch_is_counted_dropped_from_its_name() {
+        let dir = temp_dir("expired");
+        // Every batch is past its age as soon as it is written.
+        let storage = Storage::open(dir.clone(), 1 << 20, Duration::ZERO).unwrap();
+        storage.write(&items(3)).unwrap();
+        let batch = only_batch(&dir);
+        fs::write(&batch, b"{\"n\":0}\n").unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let before = COUNTERS.dropped_expired.load(Ordering::Relaxed);
+        assert!(storage.lease_oldest().is_none());
+        assert!(!batch.exists());
+        assert_eq!(COUNTERS.dropped_expired.load(Ordering::Relaxed) - before, 3);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_name_s_count_is_read_only_where_it_stands() {
+        assert_eq!(
+            count_in_name("00000000000000000001-00000000000000ff-12.blob"),
+            Some(12)
+        );
+        assert_eq!(
+            count_in_name("00000000000000000001-00000000000000ff-12.blob@99-4-7.lock"),
+            Some(12)
+        );
+        assert_eq!(
+            count_in_name("00000000000000000001-00000000000000ff.blob"),
+            None
+        );
+        assert_eq!(
+            count_in_name("00000000000000000001-00000000000000ff-x.blob"),
+            None
+        );
+        assert_eq!(count_in_name("00000000000000000001-ff-1-2.blob"), None);
+        assert_eq!(count_in_name("00000000000000000001-ff-3.tmp"), None);
     }
 
     #[test]
