@@ -107,7 +107,7 @@ figures() { # name: prints a JSON object of its figures: median times, sizes of 
 
 generate plain '' '#[inline(never)]'
 # census is a path dependency here, and cargo compiles path dependencies incrementally (which
-# makes their first build slower: census-runtime's own step takes about 1.6 times as long), while
+# makes their first build slower: census-core's own step takes about 1.6 times as long), while
 # a user gets census from a registry, as `tracing` is got here, compiled in one pass. census's
 # crates are built as a registry's would be.
 generate census "census-runtime = { path = \"$ROOT/census-runtime\", default-features = false }" '#[census_runtime::inproc]' '

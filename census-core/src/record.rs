@@ -1295,9 +1295,15 @@ impl OperationName {
         self.len & SHARED != 0
     }
 
+    /// The text's length in bytes.
+    #[inline]
+    fn text_len(&self) -> usize {
+        self.len & !SHARED
+    }
+
     /// The `Arc<str>`'s pointer, for a shared name.
     fn raw_shared(&self) -> *const str {
-        std::ptr::slice_from_raw_parts(self.ptr.as_ptr(), self.len & !SHARED) as *const str
+        std::ptr::slice_from_raw_parts(self.ptr.as_ptr(), self.text_len()) as *const str
     }
 
     /// The name.
@@ -1308,7 +1314,7 @@ impl OperationName {
         unsafe {
             std::str::from_utf8_unchecked(std::slice::from_raw_parts(
                 self.ptr.as_ptr(),
-                self.len & !SHARED,
+                self.text_len(),
             ))
         }
     }
@@ -1342,6 +1348,21 @@ impl Drop for OperationName {
 impl fmt::Debug for OperationName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::ops::Deref for OperationName {
+    type Target = str;
+
+    #[inline]
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for OperationName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
     }
 }
 
@@ -1381,21 +1402,6 @@ fn intern_into(table: &std::sync::RwLock<Interned>, name: &str) -> Option<&'stat
     names.insert(leaked);
     *bytes += leaked.len();
     Some(leaked)
-}
-
-impl std::ops::Deref for OperationName {
-    type Target = str;
-
-    #[inline]
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl PartialEq for OperationName {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
 }
 
 #[cfg(test)]

@@ -209,13 +209,7 @@ impl Storage {
             .filter_map(|e| {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                if !(name.ends_with(BLOB) || name.ends_with(LOCK)) {
-                    return None;
-                }
-                count_in_name(&name).or_else(|| {
-                    let bytes = fs::read(e.path()).ok()?;
-                    Some(Items::count_lines(&bytes) as u64)
-                })
+                is_batch(&name).then(|| count_stored(&e.path(), &name))
             })
             .sum()
     }
@@ -224,11 +218,9 @@ impl Storage {
     #[cfg(test)]
     pub(crate) fn has_batches(&self) -> bool {
         fs::read_dir(&self.dir).is_ok_and(|entries| {
-            entries.flatten().any(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                name.ends_with(BLOB) || name.ends_with(LOCK)
-            })
+            entries
+                .flatten()
+                .any(|e| is_batch(&e.file_name().to_string_lossy()))
         })
     }
 
@@ -277,14 +269,8 @@ impl Storage {
                 _ => continue,
             };
             if age > max_age {
-                // Counted from its name (read only when an earlier version wrote it).
-                let (bytes, count) = match count_in_name(&name) {
-                    Some(count) => (fs::metadata(&path).map_or(0, |m| m.len()), count),
-                    None => {
-                        let bytes = fs::read(&path).unwrap_or_default();
-                        (bytes.len() as u64, Items::count_lines(&bytes) as u64)
-                    }
-                };
+                let bytes = fs::metadata(&path).map_or(0, |m| m.len());
+                let count = count_stored(&path, &name);
                 if fs::remove_file(&path).is_ok() {
                     self.freed(bytes);
                     COUNTERS.dropped_expired.fetch_add(count, Ordering::Relaxed);
@@ -348,6 +334,18 @@ impl Storage {
         };
         storage.write(items)
     }
+}
+
+/// Whether a file of the directory is a batch (leased or not).
+fn is_batch(name: &str) -> bool {
+    name.ends_with(BLOB) || name.ends_with(LOCK)
+}
+
+/// How many envelopes the batch `name` at `path` holds: as its name says, or, for a batch an
+/// earlier version wrote, as reading it finds.
+fn count_stored(path: &Path, name: &str) -> u64 {
+    count_in_name(name)
+        .unwrap_or_else(|| fs::read(path).map_or(0, |bytes| Items::count_lines(&bytes) as u64))
 }
 
 /// The count of envelopes a batch's name says (`{micros}-{random}-{count}.blob`, leased or not),
@@ -496,8 +494,8 @@ mod tests {
         let mut batches: Vec<PathBuf> = fs::read_dir(dir)
             .unwrap()
             .flatten()
+            .filter(|e| is_batch(&e.file_name().to_string_lossy()))
             .map(|e| e.path())
-            .filter(|p| p.to_string_lossy().contains(BLOB))
             .collect();
         assert_eq!(batches.len(), 1, "one batch in {dir:?}");
         batches.pop().unwrap()

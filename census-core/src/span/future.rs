@@ -46,17 +46,8 @@ enum AsyncFrame {
 }
 
 impl AsyncFrame {
-    /// When the call started, if it is timed for the standard metrics.
-    fn timed_start(&self) -> Option<u64> {
-        match self {
-            AsyncFrame::Counted(start) | AsyncFrame::UnsampledTimed(start) => Some(*start),
-            AsyncFrame::Unsampled(kept) => kept.start(),
-            AsyncFrame::Inert | AsyncFrame::Recording(_) => None,
-        }
-    }
-
-    /// When the call started, if it is timed: the frame is then no longer timed (a call is
-    /// counted once).
+    /// When the call started, if it is timed for the standard metrics: the frame is then no
+    /// longer timed (a call is counted once).
     fn take_timed_start(&mut self) -> Option<u64> {
         match self {
             AsyncFrame::Counted(start) => {
@@ -119,10 +110,6 @@ impl KeptTraceId {
 
     fn get(&self) -> Option<TraceId> {
         self.0.as_deref().map(|kept| kept.trace_id)
-    }
-
-    fn start(&self) -> Option<u64> {
-        self.0.as_deref().and_then(|kept| kept.start)
     }
 
     fn take_start(&mut self) -> Option<u64> {
@@ -414,7 +401,7 @@ pin_project! {
 /// async fn.
 #[inline(never)]
 fn let_go(frame: &mut AsyncFrame, site: Option<&'static Site>) {
-    if let (Some(start), Some(site)) = (frame.timed_start(), site) {
+    if let (Some(start), Some(site)) = (frame.take_timed_start(), site) {
         Timed { site, start }.abandon();
     }
     match std::mem::replace(frame, AsyncFrame::Inert) {
