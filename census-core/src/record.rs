@@ -822,7 +822,6 @@ impl LogRecord {
     }
 
     /// Writes `args` after the message (made empty, it is formatted in place).
-    #[cfg_attr(not(feature = "log"), allow(dead_code, reason = "the log bridge's"))]
     pub(crate) fn format_message(&mut self, args: std::fmt::Arguments<'_>) {
         self.message.append(args);
     }

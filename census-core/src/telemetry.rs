@@ -20,25 +20,28 @@ pub(crate) fn correlation() -> Option<Correlation> {
     if !sampler::is_active() || on_census_thread() {
         return None;
     }
-    with_local(|local| match local.top() {
-        Some(Frame::Parent(carried)) => Some(Correlation {
-            trace_id: Some(carried.ctx.trace_id()),
-            parent_id: Some(carried.ctx.span_id()),
-            operation_name: carried.operation_name.clone(),
-            sample_rate: carried.sample_rate.unwrap_or_else(sampler::percentage),
-        }),
-        Some(frame) => frame.record().map(|span| Correlation {
-            trace_id: Some(span.trace_id()),
-            parent_id: Some(span.span_id()),
-            operation_name: span.shared_operation_name(),
-            sample_rate: span.sample_rate() as f32,
-        }),
-        None if unsampled_root() => None,
-        None => Some(Correlation {
-            sample_rate: 100.0,
-            ..Correlation::default()
-        }),
-    })
+    with_local(
+        #[inline(always)]
+        |local| match local.top() {
+            Some(Frame::Parent(carried)) => Some(Correlation {
+                trace_id: Some(carried.ctx.trace_id()),
+                parent_id: Some(carried.ctx.span_id()),
+                operation_name: carried.operation_name.clone(),
+                sample_rate: carried.sample_rate.unwrap_or_else(sampler::percentage),
+            }),
+            Some(frame) => frame.record().map(|span| Correlation {
+                trace_id: Some(span.trace_id()),
+                parent_id: Some(span.span_id()),
+                operation_name: span.shared_operation_name(),
+                sample_rate: span.sample_rate() as f32,
+            }),
+            None if unsampled_root() => None,
+            None => Some(Correlation {
+                sample_rate: 100.0,
+                ..Correlation::default()
+            }),
+        },
+    )
     .flatten()
 }
 

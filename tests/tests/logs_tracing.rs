@@ -243,7 +243,7 @@ fn events_become_messages_exceptions_with_their_chain_and_custom_events() {
     let (pipeline, memory) = install_memory();
     census_runtime::span("checkout").in_scope(|| {
         tracing::debug!("below the layer's level");
-        tracing::info!(sku = "caviar", "order placed");
+        tracing::info!(sku = "caviar", quantity = 2, total = 12.5, "order placed");
         tracing::warn!("stock low");
         let error = PaymentDeclined {
             source: std::io::Error::other("card expired"),
@@ -268,6 +268,8 @@ fn events_become_messages_exceptions_with_their_chain_and_custom_events() {
     let placed = log(&logs, "order placed");
     assert_eq!(placed.severity(), Severity::Information);
     assert_eq!(placed.property("sku"), Some("caviar"));
+    assert_eq!(placed.property("quantity"), Some("2"));
+    assert_eq!(placed.property("total"), Some("12.5"));
     assert_eq!(placed.parent_id(), Some(checkout.span_id()));
     assert_eq!(log(&logs, "stock low").severity(), Severity::Warning);
     let failed = log(&logs, "charging failed");
@@ -303,18 +305,21 @@ fn what_a_sampled_out_trace_writes_is_dropped_with_it() {
     {
         let _span = tracing::info_span!("dropped root").entered();
         tracing::info!("inside a dropped trace");
+        // Put outside every span explicitly: kept, as a record written outside any trace.
+        tracing::info!(parent: None, "explicitly outside any trace");
         query(1);
     }
     tracing::info!("outside any trace");
     flush(&pipeline);
 
     assert!(memory.spans().is_empty(), "{:#?}", memory.spans());
-    let messages: Vec<String> = memory
-        .logs()
-        .iter()
-        .map(|l| l.message().to_owned())
-        .collect();
-    assert_eq!(messages, ["outside any trace"]);
+    let logs = memory.logs();
+    let messages: Vec<&str> = logs.iter().map(|l| l.message()).collect();
+    assert_eq!(
+        messages,
+        ["explicitly outside any trace", "outside any trace"]
+    );
+    assert!(logs.iter().all(|l| l.trace_id().is_none()));
 }
 
 #[test]

@@ -54,7 +54,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::context::Carried;
 use crate::id::SpanContext;
-use crate::record::{ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
+use crate::record::{Correlation, ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
 use crate::record::{OperationName, SpanExtra, SpanRecord};
 use crate::span::NotStarted;
 use crate::text::Text;
@@ -308,12 +308,47 @@ where
                     None => telemetry::correlation(),
                 }
             }
-            None if event.is_root() => None,
+            // Explicitly outside any span: no operation, as a record written outside every span.
+            None if event.is_root() => crate::sampler::is_active().then(|| Correlation {
+                sample_rate: 100.0,
+                ..Correlation::default()
+            }),
             None => telemetry::correlation(),
         };
         let Some(correlation) = correlation else {
             return;
         };
+        let source = Source {
+            target: Cow::Borrowed(metadata.target()),
+            module_path: metadata.module_path(),
+            file: metadata.file(),
+            line: metadata.line(),
+        };
+        if metadata.fields().field("census.event").is_none() {
+            // A log record, made in its ring slot and its fields written there: the message
+            // formatted in place, as the `log` bridge does.
+            telemetry::emit_log(
+                || {
+                    LogRecord::new(
+                        severity(*metadata.level()),
+                        Text::new(),
+                        correlation,
+                        source,
+                    )
+                },
+                |log| {
+                    let mut fields = LogFields {
+                        log,
+                        errors: Errors::default(),
+                    };
+                    event.record(&mut fields);
+                    if let Some(errors) = fields.errors.finish() {
+                        fields.log.set_errors(errors);
+                    }
+                },
+            );
+            return;
+        }
         let mut fields = EventFields::default();
         event.record(&mut fields);
         if let Some(name) = fields.event_name.take() {
@@ -326,12 +361,7 @@ where
             queue::submit_item(Item::Event(Box::new(record)));
             return;
         }
-        let source = Source {
-            target: Cow::Borrowed(metadata.target()),
-            module_path: metadata.module_path(),
-            file: metadata.file(),
-            line: metadata.line(),
-        };
+        // A `census.event` field that was not given a value: a log record after all.
         telemetry::emit_log(
             || {
                 LogRecord::new(
@@ -506,6 +536,70 @@ impl Visit for SpanFields<'_> {
 // ---------------------------------------------------------------------------------------------
 // Event fields.
 
+/// An event's fields written straight into the log record it becomes: the message formatted
+/// in place, the others as properties (numbers and booleans as `Debug` writes them), the error
+/// aside.
+struct LogFields<'a> {
+    log: &'a mut LogRecord,
+    errors: Errors,
+}
+
+impl LogFields<'_> {
+    fn text(&mut self, field: &Field, value: String) {
+        match field.name() {
+            "exception.type" => self.errors.exception_type = Some(value),
+            "exception.message" => self.errors.exception_message = Some(value),
+            name => self.log.push_property(name, value),
+        }
+    }
+}
+
+impl Visit for LogFields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.log.format_message(format_args!("{value:?}"));
+        } else {
+            self.text(field, format!("{value:?}"));
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.log.format_message(format_args!("{value}"));
+        } else {
+            self.text(field, value.to_owned());
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.record_debug(field, &value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if field.name() == "message" {
+            self.record_debug(field, &value);
+        } else {
+            self.text(field, itoa::Buffer::new().format(value).to_owned());
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "message" {
+            self.record_debug(field, &value);
+        } else {
+            self.text(field, itoa::Buffer::new().format(value).to_owned());
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
+        if field.name() == "error" {
+            self.errors.push_chain(value);
+        } else {
+            self.text(field, value.to_string());
+        }
+    }
+}
+
 /// What an event's fields say.
 #[derive(Default)]
 struct EventFields {
@@ -528,6 +622,18 @@ struct Errors {
 }
 
 impl Errors {
+    /// An error and its `source()`s, outermost first.
+    fn push_chain(&mut self, error: &(dyn Error + 'static)) {
+        let mut current = Some(error);
+        while let Some(error) = current {
+            self.chain.push(ErrorDetail {
+                type_name: type_name_of(error),
+                message: error.to_string(),
+            });
+            current = error.source();
+        }
+    }
+
     fn finish(self) -> Option<Vec<ErrorDetail>> {
         let mut chain = self.chain;
         if chain.is_empty() && (self.exception_type.is_some() || self.exception_message.is_some()) {
@@ -592,17 +698,10 @@ impl Visit for EventFields {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
-        if field.name() != "error" {
+        if field.name() == "error" {
+            self.errors.push_chain(value);
+        } else {
             self.text(field, value.to_string());
-            return;
-        }
-        let mut current = Some(value);
-        while let Some(error) = current {
-            self.errors.chain.push(ErrorDetail {
-                type_name: type_name_of(error),
-                message: error.to_string(),
-            });
-            current = error.source();
         }
     }
 }
