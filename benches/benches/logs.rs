@@ -3,8 +3,9 @@
 //! (`opentelemetry-appender-log` and `tracing-opentelemetry`, each with
 //! `opentelemetry-application-insights`), in the same run.
 //!
-//! `log` has one logger per process: `CENSUS_BENCH_LOGGER=census` or `=otel` says which this
-//! process installs (`scripts/bench` runs both); unset, the process measures the rest.
+//! `log` has one logger per process: `CENSUS_BENCH_LOGGER=census`, `=otel` or `=otel-tracing`
+//! says which this process installs (`scripts/bench` runs each); unset, the process measures
+//! the rest.
 //!
 //! - `logs/format-string`: `format!("order {} placed", n)`, the message alone.
 //! - `logs/census`: `log::info!("order {} placed", n)` inside a recorded census span, through
@@ -14,6 +15,14 @@
 //! - `logs/otel+appinsights`: the same call inside a recorded OpenTelemetry span, through
 //!   `opentelemetry-appender-log`, batched for `opentelemetry-application-insights` (posting to a
 //!   loopback sink).
+//! - `logs/otel-tracing+appinsights`: the same call inside a recorded OpenTelemetry span, the
+//!   way a service built on `tracing` sends its `log` records: through `tracing-log`'s
+//!   `LogTracer` into `opentelemetry-appender-tracing`, batched for
+//!   `opentelemetry-application-insights`.
+//! - `tracing-event/census-layer`: `tracing::info!("order {} placed", n)` inside a recorded
+//!   census span, through census's layer.
+//! - `tracing-event/otel+appinsights`: the same inside a recorded OpenTelemetry span, through
+//!   `opentelemetry-appender-tracing`.
 //! - `tracing-span/registry`: a `#[tracing::instrument]` function with `tracing-subscriber`'s
 //!   `Registry` alone: what every layer's span costs before the layer does anything.
 //! - `tracing-span/census-layer`: a `#[tracing::instrument]` function through census's layer,
@@ -48,6 +57,17 @@ fn census() -> census_runtime::pipeline::Pipeline {
         .exporter(Discard)
         .install()
         .expect("no other pipeline is installed")
+}
+
+fn otel_logger_provider(sink: &Sink) -> SdkLoggerProvider {
+    let exporter = opentelemetry_application_insights::Exporter::new_from_connection_string(
+        sink.connection_string(),
+        UreqClient::default(),
+    )
+    .expect("the sink's connection string is valid");
+    SdkLoggerProvider::builder()
+        .with_batch_exporter(exporter)
+        .build()
 }
 
 fn otel_tracer_provider(sink: &Sink) -> SdkTracerProvider {
@@ -91,15 +111,7 @@ fn logs(c: &mut Criterion) {
         }
         Ok("otel") => {
             let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
-            let exporter =
-                opentelemetry_application_insights::Exporter::new_from_connection_string(
-                    sink.connection_string(),
-                    UreqClient::default(),
-                )
-                .expect("the sink's connection string is valid");
-            let logger_provider = SdkLoggerProvider::builder()
-                .with_batch_exporter(exporter)
-                .build();
+            let logger_provider = otel_logger_provider(&sink);
             let bridge = opentelemetry_appender_log::OpenTelemetryLogBridge::new(&logger_provider);
             log::set_boxed_logger(Box::new(bridge)).expect("the process's logger");
             log::set_max_level(log::LevelFilter::Info);
@@ -113,11 +125,70 @@ fn logs(c: &mut Criterion) {
             let _ = logger_provider.shutdown();
             let _ = tracer_provider.shutdown();
         }
+        Ok("otel-tracing") => {
+            let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
+            let logger_provider = otel_logger_provider(&sink);
+            let bridge = opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(
+                &logger_provider,
+            );
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(bridge))
+                .expect("the process's subscriber");
+            tracing_log::LogTracer::init_with_filter(log::LevelFilter::Info)
+                .expect("the process's logger");
+            let tracer_provider = otel_tracer_provider(&sink);
+            let tracer = tracer_provider.tracer("bench");
+            tracer.in_span("request", |_cx| {
+                group.bench_function("otel-tracing+appinsights", |b| {
+                    b.iter(|| log::info!("order {} placed", black_box(7u64)));
+                });
+            });
+            let _ = logger_provider.shutdown();
+            let _ = tracer_provider.shutdown();
+        }
         _ => {
             group.bench_function("format-string", |b| {
                 b.iter(|| black_box(format!("order {} placed", black_box(7u64))));
             });
         }
+    }
+    group.finish();
+}
+
+fn tracing_events(c: &mut Criterion) {
+    if std::env::var("CENSUS_BENCH_LOGGER").is_ok_and(|logger| !logger.is_empty()) {
+        return;
+    }
+    let mut group = c.benchmark_group("tracing-event");
+    {
+        let pipeline = census();
+        let subscriber = tracing_subscriber::registry().with(CensusLayer::new());
+        let _default = tracing::subscriber::set_default(subscriber);
+        census_runtime::span("request").in_scope(|| {
+            group.bench_function("census-layer", |b| {
+                b.iter(|| tracing::info!("order {} placed", black_box(7u64)));
+            });
+        });
+        drop(_default);
+        let _ = pipeline.shutdown(Duration::from_secs(5));
+    }
+    {
+        let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
+        let logger_provider = otel_logger_provider(&sink);
+        let bridge = opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(
+            &logger_provider,
+        );
+        let subscriber = tracing_subscriber::registry().with(bridge);
+        let _default = tracing::subscriber::set_default(subscriber);
+        let tracer_provider = otel_tracer_provider(&sink);
+        let tracer = tracer_provider.tracer("bench");
+        tracer.in_span("request", |_cx| {
+            group.bench_function("otel+appinsights", |b| {
+                b.iter(|| tracing::info!("order {} placed", black_box(7u64)));
+            });
+        });
+        drop(_default);
+        let _ = logger_provider.shutdown();
+        let _ = tracer_provider.shutdown();
     }
     group.finish();
 }
@@ -153,5 +224,5 @@ fn tracing_spans(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, logs, tracing_spans);
+criterion_group!(benches, logs, tracing_events, tracing_spans);
 criterion_main!(benches);

@@ -410,12 +410,15 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
     let log_census = get(medians, "logs", "census");
     let log_request = get(medians, "logs", "census-in-request");
     let log_otel = get(medians, "logs", "otel+appinsights");
+    let log_otel_tracing = get(medians, "logs", "otel-tracing+appinsights");
+    let event_census = get(medians, "tracing-event", "census-layer");
+    let event_otel = get(medians, "tracing-event", "otel+appinsights");
     let layer_registry = get(medians, "tracing-span", "registry");
     let layer_census = get(medians, "tracing-span", "census-layer");
     let layer_otel = get(medians, "tracing-span", "otel+appinsights");
     let _ = writeln!(
         out,
-        "\n### Log records and `tracing` spans (criterion medians)\n\nA `log::info!(\"order {{}} placed\", n)` inside a recorded span, and a `#[tracing::instrument]` function, recorded.\n"
+        "\n### Log records and `tracing` spans (criterion medians)\n\nA `log::info!(\"order {{}} placed\", n)` inside a recorded span, the same as a `tracing::info!` event, and a `#[tracing::instrument]` function, recorded.\n"
     );
     let _ = writeln!(out, "| case | per call |\n| --- | ---: |");
     for (what, value) in [
@@ -428,6 +431,18 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
         (
             "`opentelemetry-appender-log` + `opentelemetry-application-insights`",
             log_otel,
+        ),
+        (
+            "`tracing-log` + `opentelemetry-appender-tracing` + `opentelemetry-application-insights`",
+            log_otel_tracing,
+        ),
+        (
+            "census: `tracing::info!` through `CensusLayer`",
+            event_census,
+        ),
+        (
+            "`tracing::info!` through `opentelemetry-appender-tracing` + `opentelemetry-application-insights`",
+            event_otel,
         ),
         (
             "`#[tracing::instrument]` with `tracing-subscriber`'s `Registry` alone, no layer",
@@ -656,6 +671,12 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
         what: "A correlated `log::info!`: at least 10 times cheaper than `opentelemetry-appender-log` + `opentelemetry-application-insights`",
         figure: ratio(log_vs_otel),
         met: log_vs_otel.map(|r| r >= 10.0),
+    });
+    let log_vs_otel_tracing = log_otel_tracing.zip(log_census).map(|(o, c)| o / c);
+    targets.push(Target {
+        what: "The same, against the `tracing` way (`tracing-log` + `opentelemetry-appender-tracing` + `opentelemetry-application-insights`)",
+        figure: ratio(log_vs_otel_tracing),
+        met: log_vs_otel_tracing.map(|r| r >= 10.0),
     });
     let layer_vs_otel = layer_otel.zip(layer_census).map(|(o, c)| o / c);
     targets.push(Target {
