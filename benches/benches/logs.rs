@@ -25,6 +25,9 @@
 //!   `opentelemetry-appender-tracing`.
 //! - `tracing-span/registry`: a `#[tracing::instrument]` function with `tracing-subscriber`'s
 //!   `Registry` alone: what every layer's span costs before the layer does anything.
+//! - `tracing-span/census-span`: the same span made by census's own API,
+//!   `census_runtime::span("handle").property("id", id).in_scope(..)`, recorded: what the
+//!   layer adds to a census span.
 //! - `tracing-span/census-layer`: a `#[tracing::instrument]` function through census's layer,
 //!   recorded, handed to an exporter that discards it.
 //! - `tracing-span/otel+appinsights`: the same through `tracing-opentelemetry`, batched for
@@ -202,6 +205,18 @@ fn tracing_spans(c: &mut Criterion) {
         let subscriber = tracing_subscriber::registry();
         let _default = tracing::subscriber::set_default(subscriber);
         group.bench_function("registry", |b| b.iter(|| handle(black_box(7))));
+    }
+    {
+        let pipeline = census();
+        // The same span made by census's own API: what the layer adds to a census span.
+        group.bench_function("census-span", |b| {
+            b.iter(|| {
+                census_runtime::span("handle")
+                    .property("id", black_box(7u64))
+                    .in_scope(|| black_box(7u64))
+            });
+        });
+        let _ = pipeline.shutdown(Duration::from_secs(5));
     }
     {
         let pipeline = census();

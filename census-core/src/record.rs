@@ -4,6 +4,7 @@
 //! ([`LogRecord`]) or a custom event ([`EventRecord`]).
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt::{self, Display};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -88,21 +89,23 @@ pub(crate) struct SpanExtra {
 // allocator's lock (the glibc arena's: a `tracing` span with a field spent a third of its time
 // there), so the worker hands the boxes back, as they are, and a thread that needs one takes
 // one of those: it drops the old values itself, where they were most likely allocated.
+//
+// A thread takes the boxes handed back longest ago. The ones handed back last are still in the
+// worker's core's cache, which has just read them, and each of their lines would have to be
+// taken from there when the thread writes it; those that have waited are in the cache the
+// cores share, or in memory. A span that `census_runtime::span` describes took 167-177 ns with
+// the newest boxes, 112-122 ns with the oldest (alternating runs).
 
-/// Boxes the worker handed back, for any thread.
-#[expect(
-    clippy::vec_box,
-    reason = "the boxes themselves are handed back and reused"
-)]
-static SPARE_EXTRAS: CachePadded<std::sync::Mutex<Vec<Box<SpanExtra>>>> =
-    CachePadded::new(std::sync::Mutex::new(Vec::new()));
+/// Boxes the worker handed back, for any thread: handed back at the back, taken at the front.
+static SPARE_EXTRAS: CachePadded<std::sync::Mutex<VecDeque<Box<SpanExtra>>>> =
+    CachePadded::new(std::sync::Mutex::new(VecDeque::new()));
 /// At most this many boxes wait in [`SPARE_EXTRAS`]: as many as a busy thread has in flight
 /// (its ring holds up to 8,192 spans, drained when half full; about 10,000 boxes are in flight
 /// in the ring, the worker's batch and the spare lists). Kept to 4,096, a thread recording
 /// `tracing` spans as fast as it could found none spare for one span in eight, and allocated a
 /// box that the worker later freed: a fifth of the span's cost through the layer.
 const SPARE_EXTRAS_MAX: usize = 16_384;
-/// A thread takes this many at once.
+/// A thread takes this many at once, the oldest.
 const SPARE_EXTRAS_TAKEN: usize = 64;
 /// A box whose values hold more than this (in bytes of their strings) is not handed back: its
 /// memory is released rather than kept waiting for a reuse.
@@ -137,8 +140,8 @@ fn handed_back() -> Option<Box<SpanExtra>> {
             if local.is_empty()
                 && let Ok(mut shared) = SPARE_EXTRAS.try_lock()
             {
-                let from = shared.len().saturating_sub(SPARE_EXTRAS_TAKEN);
-                local.extend(shared.drain(from..));
+                let taken = shared.len().min(SPARE_EXTRAS_TAKEN);
+                local.extend(shared.drain(..taken));
             }
             local.pop()
         })
@@ -1472,12 +1475,45 @@ mod tests {
         {
             let shared = SPARE_EXTRAS.lock().unwrap();
             assert_eq!(shared.len(), SPARE_EXTRAS_MAX);
-            let handed_back = &shared[SPARE_EXTRAS_MAX - 3..];
-            assert!(handed_back.iter().all(|extra| extra.properties[0].1 == "7"));
+            let mut handed_back = shared.range(SPARE_EXTRAS_MAX - 3..);
+            assert!(handed_back.all(|extra| extra.properties[0].1 == "7"));
         }
         let mut batch = vec![small()];
         recycle(&mut batch);
         assert_eq!(spare(), SPARE_EXTRAS_MAX, "none over the cap");
+        SPARE_EXTRAS.lock().unwrap().clear();
+    }
+
+    #[test]
+    fn a_thread_takes_the_boxes_handed_back_longest_ago() {
+        let marked = |n: usize| {
+            Box::new(SpanExtra {
+                properties: vec![(Cow::Borrowed("n"), n.to_string())],
+                ..SpanExtra::default()
+            })
+        };
+        LOCAL_EXTRAS.with(|local| local.borrow_mut().clear());
+        {
+            let mut shared = SPARE_EXTRAS.lock().unwrap();
+            shared.clear();
+            shared.extend((0..SPARE_EXTRAS_TAKEN * 2).map(marked));
+        }
+        let mark = |extra: &SpanExtra| extra.properties[0].1.parse::<usize>().unwrap();
+        let taken = handed_back().expect("boxes are waiting");
+        assert!(
+            mark(&taken) < SPARE_EXTRAS_TAKEN,
+            "one of the oldest, not box {}",
+            mark(&taken)
+        );
+        {
+            let shared = SPARE_EXTRAS.lock().unwrap();
+            assert_eq!(shared.len(), SPARE_EXTRAS_TAKEN);
+            assert_eq!(
+                shared.front().map(|extra| mark(extra)),
+                Some(SPARE_EXTRAS_TAKEN)
+            );
+        }
+        LOCAL_EXTRAS.with(|local| local.borrow_mut().clear());
         SPARE_EXTRAS.lock().unwrap().clear();
     }
 

@@ -415,6 +415,7 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
     let event_otel = get(medians, "tracing-event", "otel+appinsights");
     let layer_registry = get(medians, "tracing-span", "registry");
     let layer_census = get(medians, "tracing-span", "census-layer");
+    let census_span = get(medians, "tracing-span", "census-span");
     let layer_otel = get(medians, "tracing-span", "otel+appinsights");
     let _ = writeln!(
         out,
@@ -447,6 +448,10 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
         (
             "`#[tracing::instrument]` with `tracing-subscriber`'s `Registry` alone, no layer",
             layer_registry,
+        ),
+        (
+            "census: the same span through `census_runtime::span(..).property(..)`, no `tracing`",
+            census_span,
         ),
         (
             "census: `#[tracing::instrument]` through `CensusLayer`",
