@@ -93,8 +93,10 @@ pub(crate) struct SpanExtra {
 // A thread takes the boxes handed back longest ago. The ones handed back last are still in the
 // worker's core's cache, which has just read them, and each of their lines would have to be
 // taken from there when the thread writes it; those that have waited are in the cache the
-// cores share, or in memory. A span that `census_runtime::span` describes took 167-177 ns with
-// the newest boxes, 112-122 ns with the oldest (alternating runs).
+// cores share, or in memory, and are fetched for the next spans while this one runs. A span
+// that `census_runtime::span` describes, with one property, took 196-208 ns with the newest
+// boxes, 161-171 ns with the oldest, and 128-132 ns with the next ones fetched ahead
+// (alternating runs).
 
 /// Boxes the worker handed back, for any thread: handed back at the back, taken at the front.
 static SPARE_EXTRAS: CachePadded<std::sync::Mutex<VecDeque<Box<SpanExtra>>>> =
@@ -143,10 +145,48 @@ fn handed_back() -> Option<Box<SpanExtra>> {
                 let taken = shared.len().min(SPARE_EXTRAS_TAKEN);
                 local.extend(shared.drain(..taken));
             }
-            local.pop()
+            let taken = local.pop();
+            // What the next spans write is fetched into this core's cache meanwhile, as for a
+            // write: the box after the next, and the next box's first property, which can be
+            // read now without waiting (the box itself was fetched when the last one was taken).
+            if let Some(next) = local.last()
+                && let Some(property) = next.properties.first()
+            {
+                prefetch_for_write(property);
+                prefetch_for_write(property.1.as_str());
+            }
+            if let Some(after_next) = local.len().checked_sub(2).and_then(|at| local.get(at)) {
+                prefetch_for_write(&**after_next);
+            }
+            taken
         })
         .ok()
         .flatten()
+}
+
+/// Asks the processor to fetch the memory of `value` into this core's cache, ready to be
+/// written, and goes on without waiting. `prefetchw`, which no stable intrinsic emits without
+/// the `prfchw` target feature (a read prefetch would leave each line to be claimed again at
+/// the first write).
+#[inline]
+fn prefetch_for_write<T: ?Sized>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let start = std::ptr::from_ref(value).cast::<u8>();
+        for line in 0..size_of_val(value).div_ceil(64).max(1) {
+            // SAFETY: a prefetch neither reads nor writes memory as the program sees it and
+            // never faults, whatever the address; a CPU without `prefetchw` runs it as a no-op.
+            unsafe {
+                std::arch::asm!(
+                    "prefetchw [{0}]",
+                    in(reg) start.wrapping_add(line * 64),
+                    options(nostack, preserves_flags, readonly)
+                );
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 impl SpanExtra {
