@@ -147,16 +147,18 @@ fn handed_back() -> Option<Box<SpanExtra>> {
             }
             let taken = local.pop();
             // What the next spans write is fetched into this core's cache meanwhile, as for a
-            // write: the box after the next, and the next box's first property, which can be
-            // read now without waiting (the box itself was fetched when the last one was taken).
-            if let Some(next) = local.last()
-                && let Some(property) = next.properties.first()
-            {
-                prefetch_for_write(property);
+            // write, a step at a time so that nothing waits: the third box from here; the list
+            // of properties of the second, whose box came at the last take; the first property's
+            // text of the next, whose list came then too.
+            let ahead = |steps: usize| local.len().checked_sub(steps).and_then(|at| local.get(at));
+            if let Some(property) = ahead(1).and_then(|next| next.properties.first()) {
                 prefetch_for_write(property.1.as_str());
             }
-            if let Some(after_next) = local.len().checked_sub(2).and_then(|at| local.get(at)) {
-                prefetch_for_write(&**after_next);
+            if let Some(property) = ahead(2).and_then(|second| second.properties.first()) {
+                prefetch_for_write(property);
+            }
+            if let Some(third) = ahead(3) {
+                prefetch_for_write(&**third);
             }
             taken
         })
