@@ -95,7 +95,7 @@ pub(crate) struct SpanExtra {
 // taken from there when the thread writes it; those that have waited are in the cache the
 // cores share, or in memory, and are fetched for the next spans while this one runs. A span
 // that `census_runtime::span` describes, with one property, took 196-208 ns with the newest
-// boxes, 161-171 ns with the oldest, and 128-132 ns with the next ones fetched ahead
+// boxes, 161-171 ns with the oldest, and 108-112 ns with the next ones fetched ahead
 // (alternating runs).
 
 /// Boxes the worker handed back, for any thread: handed back at the back, taken at the front.
@@ -167,9 +167,9 @@ fn handed_back() -> Option<Box<SpanExtra>> {
 }
 
 /// Asks the processor to fetch the memory of `value` into this core's cache, ready to be
-/// written, and goes on without waiting. `prefetchw`, which no stable intrinsic emits without
-/// the `prfchw` target feature (a read prefetch would leave each line to be claimed again at
-/// the first write).
+/// written, and goes on without waiting. The instruction is `prefetchw`, written out: no
+/// stable intrinsic emits it without the `prfchw` target feature, and a read prefetch would
+/// leave each line to be claimed again at its first write.
 #[inline]
 fn prefetch_for_write<T: ?Sized>(value: &T) {
     #[cfg(target_arch = "x86_64")]
