@@ -174,14 +174,17 @@ fn handed_back() -> Option<Box<SpanExtra>> {
 fn prefetch_for_write<T: ?Sized>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     {
+        // Every line the value touches: it need not start at a line's start.
         let start = std::ptr::from_ref(value).cast::<u8>();
-        for line in 0..size_of_val(value).div_ceil(64).max(1) {
+        let offset = start.addr() % 64;
+        let first = start.wrapping_sub(offset);
+        for line in 0..(offset + size_of_val(value)).div_ceil(64).max(1) {
             // SAFETY: a prefetch neither reads nor writes memory as the program sees it and
             // never faults, whatever the address; a CPU without `prefetchw` runs it as a no-op.
             unsafe {
                 std::arch::asm!(
                     "prefetchw [{0}]",
-                    in(reg) start.wrapping_add(line * 64),
+                    in(reg) first.wrapping_add(line * 64),
                     options(nostack, preserves_flags, readonly)
                 );
             }
