@@ -40,7 +40,8 @@ use census_benches::{Behaviour, Sink, UreqClient};
 use census_runtime::export::{Exporter, Record, Resource};
 use census_runtime::integrations::log::LogBridge;
 use census_runtime::integrations::tracing::CensusLayer;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use opentelemetry::trace::{Tracer as _, TracerProvider as _};
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -84,6 +85,25 @@ fn otel_tracer_provider(sink: &Sink) -> SdkTracerProvider {
         .build()
 }
 
+/// Measures, as `name`, a `log::info!` inside a recorded OpenTelemetry span, through whichever
+/// logger the process installed, then shuts the providers down.
+fn log_in_otel_span(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    sink: &Sink,
+    logger_provider: &SdkLoggerProvider,
+) {
+    let tracer_provider = otel_tracer_provider(sink);
+    let tracer = tracer_provider.tracer("bench");
+    tracer.in_span("request", |_cx| {
+        group.bench_function(name, |b| {
+            b.iter(|| log::info!("order {} placed", black_box(7u64)));
+        });
+    });
+    let _ = logger_provider.shutdown();
+    let _ = tracer_provider.shutdown();
+}
+
 #[tracing::instrument]
 fn handle(id: u64) -> u64 {
     black_box(id)
@@ -118,15 +138,7 @@ fn logs(c: &mut Criterion) {
             let bridge = opentelemetry_appender_log::OpenTelemetryLogBridge::new(&logger_provider);
             log::set_boxed_logger(Box::new(bridge)).expect("the process's logger");
             log::set_max_level(log::LevelFilter::Info);
-            let tracer_provider = otel_tracer_provider(&sink);
-            let tracer = tracer_provider.tracer("bench");
-            tracer.in_span("request", |_cx| {
-                group.bench_function("otel+appinsights", |b| {
-                    b.iter(|| log::info!("order {} placed", black_box(7u64)));
-                });
-            });
-            let _ = logger_provider.shutdown();
-            let _ = tracer_provider.shutdown();
+            log_in_otel_span(&mut group, "otel+appinsights", &sink, &logger_provider);
         }
         Ok("otel-tracing") => {
             let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
@@ -138,15 +150,12 @@ fn logs(c: &mut Criterion) {
                 .expect("the process's subscriber");
             tracing_log::LogTracer::init_with_filter(log::LevelFilter::Info)
                 .expect("the process's logger");
-            let tracer_provider = otel_tracer_provider(&sink);
-            let tracer = tracer_provider.tracer("bench");
-            tracer.in_span("request", |_cx| {
-                group.bench_function("otel-tracing+appinsights", |b| {
-                    b.iter(|| log::info!("order {} placed", black_box(7u64)));
-                });
-            });
-            let _ = logger_provider.shutdown();
-            let _ = tracer_provider.shutdown();
+            log_in_otel_span(
+                &mut group,
+                "otel-tracing+appinsights",
+                &sink,
+                &logger_provider,
+            );
         }
         _ => {
             group.bench_function("format-string", |b| {
