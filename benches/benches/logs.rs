@@ -63,25 +63,24 @@ fn census() -> census_runtime::pipeline::Pipeline {
         .expect("no other pipeline is installed")
 }
 
-fn otel_logger_provider(sink: &Sink) -> SdkLoggerProvider {
-    let exporter = opentelemetry_application_insights::Exporter::new_from_connection_string(
+/// `opentelemetry-application-insights`'s exporter, posting to the loopback sink.
+fn appinsights(sink: &Sink) -> opentelemetry_application_insights::Exporter<UreqClient> {
+    opentelemetry_application_insights::Exporter::new_from_connection_string(
         sink.connection_string(),
         UreqClient::default(),
     )
-    .expect("the sink's connection string is valid");
+    .expect("the sink's connection string is valid")
+}
+
+fn otel_logger_provider(sink: &Sink) -> SdkLoggerProvider {
     SdkLoggerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(appinsights(sink))
         .build()
 }
 
 fn otel_tracer_provider(sink: &Sink) -> SdkTracerProvider {
-    let exporter = opentelemetry_application_insights::Exporter::new_from_connection_string(
-        sink.connection_string(),
-        UreqClient::default(),
-    )
-    .expect("the sink's connection string is valid");
     SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(appinsights(sink))
         .build()
 }
 

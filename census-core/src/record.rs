@@ -801,6 +801,16 @@ pub(crate) struct Correlation {
     pub(crate) sample_rate: f32,
 }
 
+impl Correlation {
+    /// A record written outside any span: no operation, kept whatever the sampling.
+    pub(crate) fn outside_any_span() -> Self {
+        Correlation {
+            sample_rate: 100.0,
+            ..Correlation::default()
+        }
+    }
+}
+
 /// Where a log record comes from in the source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Source {

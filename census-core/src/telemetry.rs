@@ -36,10 +36,7 @@ pub(crate) fn correlation() -> Option<Correlation> {
                 sample_rate: span.sample_rate() as f32,
             }),
             None if unsampled_root() => None,
-            None => Some(Correlation {
-                sample_rate: 100.0,
-                ..Correlation::default()
-            }),
+            None => Some(Correlation::outside_any_span()),
         },
     )
     .flatten()

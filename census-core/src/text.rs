@@ -23,6 +23,13 @@ enum Repr {
 
 impl Text {
     /// An empty text.
+    #[cfg_attr(
+        not(any(feature = "log", feature = "tracing")),
+        allow(
+            dead_code,
+            reason = "log records come from the log and tracing bridges"
+        )
+    )]
     pub(crate) const fn new() -> Self {
         Text(Repr::Inline {
             len: 0,
@@ -30,11 +37,8 @@ impl Text {
         })
     }
 
-    /// `args` formatted: inline when it fits.
-    #[cfg_attr(
-        not(feature = "tracing"),
-        allow(dead_code, reason = "the tracing layer's messages")
-    )]
+    /// `args` formatted: inline when it fits. Records format in place ([`Text::append`]).
+    #[cfg(test)]
     pub(crate) fn format(args: fmt::Arguments<'_>) -> Self {
         let mut text = Text::new();
         text.append(args);
@@ -89,18 +93,6 @@ impl fmt::Write for Text {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.push_str(s);
         Ok(())
-    }
-}
-
-impl From<String> for Text {
-    fn from(text: String) -> Self {
-        if text.len() <= INLINE {
-            let mut inline = Text::new();
-            inline.push_str(&text);
-            inline
-        } else {
-            Text(Repr::Heap(text))
-        }
     }
 }
 

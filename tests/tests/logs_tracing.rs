@@ -255,6 +255,12 @@ fn events_become_messages_exceptions_with_their_chain_and_custom_events() {
             "gateway"
         );
         tracing::info!(census.event = "order_placed", total = 12.5, sku = "caviar");
+        // Declared a custom event, but given no name: a log record after all.
+        tracing::info!(
+            census.event = tracing::field::Empty,
+            count = 3,
+            "unnamed event"
+        );
     });
     flush(&pipeline);
 
@@ -286,6 +292,8 @@ fn events_become_messages_exceptions_with_their_chain_and_custom_events() {
             ("Custom", "card expired")
         ]
     );
+    let unnamed = log(&logs, "unnamed event");
+    assert_eq!(unnamed.property("count"), Some("3"));
     let gateway = log(&logs, "gateway");
     assert_eq!(gateway.errors()[0].type_name, "TimeoutError");
     assert_eq!(gateway.errors()[0].message, "no answer");

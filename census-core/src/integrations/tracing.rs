@@ -309,10 +309,9 @@ where
                 }
             }
             // Explicitly outside any span: no operation, as a record written outside every span.
-            None if event.is_root() => crate::sampler::is_active().then(|| Correlation {
-                sample_rate: 100.0,
-                ..Correlation::default()
-            }),
+            None if event.is_root() => {
+                crate::sampler::is_active().then(Correlation::outside_any_span)
+            }
             None => telemetry::correlation(),
         };
         let Some(correlation) = correlation else {
@@ -324,62 +323,40 @@ where
             file: metadata.file(),
             line: metadata.line(),
         };
-        if metadata.fields().field("census.event").is_none() {
-            // A log record, made in its ring slot and its fields written there: the message
-            // formatted in place, as the `log` bridge does.
-            telemetry::emit_log(
-                || {
-                    LogRecord::new(
-                        severity(*metadata.level()),
-                        Text::new(),
-                        correlation,
-                        source,
-                    )
-                },
-                |log| {
-                    let mut fields = LogFields {
-                        log,
-                        errors: Errors::default(),
-                    };
-                    event.record(&mut fields);
-                    if let Some(errors) = fields.errors.finish() {
-                        fields.log.set_errors(errors);
-                    }
-                },
-            );
-            return;
+        if metadata.fields().field("census.event").is_some() {
+            let mut fields = EventFields::default();
+            event.record(&mut fields);
+            if let Some(name) = fields.event_name {
+                let record = EventRecord::new(
+                    Cow::Owned(name),
+                    correlation,
+                    fields.properties,
+                    fields.measurements,
+                );
+                queue::submit_item(Item::Event(Box::new(record)));
+                return;
+            }
+            // A `census.event` field that was not given a value: a log record after all.
         }
-        let mut fields = EventFields::default();
-        event.record(&mut fields);
-        if let Some(name) = fields.event_name.take() {
-            let record = EventRecord::new(
-                Cow::Owned(name),
-                correlation,
-                fields.properties,
-                fields.measurements,
-            );
-            queue::submit_item(Item::Event(Box::new(record)));
-            return;
-        }
-        // A `census.event` field that was not given a value: a log record after all.
+        // A log record, made in its ring slot and its fields written there: the message
+        // formatted in place, as the `log` bridge does.
         telemetry::emit_log(
             || {
                 LogRecord::new(
                     severity(*metadata.level()),
-                    fields.message.unwrap_or_else(Text::new),
+                    Text::new(),
                     correlation,
                     source,
                 )
             },
             |log| {
-                for (key, value) in fields.properties {
-                    log.push_property(key, value);
-                }
-                for (key, value) in fields.measurements {
-                    log.push_property(key, value.to_string());
-                }
+                let mut fields = LogFields {
+                    log,
+                    errors: Errors::default(),
+                };
+                event.record(&mut fields);
                 if let Some(errors) = fields.errors.finish() {
-                    log.set_errors(errors);
+                    fields.log.set_errors(errors);
                 }
             },
         );
@@ -600,16 +577,15 @@ impl Visit for LogFields<'_> {
     }
 }
 
-/// What an event's fields say.
+/// What the fields of an event that asks to be a custom event (`census.event`) say: its name,
+/// its properties and its measurements. Its message and its error have no place in a custom
+/// event and are left out.
 #[derive(Default)]
 struct EventFields {
-    /// Inline when short: see `text.rs`.
-    message: Option<Text>,
-    /// `census.event`: the event is a custom event of this name.
+    /// `census.event`: the event's name.
     event_name: Option<String>,
     properties: Vec<(Cow<'static, str>, String)>,
     measurements: Vec<(Cow<'static, str>, f64)>,
-    errors: Errors,
 }
 
 /// The error an event carries: from an `error` field (with its causes), or from
@@ -651,32 +627,31 @@ impl Errors {
     }
 }
 
+/// The fields a custom event leaves out: those of the log record it is not.
+fn log_only(name: &str) -> bool {
+    matches!(name, "message" | "exception.type" | "exception.message")
+}
+
 impl EventFields {
     fn text(&mut self, field: &Field, value: String) {
         match field.name() {
-            "message" => self.message = Some(Text::from(value)),
             "census.event" => self.event_name = Some(value),
-            "exception.type" => self.errors.exception_type = Some(value),
-            "exception.message" => self.errors.exception_message = Some(value),
+            name if log_only(name) => {}
             name => self.properties.push((Cow::Borrowed(name), value)),
         }
     }
 
-    fn number(&mut self, field: &Field, value: f64, shown: String) {
+    fn number(&mut self, field: &Field, value: f64) {
+        // A number given as the message before the event's name is left out with the message.
         if self.event_name.is_some() || field.name() != "message" {
             self.measurements.push((Cow::Borrowed(field.name()), value));
-        } else {
-            self.text(field, shown);
         }
     }
 }
 
 impl Visit for EventFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            // Formatted in place, with no allocation for a short message.
-            self.message = Some(Text::format(format_args!("{value:?}")));
-        } else {
+        if !log_only(field.name()) {
             self.text(field, format!("{value:?}"));
         }
     }
@@ -686,21 +661,19 @@ impl Visit for EventFields {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.number(field, value, value.to_string());
+        self.number(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.number(field, value as f64, value.to_string());
+        self.number(field, value as f64);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.number(field, value as f64, value.to_string());
+        self.number(field, value as f64);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
-        if field.name() == "error" {
-            self.errors.push_chain(value);
-        } else {
+        if field.name() != "error" {
             self.text(field, value.to_string());
         }
     }
