@@ -139,14 +139,11 @@ where
             return;
         };
         // The span's fields are written straight into the box its record takes (a reused box
-        // keeps its lists' memory).
-        let mut extra = crate::record::boxed_extra(SpanExtra::default());
+        // keeps its lists' memory); an `otel.name` field renames it.
+        let mut extra = crate::record::boxed_extra(Some(Cow::Borrowed(attrs.metadata().name())));
         let mut fields = SpanFields::new(&mut extra);
         attrs.record(&mut fields);
         let facts = fields.finish();
-        if extra.name.is_none() {
-            extra.name = Some(Cow::Borrowed(attrs.metadata().name()));
-        }
         let builder = crate::span::with_extra(facts.server, extra);
         // The parent: an explicit one, none at all, or whatever is current on this thread (a
         // census span, or an entered `tracing` span's frame).

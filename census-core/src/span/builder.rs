@@ -31,10 +31,7 @@ pub fn span(name: impl Into<Cow<'static, str>>) -> SpanBuilder {
         site: &BUILDER_SITE,
         under: Under::Current,
         operation_name: None,
-        extra: crate::record::boxed_extra(SpanExtra {
-            name: Some(name.into()),
-            ..SpanExtra::default()
-        }),
+        extra: crate::record::boxed_extra(Some(name.into())),
     }
 }
 
@@ -107,10 +104,7 @@ impl SpanBuilder {
             site: &REQUEST_SITE,
             under: Under::Current,
             operation_name: Some(operation_name),
-            extra: crate::record::boxed_extra(SpanExtra {
-                name: Some(name),
-                ..SpanExtra::default()
-            }),
+            extra: crate::record::boxed_extra(Some(name)),
         }
     }
 
