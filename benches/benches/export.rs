@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use census_benches::{Behaviour, Sink, UreqClient};
+use census_benches::{Behaviour, Sink};
 use census_runtime::Sampler;
 use census_runtime::azure::AzureExporter;
 use census_runtime::export::{MemoryExporter, Resource, SpanRecord};
@@ -157,11 +157,7 @@ fn end_to_end(c: &mut Criterion) {
 
     {
         let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
-        let exporter = opentelemetry_application_insights::Exporter::new_from_connection_string(
-            sink.connection_string(),
-            UreqClient::default(),
-        )
-        .expect("the sink's connection string is valid");
+        let exporter = sink.appinsights_exporter();
         let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(
                 BatchConfigBuilder::default()

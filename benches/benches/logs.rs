@@ -36,7 +36,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use census_benches::{Behaviour, Sink, UreqClient};
+use census_benches::{Behaviour, Sink};
 use census_runtime::export::{Exporter, Record, Resource};
 use census_runtime::integrations::log::LogBridge;
 use census_runtime::integrations::tracing::CensusLayer;
@@ -63,24 +63,15 @@ fn census() -> census_runtime::pipeline::Pipeline {
         .expect("no other pipeline is installed")
 }
 
-/// `opentelemetry-application-insights`'s exporter, posting to the loopback sink.
-fn appinsights(sink: &Sink) -> opentelemetry_application_insights::Exporter<UreqClient> {
-    opentelemetry_application_insights::Exporter::new_from_connection_string(
-        sink.connection_string(),
-        UreqClient::default(),
-    )
-    .expect("the sink's connection string is valid")
-}
-
 fn otel_logger_provider(sink: &Sink) -> SdkLoggerProvider {
     SdkLoggerProvider::builder()
-        .with_batch_exporter(appinsights(sink))
+        .with_batch_exporter(sink.appinsights_exporter())
         .build()
 }
 
 fn otel_tracer_provider(sink: &Sink) -> SdkTracerProvider {
     SdkTracerProvider::builder()
-        .with_batch_exporter(appinsights(sink))
+        .with_batch_exporter(sink.appinsights_exporter())
         .build()
 }
 

@@ -17,7 +17,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use census_benches::{Behaviour, Sink, UreqClient};
+use census_benches::{Behaviour, Sink};
 use census_runtime::export::{Exporter, Record, Resource};
 use census_runtime::integrations::metrics::CensusRecorder;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -74,11 +74,7 @@ fn histograms(c: &mut Criterion) {
     }
     {
         let sink = Sink::start(Behaviour::Answer).expect("a loopback port");
-        let exporter = opentelemetry_application_insights::Exporter::new_from_connection_string(
-            sink.connection_string(),
-            UreqClient::default(),
-        )
-        .expect("the sink's connection string is valid");
+        let exporter = sink.appinsights_exporter();
         let reader = PeriodicReader::builder(exporter).build();
         let provider = SdkMeterProvider::builder().with_reader(reader).build();
         let histogram = provider.meter("bench").f64_histogram("checkout_ms").build();

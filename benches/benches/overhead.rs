@@ -245,11 +245,7 @@ impl fastrace::collector::Reporter for DiscardReporter {
 }
 
 fn otel_provider(sink: &Sink, sampler: opentelemetry_sdk::trace::Sampler) -> SdkTracerProvider {
-    let exporter = opentelemetry_application_insights::Exporter::new_from_connection_string(
-        sink.connection_string(),
-        census_benches::UreqClient::default(),
-    )
-    .expect("the sink's connection string is valid");
+    let exporter = sink.appinsights_exporter();
     SdkTracerProvider::builder()
         .with_sampler(sampler)
         .with_batch_exporter(exporter)

@@ -69,6 +69,18 @@ impl Sink {
         )
     }
 
+    /// `opentelemetry-application-insights`'s exporter, pointed here, posting through
+    /// [`UreqClient`](crate::UreqClient): the peers' way to Application Insights.
+    pub fn appinsights_exporter(
+        &self,
+    ) -> opentelemetry_application_insights::Exporter<crate::UreqClient> {
+        opentelemetry_application_insights::Exporter::new_from_connection_string(
+            self.connection_string(),
+            crate::UreqClient::default(),
+        )
+        .expect("the sink's connection string is valid")
+    }
+
     /// Envelopes received so far.
     pub fn envelopes(&self) -> u64 {
         self.shared.envelopes.load(Ordering::Acquire)
