@@ -899,7 +899,7 @@ fn device() -> &'static Device {
 mod tests {
     use super::*;
     use crate::id::{SpanId, TraceId};
-    use crate::record::SpanExtra;
+    use crate::record::{Failure, SpanExtra};
     use crate::site::Site;
     use std::borrow::Cow;
 
@@ -1040,12 +1040,15 @@ mod tests {
         rec.set_extra(Some(Box::new(SpanExtra {
             data: Some(Cow::Borrowed("http://127.0.0.1/orders/7")),
             result_code: Some(Cow::Borrowed("500")),
-            exception: Some(ExceptionInfo {
-                type_name: Cow::Borrowed("panic"),
-                message: "index out of bounds".into(),
-                location: Some("src/main.rs:3:5".into()),
-                backtrace: None,
-            }),
+            failure: Some(Box::new(Failure {
+                exception: Some(ExceptionInfo {
+                    type_name: Cow::Borrowed("panic"),
+                    message: "index out of bounds".into(),
+                    location: Some("src/main.rs:3:5".into()),
+                    backtrace: None,
+                }),
+                errors: Vec::new(),
+            })),
             ..SpanExtra::default()
         })));
         writer.write_span(&rec, &resource(), &mut items);
@@ -1192,7 +1195,10 @@ mod tests {
         let failed = {
             let mut span = record(&SQL_SITE, Some(7));
             span.set_extra(Some(Box::new(SpanExtra {
-                errors: vec![error(), error()],
+                failure: Some(Box::new(Failure {
+                    exception: None,
+                    errors: vec![error(), error()],
+                })),
                 ..SpanExtra::default()
             })));
             span
@@ -1200,13 +1206,15 @@ mod tests {
         let panicked = {
             let mut span = record(&REQUEST_SITE, None);
             span.set_extra(Some(Box::new(SpanExtra {
-                exception: Some(ExceptionInfo {
-                    type_name: Cow::Borrowed("panic"),
-                    message: "index out of bounds".into(),
-                    location: None,
-                    backtrace: None,
-                }),
-                errors: vec![error()],
+                failure: Some(Box::new(Failure {
+                    exception: Some(ExceptionInfo {
+                        type_name: Cow::Borrowed("panic"),
+                        message: "index out of bounds".into(),
+                        location: None,
+                        backtrace: None,
+                    }),
+                    errors: vec![error()],
+                })),
                 ..SpanExtra::default()
             })));
             span

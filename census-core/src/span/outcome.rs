@@ -45,7 +45,7 @@ pub(crate) fn fail_with_error(
             });
             source = error.source();
         }
-        record.extra_mut().errors = errors;
+        record.extra_mut().failure_mut().errors = errors;
     }
     record.fail(type_name, Some(message));
 }
