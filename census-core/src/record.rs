@@ -1581,7 +1581,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reused_box_holds_nothing_of_its_last_span_but_its_lists_memory() {
+    fn a_reused_box_keeps_nothing_of_its_last_span_but_its_property_list_s_memory() {
         let used = Box::new(SpanExtra {
             name: Some(Cow::Borrowed("last")),
             kind: Some(Cow::Borrowed("SQL")),
