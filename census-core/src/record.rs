@@ -217,9 +217,9 @@ fn prefetch_for_write<T: ?Sized>(value: &T) {
 impl SpanExtra {
     /// Empties the box for a span named `name`, field by field: the property list keeps its
     /// memory, so that the span pushes its properties without an allocation, and nothing is
-    /// built aside to be copied in (a `census_runtime::span` with a property took 104 ns when its values were
-    /// built aside and moved into the box, 93-95 ns emptied in place; the `tracing` layer's
-    /// span 338 and 318-322 ns).
+    /// built aside to be copied in (a `census_runtime::span` with a property took 104 ns when
+    /// its values were built aside and moved into the box, 93-95 ns emptied in place; the
+    /// `tracing` layer's span 338 and 318-322 ns).
     fn reset(&mut self, name: Option<Cow<'static, str>>) {
         // Every field, by name: one added later cannot be left out.
         let SpanExtra {

@@ -139,7 +139,7 @@ where
             return;
         };
         // The span's fields are written straight into the box its record takes (a reused box
-        // keeps its lists' memory); an `otel.name` field renames it.
+        // keeps its property list's memory); an `otel.name` field renames it.
         let mut extra = crate::record::boxed_extra(Some(Cow::Borrowed(attrs.metadata().name())));
         let mut fields = SpanFields::new(&mut extra);
         attrs.record(&mut fields);
