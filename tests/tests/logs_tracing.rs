@@ -1,7 +1,8 @@
 //! `tracing` through census's layer: spans and events in one tree with census's own spans, both
 //! ways, sync and across `.await`; span fields read by the semantic conventions; events as
 //! messages, exceptions with their chain, and custom events; what a sampled-out trace writes is
-//! dropped with it; the layer composes with per-layer filters.
+//! dropped with it; the layer composes with per-layer filters; a value read off a span may
+//! record onto that span; clones of one layer in two subscribers keep their spans apart.
 
 use std::error::Error;
 use std::fmt;
@@ -376,4 +377,66 @@ impl std::io::Write for Writer {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A value whose `Debug` records another field onto the span it is recorded onto.
+struct RecordsOnto(tracing::Span);
+
+impl fmt::Debug for RecordsOnto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.record("inner", "written while outer was read");
+        f.write_str("outer value")
+    }
+}
+
+#[test]
+fn a_value_recorded_onto_a_span_may_itself_record_onto_that_span() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    // Run aside, so that a lock held while the value is read fails the test rather than
+    // hanging it.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let span = tracing::info_span!(
+            "reads its values unlocked",
+            outer = tracing::field::Empty,
+            inner = tracing::field::Empty
+        );
+        span.record("outer", tracing::field::debug(RecordsOnto(span.clone())));
+        drop(span);
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("recording a value that records onto its span returns");
+    flush(&pipeline);
+
+    let span = memory.one("reads its values unlocked");
+    assert_eq!(span.property("outer"), Some("outer value"));
+    assert_eq!(span.property("inner"), Some("written while outer was read"));
+}
+
+#[test]
+fn clones_of_one_layer_in_two_subscribers_keep_their_spans_apart() {
+    let (pipeline, memory) = install_memory();
+    let layer = CensusLayer::new();
+    let first = tracing_subscriber::registry().with(layer.clone());
+    let second = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(first, || {
+        let outer = tracing::info_span!("in the first subscriber");
+        tracing::subscriber::with_default(second, || {
+            let inner = tracing::info_span!("in the second subscriber");
+            // The premise: two registries give out the same ids.
+            assert_eq!(inner.id(), outer.id());
+            drop(inner);
+        });
+        drop(outer);
+    });
+    flush(&pipeline);
+
+    let first = memory.one("in the first subscriber");
+    let second = memory.one("in the second subscriber");
+    assert_ne!(first.span_id(), second.span_id());
+    assert_eq!(first.parent_id(), None);
+    assert_eq!(second.parent_id(), None);
 }
