@@ -715,8 +715,8 @@ impl EventFields {
     }
 
     fn number(&mut self, field: &Field, value: f64) {
-        // A number given as the message before the event's name is left out with the message.
-        if self.event_name.is_some() || field.name() != "message" {
+        // A number given as the message is left out with the message, whatever the order.
+        if !log_only(field.name()) {
             self.measurements.push((Cow::Borrowed(field.name()), value));
         }
     }
@@ -788,6 +788,42 @@ mod tests {
         }
         impl Error for Opaque {}
         assert_eq!(type_name_of(&Opaque), "Opaque");
+    }
+
+    #[test]
+    fn a_custom_event_leaves_out_its_message_even_a_number_and_whatever_the_order() {
+        struct Probe;
+        impl tracing_core::Callsite for Probe {
+            fn set_interest(&self, _: tracing_core::Interest) {}
+            fn metadata(&self) -> &tracing_core::Metadata<'_> {
+                &PROBE
+            }
+        }
+        static PROBE: tracing_core::Metadata<'static> = tracing_core::metadata! {
+            name: "probe",
+            target: "probe",
+            level: Level::INFO,
+            fields: &["message", "census.event", "items"],
+            callsite: &Probe,
+            kind: tracing_core::metadata::Kind::EVENT,
+        };
+        let fields = PROBE.fields();
+        let [message, name, items] = ["message", "census.event", "items"]
+            .map(|name| fields.field(name).expect("a field of the probe"));
+        // The name given after the message, then before it.
+        let mut after = EventFields::default();
+        after.record_u64(&message, 5);
+        after.record_str(&name, "order_placed");
+        after.record_u64(&items, 3);
+        let mut before = EventFields::default();
+        before.record_str(&name, "order_placed");
+        before.record_u64(&message, 5);
+        before.record_u64(&items, 3);
+        for fields in [after, before] {
+            assert_eq!(fields.event_name.as_deref(), Some("order_placed"));
+            assert_eq!(fields.measurements, [(Cow::Borrowed("items"), 3.0)]);
+            assert!(fields.properties.is_empty());
+        }
     }
 
     #[test]
