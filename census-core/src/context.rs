@@ -9,7 +9,6 @@ use pin_project_lite::pin_project;
 
 use crate::id::{SpanContext, TraceId};
 use crate::local::{CarriedContext, Frame, with_local};
-use crate::record::OperationName;
 
 /// What a task or thread takes with it so that its spans nest under the span current here.
 ///
@@ -145,36 +144,6 @@ impl Carried {
             inner: future,
         }
     }
-}
-
-/// Makes the context `ctx` (with the operation name its children inherit) current on this
-/// thread until [`leave`] is called: for spans of another instrumentation entered and exited
-/// in separate callbacks (the `tracing` bridge). `ctx` not sampled makes the spans under it
-/// inert; `sample_rate` is the percentage its trace was kept at, when known. Returns where the
-/// frame sits, for `leave`.
-#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-pub(crate) fn enter(
-    ctx: SpanContext,
-    operation_name: Option<OperationName>,
-    sample_rate: Option<f32>,
-) -> Option<usize> {
-    let frame = if ctx.is_sampled() {
-        Frame::Parent(CarriedContext {
-            ctx,
-            operation_name,
-            trace_state: None,
-            sample_rate,
-        })
-    } else {
-        Frame::Unsampled(Some(ctx.trace_id()))
-    };
-    with_local(|local| local.push(frame))
-}
-
-/// Undoes [`enter`]: removes the frame it pushed at `depth` for `ctx`, wherever it is.
-#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-pub(crate) fn leave(depth: usize, ctx: SpanContext) {
-    with_local(|local| local.take_parent(depth, ctx));
 }
 
 /// Pops a pushed frame when dropped, unwinding included.

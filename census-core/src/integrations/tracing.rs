@@ -42,7 +42,6 @@
 //! at every level (a per-layer filter such as `EnvFilter` chooses which reach the layer).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::error::Error;
 use std::fmt::{self, Write as _};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -57,8 +56,9 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::context::Carried;
 use crate::id::SpanContext;
+use crate::local::{ForeignEntry, with_local};
 use crate::record::{Correlation, ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
-use crate::record::{OperationName, SpanExtra, SpanRecord};
+use crate::record::{SpanExtra, SpanRecord};
 use crate::span::NotStarted;
 use crate::text::Text;
 use crate::{queue, telemetry};
@@ -166,21 +166,8 @@ enum Bridged {
     Unrecorded(SpanContext),
 }
 
-/// What entering a bridged span pushes: its context, operation name and, when it is recorded,
-/// its sampling percentage.
-type Entry = (SpanContext, Option<OperationName>, Option<f32>);
-
-thread_local! {
-    /// The frames this thread's entered `tracing` spans pushed: span id, where, which context.
-    static ENTERED: RefCell<Vec<(Id, usize, SpanContext)>> = const { RefCell::new(Vec::new()) };
-    /// The span this thread bridged last, until it is first entered: a span is most often
-    /// entered on the thread that made it, right after, and this spares that entry a lookup in
-    /// the registry and a lock of the span's extensions.
-    static MADE: RefCell<Option<(Id, Entry)>> = const { RefCell::new(None) };
-}
-
 impl Bridged {
-    fn entry(&self) -> Entry {
+    fn entry(&self) -> ForeignEntry {
         match self {
             Bridged::Recorded(record) => (
                 record.context(),
@@ -261,13 +248,10 @@ where
                 _ => return,
             },
         };
+        let key = id.into_u64();
         let entry = bridged.entry();
-        self.spans.insert(id.into_u64(), bridged);
-        let _ = MADE.try_with(|made| {
-            if let Ok(mut made) = made.try_borrow_mut() {
-                *made = Some((id.clone(), entry));
-            }
-        });
+        self.spans.insert(key, bridged);
+        with_local(|local| local.made_foreign(key, entry));
     }
 
     fn on_record(&self, id: &Id, values: &FieldValues<'_>, _ctx: Context<'_, S>) {
@@ -288,57 +272,25 @@ where
     }
 
     fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
-        let made = MADE
-            .try_with(|made| {
-                let mut made = made.try_borrow_mut().ok()?;
-                match &*made {
-                    Some((made_id, _)) if made_id == id => made.take().map(|(_, entry)| entry),
-                    _ => None,
-                }
-            })
-            .ok()
-            .flatten();
-        let entry = match made {
-            Some(entry) => entry,
-            None => {
-                let Some(entry) = self.spans.get(&id.into_u64()).map(|b| b.entry()) else {
-                    return;
-                };
-                entry
-            }
-        };
-        let (context, operation_name, sample_rate) = entry;
-        if let Some(depth) = crate::context::enter(context, operation_name, sample_rate) {
-            let _ = ENTERED.try_with(|entered| {
-                entered.borrow_mut().push((id.clone(), depth, context));
-            });
+        let key = id.into_u64();
+        // Most often the span this thread made last, entered right after: taken from there.
+        if with_local(|local| local.enter_made(key)) == Some(false)
+            && let Some(entry) = self.spans.get(&key).map(|bridged| bridged.entry())
+        {
+            with_local(|local| local.enter_foreign(key, entry));
         }
     }
 
     fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
-        let left = ENTERED
-            .try_with(|entered| {
-                let mut entered = entered.borrow_mut();
-                let at = entered.iter().rposition(|(entered, ..)| entered == id)?;
-                Some(entered.remove(at))
-            })
-            .ok()
-            .flatten();
-        if let Some((_, depth, context)) = left {
-            crate::context::leave(depth, context);
-        }
+        let key = id.into_u64();
+        with_local(|local| local.exit_foreign(key));
     }
 
     fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
         // A span closed without being entered: what was kept for its entry is let go.
-        let _ = MADE.try_with(|made| {
-            if let Ok(mut made) = made.try_borrow_mut()
-                && made.as_ref().is_some_and(|(made_id, _)| *made_id == id)
-            {
-                *made = None;
-            }
-        });
-        let bridged = self.spans.remove(&id.into_u64());
+        let key = id.into_u64();
+        with_local(|local| local.forget_made(key));
+        let bridged = self.spans.remove(&key);
         if let Some(mut record) = bridged.and_then(|(_, bridged)| bridged.into_record()) {
             record.set_end(crate::clock::now());
             crate::local::submit(record);
