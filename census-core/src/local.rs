@@ -594,17 +594,20 @@ impl Local {
     #[cfg(feature = "tracing")]
     pub(crate) fn enter_foreign(&mut self, key: u64, entry: ForeignEntry) {
         let (ctx, operation_name, sample_rate) = entry;
-        let frame = if ctx.is_sampled() {
-            Frame::Parent(CarriedContext {
-                ctx,
-                operation_name,
-                trace_state: None,
-                sample_rate,
-            })
-        } else {
-            Frame::Unsampled(Some(ctx.trace_id()))
-        };
-        let depth = self.push(frame);
+        // Made in its slot: built aside, its narrow stores were read back by the copy's wide
+        // loads, which then waited for them.
+        let depth = self.push_in_place(|| {
+            if ctx.is_sampled() {
+                Frame::Parent(CarriedContext {
+                    ctx,
+                    operation_name,
+                    trace_state: None,
+                    sample_rate,
+                })
+            } else {
+                Frame::Unsampled(Some(ctx.trace_id()))
+            }
+        });
         self.foreign.entered.push((key, depth, ctx));
     }
 
