@@ -408,7 +408,22 @@ impl<'a> SpanFields<'a> {
         }
     }
 
+    /// A field's value as text: a property, unless its name is one of the conventions' (all of
+    /// which but `error` hold a dot), read out of line. A property is pushed here, where the
+    /// text is still in registers: handed to a function that was not inlined, it was written
+    /// to memory and read back at once in wider loads, which waited for the writes.
+    #[inline(always)]
     fn text(&mut self, field: &Field, value: String) {
+        let name = field.name();
+        if name.contains('.') || name == "error" {
+            self.convention(field, value);
+        } else {
+            self.extra.properties.push((Cow::Borrowed(name), value));
+        }
+    }
+
+    /// A field whose name may be one of the conventions'.
+    fn convention(&mut self, field: &Field, value: String) {
         let extra = &mut *self.extra;
         match field.name() {
             "otel.name" => extra.name = Some(Cow::Owned(value)),
