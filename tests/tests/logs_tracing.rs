@@ -2,7 +2,8 @@
 //! ways, sync and across `.await`; span fields read by the semantic conventions; events as
 //! messages, exceptions with their chain, and custom events; what a sampled-out trace writes is
 //! dropped with it; the layer composes with per-layer filters; a value read off a span may
-//! record onto that span; clones of one layer in two subscribers keep their spans apart.
+//! record onto that span; clones of one layer in two subscribers keep their spans apart; spans
+//! made on some threads and entered and closed on others are each recorded once.
 
 use std::error::Error;
 use std::fmt;
@@ -439,4 +440,71 @@ fn clones_of_one_layer_in_two_subscribers_keep_their_spans_apart() {
     assert_ne!(first.span_id(), second.span_id());
     assert_eq!(first.parent_id(), None);
     assert_eq!(second.parent_id(), None);
+}
+
+#[test]
+fn spans_made_on_some_threads_and_entered_and_closed_on_others_are_each_recorded_once() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    const MAKERS: u64 = 4;
+    const EACH: u64 = 250;
+    let (handed, received) = std::sync::mpsc::channel::<tracing::Span>();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(received));
+    // Two threads enter and close what the makers hand them, a child span inside each.
+    let takers: Vec<_> = (0..2)
+        .map(|_| {
+            let received = received.clone();
+            std::thread::spawn(move || {
+                loop {
+                    let next = received.lock().unwrap().recv();
+                    let Ok(span) = next else { break };
+                    span.in_scope(|| drop(tracing::info_span!("child").entered()));
+                }
+            })
+        })
+        .collect();
+    let makers: Vec<_> = (0..MAKERS)
+        .map(|maker| {
+            let handed = handed.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    let n = maker * EACH + i;
+                    let span = tracing::info_span!("made", n);
+                    // One in three stays on the thread that made it.
+                    if n.is_multiple_of(3) {
+                        span.in_scope(|| drop(tracing::info_span!("child").entered()));
+                    } else {
+                        handed.send(span).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for maker in makers {
+        maker.join().unwrap();
+    }
+    drop(handed);
+    for taker in takers {
+        taker.join().unwrap();
+    }
+    flush(&pipeline);
+
+    let made = memory.named("made");
+    let mut numbers: Vec<u64> = made
+        .iter()
+        .map(|span| span.property("n").unwrap().parse().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..MAKERS * EACH).collect::<Vec<_>>());
+    let made_ids: std::collections::HashSet<_> = made.iter().map(|span| span.span_id()).collect();
+    let children = memory.named("child");
+    assert_eq!(children.len(), made.len());
+    let mut parents: Vec<_> = children
+        .iter()
+        .map(|child| child.parent_id().expect("a child has its parent"))
+        .collect();
+    assert!(parents.iter().all(|parent| made_ids.contains(parent)));
+    parents.sort_unstable_by_key(|id| id.to_string());
+    parents.dedup();
+    assert_eq!(parents.len(), made.len(), "one child under each span");
 }
