@@ -249,6 +249,7 @@ impl SpanBuilder {
 
     /// Starts the span as a bare record that its caller keeps and ends (with
     /// `queue::submit`), or says why not.
+    #[inline]
     pub(crate) fn start_record(self) -> Result<SpanRecord, NotStarted> {
         if !sampler::is_active() {
             return Err(NotStarted::Inert);
