@@ -77,7 +77,7 @@ pub struct CensusLayer {
 /// What census keeps of the open spans, in a table of the layer's own rather than in the
 /// spans' extensions in the registry: a span made and closed touches one shard's lock twice,
 /// where the extensions took two registry lookups, two locks of the span's extensions and a
-/// box for the value (the layer's span took 320 ns through the extensions, 278-288 ns through
+/// box for the value (the layer's span took 320 ns through the extensions, 278-292 ns through
 /// this table, alternating runs).
 type Spans = DashMap<u64, Bridged, BuildHasherDefault<IdHasher>>;
 
@@ -214,7 +214,7 @@ where
         let mut extra = crate::record::boxed_extra(Some(Cow::Borrowed(attrs.metadata().name())));
         let mut fields = SpanFields::new(&mut extra);
         attrs.record(&mut fields);
-        let mut facts = fields.finish();
+        let mut facts = fields.facts;
         facts.describe(&mut extra);
         let builder = crate::span::with_extra(facts.server, extra);
         // The parent: an explicit one, none at all, or whatever is current on this thread (a
@@ -260,7 +260,7 @@ where
         let mut given = SpanExtra::default();
         let mut fields = SpanFields::new(&mut given);
         values.record(&mut fields);
-        let mut facts = fields.finish();
+        let mut facts = fields.facts;
         if let Some(mut bridged) = self.spans.get_mut(&id.into_u64())
             && let Some(record) = bridged.record_mut()
         {
@@ -291,6 +291,8 @@ where
         let key = id.into_u64();
         with_local(|local| local.forget_made(key));
         let bridged = self.spans.remove(&key);
+        // Two accesses of the thread's state, not one: one access, the record moved into its
+        // closure, measured slower (the layer's span 274-298 against 282-306 ns, alternating).
         if let Some(mut record) = bridged.and_then(|(_, bridged)| bridged.into_record()) {
             record.set_end(crate::clock::now());
             crate::local::submit(record);
@@ -462,10 +464,6 @@ impl<'a> SpanFields<'a> {
             }
             name => extra.properties.push((Cow::Borrowed(name), value)),
         }
-    }
-
-    fn finish(self) -> Facts {
-        self.facts
     }
 }
 
