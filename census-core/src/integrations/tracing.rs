@@ -470,13 +470,17 @@ impl<'a> SpanFields<'a> {
 /// Adds the values a span was given after it was made ([`SpanFields`] writes the name, the
 /// kind, the target, the data and properties) to those it has.
 fn absorb(into: &mut SpanExtra, given: SpanExtra) {
+    // Every field, by name: one that `SpanFields` comes to write cannot be left out unseen.
     let SpanExtra {
         name,
         kind,
         target,
         data,
         properties,
-        ..
+        result_code: _,
+        error: _,
+        failure: _,
+        trace_state: _,
     } = given;
     for (value, slot) in [
         (name, &mut into.name),
