@@ -1103,7 +1103,7 @@ mod tests {
             result_code: Some(Cow::Owned(long(2000))),
             error: Some(long(10_000)),
             properties: vec![
-                (Cow::Owned(format!("{key}a")), long(10_000)),
+                (Cow::Owned(format!("{key}a")), long(10_000).into()),
                 (Cow::Owned(format!("{key}b")), "b".into()),
             ],
             ..SpanExtra::default()

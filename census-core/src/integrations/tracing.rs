@@ -58,7 +58,7 @@ use crate::context::Carried;
 use crate::id::SpanContext;
 use crate::local::{ForeignEntry, with_local};
 use crate::record::{Correlation, ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
-use crate::record::{SpanExtra, SpanRecord};
+use crate::record::{SpanExtra, SpanRecord, Value};
 use crate::span::NotStarted;
 use crate::text::Text;
 use crate::{queue, telemetry};
@@ -415,10 +415,10 @@ impl<'a> SpanFields<'a> {
     /// text is still in registers: handed to a function that was not inlined, it was written
     /// to memory and read back at once in wider loads, which waited for the writes.
     #[inline(always)]
-    fn text(&mut self, field: &Field, value: String) {
+    fn text(&mut self, field: &Field, value: Value) {
         let name = field.name();
         if name.contains('.') || name == "error" {
-            self.convention(field, value);
+            self.convention(field, value.into_string());
         } else {
             self.extra.properties.push((Cow::Borrowed(name), value));
         }
@@ -462,7 +462,7 @@ impl<'a> SpanFields<'a> {
             "http.response.status_code" | "http.status_code" => {
                 self.facts.status = value.parse().ok();
             }
-            name => extra.properties.push((Cow::Borrowed(name), value)),
+            name => extra.properties.push((Cow::Borrowed(name), value.into())),
         }
     }
 }
@@ -522,32 +522,35 @@ impl Facts {
 
 impl Visit for SpanFields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.text(field, format!("{value:?}"));
+        self.text(field, compact_str::format_compact!("{value:?}"));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, value.to_owned());
+        self.text(field, Value::from(value));
     }
 
     // Numbers and booleans are written as `Debug` would write them, without the formatting
     // machinery.
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.text(field, itoa::Buffer::new().format(value).to_owned());
+        self.text(field, Value::from(itoa::Buffer::new().format(value)));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.text(field, itoa::Buffer::new().format(value).to_owned());
+        self.text(field, Value::from(itoa::Buffer::new().format(value)));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.text(field, if value { "true" } else { "false" }.to_owned());
+        self.text(
+            field,
+            Value::const_new(if value { "true" } else { "false" }),
+        );
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         if field.name() == "error" {
             self.facts.failed = Some(value.to_string());
         } else {
-            self.text(field, value.to_string());
+            self.text(field, compact_str::format_compact!("{value}"));
         }
     }
 }

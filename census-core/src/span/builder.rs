@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use compact_str::ToCompactString as _;
 use pin_project_lite::pin_project;
 
 use super::future::{AsyncSpan, NoSite, Traced, Unjudged};
@@ -128,7 +129,9 @@ impl SpanBuilder {
 
     /// A custom property.
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
-        self.extra.properties.push((key.into(), value.to_string()));
+        self.extra
+            .properties
+            .push((key.into(), value.to_compact_string()));
         self
     }
 
