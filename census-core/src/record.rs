@@ -83,9 +83,11 @@ pub(crate) struct SpanExtra {
     pub(crate) trace_state: Option<Arc<str>>,
 }
 
-/// A span's property value: up to 24 bytes kept inline, longer ones on the heap. A number, a
-/// flag or a short identifier allocates nothing; a `String` was allocated for every property on
-/// the thread that recorded the span and freed when its box was next taken.
+/// A property's value (a span's, a log record's, an event's): up to 24 bytes kept inline, longer
+/// ones on the heap. A number, a flag or a short identifier allocates nothing; a `String` was
+/// allocated for every property on the thread that recorded it, and a log record's was freed on
+/// the export worker (memory freed on another thread than the one that allocated it makes both
+/// wait for the allocator's lock).
 pub(crate) type Value = compact_str::CompactString;
 
 /// What a span sends as an Exception item: the panic that unwound through it, or the `Err` that
@@ -900,7 +902,7 @@ pub struct LogRecord {
 
 #[derive(Debug, Clone, Default)]
 struct LogExtra {
-    properties: Vec<(Cow<'static, str>, String)>,
+    properties: Vec<(Cow<'static, str>, Value)>,
     errors: Vec<ErrorDetail>,
 }
 
@@ -937,7 +939,7 @@ impl LogRecord {
     }
 
     /// Adds a property.
-    pub(crate) fn push_property(&mut self, key: impl Into<Cow<'static, str>>, value: String) {
+    pub(crate) fn push_property(&mut self, key: impl Into<Cow<'static, str>>, value: Value) {
         let extra = self.extra.get_or_insert_with(Box::default);
         extra.properties.push((key.into(), value));
     }
@@ -1036,7 +1038,7 @@ pub struct EventRecord {
     time: u64,
     name: Cow<'static, str>,
     pub(crate) correlation: Correlation,
-    properties: Vec<(Cow<'static, str>, String)>,
+    properties: Vec<(Cow<'static, str>, Value)>,
     measurements: Vec<(Cow<'static, str>, f64)>,
 }
 
@@ -1045,7 +1047,7 @@ impl EventRecord {
     pub(crate) fn new(
         name: Cow<'static, str>,
         correlation: Correlation,
-        properties: Vec<(Cow<'static, str>, String)>,
+        properties: Vec<(Cow<'static, str>, Value)>,
         measurements: Vec<(Cow<'static, str>, f64)>,
     ) -> Self {
         EventRecord {

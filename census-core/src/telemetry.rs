@@ -7,7 +7,7 @@ use std::fmt::Display;
 
 use crate::local::{Frame, on_census_thread, unsampled_root, with_local};
 use crate::queue;
-use crate::record::{Correlation, EventRecord, Item, LogRecord};
+use crate::record::{Correlation, EventRecord, Item, LogRecord, Value};
 use crate::sampler;
 
 /// Where a record written now on this thread belongs: the span current here, or no operation
@@ -97,14 +97,17 @@ pub fn event(name: impl Into<Cow<'static, str>>) -> EventBuilder {
 #[must_use = "an event is sent by .send()"]
 pub struct EventBuilder {
     name: Cow<'static, str>,
-    properties: Vec<(Cow<'static, str>, String)>,
+    properties: Vec<(Cow<'static, str>, Value)>,
     measurements: Vec<(Cow<'static, str>, f64)>,
 }
 
 impl EventBuilder {
     /// A property (a dimension to filter and group by), by `Display`.
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
-        self.properties.push((key.into(), value.to_string()));
+        self.properties.push((
+            key.into(),
+            compact_str::ToCompactString::to_compact_string(&value),
+        ));
         self
     }
 

@@ -1,10 +1,11 @@
-//! What recording a span allocates on the thread that records it, counted by a global allocator
-//! that counts the calls each thread makes.
+//! What recording a span or an event allocates on the thread that records it, counted by a
+//! global allocator that counts the calls each thread makes.
 //!
 //! In steady state a recorded span takes its box of run-time values from those the export
 //! worker handed back, pushes its properties into the list that box kept, and writes a short
-//! value inline: nothing is allocated. A value longer than the inline room is the one
-//! allocation left, which the last test counts (and so shows that the counter counts).
+//! value inline: nothing is allocated. An event's fields take a box and a list of their own,
+//! their short values nothing more. A value longer than the inline room is allocated, which the
+//! last step counts (and so shows that the counter counts).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -89,7 +90,7 @@ fn allocations_per_round(record: impl Fn(u64)) -> usize {
 
 // One test, its steps in order: each installs the process's pipeline in turn.
 #[test]
-fn a_recorded_span_allocates_nothing_for_its_box_or_its_short_values_and_once_for_a_long_one() {
+fn short_property_values_allocate_nothing_in_spans_or_events_and_a_long_one_allocates_once() {
     let short = allocations_per_round(|n| {
         census_core::span("handle")
             .property("id", n)
@@ -120,6 +121,22 @@ fn a_recorded_span_allocates_nothing_for_its_box_or_its_short_values_and_once_fo
         assert!(
             through_layer < SPANS as usize / 100,
             "{through_layer} allocations for {SPANS} `tracing` spans with short fields"
+        );
+
+        // An event's fields are kept beside its record, in a box and a list of their own; their
+        // short values allocate nothing more.
+        let subscriber = tracing_subscriber::registry()
+            .with(census_core::integrations::tracing::CensusLayer::new());
+        let events = tracing::subscriber::with_default(subscriber, || {
+            allocations_per_round(|n| {
+                census_core::span("handle").in_scope(|| {
+                    tracing::info!(order = n, tier = "gold", "order placed");
+                });
+            })
+        });
+        assert!(
+            events <= 2 * SPANS as usize,
+            "{events} allocations for {SPANS} events with two short fields: two each expected"
         );
     }
 

@@ -567,10 +567,10 @@ struct LogFields<'a> {
 }
 
 impl LogFields<'_> {
-    fn text(&mut self, field: &Field, value: String) {
+    fn text(&mut self, field: &Field, value: Value) {
         match field.name() {
-            "exception.type" => self.errors.exception_type = Some(value),
-            "exception.message" => self.errors.exception_message = Some(value),
+            "exception.type" => self.errors.exception_type = Some(value.into_string()),
+            "exception.message" => self.errors.exception_message = Some(value.into_string()),
             name => self.log.push_property(name, value),
         }
     }
@@ -581,7 +581,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.log.format_message(format_args!("{value:?}"));
         } else {
-            self.text(field, format!("{value:?}"));
+            self.text(field, compact_str::format_compact!("{value:?}"));
         }
     }
 
@@ -589,7 +589,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.log.format_message(format_args!("{value}"));
         } else {
-            self.text(field, value.to_owned());
+            self.text(field, Value::from(value));
         }
     }
 
@@ -601,7 +601,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.record_debug(field, &value);
         } else {
-            self.text(field, itoa::Buffer::new().format(value).to_owned());
+            self.text(field, Value::from(itoa::Buffer::new().format(value)));
         }
     }
 
@@ -609,7 +609,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.record_debug(field, &value);
         } else {
-            self.text(field, itoa::Buffer::new().format(value).to_owned());
+            self.text(field, Value::from(itoa::Buffer::new().format(value)));
         }
     }
 
@@ -617,7 +617,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "error" {
             self.errors.push_chain(value);
         } else {
-            self.text(field, value.to_string());
+            self.text(field, compact_str::format_compact!("{value}"));
         }
     }
 }
@@ -629,7 +629,7 @@ impl Visit for LogFields<'_> {
 struct EventFields {
     /// `census.event`: the event's name.
     event_name: Option<String>,
-    properties: Vec<(Cow<'static, str>, String)>,
+    properties: Vec<(Cow<'static, str>, Value)>,
     measurements: Vec<(Cow<'static, str>, f64)>,
 }
 
@@ -678,9 +678,9 @@ fn log_only(name: &str) -> bool {
 }
 
 impl EventFields {
-    fn text(&mut self, field: &Field, value: String) {
+    fn text(&mut self, field: &Field, value: Value) {
         match field.name() {
-            "census.event" => self.event_name = Some(value),
+            "census.event" => self.event_name = Some(value.into_string()),
             name if log_only(name) => {}
             name => self.properties.push((Cow::Borrowed(name), value)),
         }
@@ -697,12 +697,12 @@ impl EventFields {
 impl Visit for EventFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if !log_only(field.name()) {
-            self.text(field, format!("{value:?}"));
+            self.text(field, compact_str::format_compact!("{value:?}"));
         }
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, value.to_owned());
+        self.text(field, Value::from(value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -719,7 +719,7 @@ impl Visit for EventFields {
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         if field.name() != "error" {
-            self.text(field, value.to_string());
+            self.text(field, compact_str::format_compact!("{value}"));
         }
     }
 }
