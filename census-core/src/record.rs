@@ -254,25 +254,22 @@ impl SpanExtra {
 }
 
 /// Lets go of exported records (the worker, once every exporter has seen them): the boxes of
-/// the spans' run-time values are handed back to the threads, and the boxes of log records kept
-/// for the next ones this thread boxes.
+/// the spans' and log records' run-time values are handed back to the threads, and the boxes of
+/// log records kept for the next ones this thread boxes.
 pub(crate) fn recycle(records: &mut Vec<Record>) {
-    // The spans' boxes are gathered first, then handed over at once under the lock that threads
+    // The boxes are gathered first, then handed over at once under the lock that threads
     // taking one only try: the lock is held for a copy of pointers rather than for a walk
     // through the batch (held for the walk, it turned a thread away for one `tracing` span in
     // fifteen, which then allocated a box). Those over the cap are freed after it is let go.
     let mut gathered: Vec<Box<SpanExtra>> = records
         .iter_mut()
-        .filter_map(|record| match record {
-            Record::Span(span)
-                if span
-                    .extra
-                    .as_ref()
-                    .is_some_and(|extra| extra.held_bytes() <= SPARE_EXTRA_BYTES) =>
-            {
-                span.extra.take()
-            }
-            _ => None,
+        .filter_map(|record| {
+            let extra = match record {
+                Record::Span(span) => &mut span.extra,
+                Record::Log(log) => &mut log.extra,
+                _ => return None,
+            };
+            extra.take_if(|extra| extra.held_bytes() <= SPARE_EXTRA_BYTES)
         })
         .collect();
     if !gathered.is_empty() {
@@ -896,14 +893,10 @@ pub struct LogRecord {
     message: Text,
     pub(crate) correlation: Correlation,
     source: Source,
-    /// Key-values and an error, which most records have not.
-    extra: Option<Box<LogExtra>>,
-}
-
-#[derive(Debug, Clone, Default)]
-struct LogExtra {
-    properties: Vec<(Cow<'static, str>, Value)>,
-    errors: Vec<ErrorDetail>,
+    /// Key-values (`properties`) and an error (`failure`'s `errors`), which most records have
+    /// not: in the box a span's run-time values take, so that it is handed back to the threads
+    /// with the spans' (see [`recycle`]) and a record with fields allocates nothing.
+    extra: Option<Box<SpanExtra>>,
 }
 
 #[cfg_attr(
@@ -940,7 +933,7 @@ impl LogRecord {
 
     /// Adds a property.
     pub(crate) fn push_property(&mut self, key: impl Into<Cow<'static, str>>, value: Value) {
-        let extra = self.extra.get_or_insert_with(Box::default);
+        let extra = self.extra.get_or_insert_with(|| boxed_extra(None));
         extra.properties.push((key.into(), value));
     }
 
@@ -950,7 +943,10 @@ impl LogRecord {
         allow(dead_code, reason = "the tracing layer's")
     )]
     pub(crate) fn set_errors(&mut self, errors: Vec<ErrorDetail>) {
-        self.extra.get_or_insert_with(Box::default).errors = errors;
+        self.extra
+            .get_or_insert_with(|| boxed_extra(None))
+            .failure_mut()
+            .errors = errors;
     }
 
     /// The message.
@@ -1028,7 +1024,10 @@ impl LogRecord {
 
     /// The error it carries and its causes, outermost first; empty for a plain message.
     pub fn errors(&self) -> &[ErrorDetail] {
-        self.extra.as_ref().map_or(&[], |extra| &extra.errors)
+        self.extra
+            .as_ref()
+            .and_then(|extra| extra.failure.as_ref())
+            .map_or(&[], |failure| &failure.errors)
     }
 }
 

@@ -3,9 +3,9 @@
 //!
 //! In steady state a recorded span takes its box of run-time values from those the export
 //! worker handed back, pushes its properties into the list that box kept, and writes a short
-//! value inline: nothing is allocated. An event's fields take a box and a list of their own,
-//! their short values nothing more. A value longer than the inline room is allocated, which the
-//! last step counts (and so shows that the counter counts).
+//! value inline: nothing is allocated. A log record's or an event's fields take such a box
+//! too. A value longer than the inline room is allocated, which the last step counts (and so
+//! shows that the counter counts).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -61,11 +61,16 @@ impl Exporter for Discard {
     }
 }
 
-/// Spans recorded in one measured round: fewer than the worker keeps handed back, so that
-/// every one can take a box that was.
+/// Spans (or events) recorded in one measured round: fewer than the worker keeps handed back,
+/// so that every one can take a box that was.
 const SPANS: u64 = 4_000;
 
-/// The allocations this thread makes recording [`SPANS`] spans with `record`, once the
+/// The measured round is flushed after this many records, uncounted: fewer than a thread's
+/// first ring holds, so that none waits in the queue beyond the rings (a burst faster than the
+/// worker drains is boxed there).
+const BETWEEN_FLUSHES: u64 = 200;
+
+/// The allocations this thread makes in the calls of `record` for [`SPANS`] spans, once the
 /// pipeline has seen as many (the property list and the spare lists grown, the boxes handed
 /// back).
 fn allocations_per_round(record: impl Fn(u64)) -> usize {
@@ -73,17 +78,21 @@ fn allocations_per_round(record: impl Fn(u64)) -> usize {
         .exporter(Discard)
         .install()
         .expect("the only pipeline of this test binary");
-    for round in 0..3 {
-        for n in 0..SPANS {
-            record(round * SPANS + n);
-        }
-        census.flush(Duration::from_secs(10)).expect("flushed");
-    }
-    let before = ALLOCATIONS.with(Cell::get);
-    for n in 0..SPANS {
+    for n in 0..3 * SPANS {
         record(n);
+        if (n + 1) % BETWEEN_FLUSHES == 0 {
+            census.flush(Duration::from_secs(10)).expect("flushed");
+        }
     }
-    let allocated = ALLOCATIONS.with(Cell::get) - before;
+    let mut allocated = 0;
+    for n in 0..SPANS {
+        let before = ALLOCATIONS.with(Cell::get);
+        record(n);
+        allocated += ALLOCATIONS.with(Cell::get) - before;
+        if (n + 1) % BETWEEN_FLUSHES == 0 {
+            census.flush(Duration::from_secs(10)).expect("flushed");
+        }
+    }
     census.shutdown(Duration::from_secs(10)).expect("shut down");
     allocated
 }
@@ -123,8 +132,8 @@ fn short_property_values_allocate_nothing_in_spans_or_events_and_a_long_one_allo
             "{through_layer} allocations for {SPANS} `tracing` spans with short fields"
         );
 
-        // An event's fields are kept beside its record, in a box and a list of their own; their
-        // short values allocate nothing more.
+        // An event's fields are kept in a box handed back as a span's is, their short values
+        // inline.
         let subscriber = tracing_subscriber::registry()
             .with(census_core::integrations::tracing::CensusLayer::new());
         let events = tracing::subscriber::with_default(subscriber, || {
@@ -135,8 +144,8 @@ fn short_property_values_allocate_nothing_in_spans_or_events_and_a_long_one_allo
             })
         });
         assert!(
-            events <= 2 * SPANS as usize,
-            "{events} allocations for {SPANS} events with two short fields: two each expected"
+            events < SPANS as usize / 100,
+            "{events} allocations for {SPANS} events with two short fields"
         );
     }
 
