@@ -63,7 +63,9 @@ pub(crate) enum KeptBy {
     Caller,
 }
 
-/// The values of a span that are known only at run time. Most spans have none.
+/// The values of a span that are known only at run time. Most spans have none. A log record's
+/// key-values and error are kept in the same box (`properties`, `failure`'s `errors`), so that
+/// the worker hands it back with the spans' ([`recycle`]).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SpanExtra {
     pub(crate) name: Option<Cow<'static, str>>,
