@@ -347,6 +347,14 @@ impl SpanExtra {
             }
         }
         let cow = |c: &Option<Cow<'static, str>>| c.as_ref().map_or(0, owned);
+        // An inline value holds no memory of its own.
+        let value = |v: &Value| {
+            if v.is_heap_allocated() {
+                v.capacity()
+            } else {
+                0
+            }
+        };
         cow(&self.name)
             + cow(&self.kind)
             + cow(&self.target)
@@ -356,15 +364,7 @@ impl SpanExtra {
             + self
                 .properties
                 .iter()
-                .map(|(k, v)| {
-                    owned(k)
-                        + if v.is_heap_allocated() {
-                            v.capacity()
-                        } else {
-                            0
-                        }
-                        + 16
-                })
+                .map(|(k, v)| owned(k) + value(v) + 16)
                 .sum::<usize>()
             + self.failure.as_ref().map_or(0, |failure| {
                 failure.errors.len() * 64 + usize::from(failure.exception.is_some()) * 256
