@@ -92,6 +92,12 @@ pub(crate) struct SpanExtra {
 /// wait for the allocator's lock).
 pub(crate) type Value = compact_str::CompactString;
 
+/// `value`'s `Display` as a property value: written in place, and integers, floats and booleans
+/// without the formatting machinery.
+pub(crate) fn to_value<T: std::fmt::Display>(value: &T) -> Value {
+    compact_str::ToCompactString::to_compact_string(value)
+}
+
 /// What a span sends as an Exception item: the panic that unwound through it, or the `Err` that
 /// failed it and its `source()`s, outermost first.
 #[derive(Clone, Debug, Default)]
@@ -677,10 +683,9 @@ impl SpanRecord {
         }
         let extra = self.extra_mut();
         for (name, value) in names.iter().zip(values) {
-            extra.properties.push((
-                Cow::Borrowed(*name),
-                compact_str::ToCompactString::to_compact_string(value),
-            ));
+            extra
+                .properties
+                .push((Cow::Borrowed(*name), to_value(value)));
         }
     }
 

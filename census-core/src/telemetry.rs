@@ -7,7 +7,7 @@ use std::fmt::Display;
 
 use crate::local::{Frame, on_census_thread, unsampled_root, with_local};
 use crate::queue;
-use crate::record::{Correlation, EventRecord, Item, LogRecord, Value};
+use crate::record::{Correlation, EventRecord, Item, LogRecord, Value, to_value};
 use crate::sampler;
 
 /// Where a record written now on this thread belongs: the span current here, or no operation
@@ -104,10 +104,7 @@ pub struct EventBuilder {
 impl EventBuilder {
     /// A property (a dimension to filter and group by), by `Display`.
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
-        self.properties.push((
-            key.into(),
-            compact_str::ToCompactString::to_compact_string(&value),
-        ));
+        self.properties.push((key.into(), to_value(&value)));
         self
     }
 

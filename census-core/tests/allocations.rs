@@ -184,6 +184,12 @@ fn recorded_calls_allocate_nothing_on_the_calling_thread_but_a_long_property_val
                 handle(n, "gold");
             });
         });
+        // A field named with a dot that is none of the conventions' is a property as well.
+        tracing::subscriber::with_default(subscriber(), || {
+            allocates_nothing("`tracing` span with a dotted field", |n| {
+                tracing::info_span!("handle", order.id = n).in_scope(|| black_box(n));
+            });
+        });
         // An event's fields are kept in a box handed back as a span's is, their short values
         // inline.
         tracing::subscriber::with_default(subscriber(), || {

@@ -220,10 +220,8 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Properties<'_> {
         key: log::kv::Key<'kvs>,
         value: log::kv::Value<'kvs>,
     ) -> Result<(), log::kv::Error> {
-        self.0.push_property(
-            key.as_str().to_owned(),
-            compact_str::ToCompactString::to_compact_string(&value),
-        );
+        self.0
+            .push_property(key.as_str().to_owned(), crate::record::to_value(&value));
         Ok(())
     }
 }

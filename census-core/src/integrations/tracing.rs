@@ -58,7 +58,7 @@ use crate::context::Carried;
 use crate::id::SpanContext;
 use crate::local::{ForeignEntry, with_local};
 use crate::record::{Correlation, ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
-use crate::record::{SpanExtra, SpanRecord, Value};
+use crate::record::{SpanExtra, SpanRecord, Value, to_value};
 use crate::span::NotStarted;
 use crate::text::Text;
 use crate::{queue, telemetry};
@@ -418,17 +418,18 @@ impl<'a> SpanFields<'a> {
     fn text(&mut self, field: &Field, value: Value) {
         let name = field.name();
         if name.contains('.') || name == "error" {
-            self.convention(field, value.into_string());
+            self.convention(field, value);
         } else {
             self.extra.properties.push((Cow::Borrowed(name), value));
         }
     }
 
-    /// A field whose name may be one of the conventions'.
-    fn convention(&mut self, field: &Field, value: String) {
+    /// A field whose name may be one of the conventions': its value becomes a `String` only
+    /// where one is kept.
+    fn convention(&mut self, field: &Field, value: Value) {
         let extra = &mut *self.extra;
         match field.name() {
-            "otel.name" => extra.name = Some(Cow::Owned(value)),
+            "otel.name" => extra.name = Some(Cow::Owned(value.into_string())),
             // What Application Insights shows as a request: a server's, or a message a
             // consumer handles (as the Azure Monitor exporters map the span kinds).
             "otel.kind" => {
@@ -441,28 +442,30 @@ impl<'a> SpanFields<'a> {
                 }
             }
             "otel.status_message" | "otel.status_description" | "error" => {
-                self.facts.failed = Some(value);
+                self.facts.failed = Some(value.into_string());
             }
-            "db.system" | "db.system.name" | "census.kind" => extra.kind = Some(Cow::Owned(value)),
+            "db.system" | "db.system.name" | "census.kind" => {
+                extra.kind = Some(Cow::Owned(value.into_string()));
+            }
             "db.statement" | "db.query.text" => {
                 if !self.url {
-                    extra.data = Some(Cow::Owned(value));
+                    extra.data = Some(Cow::Owned(value.into_string()));
                 }
             }
             "server.address" | "net.peer.name" | "census.target" => {
-                extra.target = Some(Cow::Owned(value));
+                extra.target = Some(Cow::Owned(value.into_string()));
             }
-            "server.port" | "net.peer.port" => self.facts.port = Some(value),
+            "server.port" | "net.peer.port" => self.facts.port = Some(value.into_string()),
             "http.request.method" | "http.method" => self.facts.http = true,
             "url.full" | "http.url" => {
-                extra.data = Some(Cow::Owned(value));
+                extra.data = Some(Cow::Owned(value.into_string()));
                 self.url = true;
                 self.facts.http = true;
             }
             "http.response.status_code" | "http.status_code" => {
                 self.facts.status = value.parse().ok();
             }
-            name => extra.properties.push((Cow::Borrowed(name), value.into())),
+            name => extra.properties.push((Cow::Borrowed(name), value)),
         }
     }
 }
@@ -530,27 +533,24 @@ impl Visit for SpanFields<'_> {
     }
 
     // Numbers and booleans are written as `Debug` would write them, without the formatting
-    // machinery.
+    // machinery ([`to_value`]).
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.text(field, Value::from(itoa::Buffer::new().format(value)));
+        self.text(field, to_value(&value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.text(field, Value::from(itoa::Buffer::new().format(value)));
+        self.text(field, to_value(&value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.text(
-            field,
-            Value::const_new(if value { "true" } else { "false" }),
-        );
+        self.text(field, to_value(&value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         if field.name() == "error" {
             self.facts.failed = Some(value.to_string());
         } else {
-            self.text(field, compact_str::format_compact!("{value}"));
+            self.text(field, to_value(&value));
         }
     }
 }
@@ -601,7 +601,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.record_debug(field, &value);
         } else {
-            self.text(field, Value::from(itoa::Buffer::new().format(value)));
+            self.text(field, to_value(&value));
         }
     }
 
@@ -609,7 +609,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.record_debug(field, &value);
         } else {
-            self.text(field, Value::from(itoa::Buffer::new().format(value)));
+            self.text(field, to_value(&value));
         }
     }
 
@@ -617,7 +617,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "error" {
             self.errors.push_chain(value);
         } else {
-            self.text(field, compact_str::format_compact!("{value}"));
+            self.text(field, to_value(&value));
         }
     }
 }
@@ -719,7 +719,7 @@ impl Visit for EventFields {
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         if field.name() != "error" {
-            self.text(field, compact_str::format_compact!("{value}"));
+            self.text(field, to_value(&value));
         }
     }
 }

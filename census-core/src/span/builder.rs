@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use compact_str::ToCompactString as _;
 use pin_project_lite::pin_project;
 
 use super::future::{AsyncSpan, NoSite, Traced, Unjudged};
@@ -131,7 +130,7 @@ impl SpanBuilder {
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
         self.extra
             .properties
-            .push((key.into(), value.to_compact_string()));
+            .push((key.into(), crate::record::to_value(&value)));
         self
     }
 

@@ -53,10 +53,7 @@ macro_rules! span_values {
         /// Adds a custom property.
         pub fn set_property(&self, key: impl Into<Cow<'static, str>>, value: impl Display) {
             if self.is_recording() {
-                let entry = (
-                    key.into(),
-                    compact_str::ToCompactString::to_compact_string(&value),
-                );
+                let entry = (key.into(), crate::record::to_value(&value));
                 self.with(|r| r.extra_mut().properties.push(entry));
             }
         }
