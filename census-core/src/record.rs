@@ -92,10 +92,12 @@ pub(crate) struct SpanExtra {
 /// wait for the allocator's lock).
 pub(crate) type Value = compact_str::CompactString;
 
-/// `value`'s `Display` as a property value: written in place, and integers, floats and booleans
-/// without the formatting machinery.
-pub(crate) fn to_value<T: std::fmt::Display>(value: &T) -> Value {
-    compact_str::ToCompactString::to_compact_string(value)
+/// `value`'s `Display` as a property value, written in place. Exactly its `Display`:
+/// `compact_str`'s `to_compact_string` writes floats its own way (`1.0` where `Display` writes
+/// `1`, `1e21` for `1000000000000000000000`), so it serves only where the type is an integer or
+/// a flag, which it writes without the formatting machinery.
+pub(crate) fn to_value<T: std::fmt::Display + ?Sized>(value: &T) -> Value {
+    compact_str::format_compact!("{value}")
 }
 
 /// What a span sends as an Exception item: the panic that unwound through it, or the `Err` that
@@ -1536,6 +1538,23 @@ mod tests {
             Correlation::default(),
             Source::default(),
         ))
+    }
+
+    #[test]
+    fn a_property_value_is_exactly_its_display_and_short_ones_are_inline() {
+        for (value, display) in [
+            (to_value(&1.0_f64), "1"),
+            (to_value(&1e21_f64), "1000000000000000000000"),
+            (to_value(&0.1_f32), "0.1"),
+            (to_value(&7_u64), "7"),
+            (to_value(&-7_i64), "-7"),
+            (to_value(&true), "true"),
+            (to_value(&"gold"), "gold"),
+        ] {
+            assert_eq!(value, display);
+            assert!(!value.is_heap_allocated(), "{display} fits inline");
+        }
+        assert!(to_value(&"x".repeat(25)).is_heap_allocated());
     }
 
     #[test]

@@ -62,6 +62,7 @@ use crate::record::{SpanExtra, SpanRecord, Value, to_value};
 use crate::span::NotStarted;
 use crate::text::Text;
 use crate::{queue, telemetry};
+use compact_str::ToCompactString as _;
 
 /// The layer that makes `tracing` spans census spans and events telemetry; see the
 /// [module](self).
@@ -532,18 +533,18 @@ impl Visit for SpanFields<'_> {
         self.text(field, Value::from(value));
     }
 
-    // Numbers and booleans are written as `Debug` would write them, without the formatting
-    // machinery ([`to_value`]).
+    // Integers and booleans are written as `Debug` would write them, without the formatting
+    // machinery.
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.text(field, to_value(&value));
+        self.text(field, value.to_compact_string());
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.text(field, to_value(&value));
+        self.text(field, value.to_compact_string());
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.text(field, to_value(&value));
+        self.text(field, value.to_compact_string());
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
@@ -601,7 +602,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.record_debug(field, &value);
         } else {
-            self.text(field, to_value(&value));
+            self.text(field, value.to_compact_string());
         }
     }
 
@@ -609,7 +610,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.record_debug(field, &value);
         } else {
-            self.text(field, to_value(&value));
+            self.text(field, value.to_compact_string());
         }
     }
 
