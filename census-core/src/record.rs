@@ -74,7 +74,7 @@ pub(crate) struct SpanExtra {
     pub(crate) data: Option<Cow<'static, str>>,
     pub(crate) result_code: Option<Cow<'static, str>>,
     pub(crate) error: Option<String>,
-    /// Custom properties, in order; the values inline up to 24 bytes ([`Value`]).
+    /// Custom properties, in order; the values inline up to 30 bytes ([`Value`]).
     pub(crate) properties: Vec<(Cow<'static, str>, Value)>,
     /// What an Exception item is made of, when the span sends one: rare, so kept out of the box
     /// that every span with run-time values fills (192 bytes instead of 288: a span that
@@ -85,19 +85,16 @@ pub(crate) struct SpanExtra {
     pub(crate) trace_state: Option<Arc<str>>,
 }
 
-/// A property's value (a span's, a log record's, an event's): up to 24 bytes kept inline, longer
-/// ones on the heap. A number, a flag or a short identifier allocates nothing; a `String` was
-/// allocated for every property on the thread that recorded it, and a log record's was freed on
-/// the export worker (memory freed on another thread than the one that allocated it makes both
-/// wait for the allocator's lock).
-pub(crate) type Value = compact_str::CompactString;
+/// A property's value (a span's, a log record's, an event's): up to 30 bytes kept inline (the
+/// type is 32 bytes), longer ones on the heap. A number, a flag or a short identifier allocates
+/// nothing; a `String` was allocated for every property on the thread that recorded it, and a
+/// log record's was freed on the export worker (memory freed on another thread than the one that
+/// allocated it makes both wait for the allocator's lock).
+pub(crate) type Value = Text<30>;
 
-/// `value`'s `Display` as a property value, written in place. Exactly its `Display`:
-/// `compact_str`'s `to_compact_string` writes floats its own way (`1.0` where `Display` writes
-/// `1`, `1e21` for `1000000000000000000000`), so it serves only where the type is an integer or
-/// a flag, which it writes without the formatting machinery.
+/// `value`'s `Display` as a property value, written in place.
 pub(crate) fn to_value<T: std::fmt::Display + ?Sized>(value: &T) -> Value {
-    compact_str::format_compact!("{value}")
+    Value::format(format_args!("{value}"))
 }
 
 /// What a span sends as an Exception item: the panic that unwound through it, or the `Err` that
@@ -355,14 +352,6 @@ impl SpanExtra {
             }
         }
         let cow = |c: &Option<Cow<'static, str>>| c.as_ref().map_or(0, owned);
-        // An inline value holds no memory of its own.
-        let value = |v: &Value| {
-            if v.is_heap_allocated() {
-                v.capacity()
-            } else {
-                0
-            }
-        };
         cow(&self.name)
             + cow(&self.kind)
             + cow(&self.target)
@@ -372,7 +361,7 @@ impl SpanExtra {
             + self
                 .properties
                 .iter()
-                .map(|(k, v)| owned(k) + value(v) + 16)
+                .map(|(k, v)| owned(k) + v.heap_bytes() + 16)
                 .sum::<usize>()
             + self.failure.as_ref().map_or(0, |failure| {
                 failure.errors.len() * 64 + usize::from(failure.exception.is_some()) * 256
@@ -1552,9 +1541,10 @@ mod tests {
             (to_value(&"gold"), "gold"),
         ] {
             assert_eq!(value, display);
-            assert!(!value.is_heap_allocated(), "{display} fits inline");
+            assert!(value.is_inline(), "{display} fits inline");
         }
-        assert!(to_value(&"x".repeat(25)).is_heap_allocated());
+        assert!(to_value(&"x".repeat(30)).is_inline());
+        assert!(!to_value(&"x".repeat(31)).is_inline());
     }
 
     #[test]

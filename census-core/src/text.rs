@@ -1,44 +1,49 @@
-//! A string written in place: up to a hundred-odd bytes inline, longer ones on the heap.
+//! A string written in place: short ones inline, longer ones on the heap.
 //!
-//! A log record's message is formatted on the thread that writes it and freed on the export
-//! worker. With the system allocator, memory allocated on one thread and freed on another makes
-//! both take the allocator's lock on every call (`benches/benches/logs.rs` measured a
-//! `log::info!` at seven times the cost of formatting its message, most of it in `malloc` and
-//! `free` waiting for each other); a message that fits inline allocates nothing.
+//! A log record's message ([`Text`], up to 118 bytes inline) is formatted on the thread that
+//! writes it and freed on the export worker. With the system allocator, memory allocated on one
+//! thread and freed on another makes both take the allocator's lock on every call
+//! (`benches/benches/logs.rs` measured a `log::info!` at seven times the cost of formatting its
+//! message, most of it in `malloc` and `free` waiting for each other); a message that fits inline
+//! allocates nothing. A property's value ([`crate::record::Value`], up to 30 bytes inline) is
+//! the same type, smaller.
+//!
+//! Home-made rather than `compact_str`'s `CompactString` (24 bytes, 24 inline), which the
+//! property values used before: dropping one calls into that crate, which the compiler cannot
+//! prove never unwinds, so every record's drop grew landing pads, and the stripped release
+//! binary of `benches/compile-cost.sh` (500 `#[inproc]` functions, default features) grew by
+//! 4,096 bytes over `String` values (821,200 against 817,104), to 2,736 more than the same
+//! crate under `#[tracing::instrument]`; with `Text` values it is 818,256. Dropping a `Text`
+//! frees a `String` or nothing.
 
 use std::fmt;
 
-/// Bytes kept inline: the type is 120 bytes, a typical log line fits.
-const INLINE: usize = 118;
+/// Bytes a log record's message keeps inline: the type is 120 bytes, a typical log line fits.
+pub(crate) const MESSAGE: usize = 118;
 
-/// A string kept inline when it is short, on the heap when it is not.
+/// A string kept inline when it is at most `N` bytes, on the heap when it is longer. `N` is at
+/// most 255.
 #[derive(Clone)]
-pub(crate) struct Text(Repr);
+pub(crate) struct Text<const N: usize = MESSAGE>(Repr<N>);
 
 #[derive(Clone)]
-enum Repr {
-    Inline { len: u8, bytes: [u8; INLINE] },
+enum Repr<const N: usize> {
+    Inline { len: u8, bytes: [u8; N] },
     Heap(String),
 }
 
-impl Text {
+impl<const N: usize> Text<N> {
     /// An empty text.
-    #[cfg_attr(
-        not(any(feature = "log", feature = "tracing")),
-        allow(
-            dead_code,
-            reason = "log records come from the log and tracing bridges"
-        )
-    )]
     pub(crate) const fn new() -> Self {
+        const { assert!(N <= u8::MAX as usize, "an inline length is a byte") };
         Text(Repr::Inline {
             len: 0,
-            bytes: [0; INLINE],
+            bytes: [0; N],
         })
     }
 
-    /// `args` formatted: inline when it fits. Records format in place ([`Text::append`]).
-    #[cfg(test)]
+    /// `args` formatted: inline when it fits. A log record formats its message in place
+    /// ([`Text::append`]).
     pub(crate) fn format(args: fmt::Arguments<'_>) -> Self {
         let mut text = Text::new();
         text.append(args);
@@ -70,15 +75,33 @@ impl Text {
         }
     }
 
-    fn push_str(&mut self, s: &str) {
+    /// The memory it holds of its own, in bytes.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Inline { .. } => 0,
+            Repr::Heap(text) => text.capacity(),
+        }
+    }
+
+    /// The text as a `String`: the heap one itself, or an inline one copied.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn into_string(self) -> String {
+        match self.0 {
+            Repr::Inline { .. } => self.as_str().to_owned(),
+            Repr::Heap(text) => text,
+        }
+    }
+
+    /// Writes `s` after what the text holds.
+    pub(crate) fn push_str(&mut self, s: &str) {
         match &mut self.0 {
             Repr::Inline { len, bytes } => {
                 let at = usize::from(*len);
-                if at + s.len() <= INLINE {
+                if at + s.len() <= N {
                     bytes[at..at + s.len()].copy_from_slice(s.as_bytes());
                     *len = (at + s.len()) as u8;
                 } else {
-                    let mut heap = String::with_capacity((at + s.len()).max(2 * INLINE));
+                    let mut heap = String::with_capacity((at + s.len()).max(2 * N));
                     heap.push_str(std::str::from_utf8(&bytes[..at]).unwrap_or_default());
                     heap.push_str(s);
                     self.0 = Repr::Heap(heap);
@@ -89,14 +112,53 @@ impl Text {
     }
 }
 
-impl fmt::Write for Text {
+impl<const N: usize> std::ops::Deref for Text<N> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl<const N: usize> From<&str> for Text<N> {
+    fn from(s: &str) -> Self {
+        let mut text = Text::new();
+        text.push_str(s);
+        text
+    }
+}
+
+impl<const N: usize> From<String> for Text<N> {
+    /// Inline when it fits, the `String` itself when it does not.
+    fn from(s: String) -> Self {
+        if s.len() <= N {
+            Text::from(s.as_str())
+        } else {
+            Text(Repr::Heap(s))
+        }
+    }
+}
+
+impl<const N: usize> PartialEq<&str> for Text<N> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl<const N: usize> fmt::Write for Text<N> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.push_str(s);
         Ok(())
     }
 }
 
-impl fmt::Debug for Text {
+impl<const N: usize> fmt::Display for Text<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<const N: usize> fmt::Debug for Text<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
     }
@@ -108,16 +170,23 @@ mod tests {
 
     #[test]
     fn short_text_stays_inline_and_long_text_moves_to_the_heap_whole() {
-        let short = Text::format(format_args!("order {} placed", 7));
+        let short: Text = Text::format(format_args!("order {} placed", 7));
         assert_eq!(short.as_str(), "order 7 placed");
         assert!(matches!(short.0, Repr::Inline { .. }));
         let long_part = "é".repeat(100);
-        let long = Text::format(format_args!("{long_part} and {}", 1));
+        let long: Text = Text::format(format_args!("{long_part} and {}", 1));
         assert_eq!(long.as_str(), format!("{long_part} and 1"));
         assert!(matches!(long.0, Repr::Heap(_)));
         // A multi-byte character that would straddle the inline end moves whole.
-        let edge = Text::format(format_args!("{}{}", "a".repeat(INLINE - 1), "é"));
-        assert_eq!(edge.as_str().chars().count(), INLINE);
+        let edge: Text = Text::format(format_args!("{}{}", "a".repeat(MESSAGE - 1), "é"));
+        assert_eq!(edge.as_str().chars().count(), MESSAGE);
         assert_eq!(std::mem::size_of::<Text>(), 120);
+        assert_eq!(std::mem::size_of::<Text<30>>(), 32);
+        // A `String` that fits is copied inline; one that does not is kept, not copied.
+        let kept = "x".repeat(31);
+        let at = kept.as_ptr();
+        let value = Text::<30>::from(kept);
+        assert!(!value.is_inline() && value.as_ptr() == at);
+        assert!(Text::<30>::from("x".repeat(30)).is_inline());
     }
 }

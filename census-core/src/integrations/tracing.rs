@@ -62,7 +62,6 @@ use crate::record::{SpanExtra, SpanRecord, Value, to_value};
 use crate::span::NotStarted;
 use crate::text::Text;
 use crate::{queue, telemetry};
-use compact_str::ToCompactString as _;
 
 /// The layer that makes `tracing` spans census spans and events telemetry; see the
 /// [module](self).
@@ -526,25 +525,24 @@ impl Facts {
 
 impl Visit for SpanFields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.text(field, compact_str::format_compact!("{value:?}"));
+        self.text(field, Value::format(format_args!("{value:?}")));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
         self.text(field, Value::from(value));
     }
 
-    // Integers and booleans are written as `Debug` would write them, without the formatting
-    // machinery.
+    // Integers and booleans are written as `Debug` would write them (their `Display`).
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.text(field, value.to_compact_string());
+        self.text(field, to_value(&value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.text(field, value.to_compact_string());
+        self.text(field, to_value(&value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.text(field, value.to_compact_string());
+        self.text(field, to_value(&value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
@@ -582,7 +580,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.log.format_message(format_args!("{value:?}"));
         } else {
-            self.text(field, compact_str::format_compact!("{value:?}"));
+            self.text(field, Value::format(format_args!("{value:?}")));
         }
     }
 
@@ -602,7 +600,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.record_debug(field, &value);
         } else {
-            self.text(field, value.to_compact_string());
+            self.text(field, to_value(&value));
         }
     }
 
@@ -610,7 +608,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.record_debug(field, &value);
         } else {
-            self.text(field, value.to_compact_string());
+            self.text(field, to_value(&value));
         }
     }
 
@@ -698,7 +696,7 @@ impl EventFields {
 impl Visit for EventFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if !log_only(field.name()) {
-            self.text(field, compact_str::format_compact!("{value:?}"));
+            self.text(field, Value::format(format_args!("{value:?}")));
         }
     }
 
