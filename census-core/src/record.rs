@@ -183,12 +183,9 @@ fn handed_back() -> Option<Box<SpanExtra>> {
             let taken = local.pop();
             // What the next spans write is fetched into this core's cache meanwhile, as for a
             // write, a step at a time so that nothing waits: the third box from here; the list
-            // of properties of the second, whose box came at the last take; the first property's
-            // text of the next, whose list came then too.
+            // of properties of the second, whose box came at the last take (a short value is
+            // written in the list itself).
             let ahead = |steps: usize| local.len().checked_sub(steps).and_then(|at| local.get(at));
-            if let Some(property) = ahead(1).and_then(|next| next.properties.first()) {
-                prefetch_for_write(property.1.as_str());
-            }
             if let Some(property) = ahead(2).and_then(|second| second.properties.first()) {
                 prefetch_for_write(property);
             }

@@ -523,6 +523,11 @@ impl Facts {
     }
 }
 
+/// An integer field's text, as its `Debug` and `Display` write it.
+fn integer(value: impl itoa::Integer) -> Value {
+    Value::from(itoa::Buffer::new().format(value))
+}
+
 impl Visit for SpanFields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.text(field, Value::format(format_args!("{value:?}")));
@@ -532,17 +537,18 @@ impl Visit for SpanFields<'_> {
         self.text(field, Value::from(value));
     }
 
-    // Integers and booleans are written as `Debug` would write them (their `Display`).
+    // Integers and booleans are written as `Debug` would write them, without the formatting
+    // machinery.
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.text(field, to_value(&value));
+        self.text(field, integer(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.text(field, to_value(&value));
+        self.text(field, integer(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.text(field, to_value(&value));
+        self.text(field, Value::from(if value { "true" } else { "false" }));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
@@ -600,7 +606,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.record_debug(field, &value);
         } else {
-            self.text(field, to_value(&value));
+            self.text(field, integer(value));
         }
     }
 
@@ -608,7 +614,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.record_debug(field, &value);
         } else {
-            self.text(field, to_value(&value));
+            self.text(field, integer(value));
         }
     }
 
@@ -794,6 +800,18 @@ mod tests {
             assert_eq!(fields.event_name.as_deref(), Some("order_placed"));
             assert_eq!(fields.measurements, [(Cow::Borrowed("items"), 3.0)]);
             assert!(fields.properties.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_integer_field_is_written_as_its_display_and_inline() {
+        for (value, display) in [
+            (integer(i64::MIN), i64::MIN.to_string()),
+            (integer(u64::MAX), u64::MAX.to_string()),
+            (integer(0_u64), "0".to_owned()),
+        ] {
+            assert_eq!(value, display.as_str());
+            assert!(value.is_inline());
         }
     }
 
