@@ -3,7 +3,8 @@
 //! messages, exceptions with their chain, and custom events; what a sampled-out trace writes is
 //! dropped with it; the layer composes with per-layer filters; a value read off a span may
 //! record onto that span; clones of one layer in two subscribers keep their spans apart; spans
-//! made on some threads and entered and closed on others are each recorded once.
+//! made on some threads and entered and closed on others are each recorded once; the layer
+//! needs no registry under it.
 
 use std::collections::HashSet;
 use std::error::Error;
@@ -416,6 +417,43 @@ fn a_value_recorded_onto_a_span_may_itself_record_onto_that_span() {
     let span = memory.one("reads its values unlocked");
     assert_eq!(span.property("outer"), Some("outer value"));
     assert_eq!(span.property("inner"), Some("written while outer was read"));
+}
+
+/// A subscriber that only numbers spans: no registry, no span data to look up.
+struct Numbering(std::sync::atomic::AtomicU64);
+
+impl tracing::Subscriber for Numbering {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let next = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::span::Id::from_u64(next)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+    fn try_close(&self, _: tracing::span::Id) -> bool {
+        true
+    }
+}
+
+#[test]
+fn the_layer_needs_no_registry_under_it() {
+    let (pipeline, memory) = install_memory();
+    let subscriber = CensusLayer::new().with_subscriber(Numbering(1.into()));
+    tracing::subscriber::with_default(subscriber, || handle(9));
+    flush(&pipeline);
+
+    let (outer, inner) = (memory.one("handle"), memory.one("query"));
+    assert_eq!(inner.parent_id(), Some(outer.span_id()));
+    assert_eq!(outer.property("id"), Some("9"));
+    let logs = memory.logs();
+    let querying = log(&logs, "querying");
+    assert_eq!(querying.parent_id(), Some(inner.span_id()));
+    assert_eq!(querying.trace_id(), Some(outer.trace_id()));
 }
 
 #[test]

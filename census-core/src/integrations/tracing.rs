@@ -52,7 +52,6 @@ use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record as FieldValues};
 use tracing_core::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
-use tracing_subscriber::registry::LookupSpan;
 
 use crate::context::Carried;
 use crate::id::SpanContext;
@@ -201,10 +200,9 @@ impl Bridged {
     }
 }
 
-impl<S> Layer<S> for CensusLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
+// Any subscriber: the layer keeps what it needs of a span itself, and asks the subscriber for
+// nothing (a `Registry` is what users compose it with; `tracing_subscriber::fmt()` is one too).
+impl<S: Subscriber> Layer<S> for CensusLayer {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: Context<'_, S>) {
         if !crate::sampler::is_active() || crate::local::on_census_thread() {
             return;
