@@ -97,6 +97,21 @@ pub(crate) fn to_value<T: std::fmt::Display + ?Sized>(value: &T) -> Value {
     Value::format(format_args!("{value}"))
 }
 
+/// Pushes the property `key` with an empty value, and gives the value back to be written where
+/// it lies. A value made aside and then moved into the list is read back at once, in wider
+/// loads than the writes that have just made it, which the processor cannot forward: it waits
+/// for them to reach its cache (in a profile of a `tracing` span with one integer field, four
+/// fifths of the time spent on the field).
+#[inline]
+pub(crate) fn new_property<'a>(
+    properties: &'a mut Vec<(Cow<'static, str>, Value)>,
+    key: Cow<'static, str>,
+) -> &'a mut Value {
+    let at = properties.len();
+    properties.push((key, Value::new()));
+    &mut properties[at].1
+}
+
 /// What a span sends as an Exception item: the panic that unwound through it, or the `Err` that
 /// failed it and its `source()`s, outermost first.
 #[derive(Clone, Debug, Default)]
@@ -671,9 +686,8 @@ impl SpanRecord {
         }
         let extra = self.extra_mut();
         for (name, value) in names.iter().zip(values) {
-            extra
-                .properties
-                .push((Cow::Borrowed(*name), to_value(value)));
+            new_property(&mut extra.properties, Cow::Borrowed(*name))
+                .append(format_args!("{value}"));
         }
     }
 
@@ -926,10 +940,10 @@ impl LogRecord {
         self.message.append(args);
     }
 
-    /// Adds a property.
-    pub(crate) fn push_property(&mut self, key: impl Into<Cow<'static, str>>, value: Value) {
+    /// Adds a property whose value is written in place ([`new_property`]).
+    pub(crate) fn new_property(&mut self, key: impl Into<Cow<'static, str>>) -> &mut Value {
         let extra = self.extra.get_or_insert_with(|| boxed_extra(None));
-        extra.properties.push((key.into(), value));
+        new_property(&mut extra.properties, key.into())
     }
 
     /// Sets the error the record carries, outermost first: it becomes an `Exception`.

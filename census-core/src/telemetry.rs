@@ -7,7 +7,7 @@ use std::fmt::Display;
 
 use crate::local::{Frame, on_census_thread, unsampled_root, with_local};
 use crate::queue;
-use crate::record::{Correlation, EventRecord, Item, LogRecord, Value, to_value};
+use crate::record::{Correlation, EventRecord, Item, LogRecord, Value};
 use crate::sampler;
 
 /// Where a record written now on this thread belongs: the span current here, or no operation
@@ -104,7 +104,8 @@ pub struct EventBuilder {
 impl EventBuilder {
     /// A property (a dimension to filter and group by), by `Display`.
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
-        self.properties.push((key.into(), to_value(&value)));
+        crate::record::new_property(&mut self.properties, key.into())
+            .append(format_args!("{value}"));
         self
     }
 

@@ -221,7 +221,8 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Properties<'_> {
         value: log::kv::Value<'kvs>,
     ) -> Result<(), log::kv::Error> {
         self.0
-            .push_property(key.as_str().to_owned(), crate::record::to_value(&value));
+            .new_property(key.as_str().to_owned())
+            .append(format_args!("{value}"));
         Ok(())
     }
 }

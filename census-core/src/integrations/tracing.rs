@@ -57,7 +57,7 @@ use crate::context::Carried;
 use crate::id::SpanContext;
 use crate::local::{ForeignEntry, with_local};
 use crate::record::{Correlation, ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
-use crate::record::{SpanExtra, SpanRecord, Value, to_value};
+use crate::record::{SpanExtra, SpanRecord, Value, new_property};
 use crate::span::NotStarted;
 use crate::text::Text;
 use crate::{queue, telemetry};
@@ -408,63 +408,111 @@ impl<'a> SpanFields<'a> {
         }
     }
 
-    /// A field's value as text: a property, unless its name is one of the conventions' (all of
-    /// which but `error` hold a dot), read out of line. A property is pushed here, where the
-    /// text is still in registers: handed to a function that was not inlined, it was written
-    /// to memory and read back at once in wider loads, which waited for the writes.
+    /// A field's value, which `write` writes: a property, written where it lies in the list
+    /// ([`new_property`]), unless its name is one of the conventions' (all of which but
+    /// `error` hold a dot), which take it aside.
     #[inline(always)]
-    fn text(&mut self, field: &Field, value: Value) {
+    fn text(&mut self, field: &Field, write: impl FnOnce(&mut Value)) {
         let name = field.name();
-        if name.contains('.') || name == "error" {
-            self.convention(field, value);
+        let convention = if name.contains('.') || name == "error" {
+            Convention::of(name)
         } else {
-            self.extra.properties.push((Cow::Borrowed(name), value));
+            None
+        };
+        match convention {
+            Some(convention) => {
+                let mut value = Value::new();
+                write(&mut value);
+                self.convention(convention, value);
+            }
+            None => write(new_property(
+                &mut self.extra.properties,
+                Cow::Borrowed(name),
+            )),
         }
     }
 
-    /// A field whose name may be one of the conventions': its value becomes a `String` only
-    /// where one is kept.
-    fn convention(&mut self, field: &Field, value: Value) {
+    /// What a convention's field says: its value becomes a `String` only where one is kept.
+    fn convention(&mut self, convention: Convention, value: Value) {
         let extra = &mut *self.extra;
-        match field.name() {
-            "otel.name" => extra.name = Some(Cow::Owned(value.into_string())),
+        match convention {
+            Convention::Name => extra.name = Some(Cow::Owned(value.into_string())),
             // What Application Insights shows as a request: a server's, or a message a
             // consumer handles (as the Azure Monitor exporters map the span kinds).
-            "otel.kind" => {
+            Convention::Kind => {
                 self.facts.server =
                     value.eq_ignore_ascii_case("server") || value.eq_ignore_ascii_case("consumer");
             }
-            "otel.status_code" => {
+            Convention::Status => {
                 if value.eq_ignore_ascii_case("error") {
                     self.facts.failed.get_or_insert_with(|| "error".to_owned());
                 }
             }
-            "otel.status_message" | "otel.status_description" | "error" => {
-                self.facts.failed = Some(value.into_string());
-            }
-            "db.system" | "db.system.name" | "census.kind" => {
-                extra.kind = Some(Cow::Owned(value.into_string()));
-            }
-            "db.statement" | "db.query.text" => {
+            Convention::Failure => self.facts.failed = Some(value.into_string()),
+            Convention::System => extra.kind = Some(Cow::Owned(value.into_string())),
+            Convention::Statement => {
                 if !self.url {
                     extra.data = Some(Cow::Owned(value.into_string()));
                 }
             }
-            "server.address" | "net.peer.name" | "census.target" => {
-                extra.target = Some(Cow::Owned(value.into_string()));
-            }
-            "server.port" | "net.peer.port" => self.facts.port = Some(value.into_string()),
-            "http.request.method" | "http.method" => self.facts.http = true,
-            "url.full" | "http.url" => {
+            Convention::Address => extra.target = Some(Cow::Owned(value.into_string())),
+            Convention::Port => self.facts.port = Some(value.into_string()),
+            Convention::Method => self.facts.http = true,
+            Convention::Url => {
                 extra.data = Some(Cow::Owned(value.into_string()));
                 self.url = true;
                 self.facts.http = true;
             }
-            "http.response.status_code" | "http.status_code" => {
-                self.facts.status = value.parse().ok();
-            }
-            name => extra.properties.push((Cow::Borrowed(name), value)),
+            Convention::StatusCode => self.facts.status = value.parse().ok(),
         }
+    }
+}
+
+/// The span fields that say something of the span rather than being properties: the
+/// OpenTelemetry semantic conventions' (the stable names and the older ones), census's own, and
+/// `error`.
+#[derive(Clone, Copy)]
+enum Convention {
+    /// `otel.name`: the span's name.
+    Name,
+    /// `otel.kind`: a server's or a consumer's span is a request.
+    Kind,
+    /// `otel.status_code`: `ERROR` fails the span.
+    Status,
+    /// `otel.status_message`, `otel.status_description`, `error`: fails the span with it.
+    Failure,
+    /// `db.system`, `db.system.name`, `census.kind`: the dependency's type.
+    System,
+    /// `db.statement`, `db.query.text`: the data, unless a URL is.
+    Statement,
+    /// `server.address`, `net.peer.name`, `census.target`: the target.
+    Address,
+    /// `server.port`, `net.peer.port`: joined to the target.
+    Port,
+    /// `http.request.method`, `http.method`: an HTTP call.
+    Method,
+    /// `url.full`, `http.url`: an HTTP call's URL, its data.
+    Url,
+    /// `http.response.status_code`, `http.status_code`: the result code; 400 and above fail it.
+    StatusCode,
+}
+
+impl Convention {
+    fn of(name: &str) -> Option<Convention> {
+        Some(match name {
+            "otel.name" => Convention::Name,
+            "otel.kind" => Convention::Kind,
+            "otel.status_code" => Convention::Status,
+            "otel.status_message" | "otel.status_description" | "error" => Convention::Failure,
+            "db.system" | "db.system.name" | "census.kind" => Convention::System,
+            "db.statement" | "db.query.text" => Convention::Statement,
+            "server.address" | "net.peer.name" | "census.target" => Convention::Address,
+            "server.port" | "net.peer.port" => Convention::Port,
+            "http.request.method" | "http.method" => Convention::Method,
+            "url.full" | "http.url" => Convention::Url,
+            "http.response.status_code" | "http.status_code" => Convention::StatusCode,
+            _ => return None,
+        })
     }
 }
 
@@ -521,39 +569,41 @@ impl Facts {
     }
 }
 
-/// An integer field's text, as its `Debug` and `Display` write it.
-fn integer(value: impl itoa::Integer) -> Value {
-    Value::from(itoa::Buffer::new().format(value))
+/// Writes an integer field's text, as its `Debug` and `Display` write it.
+fn integer(text: &mut Value, value: impl itoa::Integer) {
+    text.push_str(itoa::Buffer::new().format(value));
 }
 
 impl Visit for SpanFields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.text(field, Value::format(format_args!("{value:?}")));
+        self.text(field, |text| text.append(format_args!("{value:?}")));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, Value::from(value));
+        self.text(field, |text| text.push_str(value));
     }
 
     // Integers and booleans are written as `Debug` would write them, without the formatting
     // machinery.
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.text(field, integer(value));
+        self.text(field, |text| integer(text, value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.text(field, integer(value));
+        self.text(field, |text| integer(text, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.text(field, Value::from(if value { "true" } else { "false" }));
+        self.text(field, |text| {
+            text.push_str(if value { "true" } else { "false" })
+        });
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         if field.name() == "error" {
             self.facts.failed = Some(value.to_string());
         } else {
-            self.text(field, to_value(&value));
+            self.text(field, |text| text.append(format_args!("{value}")));
         }
     }
 }
@@ -570,12 +620,16 @@ struct LogFields<'a> {
 }
 
 impl LogFields<'_> {
-    fn text(&mut self, field: &Field, value: Value) {
-        match field.name() {
-            "exception.type" => self.errors.exception_type = Some(value.into_string()),
-            "exception.message" => self.errors.exception_message = Some(value.into_string()),
-            name => self.log.push_property(name, value),
-        }
+    /// A field's value, which `write` writes: a property, written in place, or the error's.
+    fn text(&mut self, field: &Field, write: impl FnOnce(&mut Value)) {
+        let kept = match field.name() {
+            "exception.type" => &mut self.errors.exception_type,
+            "exception.message" => &mut self.errors.exception_message,
+            name => return write(self.log.new_property(name)),
+        };
+        let mut value = Value::new();
+        write(&mut value);
+        *kept = Some(value.into_string());
     }
 }
 
@@ -584,7 +638,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.log.format_message(format_args!("{value:?}"));
         } else {
-            self.text(field, Value::format(format_args!("{value:?}")));
+            self.text(field, |text| text.append(format_args!("{value:?}")));
         }
     }
 
@@ -592,7 +646,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.log.format_message(format_args!("{value}"));
         } else {
-            self.text(field, Value::from(value));
+            self.text(field, |text| text.push_str(value));
         }
     }
 
@@ -604,7 +658,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.record_debug(field, &value);
         } else {
-            self.text(field, integer(value));
+            self.text(field, |text| integer(text, value));
         }
     }
 
@@ -612,7 +666,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "message" {
             self.record_debug(field, &value);
         } else {
-            self.text(field, integer(value));
+            self.text(field, |text| integer(text, value));
         }
     }
 
@@ -620,7 +674,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "error" {
             self.errors.push_chain(value);
         } else {
-            self.text(field, to_value(&value));
+            self.text(field, |text| text.append(format_args!("{value}")));
         }
     }
 }
@@ -681,11 +735,16 @@ fn log_only(name: &str) -> bool {
 }
 
 impl EventFields {
-    fn text(&mut self, field: &Field, value: Value) {
+    /// A field's value, which `write` writes: the event's name, or a property written in place.
+    fn text(&mut self, field: &Field, write: impl FnOnce(&mut Value)) {
         match field.name() {
-            "census.event" => self.event_name = Some(value.into_string()),
+            "census.event" => {
+                let mut name = Value::new();
+                write(&mut name);
+                self.event_name = Some(name.into_string());
+            }
             name if log_only(name) => {}
-            name => self.properties.push((Cow::Borrowed(name), value)),
+            name => write(new_property(&mut self.properties, Cow::Borrowed(name))),
         }
     }
 
@@ -699,13 +758,11 @@ impl EventFields {
 
 impl Visit for EventFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if !log_only(field.name()) {
-            self.text(field, Value::format(format_args!("{value:?}")));
-        }
+        self.text(field, |text| text.append(format_args!("{value:?}")));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, Value::from(value));
+        self.text(field, |text| text.push_str(value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -722,7 +779,7 @@ impl Visit for EventFields {
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         if field.name() != "error" {
-            self.text(field, to_value(&value));
+            self.text(field, |text| text.append(format_args!("{value}")));
         }
     }
 }
@@ -803,10 +860,21 @@ mod tests {
 
     #[test]
     fn an_integer_field_is_written_as_its_display_and_inline() {
+        let written = |write: fn(&mut Value)| {
+            let mut value = Value::new();
+            write(&mut value);
+            value
+        };
         for (value, display) in [
-            (integer(i64::MIN), i64::MIN.to_string()),
-            (integer(u64::MAX), u64::MAX.to_string()),
-            (integer(0_u64), "0".to_owned()),
+            (
+                written(|text| integer(text, i64::MIN)),
+                i64::MIN.to_string(),
+            ),
+            (
+                written(|text| integer(text, u64::MAX)),
+                u64::MAX.to_string(),
+            ),
+            (written(|text| integer(text, 0_u64)), "0".to_owned()),
         ] {
             assert_eq!(value, display.as_str());
             assert!(value.is_inline());

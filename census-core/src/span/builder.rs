@@ -128,9 +128,8 @@ impl SpanBuilder {
 
     /// A custom property.
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
-        self.extra
-            .properties
-            .push((key.into(), crate::record::to_value(&value)));
+        crate::record::new_property(&mut self.extra.properties, key.into())
+            .append(format_args!("{value}"));
         self
     }
 
