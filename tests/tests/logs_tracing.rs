@@ -2,7 +2,8 @@
 //! ways, sync and across `.await`; span fields read by the semantic conventions; events as
 //! messages, exceptions with their chain, and custom events; what a sampled-out trace writes is
 //! dropped with it; the layer composes with per-layer filters; a value read off a span may
-//! record onto that span; clones of one layer in two subscribers keep their spans apart; spans
+//! record onto that span; an error event fails the span it is written in (`#[instrument(err)]`);
+//! clones of one layer in two subscribers keep their spans apart; spans
 //! made on some threads and entered and closed on others are each recorded once; the layer
 //! needs no registry under it.
 
@@ -308,6 +309,75 @@ fn events_become_messages_exceptions_with_their_chain_and_custom_events() {
     assert_eq!(event.property("sku"), Some("caviar"));
     assert_eq!(event.measurements().collect::<Vec<_>>(), [("total", 12.5)]);
     assert_eq!(event.parent_id(), Some(checkout.span_id()));
+}
+
+/// The error `charge` returns.
+#[derive(Debug)]
+struct Declined;
+
+impl fmt::Display for Declined {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("card declined")
+    }
+}
+
+impl Error for Declined {}
+
+#[tracing::instrument(err)]
+fn charge(amount: u64) -> Result<u64, Declined> {
+    if amount > 100 {
+        Err(Declined)
+    } else {
+        Ok(amount)
+    }
+}
+
+#[tracing::instrument(err)]
+async fn charge_async(amount: u64) -> Result<u64, Declined> {
+    tokio::task::yield_now().await;
+    charge(amount)
+}
+
+#[test]
+fn an_error_event_fails_the_span_it_is_written_in() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    assert!(charge(50).is_ok());
+    assert!(charge(500).is_err());
+    assert!(multi_thread_runtime(2).block_on(charge_async(700)).is_err());
+    tracing::info_span!("warned").in_scope(|| tracing::warn!("slow"));
+    let parent = tracing::info_span!("given as parent");
+    tracing::info_span!("current").in_scope(|| tracing::error!(parent: &parent, "elsewhere"));
+    drop(parent);
+    flush(&pipeline);
+
+    let charged = |name: &str, amount: &str| {
+        let spans = memory.named(name);
+        spans
+            .into_iter()
+            .find(|span| span.property("amount") == Some(amount))
+            .unwrap_or_else(|| panic!("no {name} of {amount}"))
+    };
+    assert!(charged("charge", "50").success());
+    let declined = charged("charge", "500");
+    assert!(!declined.success(), "#[instrument(err)] returning an Err");
+    assert!(
+        !charged("charge_async", "700").success(),
+        "and across .await"
+    );
+    assert!(!charged("charge", "700").success());
+    // What `err` writes is a record of the failed span.
+    let logs = memory.logs();
+    let written = logs
+        .iter()
+        .find(|log| log.parent_id() == Some(declined.span_id()))
+        .expect("the error event of the declined charge");
+    assert_eq!(written.severity(), Severity::Error);
+    assert_eq!(written.property("error"), Some("card declined"));
+    // A warning fails nothing; an error given a parent fails that one, not the current span.
+    assert!(memory.one("warned").success());
+    assert!(!memory.one("given as parent").success());
+    assert!(memory.one("current").success());
 }
 
 #[test]

@@ -7,8 +7,9 @@
 //!   `"consumer"` makes a `Request`; `otel.name` renames it; `db.system`, `db.statement` / `db.query.text`,
 //!   `server.address` / `server.port`, `http.request.method`, `url.full`,
 //!   `http.response.status_code` describe a call) or census's own (`census.kind`,
-//!   `census.target`). Its other fields become properties; `otel.status_code = "ERROR"` or an
-//!   `error` field fails it.
+//!   `census.target`). Its other fields become properties; `otel.status_code = "ERROR"`, an
+//!   `error` field, or an `ERROR` event written in it (what `#[instrument(err)]` writes when the
+//!   function returns an `Err`, as `tracing-opentelemetry` reads it) fails it.
 //! - The two worlds nest in one tree: a `#[dependency]` method called inside a
 //!   `#[tracing::instrument]` function nests under its span, and a `tracing` span opened inside
 //!   a census span nests under that, sync and across `.await`.
@@ -145,6 +146,23 @@ impl CensusLayer {
     pub fn event_level(mut self, level: Level) -> Self {
         self.event_level = level;
         self
+    }
+
+    /// Fails the `tracing` span an error event is written in (its explicit parent, or the
+    /// span current here), when this layer records it.
+    #[cold]
+    fn fail_span_of<S: Subscriber>(&self, event: &Event<'_>, ctx: &Context<'_, S>) {
+        let span = match event.parent() {
+            Some(parent) => Some(parent.clone()),
+            None if event.is_contextual() => ctx.current_span().id().cloned(),
+            None => None,
+        };
+        if let Some(span) = span
+            && let Some(mut bridged) = self.spans.get_mut(&span.into_u64())
+            && let Some(record) = bridged.record_mut()
+        {
+            record.set_success(false);
+        }
     }
 
     /// What the children and events of the span `id` take as their parent, when this layer
@@ -297,10 +315,13 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         }
     }
 
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let metadata = event.metadata();
         if *metadata.level() > self.event_level || crate::local::on_census_thread() {
             return;
+        }
+        if *metadata.level() == Level::ERROR {
+            self.fail_span_of(event, &ctx);
         }
         // An event given a parent explicitly takes that span's; else what is current here.
         let correlation = match event.parent() {
