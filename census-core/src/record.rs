@@ -1374,18 +1374,7 @@ impl OperationName {
 
     /// `name`, interned when there is room.
     pub(crate) fn intern(name: &str) -> OperationName {
-        let seen = SEEN
-            .try_with(|seen| seen.borrow().get(name).copied())
-            .ok()
-            .flatten();
-        if let Some(name) = seen {
-            return OperationName::from_static(name);
-        }
-        let interned = intern_into(&INTERNED, name);
-        if let Some(interned) = interned {
-            let _ = SEEN.try_with(|seen| seen.borrow_mut().insert(interned));
-        }
-        interned.map_or_else(
+        intern(name).map_or_else(
             || OperationName::shared(Arc::from(name)),
             OperationName::from_static,
         )
@@ -1500,6 +1489,24 @@ pub(crate) fn is_interned(name: &str) -> bool {
 
 /// `name` in `table`: found, or added when there is room.
 #[cold]
+/// `text` as a static string, interned (the table is bounded: `None` when it is full): the
+/// operation names given at run time, and the targets, modules and files of the `log` records
+/// that reach the `tracing` layer as events.
+pub(crate) fn intern(text: &str) -> Option<&'static str> {
+    let seen = SEEN
+        .try_with(|seen| seen.borrow().get(text).copied())
+        .ok()
+        .flatten();
+    if seen.is_some() {
+        return seen;
+    }
+    let interned = intern_into(&INTERNED, text);
+    if let Some(interned) = interned {
+        let _ = SEEN.try_with(|seen| seen.borrow_mut().insert(interned));
+    }
+    interned
+}
+
 fn intern_into(table: &std::sync::RwLock<Interned>, name: &str) -> Option<&'static str> {
     {
         let table = table

@@ -10,6 +10,22 @@ use crate::queue;
 use crate::record::{Correlation, EventRecord, Item, LogRecord, Value};
 use crate::sampler;
 
+/// The crates whose targets are census's own: this one, whose modules write census's warnings,
+/// and the one applications name. What they write never becomes telemetry (no feedback loop
+/// when the endpoint fails), whichever bridge it reaches.
+#[cfg(any(feature = "log", feature = "tracing"))]
+const OWN_CRATES: [&str; 2] = [env!("CARGO_CRATE_NAME"), "census_runtime"];
+
+/// Whether a target is census's own: its warnings never become telemetry.
+#[cfg(any(feature = "log", feature = "tracing"))]
+pub(crate) fn is_census(target: &str) -> bool {
+    OWN_CRATES.iter().any(|own| {
+        target
+            .strip_prefix(own)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
 /// Where a record written now on this thread belongs: the span current here, or no operation
 /// at all outside any span. `None` when it is not recorded: no pipeline, a trace the sampler
 /// dropped, or one of census's own threads. Inlined into the callers, so that what it returns
@@ -123,5 +139,19 @@ impl EventBuilder {
                 EventRecord::new(self.name, correlation, self.properties, self.measurements);
             queue::submit_item(Item::Event(Box::new(record)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(any(feature = "log", feature = "tracing"))]
+    #[test]
+    fn census_s_own_targets_are_told_apart() {
+        use super::is_census;
+        assert!(is_census("census_runtime"));
+        assert!(is_census("census_core::azure::transport"));
+        assert!(is_census(module_path!()));
+        assert!(!is_census("census_runtimes"));
+        assert!(!is_census("orders::census_runtime"));
     }
 }

@@ -3,6 +3,7 @@
 //! messages, exceptions with their chain, and custom events; what a sampled-out trace writes is
 //! dropped with it; the layer composes with per-layer filters; a value read off a span may
 //! record onto that span; an error event fails the span it is written in (`#[instrument(err)]`);
+//! `log` records that reach the layer through `tracing-log` keep their own source;
 //! clones of one layer in two subscribers keep their spans apart; spans
 //! made on some threads and entered and closed on others are each recorded once; the layer
 //! needs no registry under it.
@@ -378,6 +379,34 @@ fn an_error_event_fails_the_span_it_is_written_in() {
     assert!(memory.one("warned").success());
     assert!(!memory.one("given as parent").success());
     assert!(memory.one("current").success());
+}
+
+#[test]
+fn log_records_that_reach_the_layer_as_events_keep_their_own_source() {
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // `init` installs `tracing-log`'s `LogTracer` as `log`'s logger too.
+    tracing_subscriber::registry()
+        .with(CensusLayer::new())
+        .init();
+    let (pipeline, memory) = install_memory();
+    let line = line!() + 2;
+    tracing::info_span!("load").in_scope(|| {
+        log::info!(target: "orders::db", "loaded {} orders", 3);
+        log::warn!(target: "census_core::azure::transport", "census's own, never telemetry");
+    });
+    flush(&pipeline);
+
+    let logs = memory.logs();
+    let messages: Vec<&str> = logs.iter().map(|log| log.message()).collect();
+    assert_eq!(messages, ["loaded 3 orders"]);
+    let loaded = &logs[0];
+    assert_eq!(loaded.target(), "orders::db");
+    assert_eq!(loaded.module_path(), Some(module_path!()));
+    assert_eq!(loaded.file(), Some(file!()));
+    assert_eq!(loaded.line(), Some(line));
+    assert_eq!(loaded.severity(), Severity::Information);
+    assert_eq!(loaded.properties().count(), 0, "no log.* fields");
+    assert_eq!(loaded.parent_id(), Some(memory.one("load").span_id()));
 }
 
 #[test]

@@ -112,21 +112,8 @@ impl LogBridge {
     }
 
     fn records(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level && !is_census(metadata.target())
+        metadata.level() <= self.level && !telemetry::is_census(metadata.target())
     }
-}
-
-/// The crates whose targets are census's own: this one, whose modules write census's warnings,
-/// and the one applications name.
-const OWN_CRATES: [&str; 2] = [env!("CARGO_CRATE_NAME"), "census_runtime"];
-
-/// Whether a target is census's own: its warnings never become telemetry.
-fn is_census(target: &str) -> bool {
-    OWN_CRATES.iter().any(|own| {
-        target
-            .strip_prefix(own)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-    })
 }
 
 /// A `log` level as an Application Insights severity.
@@ -230,15 +217,6 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Properties<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn census_s_own_targets_are_told_apart() {
-        assert!(is_census("census_runtime"));
-        assert!(is_census("census_core::azure::transport"));
-        assert!(is_census(module_path!()));
-        assert!(!is_census("census_runtimes"));
-        assert!(!is_census("orders::census_runtime"));
-    }
 
     #[test]
     fn levels_map_to_severities() {

@@ -17,6 +17,9 @@
 //!   carrying an error (`error = &e as &dyn Error`, or `exception.message` / `exception.type`
 //!   fields) becomes an `Exception` with the error's chain of `source()`s; one with a
 //!   `census.event = "name"` field becomes a custom `Event` (numbers as measurements).
+//! - A `log` record that `tracing-log`'s `LogTracer` made an event (`tracing_subscriber`'s
+//!   `init()` installs it) is read by its own target, module, file and line; census's own
+//!   records never become telemetry, by either way.
 //!
 //! ```
 //! use census_runtime::export::MemoryExporter;
@@ -52,6 +55,7 @@ use dashmap::DashMap;
 use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record as FieldValues};
 use tracing_core::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent as _;
 use tracing_subscriber::layer::{Context, Layer};
 
 use crate::context::Carried;
@@ -320,6 +324,20 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         if *metadata.level() > self.event_level || crate::local::on_census_thread() {
             return;
         }
+        // A `log` record that `tracing-log` made an event: read by its own target, module, file
+        // and line, which its `log.*` fields carry (its metadata's are `tracing-log`'s).
+        let from_log = event.is_log();
+        let normalized = if from_log {
+            event.normalized_metadata()
+        } else {
+            None
+        };
+        if normalized
+            .as_ref()
+            .is_some_and(|log| telemetry::is_census(log.target()))
+        {
+            return;
+        }
         if *metadata.level() == Level::ERROR {
             self.fail_span_of(event, &ctx);
         }
@@ -338,11 +356,20 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         let Some(correlation) = correlation else {
             return;
         };
-        let source = Source {
-            target: Cow::Borrowed(metadata.target()),
-            module_path: metadata.module_path(),
-            file: metadata.file(),
-            line: metadata.line(),
+        let source = match &normalized {
+            None => Source {
+                target: Cow::Borrowed(metadata.target()),
+                module_path: metadata.module_path(),
+                file: metadata.file(),
+                line: metadata.line(),
+            },
+            Some(log) => Source {
+                target: crate::record::intern(log.target())
+                    .map_or_else(|| Cow::Owned(log.target().to_owned()), Cow::Borrowed),
+                module_path: log.module_path().and_then(crate::record::intern),
+                file: log.file().and_then(crate::record::intern),
+                line: log.line(),
+            },
         };
         if metadata.fields().field("census.event").is_some() {
             let mut fields = EventFields::default();
@@ -374,6 +401,7 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
                 let mut fields = LogFields {
                     log,
                     errors: Errors::default(),
+                    from_log,
                 };
                 event.record(&mut fields);
                 if let Some(errors) = fields.errors.finish() {
@@ -638,6 +666,8 @@ impl Visit for SpanFields<'_> {
 struct LogFields<'a> {
     log: &'a mut LogRecord,
     errors: Errors,
+    /// A `log` record's event, whose `log.*` fields are its source, not properties.
+    from_log: bool,
 }
 
 impl LogFields<'_> {
@@ -646,6 +676,7 @@ impl LogFields<'_> {
         let kept = match field.name() {
             "exception.type" => &mut self.errors.exception_type,
             "exception.message" => &mut self.errors.exception_message,
+            name if self.from_log && name.starts_with("log.") => return,
             name => return write(self.log.new_property(name)),
         };
         let mut value = Value::new();
