@@ -1490,8 +1490,8 @@ pub(crate) fn is_interned(name: &str) -> bool {
 /// `name` in `table`: found, or added when there is room.
 #[cold]
 /// `text` as a static string, interned (the table is bounded: `None` when it is full): the
-/// operation names given at run time, and the targets, modules and files of the `log` records
-/// that reach the `tracing` layer as events.
+/// operation names given at run time, the keys of `log` records' key-values, and the targets,
+/// modules and files of the `log` records that reach the `tracing` layer as events.
 pub(crate) fn intern(text: &str) -> Option<&'static str> {
     let seen = SEEN
         .try_with(|seen| seen.borrow().get(text).copied())

@@ -5,7 +5,7 @@
 //! allocated. A span with run-time values takes, in steady state, a box of them that the export
 //! worker handed back, pushes its properties into the list that box kept, and writes a short
 //! value inline: nothing is allocated either. A log record's key-values and an event's fields
-//! take such a box too. A value longer than the inline room is allocated, which the last step
+//! take such a box too (a `log` key, lent for the call only, is interned). A value longer than the inline room is allocated, which the last step
 //! counts (and so shows that the counter counts).
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -159,6 +159,10 @@ fn recorded_calls_allocate_nothing_on_the_calling_thread_but_a_long_property_val
             .expect("the process's logger");
         allocates_nothing("`log::info!` in a span", |n| {
             census_core::span("handle").in_scope(|| log::info!("order {n} placed"));
+        });
+        allocates_nothing("`log::info!` with two key-values in a span", |n| {
+            census_core::span("handle")
+                .in_scope(|| log::info!(order = n, tier = "gold"; "order placed"));
         });
     }
 

@@ -207,9 +207,13 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Properties<'_> {
         key: log::kv::Key<'kvs>,
         value: log::kv::Value<'kvs>,
     ) -> Result<(), log::kv::Error> {
-        self.0
-            .new_property(key.as_str().to_owned())
-            .append(format_args!("{value}"));
+        // `log` lends a key for the record's call only. The keys are the names a program's
+        // macros give, few and reused: interned, a key is no allocation (past the table's
+        // bound, a copy).
+        let key = key.as_str();
+        let key =
+            crate::record::intern(key).map_or_else(|| Cow::Owned(key.to_owned()), Cow::Borrowed);
+        self.0.new_property(key).append(format_args!("{value}"));
         Ok(())
     }
 }
