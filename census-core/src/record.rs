@@ -93,7 +93,7 @@ pub(crate) struct SpanExtra {
 pub(crate) type Value = Text<30>;
 
 /// `value`'s `Display` as a property value, written in place.
-pub(crate) fn to_value<T: std::fmt::Display + ?Sized>(value: &T) -> Value {
+pub(crate) fn to_value<T: Display + ?Sized>(value: &T) -> Value {
     Value::format(format_args!("{value}"))
 }
 
@@ -110,6 +110,15 @@ pub(crate) fn new_property<'a>(
     let at = properties.len();
     properties.push((key, Value::new()));
     &mut properties[at].1
+}
+
+/// Pushes the property `key` with `value`'s `Display`, written in place ([`new_property`]).
+pub(crate) fn push_display(
+    properties: &mut Vec<(Cow<'static, str>, Value)>,
+    key: Cow<'static, str>,
+    value: &(impl Display + ?Sized),
+) {
+    new_property(properties, key).append(format_args!("{value}"));
 }
 
 /// What a span sends as an Exception item: the panic that unwound through it, or the `Err` that
@@ -697,8 +706,7 @@ impl SpanRecord {
         }
         let extra = self.extra_mut();
         for (name, value) in names.iter().zip(values) {
-            new_property(&mut extra.properties, Cow::Borrowed(*name))
-                .append(format_args!("{value}"));
+            push_display(&mut extra.properties, Cow::Borrowed(*name), value);
         }
     }
 
@@ -1498,8 +1506,6 @@ pub(crate) fn is_interned(name: &str) -> bool {
     table.names.contains(name)
 }
 
-/// `name` in `table`: found, or added when there is room.
-#[cold]
 /// `text` as a static string, interned (the table is bounded: `None` when it is full): the
 /// operation names given at run time, the keys of `log` records' key-values, and the targets,
 /// modules and files of the `log` records that reach the `tracing` layer as events.
@@ -1518,6 +1524,14 @@ pub(crate) fn intern(text: &str) -> Option<&'static str> {
     interned
 }
 
+/// `text` interned, or a copy of it when the table is full.
+#[cfg(any(feature = "log", feature = "tracing"))]
+pub(crate) fn interned_or_owned(text: &str) -> Cow<'static, str> {
+    intern(text).map_or_else(|| Cow::Owned(text.to_owned()), Cow::Borrowed)
+}
+
+/// `name` in `table`: found, or added when there is room.
+#[cold]
 fn intern_into(table: &std::sync::RwLock<Interned>, name: &str) -> Option<&'static str> {
     {
         let table = table

@@ -120,8 +120,7 @@ pub struct EventBuilder {
 impl EventBuilder {
     /// A property (a dimension to filter and group by), by `Display`.
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
-        crate::record::new_property(&mut self.properties, key.into())
-            .append(format_args!("{value}"));
+        crate::record::push_display(&mut self.properties, key.into(), &value);
         self
     }
 

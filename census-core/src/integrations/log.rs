@@ -210,9 +210,7 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Properties<'_> {
         // `log` lends a key for the record's call only. The keys are the names a program's
         // macros give, few and reused: interned, a key is no allocation (past the table's
         // bound, a copy).
-        let key = key.as_str();
-        let key =
-            crate::record::intern(key).map_or_else(|| Cow::Owned(key.to_owned()), Cow::Borrowed);
+        let key = crate::record::interned_or_owned(key.as_str());
         self.0.new_property(key).append(format_args!("{value}"));
         Ok(())
     }

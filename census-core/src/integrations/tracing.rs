@@ -364,8 +364,7 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
                 line: metadata.line(),
             },
             Some(log) => Source {
-                target: crate::record::intern(log.target())
-                    .map_or_else(|| Cow::Owned(log.target().to_owned()), Cow::Borrowed),
+                target: crate::record::interned_or_owned(log.target()),
                 module_path: log.module_path().and_then(crate::record::intern),
                 file: log.file().and_then(crate::record::intern),
                 line: log.line(),
@@ -469,11 +468,7 @@ impl<'a> SpanFields<'a> {
             None
         };
         match convention {
-            Some(convention) => {
-                let mut value = Value::new();
-                write(&mut value);
-                self.convention(convention, value);
-            }
+            Some(convention) => self.convention(convention, written(write)),
             None => write(new_property(
                 &mut self.extra.properties,
                 Cow::Borrowed(name),
@@ -618,6 +613,14 @@ impl Facts {
     }
 }
 
+/// The value `write` writes, made aside: for the fields whose value is kept elsewhere than in
+/// the property list.
+fn written(write: impl FnOnce(&mut Value)) -> Value {
+    let mut value = Value::new();
+    write(&mut value);
+    value
+}
+
 /// Writes an integer field's text, as its `Debug` and `Display` write it.
 fn integer(text: &mut Value, value: impl itoa::Integer) {
     text.push_str(itoa::Buffer::new().format(value));
@@ -679,9 +682,7 @@ impl LogFields<'_> {
             name if self.from_log && name.starts_with("log.") => return,
             name => return write(self.log.new_property(name)),
         };
-        let mut value = Value::new();
-        write(&mut value);
-        *kept = Some(value.into_string());
+        *kept = Some(written(write).into_string());
     }
 }
 
@@ -790,11 +791,7 @@ impl EventFields {
     /// A field's value, which `write` writes: the event's name, or a property written in place.
     fn text(&mut self, field: &Field, write: impl FnOnce(&mut Value)) {
         match field.name() {
-            "census.event" => {
-                let mut name = Value::new();
-                write(&mut name);
-                self.event_name = Some(name.into_string());
-            }
+            "census.event" => self.event_name = Some(written(write).into_string()),
             name if log_only(name) => {}
             name => write(new_property(&mut self.properties, Cow::Borrowed(name))),
         }
@@ -912,11 +909,6 @@ mod tests {
 
     #[test]
     fn an_integer_field_is_written_as_its_display_and_inline() {
-        let written = |write: fn(&mut Value)| {
-            let mut value = Value::new();
-            write(&mut value);
-            value
-        };
         for (value, display) in [
             (
                 written(|text| integer(text, i64::MIN)),

@@ -128,8 +128,7 @@ impl SpanBuilder {
 
     /// A custom property.
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
-        crate::record::new_property(&mut self.extra.properties, key.into())
-            .append(format_args!("{value}"));
+        crate::record::push_display(&mut self.extra.properties, key.into(), &value);
         self
     }
 
