@@ -107,7 +107,9 @@ fn what_a_too_short_flush_left_is_delivered_by_the_next_one() {
 #[test]
 fn dropping_the_guard_delivers_the_stored_batches_before_the_process_ends() {
     let server = IngestionServer::start().unwrap();
-    server.script([Reply::status(503)]);
+    // The loop's own retry waits two seconds: the batch stays in storage until the guard is
+    // dropped (a backoff of milliseconds could deliver it before the test sees it stored).
+    server.script([Reply::status(503).retry_after(2)]);
     let dir = scratch_dir("flush-shutdown");
     let census = census_runtime::pipeline()
         .exporter(
