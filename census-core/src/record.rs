@@ -39,6 +39,10 @@ pub struct SpanRecord {
     end: u64,
     sample_rate: f32,
     success: bool,
+    /// The instrumentation said the call succeeded, for good (a `tracing` span's
+    /// `otel.status_code = "OK"`, final as OpenTelemetry's status): nothing fails it after.
+    #[cfg(feature = "tracing")]
+    succeeded_for_good: bool,
     kept_by: KeptBy,
     /// A span of a trace the sampler dropped, recorded only to be counted into the standard
     /// metrics: the export worker counts it and never hands it to an exporter.
@@ -436,6 +440,8 @@ impl SpanRecord {
             end: 0,
             sample_rate,
             success: true,
+            #[cfg(feature = "tracing")]
+            succeeded_for_good: false,
             kept_by: KeptBy::Parent,
             shadow: false,
             operation_name,
@@ -509,6 +515,20 @@ impl SpanRecord {
     /// Sets whether the operation succeeded.
     pub(crate) fn set_success(&mut self, success: bool) {
         self.success = success;
+    }
+
+    /// Marks the operation a success for good (see [`SpanRecord::succeeded_for_good`]).
+    #[cfg(feature = "tracing")]
+    pub(crate) fn set_succeeded_for_good(&mut self) {
+        self.success = true;
+        self.succeeded_for_good = true;
+    }
+
+    /// Whether the instrumentation said the call succeeded, for good: what would fail the span
+    /// afterwards does not.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn succeeded_for_good(&self) -> bool {
+        self.succeeded_for_good
     }
 
     /// Sets the name the whole operation is grouped under.

@@ -3,6 +3,7 @@
 //! messages, exceptions with their chain, and custom events; what a sampled-out trace writes is
 //! dropped with it; the layer composes with per-layer filters; a value read off a span may
 //! record onto that span; an error event fails the span it is written in (`#[instrument(err)]`);
+//! an `OK` status is final; spans below the layer's level are left out of the tree;
 //! `log` records that reach the layer through `tracing-log` keep their own source;
 //! clones of one layer in two subscribers keep their spans apart; spans
 //! made on some threads and entered and closed on others are each recorded once; the layer
@@ -379,6 +380,98 @@ fn an_error_event_fails_the_span_it_is_written_in() {
     assert!(memory.one("warned").success());
     assert!(!memory.one("given as parent").success());
     assert!(memory.one("current").success());
+}
+
+#[test]
+fn an_ok_status_is_final() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    // Retried inside, and said to have succeeded: the error written on the way fails nothing.
+    tracing::info_span!("retried", otel.status_code = "OK")
+        .in_scope(|| tracing::error!("the first attempt failed"));
+    // Recorded later, then an error field: the status stays.
+    let later = tracing::info_span!(
+        "said later",
+        otel.status_code = tracing::field::Empty,
+        error = tracing::field::Empty
+    );
+    later.record("otel.status_code", "OK");
+    later.record("error", "too late");
+    later.in_scope(|| tracing::error!("nor an event"));
+    drop(later);
+    // A 404 the application expects: its result code kept, not a failure.
+    tracing::info_span!(
+        "lookup",
+        http.response.status_code = 404,
+        otel.status_code = "OK"
+    )
+    .in_scope(|| {});
+    tracing::info_span!("plain").in_scope(|| tracing::error!("fails it"));
+    tracing::info_span!("said to fail", otel.status_code = "ERROR").in_scope(|| {});
+    flush(&pipeline);
+
+    assert!(memory.one("retried").success());
+    let later = memory.one("said later");
+    assert!(later.success());
+    assert_eq!(
+        later.error_message(),
+        None,
+        "the error field came after the status"
+    );
+    let lookup = memory.one("lookup");
+    assert!(lookup.success());
+    assert_eq!(lookup.result_code(), Some("404"));
+    assert!(!memory.one("plain").success());
+    assert!(!memory.one("said to fail").success());
+}
+
+#[test]
+fn spans_below_the_span_level_are_left_out_and_what_they_hold_nests_above_them() {
+    let (pipeline, memory) = install_memory();
+    let work = || {
+        tracing::info_span!("request").in_scope(|| {
+            tracing::debug_span!("library call").in_scope(|| {});
+            tracing::trace_span!("poll").in_scope(|| query(3));
+        })
+    };
+    // By default, DEBUG and above.
+    tracing::subscriber::with_default(
+        tracing_subscriber::registry().with(CensusLayer::new()),
+        work,
+    );
+    flush(&pipeline);
+    let request = memory.one("request");
+    assert_eq!(
+        memory.one("library call").parent_id(),
+        Some(request.span_id())
+    );
+    assert!(memory.named("poll").is_empty(), "TRACE spans are left out");
+    let query = memory.one("query");
+    assert_eq!(query.parent_id(), Some(request.span_id()));
+    let logs = memory.logs();
+    assert_eq!(log(&logs, "querying").parent_id(), Some(query.span_id()));
+    memory.clear();
+
+    // Only INFO and above; and everything.
+    for (level, recorded) in [
+        (tracing::Level::INFO, ["request", "query"].as_slice()),
+        (
+            tracing::Level::TRACE,
+            ["request", "library call", "poll", "query"].as_slice(),
+        ),
+    ] {
+        tracing::subscriber::with_default(
+            tracing_subscriber::registry().with(CensusLayer::new().span_level(level)),
+            work,
+        );
+        flush(&pipeline);
+        let mut names: Vec<String> = memory.spans().iter().map(|s| s.name().to_owned()).collect();
+        names.sort();
+        let mut expected: Vec<&str> = recorded.to_vec();
+        expected.sort_unstable();
+        assert_eq!(names, expected, "at {level}");
+        memory.clear();
+    }
 }
 
 #[test]

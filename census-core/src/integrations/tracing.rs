@@ -9,7 +9,8 @@
 //!   `http.response.status_code` describe a call) or census's own (`census.kind`,
 //!   `census.target`). Its other fields become properties; `otel.status_code = "ERROR"`, an
 //!   `error` field, or an `ERROR` event written in it (what `#[instrument(err)]` writes when the
-//!   function returns an `Err`, as `tracing-opentelemetry` reads it) fails it.
+//!   function returns an `Err`, as `tracing-opentelemetry` reads it) fails it, unless
+//!   `otel.status_code = "OK"` came first: that status is final, as OpenTelemetry's.
 //! - The two worlds nest in one tree: a `#[dependency]` method called inside a
 //!   `#[tracing::instrument]` function nests under its span, and a `tracing` span opened inside
 //!   a census span nests under that, sync and across `.await`.
@@ -42,8 +43,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Events are recorded at `INFO` and above by default ([`CensusLayer::event_level`]); spans
-//! at every level (a per-layer filter such as `EnvFilter` chooses which reach the layer).
+//! Events are recorded at `INFO` and above by default ([`CensusLayer::event_level`]), spans at
+//! `DEBUG` and above ([`CensusLayer::span_level`]): `TRACE` spans are the per-poll internals of
+//! runtimes and protocol crates (`tokio`'s tasks, `h2`'s streams), which would each become a
+//! dependency. A span left out is left out of the tree: what it holds nests under the span above
+//! it. A per-layer filter such as `EnvFilter` chooses, beyond that, which reach the layer.
 
 use std::borrow::Cow;
 use std::error::Error;
@@ -74,6 +78,7 @@ use crate::{queue, telemetry};
 /// is given its own layer (the spans of two subscribers may share ids).
 pub struct CensusLayer {
     event_level: Level,
+    span_level: Level,
     /// The spans this layer bridged, by id, from the moment they are made until they close.
     spans: Spans,
 }
@@ -111,6 +116,7 @@ impl Clone for CensusLayer {
     fn clone(&self) -> Self {
         CensusLayer {
             event_level: self.event_level,
+            span_level: self.span_level,
             spans: Spans::default(),
         }
     }
@@ -120,6 +126,7 @@ impl fmt::Debug for CensusLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CensusLayer")
             .field("event_level", &self.event_level)
+            .field("span_level", &self.span_level)
             .field("open_spans", &self.spans.len())
             .finish()
     }
@@ -132,10 +139,12 @@ impl Default for CensusLayer {
 }
 
 impl CensusLayer {
-    /// A layer recording every span it is given and events at `INFO` and above.
+    /// A layer recording the spans it is given at `DEBUG` and above, and events at `INFO` and
+    /// above.
     pub fn new() -> Self {
         CensusLayer {
             event_level: Level::INFO,
+            span_level: Level::DEBUG,
             spans: Spans::default(),
         }
     }
@@ -152,6 +161,21 @@ impl CensusLayer {
         self
     }
 
+    /// The most verbose level of spans that become census spans (default `DEBUG`). A span left
+    /// out is not in the tree: the spans and records it holds nest under the span above it.
+    ///
+    /// ```
+    /// use census_runtime::integrations::tracing::CensusLayer;
+    /// // Only what the application's `#[tracing::instrument]` functions make (INFO), not the
+    /// // libraries' DEBUG spans.
+    /// let layer = CensusLayer::new().span_level(tracing::Level::INFO);
+    /// # let _ = layer;
+    /// ```
+    pub fn span_level(mut self, level: Level) -> Self {
+        self.span_level = level;
+        self
+    }
+
     /// Fails the `tracing` span an error event is written in (its explicit parent, or the
     /// span current here), when this layer records it.
     #[cold]
@@ -164,6 +188,7 @@ impl CensusLayer {
         if let Some(span) = span
             && let Some(mut bridged) = self.spans.get_mut(&span.into_u64())
             && let Some(record) = bridged.record_mut()
+            && !record.succeeded_for_good()
         {
             record.set_success(false);
         }
@@ -226,7 +251,10 @@ impl Bridged {
 // nothing (a `Registry` is what users compose it with; `tracing_subscriber::fmt()` is one too).
 impl<S: Subscriber> Layer<S> for CensusLayer {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: Context<'_, S>) {
-        if !crate::sampler::is_active() || crate::local::on_census_thread() {
+        if *attrs.metadata().level() > self.span_level
+            || !crate::sampler::is_active()
+            || crate::local::on_census_thread()
+        {
             return;
         }
         // The span's fields are written straight into the box its record takes (a reused box
@@ -441,6 +469,8 @@ struct Facts {
     server: bool,
     status: Option<u64>,
     failed: Option<String>,
+    /// `otel.status_code = "OK"`.
+    ok: bool,
     /// `server.port`, joined to the target.
     port: Option<String>,
     /// An HTTP method or URL was given: an `HTTP` call unless a kind is.
@@ -490,6 +520,8 @@ impl<'a> SpanFields<'a> {
             Convention::Status => {
                 if value.eq_ignore_ascii_case("error") {
                     self.facts.failed.get_or_insert_with(|| "error".to_owned());
+                } else if value.eq_ignore_ascii_case("ok") {
+                    self.facts.ok = true;
                 }
             }
             Convention::Failure => self.facts.failed = Some(value.into_string()),
@@ -521,7 +553,7 @@ enum Convention {
     Name,
     /// `otel.kind`: a server's or a consumer's span is a request.
     Kind,
-    /// `otel.status_code`: `ERROR` fails the span.
+    /// `otel.status_code`: `ERROR` fails the span, `OK` makes it a success for good.
     Status,
     /// `otel.status_message`, `otel.status_description`, `error`: fails the span with it.
     Failure,
@@ -599,15 +631,23 @@ impl Facts {
         }
     }
 
-    /// Records a status or failure the fields gave.
+    /// Records a status or failure the fields gave. `OK` is final, as OpenTelemetry's status:
+    /// the application says the call succeeded whatever its result code, and neither a later
+    /// `error` field nor an `ERROR` event fails it.
     fn settle(self, record: &mut SpanRecord) {
+        if self.ok {
+            record.set_succeeded_for_good();
+        }
+        let ok = record.succeeded_for_good();
         if let Some(status) = self.status {
             record.extra_mut().result_code = Some(Cow::Owned(status.to_string()));
-            if status >= 400 {
+            if status >= 400 && !ok {
                 record.set_success(false);
             }
         }
-        if let Some(message) = self.failed {
+        if let Some(message) = self.failed
+            && !ok
+        {
             record.fail(Cow::Borrowed("error"), Some(message));
         }
     }
