@@ -31,8 +31,10 @@ fn a_flush_during_a_backoff_waits_for_it_and_delivers_the_stored_batch() {
     let dir = scratch_dir("flush-backoff");
     let census = census_runtime::pipeline()
         .exporter(
+            // Two to four seconds in storage before the loop's own retry: time for the test,
+            // polling, to see the batch there on a loaded machine.
             settings(&server, &dir)
-                .retry_backoff(Duration::from_secs(1), Duration::from_secs(2))
+                .retry_backoff(Duration::from_secs(4), Duration::from_secs(4))
                 .build()
                 .expect("the Azure exporter builds"),
         )
