@@ -1,5 +1,6 @@
 //! `tracing` through census's layer: spans and events in one tree with census's own spans, both
-//! ways, sync and across `.await`; span fields read by the semantic conventions; events as
+//! ways, sync and across `.await`; span fields read by the semantic conventions (a call's type
+//! and target as the Azure Monitor exporters name them); events as
 //! messages, exceptions with their chain, and custom events; what a sampled-out trace writes is
 //! dropped with it; the layer composes with per-layer filters; a value read off a span may
 //! record onto that span; an error event fails the span it is written in (`#[instrument(err)]`);
@@ -225,6 +226,84 @@ fn span_fields_follow_the_semantic_conventions() {
         SpanKind::Request,
         "otel.kind = consumer"
     );
+}
+
+#[test]
+fn databases_queues_and_remote_calls_are_typed_as_the_azure_exporters_type_them() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    for (name, system) in [("sqlite", "sqlite"), ("sql server", "microsoft.sql_server")] {
+        drop(tracing::info_span!(
+            "query",
+            otel.name = name,
+            db.system.name = system
+        ));
+    }
+    drop(tracing::info_span!(
+        "orders query",
+        db.system = "postgresql",
+        db.namespace = "orders",
+        server.address = "db.internal",
+        server.port = 5432,
+    ));
+    drop(tracing::info_span!("cache", db.system = "redis"));
+    drop(tracing::info_span!(
+        "documents",
+        db.system = "couchdb",
+        db.name = "docs"
+    ));
+    drop(tracing::info_span!(
+        "publish",
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.destination.name = "orders",
+    ));
+    drop(tracing::info_span!(
+        "receive",
+        messaging.system = "rabbitmq"
+    ));
+    drop(tracing::info_span!(
+        "GetStock",
+        rpc.system = "grpc",
+        rpc.service = "inventory.Stock",
+        server.address = "inventory.internal",
+    ));
+    // census's own kind wins over every convention.
+    drop(tracing::info_span!(
+        "legacy",
+        census.kind = "Ledger",
+        db.system = "postgresql"
+    ));
+    flush(&pipeline);
+
+    let typed = |name: &str| {
+        let span = memory.one(name);
+        (span.kind().to_owned(), span.target().map(str::to_owned))
+    };
+    let typed = |name: &str, kind: &str, target: Option<&str>| {
+        assert_eq!(
+            typed(name),
+            (kind.to_owned(), target.map(str::to_owned)),
+            "{name}"
+        );
+    };
+    typed("sqlite", "SQL", Some("sqlite"));
+    typed("sql server", "SQL", Some("microsoft.sql_server"));
+    typed(
+        "orders query",
+        "postgresql",
+        Some("db.internal:5432|orders"),
+    );
+    typed("cache", "redis", Some("redis"));
+    typed("documents", "couchdb", Some("docs"));
+    typed("publish", "Queue Message | kafka", Some("orders"));
+    typed("receive", "rabbitmq", Some("rabbitmq"));
+    typed("GetStock", "grpc", Some("inventory.internal"));
+    typed("legacy", "Ledger", Some("postgresql"));
+    // The conventions' fields are not properties; others are.
+    let call = memory.one("GetStock");
+    assert_eq!(call.property("rpc.system"), None);
+    assert_eq!(call.property("rpc.service"), Some("inventory.Stock"));
 }
 
 #[derive(Debug)]

@@ -4,10 +4,11 @@
 //!
 //! - A `tracing` span becomes a census span: an `INPROC` dependency, unless its fields say
 //!   otherwise, following the OpenTelemetry semantic conventions (`otel.kind = "server"` or
-//!   `"consumer"` makes a `Request`; `otel.name` renames it; `db.system`, `db.statement` / `db.query.text`,
-//!   `server.address` / `server.port`, `http.request.method`, `url.full`,
-//!   `http.response.status_code` describe a call) or census's own (`census.kind`,
-//!   `census.target`). Its other fields become properties; `otel.status_code = "ERROR"`, an
+//!   `"consumer"` makes a `Request`; `otel.name` renames it; `db.system`, `db.name`,
+//!   `db.statement` / `db.query.text`, `messaging.system`, `messaging.destination.name`,
+//!   `rpc.system`, `server.address` / `server.port`, `http.request.method`, `url.full`,
+//!   `http.response.status_code` describe a call, its type and target named as the Azure Monitor
+//!   exporters name them) or census's own (`census.kind`, `census.target`). Its other fields become properties; `otel.status_code = "ERROR"`, an
 //!   `error` field, or an `ERROR` event written in it (what `#[instrument(err)]` writes when the
 //!   function returns an `Err`, as `tracing-opentelemetry` reads it) fails it, unless
 //!   `otel.status_code = "OK"` came first: that status is final, as OpenTelemetry's.
@@ -469,6 +470,15 @@ struct Facts {
     server: bool,
     status: Option<u64>,
     failed: Option<String>,
+    /// `otel.kind = "producer"`: a message sent.
+    producer: bool,
+    /// `db.system`, `db.name`, `messaging.system`, its destination, `rpc.system`: the type and
+    /// target of a call that gives no `census.kind` (nor an HTTP method or URL).
+    db_system: Option<String>,
+    db_name: Option<String>,
+    messaging: Option<String>,
+    destination: Option<String>,
+    rpc: Option<String>,
     /// `otel.status_code = "OK"`.
     ok: bool,
     /// `server.port`, joined to the target.
@@ -516,6 +526,7 @@ impl<'a> SpanFields<'a> {
             Convention::Kind => {
                 self.facts.server =
                     value.eq_ignore_ascii_case("server") || value.eq_ignore_ascii_case("consumer");
+                self.facts.producer = value.eq_ignore_ascii_case("producer");
             }
             Convention::Status => {
                 if value.eq_ignore_ascii_case("error") {
@@ -525,7 +536,12 @@ impl<'a> SpanFields<'a> {
                 }
             }
             Convention::Failure => self.facts.failed = Some(value.into_string()),
-            Convention::System => extra.kind = Some(Cow::Owned(value.into_string())),
+            Convention::CensusKind => extra.kind = Some(Cow::Owned(value.into_string())),
+            Convention::DbSystem => self.facts.db_system = Some(value.into_string()),
+            Convention::DbName => self.facts.db_name = Some(value.into_string()),
+            Convention::Messaging => self.facts.messaging = Some(value.into_string()),
+            Convention::Destination => self.facts.destination = Some(value.into_string()),
+            Convention::Rpc => self.facts.rpc = Some(value.into_string()),
             Convention::Statement => {
                 if !self.url {
                     extra.data = Some(Cow::Owned(value.into_string()));
@@ -557,8 +573,19 @@ enum Convention {
     Status,
     /// `otel.status_message`, `otel.status_description`, `error`: fails the span with it.
     Failure,
-    /// `db.system`, `db.system.name`, `census.kind`: the dependency's type.
-    System,
+    /// `census.kind`: the dependency's type, whatever the other fields say.
+    CensusKind,
+    /// `db.system`, `db.system.name`: a database call, its type ([`database_type`]).
+    DbSystem,
+    /// `db.name`, `db.namespace`: the database, joined to the target.
+    DbName,
+    /// `messaging.system`: a message sent or received, its type.
+    Messaging,
+    /// `messaging.destination`, `messaging.destination.name`: a message's queue or topic, the
+    /// target when no server is named.
+    Destination,
+    /// `rpc.system`: a remote procedure call (`grpc`), its type.
+    Rpc,
     /// `db.statement`, `db.query.text`: the data, unless a URL is.
     Statement,
     /// `server.address`, `net.peer.name`, `census.target`: the target.
@@ -580,7 +607,12 @@ impl Convention {
             "otel.kind" => Convention::Kind,
             "otel.status_code" => Convention::Status,
             "otel.status_message" | "otel.status_description" | "error" => Convention::Failure,
-            "db.system" | "db.system.name" | "census.kind" => Convention::System,
+            "census.kind" => Convention::CensusKind,
+            "db.system" | "db.system.name" => Convention::DbSystem,
+            "db.name" | "db.namespace" => Convention::DbName,
+            "messaging.system" => Convention::Messaging,
+            "messaging.destination" | "messaging.destination.name" => Convention::Destination,
+            "rpc.system" => Convention::Rpc,
             "db.statement" | "db.query.text" => Convention::Statement,
             "server.address" | "net.peer.name" | "census.target" => Convention::Address,
             "server.port" | "net.peer.port" => Convention::Port,
@@ -621,13 +653,43 @@ fn absorb(into: &mut SpanExtra, given: SpanExtra) {
 }
 
 impl Facts {
-    /// What the fields say together: an HTTP call's kind, the target's port.
+    /// What the fields say together, as the Azure Monitor exporters read them: the call's
+    /// type (an HTTP method or URL first, then a database, a message, a remote procedure call),
+    /// its target (the server and its port, the database's name after a `|`; else the queue, or
+    /// the system's name).
     fn describe(&mut self, extra: &mut SpanExtra) {
-        if self.http && extra.kind.is_none() {
-            extra.kind = Some(Cow::Borrowed("HTTP"));
+        let (messaging, rpc) = (self.messaging.take(), self.rpc.take());
+        if extra.kind.is_none() {
+            extra.kind = if self.http {
+                Some(Cow::Borrowed("HTTP"))
+            } else if let Some(system) = &self.db_system {
+                Some(database_type(system))
+            } else if self.producer {
+                Some(Cow::Owned(match &messaging {
+                    Some(system) => format!("Queue Message | {system}"),
+                    None => "Queue Message".to_owned(),
+                }))
+            } else {
+                messaging.clone().or_else(|| rpc.clone()).map(Cow::Owned)
+            };
         }
         if let (Some(port), Some(target)) = (self.port.take(), extra.target.as_mut()) {
             *target = Cow::Owned(format!("{target}:{port}"));
+        }
+        if let Some(database) = self.db_name.take() {
+            extra.target = Some(Cow::Owned(match &extra.target {
+                Some(server) => format!("{server}|{database}"),
+                None => database,
+            }));
+        }
+        if extra.target.is_none() {
+            extra.target = self
+                .db_system
+                .take()
+                .or(self.destination.take())
+                .or(messaging)
+                .or(rpc)
+                .map(Cow::Owned);
         }
     }
 
@@ -650,6 +712,33 @@ impl Facts {
         {
             record.fail(Cow::Borrowed("error"), Some(message));
         }
+    }
+}
+
+/// A database call's type, from its `db.system`: the names Application Insights knows
+/// (`mysql`, `postgresql`, `mongodb`, `redis`), `SQL` for the other relational databases, else
+/// the system's own name.
+fn database_type(system: &str) -> Cow<'static, str> {
+    match system {
+        "mysql" => Cow::Borrowed("mysql"),
+        "postgresql" => Cow::Borrowed("postgresql"),
+        "mongodb" => Cow::Borrowed("mongodb"),
+        "redis" => Cow::Borrowed("redis"),
+        // The older names and those of `db.system.name`.
+        "mssql"
+        | "microsoft.sql_server"
+        | "mariadb"
+        | "sqlite"
+        | "oracle"
+        | "oracle.db"
+        | "db2"
+        | "ibm.db2"
+        | "derby"
+        | "hsqldb"
+        | "h2"
+        | "h2database"
+        | "other_sql" => Cow::Borrowed("SQL"),
+        other => Cow::Owned(other.to_owned()),
     }
 }
 
