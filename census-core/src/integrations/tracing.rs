@@ -472,19 +472,26 @@ struct Facts {
     failed: Option<String>,
     /// `otel.kind = "producer"`: a message sent.
     producer: bool,
-    /// `db.system`, `db.name`, `messaging.system`, its destination, `rpc.system`: the type and
-    /// target of a call that gives no `census.kind` (nor an HTTP method or URL).
-    db_system: Option<String>,
-    db_name: Option<String>,
-    messaging: Option<String>,
-    destination: Option<String>,
-    rpc: Option<String>,
+    /// What names a database, a queue or a remote procedure call: boxed when given (their
+    /// values are `String`s already), so that the facts every span makes stay small.
+    call: Option<Box<CallFacts>>,
     /// `otel.status_code = "OK"`.
     ok: bool,
     /// `server.port`, joined to the target.
     port: Option<String>,
     /// An HTTP method or URL was given: an `HTTP` call unless a kind is.
     http: bool,
+}
+
+/// `db.system`, `db.name`, `messaging.system`, its destination, `rpc.system`: the type and
+/// target of a call that gives no `census.kind` (nor an HTTP method or URL).
+#[derive(Default)]
+struct CallFacts {
+    db_system: Option<String>,
+    db_name: Option<String>,
+    messaging: Option<String>,
+    destination: Option<String>,
+    rpc: Option<String>,
 }
 
 impl<'a> SpanFields<'a> {
@@ -537,11 +544,13 @@ impl<'a> SpanFields<'a> {
             }
             Convention::Failure => self.facts.failed = Some(value.into_string()),
             Convention::CensusKind => extra.kind = Some(Cow::Owned(value.into_string())),
-            Convention::DbSystem => self.facts.db_system = Some(value.into_string()),
-            Convention::DbName => self.facts.db_name = Some(value.into_string()),
-            Convention::Messaging => self.facts.messaging = Some(value.into_string()),
-            Convention::Destination => self.facts.destination = Some(value.into_string()),
-            Convention::Rpc => self.facts.rpc = Some(value.into_string()),
+            Convention::DbSystem => self.facts.call().db_system = Some(value.into_string()),
+            Convention::DbName => self.facts.call().db_name = Some(value.into_string()),
+            Convention::Messaging => self.facts.call().messaging = Some(value.into_string()),
+            Convention::Destination => {
+                self.facts.call().destination = Some(value.into_string());
+            }
+            Convention::Rpc => self.facts.call().rpc = Some(value.into_string()),
             Convention::Statement => {
                 if !self.url {
                     extra.data = Some(Cow::Owned(value.into_string()));
@@ -658,39 +667,23 @@ impl Facts {
     /// its target (the server and its port, the database's name after a `|`; else the queue, or
     /// the system's name).
     fn describe(&mut self, extra: &mut SpanExtra) {
-        let (messaging, rpc) = (self.messaging.take(), self.rpc.take());
-        if extra.kind.is_none() {
-            extra.kind = if self.http {
-                Some(Cow::Borrowed("HTTP"))
-            } else if let Some(system) = &self.db_system {
-                Some(database_type(system))
-            } else if self.producer {
-                Some(Cow::Owned(match &messaging {
-                    Some(system) => format!("Queue Message | {system}"),
-                    None => "Queue Message".to_owned(),
-                }))
-            } else {
-                messaging.clone().or_else(|| rpc.clone()).map(Cow::Owned)
-            };
+        if self.http && extra.kind.is_none() {
+            extra.kind = Some(Cow::Borrowed("HTTP"));
+        }
+        if self.producer && extra.kind.is_none() && self.call.is_none() {
+            extra.kind = Some(Cow::Borrowed("Queue Message"));
         }
         if let (Some(port), Some(target)) = (self.port.take(), extra.target.as_mut()) {
             *target = Cow::Owned(format!("{target}:{port}"));
         }
-        if let Some(database) = self.db_name.take() {
-            extra.target = Some(Cow::Owned(match &extra.target {
-                Some(server) => format!("{server}|{database}"),
-                None => database,
-            }));
+        if let Some(call) = self.call.take() {
+            call.describe(extra, self.producer);
         }
-        if extra.target.is_none() {
-            extra.target = self
-                .db_system
-                .take()
-                .or(self.destination.take())
-                .or(messaging)
-                .or(rpc)
-                .map(Cow::Owned);
-        }
+    }
+
+    /// The facts of a database, queue or remote call, made on first use.
+    fn call(&mut self) -> &mut CallFacts {
+        self.call.get_or_insert_with(Box::default)
     }
 
     /// Records a status or failure the fields gave. `OK` is final, as OpenTelemetry's status:
@@ -711,6 +704,46 @@ impl Facts {
             && !ok
         {
             record.fail(Cow::Borrowed("error"), Some(message));
+        }
+    }
+}
+
+impl CallFacts {
+    /// The call's type (a database, a message sent or received, a remote procedure call), and
+    /// its target: the database's name after the server's and a `|`, else the queue, else the
+    /// system's name.
+    fn describe(self, extra: &mut SpanExtra, producer: bool) {
+        let CallFacts {
+            db_system,
+            db_name,
+            messaging,
+            destination,
+            rpc,
+        } = self;
+        if extra.kind.is_none() {
+            extra.kind = if let Some(system) = &db_system {
+                Some(database_type(system))
+            } else if producer {
+                Some(Cow::Owned(match &messaging {
+                    Some(system) => format!("Queue Message | {system}"),
+                    None => "Queue Message".to_owned(),
+                }))
+            } else {
+                messaging.clone().or_else(|| rpc.clone()).map(Cow::Owned)
+            };
+        }
+        if let Some(database) = db_name {
+            extra.target = Some(Cow::Owned(match &extra.target {
+                Some(server) => format!("{server}|{database}"),
+                None => database,
+            }));
+        }
+        if extra.target.is_none() {
+            extra.target = db_system
+                .or(destination)
+                .or(messaging)
+                .or(rpc)
+                .map(Cow::Owned);
         }
     }
 }
