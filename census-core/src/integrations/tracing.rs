@@ -8,10 +8,11 @@
 //!   `db.statement` / `db.query.text`, `messaging.system`, `messaging.destination.name`,
 //!   `rpc.system`, `server.address` / `server.port`, `http.request.method`, `url.full`,
 //!   `http.response.status_code` describe a call, its type and target named as the Azure Monitor
-//!   exporters name them) or census's own (`census.kind`, `census.target`). Its other fields become properties; `otel.status_code = "ERROR"`, an
-//!   `error` field, or an `ERROR` event written in it (what `#[instrument(err)]` writes when the
-//!   function returns an `Err`, as `tracing-opentelemetry` reads it) fails it, unless
-//!   `otel.status_code = "OK"` came first: that status is final, as OpenTelemetry's.
+//!   exporters name them) or census's own (`census.kind`, `census.target`). Its other fields
+//!   become properties; `otel.status_code = "ERROR"`, an `error` field, or an `ERROR` event
+//!   written in it (what `#[instrument(err)]` writes when the function returns an `Err`, as
+//!   `tracing-opentelemetry` reads it) fails it, unless `otel.status_code = "OK"` came first:
+//!   that status is final, as OpenTelemetry's.
 //! - The two worlds nest in one tree: a `#[dependency]` method called inside a
 //!   `#[tracing::instrument]` function nests under its span, and a `tracing` span opened inside
 //!   a census span nests under that, sync and across `.await`.
