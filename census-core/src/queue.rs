@@ -416,12 +416,12 @@ mod tests {
     }
 
     fn event(name: &'static str) -> Item {
-        Item::Event(Box::new(crate::record::EventRecord::new(
+        Item::Event(crate::record::EventRecord::new(
             name.into(),
             crate::record::Correlation::default(),
+            Box::default(),
             Vec::new(),
-            Vec::new(),
-        )))
+        ))
     }
 
     fn items(records: &[Record]) -> usize {

@@ -197,6 +197,18 @@ pub(crate) fn boxed_extra(name: Option<Cow<'static, str>>) -> Box<SpanExtra> {
     boxed
 }
 
+/// Keeps a box [`boxed_extra`] gave and nothing took (an event in a trace that is not
+/// recorded) for this thread's next span.
+pub(crate) fn give_back_extra(boxed: Box<SpanExtra>) {
+    let _ = LOCAL_EXTRAS.try_with(|local| {
+        if let Ok(mut local) = local.try_borrow_mut()
+            && local.len() < SPARE_EXTRAS_TAKEN
+        {
+            local.push(boxed);
+        }
+    });
+}
+
 /// An empty box of run-time values, as [`boxed_extra`] gives it, without a name.
 fn empty_extra() -> Box<SpanExtra> {
     match handed_back() {
@@ -310,6 +322,7 @@ pub(crate) fn recycle(records: &mut Vec<Record>) {
             let extra = match record {
                 Record::Span(span) => &mut span.extra,
                 Record::Log(log) => &mut log.extra,
+                Record::Event(event) => &mut event.values,
                 _ => return None,
             };
             extra.take_if(|extra| extra.held_bytes() <= SPARE_EXTRA_BYTES)
@@ -823,13 +836,9 @@ impl Record {
     }
 }
 
-/// A log record or an event on its way from the thread that wrote it to the export worker: a
-/// log record travels inline (no allocation on the writing thread; see `text.rs`), and is boxed
-/// into a [`Record`] on the worker.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a log record travels inline, so that writing one allocates nothing"
-)]
+/// A log record or an event on its way from the thread that wrote it to the export worker: both
+/// travel inline (no allocation on the writing thread; see `text.rs`), and are boxed into a
+/// [`Record`] on the worker.
 #[cfg_attr(
     not(any(feature = "log", feature = "tracing")),
     allow(
@@ -839,7 +848,7 @@ impl Record {
 )]
 pub(crate) enum Item {
     Log(LogRecord),
-    Event(Box<EventRecord>),
+    Event(EventRecord),
 }
 
 impl From<SpanRecord> for Record {
@@ -852,7 +861,7 @@ impl From<Item> for Record {
     fn from(item: Item) -> Record {
         match item {
             Item::Log(log) => Record::Log(boxed_log(log)),
-            Item::Event(event) => Record::Event(event),
+            Item::Event(event) => Record::Event(Box::new(event)),
         }
     }
 }
@@ -1085,23 +1094,27 @@ pub struct EventRecord {
     time: u64,
     name: Cow<'static, str>,
     pub(crate) correlation: Correlation,
-    properties: Vec<(Cow<'static, str>, Value)>,
+    /// The properties (`properties`), in the box a span's run-time values take, so that the
+    /// worker hands it back with the spans' ([`recycle`]) and an event with properties
+    /// allocates nothing; `None` once handed back.
+    values: Option<Box<SpanExtra>>,
     measurements: Vec<(Cow<'static, str>, f64)>,
 }
 
 impl EventRecord {
     /// An event named `name`, happening now, in the operation `correlation` names.
+    /// Its properties are those of `values` (a box of [`boxed_extra`]).
     pub(crate) fn new(
         name: Cow<'static, str>,
         correlation: Correlation,
-        properties: Vec<(Cow<'static, str>, Value)>,
+        values: Box<SpanExtra>,
         measurements: Vec<(Cow<'static, str>, f64)>,
     ) -> Self {
         EventRecord {
             time: clock::now(),
             name,
             correlation,
-            properties,
+            values: Some(values),
             measurements,
         }
     }
@@ -1143,8 +1156,9 @@ impl EventRecord {
 
     /// Its properties, in order.
     pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.properties
+        self.values
             .iter()
+            .flat_map(|values| values.properties.iter())
             .map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 

@@ -7,7 +7,7 @@ use std::fmt::Display;
 
 use crate::local::{Frame, on_census_thread, unsampled_root, with_local};
 use crate::queue;
-use crate::record::{Correlation, EventRecord, Item, LogRecord, Value};
+use crate::record::{Correlation, EventRecord, Item, LogRecord, SpanExtra};
 use crate::sampler;
 
 /// The crates whose targets are census's own: this one, whose modules write census's warnings,
@@ -103,7 +103,7 @@ pub(crate) fn emit_log(make: impl FnOnce() -> LogRecord, fill: impl FnOnce(&mut 
 pub fn event(name: impl Into<Cow<'static, str>>) -> EventBuilder {
     EventBuilder {
         name: name.into(),
-        properties: Vec::new(),
+        values: crate::record::boxed_extra(None),
         measurements: Vec::new(),
     }
 }
@@ -113,14 +113,16 @@ pub fn event(name: impl Into<Cow<'static, str>>) -> EventBuilder {
 #[must_use = "an event is sent by .send()"]
 pub struct EventBuilder {
     name: Cow<'static, str>,
-    properties: Vec<(Cow<'static, str>, Value)>,
+    /// The properties, in a box of run-time values the export worker hands back (a property
+    /// with a short value allocates nothing).
+    values: Box<SpanExtra>,
     measurements: Vec<(Cow<'static, str>, f64)>,
 }
 
 impl EventBuilder {
     /// A property (a dimension to filter and group by), by `Display`.
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
-        crate::record::push_display(&mut self.properties, key.into(), &value);
+        crate::record::push_display(&mut self.values.properties, key.into(), &value);
         self
     }
 
@@ -133,10 +135,13 @@ impl EventBuilder {
     /// Sends the event: to the exporters, with the span current here, unless that span's trace
     /// was not sampled (or no pipeline is installed).
     pub fn send(self) {
-        if let Some(correlation) = correlation() {
-            let record =
-                EventRecord::new(self.name, correlation, self.properties, self.measurements);
-            queue::submit_item(Item::Event(Box::new(record)));
+        match correlation() {
+            Some(correlation) => {
+                let record =
+                    EventRecord::new(self.name, correlation, self.values, self.measurements);
+                queue::submit_item(Item::Event(record));
+            }
+            None => crate::record::give_back_extra(self.values),
         }
     }
 }

@@ -4,8 +4,9 @@
 //! An annotated call, sync or async, writes its record into the thread's ring: nothing is
 //! allocated. A span with run-time values takes, in steady state, a box of them that the export
 //! worker handed back, pushes its properties into the list that box kept, and writes a short
-//! value inline: nothing is allocated either. A log record's key-values and an event's fields
-//! take such a box too (a `log` key, lent for the call only, is interned). A value longer than the inline room is allocated, which the last step
+//! value inline: nothing is allocated either. A custom event's properties, a log record's
+//! key-values and a `tracing` event's fields take such a box too (a `log` key, lent for the call
+//! only, is interned). A value longer than the inline room is allocated, which the last step
 //! counts (and so shows that the counter counts).
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -149,6 +150,15 @@ fn recorded_calls_allocate_nothing_on_the_calling_thread_but_a_long_property_val
             .property("id", n)
             .property("tier", "gold")
             .in_scope(|| black_box(n));
+    });
+    // A custom event's properties are kept in such a box too, and the event travels inline.
+    allocates_nothing("custom event with two short properties in a span", |n| {
+        census_core::span("handle").in_scope(|| {
+            census_core::event("order_placed")
+                .property("order", n)
+                .property("tier", "gold")
+                .send();
+        });
     });
 
     #[cfg(feature = "log")]

@@ -1229,7 +1229,7 @@ mod tests {
             Record::Event(Box::new(EventRecord::new(
                 Cow::Borrowed("order_placed"),
                 Correlation::default(),
-                Vec::new(),
+                Box::default(),
                 vec![(Cow::Borrowed("total"), 9.5)],
             ))),
             Record::Metric(Box::new(MetricRecord::new(

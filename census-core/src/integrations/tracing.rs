@@ -407,10 +407,10 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
                 let record = EventRecord::new(
                     Cow::Owned(name),
                     correlation,
-                    fields.properties,
+                    fields.values,
                     fields.measurements,
                 );
-                queue::submit_item(Item::Event(Box::new(record)));
+                queue::submit_item(Item::Event(record));
                 return;
             }
             // A `census.event` field that was not given a value: a log record after all.
@@ -898,12 +898,22 @@ impl Visit for LogFields<'_> {
 /// What the fields of an event that asks to be a custom event (`census.event`) say: its name,
 /// its properties and its measurements. Its message and its error have no place in a custom
 /// event and are left out.
-#[derive(Default)]
 struct EventFields {
     /// `census.event`: the event's name.
     event_name: Option<String>,
-    properties: Vec<(Cow<'static, str>, Value)>,
+    /// The properties, in a box the export worker hands back.
+    values: Box<SpanExtra>,
     measurements: Vec<(Cow<'static, str>, f64)>,
+}
+
+impl Default for EventFields {
+    fn default() -> Self {
+        EventFields {
+            event_name: None,
+            values: crate::record::boxed_extra(None),
+            measurements: Vec::new(),
+        }
+    }
 }
 
 /// The error an event carries: from an `error` field (with its causes), or from
@@ -956,7 +966,10 @@ impl EventFields {
         match field.name() {
             "census.event" => self.event_name = Some(written(write).into_string()),
             name if log_only(name) => {}
-            name => write(new_property(&mut self.properties, Cow::Borrowed(name))),
+            name => write(new_property(
+                &mut self.values.properties,
+                Cow::Borrowed(name),
+            )),
         }
     }
 
@@ -1066,7 +1079,7 @@ mod tests {
         for fields in [after, before] {
             assert_eq!(fields.event_name.as_deref(), Some("order_placed"));
             assert_eq!(fields.measurements, [(Cow::Borrowed("items"), 3.0)]);
-            assert!(fields.properties.is_empty());
+            assert!(fields.values.properties.is_empty());
         }
     }
 
