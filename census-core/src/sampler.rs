@@ -362,8 +362,9 @@ pub(crate) fn dropped_trace_id() -> TraceId {
     dropped_trace_id_at(f64::from_bits(RATE.load(Ordering::Relaxed)))
 }
 
-/// The sampling percentage in force: recorded (`sampleRate`) on the spans under a recorded
-/// caller or a carried context, and on log records and events outside any span.
+/// The sampling percentage in force: recorded (`sampleRate`) on new roots, and on the spans,
+/// log records and events under a recorded caller or a carried context that says none (those
+/// outside any span say 100: they are kept whatever the rate).
 #[inline]
 pub(crate) fn percentage() -> f32 {
     f32::from_bits(PERCENT.load(Ordering::Relaxed))
