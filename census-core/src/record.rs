@@ -910,10 +910,11 @@ pub(crate) struct Correlation {
 }
 
 impl Correlation {
-    /// A record written outside any span: no operation, kept whatever the sampling.
-    pub(crate) fn outside_any_span() -> Self {
+    /// A record written outside any span: no operation, kept at `sample_rate` (100 unless the
+    /// pipeline samples those records too).
+    pub(crate) fn outside_any_span(sample_rate: f32) -> Self {
         Correlation {
-            sample_rate: 100.0,
+            sample_rate,
             ..Correlation::default()
         }
     }

@@ -252,10 +252,13 @@ static RATE: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0x3ff0_000
 static THRESHOLD: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(u64::MAX));
 /// The sampling percentage recorded on each span, as the bits of an `f32`.
 static PERCENT: CachePadded<AtomicU32> = CachePadded::new(AtomicU32::new(0x42c8_0000)); // 100.0
+/// Whether log records and events outside any span are sampled too (read only for those).
+static OUTSIDE_SPANS: CachePadded<AtomicBool> = CachePadded::new(AtomicBool::new(false));
 
-/// Puts `sampler` in force and starts recording. The pipeline calls it last, once its worker
-/// runs.
-pub(crate) fn start(sampler: Sampler) {
+/// Puts `sampler` in force (on the records outside any span too when `outside_spans`) and
+/// starts recording. The pipeline calls it last, once its worker runs.
+pub(crate) fn start(sampler: Sampler, outside_spans: bool) {
+    OUTSIDE_SPANS.store(outside_spans, Ordering::Relaxed);
     if sampler.traces_per_second().is_some() {
         // The tables a low rate builds its ids from, now rather than at the first change.
         budget::prepare();
@@ -329,6 +332,19 @@ fn percent_of(rate: f64) -> f32 {
 pub(crate) fn continued(trace_id: TraceId) -> Option<f32> {
     let rate = f64::from_bits(RATE.load(Ordering::Relaxed));
     decide(rate, trace_id).then(|| percent_of(rate))
+}
+
+/// Whether a log record or an event written outside any span is kept, and the percentage it
+/// says it was kept at: always, at 100, unless the pipeline samples those too; then one random
+/// draw against the rate in force, as the Application Insights SDKs decide for telemetry that
+/// has no operation.
+pub(crate) fn keep_outside_spans() -> Option<f32> {
+    if !OUTSIDE_SPANS.load(Ordering::Relaxed) {
+        return Some(100.0);
+    }
+    let rate = f64::from_bits(RATE.load(Ordering::Relaxed));
+    let threshold = threshold(rate);
+    (threshold == u64::MAX || next_random() < threshold).then(|| percent_of(rate))
 }
 
 /// Whether a new trace is recorded: one random draw against the rate. A kept trace then takes

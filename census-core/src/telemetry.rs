@@ -52,7 +52,7 @@ pub(crate) fn correlation() -> Option<Correlation> {
                 sample_rate: span.sample_rate() as f32,
             }),
             None if unsampled_root() => None,
-            None => Some(Correlation::outside_any_span()),
+            None => sampler::keep_outside_spans().map(Correlation::outside_any_span),
         },
     )
     .flatten()

@@ -1,6 +1,7 @@
 //! `log` records through census's `LogBridge`: correlated with the span they were written in,
 //! across `.await`, tasks and threads; their severities and key-values; dropped with a dropped
-//! trace; passed on to the logger the application had. `log` has one logger per process:
+//! trace; those outside any span kept, or sampled when the pipeline is asked to; passed on to
+//! the logger the application had. `log` has one logger per process:
 //! every test here runs in a process of its own (cargo-nextest).
 
 use std::sync::{Arc, Mutex};
@@ -170,6 +171,43 @@ fn a_sampled_out_trace_s_records_are_dropped_with_it_and_others_are_kept() {
         .map(|log| log.message().to_owned())
         .collect();
     assert_eq!(messages, ["outside any trace"]);
+}
+
+#[test]
+fn records_outside_any_span_are_sampled_at_the_rate_when_asked_and_say_so() {
+    install_bridge(log::LevelFilter::Info);
+    let memory = MemoryExporter::new();
+    let pipeline = census_runtime::pipeline()
+        .sampler(Sampler::probability(0.25))
+        .sample_outside_spans(true)
+        .exporter(memory.clone())
+        .install()
+        .expect("the pipeline installs");
+    const WRITTEN: usize = 4_000;
+    for n in 0..WRITTEN {
+        log::info!("background job step {n}");
+        census_runtime::event("step").property("n", n).send();
+    }
+    flush(&pipeline);
+
+    // A quarter of each, drawn at random: 1,000 expected, a standard deviation of 27.
+    let logs = memory.logs();
+    let events = memory.events();
+    for (what, kept) in [("log records", logs.len()), ("events", events.len())] {
+        assert!(
+            (850..=1_150).contains(&kept),
+            "{kept} {what} of {WRITTEN} kept at 25 %"
+        );
+    }
+    assert!(logs.iter().all(|log| log.sample_rate() == 25.0));
+    assert!(events.iter().all(|event| event.sample_rate() == 25.0));
+    // Each record drawn on its own: the kept ones are spread over the whole run.
+    let steps: Vec<usize> = logs
+        .iter()
+        .filter_map(|log| log.message().strip_prefix("background job step "))
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(steps.iter().any(|&n| n < WRITTEN / 4) && steps.iter().any(|&n| n >= WRITTEN * 3 / 4));
 }
 
 #[test]

@@ -378,9 +378,10 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
                 None => telemetry::correlation(),
             },
             // Explicitly outside any span: no operation, as a record written outside every span.
-            None if event.is_root() => {
-                crate::sampler::is_active().then(Correlation::outside_any_span)
-            }
+            None if event.is_root() => crate::sampler::is_active()
+                .then(crate::sampler::keep_outside_spans)
+                .flatten()
+                .map(Correlation::outside_any_span),
             None => telemetry::correlation(),
         };
         let Some(correlation) = correlation else {

@@ -179,6 +179,7 @@ pub fn pipeline() -> PipelineBuilder {
         application_version: None,
         panic_backtraces: false,
         errors_as_exceptions: false,
+        sample_outside_spans: false,
         exporters: Vec::new(),
         max_batch: 512,
         export_interval: Duration::from_millis(200),
@@ -197,6 +198,7 @@ pub struct PipelineBuilder {
     application_version: Option<String>,
     panic_backtraces: bool,
     errors_as_exceptions: bool,
+    sample_outside_spans: bool,
     exporters: Vec<Contained>,
     max_batch: usize,
     export_interval: Duration,
@@ -214,6 +216,7 @@ impl std::fmt::Debug for PipelineBuilder {
             .field("application_version", &self.application_version)
             .field("panic_backtraces", &self.panic_backtraces)
             .field("errors_as_exceptions", &self.errors_as_exceptions)
+            .field("sample_outside_spans", &self.sample_outside_spans)
             .field("exporters", &self.exporters.len())
             .field("max_batch", &self.max_batch)
             .field("export_interval", &self.export_interval)
@@ -302,6 +305,28 @@ impl PipelineBuilder {
     /// ```
     pub fn errors_as_exceptions(mut self, on: bool) -> Self {
         self.errors_as_exceptions = on;
+        self
+    }
+
+    /// Samples the log records and events written outside any span too (default: they are kept
+    /// whatever the rate, as they belong to no trace the sampler decided on). Each is then kept
+    /// at the sampling percentage in force, drawn at random, and says so (`sampleRate`), so that
+    /// the portal's counts stay right: as the Application Insights SDKs sample telemetry that
+    /// has no operation. A background job that logs outside any span then sends a share of its
+    /// records, not all of them.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// let census = census_runtime::pipeline()
+    ///     .sampler(census_runtime::Sampler::probability(0.25))
+    ///     .sample_outside_spans(true)
+    ///     # .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// # drop(census);
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
+    pub fn sample_outside_spans(mut self, on: bool) -> Self {
+        self.sample_outside_spans = on;
         self
     }
 
@@ -452,7 +477,7 @@ impl PipelineBuilder {
         if let Ok(mut slot) = CONTROL.lock() {
             *slot = Some(control_tx);
         }
-        sampler::start(self.sampler);
+        sampler::start(self.sampler, self.sample_outside_spans);
         Ok(Pipeline {
             worker: Some(handle),
             shutdown_timeout: self.shutdown_timeout,
