@@ -1090,7 +1090,7 @@ impl LogRecord {
 }
 
 /// A custom event, as exporters receive it: made by [`event`](crate::event).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EventRecord {
     time: u64,
     name: Cow<'static, str>,
@@ -1100,6 +1100,18 @@ pub struct EventRecord {
     /// allocates nothing; `None` once handed back.
     values: Option<Box<SpanExtra>>,
     measurements: Vec<(Cow<'static, str>, f64)>,
+}
+
+impl fmt::Debug for EventRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventRecord")
+            .field("time", &self.time)
+            .field("name", &self.name)
+            .field("correlation", &self.correlation)
+            .field("properties", &self.properties().collect::<Vec<_>>())
+            .field("measurements", &self.measurements)
+            .finish()
+    }
 }
 
 impl EventRecord {

@@ -109,7 +109,6 @@ pub fn event(name: impl Into<Cow<'static, str>>) -> EventBuilder {
 }
 
 /// A custom event being described; made by [`event`].
-#[derive(Debug)]
 #[must_use = "an event is sent by .send()"]
 pub struct EventBuilder {
     name: Cow<'static, str>,
@@ -117,6 +116,16 @@ pub struct EventBuilder {
     /// with a short value allocates nothing).
     values: Box<SpanExtra>,
     measurements: Vec<(Cow<'static, str>, f64)>,
+}
+
+impl std::fmt::Debug for EventBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBuilder")
+            .field("name", &self.name)
+            .field("properties", &self.values.properties)
+            .field("measurements", &self.measurements)
+            .finish()
+    }
 }
 
 impl EventBuilder {
