@@ -4,7 +4,7 @@
 //! messages, exceptions with their chain, and custom events; what a sampled-out trace writes is
 //! dropped with it; the layer composes with per-layer filters; a value read off a span may
 //! record onto that span; an error event fails the span it is written in (`#[instrument(err)]`);
-//! an `OK` status is final; spans below the layer's level are left out of the tree;
+//! an `OK` status is final, and error events fail no span when the layer is told so; spans below the layer's level are left out of the tree;
 //! `log` records that reach the layer through `tracing-log` keep their own source;
 //! clones of one layer in two subscribers keep their spans apart; spans
 //! made on some threads and entered and closed on others are each recorded once; the layer
@@ -459,6 +459,40 @@ fn an_error_event_fails_the_span_it_is_written_in() {
     assert!(memory.one("warned").success());
     assert!(!memory.one("given as parent").success());
     assert!(memory.one("current").success());
+}
+
+#[test]
+fn error_events_fail_no_span_when_the_layer_is_told_so() {
+    let (pipeline, memory) = install_memory();
+    tracing::subscriber::with_default(
+        tracing_subscriber::registry().with(CensusLayer::new().error_events_fail_spans(false)),
+        || {
+            assert!(charge(500).is_err());
+            tracing::info_span!("recovered").in_scope(|| tracing::error!("retrying"));
+            tracing::info_span!("failed", error = "gave up").in_scope(|| {});
+        },
+    );
+    flush(&pipeline);
+
+    let declined = memory.one("charge");
+    assert!(declined.success(), "the error event failed nothing");
+    assert!(memory.one("recovered").success());
+    assert!(
+        !memory.one("failed").success(),
+        "the span's own field still does"
+    );
+    let logs = memory.logs();
+    let retrying = log(&logs, "retrying");
+    assert_eq!(retrying.severity(), Severity::Error, "still recorded");
+    assert_eq!(
+        retrying.parent_id(),
+        Some(memory.one("recovered").span_id())
+    );
+    assert!(
+        logs.iter()
+            .any(|log| log.parent_id() == Some(declined.span_id())),
+        "what `err` wrote is recorded too"
+    );
 }
 
 #[test]

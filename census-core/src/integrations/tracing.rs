@@ -81,6 +81,7 @@ use crate::{queue, telemetry};
 pub struct CensusLayer {
     event_level: Level,
     span_level: Level,
+    error_events_fail_spans: bool,
     /// The spans this layer bridged, by id, from the moment they are made until they close.
     spans: Spans,
 }
@@ -119,6 +120,7 @@ impl Clone for CensusLayer {
         CensusLayer {
             event_level: self.event_level,
             span_level: self.span_level,
+            error_events_fail_spans: self.error_events_fail_spans,
             spans: Spans::default(),
         }
     }
@@ -129,6 +131,7 @@ impl fmt::Debug for CensusLayer {
         f.debug_struct("CensusLayer")
             .field("event_level", &self.event_level)
             .field("span_level", &self.span_level)
+            .field("error_events_fail_spans", &self.error_events_fail_spans)
             .field("open_spans", &self.spans.len())
             .finish()
     }
@@ -147,6 +150,7 @@ impl CensusLayer {
         CensusLayer {
             event_level: Level::INFO,
             span_level: Level::DEBUG,
+            error_events_fail_spans: true,
             spans: Spans::default(),
         }
     }
@@ -175,6 +179,22 @@ impl CensusLayer {
     /// ```
     pub fn span_level(mut self, level: Level) -> Self {
         self.span_level = level;
+        self
+    }
+
+    /// Whether an `ERROR` event fails the span it is written in (default `true`: what
+    /// `#[tracing::instrument(err)]` writes when the function returns an `Err`, as
+    /// `tracing-opentelemetry` reads it). Off, only the span's own fields fail it
+    /// (`otel.status_code = "ERROR"`, an `error` field): for a service that logs errors it
+    /// recovers from inside calls that succeed.
+    ///
+    /// ```
+    /// use census_runtime::integrations::tracing::CensusLayer;
+    /// let layer = CensusLayer::new().error_events_fail_spans(false);
+    /// # let _ = layer;
+    /// ```
+    pub fn error_events_fail_spans(mut self, on: bool) -> Self {
+        self.error_events_fail_spans = on;
         self
     }
 
@@ -368,7 +388,7 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         {
             return;
         }
-        if *metadata.level() == Level::ERROR {
+        if *metadata.level() == Level::ERROR && self.error_events_fail_spans {
             self.fail_span_of(event, &ctx);
         }
         // An event given a parent explicitly takes that span's; else what is current here.
