@@ -197,8 +197,9 @@ pub(crate) fn boxed_extra(name: Option<Cow<'static, str>>) -> Box<SpanExtra> {
     boxed
 }
 
-/// Keeps a box [`boxed_extra`] gave and nothing took (an event in a trace that is not
-/// recorded) for this thread's next span.
+/// Keeps a box [`boxed_extra`] gave and nothing took (an event not sent: in a trace that is
+/// not recorded, or a `tracing` event whose `census.event` had no value) for this thread's next
+/// span.
 pub(crate) fn give_back_extra(boxed: Box<SpanExtra>) {
     let _ = LOCAL_EXTRAS.try_with(|local| {
         if let Ok(mut local) = local.try_borrow_mut()

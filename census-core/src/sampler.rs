@@ -343,8 +343,13 @@ pub(crate) fn keep_outside_spans() -> Option<f32> {
         return Some(100.0);
     }
     let rate = f64::from_bits(RATE.load(Ordering::Relaxed));
-    let threshold = threshold(rate);
-    (threshold == u64::MAX || next_random() < threshold).then(|| percent_of(rate))
+    drawn_below(threshold(rate)).then(|| percent_of(rate))
+}
+
+/// One random draw against `threshold` (none when it keeps everything): whether it keeps.
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn drawn_below(threshold: u64) -> bool {
+    threshold == u64::MAX || next_random() < threshold
 }
 
 /// Whether a new trace is recorded: one random draw against the rate. A kept trace then takes
@@ -352,8 +357,7 @@ pub(crate) fn keep_outside_spans() -> Option<f32> {
 /// hashing an id for the traces that are dropped.
 #[inline]
 pub(crate) fn keep_new_trace() -> bool {
-    let threshold = THRESHOLD.load(Ordering::Relaxed);
-    threshold == u64::MAX || next_random() < threshold
+    drawn_below(THRESHOLD.load(Ordering::Relaxed))
 }
 
 /// The id of a new recorded trace and the percentage it is recorded at, from one reading of the

@@ -52,10 +52,17 @@ pub(crate) fn correlation() -> Option<Correlation> {
                 sample_rate: span.sample_rate() as f32,
             }),
             None if unsampled_root() => None,
-            None => sampler::keep_outside_spans().map(Correlation::outside_any_span),
+            None => outside_any_span(),
         },
     )
     .flatten()
+}
+
+/// Where a record written outside any span belongs, when it is kept: no operation, at the
+/// percentage it was kept at (always, at 100, unless the pipeline samples those records too).
+#[inline]
+pub(crate) fn outside_any_span() -> Option<Correlation> {
+    sampler::keep_outside_spans().map(Correlation::outside_any_span)
 }
 
 /// Hands the log record `make` returns to the export worker, built in place and completed

@@ -67,7 +67,7 @@ use tracing_subscriber::layer::{Context, Layer};
 use crate::context::Carried;
 use crate::id::SpanContext;
 use crate::local::{ForeignEntry, with_local};
-use crate::record::{Correlation, ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
+use crate::record::{ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
 use crate::record::{SpanExtra, SpanRecord, Value, new_property};
 use crate::span::NotStarted;
 use crate::text::Text;
@@ -376,12 +376,8 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         }
         // A `log` record that `tracing-log` made an event: read by its own target, module, file
         // and line, which its `log.*` fields carry (its metadata's are `tracing-log`'s).
-        let from_log = event.is_log();
-        let normalized = if from_log {
-            event.normalized_metadata()
-        } else {
-            None
-        };
+        let normalized = event.normalized_metadata();
+        let from_log = normalized.is_some();
         if normalized
             .as_ref()
             .is_some_and(|log| telemetry::is_census(log.target()))
@@ -399,9 +395,8 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
             },
             // Explicitly outside any span: no operation, as a record written outside every span.
             None if event.is_root() => crate::sampler::is_active()
-                .then(crate::sampler::keep_outside_spans)
-                .flatten()
-                .map(Correlation::outside_any_span),
+                .then(telemetry::outside_any_span)
+                .flatten(),
             None => telemetry::correlation(),
         };
         let Some(correlation) = correlation else {
@@ -435,6 +430,7 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
                 return;
             }
             // A `census.event` field that was not given a value: a log record after all.
+            crate::record::give_back_extra(fields.values);
         }
         // A log record, made in its ring slot and its fields written there: the message
         // formatted in place, as the `log` bridge does.
@@ -692,13 +688,15 @@ impl Facts {
         if self.http && extra.kind.is_none() {
             extra.kind = Some(Cow::Borrowed("HTTP"));
         }
-        if self.producer && extra.kind.is_none() && self.call.is_none() {
-            extra.kind = Some(Cow::Borrowed("Queue Message"));
-        }
         if let (Some(port), Some(target)) = (self.port.take(), extra.target.as_mut()) {
             *target = Cow::Owned(format!("{target}:{port}"));
         }
-        if let Some(call) = self.call.take() {
+        // A producer's span is a message sent even when it names no messaging system.
+        if self.call.is_some() || self.producer {
+            let call = self
+                .call
+                .take()
+                .map_or_else(CallFacts::default, |call| *call);
             call.describe(extra, self.producer);
         }
     }
@@ -746,10 +744,10 @@ impl CallFacts {
             extra.kind = if let Some(system) = &db_system {
                 Some(database_type(system))
             } else if producer {
-                Some(Cow::Owned(match &messaging {
-                    Some(system) => format!("Queue Message | {system}"),
-                    None => "Queue Message".to_owned(),
-                }))
+                Some(match &messaging {
+                    Some(system) => Cow::Owned(format!("Queue Message | {system}")),
+                    None => Cow::Borrowed("Queue Message"),
+                })
             } else {
                 messaging.clone().or_else(|| rpc.clone()).map(Cow::Owned)
             };
