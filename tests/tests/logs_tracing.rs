@@ -268,6 +268,26 @@ fn databases_queues_and_remote_calls_are_typed_as_the_azure_exporters_type_them(
         rpc.service = "inventory.Stock",
         server.address = "inventory.internal",
     ));
+    // Recorded after the span opened: a database's name replaces the system's name that stood
+    // in for a server, and a server named later still goes before it.
+    let late = tracing::info_span!(
+        "late name",
+        db.system = "postgresql",
+        db.name = tracing::field::Empty,
+    );
+    late.record("db.name", "orders");
+    drop(late);
+    let later = tracing::info_span!(
+        "late server",
+        db.system = "postgresql",
+        db.name = tracing::field::Empty,
+        server.address = tracing::field::Empty,
+        server.port = tracing::field::Empty,
+    );
+    later.record("db.name", "orders");
+    later.record("server.address", "db.internal");
+    later.record("server.port", 5432);
+    drop(later);
     // census's own kind wins over every convention.
     drop(tracing::info_span!(
         "legacy",
@@ -299,6 +319,8 @@ fn databases_queues_and_remote_calls_are_typed_as_the_azure_exporters_type_them(
     typed("publish", "Queue Message | kafka", Some("orders"));
     typed("receive", "rabbitmq", Some("rabbitmq"));
     typed("GetStock", "grpc", Some("inventory.internal"));
+    typed("late name", "postgresql", Some("orders"));
+    typed("late server", "postgresql", Some("db.internal:5432|orders"));
     typed("legacy", "Ledger", Some("postgresql"));
     // The conventions' fields are not properties; others are.
     let call = memory.one("GetStock");

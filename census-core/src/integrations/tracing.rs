@@ -210,7 +210,7 @@ impl CensusLayer {
         if let Some(span) = span
             && let Some(mut bridged) = self.spans.get_mut(&span.into_u64())
             && let Some(record) = bridged.record_mut()
-            && !record.succeeded_for_good()
+            && !succeeded_for_good(record)
         {
             record.set_success(false);
         }
@@ -285,7 +285,8 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         let mut fields = SpanFields::new(&mut extra);
         attrs.record(&mut fields);
         let mut facts = fields.facts;
-        facts.describe(&mut extra);
+        let mut marks = 0;
+        facts.describe(&mut extra, &mut marks);
         let builder = crate::span::with_extra(facts.server, extra);
         // The parent: an explicit one, none at all, or whatever is current on this thread (a
         // census span, or an entered `tracing` span's frame).
@@ -301,6 +302,7 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         };
         let bridged = match started {
             Ok(mut record) => {
+                record.set_marks(marks);
                 facts.settle(&mut record);
                 Bridged::Recorded(record)
             }
@@ -331,12 +333,16 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         let mut fields = SpanFields::new(&mut given);
         values.record(&mut fields);
         let mut facts = fields.facts;
+        // A server named now comes with its port, before a database's name it may go before.
+        facts.join_port(&mut given);
         if let Some(mut bridged) = self.spans.get_mut(&id.into_u64())
             && let Some(record) = bridged.record_mut()
         {
+            let mut marks = record.marks();
             let extra = record.extra_mut();
-            absorb(extra, given);
-            facts.describe(extra);
+            absorb(extra, given, &mut marks);
+            facts.describe(extra, &mut marks);
+            record.set_marks(marks);
             facts.settle(record);
         }
     }
@@ -652,8 +658,10 @@ impl Convention {
 }
 
 /// Adds the values a span was given after it was made ([`SpanFields`] writes the name, the
-/// kind, the target, the data and properties) to those it has.
-fn absorb(into: &mut SpanExtra, given: SpanExtra) {
+/// kind, the target, the data and properties) to those it has. A server named now replaces a
+/// system's name standing in for it, and goes before a database's name given alone
+/// (`server|database`); `marks` says which the target is.
+fn absorb(into: &mut SpanExtra, given: SpanExtra, marks: &mut u8) {
     // Every field, by name: one that `SpanFields` comes to write cannot be left out unseen.
     let SpanExtra {
         name,
@@ -666,10 +674,18 @@ fn absorb(into: &mut SpanExtra, given: SpanExtra) {
         failure: _,
         trace_state: _,
     } = given;
+    if let Some(server) = target {
+        into.target = Some(match into.target.take() {
+            Some(database) if *marks & marks::TARGET_IS_DATABASE != 0 => {
+                Cow::Owned(format!("{server}|{database}"))
+            }
+            _ => server,
+        });
+        *marks &= !(marks::TARGET_IS_SYSTEM | marks::TARGET_IS_DATABASE);
+    }
     for (value, slot) in [
         (name, &mut into.name),
         (kind, &mut into.kind),
-        (target, &mut into.target),
         (data, &mut into.data),
     ] {
         if value.is_some() {
@@ -684,12 +700,14 @@ impl Facts {
     /// type (an HTTP method or URL first, then a database, a message, a remote procedure call),
     /// its target (the server and its port, the database's name after a `|`; else the queue, or
     /// the system's name).
-    fn describe(&mut self, extra: &mut SpanExtra) {
+    /// `marks` says whether the target is a system's name standing in for a server, or a
+    /// database's name alone, and is kept up to date.
+    fn describe(&mut self, extra: &mut SpanExtra, marks: &mut u8) {
         if self.http && extra.kind.is_none() {
             extra.kind = Some(Cow::Borrowed("HTTP"));
         }
-        if let (Some(port), Some(target)) = (self.port.take(), extra.target.as_mut()) {
-            *target = Cow::Owned(format!("{target}:{port}"));
+        if *marks & (marks::TARGET_IS_SYSTEM | marks::TARGET_IS_DATABASE) == 0 {
+            self.join_port(extra);
         }
         // A producer's span is a message sent even when it names no messaging system.
         if self.call.is_some() || self.producer {
@@ -697,7 +715,20 @@ impl Facts {
                 .call
                 .take()
                 .map_or_else(CallFacts::default, |call| *call);
-            call.describe(extra, self.producer);
+            call.describe(extra, self.producer, marks);
+        }
+    }
+
+    /// Joins the port given to the server the target names (`server:port`, before the
+    /// `|database` a server named earlier may have been given).
+    fn join_port(&mut self, extra: &mut SpanExtra) {
+        if let Some(target) = extra.target.as_mut()
+            && let Some(port) = self.port.take()
+        {
+            *target = Cow::Owned(match target.split_once('|') {
+                Some((server, database)) => format!("{server}:{port}|{database}"),
+                None => format!("{target}:{port}"),
+            });
         }
     }
 
@@ -711,9 +742,10 @@ impl Facts {
     /// `error` field nor an `ERROR` event fails it.
     fn settle(self, record: &mut SpanRecord) {
         if self.ok {
-            record.set_succeeded_for_good();
+            record.set_success(true);
+            record.set_marks(record.marks() | marks::OK);
         }
-        let ok = record.succeeded_for_good();
+        let ok = succeeded_for_good(record);
         if let Some(status) = self.status {
             record.extra_mut().result_code = Some(Cow::Owned(status.to_string()));
             if status >= 400 && !ok {
@@ -731,8 +763,9 @@ impl Facts {
 impl CallFacts {
     /// The call's type (a database, a message sent or received, a remote procedure call), and
     /// its target: the database's name after the server's and a `|`, else the queue, else the
-    /// system's name.
-    fn describe(self, extra: &mut SpanExtra, producer: bool) {
+    /// system's name, which `marks` notes as standing in for a server (as it notes a database's
+    /// name alone), so that a value given later replaces it or joins it rightly.
+    fn describe(self, extra: &mut SpanExtra, producer: bool, marks: &mut u8) {
         let CallFacts {
             db_system,
             db_name,
@@ -753,9 +786,15 @@ impl CallFacts {
             };
         }
         if let Some(database) = db_name {
-            extra.target = Some(Cow::Owned(match &extra.target {
+            let standing_in = marks::TARGET_IS_SYSTEM | marks::TARGET_IS_DATABASE;
+            let server = extra.target.take().filter(|_| *marks & standing_in == 0);
+            *marks &= !standing_in;
+            extra.target = Some(Cow::Owned(match server {
                 Some(server) => format!("{server}|{database}"),
-                None => database,
+                None => {
+                    *marks |= marks::TARGET_IS_DATABASE;
+                    database
+                }
             }));
         }
         if extra.target.is_none() {
@@ -764,8 +803,28 @@ impl CallFacts {
                 .or(messaging)
                 .or(rpc)
                 .map(Cow::Owned);
+            if extra.target.is_some() {
+                *marks |= marks::TARGET_IS_SYSTEM;
+            }
         }
     }
+}
+
+/// The marks the layer keeps in a record it made ([`SpanRecord::marks`]).
+mod marks {
+    /// `otel.status_code = "OK"`: the instrumentation said the call succeeded, for good (final,
+    /// as OpenTelemetry's status): neither a later `error` field nor an `ERROR` event fails it.
+    pub(super) const OK: u8 = 1;
+    /// The target is a system's name, standing in for the server no field named.
+    pub(super) const TARGET_IS_SYSTEM: u8 = 1 << 1;
+    /// The target is a database's name alone, given without a server.
+    pub(super) const TARGET_IS_DATABASE: u8 = 1 << 2;
+}
+
+/// Whether the instrumentation said the call succeeded, for good: what would fail the span
+/// afterwards does not.
+fn succeeded_for_good(record: &SpanRecord) -> bool {
+    record.marks() & marks::OK != 0
 }
 
 /// A database call's type, from its `db.system`: the names Application Insights knows
