@@ -1,6 +1,6 @@
 //! `tracing` through census's layer: spans and events in one tree with census's own spans, both
 //! ways, sync and across `.await`; span fields read by the semantic conventions (a call's type
-//! and target as the Azure Monitor exporters name them); events as
+//! and target as census's own integrations name them); events as
 //! messages, exceptions with their chain, and custom events; what a sampled-out trace writes is
 //! dropped with it; the layer composes with per-layer filters; a value read off a span may
 //! record onto that span; an error event fails the span it is written in (`#[instrument(err)]`);
@@ -229,10 +229,15 @@ fn span_fields_follow_the_semantic_conventions() {
 }
 
 #[test]
-fn databases_queues_and_remote_calls_are_typed_as_the_azure_exporters_type_them() {
+fn databases_queues_and_remote_calls_are_typed_as_census_integrations_type_them() {
     subscribe();
     let (pipeline, memory) = install_memory();
-    for (name, system) in [("sqlite", "sqlite"), ("sql server", "microsoft.sql_server")] {
+    for (name, system) in [
+        ("sqlite", "sqlite"),
+        ("sql server", "microsoft.sql_server"),
+        ("mariadb", "mariadb"),
+        ("oracle", "oracle.db"),
+    ] {
         drop(tracing::info_span!(
             "query",
             otel.name = name,
@@ -307,12 +312,16 @@ fn databases_queues_and_remote_calls_are_typed_as_the_azure_exporters_type_them(
             "{name}"
         );
     };
-    typed("sqlite", "SQL", Some("sqlite"));
+    // As census's own integrations type them (the rusqlite, diesel and sqlx hooks' `sqlite`, the
+    // MySQL hooks' `mysql` for MariaDB), and SQL Server as Application Insights does.
+    typed("sqlite", "sqlite", Some("sqlite"));
     typed("sql server", "SQL", Some("microsoft.sql_server"));
+    typed("mariadb", "mysql", Some("mariadb"));
+    typed("oracle", "oracle", Some("oracle.db"));
     typed(
         "orders query",
         "postgresql",
-        Some("db.internal:5432|orders"),
+        Some("db.internal:5432 | orders"),
     );
     typed("cache", "redis", Some("redis"));
     typed("documents", "couchdb", Some("docs"));
@@ -320,7 +329,11 @@ fn databases_queues_and_remote_calls_are_typed_as_the_azure_exporters_type_them(
     typed("receive", "rabbitmq", Some("rabbitmq"));
     typed("GetStock", "grpc", Some("inventory.internal"));
     typed("late name", "postgresql", Some("orders"));
-    typed("late server", "postgresql", Some("db.internal:5432|orders"));
+    typed(
+        "late server",
+        "postgresql",
+        Some("db.internal:5432 | orders"),
+    );
     typed("legacy", "Ledger", Some("postgresql"));
     // The conventions' fields are not properties; others are.
     let call = memory.one("GetStock");

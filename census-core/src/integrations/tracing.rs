@@ -7,8 +7,9 @@
 //!   `"consumer"` makes a `Request`; `otel.name` renames it; `db.system`, `db.name`,
 //!   `db.statement` / `db.query.text`, `messaging.system`, `messaging.destination.name`,
 //!   `rpc.system`, `server.address` / `server.port`, `http.request.method`, `url.full`,
-//!   `http.response.status_code` describe a call, its type and target named as the Azure Monitor
-//!   exporters name them) or census's own (`census.kind`, `census.target`). Its other fields
+//!   `http.response.status_code` describe a call, its type and target named as census's own
+//!   integrations name them: `postgresql` and `db.internal:5432 | orders` for a query, `SQL` for
+//!   SQL Server, `Queue Message | kafka` for a message sent) or census's own (`census.kind`, `census.target`). Its other fields
 //!   become properties; `otel.status_code = "ERROR"`, an `error` field, or an `ERROR` event
 //!   written in it (what `#[instrument(err)]` writes when the function returns an `Err`, as
 //!   `tracing-opentelemetry` reads it) fails it, unless `otel.status_code = "OK"` came first:
@@ -660,7 +661,7 @@ impl Convention {
 /// Adds the values a span was given after it was made ([`SpanFields`] writes the name, the
 /// kind, the target, the data and properties) to those it has. A server named now replaces a
 /// system's name standing in for it, and goes before a database's name given alone
-/// (`server|database`); `marks` says which the target is.
+/// (`server | database`); `marks` says which the target is.
 fn absorb(into: &mut SpanExtra, given: SpanExtra, marks: &mut u8) {
     // Every field, by name: one that `SpanFields` comes to write cannot be left out unseen.
     let SpanExtra {
@@ -677,7 +678,7 @@ fn absorb(into: &mut SpanExtra, given: SpanExtra, marks: &mut u8) {
     if let Some(server) = target {
         into.target = Some(match into.target.take() {
             Some(database) if *marks & marks::TARGET_IS_DATABASE != 0 => {
-                Cow::Owned(format!("{server}|{database}"))
+                Cow::Owned(format!("{server} | {database}"))
             }
             _ => server,
         });
@@ -696,11 +697,10 @@ fn absorb(into: &mut SpanExtra, given: SpanExtra, marks: &mut u8) {
 }
 
 impl Facts {
-    /// What the fields say together, as the Azure Monitor exporters read them: the call's
+    /// What the fields say together, read in the Azure Monitor exporters' order: the call's
     /// type (an HTTP method or URL first, then a database, a message, a remote procedure call),
-    /// its target (the server and its port, the database's name after a `|`; else the queue, or
-    /// the system's name).
-    /// `marks` says whether the target is a system's name standing in for a server, or a
+    /// its target (the server and its port, the database's name after a ` | `; else the queue,
+    /// or the system's name). `marks` says whether the target is a system's name standing in for a server, or a
     /// database's name alone, and is kept up to date.
     fn describe(&mut self, extra: &mut SpanExtra, marks: &mut u8) {
         if self.http && extra.kind.is_none() {
@@ -725,8 +725,8 @@ impl Facts {
         if let Some(target) = extra.target.as_mut()
             && let Some(port) = self.port.take()
         {
-            *target = Cow::Owned(match target.split_once('|') {
-                Some((server, database)) => format!("{server}:{port}|{database}"),
+            *target = Cow::Owned(match target.split_once(" | ") {
+                Some((server, database)) => format!("{server}:{port} | {database}"),
                 None => format!("{target}:{port}"),
             });
         }
@@ -762,7 +762,7 @@ impl Facts {
 
 impl CallFacts {
     /// The call's type (a database, a message sent or received, a remote procedure call), and
-    /// its target: the database's name after the server's and a `|`, else the queue, else the
+    /// its target: the database's name after the server's and a ` | `, else the queue, else the
     /// system's name, which `marks` notes as standing in for a server (as it notes a database's
     /// name alone), so that a value given later replaces it or joins it rightly.
     fn describe(self, extra: &mut SpanExtra, producer: bool, marks: &mut u8) {
@@ -790,7 +790,7 @@ impl CallFacts {
             let server = extra.target.take().filter(|_| *marks & standing_in == 0);
             *marks &= !standing_in;
             extra.target = Some(Cow::Owned(match server {
-                Some(server) => format!("{server}|{database}"),
+                Some(server) => format!("{server} | {database}"),
                 None => {
                     *marks |= marks::TARGET_IS_DATABASE;
                     database
@@ -827,31 +827,24 @@ fn succeeded_for_good(record: &SpanRecord) -> bool {
     record.marks() & marks::OK != 0
 }
 
-/// A database call's type, from its `db.system`: the names Application Insights knows
-/// (`mysql`, `postgresql`, `mongodb`, `redis`), `SQL` for the other relational databases, else
-/// the system's own name.
+/// A database call's type, from its `db.system` (or `db.system.name`): the system's name, as
+/// census's own database integrations write it (`postgresql`, `mysql`, `sqlite`, `mongodb`),
+/// so that a database shows under one type whichever way its calls are recorded; `SQL` for
+/// Microsoft SQL Server (Application Insights' own type for it) and for a relational database
+/// the conventions have no name for (`other_sql`); MariaDB under `mysql`, as census's MySQL
+/// integrations type it; the newer names of `db.system.name` as the older ones.
 fn database_type(system: &str) -> Cow<'static, str> {
-    match system {
-        "mysql" => Cow::Borrowed("mysql"),
-        "postgresql" => Cow::Borrowed("postgresql"),
-        "mongodb" => Cow::Borrowed("mongodb"),
-        "redis" => Cow::Borrowed("redis"),
-        // The older names and those of `db.system.name`.
-        "mssql"
-        | "microsoft.sql_server"
-        | "mariadb"
-        | "sqlite"
-        | "oracle"
-        | "oracle.db"
-        | "db2"
-        | "ibm.db2"
-        | "derby"
-        | "hsqldb"
-        | "h2"
-        | "h2database"
-        | "other_sql" => Cow::Borrowed("SQL"),
-        other => Cow::Owned(other.to_owned()),
-    }
+    Cow::Borrowed(match system {
+        "postgresql" => "postgresql",
+        "mysql" | "mariadb" => "mysql",
+        "sqlite" => "sqlite",
+        "mongodb" => "mongodb",
+        "redis" => "redis",
+        "mssql" | "microsoft.sql_server" | "other_sql" => "SQL",
+        "oracle" | "oracle.db" => "oracle",
+        "db2" | "ibm.db2" => "db2",
+        other => return Cow::Owned(other.to_owned()),
+    })
 }
 
 /// The value `write` writes, made aside: for the fields whose value is kept elsewhere than in
