@@ -989,6 +989,12 @@ impl LogRecord {
         self.message.append(args);
     }
 
+    /// The message, to be written in place.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn message_mut(&mut self) -> &mut Text {
+        &mut self.message
+    }
+
     /// Adds a property whose value is written in place ([`new_property`]).
     pub(crate) fn new_property(&mut self, key: impl Into<Cow<'static, str>>) -> &mut Value {
         let extra = self.extra.get_or_insert_with(|| boxed_extra(None));

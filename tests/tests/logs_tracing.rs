@@ -8,7 +8,8 @@
 //! `log` records that reach the layer through `tracing-log` keep their own source;
 //! clones of one layer in two subscribers keep their spans apart; spans
 //! made on some threads and entered and closed on others are each recorded once; the layer
-//! needs no registry under it.
+//! needs no registry under it; a value whose formatting panics is written unprintable and the
+//! tree goes on.
 
 use std::collections::HashSet;
 use std::error::Error;
@@ -883,4 +884,100 @@ fn spans_made_on_some_threads_and_entered_and_closed_on_others_are_each_recorded
         .map(|child| child.parent_id().expect("a child has its parent"))
         .collect();
     assert_eq!(parents, made_ids, "one child under each span");
+}
+
+/// A value whose `Debug` and `Display` panic.
+#[derive(Clone, Copy)]
+struct Unprintable;
+
+impl fmt::Debug for Unprintable {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        panic!("this value cannot be printed")
+    }
+}
+
+impl fmt::Display for Unprintable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl Error for Unprintable {}
+
+/// An error whose cause cannot be printed.
+#[derive(Debug)]
+struct CausedByUnprintable;
+
+impl fmt::Display for CausedByUnprintable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("charge failed")
+    }
+}
+
+impl Error for CausedByUnprintable {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&Unprintable)
+    }
+}
+
+#[test]
+fn a_value_whose_formatting_panics_is_written_unprintable_and_the_tree_goes_on() {
+    const UNPRINTABLE: &str = "<unprintable: its formatting panicked>";
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    let outer = tracing::info_span!("outer");
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _outer = outer.enter();
+        drop(tracing::info_span!("unprintable span", value = ?Unprintable, kept = 1));
+        tracing::info!(value = ?Unprintable, kept = 2, "unprintable field");
+        tracing::info!("unprintable message {:?}", Unprintable);
+        tracing::info!(census.event = "unprintable event", value = %Unprintable, kept = 3);
+        tracing::error!(
+            error = &CausedByUnprintable as &dyn Error,
+            "unprintable cause"
+        );
+        let later = tracing::info_span!("later", value = tracing::field::Empty);
+        later.record("value", tracing::field::debug(Unprintable));
+        drop(later);
+        tracing::info_span!("after").in_scope(|| tracing::info!("written after"));
+    }));
+    assert!(caught.is_ok(), "no panic reaches the application's calls");
+    drop(outer);
+    flush(&pipeline);
+
+    // The span whose field could not be read is made, so the registry closes its parent.
+    let outer = memory.one("outer");
+    for name in ["unprintable span", "later", "after"] {
+        assert_eq!(
+            memory.one(name).parent_id(),
+            Some(outer.span_id()),
+            "{name}"
+        );
+    }
+    let span = memory.one("unprintable span");
+    assert_eq!(span.property("value"), Some(UNPRINTABLE));
+    assert_eq!(
+        span.property("kept"),
+        Some("1"),
+        "the fields after it are read"
+    );
+    assert_eq!(memory.one("later").property("value"), Some(UNPRINTABLE));
+    let logs = memory.logs();
+    let field = log(&logs, "unprintable field");
+    assert_eq!(field.property("value"), Some(UNPRINTABLE));
+    assert_eq!(field.property("kept"), Some("2"));
+    log(&logs, UNPRINTABLE);
+    let cause = log(&logs, "unprintable cause");
+    let chain: Vec<&str> = cause.errors().iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(chain, ["charge failed", UNPRINTABLE]);
+    let events = memory.events();
+    let event = events
+        .iter()
+        .find(|event| event.name() == "unprintable event")
+        .expect("the custom event");
+    assert_eq!(event.property("value"), Some(UNPRINTABLE));
+    assert_eq!(
+        log(&logs, "written after").parent_id(),
+        Some(memory.one("after").span_id())
+    );
 }

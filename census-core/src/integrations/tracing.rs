@@ -14,6 +14,8 @@
 //!   written in it (what `#[instrument(err)]` writes when the function returns an `Err`, as
 //!   `tracing-opentelemetry` reads it) fails it, unless `otel.status_code = "OK"` came first:
 //!   that status is final, as OpenTelemetry's.
+//! - A value whose `Debug` or `Display` panics while the layer reads it is written
+//!   `<unprintable: its formatting panicked>`, and the panic goes no further.
 //! - The two worlds nest in one tree: a `#[dependency]` method called inside a
 //!   `#[tracing::instrument]` function nests under its span, and a `tracing` span opened inside
 //!   a census span nests under that, sync and across `.await`.
@@ -56,6 +58,7 @@ use std::borrow::Cow;
 use std::error::Error;
 use std::fmt::{self, Write as _};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use dashmap::DashMap;
 
@@ -862,7 +865,9 @@ fn integer(text: &mut Value, value: impl itoa::Integer) {
 
 impl Visit for SpanFields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.text(field, |text| text.append(format_args!("{value:?}")));
+        self.text(field, |text| {
+            append_guarded(text, format_args!("{value:?}"))
+        });
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -887,10 +892,31 @@ impl Visit for SpanFields<'_> {
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         if field.name() == "error" {
-            self.facts.failed = Some(value.to_string());
+            self.facts.failed =
+                Some(guarded(|| value.to_string()).unwrap_or_else(|| UNPRINTABLE.to_owned()));
         } else {
-            self.text(field, |text| text.append(format_args!("{value}")));
+            self.text(field, |text| append_guarded(text, format_args!("{value}")));
         }
+    }
+}
+
+/// What is written for a value whose `Debug` or `Display` panicked.
+const UNPRINTABLE: &str = "<unprintable: its formatting panicked>";
+
+/// Runs `read`, which runs the application's `Debug` or `Display` code; `None` when that code
+/// panicked, and the panic goes no further. The layer reads values the application's program
+/// would not have formatted without it, and a panic out of the making of a `tracing` span
+/// would lose more than the span: its parent, and every span above it, whom the registry keeps
+/// open for the child it never handed out.
+fn guarded<R>(read: impl FnOnce() -> R) -> Option<R> {
+    catch_unwind(AssertUnwindSafe(read)).ok()
+}
+
+/// Writes `value` after what `text` holds; [`UNPRINTABLE`], in place of all it holds, when the
+/// application's code that writes it panics ([`guarded`]).
+fn append_guarded<const N: usize>(text: &mut Text<N>, value: fmt::Arguments<'_>) {
+    if guarded(|| text.append(value)).is_none() {
+        *text = Text::from(UNPRINTABLE);
     }
 }
 
@@ -923,9 +949,11 @@ impl LogFields<'_> {
 impl Visit for LogFields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
-            self.log.format_message(format_args!("{value:?}"));
+            append_guarded(self.log.message_mut(), format_args!("{value:?}"));
         } else {
-            self.text(field, |text| text.append(format_args!("{value:?}")));
+            self.text(field, |text| {
+                append_guarded(text, format_args!("{value:?}"))
+            });
         }
     }
 
@@ -961,7 +989,7 @@ impl Visit for LogFields<'_> {
         if field.name() == "error" {
             self.errors.push_chain(value);
         } else {
-            self.text(field, |text| text.append(format_args!("{value}")));
+            self.text(field, |text| append_guarded(text, format_args!("{value}")));
         }
     }
 }
@@ -997,15 +1025,26 @@ struct Errors {
 }
 
 impl Errors {
-    /// An error and its `source()`s, outermost first.
+    /// An error and its `source()`s, outermost first; the chain ends at an error whose
+    /// `Debug`, `Display` or `source` panics ([`guarded`]), written as [`UNPRINTABLE`].
     fn push_chain(&mut self, error: &(dyn Error + 'static)) {
         let mut current = Some(error);
         while let Some(error) = current {
-            self.chain.push(ErrorDetail {
-                type_name: type_name_of(error),
-                message: error.to_string(),
-            });
-            current = error.source();
+            let Some((detail, source)) = guarded(|| {
+                let detail = ErrorDetail {
+                    type_name: type_name_of(error),
+                    message: error.to_string(),
+                };
+                (detail, error.source())
+            }) else {
+                self.chain.push(ErrorDetail {
+                    type_name: "Error".to_owned(),
+                    message: UNPRINTABLE.to_owned(),
+                });
+                return;
+            };
+            self.chain.push(detail);
+            current = source;
         }
     }
 
@@ -1054,7 +1093,9 @@ impl EventFields {
 
 impl Visit for EventFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.text(field, |text| text.append(format_args!("{value:?}")));
+        self.text(field, |text| {
+            append_guarded(text, format_args!("{value:?}"))
+        });
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -1075,7 +1116,7 @@ impl Visit for EventFields {
 
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         if field.name() != "error" {
-            self.text(field, |text| text.append(format_args!("{value}")));
+            self.text(field, |text| append_guarded(text, format_args!("{value}")));
         }
     }
 }
