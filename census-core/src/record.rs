@@ -942,6 +942,48 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+impl ErrorDetail {
+    /// An error, as far as `dyn Error` tells: the name its `Debug` form starts with as its type
+    /// (`ParseIntError { kind: InvalidDigit }` gives `ParseIntError`, a form that starts with
+    /// no name `Error`), its `Display` as its message.
+    pub(crate) fn of(error: &dyn std::error::Error) -> ErrorDetail {
+        ErrorDetail {
+            type_name: debug_name(error),
+            message: error.to_string(),
+        }
+    }
+
+    /// An error and its `source()`s, outermost first.
+    #[cfg(feature = "log")]
+    pub(crate) fn chain_of(error: &(dyn std::error::Error + 'static)) -> Vec<ErrorDetail> {
+        std::iter::successors(Some(error), |error| error.source())
+            .map(ErrorDetail::of)
+            .collect()
+    }
+}
+
+/// The leading name of an error's `Debug` form: what can be told of its type behind `dyn`.
+fn debug_name(error: &dyn std::error::Error) -> String {
+    use fmt::Write as _;
+    let mut debug = String::new();
+    let _ = write!(debug, "{error:?}");
+    let name: String = debug
+        .chars()
+        .take_while(|&c| is_identifier_char(c) || c == ':')
+        .collect();
+    match name.rsplit("::").next() {
+        Some(last) if last.starts_with(|c: char| !c.is_ascii_digit()) => last.to_owned(),
+        _ => "Error".to_owned(),
+    }
+}
+
+/// Whether `c` may be part of an identifier in a type's name. Rust's punctuation is ASCII, so
+/// any other character is one of an identifier's (and the Unicode tables of
+/// `char::is_alphanumeric`, 1.8 KiB, stay out of every instrumented program).
+pub(crate) fn is_identifier_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || !c.is_ascii()
+}
+
 /// A log record or a `tracing` event, as exporters receive it.
 #[derive(Debug, Clone)]
 pub struct LogRecord {
@@ -1003,8 +1045,8 @@ impl LogRecord {
 
     /// Sets the error the record carries, outermost first: it becomes an `Exception`.
     #[cfg_attr(
-        not(feature = "tracing"),
-        allow(dead_code, reason = "the tracing layer's")
+        not(any(feature = "tracing", feature = "log")),
+        allow(dead_code, reason = "the tracing layer's and the log bridge's")
     )]
     pub(crate) fn set_errors(&mut self, errors: Vec<ErrorDetail>) {
         self.extra
@@ -1623,6 +1665,45 @@ mod tests {
             Correlation::default(),
             Source::default(),
         ))
+    }
+
+    #[test]
+    fn an_error_s_type_is_the_name_its_debug_form_starts_with() {
+        let parse = "x".parse::<u8>().unwrap_err();
+        assert_eq!(ErrorDetail::of(&parse).type_name, "ParseIntError");
+        let io = std::io::Error::other("disk full");
+        assert_eq!(
+            ErrorDetail::of(&io),
+            ErrorDetail {
+                type_name: "Custom".to_owned(),
+                message: "disk full".to_owned()
+            }
+        );
+        #[derive(Debug)]
+        struct Opaque;
+        impl fmt::Display for Opaque {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("opaque")
+            }
+        }
+        impl std::error::Error for Opaque {}
+        assert_eq!(ErrorDetail::of(&Opaque).type_name, "Opaque");
+        // Forms that start with no name: a text's (`"disk full"`), a number's.
+        let text: Box<dyn std::error::Error> = "disk full".into();
+        assert_eq!(ErrorDetail::of(&*text).type_name, "Error");
+        struct Numbered;
+        impl fmt::Debug for Numbered {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("42")
+            }
+        }
+        impl fmt::Display for Numbered {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("error 42")
+            }
+        }
+        impl std::error::Error for Numbered {}
+        assert_eq!(ErrorDetail::of(&Numbered).type_name, "Error");
     }
 
     #[test]

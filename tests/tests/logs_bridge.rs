@@ -1,5 +1,6 @@
 //! `log` records through census's `LogBridge`: correlated with the span they were written in,
-//! across `.await`, tasks and threads; their severities and key-values; dropped with a dropped
+//! across `.await`, tasks and threads; their severities and key-values; one carrying an error
+//! an Exception with the error's chain; dropped with a dropped
 //! trace; those outside any span kept, or sampled when the pipeline is asked to; passed on to
 //! the logger the application had. `log` has one logger per process:
 //! every test here runs in a process of its own (cargo-nextest).
@@ -135,6 +136,61 @@ fn severities_sources_and_key_values_are_the_record_s() {
     let nested = by_message(&logs, "loading order 7");
     assert_eq!(nested.parent_id(), Some(memory.one("load_order").span_id()));
     assert_eq!(nested.property("order"), Some("7"));
+}
+
+/// An error with a cause.
+#[derive(Debug)]
+struct PaymentDeclined {
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for PaymentDeclined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("payment declined")
+    }
+}
+
+impl std::error::Error for PaymentDeclined {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+#[test]
+fn a_record_carrying_an_error_is_an_exception_with_the_error_s_chain() {
+    install_bridge(log::LevelFilter::Info);
+    let (pipeline, memory) = install_memory();
+    let declined = PaymentDeclined {
+        source: std::io::Error::other("card expired"),
+    };
+    census_runtime::span("charge").in_scope(|| {
+        log::error!(err:err = declined, order = 7; "charge failed");
+        log::warn!(retry = 2; "retrying");
+    });
+    flush(&pipeline);
+
+    let logs = memory.logs();
+    let failed = by_message(&logs, "charge failed");
+    let chain: Vec<(&str, &str)> = failed
+        .errors()
+        .iter()
+        .map(|error| (error.type_name.as_str(), error.message.as_str()))
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            ("PaymentDeclined", "payment declined"),
+            ("Custom", "card expired")
+        ]
+    );
+    assert_eq!(failed.severity(), Severity::Error);
+    assert_eq!(failed.property("order"), Some("7"));
+    assert_eq!(failed.property("err"), None, "the error is the Exception's");
+    assert_eq!(failed.parent_id(), Some(memory.one("charge").span_id()));
+    assert!(
+        by_message(&logs, "retrying").errors().is_empty(),
+        "a plain Message"
+    );
 }
 
 #[test]

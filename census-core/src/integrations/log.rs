@@ -25,7 +25,9 @@
 //!
 //! Each record becomes a `Message` with `severityLevel` from its level (trace and debug 0, info
 //! 1, warn 2, error 3), its target, module, file and line, and its key-values (`log`'s `kv`) as
-//! properties. Written inside a span, it carries the span's operation id, its id as parent and
+//! properties. A record that carries an error among its key-values (`log::error!(err:err = e;
+//! "charge failed")`, `log`'s feature `kv_std`, which this feature turns on) becomes an
+//! `Exception` instead, with the error and its `source()`s, outermost first. Written inside a span, it carries the span's operation id, its id as parent and
 //! the operation's name; inside a trace the sampler dropped, it is dropped with it; outside any
 //! span it carries no operation. census's own warnings (targets under `census_core`, and
 //! anything logged on census's own threads, such as the HTTP client's) are passed on but never
@@ -36,7 +38,7 @@ use std::fmt;
 
 use log::{LevelFilter, Log, Metadata, Record, SetLoggerError};
 
-use crate::record::{Correlation, LogRecord, Severity, Source};
+use crate::record::{Correlation, ErrorDetail, LogRecord, Severity, Source};
 use crate::telemetry;
 use crate::text::Text;
 
@@ -210,6 +212,14 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Properties<'_> {
         // `log` lends a key for the record's call only. The keys are the names a program's
         // macros give, few and reused: interned, a key is no allocation (past the table's
         // bound, a copy).
+        // An error (`log::error!(err:err = e; ...)`): the record becomes an Exception, with
+        // the error's chain; the first error a record carries is its.
+        if let Some(error) = value.to_borrowed_error()
+            && self.0.errors().is_empty()
+        {
+            self.0.set_errors(ErrorDetail::chain_of(error));
+            return Ok(());
+        }
         let key = crate::record::interned_or_owned(key.as_str());
         self.0.new_property(key).append(format_args!("{value}"));
         Ok(())

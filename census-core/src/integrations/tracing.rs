@@ -56,7 +56,7 @@
 
 use std::borrow::Cow;
 use std::error::Error;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -1030,13 +1030,8 @@ impl Errors {
     fn push_chain(&mut self, error: &(dyn Error + 'static)) {
         let mut current = Some(error);
         while let Some(error) = current {
-            let Some((detail, source)) = guarded(|| {
-                let detail = ErrorDetail {
-                    type_name: type_name_of(error),
-                    message: error.to_string(),
-                };
-                (detail, error.source())
-            }) else {
+            let Some((detail, source)) = guarded(|| (ErrorDetail::of(error), error.source()))
+            else {
                 self.chain.push(ErrorDetail {
                     type_name: "Error".to_owned(),
                     message: UNPRINTABLE.to_owned(),
@@ -1121,43 +1116,9 @@ impl Visit for EventFields {
     }
 }
 
-/// An error's type, as far as `dyn Error` tells: the name its `Debug` form starts with
-/// (`ParseIntError { kind: InvalidDigit }` gives `ParseIntError`), else `Error`.
-fn type_name_of(error: &(dyn Error + 'static)) -> String {
-    let mut debug = String::new();
-    let _ = write!(debug, "{error:?}");
-    let name: String = debug
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-        .collect();
-    let name = name.rsplit("::").next().unwrap_or_default();
-    if name.is_empty() || !name.starts_with(|c: char| c.is_alphabetic()) {
-        "Error".to_owned()
-    } else {
-        name.to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_error_s_type_is_the_name_its_debug_form_starts_with() {
-        let parse = "x".parse::<u8>().unwrap_err();
-        assert_eq!(type_name_of(&parse), "ParseIntError");
-        let io = std::io::Error::other("disk full");
-        assert_eq!(type_name_of(&io), "Custom");
-        #[derive(Debug)]
-        struct Opaque;
-        impl fmt::Display for Opaque {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("opaque")
-            }
-        }
-        impl Error for Opaque {}
-        assert_eq!(type_name_of(&Opaque), "Opaque");
-    }
 
     #[test]
     fn a_custom_event_leaves_out_its_message_even_a_number_and_whatever_the_order() {

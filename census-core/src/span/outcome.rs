@@ -4,11 +4,11 @@
 use std::any::Any;
 use std::borrow::Cow;
 use std::error::Error;
-use std::fmt::{Display, Write as _};
+use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::panic;
-use crate::record::{ErrorDetail, SpanRecord};
+use crate::record::{ErrorDetail, SpanRecord, is_identifier_char};
 
 /// Whether every `Err` that fails a span is sent as an Exception item too.
 static ERRORS_AS_EXCEPTIONS: AtomicBool = AtomicBool::new(false);
@@ -39,36 +39,12 @@ pub(crate) fn fail_with_error(
         }];
         let mut source = chain.and_then(Error::source);
         while let Some(error) = source {
-            errors.push(ErrorDetail {
-                type_name: debug_name(error),
-                message: error.to_string(),
-            });
+            errors.push(ErrorDetail::of(error));
             source = error.source();
         }
         record.extra_mut().failure_mut().errors = errors;
     }
     record.fail(type_name, Some(message));
-}
-
-/// The leading name of an error's `Debug` form: what can be told of its type behind `dyn`.
-fn debug_name(error: &dyn Error) -> String {
-    let mut debug = String::new();
-    let _ = write!(debug, "{error:?}");
-    let name: String = debug
-        .chars()
-        .take_while(|&c| is_identifier_char(c) || c == ':')
-        .collect();
-    match name.rsplit("::").next() {
-        Some(last) if !last.is_empty() => last.to_owned(),
-        _ => "Error".to_owned(),
-    }
-}
-
-/// Whether `c` may be part of an identifier in a type's name. Rust's punctuation is ASCII, so
-/// any other character is one of an identifier's (and the Unicode tables of
-/// `char::is_alphanumeric`, 1.8 KiB, stay out of every instrumented program).
-fn is_identifier_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || !c.is_ascii()
 }
 
 /// Marks `record` failed by the panic whose payload was caught unwinding through it.
