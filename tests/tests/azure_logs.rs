@@ -35,7 +35,7 @@ impl std::fmt::Display for Declined {
 impl std::error::Error for Declined {}
 
 /// What the scenario of the reference writes, through census: a record outside any span, a
-/// span with a record, an error and an event in it.
+/// span with a record, an error (a `tracing` event's and a `log` record's) and an event in it.
 fn census_envelopes(name: &str) -> (Vec<Value>, String) {
     LogBridge::new()
         .level(log::LevelFilter::Info)
@@ -59,6 +59,7 @@ fn census_envelopes(name: &str) -> (Vec<Value>, String) {
             error = &Declined as &dyn std::error::Error,
             "pricing failed"
         );
+        log::error!(err:err = Declined, order = 7; "charging failed");
         census_runtime::event("order_placed")
             .property("sku", "caviar")
             .measurement("total", 12.5)
@@ -151,12 +152,24 @@ fn log_envelopes_carry_their_severity_source_properties_and_operation() {
     assert_eq!(pricing["tags"]["ai.operation.parentId"], span_id.as_str());
     assert_eq!(pricing["tags"]["ai.operation.name"], "GET /orders");
 
-    let exception = by_name(&envelopes, EXCEPTION)[0];
-    let exceptions = &exception["data"]["baseData"]["exceptions"];
-    assert_eq!(exceptions[0]["typeName"], "Declined");
-    assert_eq!(exceptions[0]["message"], "pricing failed: card declined");
-    assert_eq!(exception["data"]["baseData"]["severityLevel"], 3);
-    assert_eq!(exception["tags"]["ai.operation.parentId"], span_id.as_str());
+    let exceptions = by_name(&envelopes, EXCEPTION);
+    for (message, property) in [
+        ("pricing failed: card declined", None),
+        ("charging failed: card declined", Some("7")),
+    ] {
+        let exception = exceptions
+            .iter()
+            .find(|e| e["data"]["baseData"]["exceptions"][0]["message"] == message)
+            .unwrap_or_else(|| panic!("no Exception {message:?} in {exceptions:#?}"));
+        let base = &exception["data"]["baseData"];
+        assert_eq!(base["exceptions"][0]["typeName"], "Declined");
+        assert_eq!(base["severityLevel"], 3);
+        assert_eq!(
+            base["properties"].get("order").and_then(|v| v.as_str()),
+            property
+        );
+        assert_eq!(exception["tags"]["ai.operation.parentId"], span_id.as_str());
+    }
 
     let event = by_name(&envelopes, EVENT)[0];
     let base = &event["data"]["baseData"];
