@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use census_runtime::Sampler;
-use census_runtime::export::MemoryExporter;
+use census_runtime::export::{LogRecord, MemoryExporter};
 use census_runtime::pipeline::Pipeline;
 
 /// A pipeline that keeps every span in memory, sampling everything.
@@ -24,6 +24,14 @@ pub fn install_memory_sampled(sampler: Sampler) -> (Pipeline, MemoryExporter) {
         .install()
         .expect("the pipeline installs");
     (pipeline, memory)
+}
+
+/// The error a log record carries and its causes, outermost first: each one's type and message.
+pub fn error_chain(log: &LogRecord) -> Vec<(&str, &str)> {
+    log.errors()
+        .iter()
+        .map(|error| (error.type_name.as_str(), error.message.as_str()))
+        .collect()
 }
 
 /// Delivers everything finished so far to the exporters.

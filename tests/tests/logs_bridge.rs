@@ -11,7 +11,9 @@ use census_runtime::Sampler;
 use census_runtime::context::{FutureExt, spawn_thread};
 use census_runtime::export::{LogRecord, MemoryExporter, Severity};
 use census_runtime::integrations::log::LogBridge;
-use census_tests::{flush, install_memory, install_memory_sampled, multi_thread_runtime};
+use census_tests::{
+    error_chain, flush, install_memory, install_memory_sampled, multi_thread_runtime,
+};
 
 /// A logger an application already had: keeps every line it is given.
 #[derive(Clone, Default)]
@@ -171,13 +173,8 @@ fn a_record_carrying_an_error_is_an_exception_with_the_error_s_chain() {
 
     let logs = memory.logs();
     let failed = by_message(&logs, "charge failed");
-    let chain: Vec<(&str, &str)> = failed
-        .errors()
-        .iter()
-        .map(|error| (error.type_name.as_str(), error.message.as_str()))
-        .collect();
     assert_eq!(
-        chain,
+        error_chain(failed),
         [
             ("PaymentDeclined", "payment declined"),
             ("Custom", "card expired")

@@ -19,7 +19,9 @@ use census_runtime::export::{LogRecord, MemoryExporter, Severity};
 use census_runtime::integrations::tracing::CensusLayer;
 use census_runtime::site::SpanKind;
 use census_runtime::{Sampler, dependency};
-use census_tests::{flush, install_memory, install_memory_sampled, multi_thread_runtime};
+use census_tests::{
+    error_chain, flush, install_memory, install_memory_sampled, multi_thread_runtime,
+};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -402,13 +404,8 @@ fn events_become_messages_exceptions_with_their_chain_and_custom_events() {
     assert_eq!(log(&logs, "stock low").severity(), Severity::Warning);
     let failed = log(&logs, "charging failed");
     assert_eq!(failed.severity(), Severity::Error);
-    let chain: Vec<(&str, &str)> = failed
-        .errors()
-        .iter()
-        .map(|e| (e.type_name.as_str(), e.message.as_str()))
-        .collect();
     assert_eq!(
-        chain,
+        error_chain(failed),
         [
             ("PaymentDeclined", "payment declined"),
             ("Custom", "card expired")
@@ -968,8 +965,13 @@ fn a_value_whose_formatting_panics_is_written_unprintable_and_the_tree_goes_on()
     assert_eq!(field.property("kept"), Some("2"));
     log(&logs, UNPRINTABLE);
     let cause = log(&logs, "unprintable cause");
-    let chain: Vec<&str> = cause.errors().iter().map(|e| e.message.as_str()).collect();
-    assert_eq!(chain, ["charge failed", UNPRINTABLE]);
+    assert_eq!(
+        error_chain(cause),
+        [
+            ("CausedByUnprintable", "charge failed"),
+            ("Error", UNPRINTABLE)
+        ]
+    );
     let events = memory.events();
     let event = events
         .iter()
