@@ -963,17 +963,36 @@ impl ErrorDetail {
 }
 
 /// The leading name of an error's `Debug` form: what can be told of its type behind `dyn`.
+/// The form is read only as far as the name goes (the writer refuses the rest, which ends the
+/// formatting): an error's whole `Debug` form, its fields and the errors inside it, can be long.
 fn debug_name(error: &dyn std::error::Error) -> String {
-    use fmt::Write as _;
-    let mut debug = String::new();
-    let _ = write!(debug, "{error:?}");
-    let name: String = debug
-        .chars()
-        .take_while(|&c| is_identifier_char(c) || c == ':')
-        .collect();
-    match name.rsplit("::").next() {
-        Some(last) if last.starts_with(|c: char| !c.is_ascii_digit()) => last.to_owned(),
-        _ => "Error".to_owned(),
+    /// Takes the leading path (identifiers and `::`) of what is written, and refuses the rest.
+    struct LeadingPath(String);
+
+    impl fmt::Write for LeadingPath {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let path = s
+                .find(|c: char| !(is_identifier_char(c) || c == ':'))
+                .map_or(s, |end| &s[..end]);
+            self.0.push_str(path);
+            if path.len() == s.len() {
+                Ok(())
+            } else {
+                Err(fmt::Error)
+            }
+        }
+    }
+
+    let mut path = LeadingPath(String::new());
+    let _ = fmt::write(&mut path, format_args!("{error:?}"));
+    let mut name = path.0;
+    if let Some(at) = name.rfind("::") {
+        name.drain(..at + 2);
+    }
+    if name.starts_with(|c: char| !c.is_ascii_digit()) {
+        name
+    } else {
+        "Error".to_owned()
     }
 }
 

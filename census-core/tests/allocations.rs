@@ -7,7 +7,8 @@
 //! value inline: nothing is allocated either. A custom event's properties, a log record's
 //! key-values and a `tracing` event's fields take such a box too (a `log` key, lent for the call
 //! only, is interned). A value longer than the inline room is allocated, which the last step
-//! counts (and so shows that the counter counts).
+//! counts (and so shows that the counter counts). An error event's chain is text made for each event:
+//! its allocations are bounded.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -110,6 +111,25 @@ fn query(id: u64) -> u64 {
     black_box(id)
 }
 
+/// An error with a cause, whose `Debug` form is long.
+#[derive(Debug)]
+#[allow(dead_code, reason = "read through Debug")]
+struct Declined {
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for Declined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("payment declined")
+    }
+}
+
+impl std::error::Error for Declined {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 /// Polls `future` once, with a waker that does nothing: what it awaits is ready.
 fn ready<F: std::future::Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
@@ -208,6 +228,30 @@ fn recorded_calls_allocate_nothing_on_the_calling_thread_but_a_long_property_val
                     tracing::info!(order = n, tier = "gold", "order placed");
                 });
             });
+        });
+        // An error's chain is text made for each record: its list, and each error's type and
+        // message (its `Debug` form read only as far as its type's name).
+        tracing::subscriber::with_default(subscriber(), || {
+            let error = Declined {
+                source: std::io::Error::other("card expired"),
+            };
+            let allocated = allocations_per_round(|n| {
+                census_core::span("handle").in_scope(|| {
+                    tracing::error!(
+                        error = &error as &dyn std::error::Error,
+                        order = n,
+                        "failed"
+                    );
+                });
+            });
+            // The chain's list and the box it goes in, the two errors' names and messages (17
+            // when the whole `Debug` form was written out for each name).
+            let most = 6 * CALLS as usize;
+            assert!(
+                allocated <= most + CALLS as usize / 100,
+                "{allocated} allocations for {CALLS} error events with a chain of two: at most \
+                 {most} expected"
+            );
         });
     }
 
