@@ -7,8 +7,8 @@
 //! value inline: nothing is allocated either. A custom event's properties, a log record's
 //! key-values and a `tracing` event's fields take such a box too (a `log` key, lent for the call
 //! only, is interned). A value longer than the inline room is allocated, which the last step
-//! counts (and so shows that the counter counts). An error event's chain is text made for each event:
-//! its allocations are bounded.
+//! counts (and so shows that the counter counts). An error event's chain is text made for each
+//! event: its allocations are bounded.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -4,7 +4,8 @@
 //! messages, exceptions with their chain, and custom events; what a sampled-out trace writes is
 //! dropped with it; the layer composes with per-layer filters; a value read off a span may
 //! record onto that span; an error event fails the span it is written in (`#[instrument(err)]`);
-//! an `OK` status is final, and error events fail no span when the layer is told so; spans below the layer's level are left out of the tree;
+//! an `OK` status is final, and error events fail no span when the layer is told so; spans
+//! below the layer's level are left out of the tree;
 //! `log` records that reach the layer through `tracing-log` keep their own source;
 //! clones of one layer in two subscribers keep their spans apart; spans
 //! made on some threads and entered and closed on others are each recorded once; the layer

@@ -27,9 +27,10 @@
 //! 1, warn 2, error 3), its target, module, file and line, and its key-values (`log`'s `kv`) as
 //! properties. A record that carries an error among its key-values (`log::error!(err:err = e;
 //! "charge failed")`, `log`'s feature `kv_std`, which this feature turns on) becomes an
-//! `Exception` instead, with the error and its `source()`s, outermost first. Written inside a span, it carries the span's operation id, its id as parent and
-//! the operation's name; inside a trace the sampler dropped, it is dropped with it; outside any
-//! span it carries no operation. census's own warnings (targets under `census_core`, and
+//! `Exception` instead, with the error and its `source()`s, outermost first. Written inside a
+//! span, a record carries the span's operation id, its id as parent and the operation's name;
+//! inside a trace the sampler dropped, it is dropped with it; outside any span it carries no
+//! operation. census's own warnings (targets under `census_core`, and
 //! anything logged on census's own threads, such as the HTTP client's) are passed on but never
 //! become telemetry: a failing endpoint cannot feed itself.
 

@@ -9,11 +9,11 @@
 //!   `rpc.system`, `server.address` / `server.port`, `http.request.method`, `url.full`,
 //!   `http.response.status_code` describe a call, its type and target named as census's own
 //!   integrations name them: `postgresql` and `db.internal:5432 | orders` for a query, `SQL` for
-//!   SQL Server, `Queue Message | kafka` for a message sent) or census's own (`census.kind`, `census.target`). Its other fields
-//!   become properties; `otel.status_code = "ERROR"`, an `error` field, or an `ERROR` event
-//!   written in it (what `#[instrument(err)]` writes when the function returns an `Err`, as
-//!   `tracing-opentelemetry` reads it) fails it, unless `otel.status_code = "OK"` came first:
-//!   that status is final, as OpenTelemetry's.
+//!   SQL Server, `Queue Message | kafka` for a message sent) or census's own (`census.kind`,
+//!   `census.target`). Its other fields become properties; `otel.status_code = "ERROR"`, an
+//!   `error` field, or an `ERROR` event written in it (what `#[instrument(err)]` writes when the
+//!   function returns an `Err`, as `tracing-opentelemetry` reads it) fails it, unless
+//!   `otel.status_code = "OK"` came first: that status is final, as OpenTelemetry's.
 //! - A value whose `Debug` or `Display` panics while the layer reads it is written
 //!   `<unprintable: its formatting panicked>`, and the panic goes no further.
 //! - The two worlds nest in one tree: a `#[dependency]` method called inside a
@@ -703,8 +703,8 @@ impl Facts {
     /// What the fields say together, read in the Azure Monitor exporters' order: the call's
     /// type (an HTTP method or URL first, then a database, a message, a remote procedure call),
     /// its target (the server and its port, the database's name after a ` | `; else the queue,
-    /// or the system's name). `marks` says whether the target is a system's name standing in for a server, or a
-    /// database's name alone, and is kept up to date.
+    /// or the system's name). `marks` says whether the target is a system's name standing in
+    /// for a server, or a database's name alone, and is kept up to date.
     fn describe(&mut self, extra: &mut SpanExtra, marks: &mut u8) {
         if self.http && extra.kind.is_none() {
             extra.kind = Some(Cow::Borrowed("HTTP"));
@@ -723,7 +723,7 @@ impl Facts {
     }
 
     /// Joins the port given to the server the target names (`server:port`, before the
-    /// `|database` a server named earlier may have been given).
+    /// ` | database` the server may have been given already).
     fn join_port(&mut self, extra: &mut SpanExtra) {
         if let Some(target) = extra.target.as_mut()
             && let Some(port) = self.port.take()
