@@ -946,6 +946,7 @@ impl ErrorDetail {
     /// An error, as far as `dyn Error` tells: the name its `Debug` form starts with as its type
     /// (`ParseIntError { kind: InvalidDigit }` gives `ParseIntError`, a form that starts with
     /// no name `Error`), its `Display` as its message.
+    #[inline]
     pub(crate) fn of(error: &dyn std::error::Error) -> ErrorDetail {
         ErrorDetail {
             type_name: debug_name(error),
@@ -965,20 +966,23 @@ impl ErrorDetail {
 /// The leading name of an error's `Debug` form: what can be told of its type behind `dyn`.
 /// The form is read only as far as the name goes (the writer refuses the rest, which ends the
 /// formatting): an error's whole `Debug` form, its fields and the errors inside it, can be long.
+#[inline]
 fn debug_name(error: &dyn std::error::Error) -> String {
     /// Takes the leading path (identifiers and `::`) of what is written, and refuses the rest.
     struct LeadingPath(String);
 
     impl fmt::Write for LeadingPath {
         fn write_str(&mut self, s: &str) -> fmt::Result {
-            let path = s
-                .find(|c: char| !(is_identifier_char(c) || c == ':'))
-                .map_or(s, |end| &s[..end]);
-            self.0.push_str(path);
-            if path.len() == s.len() {
-                Ok(())
-            } else {
-                Err(fmt::Error)
+            // Byte by byte: a byte of a character outside ASCII is one of an identifier's
+            // ([`is_identifier_char`]), and the path ends before an ASCII byte, a character's
+            // boundary.
+            let end = s
+                .bytes()
+                .position(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b':' || b >= 0x80));
+            self.0.push_str(&s[..end.unwrap_or(s.len())]);
+            match end {
+                None => Ok(()),
+                Some(_) => Err(fmt::Error),
             }
         }
     }
@@ -986,10 +990,12 @@ fn debug_name(error: &dyn std::error::Error) -> String {
     let mut path = LeadingPath(String::new());
     let _ = fmt::write(&mut path, format_args!("{error:?}"));
     let mut name = path.0;
-    if let Some(at) = name.rfind("::") {
-        name.drain(..at + 2);
+    // The last segment of a path: after its last `:` (an identifier holds none), found by a
+    // byte search rather than a substring's (whose searcher's code would be in every binary).
+    if let Some(at) = name.rfind(':') {
+        name.drain(..=at);
     }
-    if name.starts_with(|c: char| !c.is_ascii_digit()) {
+    if name.as_bytes().first().is_some_and(|b| !b.is_ascii_digit()) {
         name
     } else {
         "Error".to_owned()

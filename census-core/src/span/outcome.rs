@@ -74,7 +74,9 @@ pub(crate) fn short_type_name(full: &'static str) -> Cow<'static, str> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
     {
-        return Cow::Borrowed(full.rsplit("::").next().unwrap_or(full));
+        // After the last `:`: a byte search, not a substring's (whose searcher's code would be
+        // in every binary).
+        return Cow::Borrowed(full.rfind(':').map_or(full, |at| &full[at + 1..]));
     }
     let mut short = String::with_capacity(full.len());
     // Where the path segment being copied starts in `short`: a `::` after it drops it.
