@@ -1051,13 +1051,8 @@ impl LogRecord {
         }
     }
 
-    /// Writes `args` after the message (made empty, it is formatted in place).
-    pub(crate) fn format_message(&mut self, args: std::fmt::Arguments<'_>) {
-        self.message.append(args);
-    }
-
-    /// The message, to be written in place.
-    #[cfg(feature = "tracing")]
+    /// The message, to be written in place (a record is made with an empty one).
+    #[cfg(any(feature = "log", feature = "tracing"))]
     pub(crate) fn message_mut(&mut self) -> &mut Text {
         &mut self.message
     }

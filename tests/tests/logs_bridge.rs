@@ -1,9 +1,9 @@
 //! `log` records through census's `LogBridge`: correlated with the span they were written in,
 //! across `.await`, tasks and threads; their severities and key-values; one carrying an error
-//! an Exception with the error's chain; dropped with a dropped
-//! trace; those outside any span kept, or sampled when the pipeline is asked to; passed on to
-//! the logger the application had. `log` has one logger per process:
-//! every test here runs in a process of its own (cargo-nextest).
+//! an Exception with the error's chain; dropped with a dropped trace; those outside any span
+//! kept, or sampled when the pipeline is asked to; passed on to the logger the application had.
+//! `log` has one logger per process: every test here runs in a process of its own
+//! (cargo-nextest).
 
 use std::sync::{Arc, Mutex};
 

@@ -907,7 +907,8 @@ const UNPRINTABLE: &str = "<unprintable: its formatting panicked>";
 /// panicked, and the panic goes no further. The layer reads values the application's program
 /// would not have formatted without it, and a panic out of the making of a `tracing` span
 /// would lose more than the span: its parent, and every span above it, whom the registry keeps
-/// open for the child it never handed out.
+/// open for the child it never handed out. (A `log` record's values are formatted by any logger:
+/// the `log` bridge lets their panic through, as loggers do.)
 fn guarded<R>(read: impl FnOnce() -> R) -> Option<R> {
     catch_unwind(AssertUnwindSafe(read)).ok()
 }
@@ -959,7 +960,7 @@ impl Visit for LogFields<'_> {
 
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.log.format_message(format_args!("{value}"));
+            self.log.message_mut().push_str(value);
         } else {
             self.text(field, |text| text.push_str(value));
         }
