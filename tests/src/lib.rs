@@ -34,6 +34,34 @@ pub fn error_chain(log: &LogRecord) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// An error with a cause: a payment declined ("payment declined") because the card expired
+/// ("card expired", a `std::io::Error` whose `Debug` form names it `Custom`).
+#[derive(Debug)]
+pub struct PaymentDeclined {
+    source: std::io::Error,
+}
+
+impl PaymentDeclined {
+    /// Declined because the card expired.
+    pub fn card_expired() -> Self {
+        PaymentDeclined {
+            source: std::io::Error::other("card expired"),
+        }
+    }
+}
+
+impl std::fmt::Display for PaymentDeclined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("payment declined")
+    }
+}
+
+impl std::error::Error for PaymentDeclined {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 /// Delivers everything finished so far to the exporters.
 pub fn flush(pipeline: &Pipeline) {
     pipeline

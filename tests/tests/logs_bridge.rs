@@ -12,7 +12,8 @@ use census_runtime::context::{FutureExt, spawn_thread};
 use census_runtime::export::{LogRecord, MemoryExporter, Severity};
 use census_runtime::integrations::log::LogBridge;
 use census_tests::{
-    error_chain, flush, install_memory, install_memory_sampled, multi_thread_runtime,
+    PaymentDeclined, error_chain, flush, install_memory, install_memory_sampled,
+    multi_thread_runtime,
 };
 
 /// A logger an application already had: keeps every line it is given.
@@ -140,31 +141,11 @@ fn severities_sources_and_key_values_are_the_record_s() {
     assert_eq!(nested.property("order"), Some("7"));
 }
 
-/// An error with a cause.
-#[derive(Debug)]
-struct PaymentDeclined {
-    source: std::io::Error,
-}
-
-impl std::fmt::Display for PaymentDeclined {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("payment declined")
-    }
-}
-
-impl std::error::Error for PaymentDeclined {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
 #[test]
 fn a_record_carrying_an_error_is_an_exception_with_the_error_s_chain() {
     install_bridge(log::LevelFilter::Info);
     let (pipeline, memory) = install_memory();
-    let declined = PaymentDeclined {
-        source: std::io::Error::other("card expired"),
-    };
+    let declined = PaymentDeclined::card_expired();
     census_runtime::span("charge").in_scope(|| {
         log::error!(err:err = declined, order = 7; "charge failed");
         log::warn!(retry = 2; "retrying");

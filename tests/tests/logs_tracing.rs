@@ -21,7 +21,8 @@ use census_runtime::integrations::tracing::CensusLayer;
 use census_runtime::site::SpanKind;
 use census_runtime::{Sampler, dependency};
 use census_tests::{
-    error_chain, flush, install_memory, install_memory_sampled, multi_thread_runtime,
+    PaymentDeclined, error_chain, flush, install_memory, install_memory_sampled,
+    multi_thread_runtime,
 };
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
@@ -345,23 +346,6 @@ fn databases_queues_and_remote_calls_are_typed_as_census_integrations_type_them(
     assert_eq!(call.property("rpc.service"), Some("inventory.Stock"));
 }
 
-#[derive(Debug)]
-struct PaymentDeclined {
-    source: std::io::Error,
-}
-
-impl fmt::Display for PaymentDeclined {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("payment declined")
-    }
-}
-
-impl Error for PaymentDeclined {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
 #[test]
 fn events_become_messages_exceptions_with_their_chain_and_custom_events() {
     subscribe();
@@ -370,9 +354,7 @@ fn events_become_messages_exceptions_with_their_chain_and_custom_events() {
         tracing::debug!("below the layer's level");
         tracing::info!(sku = "caviar", quantity = 2, total = 12.5, "order placed");
         tracing::warn!("stock low");
-        let error = PaymentDeclined {
-            source: std::io::Error::other("card expired"),
-        };
+        let error = PaymentDeclined::card_expired();
         tracing::error!(error = &error as &dyn Error, "charging failed");
         tracing::error!(
             exception.r#type = "TimeoutError",
@@ -885,7 +867,6 @@ fn spans_made_on_some_threads_and_entered_and_closed_on_others_are_each_recorded
 }
 
 /// A value whose `Debug` and `Display` panic.
-#[derive(Clone, Copy)]
 struct Unprintable;
 
 impl fmt::Debug for Unprintable {
