@@ -956,10 +956,10 @@ impl ErrorDetail {
 
     /// An error and its `source()`s, outermost first.
     #[cfg(feature = "log")]
-    pub(crate) fn chain_of(error: &(dyn std::error::Error + 'static)) -> Vec<ErrorDetail> {
-        std::iter::successors(Some(error), |error| error.source())
-            .map(ErrorDetail::of)
-            .collect()
+    pub(crate) fn chain(
+        error: &(dyn std::error::Error + 'static),
+    ) -> impl Iterator<Item = ErrorDetail> {
+        std::iter::successors(Some(error), |error| error.source()).map(ErrorDetail::of)
     }
 }
 
@@ -973,8 +973,8 @@ fn debug_name(error: &dyn std::error::Error) -> String {
 
     impl fmt::Write for LeadingPath {
         fn write_str(&mut self, s: &str) -> fmt::Result {
-            // Byte by byte: a byte of a character outside ASCII is one of an identifier's
-            // ([`is_identifier_char`]), and the path ends before an ASCII byte, a character's
+            // Byte by byte: a byte of a character outside ASCII is one of an identifier's (Rust's
+            // punctuation is ASCII), and the path ends before an ASCII byte, a character's
             // boundary.
             let end = s
                 .bytes()
@@ -1000,13 +1000,6 @@ fn debug_name(error: &dyn std::error::Error) -> String {
     } else {
         "Error".to_owned()
     }
-}
-
-/// Whether `c` may be part of an identifier in a type's name. Rust's punctuation is ASCII, so
-/// any other character is one of an identifier's (and the Unicode tables of
-/// `char::is_alphanumeric`, 1.8 KiB, stay out of every instrumented program).
-pub(crate) fn is_identifier_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || !c.is_ascii()
 }
 
 /// A log record or a `tracing` event, as exporters receive it.

@@ -212,17 +212,17 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Properties<'_> {
         key: log::kv::Key<'kvs>,
         value: log::kv::Value<'kvs>,
     ) -> Result<(), log::kv::Error> {
-        // `log` lends a key for the record's call only. The keys are the names a program's
-        // macros give, few and reused: interned, a key is no allocation (past the table's
-        // bound, a copy).
         // An error (`log::error!(err:err = e; ...)`): the record becomes an Exception, with
         // the error's chain; the first error a record carries is its.
         if let Some(error) = value.to_borrowed_error()
             && self.0.errors().is_empty()
         {
-            self.0.set_errors(ErrorDetail::chain_of(error));
+            self.0.set_errors(ErrorDetail::chain(error).collect());
             return Ok(());
         }
+        // `log` lends a key for the record's call only. The keys are the names a program's
+        // macros give, few and reused: interned, a key is no allocation (past the table's
+        // bound, a copy).
         let key = crate::record::interned_or_owned(key.as_str());
         self.0.new_property(key).append(format_args!("{value}"));
         Ok(())

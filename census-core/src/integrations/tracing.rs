@@ -685,7 +685,7 @@ fn absorb(into: &mut SpanExtra, given: SpanExtra, marks: &mut u8) {
             }
             _ => server,
         });
-        *marks &= !(marks::TARGET_IS_SYSTEM | marks::TARGET_IS_DATABASE);
+        *marks &= !marks::STANDING_IN;
     }
     for (value, slot) in [
         (name, &mut into.name),
@@ -709,7 +709,7 @@ impl Facts {
         if self.http && extra.kind.is_none() {
             extra.kind = Some(Cow::Borrowed("HTTP"));
         }
-        if *marks & (marks::TARGET_IS_SYSTEM | marks::TARGET_IS_DATABASE) == 0 {
+        if *marks & marks::STANDING_IN == 0 {
             self.join_port(extra);
         }
         // A producer's span is a message sent even when it names no messaging system.
@@ -789,9 +789,11 @@ impl CallFacts {
             };
         }
         if let Some(database) = db_name {
-            let standing_in = marks::TARGET_IS_SYSTEM | marks::TARGET_IS_DATABASE;
-            let server = extra.target.take().filter(|_| *marks & standing_in == 0);
-            *marks &= !standing_in;
+            let server = extra
+                .target
+                .take()
+                .filter(|_| *marks & marks::STANDING_IN == 0);
+            *marks &= !marks::STANDING_IN;
             extra.target = Some(Cow::Owned(match server {
                 Some(server) => format!("{server} | {database}"),
                 None => {
@@ -822,6 +824,9 @@ mod marks {
     pub(super) const TARGET_IS_SYSTEM: u8 = 1 << 1;
     /// The target is a database's name alone, given without a server.
     pub(super) const TARGET_IS_DATABASE: u8 = 1 << 2;
+    /// The target names no server: a server given later replaces it or goes before it, and a
+    /// port given later has nothing to join.
+    pub(super) const STANDING_IN: u8 = TARGET_IS_SYSTEM | TARGET_IS_DATABASE;
 }
 
 /// Whether the instrumentation said the call succeeded, for good: what would fail the span
@@ -893,7 +898,7 @@ impl Visit for SpanFields<'_> {
     fn record_error(&mut self, field: &Field, value: &(dyn Error + 'static)) {
         if field.name() == "error" {
             self.facts.failed =
-                Some(guarded(|| value.to_string()).unwrap_or_else(|| UNPRINTABLE.to_owned()));
+                Some(written(|text| append_guarded(text, format_args!("{value}"))).into_string());
         } else {
             self.text(field, |text| append_guarded(text, format_args!("{value}")));
         }
