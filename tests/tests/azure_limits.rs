@@ -209,6 +209,7 @@ fn run_program(server: &IngestionServer) -> Vec<Value> {
             tracing::error!(
                 error = &Huge(over(40_000, 2)) as &dyn std::error::Error,
                 exception.type = type_name.as_str(),
+                exception.stacktrace = over(40_000, 3).as_str(),
                 "{}",
                 over(100, 0)
             );

@@ -15,6 +15,8 @@ use serde_json::Value;
 const MESSAGE: &str = "Microsoft.ApplicationInsights.Message";
 const EXCEPTION: &str = "Microsoft.ApplicationInsights.Exception";
 const EVENT: &str = "Microsoft.ApplicationInsights.Event";
+/// The stack the `tracing` error event gives, as the OpenTelemetry conventions' field.
+const STACK: &str = "at orders::price (src/price.rs:12)\nat orders::main (src/main.rs:3)";
 
 /// The reference's log, exception and event envelopes.
 fn reference() -> Vec<Value> {
@@ -57,6 +59,7 @@ fn census_envelopes(name: &str) -> (Vec<Value>, String) {
         log::info!(sku = "caviar"; "pricing");
         tracing::error!(
             error = &Declined as &dyn std::error::Error,
+            exception.stacktrace = STACK,
             "pricing failed"
         );
         log::error!(err:err = Declined, order = 7; "charging failed");
@@ -82,7 +85,13 @@ fn logs_exceptions_and_events_have_the_reference_shape() {
     // On purpose (reference README): a record outside any span carries no operation, and the
     // parent is the bare span id; the operation name is added where known; the reference's
     // exception has a parsed Python stack, which a Rust error value has not.
-    let extra = ["tags.ai.operation.name", "sampleRate"];
+    // A stack given as text is sent as `stack`, which the reference's parsed Python stacks
+    // leave out.
+    let extra = [
+        "tags.ai.operation.name",
+        "sampleRate",
+        "data.baseData.exceptions[].stack",
+    ];
     let optional = [
         "tags.ai.operation.id",
         "tags.ai.operation.parentId",
@@ -163,6 +172,11 @@ fn log_envelopes_carry_their_severity_source_properties_and_operation() {
             .unwrap_or_else(|| panic!("no Exception {message:?} in {exceptions:#?}"));
         let base = &exception["data"]["baseData"];
         assert_eq!(base["exceptions"][0]["typeName"], "Declined");
+        // The `tracing` event gave its stack; the `log` record none.
+        let stack = property.is_none().then_some(STACK);
+        assert_eq!(base["exceptions"][0]["stack"].as_str(), stack);
+        assert_eq!(base["exceptions"][0]["hasFullStack"], stack.is_some());
+        assert!(base["properties"].get("exception.stacktrace").is_none());
         assert_eq!(base["severityLevel"], 3);
         assert_eq!(
             base["properties"].get("order").and_then(|v| v.as_str()),

@@ -355,11 +355,19 @@ fn events_become_messages_exceptions_with_their_chain_and_custom_events() {
         tracing::info!(sku = "caviar", quantity = 2, total = 12.5, "order placed");
         tracing::warn!("stock low");
         let error = PaymentDeclined::card_expired();
-        tracing::error!(error = &error as &dyn Error, "charging failed");
+        tracing::error!(
+            error = &error as &dyn Error,
+            exception.stacktrace = "at payments::charge (src/payments.rs:40)",
+            "charging failed"
+        );
         tracing::error!(
             exception.r#type = "TimeoutError",
             exception.message = "no answer",
             "gateway"
+        );
+        tracing::warn!(
+            exception.stacktrace = "at main (src/main.rs:3)",
+            "slow checkout"
         );
         tracing::info!(census.event = "order_placed", total = 12.5, sku = "caviar");
         // Declared a custom event, but given no name: a log record after all.
@@ -393,6 +401,18 @@ fn events_become_messages_exceptions_with_their_chain_and_custom_events() {
             ("PaymentDeclined", "payment declined"),
             ("Custom", "card expired")
         ]
+    );
+    // The conventions' stack is kept as given, for the exporter (Azure's sends it as the
+    // outermost exception's `stack`); given alone, it describes no error.
+    assert_eq!(
+        failed.property("exception.stacktrace"),
+        Some("at payments::charge (src/payments.rs:40)")
+    );
+    let slow = log(&logs, "slow checkout");
+    assert!(slow.errors().is_empty());
+    assert_eq!(
+        slow.property("exception.stacktrace"),
+        Some("at main (src/main.rs:3)")
     );
     let unnamed = log(&logs, "unnamed event");
     assert_eq!(unnamed.property("count"), Some("3"));

@@ -253,8 +253,17 @@ impl EnvelopeWriter {
         } else {
             string(out, EXCEPTION);
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"exceptions\":[");
-            // The outermost error's item says what was logged too.
-            exception_details(out, &mut self.scratch, log.errors(), Some(log.message()));
+            // The outermost error's item says what was logged too, and has the stack given.
+            let stack = log
+                .properties()
+                .find_map(|(key, value)| (key == STACK_PROPERTY).then_some(value));
+            exception_details(
+                out,
+                &mut self.scratch,
+                log.errors(),
+                stack,
+                Some(log.message()),
+            );
             out.push(b']');
         }
         self.scratch.clear();
@@ -273,7 +282,13 @@ impl EnvelopeWriter {
             line.as_deref().map(|line| ("lineNumber", line)),
             Some(("level", log.severity().name())),
         ];
-        properties(out, || source.into_iter().flatten().chain(log.properties()));
+        // A stack sent as the exception's is not sent again as a property.
+        let exception = !log.errors().is_empty();
+        let given = || {
+            log.properties()
+                .filter(move |(key, _)| !(exception && *key == STACK_PROPERTY))
+        };
+        properties(out, || source.into_iter().flatten().chain(given()));
         out.extend_from_slice(b"},\"ver\":2},\"baseType\":");
         string(
             out,
@@ -463,7 +478,7 @@ impl EnvelopeWriter {
             let out = &mut items.bytes;
             self.exception_start(out, record, span_id, operation_name);
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"exceptions\":[");
-            exception_details(out, &mut self.scratch, record.errors(), None);
+            exception_details(out, &mut self.scratch, record.errors(), None, None);
             out.extend_from_slice(
                 b"],\"severityLevel\":3,\"ver\":2},\"baseType\":\"ExceptionData\"}",
             );
@@ -490,13 +505,20 @@ impl EnvelopeWriter {
     }
 }
 
+/// The property that holds, as text, the stack of the error a log record carries: the
+/// OpenTelemetry conventions' field (`tracing::error!(error = .., exception.stacktrace = ..)`),
+/// which Application Insights takes as the outermost exception's `stack`.
+const STACK_PROPERTY: &str = "exception.stacktrace";
+
 /// The `exceptions` of an error and its causes, outermost first: `{id, outerId, typeName,
-/// message, hasFullStack}` each. `said`, when given and not the error's own message, is put
-/// before the outermost error's message (what a log record said of it).
+/// message, hasFullStack}` each, and the outermost's `stack` when it was given one. `said`,
+/// when given and not the error's own message, is put before the outermost error's message
+/// (what a log record said of it).
 fn exception_details(
     out: &mut Vec<u8>,
     scratch: &mut String,
     errors: &[ErrorDetail],
+    stack: Option<&str>,
     said: Option<&str>,
 ) {
     for (i, error) in errors.iter().enumerate() {
@@ -517,7 +539,20 @@ fn exception_details(
             }
             _ => string(out, cut(&error.message, limits::MESSAGE)),
         }
-        out.extend_from_slice(b",\"hasFullStack\":false}");
+        match stack.filter(|_| i == 0) {
+            // Whole unless it had to be cut to the schema's length.
+            Some(stack) => {
+                let sent = cut(stack, limits::MESSAGE);
+                out.extend_from_slice(if sent.len() == stack.len() {
+                    b",\"hasFullStack\":true,\"stack\":"
+                } else {
+                    b",\"hasFullStack\":false,\"stack\":"
+                });
+                string(out, sent);
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(b",\"hasFullStack\":false}"),
+        }
     }
 }
 
@@ -1253,6 +1288,62 @@ mod tests {
         assert_eq!(written, [1, 2, 2, 1, 0, 1, 1, 1]);
         let counted: Vec<u64> = records.iter().map(|r| writer.envelopes(r)).collect();
         assert_eq!(counted, written);
+    }
+
+    #[test]
+    fn a_stack_given_as_a_property_is_the_outermost_exception_s_whole_or_cut_and_said_so() {
+        use crate::record::Source;
+        use crate::text::Text;
+
+        let detail = |type_name: &str| ErrorDetail {
+            type_name: type_name.into(),
+            message: "refused".into(),
+        };
+        let stack = "at gateway::call (src/gateway.rs:12)\nat main (src/main.rs:3)\n";
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        let mut items = Items::default();
+        for (errors, stack) in [
+            (
+                vec![detail("Timeout"), detail("io::Error")],
+                stack.to_owned(),
+            ),
+            (vec![detail("Timeout")], "é".repeat(40_000)),
+            (Vec::new(), stack.to_owned()),
+        ] {
+            let mut log = LogRecord::new(
+                Severity::Error,
+                Text::format(format_args!("gateway")),
+                Correlation::default(),
+                Source::default(),
+            );
+            log.new_property("exception.stacktrace").push_str(&stack);
+            log.new_property("order").push_str("7");
+            if !errors.is_empty() {
+                log.set_errors(errors);
+            }
+            writer.write(&Record::Log(Box::new(log)), &resource(), &mut items);
+        }
+        let whole = json(&items, 0);
+        let base = &whole["data"]["baseData"];
+        assert_eq!(base["exceptions"][0]["hasFullStack"], true);
+        assert_eq!(base["exceptions"][0]["stack"], stack);
+        // The stack is the outermost error's, not its cause's, and not a property again.
+        assert_eq!(base["exceptions"][1]["hasFullStack"], false);
+        assert!(base["exceptions"][1].get("stack").is_none());
+        assert!(base["properties"].get("exception.stacktrace").is_none());
+        assert_eq!(base["properties"]["order"], "7");
+        // Cut to the schema's 32,768 UTF-16 units (one each, two bytes in UTF-8).
+        let cut = json(&items, 1);
+        let exception = &cut["data"]["baseData"]["exceptions"][0];
+        assert_eq!(exception["hasFullStack"], false);
+        assert_eq!(exception["stack"], "é".repeat(32_768));
+        // No error: a message, whose stack is one of its properties.
+        let message = json(&items, 2);
+        assert_eq!(message["name"], MESSAGE);
+        assert_eq!(
+            message["data"]["baseData"]["properties"]["exception.stacktrace"],
+            stack
+        );
     }
 
     #[test]

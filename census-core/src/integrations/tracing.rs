@@ -21,7 +21,9 @@
 //!   a census span nests under that, sync and across `.await`.
 //! - A `tracing` event becomes a `Message` (severity from its level, fields as properties); one
 //!   carrying an error (`error = &e as &dyn Error`, or `exception.message` / `exception.type`
-//!   fields) becomes an `Exception` with the error's chain of `source()`s; one with a
+//!   fields) becomes an `Exception` with the error's chain of `source()`s (its
+//!   `exception.stacktrace` field, a property, is what the Azure exporter sends as the
+//!   outermost exception's `stack`); one with a
 //!   `census.event = "name"` field becomes a custom `Event` (numbers as measurements).
 //! - A `log` record that `tracing-log`'s `LogTracer` made an event (`tracing_subscriber`'s
 //!   `init()` installs it) is read by its own target, module, file and line; census's own
