@@ -7,8 +7,10 @@
 //! up in time (its caller is in another process), or a span whose parent's tree was printed
 //! already. Whatever waits too long, or beyond a count, is printed anyway and says so. Log
 //! records and events written in a span are printed under it, among its children, at the time
-//! they were written; those written outside any span are printed at once. On request, a
-//! summary table of each interval's operations follows the trees (`summary.rs`).
+//! they were written; those written outside any span are printed at once. Each item is one
+//! line: a message of several lines goes on under its first, further in, and a statement or a
+//! value is shown on one line. On request, a summary table of each interval's operations
+//! follows the trees (`summary.rs`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -16,7 +18,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use super::summary::{self, Summary};
-use super::{Exporter, Resource, truncate};
+use super::{Exporter, Resource, one_line, preview};
 use crate::id::{SpanId, TraceId};
 use crate::record::{
     EventRecord, LogRecord, MetricKind, MetricRecord, Record, Severity, SpanRecord,
@@ -383,12 +385,10 @@ impl ConsoleExporter {
                             // Its span's tree is printed already.
                             let name = self.printed.name(parent).unwrap_or_default();
                             let _ = writeln!(loose, "[written in {name}, printed already]");
-                            let _ = writeln!(loose, "  {line}");
+                            write_note(&mut loose, 2, &line);
                         }
                         // Written outside any span: printed at once.
-                        _ => {
-                            let _ = writeln!(loose, "{line}");
-                        }
+                        _ => write_note(&mut loose, 0, &line),
                     }
                     continue;
                 }
@@ -503,7 +503,7 @@ impl ConsoleExporter {
             // Written in spans never seen: printed on their own.
             let mut text = format!("{}\n", self.note(cut));
             for note in std::mem::take(&mut notes) {
-                let _ = writeln!(text, "  {}", note.line);
+                write_note(&mut text, 2, &note.line);
             }
             let _ = self.out.write_all(text.as_bytes());
         }
@@ -672,13 +672,7 @@ fn render_tree(text: &mut String, spans: &[SpanRecord], notes: &[Note]) {
         let span = match under {
             Under::Span(index) => &spans[index],
             Under::Note(index) => {
-                let _ = writeln!(
-                    text,
-                    "{:indent$}{}",
-                    "",
-                    notes[index].line,
-                    indent = depth * 2
-                );
+                write_note(text, depth * 2, &notes[index].line);
                 continue;
             }
         };
@@ -688,6 +682,15 @@ fn render_tree(text: &mut String, spans: &[SpanRecord], notes: &[Note]) {
             under.sort_by_key(|&(ticks, _)| std::cmp::Reverse(ticks));
             stack.extend(under.into_iter().map(|(_, child)| (child, depth + 1)));
         }
+    }
+}
+
+/// Writes a log record's, an event's or a metric's `line` at `indent`; a message of several
+/// lines goes on under it, two columns further in, so that the tree around it stays readable.
+fn write_note(text: &mut String, indent: usize, line: &str) {
+    for (i, part) in line.lines().enumerate() {
+        let indent = if i == 0 { indent } else { indent + 2 };
+        let _ = writeln!(text, "{:indent$}{part}", "");
     }
 }
 
@@ -781,7 +784,7 @@ fn push_properties<'a>(text: &mut String, properties: impl Iterator<Item = (&'a 
                 text,
                 "{}{key}={}",
                 if i > 0 { ", " } else { "" },
-                truncate(value, 40)
+                preview(value, 40)
             );
         }
         text.push('}');
@@ -810,7 +813,7 @@ fn render_line(text: &mut String, span: &SpanRecord, depth: usize) {
         let code = span.result_code().unwrap_or("error");
         match span.error_message() {
             Some(message) => {
-                let _ = write!(text, "  FAILED ({code}: {message})");
+                let _ = write!(text, "  FAILED ({code}: {})", one_line(message));
             }
             None => {
                 let _ = write!(text, "  FAILED ({code})");
@@ -818,7 +821,7 @@ fn render_line(text: &mut String, span: &SpanRecord, depth: usize) {
         }
     }
     if let Some(data) = span.data() {
-        let _ = write!(text, "  [{}]", truncate(data, 80));
+        let _ = write!(text, "  [{}]", preview(data, 80));
     }
     push_properties(text, span.properties());
     text.push('\n');
@@ -1139,6 +1142,57 @@ mod tests {
             ),
             "{lines:#?}"
         );
+    }
+
+    #[test]
+    fn a_message_of_several_lines_goes_on_under_its_record_and_values_stay_on_one_line() {
+        use crate::record::{Correlation, LogRecord, Severity, Source, SpanExtra};
+        use crate::text::Text;
+        use std::borrow::Cow;
+
+        let (mut console, out) = console();
+        let trace = TraceId::random();
+        let mut fetch = record(&FETCH, trace, None);
+        let mut query = record(&CALL, trace, Some(&fetch));
+        query.set_extra(Some(Box::new(SpanExtra {
+            data: Some(Cow::Borrowed("SELECT id\n  FROM orders\r\n WHERE id = $1")),
+            properties: vec![(Cow::Borrowed("note"), "two\nlines".into())],
+            ..SpanExtra::default()
+        })));
+        query.fail(
+            Cow::Borrowed("Error"),
+            Some("refused:\nno route".to_owned()),
+        );
+        fetch.set_ticks(1, 10);
+        let log = LogRecord::new(
+            Severity::Warning,
+            Text::format(format_args!("stock low\nfor sku 7")),
+            Correlation {
+                trace_id: Some(trace),
+                parent_id: Some(fetch.span_id()),
+                ..Correlation::default()
+            },
+            Source::default(),
+        );
+        console.take(
+            &[
+                Record::Log(Box::new(log)),
+                Record::Span(query),
+                Record::Span(fetch),
+            ],
+            Instant::now(),
+        );
+        let lines = out.lines();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(lines[0].starts_with("fetch  INPROC"), "{lines:#?}");
+        assert!(
+            lines[1].starts_with("  GET /stock/7  HTTP")
+                && lines[1].contains("FAILED (Error: refused: no route)")
+                && lines[1].contains("[SELECT id FROM orders WHERE id = $1]")
+                && lines[1].ends_with("{note=two lines}"),
+            "{lines:#?}"
+        );
+        assert_eq!(lines[2..], ["  WARN stock low", "    for sku 7"]);
     }
 
     #[test]

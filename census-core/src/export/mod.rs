@@ -24,6 +24,7 @@ pub use crate::record::{
     SpanRecord,
 };
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// Receives telemetry (finished spans, log records, events), in batches, on the pipeline's
@@ -205,13 +206,31 @@ fn rustc_version() -> &'static str {
     option_env!("CENSUS_RUSTC_VERSION").unwrap_or("")
 }
 
-/// `text` cut to `max` characters, an ellipsis marking the cut: what the console and its summary
-/// print of a long name or URL.
-fn truncate(text: &str, max: usize) -> String {
+/// `text` on one line ([`one_line`]), cut to `max` characters, an ellipsis marking the cut: what
+/// the console and its summary print of a long name, statement or value.
+fn preview(text: &str, max: usize) -> String {
+    let text = one_line(text);
     if text.chars().count() <= max {
-        return text.to_owned();
+        return text.into_owned();
     }
     let mut cut: String = text.chars().take(max).collect();
     cut.push('…');
     cut
+}
+
+/// `text` as one line: when it holds a line break, a tab or another ASCII control character,
+/// each run of white space becomes one space and other control characters are left out (a
+/// statement written over several lines reads `SELECT id FROM orders`); else as it is.
+fn one_line(text: &str) -> Cow<'_, str> {
+    if !text.bytes().any(|b| b.is_ascii_control()) {
+        return Cow::Borrowed(text);
+    }
+    let mut line = String::with_capacity(text.len());
+    for word in text.split_ascii_whitespace() {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.extend(word.chars().filter(|c| !c.is_ascii_control()));
+    }
+    Cow::Owned(line)
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use super::truncate;
+use super::preview;
 use crate::record::SpanRecord;
 use crate::site::SpanKind;
 
@@ -206,7 +206,7 @@ fn render(rows: &[Row], lasted: Duration, max_rows: usize) -> String {
                 _ => (
                     row.kind.to_string(),
                     row.target.as_deref().unwrap_or("-").to_owned(),
-                    truncate(&row.name, 60),
+                    preview(&row.name, 60),
                 ),
             };
             let failed_percent = if row.calls > 0.0 {
