@@ -407,6 +407,7 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
 
     // Log records and tracing spans.
     let log_format = get(medians, "logs", "format-string");
+    let log_in_place = get(medians, "logs", "format-in-place");
     let log_census = get(medians, "logs", "census");
     let log_request = get(medians, "logs", "census-in-request");
     let log_otel = get(medians, "logs", "otel+appinsights");
@@ -424,6 +425,10 @@ fn render(medians: &Medians, memory: Option<&Value>, compile: Option<&Value>) ->
     let _ = writeln!(out, "| case | per call |\n| --- | ---: |");
     for (what, value) in [
         ("formatting the message into a `String`, alone", log_format),
+        (
+            "formatting it in place, into a buffer on the stack (no allocation), alone",
+            log_in_place,
+        ),
         ("census: `log::info!` through `LogBridge`", log_census),
         (
             "census: the same inside an incoming request (its operation name on the record)",
