@@ -131,18 +131,24 @@ pub(crate) struct Local {
 #[cfg(feature = "tracing")]
 pub(crate) type ForeignEntry = (SpanContext, Option<OperationName>, Option<f32>);
 
+/// A span of another instrumentation: which of its instances (two `tracing` subscribers give
+/// out the same ids, on one thread) and its id there.
+#[cfg(feature = "tracing")]
+pub(crate) type ForeignKey = (usize, u64);
+
 /// What a thread keeps of the spans of another instrumentation, which are entered and exited
 /// in separate callbacks, beside its stack: one access of thread-local storage reaches both
 /// when such a span is entered or exited (they were thread-locals of their own: three accesses
 /// for an entry, two for an exit; the `tracing` layer's span took 275-285 ns then, 268-274 ns
-/// since, alternating runs). Spans are known by their id in that instrumentation.
+/// since, alternating runs). Spans are known by their instance and their id there
+/// ([`ForeignKey`]).
 #[cfg(feature = "tracing")]
 struct ForeignSpans {
     /// The span made last on this thread, until it is first entered: a span is most often
     /// entered on the thread that made it, right after, and this spares that entry a lookup.
-    made: Option<(u64, ForeignEntry)>,
-    /// The frames entered spans pushed: span id, where, which context.
-    entered: Vec<(u64, usize, SpanContext)>,
+    made: Option<(ForeignKey, ForeignEntry)>,
+    /// The frames entered spans pushed: span, where, which context.
+    entered: Vec<(ForeignKey, usize, SpanContext)>,
 }
 
 /// At most this many spare boxes per thread.
@@ -564,14 +570,14 @@ impl Local {
     /// current: for [`Local::enter_made`].
     #[cfg(feature = "tracing")]
     #[inline]
-    pub(crate) fn made_foreign(&mut self, key: u64, entry: ForeignEntry) {
+    pub(crate) fn made_foreign(&mut self, key: ForeignKey, entry: ForeignEntry) {
         self.foreign.made = Some((key, entry));
     }
 
     /// Lets go of what was kept for entering the span `key`, closed without being entered.
     #[cfg(feature = "tracing")]
     #[inline]
-    pub(crate) fn forget_made(&mut self, key: u64) {
+    pub(crate) fn forget_made(&mut self, key: ForeignKey) {
         self.foreign.made.take_if(|(made, _)| *made == key);
     }
 
@@ -579,7 +585,7 @@ impl Local {
     /// (see [`Local::made_foreign`]); whether it was.
     #[cfg(feature = "tracing")]
     #[inline]
-    pub(crate) fn enter_made(&mut self, key: u64) -> bool {
+    pub(crate) fn enter_made(&mut self, key: ForeignKey) -> bool {
         match self.foreign.made.take_if(|(made, _)| *made == key) {
             Some((_, entry)) => {
                 self.enter_foreign(key, entry);
@@ -592,7 +598,7 @@ impl Local {
     /// Makes the span `key` of another instrumentation current, until [`Local::exit_foreign`]:
     /// its context not sampled makes the spans under it inert.
     #[cfg(feature = "tracing")]
-    pub(crate) fn enter_foreign(&mut self, key: u64, entry: ForeignEntry) {
+    pub(crate) fn enter_foreign(&mut self, key: ForeignKey, entry: ForeignEntry) {
         let (ctx, operation_name, sample_rate) = entry;
         // Made in its slot: built aside, its narrow stores were read back by the copy's wide
         // loads, which then waited for them.
@@ -614,7 +620,7 @@ impl Local {
     /// Undoes the last [`Local::enter_foreign`] of the span `key` on this thread.
     #[cfg(feature = "tracing")]
     #[inline]
-    pub(crate) fn exit_foreign(&mut self, key: u64) {
+    pub(crate) fn exit_foreign(&mut self, key: ForeignKey) {
         let entered = &mut self.foreign.entered;
         if let Some(at) = entered.iter().rposition(|(entered, ..)| *entered == key) {
             let (_, depth, ctx) = entered.remove(at);

@@ -823,6 +823,28 @@ fn clones_of_one_layer_in_two_subscribers_keep_their_spans_apart() {
 }
 
 #[test]
+fn a_span_entered_right_after_another_subscriber_made_one_of_its_id_keeps_its_own_parent() {
+    let (pipeline, memory) = install_memory();
+    let layer = CensusLayer::new();
+    let first = tracing::Dispatch::new(tracing_subscriber::registry().with(layer.clone()));
+    let second = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let mine = tracing::dispatcher::with_default(&first, || tracing::info_span!("mine"));
+    // The second subscriber makes a span of the same id on this thread, last, in another trace.
+    let theirs = census_runtime::span("elsewhere")
+        .in_scope(|| tracing::dispatcher::with_default(&second, || tracing::info_span!("theirs")));
+    assert_eq!(theirs.id(), mine.id(), "the premise: the same id");
+    mine.in_scope(|| census_runtime::span("child").in_scope(|| {}));
+    drop(theirs);
+    drop(mine);
+    flush(&pipeline);
+
+    let mine = memory.one("mine");
+    let child = memory.one("child");
+    assert_eq!(child.parent_id(), Some(mine.span_id()));
+    assert_eq!(child.trace_id(), mine.trace_id());
+}
+
+#[test]
 fn spans_made_on_some_threads_and_entered_and_closed_on_others_are_each_recorded_once() {
     subscribe();
     let (pipeline, memory) = install_memory();
