@@ -134,7 +134,12 @@ pub(crate) type ForeignEntry = (SpanContext, Option<OperationName>, Option<f32>)
 /// A span of another instrumentation: which of its instances (two `tracing` subscribers give
 /// out the same ids, on one thread) and its id there.
 #[cfg(feature = "tracing")]
-pub(crate) type ForeignKey = (usize, u64);
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ForeignKey {
+    /// The instance, by an address that is its own while it lives.
+    pub(crate) owner: usize,
+    pub(crate) id: u64,
+}
 
 /// What a thread keeps of the spans of another instrumentation, which are entered and exited
 /// in separate callbacks, beside its stack: one access of thread-local storage reaches both
