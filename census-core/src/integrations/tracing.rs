@@ -398,7 +398,13 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         }
         // A `log` record that `tracing-log` made an event: read by its own target, module, file
         // and line, which its `log.*` fields carry (its metadata's are `tracing-log`'s).
-        let normalized = event.normalized_metadata();
+        // Only `tracing-log`'s callsites, whose target is `log`, can be one: the test is skipped
+        // for the others (it takes the callsites of `tracing-log`'s statics, 2 % of an event).
+        let normalized = if metadata.target() == "log" {
+            event.normalized_metadata()
+        } else {
+            None
+        };
         let from_log = normalized.is_some();
         if normalized
             .as_ref()
@@ -1061,7 +1067,21 @@ impl Errors {
         }
     }
 
+    /// The chain to send as an Exception, if the event carries an error. Most carry none, and
+    /// are told so inline (the whole function, called out of line, was 3 % of an event).
+    #[inline]
     fn finish(self) -> Option<Vec<ErrorDetail>> {
+        if self.chain.is_empty()
+            && self.exception_type.is_none()
+            && self.exception_message.is_none()
+        {
+            return None;
+        }
+        self.finish_error()
+    }
+
+    #[cold]
+    fn finish_error(self) -> Option<Vec<ErrorDetail>> {
         let mut chain = self.chain;
         if chain.is_empty() && (self.exception_type.is_some() || self.exception_message.is_some()) {
             chain.push(ErrorDetail {
