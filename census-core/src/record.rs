@@ -107,14 +107,26 @@ pub(crate) fn to_value<T: Display + ?Sized>(value: &T) -> Value {
 /// loads than the writes that have just made it, which the processor cannot forward: it waits
 /// for them to reach its cache (in a profile of a `tracing` span with one integer field, four
 /// fifths of the time spent on the field).
+///
+/// The pair is written in its slot a field at a time, not pushed: a pair built on the stack and
+/// copied in was read back in 16-byte loads across the key's 8-byte stores and the value's
+/// 2-byte one, the same wait (three fifths of a `tracing` span's integer field in a profile).
 #[inline]
 pub(crate) fn new_property<'a>(
     properties: &'a mut Vec<(Cow<'static, str>, Value)>,
     key: Cow<'static, str>,
 ) -> &'a mut Value {
+    properties.reserve(1);
     let at = properties.len();
-    properties.push((key, Value::new()));
-    &mut properties[at].1
+    // SAFETY: `reserve` made room for one more pair at `at`; both its fields are written
+    // before the length covers them, and nothing between can panic.
+    unsafe {
+        let slot = properties.as_mut_ptr().add(at);
+        std::ptr::addr_of_mut!((*slot).0).write(key);
+        std::ptr::addr_of_mut!((*slot).1).write(Value::new());
+        properties.set_len(at + 1);
+        &mut (*slot).1
+    }
 }
 
 /// Pushes the property `key` with `value`'s `Display`, written in place ([`new_property`]).
