@@ -985,12 +985,8 @@ fn debug_name(error: &dyn std::error::Error) -> String {
 
     impl fmt::Write for LeadingPath {
         fn write_str(&mut self, s: &str) -> fmt::Result {
-            // Byte by byte: a byte of a character outside ASCII is one of an identifier's (Rust's
-            // punctuation is ASCII), and the path ends before an ASCII byte, a character's
-            // boundary.
-            let end = s
-                .bytes()
-                .position(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b':' || b >= 0x80));
+            // Byte by byte: the path ends before an ASCII byte, a character's boundary.
+            let end = s.bytes().position(|b| !is_path_byte(b));
             self.0.push_str(&s[..end.unwrap_or(s.len())]);
             match end {
                 None => Ok(()),
@@ -1012,6 +1008,12 @@ fn debug_name(error: &dyn std::error::Error) -> String {
     } else {
         "Error".to_owned()
     }
+}
+
+/// Whether `b` may be part of a type's path: a byte of an identifier (Rust's punctuation is
+/// ASCII, so any byte of a character outside ASCII is one) or of a `::`.
+pub(crate) fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':' || b >= 0x80
 }
 
 /// A log record or a `tracing` event, as exporters receive it.

@@ -699,7 +699,7 @@ fn absorb(into: &mut SpanExtra, given: SpanExtra, marks: &mut u8) {
     if let Some(server) = target {
         into.target = Some(match into.target.take() {
             Some(database) if *marks & marks::TARGET_IS_DATABASE != 0 => {
-                Cow::Owned(format!("{server} | {database}"))
+                Cow::Owned(on_server(server, &database))
             }
             _ => server,
         });
@@ -746,8 +746,8 @@ impl Facts {
         if let Some(target) = extra.target.as_mut()
             && let Some(port) = self.port.take()
         {
-            *target = Cow::Owned(match target.split_once(" | ") {
-                Some((server, database)) => format!("{server}:{port} | {database}"),
+            *target = Cow::Owned(match target.split_once(DATABASE_ON_SERVER) {
+                Some((server, database)) => on_server(format_args!("{server}:{port}"), database),
                 None => format!("{target}:{port}"),
             });
         }
@@ -813,7 +813,7 @@ impl CallFacts {
                 .filter(|_| *marks & marks::STANDING_IN == 0);
             *marks &= !marks::STANDING_IN;
             extra.target = Some(Cow::Owned(match server {
-                Some(server) => format!("{server} | {database}"),
+                Some(server) => on_server(server, &database),
                 None => {
                     *marks |= marks::TARGET_IS_DATABASE;
                     database
@@ -831,6 +831,15 @@ impl CallFacts {
             }
         }
     }
+}
+
+/// What separates a server from the database named on it in a target (`db.internal:5432 |
+/// orders`), as census's own database integrations write it.
+const DATABASE_ON_SERVER: &str = " | ";
+
+/// The target of the database `database` on `server`.
+fn on_server(server: impl fmt::Display, database: &str) -> String {
+    format!("{server}{DATABASE_ON_SERVER}{database}")
 }
 
 /// The marks the layer keeps in a record it made ([`SpanRecord::marks`]).
@@ -1077,24 +1086,26 @@ impl Errors {
         {
             return None;
         }
-        self.finish_error()
+        Some(self.finish_error())
     }
 
+    /// The chain of an event that carries an error: its `error` field's, the outermost error
+    /// named by `exception.type` when given; else the one its `exception.*` fields describe.
     #[cold]
-    fn finish_error(self) -> Option<Vec<ErrorDetail>> {
+    fn finish_error(self) -> Vec<ErrorDetail> {
         let mut chain = self.chain;
-        if chain.is_empty() && (self.exception_type.is_some() || self.exception_message.is_some()) {
-            chain.push(ErrorDetail {
-                type_name: self
-                    .exception_type
-                    .clone()
-                    .unwrap_or_else(|| "Error".to_owned()),
+        match chain.first_mut() {
+            None => chain.push(ErrorDetail {
+                type_name: self.exception_type.unwrap_or_else(|| "Error".to_owned()),
                 message: self.exception_message.unwrap_or_default(),
-            });
-        } else if let (Some(type_name), Some(first)) = (self.exception_type, chain.first_mut()) {
-            first.type_name = type_name;
+            }),
+            Some(first) => {
+                if let Some(type_name) = self.exception_type {
+                    first.type_name = type_name;
+                }
+            }
         }
-        (!chain.is_empty()).then_some(chain)
+        chain
     }
 }
 

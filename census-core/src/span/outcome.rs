@@ -8,7 +8,7 @@ use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::panic;
-use crate::record::{ErrorDetail, SpanRecord};
+use crate::record::{ErrorDetail, SpanRecord, is_path_byte};
 
 /// Whether every `Err` that fails a span is sent as an Exception item too.
 static ERRORS_AS_EXCEPTIONS: AtomicBool = AtomicBool::new(false);
@@ -79,10 +79,7 @@ pub(super) fn fail_on_panic(record: &mut SpanRecord) {
 /// -> `Result<Vec<Thing>, Error>`.
 pub(crate) fn short_type_name(full: &'static str) -> Cow<'static, str> {
     // The common case, a path with no generic arguments, borrows its last segment.
-    if full
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
-    {
+    if full.bytes().all(is_path_byte) {
         // After the last `:`: a byte search, not a substring's (whose searcher's code would be
         // in every binary).
         return Cow::Borrowed(full.rfind(':').map_or(full, |at| &full[at + 1..]));
