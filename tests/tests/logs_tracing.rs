@@ -10,7 +10,7 @@
 //! clones of one layer in two subscribers keep their spans apart; spans
 //! made on some threads and entered and closed on others are each recorded once; the layer
 //! needs no registry under it; a value whose formatting panics is written unprintable and the
-//! tree goes on.
+//! tree goes on; a span open when its layer is replaced (a `reload` handle) is recorded.
 
 use std::collections::HashSet;
 use std::error::Error;
@@ -1006,4 +1006,29 @@ fn a_value_whose_formatting_panics_is_written_unprintable_and_the_tree_goes_on()
         log(&logs, "written after").parent_id(),
         Some(memory.one("after").span_id())
     );
+}
+
+#[test]
+fn a_span_open_when_its_layer_is_replaced_is_recorded_and_its_scope_ends_when_it_is_left() {
+    let (pipeline, memory) = install_memory();
+    let (layer, handle) = tracing_subscriber::reload::Layer::new(CensusLayer::new());
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        let open = tracing::info_span!("open when replaced");
+        let entered = open.enter();
+        handle
+            .reload(CensusLayer::new())
+            .expect("the subscriber is there");
+        census_runtime::span("inside").in_scope(|| {});
+        drop(entered);
+        drop(open);
+        census_runtime::span("after").in_scope(|| {});
+        tracing::info_span!("made by the new layer").in_scope(|| {});
+    });
+    flush(&pipeline);
+
+    let open = memory.one("open when replaced");
+    assert_eq!(memory.one("inside").parent_id(), Some(open.span_id()));
+    assert_eq!(memory.one("after").parent_id(), None);
+    assert_eq!(memory.one("made by the new layer").parent_id(), None);
 }

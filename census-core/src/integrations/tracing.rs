@@ -143,6 +143,25 @@ impl fmt::Debug for CensusLayer {
     }
 }
 
+/// A layer let go while spans it bridged are still open (replaced through a
+/// `tracing_subscriber::reload` handle) sends their records as they stand, ended now: the
+/// layer that takes its place does not know them, and their records would go with this one.
+/// Their scope on each thread ends when they are left, as before.
+impl Drop for CensusLayer {
+    fn drop(&mut self) {
+        if self.spans.is_empty() {
+            return;
+        }
+        let end = crate::clock::now();
+        for (_, bridged) in std::mem::take(&mut self.spans) {
+            if let Some(mut record) = bridged.into_record() {
+                record.set_end(end);
+                crate::local::submit(record);
+            }
+        }
+    }
+}
+
 impl Default for CensusLayer {
     fn default() -> Self {
         CensusLayer::new()
