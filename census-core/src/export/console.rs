@@ -9,9 +9,11 @@
 //! records and events written in a span are printed under it, among its children, at the time
 //! they were written; those written outside any span are printed at once. Each item is one
 //! line: a message of several lines goes on under its first, further in, and a statement or a
-//! value is shown on one line. On request, a summary table of each interval's operations
-//! follows the trees (`summary.rs`).
+//! value is shown on one line. A control character the application wrote (a terminal's escape
+//! in a logged input) is shown as its code, never sent to the terminal. On request, a summary
+//! table of each interval's operations follows the trees (`summary.rs`).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -49,7 +51,9 @@ const REMEMBERED: usize = 4_096;
 /// [`max_held`](Self::max_held) spans (10,000) wait at once; past either bound, and on flush
 /// and shutdown, what waits is printed anyway, under a line in brackets that says why it has
 /// no parent. With [`summary`](Self::summary), a table of each interval's requests and
-/// dependencies (calls, failures, percentiles of their durations) follows the trees.
+/// dependencies (calls, failures, percentiles of their durations) follows the trees. A control
+/// character in what the application wrote (a message, a value, a name) is printed as its
+/// code (`\x1b` for a terminal's escape), never sent to the terminal.
 ///
 /// ```text
 /// place_order  INPROC  1.204 ms  ok
@@ -348,7 +352,7 @@ impl ConsoleExporter {
             return;
         }
         if let Some(table) = summary.close(now) {
-            let _ = self.out.write_all(table.as_bytes());
+            let _ = self.out.write_all(terminal_safe(&table).as_bytes());
             let _ = self.out.flush();
         }
     }
@@ -409,7 +413,7 @@ impl ConsoleExporter {
             touched.insert(span.trace_id());
         }
         if !loose.is_empty() {
-            let _ = self.out.write_all(loose.as_bytes());
+            let _ = self.out.write_all(terminal_safe(&loose).as_bytes());
         }
         let mut trees = Vec::new();
         for trace in touched {
@@ -505,7 +509,7 @@ impl ConsoleExporter {
             for note in std::mem::take(&mut notes) {
                 write_note(&mut text, 2, &note.line);
             }
-            let _ = self.out.write_all(text.as_bytes());
+            let _ = self.out.write_all(terminal_safe(&text).as_bytes());
         }
         let first_arrived = rest
             .iter()
@@ -602,7 +606,7 @@ impl ConsoleExporter {
             }
             render_tree(&mut text, &tree.spans, &tree.notes);
         }
-        let _ = self.out.write_all(text.as_bytes());
+        let _ = self.out.write_all(terminal_safe(&text).as_bytes());
         let _ = self.out.flush();
     }
 }
@@ -683,6 +687,27 @@ fn render_tree(text: &mut String, spans: &[SpanRecord], notes: &[Note]) {
             stack.extend(under.into_iter().map(|(_, child)| (child, depth + 1)));
         }
     }
+}
+
+/// `text` as it may reach a terminal: a control character other than a line break or a tab (a
+/// terminal's escape, a bell, a carriage return that would write over the line) is shown as its
+/// code, `\x1b`, so that what an application logs (a user's input in a message, a value, a
+/// name) cannot drive the terminal it is printed on, as `tracing-subscriber`'s `fmt` escapes
+/// its messages. The console's own text has none.
+fn terminal_safe(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut safe = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            let _ = write!(safe, "\\x{:02x}", u32::from(c));
+        } else {
+            safe.push(c);
+        }
+    }
+    Cow::Owned(safe)
 }
 
 /// Writes a log record's, an event's or a metric's `line` at `indent`; a message of several
@@ -923,12 +948,12 @@ mod tests {
     }
 
     impl Buffer {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+
         fn lines(&self) -> Vec<String> {
-            String::from_utf8(self.0.lock().unwrap().clone())
-                .unwrap()
-                .lines()
-                .map(str::to_owned)
-                .collect()
+            self.text().lines().map(str::to_owned).collect()
         }
     }
 
@@ -1193,6 +1218,66 @@ mod tests {
             "{lines:#?}"
         );
         assert_eq!(lines[2..], ["  WARN stock low", "    for sku 7"]);
+    }
+
+    #[test]
+    fn control_characters_an_application_writes_are_shown_escaped_not_sent_to_the_terminal() {
+        use crate::record::{Correlation, LogRecord, Severity, Source, SpanExtra};
+        use crate::text::Text;
+        use std::borrow::Cow;
+
+        let (mut console, out) = console();
+        let trace = TraceId::random();
+        let mut fetch = record(&FETCH, trace, None);
+        fetch.set_extra(Some(Box::new(SpanExtra {
+            properties: vec![(Cow::Borrowed("user"), "bob\x07\r\t!".into())],
+            ..SpanExtra::default()
+        })));
+        fetch.set_ticks(1, 10);
+        let log = LogRecord::new(
+            Severity::Warning,
+            Text::format(format_args!(
+                "login \x1b]0;owned\x07 by \x1b[2Jeve\r\nand\u{9b}2J"
+            )),
+            Correlation {
+                trace_id: Some(trace),
+                parent_id: Some(fetch.span_id()),
+                ..Correlation::default()
+            },
+            Source::default(),
+        );
+        let loose = LogRecord::new(
+            Severity::Error,
+            Text::format(format_args!("outside\x1b[31m")),
+            Correlation::default(),
+            Source::default(),
+        );
+        console.take(
+            &[
+                Record::Log(Box::new(log)),
+                Record::Log(Box::new(loose)),
+                Record::Span(fetch),
+            ],
+            Instant::now(),
+        );
+        let printed = out.text();
+        assert!(
+            !printed
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{printed:?}"
+        );
+        let lines = out.lines();
+        assert_eq!(
+            lines,
+            [
+                "ERROR outside\\x1b[31m",
+                "fetch  INPROC  0.000 ms  ok  {user=bob\\x07 !}",
+                "  WARN login \\x1b]0;owned\\x07 by \\x1b[2Jeve",
+                "    and\\x9b2J",
+            ],
+            "{lines:#?}"
+        );
     }
 
     #[test]

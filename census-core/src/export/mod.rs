@@ -218,11 +218,11 @@ fn preview(text: &str, max: usize) -> String {
     cut
 }
 
-/// `text` as one line: when it holds a line break, a tab or another ASCII control character,
-/// each run of white space becomes one space and other control characters are left out (a
-/// statement written over several lines reads `SELECT id FROM orders`); else as it is.
+/// `text` as one line: when it holds a line break or a tab, each run of white space becomes one
+/// space (a statement written over several lines reads `SELECT id FROM orders`); else as it
+/// is. Other control characters stay, for the console to show escaped.
 fn one_line(text: &str) -> Cow<'_, str> {
-    if !text.bytes().any(|b| b.is_ascii_control()) {
+    if !text.bytes().any(|b| b.is_ascii_whitespace() && b != b' ') {
         return Cow::Borrowed(text);
     }
     let mut line = String::with_capacity(text.len());
@@ -230,7 +230,7 @@ fn one_line(text: &str) -> Cow<'_, str> {
         if !line.is_empty() {
             line.push(' ');
         }
-        line.extend(word.chars().filter(|c| !c.is_ascii_control()));
+        line.push_str(word);
     }
     Cow::Owned(line)
 }
