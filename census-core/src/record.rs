@@ -138,6 +138,35 @@ pub(crate) fn push_display(
     new_property(properties, key).append(format_args!("{value}"));
 }
 
+/// The property a span's links go in: a JSON array of the spans it is linked to, each by its
+/// operation (trace) id and span id, `[{"operation_Id": "0af7…319c", "id": "b7ad…3331"}]`, as the
+/// Python reference and the Azure Monitor exporters write them for the portal to read.
+pub const LINKS_PROPERTY: &str = "_MS.links";
+
+/// The most links a span keeps: each is 80 characters of the property's value, which
+/// ingestion takes up to 8,192 (the Azure Monitor exporters keep as many).
+pub const MAX_LINKS: usize = 100;
+
+/// Links the span whose properties these are to `to` ([`LINKS_PROPERTY`]); past
+/// [`MAX_LINKS`], left out.
+pub(crate) fn push_link(properties: &mut Vec<(Cow<'static, str>, Value)>, to: SpanContext) {
+    let (trace, span) = (to.trace_id(), to.span_id());
+    let Some((_, links)) = properties.iter_mut().find(|(key, _)| key == LINKS_PROPERTY) else {
+        new_property(properties, Cow::Borrowed(LINKS_PROPERTY)).append(format_args!(
+            "[{{\"operation_Id\": \"{trace}\", \"id\": \"{span}\"}}]"
+        ));
+        return;
+    };
+    let kept = links.as_str();
+    if kept.matches("\"operation_Id\"").count() >= MAX_LINKS {
+        return;
+    }
+    let kept = kept.strip_suffix(']').unwrap_or(kept);
+    *links = Value::format(format_args!(
+        "{kept}, {{\"operation_Id\": \"{trace}\", \"id\": \"{span}\"}}]"
+    ));
+}
+
 /// What a span sends as an Exception item: the panic that unwound through it, or the `Err` that
 /// failed it and its `source()`s, outermost first.
 #[derive(Clone, Debug, Default)]
@@ -1968,5 +1997,45 @@ mod tests {
         drop((late, copy));
         assert_eq!(Arc::strong_count(&text), 1, "and gives it back");
         assert_eq!(&*OperationName::shared(text), "GET /late");
+    }
+
+    #[test]
+    fn links_are_one_json_array_as_the_reference_writes_it_and_at_most_max_links() {
+        let context = |trace: u128, span: u64| {
+            SpanContext::new(
+                TraceId::new(trace).unwrap(),
+                SpanId::new(span).unwrap(),
+                true,
+            )
+        };
+        let mut properties = vec![(Cow::Borrowed("order"), Value::format(format_args!("7")))];
+        push_link(&mut properties, context(0xa, 0xb));
+        push_link(&mut properties, context(0xc, 0xd));
+        let links = |properties: &[(Cow<'static, str>, Value)]| {
+            let found: Vec<&str> = properties
+                .iter()
+                .filter(|(key, _)| key == LINKS_PROPERTY)
+                .map(|(_, value)| value.as_str())
+                .collect();
+            assert_eq!(found.len(), 1, "one property: {found:?}");
+            found[0].to_owned()
+        };
+        assert_eq!(
+            links(&properties),
+            concat!(
+                r#"[{"operation_Id": "0000000000000000000000000000000a", "id": "000000000000000b"}, "#,
+                r#"{"operation_Id": "0000000000000000000000000000000c", "id": "000000000000000d"}]"#
+            )
+        );
+        for n in 3..=(MAX_LINKS as u64 + 5) {
+            push_link(&mut properties, context(u128::from(n), n));
+        }
+        let all = links(&properties);
+        assert_eq!(all.matches("operation_Id").count(), MAX_LINKS);
+        assert!(all.len() <= 8_192, "{} characters", all.len());
+        assert!(
+            all.ends_with(r#""id": "0000000000000064"}]"#),
+            "the first ones kept"
+        );
     }
 }

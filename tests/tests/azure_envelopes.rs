@@ -1,11 +1,12 @@
 //! The envelopes census sends have the shape of the reference exporter's, kind by kind: the same
 //! key paths with the same JSON types as the captures of opencensus-ext-azure
-//! (`tests/reference/captures/`), with the documented deliberate differences.
+//! (`tests/reference/captures/`), with the documented deliberate differences; a span's links are
+//! written as the reference writes them.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use census_runtime::Sampler;
+use census_runtime::{Sampler, SpanContext, SpanId, TraceId};
 use census_tests::azure::{
     KindShape, every_kind_of_span, scratch_dir, settings, shape_differences, shapes, side_by_side,
     spans,
@@ -241,4 +242,54 @@ fn sample_rate_is_sent_when_sampling_is_below_100_percent() {
     for item in &items {
         assert_eq!(item["sampleRate"], 50.0);
     }
+}
+
+/// The reference's span linked to another (`with_link`, in `s01_inproc`): the span it links
+/// to, and its `_MS.links` property as sent.
+fn reference_link() -> (SpanContext, String) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/captures/s01_inproc.json");
+    let capture: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let linked = capture["envelopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| base(e)["name"] == "with_link")
+        .expect("the reference linked a span");
+    let links = base(linked)["properties"]["_MS.links"]
+        .as_str()
+        .expect("its links, a string")
+        .to_owned();
+    let parsed: Value = serde_json::from_str(&links).expect("a JSON array");
+    let to = SpanContext::new(
+        TraceId::from_hex(parsed[0]["operation_Id"].as_str().unwrap()).unwrap(),
+        SpanId::from_hex(parsed[0]["id"].as_str().unwrap()).unwrap(),
+        true,
+    );
+    (to, links)
+}
+
+#[test]
+fn a_span_is_linked_to_another_as_the_reference_links_it() {
+    let (to, reference) = reference_link();
+    let server = IngestionServer::start().unwrap();
+    let census = census_runtime::pipeline()
+        .exporter(
+            settings(&server, &scratch_dir("links"))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
+        .install()
+        .unwrap();
+    census_runtime::span("with_link").link(to).in_scope(|| {});
+    census_runtime::span("linked_once_started")
+        .in_scope(|| census_runtime::current_span().add_link(to));
+    census_runtime::span("not_linked").in_scope(|| {});
+    census.flush(Duration::from_secs(10)).unwrap();
+
+    let envelopes = server.items();
+    for name in ["with_link", "linked_once_started"] {
+        let links = &base(named(&envelopes, name))["properties"]["_MS.links"];
+        assert_eq!(links.as_str(), Some(reference.as_str()), "{name}");
+    }
+    assert!(base(named(&envelopes, "not_linked"))["properties"]["_MS.links"].is_null());
 }

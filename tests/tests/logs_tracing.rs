@@ -1032,3 +1032,55 @@ fn a_span_open_when_its_layer_is_replaced_is_recorded_and_its_scope_ends_when_it
     assert_eq!(memory.one("after").parent_id(), None);
     assert_eq!(memory.one("made by the new layer").parent_id(), None);
 }
+
+#[test]
+fn a_span_that_follows_from_another_is_linked_to_it() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    let first = tracing::info_span!("first message");
+    let second = tracing::info_span!("second message");
+    let batch = tracing::info_span!("batch");
+    batch.follows_from(&first);
+    batch.follows_from(second.id());
+    // A span the layer left out (below its level) links nothing.
+    let left_out = tracing::trace_span!("left out");
+    let single = tracing::info_span!("single");
+    single.follows_from(&left_out);
+    drop((batch, single, left_out, second, first));
+    flush(&pipeline);
+
+    let (first, second) = (memory.one("first message"), memory.one("second message"));
+    let links: serde_json::Value = serde_json::from_str(
+        memory
+            .one("batch")
+            .property(census_runtime::export::LINKS_PROPERTY)
+            .expect("the batch's links"),
+    )
+    .expect("a JSON array");
+    let linked: Vec<(&str, &str)> = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|link| {
+            (
+                link["operation_Id"].as_str().unwrap(),
+                link["id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let (first_trace, first_span) = (first.trace_id().to_string(), first.span_id().to_string());
+    let (second_trace, second_span) = (second.trace_id().to_string(), second.span_id().to_string());
+    assert_eq!(
+        linked,
+        [
+            (first_trace.as_str(), first_span.as_str()),
+            (second_trace.as_str(), second_span.as_str()),
+        ]
+    );
+    assert_eq!(
+        memory
+            .one("single")
+            .property(census_runtime::export::LINKS_PROPERTY),
+        None
+    );
+}

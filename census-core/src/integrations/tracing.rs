@@ -13,7 +13,9 @@
 //!   `census.target`). Its other fields become properties; `otel.status_code = "ERROR"`, an
 //!   `error` field, or an `ERROR` event written in it (what `#[instrument(err)]` writes when the
 //!   function returns an `Err`, as `tracing-opentelemetry` reads it) fails it, unless
-//!   `otel.status_code = "OK"` came first: that status is final, as OpenTelemetry's.
+//!   `otel.status_code = "OK"` came first: that status is final, as OpenTelemetry's. A span
+//!   that `follows_from` another is linked to it (`_MS.links`, as the Azure Monitor exporters
+//!   write OpenTelemetry's links).
 //! - A value whose `Debug` or `Display` panics while the layer reads it is written
 //!   `<unprintable: its formatting panicked>`, and the panic goes no further.
 //! - The two worlds nest in one tree: a `#[dependency]` method called inside a
@@ -379,6 +381,17 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
             facts.describe(extra, &mut marks);
             record.set_marks(marks);
             facts.settle(record);
+        }
+    }
+
+    fn on_follows_from(&self, id: &Id, follows: &Id, _ctx: Context<'_, S>) {
+        // A span that follows from another is linked to it (`_MS.links`), when this layer
+        // bridged both.
+        if let Some(to) = self.context_of(follows)
+            && let Some(mut bridged) = self.spans.get_mut(&id.into_u64())
+            && let Some(record) = bridged.record_mut()
+        {
+            crate::record::push_link(&mut record.extra_mut().properties, to);
         }
     }
 

@@ -132,6 +132,34 @@ impl SpanBuilder {
         self
     }
 
+    /// Links the span to another it relates to without being its child: the message a
+    /// consumer handles, each message of a batch, the request that queued a job. Application
+    /// Insights shows the linked operations beside it; the link is the span's
+    /// [`LINKS_PROPERTY`](crate::export::LINKS_PROPERTY) property, as the Azure Monitor
+    /// exporters write it (at most [`MAX_LINKS`](crate::export::MAX_LINKS) links).
+    ///
+    /// ```
+    /// use census_runtime::{SpanContext, SpanId, TraceId};
+    /// # let memory = census_runtime::export::MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install().unwrap();
+    /// // The context a message carried (its `traceparent`), and the span that handles it.
+    /// let sent = SpanContext::new(
+    ///     TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+    ///     SpanId::from_hex("b7ad6b7169203331").unwrap(),
+    ///     true,
+    /// );
+    /// census_runtime::span("handle message").link(sent).in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5)).unwrap();
+    /// assert_eq!(
+    ///     memory.one("handle message").property("_MS.links"),
+    ///     Some(r#"[{"operation_Id": "0af7651916cd43dd8448eb211c80319c", "id": "b7ad6b7169203331"}]"#),
+    /// );
+    /// ```
+    pub fn link(mut self, to: SpanContext) -> Self {
+        crate::record::push_link(&mut self.extra.properties, to);
+        self
+    }
+
     /// Continues a trace from another process: the span's parent is `parent` (from an incoming
     /// `traceparent`, say), not the span current here. The trace is recorded when the parent
     /// is ([`SpanContext::is_sampled`], the W3C flag), whatever the rate, so that every service

@@ -58,6 +58,15 @@ macro_rules! span_values {
             }
         }
 
+        /// Links the span to another it relates to without being its child (see
+        /// [`SpanBuilder::link`](crate::span::SpanBuilder::link)), for a link known only once it
+        /// has started.
+        pub fn add_link(&self, to: SpanContext) {
+            if self.is_recording() {
+                self.with(|r| crate::record::push_link(&mut r.extra_mut().properties, to));
+            }
+        }
+
         /// Sets whether the operation succeeded.
         pub fn set_success(&self, success: bool) {
             self.with(|r| r.set_success(success));
