@@ -695,18 +695,38 @@ fn render_tree(text: &mut String, spans: &[SpanRecord], notes: &[Note]) {
 /// name) cannot drive the terminal it is printed on, as `tracing-subscriber`'s `fmt` escapes
 /// its messages. The console's own text has none.
 fn terminal_safe(text: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
-    if !text.chars().any(unsafe_char) {
+    // Byte by byte, not `char::is_control`: the console is in every program's binary, and the
+    // escape costs it no formatting machinery. A C1 control (U+0080 to U+009F, a terminal's
+    // CSI among them) is the two bytes 0xC2 0x80-0x9F in UTF-8.
+    let bytes = text.as_bytes();
+    let control_at = |at: usize| match bytes[at] {
+        b'\n' | b'\t' => false,
+        0..0x20 | 0x7f => true,
+        0xc2 => matches!(bytes.get(at + 1), Some(0x80..0xa0)),
+        _ => false,
+    };
+    if !(0..bytes.len()).any(control_at) {
         return Cow::Borrowed(text);
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut safe = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if unsafe_char(c) {
-            let _ = write!(safe, "\\x{:02x}", u32::from(c));
-        } else {
-            safe.push(c);
+    let (mut at, mut from) = (0, 0);
+    while at < bytes.len() {
+        if control_at(at) {
+            // `at` is an ASCII byte or a lead byte: both sides are on characters' boundaries.
+            safe.push_str(&text[from..at]);
+            if bytes[at] == 0xc2 {
+                at += 1;
+            }
+            let code = bytes[at];
+            safe.push_str("\\x");
+            safe.push(char::from(HEX[usize::from(code >> 4)]));
+            safe.push(char::from(HEX[usize::from(code & 0xf)]));
+            from = at + 1;
         }
+        at += 1;
     }
+    safe.push_str(&text[from..]);
     Cow::Owned(safe)
 }
 
