@@ -46,7 +46,24 @@ thread_local! {
 }
 
 /// Runs `f` on this thread's hot cells.
+///
+/// `f` runs here, not inside the thread-local's accessor, which then takes the same function
+/// at every call (as `local::with_local` does): given `f`, the accessor (`LocalKey::with`) was
+/// left out of line where a span's end set the stack's depth, a call and an indirect call
+/// to reach the thread's storage in every recorded span's end.
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn with<R>(f: impl FnOnce(&Hot) -> R) -> R {
-    HOT.with(f)
+    match HOT.try_with(std::ptr::from_ref) {
+        // SAFETY: the address of this thread's hot cells, which have no destructor: they are
+        // there as long as the thread is.
+        Ok(hot) => f(unsafe { &*hot }),
+        Err(_) => gone(),
+    }
+}
+
+/// The hot cells have no destructor, so that they are never gone; if they were, this says so.
+#[cold]
+#[inline(never)]
+fn gone() -> ! {
+    panic!("census: the thread's hot cells are gone")
 }
