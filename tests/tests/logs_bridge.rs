@@ -1,7 +1,8 @@
 //! `log` records through census's `LogBridge`: correlated with the span they were written in,
 //! across `.await`, tasks and threads; their severities and key-values; one carrying an error
 //! an Exception with the error's chain; dropped with a dropped trace; those outside any span
-//! kept, or sampled when the pipeline is asked to; passed on to the logger the application had.
+//! kept, or sampled when the pipeline is asked to; passed on to the logger the application had;
+//! chosen by target through a filter in `RUST_LOG`'s syntax, a bad one an error that names it.
 //! `log` has one logger per process: every test here runs in a process of its own
 //! (cargo-nextest).
 
@@ -273,4 +274,51 @@ fn the_logger_the_application_had_keeps_printing_everything_at_its_own_level() {
         .map(|log| log.message().to_owned())
         .collect();
     assert_eq!(recorded, ["printed and recorded"]);
+}
+
+#[test]
+fn a_filter_in_rust_log_syntax_chooses_records_by_target_and_the_forward_keeps_its_own() {
+    let printed = Printed::default();
+    LogBridge::new()
+        .filter("info,noisy=warn,noisy::quiet=off,silent=off")
+        .expect("directives in RUST_LOG's syntax")
+        .forward_to(printed.clone(), log::LevelFilter::Debug)
+        .install()
+        .unwrap();
+    let (pipeline, memory) = install_memory();
+    census_runtime::span("filtered").in_scope(|| {
+        log::info!(target: "app", "app info");
+        log::debug!(target: "app", "app debug");
+        log::info!(target: "noisy::pool", "noisy info");
+        log::warn!(target: "noisy::pool", "noisy warning");
+        log::error!(target: "noisy::quiet", "quiet error");
+        log::error!(target: "silent", "silent error");
+    });
+    flush(&pipeline);
+
+    let mut recorded: Vec<String> = memory
+        .logs()
+        .iter()
+        .map(|log| log.message().to_owned())
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded, ["app info", "noisy warning"]);
+    // What is passed on is the other logger's to choose: every record at Debug and above.
+    assert_eq!(printed.0.lock().unwrap().len(), 6);
+}
+
+#[test]
+fn a_filter_that_is_not_one_is_an_error_that_names_the_directive() {
+    let error = LogBridge::new()
+        .filter("info,sqlx=loud")
+        .expect_err("`loud` is no level");
+    let said = error.to_string();
+    assert!(
+        said.contains("info,sqlx=loud") && said.contains("'loud'"),
+        "{said}"
+    );
+    let error = LogBridge::new()
+        .filter("info/order placed")
+        .expect_err("a message filter");
+    assert!(error.to_string().contains("message filter"), "{error}");
 }

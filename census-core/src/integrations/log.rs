@@ -30,7 +30,8 @@
 //! `Exception` instead, with the error and its `source()`s, outermost first. Written inside a
 //! span, a record carries the span's operation id, its id as parent and the operation's name;
 //! inside a trace the sampler dropped, it is dropped with it; outside any span it carries no
-//! operation. census's own warnings (targets under `census_core`, and
+//! operation. [`LogBridge::filter`] chooses records by target, in `RUST_LOG`'s syntax
+//! (`"info,sqlx=warn"`). census's own warnings (targets under `census_core`, and
 //! anything logged on census's own threads, such as the HTTP client's) are passed on but never
 //! become telemetry: a failing endpoint cannot feed itself.
 
@@ -47,6 +48,8 @@ use crate::text::Text;
 /// [module](self).
 pub struct LogBridge {
     level: LevelFilter,
+    /// Levels by target ([`LogBridge::filter`]), in place of `level` when given.
+    filter: Option<env_filter::Filter>,
     forward: Option<Box<dyn Log>>,
     forward_level: LevelFilter,
 }
@@ -55,10 +58,30 @@ impl fmt::Debug for LogBridge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogBridge")
             .field("level", &self.level)
+            .field("filter", &self.filter)
             .field("forwards", &self.forward.is_some())
             .finish()
     }
 }
+
+/// A [`LogBridge::filter`] that could not be read: which directive, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterError {
+    directives: String,
+    reason: String,
+}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid log filter {:?}: {}",
+            self.directives, self.reason
+        )
+    }
+}
+
+impl std::error::Error for FilterError {}
 
 impl Default for LogBridge {
     fn default() -> Self {
@@ -71,6 +94,7 @@ impl LogBridge {
     pub fn new() -> Self {
         LogBridge {
             level: LevelFilter::Info,
+            filter: None,
             forward: None,
             forward_level: LevelFilter::Off,
         }
@@ -80,7 +104,46 @@ impl LogBridge {
     /// less: `min_severity` on the console and Azure exporters.
     pub fn level(mut self, level: LevelFilter) -> Self {
         self.level = level;
+        self.filter = None;
         self
+    }
+
+    /// Which records become telemetry, by target, in `RUST_LOG`'s syntax (`env_logger`'s,
+    /// read by its parser, `env_filter`): `"info,sqlx=warn,hyper=off"` records `Info` and
+    /// above, but only the warnings and errors of `sqlx` and its modules and nothing of
+    /// `hyper`'s. A target no directive names is left out unless a level is given alone, as in
+    /// `RUST_LOG`. In place of [`level`](Self::level) (the last of the two given applies);
+    /// what is passed on to another logger is its own filter's business.
+    ///
+    /// A directive that is not one (`sqlx=loud`) is an error that names it; a message filter
+    /// (`/pattern`) is one too, since records are chosen by target and level only.
+    ///
+    /// ```
+    /// use census_runtime::integrations::log::LogBridge;
+    /// let bridge = LogBridge::new().filter("info,sqlx=warn,hyper=off")?;
+    /// # let _ = bridge;
+    /// let error = LogBridge::new().filter("info,sqlx=loud").unwrap_err();
+    /// assert!(error.to_string().contains("loud"), "{error}");
+    /// # Ok::<(), census_runtime::integrations::log::FilterError>(())
+    /// ```
+    pub fn filter(mut self, directives: &str) -> Result<Self, FilterError> {
+        let error = |reason: String| FilterError {
+            directives: directives.to_owned(),
+            reason,
+        };
+        if directives.contains('/') {
+            return Err(error(
+                "a message filter (`/...`) is not supported: records are chosen by target and \
+                 level"
+                    .to_owned(),
+            ));
+        }
+        let mut builder = env_filter::Builder::new();
+        builder
+            .try_parse(directives)
+            .map_err(|parse| error(parse.to_string()))?;
+        self.filter = Some(builder.build());
+        Ok(self)
     }
 
     /// Passes every record on to `logger` too (the one the application had), up to `level`:
@@ -108,15 +171,31 @@ impl LogBridge {
     /// Makes this the process's logger (`log` allows one, once), and sets `log`'s maximum level
     /// to the more verbose of the two levels.
     pub fn install(self) -> Result<(), SetLoggerError> {
-        let max = self.level.max(self.forward_level);
+        let recorded = self
+            .filter
+            .as_ref()
+            .map_or(self.level, env_filter::Filter::filter);
+        let max = recorded.max(self.forward_level);
         log::set_boxed_logger(Box::new(self))?;
         log::set_max_level(max);
         Ok(())
     }
 
     fn records(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level && !telemetry::is_census(metadata.target())
+        let wanted = match &self.filter {
+            None => metadata.level() <= self.level,
+            Some(filter) => by_target(filter, metadata),
+        };
+        wanted && !telemetry::is_census(metadata.target())
     }
+}
+
+/// Whether `filter` records what `metadata` describes. Out of line: inlined, the directives'
+/// walk made every record's call slower, filter or not (`log::info!` 77-81 against 91-98 ns,
+/// alternating runs).
+#[inline(never)]
+fn by_target(filter: &env_filter::Filter, metadata: &Metadata<'_>) -> bool {
+    filter.enabled(metadata)
 }
 
 /// A `log` level as an Application Insights severity.
