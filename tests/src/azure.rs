@@ -23,6 +23,19 @@ pub fn settings(server: &IngestionServer, storage: &Path) -> AzureExporterBuilde
         .timeout(Duration::from_secs(5))
 }
 
+/// A pipeline exporting to `server` with [`settings`], its storage in the scratch directory
+/// `name`, and nothing else set.
+pub fn install_azure(server: &IngestionServer, name: &str) -> census_runtime::pipeline::Pipeline {
+    census_runtime::pipeline()
+        .exporter(
+            settings(server, &scratch_dir(name))
+                .build()
+                .expect("the Azure exporter builds"),
+        )
+        .install()
+        .expect("the pipeline installs")
+}
+
 /// A fresh, empty directory under the system's temporary directory.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("census-{name}-{}", std::process::id()));

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use census_runtime::{Sampler, SpanContext, SpanId, TraceId};
 use census_tests::azure::{
-    KindShape, every_kind_of_span, scratch_dir, settings, shape_differences, shapes, side_by_side,
-    spans,
+    KindShape, every_kind_of_span, install_azure, scratch_dir, settings, shape_differences, shapes,
+    side_by_side, spans,
 };
 use census_tests::ingestion::IngestionServer;
 use serde_json::Value;
@@ -272,14 +272,7 @@ fn reference_link() -> (SpanContext, String) {
 fn a_span_is_linked_to_another_as_the_reference_links_it() {
     let (to, reference) = reference_link();
     let server = IngestionServer::start().unwrap();
-    let census = census_runtime::pipeline()
-        .exporter(
-            settings(&server, &scratch_dir("links"))
-                .build()
-                .expect("the Azure exporter builds"),
-        )
-        .install()
-        .unwrap();
+    let census = install_azure(&server, "links");
     census_runtime::span("with_link").link(to).in_scope(|| {});
     census_runtime::span("linked_once_started")
         .in_scope(|| census_runtime::current_span().add_link(to));

@@ -2,20 +2,13 @@
 
 use std::time::Duration;
 
-use census_tests::azure::{scratch_dir, settings, spans};
+use census_tests::azure::{install_azure, scratch_dir, settings, spans};
 use census_tests::ingestion::IngestionServer;
 
 #[test]
 fn gzip_on_compresses_the_body() {
     let server = IngestionServer::start().unwrap();
-    let census = census_runtime::pipeline()
-        .exporter(
-            settings(&server, &scratch_dir("gzip-on"))
-                .build()
-                .expect("the Azure exporter builds"),
-        )
-        .install()
-        .unwrap();
+    let census = install_azure(&server, "gzip-on");
     spans("zipped", 20);
     census.flush(Duration::from_secs(10)).unwrap();
     let requests = server.requests();

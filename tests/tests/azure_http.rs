@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use census_tests::azure::{scratch_dir, settings, spans};
+use census_tests::azure::{install_azure, scratch_dir, settings, spans};
 use census_tests::ingestion::IngestionServer;
 
 /// A forward proxy on 127.0.0.1: records the request line of each connection it is asked to
@@ -107,14 +107,7 @@ fn assert_through(proxy: &ForwardProxy, track: &str) {
 #[test]
 fn connections_are_kept_from_batch_to_batch() {
     let server = IngestionServer::start().unwrap();
-    let census = census_runtime::pipeline()
-        .exporter(
-            settings(&server, &scratch_dir("keep-alive"))
-                .build()
-                .expect("the Azure exporter builds"),
-        )
-        .install()
-        .unwrap();
+    let census = install_azure(&server, "keep-alive");
     for round in 0..4 {
         spans(&format!("round-{round}"), 3);
         census.flush(Duration::from_secs(10)).unwrap();
@@ -160,14 +153,7 @@ fn a_client_handed_in_is_the_one_used() {
 #[test]
 fn the_default_client_says_it_is_census() {
     let server = IngestionServer::start().unwrap();
-    let census = census_runtime::pipeline()
-        .exporter(
-            settings(&server, &scratch_dir("default-client"))
-                .build()
-                .expect("the Azure exporter builds"),
-        )
-        .install()
-        .unwrap();
+    let census = install_azure(&server, "default-client");
     spans("default-client", 1);
     census.flush(Duration::from_secs(10)).unwrap();
     let requests = server.requests();

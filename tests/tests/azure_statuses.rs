@@ -4,21 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use census_runtime::azure::diagnostics;
-use census_runtime::pipeline::Pipeline;
-use census_tests::azure::{scratch_dir, settings, spans};
+use census_tests::azure::{install_azure, scratch_dir, settings, spans};
 use census_tests::ingestion::{IngestionServer, Reply};
-
-fn install(server: &IngestionServer, name: &str) -> Pipeline {
-    census_runtime::pipeline()
-        .cloud_role("azure-statuses")
-        .exporter(
-            settings(server, &scratch_dir(name))
-                .build()
-                .expect("the Azure exporter builds"),
-        )
-        .install()
-        .expect("the pipeline installs")
-}
 
 fn names(items: &[serde_json::Value]) -> Vec<String> {
     let mut names: Vec<String> = items
@@ -39,7 +26,7 @@ fn sorted(mut names: Vec<String>) -> Vec<String> {
 fn whole_batch_retried(status: u16) {
     let server = IngestionServer::start().unwrap();
     server.script([Reply::status(status)]);
-    let census = install(&server, &format!("retry-{status}"));
+    let census = install_azure(&server, &format!("retry-{status}"));
     let sent = spans("retried", 3);
     census
         .flush(Duration::from_secs(10))
@@ -97,7 +84,7 @@ fn status_504_is_retried() {
 fn whole_batch_dropped(status: u16) {
     let server = IngestionServer::start().unwrap();
     server.script([Reply::status(status)]);
-    let census = install(&server, &format!("drop-{status}"));
+    let census = install_azure(&server, &format!("drop-{status}"));
     spans("dropped", 3);
     census
         .flush(Duration::from_secs(10))
@@ -137,7 +124,7 @@ fn status_439_is_dropped_and_counted() {
 #[test]
 fn status_200_delivers_everything_once() {
     let server = IngestionServer::start().unwrap();
-    let census = install(&server, "ok");
+    let census = install_azure(&server, "ok");
     let sent = spans("ok", 5);
     census.flush(Duration::from_secs(10)).unwrap();
     let requests = server.requests();
@@ -158,7 +145,7 @@ fn status_200_delivers_everything_once() {
 fn resent_after(reply: Reply, name: &str) -> Duration {
     let server = IngestionServer::start().unwrap();
     server.script([reply]);
-    let census = install(&server, name);
+    let census = install_azure(&server, name);
     spans(name, 2);
     census.flush(Duration::from_secs(10)).unwrap();
     let requests = server.requests();
@@ -193,7 +180,7 @@ fn retry_after_as_an_http_date_is_honoured() {
 fn partial_success_resends_only_the_retryable_items() {
     let server = IngestionServer::start().unwrap();
     server.script([Reply::partial(&[(1, 500), (3, 400), (4, 429)])]);
-    let census = install(&server, "partial");
+    let census = install_azure(&server, "partial");
     // One span per trace, all in one batch, in this order.
     let sent = spans("item", 6);
     census.flush(Duration::from_secs(10)).unwrap();
@@ -236,7 +223,7 @@ fn partial_success_resends_only_the_retryable_items() {
 fn partial_success_with_unreadable_body_resends_the_whole_batch() {
     let server = IngestionServer::start().unwrap();
     server.script([Reply::status(206).body("this is not json")]);
-    let census = install(&server, "partial-garbage");
+    let census = install_azure(&server, "partial-garbage");
     spans("unknown", 3);
     census.flush(Duration::from_secs(10)).unwrap();
     let requests = server.requests();
@@ -252,7 +239,7 @@ fn redirects_307_and_308_are_followed_and_the_new_origin_kept() {
     let first = IngestionServer::start().unwrap();
     first.set_default(Reply::status(307).location(&format!("{}/somewhere/else", middle.url())));
     middle.set_default(Reply::status(308).location(&final_server.url()));
-    let census = install(&first, "redirect");
+    let census = install_azure(&first, "redirect");
     let batch1 = spans("before", 2);
     census.flush(Duration::from_secs(10)).unwrap();
     let batch2 = spans("after", 2);
@@ -300,7 +287,7 @@ fn a_redirect_loop_stops_after_ten_hops_and_keeps_the_batch() {
 fn status_413_splits_the_batch_in_halves() {
     let server = IngestionServer::start().unwrap();
     server.script([Reply::status(413)]);
-    let census = install(&server, "split");
+    let census = install_azure(&server, "split");
     let sent = spans("big", 4);
     census.flush(Duration::from_secs(10)).unwrap();
     let sizes: Vec<usize> = server.requests().iter().map(|r| r.items.len()).collect();
@@ -313,7 +300,7 @@ fn status_413_splits_the_batch_in_halves() {
 fn status_413_for_a_single_envelope_drops_it() {
     let server = IngestionServer::start().unwrap();
     server.set_default(Reply::status(413));
-    let census = install(&server, "too-large");
+    let census = install_azure(&server, "too-large");
     spans("huge", 1);
     census.flush(Duration::from_secs(10)).unwrap();
     assert_eq!(server.requests().len(), 1);
@@ -346,7 +333,7 @@ fn a_timeout_is_retried() {
 fn a_dropped_connection_is_retried() {
     let server = IngestionServer::start().unwrap();
     server.script([Reply::drop_connection()]);
-    let census = install(&server, "dropped-connection");
+    let census = install_azure(&server, "dropped-connection");
     let sent = spans("cut", 2);
     census.flush(Duration::from_secs(10)).unwrap();
     assert_eq!(server.requests().len(), 2);
