@@ -64,7 +64,16 @@ impl fmt::Debug for LogBridge {
     }
 }
 
-/// A [`LogBridge::filter`] that could not be read: which directive, and why.
+/// A [`LogBridge::filter`] that could not be read: which directives, and what is wrong.
+///
+/// ```
+/// use census_runtime::integrations::log::LogBridge;
+/// let error = LogBridge::new().filter("info,sqlx=loud").unwrap_err();
+/// assert_eq!(
+///     error.to_string(),
+///     "invalid log filter \"info,sqlx=loud\": error parsing logger filter: invalid logging spec 'loud'"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterError {
     directives: String,
