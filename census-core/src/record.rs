@@ -150,11 +150,9 @@ pub const MAX_LINKS: usize = 100;
 /// Links the span whose properties these are to `to` ([`LINKS_PROPERTY`]); past
 /// [`MAX_LINKS`], left out.
 pub(crate) fn push_link(properties: &mut Vec<(Cow<'static, str>, Value)>, to: SpanContext) {
-    let (trace, span) = (to.trace_id(), to.span_id());
     let Some((_, links)) = properties.iter_mut().find(|(key, _)| key == LINKS_PROPERTY) else {
-        new_property(properties, Cow::Borrowed(LINKS_PROPERTY)).append(format_args!(
-            "[{{\"operation_Id\": \"{trace}\", \"id\": \"{span}\"}}]"
-        ));
+        new_property(properties, Cow::Borrowed(LINKS_PROPERTY))
+            .append(format_args!("[{}]", Link(to)));
         return;
     };
     let kept = links.as_str();
@@ -162,9 +160,21 @@ pub(crate) fn push_link(properties: &mut Vec<(Cow<'static, str>, Value)>, to: Sp
         return;
     }
     let kept = kept.strip_suffix(']').unwrap_or(kept);
-    *links = Value::format(format_args!(
-        "{kept}, {{\"operation_Id\": \"{trace}\", \"id\": \"{span}\"}}]"
-    ));
+    *links = Value::format(format_args!("{kept}, {}]", Link(to)));
+}
+
+/// One link of [`LINKS_PROPERTY`]'s array: `{"operation_Id": "…", "id": "…"}`.
+struct Link(SpanContext);
+
+impl Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{{\"operation_Id\": \"{}\", \"id\": \"{}\"}}",
+            self.0.trace_id(),
+            self.0.span_id()
+        )
+    }
 }
 
 /// What a span sends as an Exception item: the panic that unwound through it, or the `Err` that

@@ -47,9 +47,7 @@ use crate::text::Text;
 /// The `log` logger that turns records into telemetry and passes them on; see the
 /// [module](self).
 pub struct LogBridge {
-    level: LevelFilter,
-    /// Levels by target ([`LogBridge::filter`]), in place of `level` when given.
-    filter: Option<env_filter::Filter>,
+    recorded: Recorded,
     forward: Option<Box<dyn Log>>,
     forward_level: LevelFilter,
 }
@@ -57,11 +55,18 @@ pub struct LogBridge {
 impl fmt::Debug for LogBridge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogBridge")
-            .field("level", &self.level)
-            .field("filter", &self.filter)
+            .field("recorded", &self.recorded)
             .field("forwards", &self.forward.is_some())
             .finish()
     }
+}
+
+/// Which records become telemetry: those up to a level ([`LogBridge::level`]), or as a filter
+/// by target says ([`LogBridge::filter`]); the last of the two given.
+#[derive(Debug)]
+enum Recorded {
+    UpTo(LevelFilter),
+    ByTarget(env_filter::Filter),
 }
 
 /// A [`LogBridge::filter`] that could not be read: which directives, and what is wrong.
@@ -102,8 +107,7 @@ impl LogBridge {
     /// A bridge that records `Info` and above and passes nothing on.
     pub fn new() -> Self {
         LogBridge {
-            level: LevelFilter::Info,
-            filter: None,
+            recorded: Recorded::UpTo(LevelFilter::Info),
             forward: None,
             forward_level: LevelFilter::Off,
         }
@@ -112,8 +116,7 @@ impl LogBridge {
     /// The most verbose level that becomes telemetry (default `Info`). Each exporter may keep
     /// less: `min_severity` on the console and Azure exporters.
     pub fn level(mut self, level: LevelFilter) -> Self {
-        self.level = level;
-        self.filter = None;
+        self.recorded = Recorded::UpTo(level);
         self
     }
 
@@ -151,7 +154,7 @@ impl LogBridge {
         builder
             .try_parse(directives)
             .map_err(|parse| error(parse.to_string()))?;
-        self.filter = Some(builder.build());
+        self.recorded = Recorded::ByTarget(builder.build());
         Ok(self)
     }
 
@@ -180,10 +183,10 @@ impl LogBridge {
     /// Makes this the process's logger (`log` allows one, once), and sets `log`'s maximum level
     /// to the more verbose of the two levels.
     pub fn install(self) -> Result<(), SetLoggerError> {
-        let recorded = self
-            .filter
-            .as_ref()
-            .map_or(self.level, env_filter::Filter::filter);
+        let recorded = match &self.recorded {
+            Recorded::UpTo(level) => *level,
+            Recorded::ByTarget(filter) => filter.filter(),
+        };
         let max = recorded.max(self.forward_level);
         log::set_boxed_logger(Box::new(self))?;
         log::set_max_level(max);
@@ -191,9 +194,9 @@ impl LogBridge {
     }
 
     fn records(&self, metadata: &Metadata<'_>) -> bool {
-        let wanted = match &self.filter {
-            None => metadata.level() <= self.level,
-            Some(filter) => by_target(filter, metadata),
+        let wanted = match &self.recorded {
+            Recorded::UpTo(level) => metadata.level() <= *level,
+            Recorded::ByTarget(filter) => by_target(filter, metadata),
         };
         wanted && !telemetry::is_census(metadata.target())
     }

@@ -151,7 +151,7 @@ impl SpanBuilder {
     /// census_runtime::span("handle message").link(sent).in_scope(|| {});
     /// # census.flush(std::time::Duration::from_secs(5)).unwrap();
     /// assert_eq!(
-    ///     memory.one("handle message").property("_MS.links"),
+    ///     memory.one("handle message").property(census_runtime::export::LINKS_PROPERTY),
     ///     Some(r#"[{"operation_Id": "0af7651916cd43dd8448eb211c80319c", "id": "b7ad6b7169203331"}]"#),
     /// );
     /// ```
