@@ -148,19 +148,31 @@ pub const LINKS_PROPERTY: &str = "_MS.links";
 pub const MAX_LINKS: usize = 100;
 
 /// Links the span whose properties these are to `to` ([`LINKS_PROPERTY`]); past
-/// [`MAX_LINKS`], left out.
+/// [`MAX_LINKS`], left out. The property is the span's last of that name (the one its envelope
+/// carries): a JSON array there, its links or ones the application wrote, is extended; any
+/// other value, which the portal could not read as links, is replaced.
 pub(crate) fn push_link(properties: &mut Vec<(Cow<'static, str>, Value)>, to: SpanContext) {
-    let Some((_, links)) = properties.iter_mut().find(|(key, _)| key == LINKS_PROPERTY) else {
+    let Some((_, links)) = properties
+        .iter_mut()
+        .rev()
+        .find(|(key, _)| key == LINKS_PROPERTY)
+    else {
         new_property(properties, Cow::Borrowed(LINKS_PROPERTY))
             .append(format_args!("[{}]", Link(to)));
         return;
     };
-    let kept = links.as_str();
-    if kept.matches("\"operation_Id\"").count() >= MAX_LINKS {
-        return;
-    }
-    let kept = kept.strip_suffix(']').unwrap_or(kept);
-    *links = Value::format(format_args!("{kept}, {}]", Link(to)));
+    let array = links
+        .as_str()
+        .trim()
+        .strip_prefix('[')
+        .and_then(|kept| kept.strip_suffix(']'))
+        .map(str::trim_end);
+    *links = match array {
+        Some(kept) if kept.matches("\"operation_Id\"").count() >= MAX_LINKS => return,
+        Some(kept) if kept.trim_start().is_empty() => Value::format(format_args!("[{}]", Link(to))),
+        Some(kept) => Value::format(format_args!("[{kept}, {}]", Link(to))),
+        None => Value::format(format_args!("[{}]", Link(to))),
+    };
 }
 
 /// One link of [`LINKS_PROPERTY`]'s array: `{"operation_Id": "…", "id": "…"}`.
@@ -725,9 +737,13 @@ impl SpanRecord {
             .map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 
-    /// One property's value.
+    /// One property's value: the one given last, when the key was given more than once (the
+    /// one the envelope carries).
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.properties()
+            .filter(|(k, _)| *k == key)
+            .last()
+            .map(|(_, v)| v)
     }
 
     /// The operation name the whole trace is grouped under, when one was set.
@@ -1189,9 +1205,13 @@ impl LogRecord {
             .map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 
-    /// One property's value.
+    /// One property's value: the one given last, when the key was given more than once (the
+    /// one the envelope carries).
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.properties()
+            .filter(|(k, _)| *k == key)
+            .last()
+            .map(|(_, v)| v)
     }
 
     /// The error it carries and its causes, outermost first; empty for a plain message.
@@ -1289,9 +1309,13 @@ impl EventRecord {
             .map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 
-    /// One property's value.
+    /// One property's value: the one given last, when the key was given more than once (the
+    /// one the envelope carries).
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.properties()
+            .filter(|(k, _)| *k == key)
+            .last()
+            .map(|(_, v)| v)
     }
 
     /// Its measurements, in order.
@@ -1428,9 +1452,13 @@ impl MetricRecord {
         self.id.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    /// One label's value.
+    /// One label's value: the one given last, when the key was given more than once (the one
+    /// the envelope carries).
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.properties()
+            .filter(|(k, _)| *k == key)
+            .last()
+            .map(|(_, v)| v)
     }
 
     /// When the interval started, wall clock.
@@ -2047,5 +2075,39 @@ mod tests {
             all.ends_with(r#""id": "0000000000000064"}]"#),
             "the first ones kept"
         );
+    }
+
+    #[test]
+    fn a_link_extends_links_written_by_hand_and_replaces_a_value_that_is_not_links() {
+        let to = SpanContext::new(TraceId::new(0xa).unwrap(), SpanId::new(0xb).unwrap(), true);
+        let link =
+            r#"{"operation_Id": "0000000000000000000000000000000a", "id": "000000000000000b"}"#;
+        let linked = |given: &str| {
+            let mut properties = vec![(Cow::Borrowed(LINKS_PROPERTY), Value::from(given))];
+            push_link(&mut properties, to);
+            assert_eq!(properties.len(), 1, "{properties:?}");
+            properties[0].1.as_str().to_owned()
+        };
+        let by_hand = r#"{"operation_Id": "1", "id": "2"}"#;
+        assert_eq!(
+            linked(&format!("[{by_hand}]")),
+            format!("[{by_hand}, {link}]")
+        );
+        assert_eq!(
+            linked(&format!(" [ {by_hand} ] ")),
+            format!("[ {by_hand}, {link}]")
+        );
+        assert_eq!(linked("[]"), format!("[{link}]"));
+        assert_eq!(linked("[ ]"), format!("[{link}]"));
+        assert_eq!(linked("not links"), format!("[{link}]"));
+        assert_eq!(linked(""), format!("[{link}]"));
+        // Given twice, the property the envelope carries is the last: that one is extended.
+        let mut properties = vec![
+            (Cow::Borrowed(LINKS_PROPERTY), Value::from("first")),
+            (Cow::Borrowed(LINKS_PROPERTY), Value::from("[]")),
+        ];
+        push_link(&mut properties, to);
+        assert_eq!(properties[0].1.as_str(), "first");
+        assert_eq!(properties[1].1.as_str(), format!("[{link}]"));
     }
 }

@@ -136,13 +136,15 @@ impl std::fmt::Debug for EventBuilder {
 }
 
 impl EventBuilder {
-    /// A property (a dimension to filter and group by), by `Display`.
+    /// A property (a dimension to filter and group by), by `Display`. Given again, a key takes
+    /// the value given last (the item carries each key once).
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
         crate::record::push_display(&mut self.values.properties, key.into(), &value);
         self
     }
 
-    /// A measurement (a number to chart and aggregate).
+    /// A measurement (a number to chart and aggregate). Given again, a key takes the value
+    /// given last.
     pub fn measurement(mut self, key: impl Into<Cow<'static, str>>, value: f64) -> Self {
         self.measurements.push((key.into(), value));
         self

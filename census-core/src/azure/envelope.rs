@@ -256,7 +256,9 @@ impl EnvelopeWriter {
             // The outermost error's item says what was logged too, and has the stack given.
             let stack = log
                 .properties()
-                .find_map(|(key, value)| (key == STACK_PROPERTY).then_some(value));
+                .filter(|(key, _)| *key == STACK_PROPERTY)
+                .last()
+                .map(|(_, value)| value);
             exception_details(
                 out,
                 &mut self.scratch,
@@ -322,6 +324,15 @@ impl EnvelopeWriter {
         let mut first = true;
         // JSON has no NaN or infinity: such a measurement is left out.
         let finite = || event.measurements().filter(|(_, value)| value.is_finite());
+        // A measurement given again replaces the one before, as a property does.
+        let replaced = replaced(|| finite().map(|(key, _)| key));
+        let finite = || {
+            let replaced = replaced.as_deref();
+            finite()
+                .enumerate()
+                .filter(move |(i, _)| !replaced.is_some_and(|replaced| replaced[*i]))
+                .map(|(_, pair)| pair)
+        };
         let keys = limits::property_keys(|| finite().map(|(key, _)| key));
         for (i, (key, value)) in finite().enumerate() {
             if !first {
@@ -707,10 +718,22 @@ fn write_common(out: &mut Vec<u8>, record: &SpanRecord, extracted: Option<&'stat
     out.extend_from_slice(b"},\"ver\":2");
 }
 
-/// The members of a `properties` object: keys and values cut to their limits, a cut key that
-/// would repeat another numbered (see [`limits::property_keys`]). `pairs` is asked twice when a
-/// key is too long.
+/// The members of a `properties` object: a key given more than once written once, with the
+/// value given last ([`replaced`]); keys and values cut to their limits, a cut key that would
+/// repeat another numbered (see [`limits::property_keys`]). `pairs` is asked again when two
+/// keys are the same or a key is too long.
 fn properties<'a, I>(out: &mut Vec<u8>, pairs: impl Fn() -> I)
+where
+    I: Iterator<Item = (&'a str, &'a str)>,
+{
+    match replaced(|| pairs().map(|(key, _)| key)) {
+        None => members(out, pairs),
+        Some(replaced) => members(out, || last_of_each(pairs(), &replaced)),
+    }
+}
+
+/// The members of a `properties` object, each key once.
+fn members<'a, I>(out: &mut Vec<u8>, pairs: impl Fn() -> I)
 where
     I: Iterator<Item = (&'a str, &'a str)>,
 {
@@ -723,6 +746,71 @@ where
         out.push(b':');
         string(out, cut(value, limits::PROPERTY_VALUE));
     }
+}
+
+/// Which keys of a JSON object's members a later member's key repeats (`true`), so that each
+/// key is written once, with the value given last: setting a property again replaces it (as an
+/// OpenTelemetry attribute set again does, and as the Python reference's properties, a `dict`,
+/// do), a log record's own key-value named `level` replaces the record's level property, and a
+/// failed span's `error.message` its own property of that name. JSON leaves an object that
+/// repeats a key to each reader (one takes the first, one the last, one rejects it). `None`
+/// when every key is different, as almost always: most often seen in one pass that compares no
+/// text (keys of different lengths or last bytes differ, [`sketch`]), else found comparing each
+/// key with those after it (a few keys), or through a set (many), allocating only when a key is
+/// repeated or there are many.
+fn replaced<'a, I>(keys: impl Fn() -> I) -> Option<Vec<bool>>
+where
+    I: Iterator<Item = &'a str>,
+{
+    /// Up to this many keys, each is compared with those after it.
+    const COMPARED: usize = 16;
+    let (mut seen, mut alike, mut count) = (0u64, false, 0usize);
+    for key in keys() {
+        let bit = sketch(key);
+        alike |= seen & bit != 0;
+        seen |= bit;
+        count += 1;
+    }
+    if !alike {
+        return None;
+    }
+    if count <= COMPARED {
+        let repeated = |i: usize, key: &str| keys().skip(i + 1).any(|later| later == key);
+        let first = keys().enumerate().position(|(i, key)| repeated(i, key))?;
+        return Some(
+            keys()
+                .enumerate()
+                .map(|(i, key)| i >= first && repeated(i, key))
+                .collect(),
+        );
+    }
+    let all: Vec<&str> = keys().collect();
+    let mut later = std::collections::HashSet::with_capacity(all.len());
+    let mut replaced = vec![false; all.len()];
+    for (i, key) in all.iter().enumerate().rev() {
+        replaced[i] = !later.insert(*key);
+    }
+    replaced.contains(&true).then_some(replaced)
+}
+
+/// One bit of 64 for a key, from its length and its last byte: two keys with different bits are
+/// different keys.
+fn sketch(key: &str) -> u64 {
+    let last = key.as_bytes().last().copied().unwrap_or(0);
+    let mixed = (key.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ u64::from(last).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    1 << (mixed >> 58)
+}
+
+/// The members of `pairs` that [`replaced`] keeps.
+fn last_of_each<'r, K, V>(
+    pairs: impl Iterator<Item = (K, V)> + 'r,
+    replaced: &'r [bool],
+) -> impl Iterator<Item = (K, V)> + 'r {
+    pairs
+        .zip(replaced)
+        .filter(|(_, replaced)| !**replaced)
+        .map(|(pair, _)| pair)
 }
 
 fn sample_rate(out: &mut Vec<u8>, scratch: &mut String, record: &SpanRecord) {
@@ -1288,6 +1376,116 @@ mod tests {
         assert_eq!(written, [1, 2, 2, 1, 0, 1, 1, 1]);
         let counted: Vec<u64> = records.iter().map(|r| writer.envelopes(r)).collect();
         assert_eq!(counted, written);
+    }
+
+    /// The members of the `properties` (or `measurements`) object of item `index` whose key is
+    /// `key`, as written: `serde_json` would keep one of a repeated key's members only.
+    fn members(items: &Items, index: usize, object: &str, key: &str) -> Vec<String> {
+        let text = std::str::from_utf8(items.get(index)).unwrap();
+        let start = text.find(&format!("\"{object}\":{{")).unwrap() + object.len() + 4;
+        let end = start + text[start..].find('}').unwrap();
+        let member = format!("\"{key}\":");
+        text[start..end]
+            .split(',')
+            .filter_map(|pair| pair.strip_prefix(member.as_str()))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn a_key_given_twice_is_written_once_with_the_value_given_last() {
+        use crate::record::{Distribution, SeriesId, Source};
+        use crate::text::Text;
+        use std::sync::Arc;
+
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        let mut items = Items::default();
+        // A span: a property set twice, and one named as the property a failed span's error
+        // message is written in.
+        let mut span = record(&SQL_SITE, Some(7));
+        span.set_success(false);
+        span.set_extra(Some(Box::new(SpanExtra {
+            error: Some("refused".into()),
+            properties: vec![
+                (Cow::Borrowed("attempt"), "1".into()),
+                (Cow::Borrowed("order.id"), "7".into()),
+                (Cow::Borrowed("error.message"), "mine".into()),
+                (Cow::Borrowed("attempt"), "2".into()),
+            ],
+            ..SpanExtra::default()
+        })));
+        writer.write_span(&span, &resource(), &mut items);
+        assert_eq!(members(&items, 0, "properties", "attempt"), ["\"2\""]);
+        assert_eq!(members(&items, 0, "properties", "order.id"), ["\"7\""]);
+        assert_eq!(
+            members(&items, 0, "properties", "error.message"),
+            ["\"refused\""]
+        );
+        assert_eq!(
+            json(&items, 0)["data"]["baseData"]["properties"]
+                .as_object()
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            span.property("attempt"),
+            Some("2"),
+            "the record says the same"
+        );
+
+        // A log record whose own key-value is named as one of the properties census gives it.
+        let mut log = LogRecord::new(
+            Severity::Information,
+            Text::format(format_args!("order placed")),
+            Correlation::default(),
+            Source {
+                target: Cow::Borrowed("orders"),
+                ..Source::default()
+            },
+        );
+        log.new_property("level").append(format_args!("audit"));
+        writer.write(&Record::Log(Box::new(log)), &resource(), &mut items);
+        assert_eq!(members(&items, 1, "properties", "level"), ["\"audit\""]);
+        assert_eq!(members(&items, 1, "properties", "target"), ["\"orders\""]);
+
+        // An event: a property and a measurement each given twice.
+        let event = EventRecord::new(
+            Cow::Borrowed("order_placed"),
+            Correlation::default(),
+            Box::new(SpanExtra {
+                properties: vec![
+                    (Cow::Borrowed("channel"), "web".into()),
+                    (Cow::Borrowed("channel"), "app".into()),
+                ],
+                ..SpanExtra::default()
+            }),
+            vec![(Cow::Borrowed("total"), 1.0), (Cow::Borrowed("total"), 2.5)],
+        );
+        writer.write(&Record::Event(Box::new(event)), &resource(), &mut items);
+        assert_eq!(members(&items, 2, "properties", "channel"), ["\"app\""]);
+        assert_eq!(members(&items, 2, "measurements", "total"), ["2.5"]);
+
+        // A metric whose labels repeat a key, among more keys than are compared one by one.
+        let mut labels: Vec<(String, String)> = (0..20)
+            .map(|i| (format!("label{i}"), i.to_string()))
+            .collect();
+        labels.push(("label3".to_owned(), "again".to_owned()));
+        let metric = MetricRecord::new(
+            Arc::new(SeriesId::new("queue_depth", labels)),
+            MetricKind::Gauge,
+            UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            Duration::from_secs(60),
+            Distribution::new(1, 4.0, 16.0, 4.0, 4.0),
+        );
+        writer.write(&Record::Metric(Box::new(metric)), &resource(), &mut items);
+        assert_eq!(members(&items, 3, "properties", "label3"), ["\"again\""]);
+        assert_eq!(members(&items, 3, "properties", "label4"), ["\"4\""]);
+        let written = json(&items, 3)["data"]["baseData"]["properties"]
+            .as_object()
+            .unwrap()
+            .len();
+        assert_eq!(written, 20);
     }
 
     #[test]

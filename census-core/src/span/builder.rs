@@ -126,7 +126,8 @@ impl SpanBuilder {
         self
     }
 
-    /// A custom property.
+    /// A custom property. Given again, a key takes the value given last (the item carries each
+    /// key once).
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
         crate::record::push_display(&mut self.extra.properties, key.into(), &value);
         self

@@ -50,7 +50,8 @@ macro_rules! span_values {
             }
         }
 
-        /// Adds a custom property.
+        /// Adds a custom property. Given again, a key takes the value given last (the item
+        /// carries each key once).
         pub fn set_property(&self, key: impl Into<Cow<'static, str>>, value: impl Display) {
             if self.is_recording() {
                 let entry = (key.into(), crate::record::to_value(&value));
