@@ -5,10 +5,12 @@
 //! stopped (connections are then refused) and started again on the same port.
 //!
 //! In strict mode ([`IngestionServer::strict`]) it checks every item against the schema's field
-//! limits, as ingestion does, and answers as ingestion does: a `206` whose `errors` name each item
-//! that broke a limit (`statusCode` 400, "Field 'data' on type 'RemoteDependencyData' is too long.
-//! Expected: 8192 characters, Actual: 8193"), or a `400` with the same body when no item was
-//! accepted. Lengths are counted in UTF-16 code units, as the service counts them.
+//! limits and required fields, as ingestion does, and answers as ingestion does: a `206` whose
+//! `errors` name each item that broke one (`statusCode` 400, "Field 'data' on type
+//! 'RemoteDependencyData' is too long. Expected: 8192 characters, Actual: 8193", or "Field
+//! 'message' on type 'MessageData' is required but missing or empty. Expected: string, Actual: "),
+//! or a `400` with the same body when no item was accepted. Lengths are counted in UTF-16 code
+//! units, as the service counts them.
 //!
 //! ```
 //! use census_tests::ingestion::{IngestionServer, Reply};
@@ -298,7 +300,7 @@ impl IngestionServer {
         self.shared.lock().default = Some(reply);
     }
 
-    /// Checks every item against the schema's field limits from now on, and answers as ingestion
+    /// Checks every item against the schema's field limits and required fields from now on, and answers as ingestion
     /// does when one breaks them (see the module's documentation). Scripted replies other than a
     /// plain 200 are answered as scripted.
     pub fn strict(&self) {
@@ -656,8 +658,8 @@ fn write_reply(out: &mut TcpStream, reply: &Reply, items: usize) -> io::Result<(
     out.flush()
 }
 
-/// Answers a plain 200 as ingestion would, given the schema's field limits: a 206 naming each
-/// item that broke one, or a 400 when none was accepted.
+/// Answers a plain 200 as ingestion would, given the schema's field limits and required fields:
+/// a 206 naming each item that broke one, or a 400 when none was accepted.
 fn enforce_limits(recorded: &mut Recorded) {
     if recorded.reply.status != 200
         || recorded.reply.body.is_some()
@@ -668,7 +670,7 @@ fn enforce_limits(recorded: &mut Recorded) {
     let mut errors = Vec::new();
     let mut messages = Vec::new();
     for (index, item) in recorded.items.iter().enumerate() {
-        if let Some(message) = limit_violations(item).into_iter().next() {
+        if let Some(message) = schema_violations(item).into_iter().next() {
             errors.push((index, 400));
             messages.push(message);
         }
@@ -743,17 +745,77 @@ fn check(out: &mut Vec<String>, value: &Value, field: &str, on: &str, limit: usi
     }
 }
 
-/// Every way `item` breaks the schema's field limits, as ingestion words it; empty when it
-/// keeps them all.
-pub fn limit_violations(item: &Value) -> Vec<String> {
+/// The string fields the schema requires, by telemetry type: ingestion refuses an item that
+/// leaves one out or empty.
+fn required_fields(base_type: &str) -> &'static [&'static str] {
+    match base_type {
+        "RequestData" => &["id", "duration", "responseCode"],
+        "RemoteDependencyData" => &["name", "duration"],
+        "MessageData" => &["message"],
+        "EventData" => &["name"],
+        _ => &[],
+    }
+}
+
+fn missing(field: &str, on: &str) -> String {
+    format!(
+        "Field '{field}' on type '{on}' is required but missing or empty. Expected: string, Actual: "
+    )
+}
+
+fn require(out: &mut Vec<String>, value: &Value, field: &str, on: &str) {
+    if value.as_str().is_none_or(str::is_empty) {
+        out.push(missing(field, on));
+    }
+}
+
+/// Every way `item` breaks the schema, as ingestion words it: a required field left out or
+/// empty, a field over its limit; empty when it keeps them all.
+pub fn schema_violations(item: &Value) -> Vec<String> {
     let mut out = Vec::new();
+    let base_type = item["data"]["baseType"].as_str().unwrap_or_default();
+    let base = &item["data"]["baseData"];
+    for field in required_fields(base_type) {
+        require(&mut out, &base[*field], field, base_type);
+    }
+    match base_type {
+        "ExceptionData" => {
+            if base["exceptions"].as_array().is_none_or(Vec::is_empty) {
+                out.push(missing("exceptions", base_type));
+            }
+            for exception in base["exceptions"].as_array().into_iter().flatten() {
+                require(
+                    &mut out,
+                    &exception["typeName"],
+                    "typeName",
+                    "ExceptionDetails",
+                );
+                require(
+                    &mut out,
+                    &exception["message"],
+                    "message",
+                    "ExceptionDetails",
+                );
+                for frame in exception["parsedStack"].as_array().into_iter().flatten() {
+                    require(&mut out, &frame["method"], "method", "StackFrame");
+                }
+            }
+        }
+        "MetricData" => {
+            if base["metrics"].as_array().is_none_or(Vec::is_empty) {
+                out.push(missing("metrics", base_type));
+            }
+            for point in base["metrics"].as_array().into_iter().flatten() {
+                require(&mut out, &point["name"], "name", "DataPoint");
+            }
+        }
+        _ => {}
+    }
     if let Some(tags) = item["tags"].as_object() {
         for (key, value) in tags {
             check(&mut out, value, key, "ContextTagKeys", tag_limit(key));
         }
     }
-    let base_type = item["data"]["baseType"].as_str().unwrap_or_default();
-    let base = &item["data"]["baseData"];
     for (field, limit) in field_limits(base_type) {
         check(&mut out, &base[*field], field, base_type, *limit);
     }

@@ -14,7 +14,7 @@ use census_runtime::integrations::reqwest::ReqwestMiddleware;
 use census_runtime::integrations::rusqlite::Connection;
 use census_runtime::{current_span, dependency, inproc};
 use census_tests::azure::{scratch_dir, settings};
-use census_tests::ingestion::{IngestionServer, limit_violations, utf16_len};
+use census_tests::ingestion::{IngestionServer, schema_violations, utf16_len};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
@@ -237,7 +237,7 @@ fn over_long_values_everywhere_lose_nothing_against_the_strict_server() {
     }
     assert_eq!(server.accepted().len(), items.len());
     for item in &items {
-        assert_eq!(limit_violations(item), Vec::<String>::new());
+        assert_eq!(schema_violations(item), Vec::<String>::new());
     }
 
     // Every limit was reached somewhere, with nothing cut short of it: the value is the longest

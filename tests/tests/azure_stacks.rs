@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use census_runtime::inproc;
 use census_tests::azure::{scratch_dir, settings};
-use census_tests::ingestion::{IngestionServer, limit_violations};
+use census_tests::ingestion::{IngestionServer, schema_violations};
 use serde_json::Value;
 
 #[inproc]
@@ -57,7 +57,7 @@ fn exceptions(name: &str, backtraces: bool, run: impl FnOnce()) -> Vec<Value> {
     );
     let items = server.accepted();
     for item in &items {
-        assert_eq!(limit_violations(item), Vec::<String>::new());
+        assert_eq!(schema_violations(item), Vec::<String>::new());
     }
     items
         .into_iter()

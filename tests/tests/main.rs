@@ -19,6 +19,7 @@ mod azure_limits;
 mod azure_logs;
 mod azure_outage;
 mod azure_pyref;
+mod azure_required;
 mod azure_resource;
 mod azure_stacks;
 mod azure_stalled;

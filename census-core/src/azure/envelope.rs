@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::limits::{self, cut};
+use super::limits::{self, cut, required};
 use crate::export::Resource;
 use crate::record::{
     Correlation, ErrorDetail, EventRecord, ExceptionInfo, LogRecord, MetricKind, MetricRecord,
@@ -249,7 +249,7 @@ impl EnvelopeWriter {
         if log.errors().is_empty() {
             string(out, MESSAGE);
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"message\":");
-            string(out, cut(log.message(), limits::MESSAGE));
+            string(out, cut(required(log.message()), limits::MESSAGE));
         } else {
             string(out, EXCEPTION);
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"exceptions\":[");
@@ -317,7 +317,7 @@ impl EnvelopeWriter {
         out.extend_from_slice(b",\"name\":");
         string(out, EVENT);
         out.extend_from_slice(b",\"data\":{\"baseData\":{\"name\":");
-        string(out, cut(event.name(), limits::EVENT_NAME));
+        string(out, cut(required(event.name()), limits::EVENT_NAME));
         out.extend_from_slice(b",\"properties\":{");
         properties(out, || event.properties());
         out.extend_from_slice(b"},\"measurements\":{");
@@ -364,7 +364,7 @@ impl EnvelopeWriter {
         out.extend_from_slice(b",\"name\":");
         string(out, METRIC);
         out.extend_from_slice(b",\"data\":{\"baseData\":{\"metrics\":[{\"name\":");
-        string(out, cut(metric.name(), limits::NAME));
+        string(out, cut(required(metric.name()), limits::NAME));
         self.scratch.clear();
         if metric.kind() == MetricKind::Histogram {
             let _ = write!(
@@ -442,14 +442,14 @@ impl EnvelopeWriter {
             out.extend_from_slice(b",\"duration\":");
             duration(out, record.duration());
             out.extend_from_slice(b",\"responseCode\":");
-            string(out, cut(result_code(record), limits::CODE));
+            string(out, cut(required(result_code(record)), limits::CODE));
             write_common(
                 out,
                 record,
                 self.metrics_extracted.then_some(REQUESTS_EXTRACTED),
             );
             out.extend_from_slice(b",\"name\":");
-            string(out, cut(record.name(), limits::NAME));
+            string(out, cut(required(record.name()), limits::NAME));
             if let Some(url) = record.data() {
                 out.extend_from_slice(b",\"url\":");
                 string(out, cut(url, limits::URL));
@@ -457,11 +457,11 @@ impl EnvelopeWriter {
             out.extend_from_slice(b"},\"baseType\":\"RequestData\"}");
         } else {
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"name\":");
-            string(out, cut(record.name(), limits::NAME));
+            string(out, cut(required(record.name()), limits::NAME));
             out.extend_from_slice(b",\"id\":");
             quoted(out, span_id);
             out.extend_from_slice(b",\"resultCode\":");
-            string(out, cut(result_code(record), limits::CODE));
+            string(out, cut(required(result_code(record)), limits::CODE));
             out.extend_from_slice(b",\"duration\":");
             duration(out, record.duration());
             write_common(
@@ -504,9 +504,9 @@ impl EnvelopeWriter {
             out.extend_from_slice(
                 b",\"data\":{\"baseData\":{\"exceptions\":[{\"id\":1,\"outerId\":0,\"typeName\":",
             );
-            string(out, cut(&exception.type_name, limits::TYPE_NAME));
+            string(out, cut(required(&exception.type_name), limits::TYPE_NAME));
             out.extend_from_slice(b",\"message\":");
-            string(out, cut(&exception.message, limits::MESSAGE));
+            string(out, cut(required(&exception.message), limits::MESSAGE));
             stack(out, &mut self.scratch, record.name(), exception);
             out.extend_from_slice(b"}],\"ver\":2},\"baseType\":\"ExceptionData\"}");
             sample_rate(out, &mut self.scratch, record);
@@ -540,7 +540,7 @@ fn exception_details(
         }
         out.extend_from_slice(scratch.as_bytes());
         out.extend_from_slice(b",\"typeName\":");
-        string(out, cut(&error.type_name, limits::TYPE_NAME));
+        string(out, cut(required(&error.type_name), limits::TYPE_NAME));
         out.extend_from_slice(b",\"message\":");
         match said {
             Some(said) if i == 0 && !said.is_empty() && said != error.message => {
@@ -548,7 +548,7 @@ fn exception_details(
                 let _ = write!(scratch, "{said}: {}", error.message);
                 string(out, cut(scratch, limits::MESSAGE));
             }
-            _ => string(out, cut(&error.message, limits::MESSAGE)),
+            _ => string(out, cut(required(&error.message), limits::MESSAGE)),
         }
         match stack.filter(|_| i == 0) {
             // Whole unless it had to be cut to the schema's length.
@@ -588,7 +588,7 @@ fn stack(out: &mut Vec<u8>, scratch: &mut String, method: &str, exception: &Exce
                 scratch.clear();
                 let _ = write!(scratch, "{{\"level\":{},\"method\":", frame.level);
                 out.extend_from_slice(scratch.as_bytes());
-                string(out, cut(&frame.method, limits::TYPE_NAME));
+                string(out, cut(required(&frame.method), limits::TYPE_NAME));
                 if let Some(file) = &frame.file {
                     out.extend_from_slice(b",\"fileName\":");
                     string(out, cut(file, limits::TYPE_NAME));
@@ -632,7 +632,7 @@ fn stack(out: &mut Vec<u8>, scratch: &mut String, method: &str, exception: &Exce
     match parsed {
         Some((file, line)) => {
             out.extend_from_slice(b",\"parsedStack\":[{\"level\":0,\"method\":");
-            string(out, cut(method, limits::TYPE_NAME));
+            string(out, cut(required(method), limits::TYPE_NAME));
             out.extend_from_slice(b",\"fileName\":");
             string(out, cut(file, limits::TYPE_NAME));
             scratch.clear();
@@ -1021,6 +1021,7 @@ fn device() -> &'static Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::limits::NOT_GIVEN;
     use crate::id::{SpanId, TraceId};
     use crate::record::{Failure, SpanExtra};
     use crate::site::Site;
@@ -1376,6 +1377,95 @@ mod tests {
         assert_eq!(written, [1, 2, 2, 1, 0, 1, 1, 1]);
         let counted: Vec<u64> = records.iter().map(|r| writer.envelopes(r)).collect();
         assert_eq!(counted, written);
+    }
+
+    #[test]
+    fn a_required_field_left_empty_is_sent_as_not_given() {
+        use crate::record::{Distribution, SeriesId, Source};
+        use crate::text::Text;
+        use std::sync::Arc;
+
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        let mut items = Items::default();
+        // A request named "" with a blank response code, failed by a panic whose message and
+        // kind are empty (an exception that panics with "" has no other).
+        let mut request = record(&REQUEST_SITE, None);
+        request.set_success(false);
+        request.set_extra(Some(Box::new(SpanExtra {
+            name: Some(Cow::Borrowed("")),
+            result_code: Some(Cow::Borrowed(" ")),
+            failure: Some(Box::new(Failure {
+                exception: Some(ExceptionInfo {
+                    type_name: Cow::Borrowed(""),
+                    message: String::new(),
+                    location: Some("src/main.rs:3:5".into()),
+                    backtrace: None,
+                }),
+                errors: Vec::new(),
+            })),
+            ..SpanExtra::default()
+        })));
+        writer.write_span(&request, &resource(), &mut items);
+        let base = &json(&items, 0)["data"]["baseData"];
+        assert_eq!(base["name"], NOT_GIVEN);
+        assert_eq!(base["responseCode"], NOT_GIVEN);
+        let panic = &json(&items, 1)["data"]["baseData"]["exceptions"][0];
+        assert_eq!(panic["typeName"], NOT_GIVEN);
+        assert_eq!(panic["message"], NOT_GIVEN);
+        assert_eq!(panic["parsedStack"][0]["method"], NOT_GIVEN);
+
+        // A dependency named "" failed by an error whose Display writes nothing.
+        let mut dependency = record(&SQL_SITE, Some(7));
+        dependency.set_success(false);
+        dependency.set_extra(Some(Box::new(SpanExtra {
+            name: Some(Cow::Borrowed("")),
+            failure: Some(Box::new(Failure {
+                exception: None,
+                errors: vec![ErrorDetail {
+                    type_name: "".into(),
+                    message: "".into(),
+                }],
+            })),
+            ..SpanExtra::default()
+        })));
+        writer.write_span(&dependency, &resource(), &mut items);
+        assert_eq!(json(&items, 2)["data"]["baseData"]["name"], NOT_GIVEN);
+        assert_eq!(json(&items, 2)["data"]["baseData"]["type"], "SQL");
+        let error = &json(&items, 3)["data"]["baseData"]["exceptions"][0];
+        assert_eq!(error["typeName"], NOT_GIVEN);
+        assert_eq!(error["message"], NOT_GIVEN);
+
+        // `log::info!("")`, an event named "", a metric named "".
+        let log = LogRecord::new(
+            Severity::Information,
+            Text::format(format_args!("")),
+            Correlation::default(),
+            Source::default(),
+        );
+        writer.write(&Record::Log(Box::new(log)), &resource(), &mut items);
+        assert_eq!(json(&items, 4)["data"]["baseData"]["message"], NOT_GIVEN);
+        let event = EventRecord::new(
+            Cow::Borrowed(""),
+            Correlation::default(),
+            Box::default(),
+            Vec::new(),
+        );
+        writer.write(&Record::Event(Box::new(event)), &resource(), &mut items);
+        assert_eq!(json(&items, 5)["data"]["baseData"]["name"], NOT_GIVEN);
+        let metric = MetricRecord::new(
+            Arc::new(SeriesId::new("", Vec::new())),
+            MetricKind::Counter,
+            UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            Duration::from_secs(60),
+            Distribution::new(1, 1.0, 1.0, 1.0, 1.0),
+        );
+        writer.write(&Record::Metric(Box::new(metric)), &resource(), &mut items);
+        assert_eq!(
+            json(&items, 6)["data"]["baseData"]["metrics"][0]["name"],
+            NOT_GIVEN
+        );
+        // What is given is sent as it is.
+        assert_eq!(required(" a "), " a ");
     }
 
     /// The members of the `properties` (or `measurements`) object of item `index` whose key is

@@ -1,4 +1,4 @@
-//! The lengths ingestion accepts, and cutting values to them.
+//! The lengths ingestion accepts, cutting values to them, and the fields it requires never empty.
 //!
 //! Ingestion rejects an item whose field is longer than the schema allows (a per-item 400 inside
 //! a 206: "Field 'data' on type 'RemoteDependencyData' is too long. Expected: 8192 characters,
@@ -33,6 +33,24 @@ pub(crate) const MESSAGE: usize = 32768;
 pub(crate) const STACK_FRAMES: usize = 100;
 /// An exception's `typeName`, a stack frame's `method` and `fileName`.
 pub(crate) const TYPE_NAME: usize = 1024;
+
+/// What a field the schema requires is sent as when a record leaves it empty (or blank): an
+/// empty message, an event or a span named `""`, an error whose `Display` writes nothing.
+/// Ingestion drops such an item ("109: Field 'message' on type 'MessageData' is required but
+/// missing or empty"); the Application Insights SDKs and the Azure Monitor exporters send `n/a`
+/// in its place, and so does census.
+pub(crate) const NOT_GIVEN: &str = "n/a";
+
+/// `value`, or [`NOT_GIVEN`] when it is empty or blank: for the fields the schema requires
+/// (Message `message`, Event, Request, RemoteDependency and metric `name`, Request
+/// `responseCode`, an exception's `typeName` and `message`, a stack frame's `method`).
+pub(crate) fn required(value: &str) -> &str {
+    if value.trim().is_empty() {
+        NOT_GIVEN
+    } else {
+        value
+    }
+}
 
 /// The limit of a context tag, by key (the Application Insights `ContextTagKeys`).
 pub(crate) fn tag(key: &str) -> usize {
