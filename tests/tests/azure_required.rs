@@ -1,7 +1,7 @@
 //! The schema's required fields, end to end: a program that leaves each of them empty (an empty
 //! log message, a `tracing` event without one, an event, a span, a request and a metric named
 //! `""`, an error whose `Display` writes nothing, a panic with an empty message, a blank result
-//! code) loses nothing against the strict ingestion server, which refuses, as ingestion does,
+//! code, an empty property key) loses nothing against the strict ingestion server, which refuses, as ingestion does,
 //! an item whose required field is empty; and a key given twice is written once.
 
 use std::time::Duration;
@@ -74,6 +74,7 @@ fn empty_required_fields_lose_nothing_against_the_strict_server() {
         census_runtime::event("")
             .property("channel", "web")
             .property("channel", "app")
+            .property("", "no key")
             .send();
     });
     metrics::counter!("").increment(1);
@@ -119,6 +120,7 @@ fn empty_required_fields_lose_nothing_against_the_strict_server() {
     let event = of(&items, "EventData")[0];
     assert_eq!(event["data"]["baseData"]["name"], "n/a");
     assert_eq!(event["data"]["baseData"]["properties"]["channel"], "app");
+    assert_eq!(event["data"]["baseData"]["properties"]["n/a"], "no key");
     let metric = of(&items, "MetricData")
         .into_iter()
         .find(|m| m["data"]["baseData"]["metrics"][0]["name"] == "n/a")

@@ -1444,14 +1444,28 @@ mod tests {
         );
         writer.write(&Record::Log(Box::new(log)), &resource(), &mut items);
         assert_eq!(json(&items, 4)["data"]["baseData"]["message"], NOT_GIVEN);
+        // Its property keys empty or blank: written as n/a, numbered beside a key of that name.
         let event = EventRecord::new(
             Cow::Borrowed(""),
             Correlation::default(),
-            Box::default(),
-            Vec::new(),
+            Box::new(SpanExtra {
+                properties: vec![
+                    (Cow::Borrowed(""), "empty".into()),
+                    (Cow::Borrowed("n/a"), "named so".into()),
+                    (Cow::Borrowed(" "), "blank".into()),
+                ],
+                ..SpanExtra::default()
+            }),
+            vec![(Cow::Borrowed(""), 1.5)],
         );
         writer.write(&Record::Event(Box::new(event)), &resource(), &mut items);
-        assert_eq!(json(&items, 5)["data"]["baseData"]["name"], NOT_GIVEN);
+        let base = &json(&items, 5)["data"]["baseData"];
+        assert_eq!(base["name"], NOT_GIVEN);
+        assert_eq!(
+            base["properties"],
+            serde_json::json!({"n/a001": "empty", "n/a": "named so", "n/a002": "blank"})
+        );
+        assert_eq!(base["measurements"], serde_json::json!({"n/a": 1.5}));
         let metric = MetricRecord::new(
             Arc::new(SeriesId::new("", Vec::new())),
             MetricKind::Counter,

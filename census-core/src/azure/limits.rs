@@ -94,20 +94,20 @@ pub(crate) fn utf16_len(value: &str) -> usize {
     value.chars().map(char::len_utf16).sum()
 }
 
-/// The keys of a property map as written: each cut to [`PROPERTY_KEY`], and a cut key that
-/// would repeat another key numbered (`…001`, `…002`) so that no pair is lost. `None` when every
-/// key fits, as almost always: then they are written as they are. `keys` is asked again only when
-/// one is too long.
+/// The keys of a property map as written: each cut to [`PROPERTY_KEY`], an empty or blank key
+/// written as [`NOT_GIVEN`] (the Application Insights SDKs never send an empty key either), and
+/// such a key that would repeat another numbered (`…001`, `…002`) so that no pair is lost.
+/// `None` when every key fits, as almost always: then they are written as they are. `keys` is
+/// asked again only when one does not.
 pub(crate) fn property_keys<'a, I>(keys: impl Fn() -> I) -> Option<Vec<Cow<'a, str>>>
 where
     I: Iterator<Item = &'a str>,
 {
-    if keys().all(|key| key.len() <= PROPERTY_KEY) {
+    let fits = |key: &str| !key.trim().is_empty() && utf16_len(key) <= PROPERTY_KEY;
+    if keys().all(|key| key.len() <= PROPERTY_KEY && !key.trim().is_empty()) {
         return None;
     }
-    let fitting: std::collections::HashSet<&str> = keys()
-        .filter(|key| utf16_len(key) <= PROPERTY_KEY)
-        .collect();
+    let fitting: std::collections::HashSet<&str> = keys().filter(|key| fits(key)).collect();
     let mut taken: std::collections::HashSet<Cow<'a, str>> = std::collections::HashSet::new();
     let mut out = Vec::new();
     for key in keys() {
@@ -116,6 +116,11 @@ where
             out.push(Cow::Borrowed(key));
             continue;
         }
+        let key = if key.trim().is_empty() {
+            NOT_GIVEN
+        } else {
+            key
+        };
         let short = cut(key, PROPERTY_KEY);
         let unique = if !fitting.contains(short) && !taken.contains(short) {
             Cow::Borrowed(short)
