@@ -1,8 +1,9 @@
 //! The schema's required fields, end to end: a program that leaves each of them empty (an empty
 //! log message, a `tracing` event without one, an event, a span, a request and a metric named
 //! `""`, an error whose `Display` writes nothing, a panic with an empty message, a blank result
-//! code, an empty property key) loses nothing against the strict ingestion server, which refuses, as ingestion does,
-//! an item whose required field is empty; and a key given twice is written once.
+//! code, an empty property key) loses nothing against the strict ingestion server, which
+//! refuses, as ingestion does, an item whose required field is empty; and a key given twice is
+//! written once.
 
 use std::time::Duration;
 
