@@ -143,6 +143,14 @@ pub(crate) fn push_display(
 /// Python reference and the Azure Monitor exporters write them for the portal to read.
 pub const LINKS_PROPERTY: &str = "_MS.links";
 
+/// The property a request's client address goes in (the OpenTelemetry conventions'
+/// `client.address`): sent as the Request's `ai.location.ip` tag, from which Application
+/// Insights derives the client's country and city (and which it then masks, unless the
+/// resource is set to keep addresses), and not as a custom property, which nothing masks. The
+/// HTTP server integrations set it from `X-Forwarded-For`, else the connection's peer; a
+/// `tracing` span's `client.address` field is it too.
+pub const CLIENT_ADDRESS_PROPERTY: &str = "client.address";
+
 /// The most links a span keeps: each is 80 characters of the property's value, which
 /// ingestion takes up to 8,192 (the Azure Monitor exporters keep as many).
 pub const MAX_LINKS: usize = 100;

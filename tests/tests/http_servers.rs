@@ -1,7 +1,8 @@
 //! The server integrations on real servers on 127.0.0.1: a bare hyper server behind the tower
-//! layer, and an actix-web app with the actix middleware. What each Request records (name,
-//! url, response code, success, the caller's trace), that handler spans nest under it, and that
-//! a panicking handler answers 500 with an Exception while the server goes on serving.
+//! layer, an axum app, and an actix-web app with the actix middleware. What each Request records
+//! (name, url, response code, success, the caller's trace, the client's address), that handler
+//! spans nest under it, and that a panicking handler answers 500 with an Exception while the
+//! server goes on serving.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -227,4 +228,127 @@ async fn a_panicking_actix_handler_answers_500_with_an_exception_and_the_app_kee
     let exception = request.exception().expect("the panic is an exception");
     assert_eq!(exception.message, "the actix handler broke");
     memory.one("GET /orders/{id}");
+}
+
+/// GETs `url`, with `X-Forwarded-For: forwarded` when given; the status.
+async fn get_forwarded(client: &reqwest::Client, url: &str, forwarded: Option<&str>) -> u16 {
+    let mut request = client.get(url);
+    if let Some(forwarded) = forwarded {
+        request = request.header("X-Forwarded-For", forwarded);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// The client address each of the requests named `name` recorded, in the order of their
+/// `case` query parameter.
+fn clients(memory: &census_runtime::export::MemoryExporter, name: &str) -> Vec<Option<String>> {
+    let mut requests = memory.named(name);
+    requests.sort_by_key(|r| r.data().unwrap_or_default().to_owned());
+    requests
+        .iter()
+        .map(|r| {
+            r.property(census_runtime::export::CLIENT_ADDRESS_PROPERTY)
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_server_records_the_client_from_x_forwarded_for_else_the_peer() {
+    let (pipeline, memory) = install_memory();
+    let client = plain_client();
+    let cases = [
+        None,
+        Some("203.0.113.7, 10.0.0.2"),
+        Some("[2001:db8::7]:443"),
+        Some("not an address"),
+    ];
+    // actix: the connection's peer is known to the middleware.
+    let server = actix::start();
+    for (case, forwarded) in cases.iter().enumerate() {
+        let url = format!("{}/orders/{case}?case={case}", server.base);
+        assert_eq!(get_forwarded(&client, &url, *forwarded).await, 200);
+    }
+    // axum, made with its connection info: the peer too.
+    let addr = {
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route("/items/{id}", get(|| async { "item" }))
+            .layer(census_runtime::integrations::axum::layer());
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            .unwrap()
+        });
+        addr
+    };
+    for (case, forwarded) in cases.iter().enumerate() {
+        let url = format!("http://{addr}/items/{case}?case={case}");
+        assert_eq!(get_forwarded(&client, &url, *forwarded).await, 200);
+    }
+    // A bare hyper server behind the tower layer: no peer is known, the header alone says.
+    let base = crate::http_support::serve_hyper_traced(hyper_handler).await;
+    for (case, forwarded) in cases.iter().enumerate() {
+        let url = format!("{base}/orders/{case}?case={case}");
+        assert_eq!(get_forwarded(&client, &url, *forwarded).await, 200);
+    }
+    flush(&pipeline);
+
+    let with_peer = [
+        Some("127.0.0.1".to_owned()),
+        Some("203.0.113.7".to_owned()),
+        Some("2001:db8::7".to_owned()),
+        Some("127.0.0.1".to_owned()),
+    ];
+    assert_eq!(clients(&memory, "GET /orders/{id}"), with_peer, "actix");
+    assert_eq!(clients(&memory, "GET /items/{id}"), with_peer, "axum");
+    let hyper: Vec<Option<String>> = (0..cases.len())
+        .flat_map(|case| clients(&memory, &format!("GET /orders/{case}")))
+        .collect();
+    assert_eq!(
+        hyper,
+        [
+            None,
+            Some("203.0.113.7".to_owned()),
+            Some("2001:db8::7".to_owned()),
+            None
+        ],
+        "tower"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_address_is_sent_as_the_requests_location_not_as_a_property() {
+    use census_tests::ingestion::IngestionServer;
+
+    let server = IngestionServer::start().unwrap();
+    let pipeline = crate::http_support::install_azure(&server, "location");
+    let app = actix::start();
+    let client = plain_client();
+    let url = format!("{}/orders/7", app.base);
+    assert_eq!(get_forwarded(&client, &url, Some("203.0.113.7")).await, 200);
+    pipeline.flush(Duration::from_secs(20)).unwrap();
+    let items = server.items();
+    let request =
+        crate::http_support::one(&items, crate::http_support::REQUEST, "GET /orders/{id}");
+    assert_eq!(request["tags"]["ai.location.ip"], "203.0.113.7");
+    let properties = &request["data"]["baseData"]["properties"];
+    assert!(
+        properties
+            .get(census_runtime::export::CLIENT_ADDRESS_PROPERTY)
+            .is_none(),
+        "{request}"
+    );
+    // Its children are the service's calls, from no client.
+    let children = items
+        .iter()
+        .filter(|item| item["name"] != crate::http_support::REQUEST);
+    for child in children {
+        assert!(child["tags"].get("ai.location.ip").is_none(), "{child}");
+    }
 }

@@ -164,6 +164,7 @@ fn span_fields_follow_the_semantic_conventions() {
             otel.kind = "server",
             otel.name = "GET /orders/{id}",
             url.full = "http://localhost/orders/7",
+            client.address = "203.0.113.7",
         );
         let _request = request.enter();
         let db = tracing::info_span!(
@@ -204,6 +205,11 @@ fn span_fields_follow_the_semantic_conventions() {
 
     let request = memory.one("GET /orders/{id}");
     assert_eq!(request.span_kind(), SpanKind::Request);
+    // What the Azure exporter sends as the request's `ai.location.ip`.
+    assert_eq!(
+        request.property(census_runtime::export::CLIENT_ADDRESS_PROPERTY),
+        Some("203.0.113.7")
+    );
     let db = memory.one("SELECT orders");
     assert_eq!(db.kind(), "postgresql");
     assert_eq!(db.target(), Some("db.internal:5432"));

@@ -8,13 +8,14 @@
 //! single item.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::limits::{self, cut, required};
 use crate::export::Resource;
 use crate::record::{
-    Correlation, ErrorDetail, EventRecord, ExceptionInfo, LogRecord, MetricKind, MetricRecord,
-    Record, Severity, SpanRecord,
+    CLIENT_ADDRESS_PROPERTY, Correlation, ErrorDetail, EventRecord, ExceptionInfo, LogRecord,
+    MetricKind, MetricRecord, Record, Severity, SpanRecord,
 };
 use crate::site::SpanKind;
 use crate::standard::result_code;
@@ -671,7 +672,36 @@ fn operation_tags(
         out.extend_from_slice(b",\"ai.operation.name\":");
         string(out, cut(name, limits::tag("ai.operation.name")));
     }
+    if let Some(client) = client_address(record) {
+        out.extend_from_slice(b",\"ai.location.ip\":\"");
+        let _ = write!(Bytes(out), "{client}");
+        out.push(b'"');
+    }
     out.push(b'}');
+}
+
+/// The address of the client a request came from ([`CLIENT_ADDRESS_PROPERTY`]), when it is
+/// one: an IP address, or a socket address whose port is left out. A Request and its Exception
+/// items carry it as `ai.location.ip`, as the Azure Monitor exporters send it.
+fn client_address(record: &SpanRecord) -> Option<IpAddr> {
+    if record.span_kind() != SpanKind::Request {
+        return None;
+    }
+    let given = record.property(CLIENT_ADDRESS_PROPERTY)?.trim();
+    given
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| given.parse::<SocketAddr>().ok().map(|address| address.ip()))
+}
+
+/// `write!` into a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
 }
 
 /// The operation tags of a log record or an event, closing the `tags` object: none at all
@@ -714,7 +744,14 @@ fn write_common(out: &mut Vec<u8>, record: &SpanRecord, extracted: Option<&'stat
         .filter(|_| !record.success())
         .map(|m| ("error.message", m));
     let extracted = extracted.map(|by| ("_MS.ProcessedByMetricExtractors", by));
-    properties(out, || record.properties().chain(error).chain(extracted));
+    // The client's address sent as the location tag is not sent again, unmasked, as a property.
+    let located = client_address(record).is_some();
+    let given = || {
+        record
+            .properties()
+            .filter(move |(key, _)| !(located && *key == CLIENT_ADDRESS_PROPERTY))
+    };
+    properties(out, || given().chain(error).chain(extracted));
     out.extend_from_slice(b"},\"ver\":2");
 }
 
@@ -1480,6 +1517,80 @@ mod tests {
         );
         // What is given is sent as it is.
         assert_eq!(required(" a "), " a ");
+    }
+
+    #[test]
+    fn a_requests_client_address_is_its_location_tag_not_a_property() {
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        let mut items = Items::default();
+        let with_client = |site: &'static Site, client: &str, failed: bool| {
+            let mut span = record(site, None);
+            span.set_success(!failed);
+            span.set_extra(Some(Box::new(SpanExtra {
+                properties: vec![
+                    (Cow::Borrowed("order.id"), "7".into()),
+                    (Cow::Borrowed(CLIENT_ADDRESS_PROPERTY), client.into()),
+                ],
+                failure: failed.then(|| {
+                    Box::new(Failure {
+                        exception: None,
+                        errors: vec![ErrorDetail {
+                            type_name: "Declined".into(),
+                            message: "card declined".into(),
+                        }],
+                    })
+                }),
+                ..SpanExtra::default()
+            })));
+            span
+        };
+        writer.write_span(
+            &with_client(&REQUEST_SITE, "203.0.113.7", true),
+            &resource(),
+            &mut items,
+        );
+        assert_eq!(items.len(), 2, "the request and its exception");
+        for index in 0..2 {
+            let item = json(&items, index);
+            assert_eq!(item["tags"]["ai.location.ip"], "203.0.113.7", "{item}");
+            let properties = &item["data"]["baseData"]["properties"];
+            assert!(properties.get(CLIENT_ADDRESS_PROPERTY).is_none(), "{item}");
+        }
+        assert_eq!(
+            json(&items, 0)["data"]["baseData"]["properties"]["order.id"],
+            "7"
+        );
+        // A socket address's port is left out; an IPv6 address is written as such.
+        writer.write_span(
+            &with_client(&REQUEST_SITE, "[2001:db8::7]:443", false),
+            &resource(),
+            &mut items,
+        );
+        assert_eq!(json(&items, 2)["tags"]["ai.location.ip"], "2001:db8::7");
+        // What is not an address stays a property, and is no tag.
+        writer.write_span(
+            &with_client(&REQUEST_SITE, "behind the proxy", false),
+            &resource(),
+            &mut items,
+        );
+        let unknown = json(&items, 3);
+        assert!(unknown["tags"].get("ai.location.ip").is_none());
+        assert_eq!(
+            unknown["data"]["baseData"]["properties"][CLIENT_ADDRESS_PROPERTY],
+            "behind the proxy"
+        );
+        // A dependency's is its own property: no client of the service's.
+        writer.write_span(
+            &with_client(&SQL_SITE, "203.0.113.7", false),
+            &resource(),
+            &mut items,
+        );
+        let dependency = json(&items, 4);
+        assert!(dependency["tags"].get("ai.location.ip").is_none());
+        assert_eq!(
+            dependency["data"]["baseData"]["properties"][CLIENT_ADDRESS_PROPERTY],
+            "203.0.113.7"
+        );
     }
 
     /// The members of the `properties` (or `measurements`) object of item `index` whose key is

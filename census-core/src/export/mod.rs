@@ -20,8 +20,8 @@ pub use self::console::ConsoleExporter;
 pub use self::memory::MemoryExporter;
 pub use crate::backtrace::{PanicBacktrace, StackFrame};
 pub use crate::record::{
-    ErrorDetail, EventRecord, ExceptionInfo, LINKS_PROPERTY, LogRecord, MAX_LINKS, MetricKind,
-    MetricRecord, Record, Severity, SpanRecord,
+    CLIENT_ADDRESS_PROPERTY, ErrorDetail, EventRecord, ExceptionInfo, LINKS_PROPERTY, LogRecord,
+    MAX_LINKS, MetricKind, MetricRecord, Record, Severity, SpanRecord,
 };
 
 use std::borrow::Cow;

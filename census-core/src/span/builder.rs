@@ -133,6 +133,30 @@ impl SpanBuilder {
         self
     }
 
+    /// The address of the client a request came from, sent as the Request's `ai.location.ip`
+    /// tag: Application Insights shows where its users are from it (and then masks it, unless
+    /// the resource keeps addresses). The HTTP server integrations set it themselves, from
+    /// `X-Forwarded-For`, else the connection's peer; this is for a request census learns of
+    /// otherwise (a queue's message, a protocol of the service's own). It is the span's
+    /// [`CLIENT_ADDRESS_PROPERTY`](crate::export::CLIENT_ADDRESS_PROPERTY) property, never sent
+    /// as a custom property.
+    ///
+    /// ```
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// # let memory = census_runtime::export::MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install().unwrap();
+    /// let peer = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+    /// census_runtime::request("PLACE order").client_address(peer).in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5)).unwrap();
+    /// assert_eq!(
+    ///     memory.one("PLACE order").property(census_runtime::export::CLIENT_ADDRESS_PROPERTY),
+    ///     Some("203.0.113.7"),
+    /// );
+    /// ```
+    pub fn client_address(self, address: std::net::IpAddr) -> Self {
+        self.property(crate::record::CLIENT_ADDRESS_PROPERTY, address)
+    }
+
     /// Links the span to another it relates to without being its child: the message a
     /// consumer handles, each message of a batch, the request that queued a job. Application
     /// Insights shows the linked operations beside it; the link is the span's

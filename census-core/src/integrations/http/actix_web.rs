@@ -32,7 +32,7 @@ use actix_web::Error;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 
-use super::calls::ServerRequest;
+use super::calls::{ServerRequest, X_FORWARDED_FOR, client_address};
 use crate::propagation::{Incoming, REQUEST_ID, TRACEPARENT, TRACESTATE};
 
 /// The middleware, for `App::wrap`.
@@ -127,6 +127,10 @@ fn request_span(req: &ServiceRequest) -> crate::span::SpanBuilder {
         host: info.host(),
         path_and_query,
         incoming,
+        client: client_address(
+            headers.get_all(X_FORWARDED_FOR).map(|v| v.as_bytes()),
+            req.peer_addr().map(|peer| peer.ip()),
+        ),
     }
     .span()
 }

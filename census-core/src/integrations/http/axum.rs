@@ -17,9 +17,13 @@
 //! # let _ = app;
 //! ```
 //!
-//! A request no route matched (the fallback) is named by its path.
+//! A request no route matched (the fallback) is named by its path. The client's address
+//! (`ai.location.ip`) is the first of `X-Forwarded-For`, else the connection's peer when the
+//! service was made with `into_make_service_with_connect_info::<SocketAddr>()`.
 
-use axum::extract::{MatchedPath, OriginalUri};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, MatchedPath, OriginalUri};
 use http::{Extensions, Uri};
 
 use super::tower::{Routes, ServerLayer};
@@ -30,12 +34,21 @@ pub fn layer() -> ServerLayer {
     ServerLayer::with_routes(Routes {
         route,
         original_uri,
+        peer,
     })
 }
 
 /// The route template axum matched, when the layer runs after routing.
 fn route(extensions: &Extensions) -> Option<&str> {
     extensions.get::<MatchedPath>().map(MatchedPath::as_str)
+}
+
+/// The connection's peer, when the service was made with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
+fn peer(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
 }
 
 /// The URI before a nested router stripped its prefix.

@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::fmt::Display;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +27,9 @@ use pin_project_lite::pin_project;
 use crate::propagation::{Incoming, Outgoing, redact_credentials};
 use crate::record::OperationName;
 use crate::span::{DetachedSpan, SpanBuilder};
+
+/// The header a proxy or load balancer names the client in, first of the addresses it lists.
+pub(crate) const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// Application Insights keeps at most this much of a URL.
 const MAX_URL: usize = 2048;
@@ -198,6 +202,29 @@ pub(crate) struct ServerRequest<'a> {
     /// Path and query.
     pub(crate) path_and_query: &'a str,
     pub(crate) incoming: Incoming,
+    /// The client's address ([`client_address`]).
+    pub(crate) client: Option<IpAddr>,
+}
+
+/// The address of the client a request came from: the first of `X-Forwarded-For` (what the
+/// proxy or load balancer in front of the service saw), else the connection's `peer`, as the
+/// Azure Monitor exporters read it. A header that holds no address is ignored.
+pub(crate) fn client_address<'v>(
+    mut forwarded_for: impl Iterator<Item = &'v [u8]>,
+    peer: Option<IpAddr>,
+) -> Option<IpAddr> {
+    let first = forwarded_for
+        .next()
+        .and_then(|value| std::str::from_utf8(value).ok())
+        .and_then(|value| value.split(',').next())
+        .map(str::trim)
+        .unwrap_or_default();
+    first
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| first.parse::<SocketAddr>().ok().map(|address| address.ip()))
+        .or_else(|| first.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+        .or(peer)
 }
 
 impl ServerRequest<'_> {
@@ -221,7 +248,11 @@ impl ServerRequest<'_> {
                 self.incoming.under(request)
             }
         };
-        builder.data(bounded(Cow::Owned(url)).into_owned())
+        let builder = builder.data(bounded(Cow::Owned(url)).into_owned());
+        match self.client {
+            Some(client) => builder.client_address(client),
+            None => builder,
+        }
     }
 }
 
@@ -319,6 +350,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_client_is_the_first_forwarded_address_else_the_peer_and_a_bad_header_is_ignored() {
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let client = |forwarded: &[&str]| {
+            client_address(forwarded.iter().map(|value| value.as_bytes()), Some(peer))
+                .map(|address| address.to_string())
+        };
+        assert_eq!(client(&[]).as_deref(), Some("127.0.0.1"));
+        for (forwarded, expected) in [
+            ("203.0.113.7", "203.0.113.7"),
+            ("203.0.113.7, 10.0.0.2, 10.0.0.3", "203.0.113.7"),
+            (" 203.0.113.7 ,10.0.0.2", "203.0.113.7"),
+            ("203.0.113.7:4711", "203.0.113.7"),
+            ("2001:db8::7", "2001:db8::7"),
+            ("[2001:db8::7]", "2001:db8::7"),
+            ("[2001:db8::7]:443", "2001:db8::7"),
+            // Not an address: the peer.
+            ("unknown", "127.0.0.1"),
+            ("", "127.0.0.1"),
+            (", 203.0.113.7", "127.0.0.1"),
+            ("203.0.113.777", "127.0.0.1"),
+        ] {
+            assert_eq!(
+                client(&[forwarded]).as_deref(),
+                Some(expected),
+                "{forwarded:?}"
+            );
+        }
+        // The first header counts, as the first address of one.
+        assert_eq!(
+            client(&["198.51.100.1", "203.0.113.7"]).as_deref(),
+            Some("198.51.100.1")
+        );
+        assert_eq!(
+            client_address([&b"\xff\xfe"[..]].into_iter(), Some(peer)),
+            Some(peer),
+            "bytes that are not text"
+        );
+        assert_eq!(client_address(std::iter::empty(), None), None);
+    }
+
+    #[test]
     fn urls_split_into_target_and_path_without_credentials_or_query() {
         let parts = split_url("http://me:pw@127.0.0.1:8080/orders/7?x=1#top");
         assert_eq!(
@@ -350,6 +422,7 @@ mod tests {
             host: "127.0.0.1",
             path_and_query: "/scan/4711?x=1",
             incoming: Incoming::default(),
+            client: None,
         };
         drop(request(None).span());
         assert!(!crate::record::is_interned("GET /scan/4711"));

@@ -49,7 +49,9 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::calls::{ClientCall, ClientOptions, Failure, ServerRequest};
+use super::calls::{
+    ClientCall, ClientOptions, Failure, ServerRequest, X_FORWARDED_FOR, client_address,
+};
 use crate::propagation::{Incoming, REQUEST_ID, TRACEPARENT, TRACESTATE};
 
 // ---------------------------------------------------------------------------------------------
@@ -191,6 +193,8 @@ pub struct ServerLayer {
 pub(crate) struct Routes {
     pub(crate) route: fn(&http::Extensions) -> Option<&str>,
     pub(crate) original_uri: fn(&http::Extensions) -> Option<&http::Uri>,
+    /// The connection's peer, when the router was told it (axum's `ConnectInfo`).
+    pub(crate) peer: fn(&http::Extensions) -> Option<std::net::IpAddr>,
 }
 
 impl fmt::Debug for Routes {
@@ -312,6 +316,13 @@ fn request_span<B>(req: &Request<B>, routes: Option<Routes>) -> crate::span::Spa
         host,
         path_and_query,
         incoming,
+        client: client_address(
+            headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            routes.and_then(|routes| (routes.peer)(extensions)),
+        ),
     }
     .span()
 }
