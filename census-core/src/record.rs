@@ -151,6 +151,17 @@ pub const LINKS_PROPERTY: &str = "_MS.links";
 /// `tracing` span's `client.address` field is it too.
 pub const CLIENT_ADDRESS_PROPERTY: &str = "client.address";
 
+/// The property an item's authenticated user goes in (the OpenTelemetry conventions'
+/// `enduser.id`): sent as its `ai.user.authUserId` tag, which the portal's Users, Sessions and
+/// funnels count by, and not as a custom property, as the Azure Monitor exporters send it. A
+/// span's (a `tracing` span's field, or `.property(AUTHENTICATED_USER_PROPERTY, ..)`), a
+/// `tracing` event's field, or a custom event's property.
+pub const AUTHENTICATED_USER_PROPERTY: &str = "enduser.id";
+
+/// The property an item's anonymous user id goes in (`enduser.pseudo.id`): sent as its
+/// `ai.user.id` tag, as [`AUTHENTICATED_USER_PROPERTY`] is.
+pub const USER_PROPERTY: &str = "enduser.pseudo.id";
+
 /// The most links a span keeps: each is 80 characters of the property's value, which
 /// ingestion takes up to 8,192 (the Azure Monitor exporters keep as many).
 pub const MAX_LINKS: usize = 100;

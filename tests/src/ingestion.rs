@@ -725,7 +725,8 @@ fn tag_limit(key: &str) -> usize {
         | "ai.device.model"
         | "ai.device.oemName" => 256,
         "ai.device.locale" | "ai.device.type" | "ai.internal.sdkVersion" => 64,
-        "ai.operation.id" | "ai.operation.parentId" => 128,
+        "ai.operation.id" | "ai.operation.parentId" | "ai.user.id" => 128,
+        "ai.location.ip" => 46,
         _ => 1024,
     }
 }

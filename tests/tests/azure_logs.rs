@@ -1,7 +1,7 @@
 //! Log records, exceptions and custom events as Application Insights envelopes, through the
 //! loopback ingestion server: the shapes of the Python reference's (`s11_logs.json`) where census
-//! does not deliberately differ, their values, and census's own warnings never sent, even while
-//! the endpoint fails.
+//! does not deliberately differ, their values, the user an item names sent as its user tags,
+//! and census's own warnings never sent, even while the endpoint fails.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -265,4 +265,56 @@ fn census_s_own_warnings_are_printed_but_never_sent_while_the_endpoint_fails() {
         .filter(|e| e["name"] == MESSAGE)
         .count();
     assert_eq!(accepted, 5, "every application record is delivered once");
+}
+
+#[test]
+fn the_user_an_item_names_is_sent_as_its_user_tag() {
+    let subscriber = tracing_subscriber::layer::SubscriberExt::with(
+        tracing_subscriber::registry(),
+        census_runtime::integrations::tracing::CensusLayer::new(),
+    );
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let server = IngestionServer::start().unwrap();
+    let census = census_tests::azure::install_azure(&server, "users");
+    {
+        let request = tracing::info_span!(
+            "checkout",
+            otel.kind = "server",
+            enduser.id = "ada@example.com",
+            enduser.pseudo.id = "a-1",
+        );
+        let _request = request.enter();
+        tracing::info!(enduser.id = "ada@example.com", "order placed");
+        census_runtime::event("order_placed")
+            .property(
+                census_runtime::export::AUTHENTICATED_USER_PROPERTY,
+                "ada@example.com",
+            )
+            .send();
+    }
+    census.flush(Duration::from_secs(20)).unwrap();
+    let items = server.items();
+    let request = items
+        .iter()
+        .find(|item| item["data"]["baseType"] == "RequestData")
+        .unwrap();
+    assert_eq!(request["tags"]["ai.user.id"], "a-1");
+    for base_type in ["RequestData", "MessageData", "EventData"] {
+        let named: Vec<&Value> = items
+            .iter()
+            .filter(|item| item["data"]["baseType"] == base_type)
+            .collect();
+        assert!(!named.is_empty(), "no {base_type}");
+        for item in named {
+            assert_eq!(
+                item["tags"]["ai.user.authUserId"], "ada@example.com",
+                "{item}"
+            );
+            let properties = item["data"]["baseData"]["properties"].as_object().unwrap();
+            assert!(
+                properties.keys().all(|key| !key.starts_with("enduser.")),
+                "{item}"
+            );
+        }
+    }
 }

@@ -14,8 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::limits::{self, cut, required};
 use crate::export::Resource;
 use crate::record::{
-    CLIENT_ADDRESS_PROPERTY, Correlation, ErrorDetail, EventRecord, ExceptionInfo, LogRecord,
-    MetricKind, MetricRecord, Record, Severity, SpanRecord,
+    AUTHENTICATED_USER_PROPERTY, CLIENT_ADDRESS_PROPERTY, Correlation, ErrorDetail, EventRecord,
+    ExceptionInfo, LogRecord, MetricKind, MetricRecord, Record, Severity, SpanRecord,
+    USER_PROPERTY,
 };
 use crate::site::SpanKind;
 use crate::standard::result_code;
@@ -243,7 +244,7 @@ impl EnvelopeWriter {
         self.head_for(resource);
         let out = &mut items.bytes;
         out.extend_from_slice(&self.head);
-        correlation_tags(out, &log.correlation);
+        correlation_tags(out, &log.correlation, || log.properties());
         out.extend_from_slice(b",\"time\":");
         time(out, &mut self.scratch, log.time());
         out.extend_from_slice(b",\"name\":");
@@ -289,7 +290,7 @@ impl EnvelopeWriter {
         let exception = !log.errors().is_empty();
         let given = || {
             log.properties()
-                .filter(move |(key, _)| !(exception && *key == STACK_PROPERTY))
+                .filter(move |(key, _)| !(names_user(key) || exception && *key == STACK_PROPERTY))
         };
         properties(out, || source.into_iter().flatten().chain(given()));
         out.extend_from_slice(b"},\"ver\":2},\"baseType\":");
@@ -312,7 +313,7 @@ impl EnvelopeWriter {
         self.head_for(resource);
         let out = &mut items.bytes;
         out.extend_from_slice(&self.head);
-        correlation_tags(out, &event.correlation);
+        correlation_tags(out, &event.correlation, || event.properties());
         out.extend_from_slice(b",\"time\":");
         time(out, &mut self.scratch, event.time());
         out.extend_from_slice(b",\"name\":");
@@ -320,7 +321,9 @@ impl EnvelopeWriter {
         out.extend_from_slice(b",\"data\":{\"baseData\":{\"name\":");
         string(out, cut(required(event.name()), limits::EVENT_NAME));
         out.extend_from_slice(b",\"properties\":{");
-        properties(out, || event.properties());
+        properties(out, || {
+            event.properties().filter(|(key, _)| !names_user(key))
+        });
         out.extend_from_slice(b"},\"measurements\":{");
         let mut first = true;
         // JSON has no NaN or infinity: such a measurement is left out.
@@ -672,6 +675,7 @@ fn operation_tags(
         out.extend_from_slice(b",\"ai.operation.name\":");
         string(out, cut(name, limits::tag("ai.operation.name")));
     }
+    user_tags(out, || record.properties());
     if let Some(client) = client_address(record) {
         out.extend_from_slice(b",\"ai.location.ip\":\"");
         let _ = write!(Bytes(out), "{client}");
@@ -706,7 +710,10 @@ impl std::fmt::Write for Bytes<'_> {
 
 /// The operation tags of a log record or an event, closing the `tags` object: none at all
 /// outside any span.
-fn correlation_tags(out: &mut Vec<u8>, correlation: &Correlation) {
+fn correlation_tags<'a, I>(out: &mut Vec<u8>, correlation: &Correlation, properties: impl Fn() -> I)
+where
+    I: Iterator<Item = (&'a str, &'a str)>,
+{
     if let Some(trace_id) = correlation.trace_id {
         out.extend_from_slice(b",\"ai.operation.id\":");
         let mut trace_hex = [0u8; 32];
@@ -723,7 +730,43 @@ fn correlation_tags(out: &mut Vec<u8>, correlation: &Correlation) {
         out.extend_from_slice(b",\"ai.operation.name\":");
         string(out, cut(name, limits::tag("ai.operation.name")));
     }
+    user_tags(out, properties);
     out.push(b'}');
+}
+
+/// The properties that name an item's user, and the tags they are sent as.
+const USER_TAGS: [(&str, &str); 2] = [
+    (AUTHENTICATED_USER_PROPERTY, "ai.user.authUserId"),
+    (USER_PROPERTY, "ai.user.id"),
+];
+
+/// Whether `key` is one of [`USER_TAGS`]' properties, sent as a tag and not as a property.
+fn names_user(key: &str) -> bool {
+    key.starts_with("enduser.") && USER_TAGS.iter().any(|(property, _)| *property == key)
+}
+
+/// The user tags of an item whose properties are `properties`: each from the value its
+/// property was given last, when it is not blank.
+fn user_tags<'a, I>(out: &mut Vec<u8>, properties: impl Fn() -> I)
+where
+    I: Iterator<Item = (&'a str, &'a str)>,
+{
+    if !properties().any(|(key, _)| names_user(key)) {
+        return;
+    }
+    for (property, tag) in USER_TAGS {
+        let user = properties()
+            .filter(|(key, _)| *key == property)
+            .last()
+            .map(|(_, user)| user)
+            .filter(|user| !user.trim().is_empty());
+        if let Some(user) = user {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(tag.as_bytes());
+            out.extend_from_slice(b"\":");
+            string(out, cut(user, limits::tag(tag)));
+        }
+    }
 }
 
 fn correlation_sample_rate(out: &mut Vec<u8>, scratch: &mut String, correlation: &Correlation) {
@@ -747,9 +790,9 @@ fn write_common(out: &mut Vec<u8>, record: &SpanRecord, extracted: Option<&'stat
     // The client's address sent as the location tag is not sent again, unmasked, as a property.
     let located = client_address(record).is_some();
     let given = || {
-        record
-            .properties()
-            .filter(move |(key, _)| !(located && *key == CLIENT_ADDRESS_PROPERTY))
+        record.properties().filter(move |(key, _)| {
+            !(names_user(key) || located && *key == CLIENT_ADDRESS_PROPERTY)
+        })
     };
     properties(out, || given().chain(error).chain(extracted));
     out.extend_from_slice(b"},\"ver\":2");
@@ -1060,6 +1103,7 @@ mod tests {
     use super::*;
     use crate::azure::limits::NOT_GIVEN;
     use crate::id::{SpanId, TraceId};
+    use crate::record::{AUTHENTICATED_USER_PROPERTY, USER_PROPERTY};
     use crate::record::{Failure, SpanExtra};
     use crate::site::Site;
     use std::borrow::Cow;
@@ -1591,6 +1635,71 @@ mod tests {
             dependency["data"]["baseData"]["properties"][CLIENT_ADDRESS_PROPERTY],
             "203.0.113.7"
         );
+    }
+
+    #[test]
+    fn the_user_an_item_names_is_its_user_tags_not_properties() {
+        use crate::record::Source;
+        use crate::text::Text;
+
+        let mut writer = EnvelopeWriter::new("00000000-0000-0000-0000-000000000001");
+        let mut items = Items::default();
+        let users = |authenticated: &str, pseudo: &str| {
+            vec![
+                (Cow::Borrowed("order.id"), "7".into()),
+                (
+                    Cow::Borrowed(AUTHENTICATED_USER_PROPERTY),
+                    authenticated.into(),
+                ),
+                (Cow::Borrowed(USER_PROPERTY), pseudo.into()),
+            ]
+        };
+        let mut request = record(&REQUEST_SITE, None);
+        request.set_extra(Some(Box::new(SpanExtra {
+            properties: users("ada@example.com", "a-1"),
+            ..SpanExtra::default()
+        })));
+        writer.write_span(&request, &resource(), &mut items);
+        let mut log = LogRecord::new(
+            Severity::Information,
+            Text::format(format_args!("order placed")),
+            Correlation::default(),
+            Source::default(),
+        );
+        for (key, value) in users(&"u".repeat(2000), &"p".repeat(200)) {
+            log.new_property(key).append(format_args!("{value}"));
+        }
+        writer.write(&Record::Log(Box::new(log)), &resource(), &mut items);
+        let event = EventRecord::new(
+            Cow::Borrowed("order_placed"),
+            Correlation::default(),
+            Box::new(SpanExtra {
+                properties: users("ada@example.com", " "),
+                ..SpanExtra::default()
+            }),
+            Vec::new(),
+        );
+        writer.write(&Record::Event(Box::new(event)), &resource(), &mut items);
+
+        for index in 0..3 {
+            let item = json(&items, index);
+            let properties = item["data"]["baseData"]["properties"].as_object().unwrap();
+            assert_eq!(properties["order.id"], "7");
+            assert!(
+                !properties.contains_key(AUTHENTICATED_USER_PROPERTY)
+                    && !properties.contains_key(USER_PROPERTY),
+                "{item}"
+            );
+        }
+        let tags = |index| json(&items, index)["tags"].clone();
+        assert_eq!(tags(0)["ai.user.authUserId"], "ada@example.com");
+        assert_eq!(tags(0)["ai.user.id"], "a-1");
+        // Cut to the tags' limits.
+        assert_eq!(tags(1)["ai.user.authUserId"], "u".repeat(1024));
+        assert_eq!(tags(1)["ai.user.id"], "p".repeat(128));
+        // A blank one is no tag.
+        assert_eq!(tags(2)["ai.user.authUserId"], "ada@example.com");
+        assert!(tags(2).get("ai.user.id").is_none());
     }
 
     /// The members of the `properties` (or `measurements`) object of item `index` whose key is

@@ -61,8 +61,9 @@ pub(crate) fn tag(key: &str) -> usize {
         | "ai.device.model"
         | "ai.device.oemName" => 256,
         "ai.device.locale" | "ai.device.type" | "ai.internal.sdkVersion" => 64,
-        "ai.operation.id" | "ai.operation.parentId" => 128,
-        // ai.operation.name, ai.application.ver, ai.device.id and the rest.
+        "ai.operation.id" | "ai.operation.parentId" | "ai.user.id" => 128,
+        "ai.location.ip" => 46,
+        // ai.operation.name, ai.application.ver, ai.user.authUserId and the rest.
         _ => 1024,
     }
 }

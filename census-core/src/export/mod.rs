@@ -20,8 +20,9 @@ pub use self::console::ConsoleExporter;
 pub use self::memory::MemoryExporter;
 pub use crate::backtrace::{PanicBacktrace, StackFrame};
 pub use crate::record::{
-    CLIENT_ADDRESS_PROPERTY, ErrorDetail, EventRecord, ExceptionInfo, LINKS_PROPERTY, LogRecord,
-    MAX_LINKS, MetricKind, MetricRecord, Record, Severity, SpanRecord,
+    AUTHENTICATED_USER_PROPERTY, CLIENT_ADDRESS_PROPERTY, ErrorDetail, EventRecord, ExceptionInfo,
+    LINKS_PROPERTY, LogRecord, MAX_LINKS, MetricKind, MetricRecord, Record, Severity, SpanRecord,
+    USER_PROPERTY,
 };
 
 use std::borrow::Cow;
