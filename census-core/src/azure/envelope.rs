@@ -400,7 +400,13 @@ impl EnvelopeWriter {
         operation_name: Option<&str>,
     ) {
         out.extend_from_slice(&self.head);
-        operation_tags(out, record, Some(span_id), operation_name);
+        operation_tags(
+            out,
+            record,
+            Some(span_id),
+            operation_name,
+            sends_as_tags(record),
+        );
         out.extend_from_slice(b",\"time\":");
         time(
             out,
@@ -434,7 +440,8 @@ impl EnvelopeWriter {
             &parent_hex[..]
         });
         out.extend_from_slice(&self.head);
-        operation_tags(out, record, parent, operation_name);
+        let tagged = sends_as_tags(record);
+        operation_tags(out, record, parent, operation_name, tagged);
         out.extend_from_slice(b",\"time\":");
         time(out, &mut self.scratch, record.start_time());
         let request = record.span_kind() == SpanKind::Request;
@@ -451,6 +458,7 @@ impl EnvelopeWriter {
                 out,
                 record,
                 self.metrics_extracted.then_some(REQUESTS_EXTRACTED),
+                tagged,
             );
             out.extend_from_slice(b",\"name\":");
             string(out, cut(required(record.name()), limits::NAME));
@@ -472,6 +480,7 @@ impl EnvelopeWriter {
                 out,
                 record,
                 self.metrics_extracted.then_some(DEPENDENCIES_EXTRACTED),
+                tagged,
             );
             out.extend_from_slice(b",\"type\":");
             string(out, cut(record.kind(), limits::CODE));
@@ -656,12 +665,14 @@ fn stack(out: &mut Vec<u8>, scratch: &mut String, method: &str, exception: &Exce
     }
 }
 
-/// The per-span tags, closing the `tags` object.
+/// The per-span tags, closing the `tags` object; `tagged`: some of its properties may be sent
+/// as tags ([`sends_as_tags`]).
 fn operation_tags(
     out: &mut Vec<u8>,
     record: &SpanRecord,
     parent: Option<&[u8]>,
     operation_name: Option<&str>,
+    tagged: bool,
 ) {
     out.extend_from_slice(b",\"ai.operation.id\":");
     let mut trace_hex = [0u8; 32];
@@ -675,6 +686,10 @@ fn operation_tags(
         out.extend_from_slice(b",\"ai.operation.name\":");
         string(out, cut(name, limits::tag("ai.operation.name")));
     }
+    if !tagged {
+        out.push(b'}');
+        return;
+    }
     user_tags(out, || record.properties());
     if let Some(client) = client_address(record) {
         out.extend_from_slice(b",\"ai.location.ip\":\"");
@@ -682,6 +697,14 @@ fn operation_tags(
         out.push(b'"');
     }
     out.push(b'}');
+}
+
+/// Whether a span has a property that may be sent as a tag (the client's address, the user):
+/// one pass over its properties, most often all there is to it.
+fn sends_as_tags(record: &SpanRecord) -> bool {
+    record
+        .properties()
+        .any(|(key, _)| names_user(key) || key == CLIENT_ADDRESS_PROPERTY)
 }
 
 /// The address of the client a request came from ([`CLIENT_ADDRESS_PROPERTY`]), when it is
@@ -774,8 +797,14 @@ fn correlation_sample_rate(out: &mut Vec<u8>, scratch: &mut String, correlation:
 }
 
 /// `success`, `properties` and `ver`, shared by requests and dependencies; `extracted`: the
-/// item was counted into the standard metrics, by this extractor.
-fn write_common(out: &mut Vec<u8>, record: &SpanRecord, extracted: Option<&'static str>) {
+/// item was counted into the standard metrics, by this extractor; `tagged`: some of its
+/// properties may be sent as tags ([`sends_as_tags`]).
+fn write_common(
+    out: &mut Vec<u8>,
+    record: &SpanRecord,
+    extracted: Option<&'static str>,
+    tagged: bool,
+) {
     out.extend_from_slice(if record.success() {
         b",\"success\":true"
     } else {
@@ -787,14 +816,19 @@ fn write_common(out: &mut Vec<u8>, record: &SpanRecord, extracted: Option<&'stat
         .filter(|_| !record.success())
         .map(|m| ("error.message", m));
     let extracted = extracted.map(|by| ("_MS.ProcessedByMetricExtractors", by));
-    // The client's address sent as the location tag is not sent again, unmasked, as a property.
-    let located = client_address(record).is_some();
-    let given = || {
-        record.properties().filter(move |(key, _)| {
-            !(names_user(key) || located && *key == CLIENT_ADDRESS_PROPERTY)
-        })
-    };
-    properties(out, || given().chain(error).chain(extracted));
+    if !tagged {
+        properties(out, || record.properties().chain(error).chain(extracted));
+    } else {
+        // The client's address sent as the location tag is not sent again, unmasked, as a
+        // property; the user's neither.
+        let located = client_address(record).is_some();
+        let given = || {
+            record.properties().filter(move |(key, _)| {
+                !(names_user(key) || located && *key == CLIENT_ADDRESS_PROPERTY)
+            })
+        };
+        properties(out, || given().chain(error).chain(extracted));
+    }
     out.extend_from_slice(b"},\"ver\":2");
 }
 

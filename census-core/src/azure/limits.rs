@@ -44,7 +44,16 @@ pub(crate) const NOT_GIVEN: &str = "n/a";
 /// `value`, or [`NOT_GIVEN`] when it is empty or blank: for the fields the schema requires
 /// (Message `message`, Event, Request, RemoteDependency and metric `name`, Request
 /// `responseCode`, an exception's `typeName` and `message`, a stack frame's `method`).
+#[inline]
 pub(crate) fn required(value: &str) -> &str {
+    // Most values start with a character that is not white space: one comparison.
+    if value
+        .as_bytes()
+        .first()
+        .is_some_and(|&first| first.is_ascii() && !char::from(first).is_whitespace())
+    {
+        return value;
+    }
     if value.trim().is_empty() {
         NOT_GIVEN
     } else {
