@@ -9,7 +9,6 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use bytes::Bytes;
-use census_runtime::integrations::log::LogBridge;
 use census_runtime::integrations::reqwest::ReqwestMiddleware;
 use census_runtime::integrations::rusqlite::Connection;
 use census_runtime::{current_span, dependency, inproc};
@@ -140,15 +139,7 @@ fn limited_fields(item: &Value) -> Vec<(String, String, usize)> {
 
 /// Runs the program with over-long values everywhere; the strict server's requests.
 fn run_program(server: &IngestionServer) -> Vec<Value> {
-    LogBridge::new()
-        .level(log::LevelFilter::Info)
-        .install()
-        .unwrap();
-    let subscriber = tracing_subscriber::layer::SubscriberExt::with(
-        tracing_subscriber::registry(),
-        census_runtime::integrations::tracing::CensusLayer::new(),
-    );
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    crate::bridges::install();
     // Quiet panics; census chains its own hook to this one at install.
     std::panic::set_hook(Box::new(|_| {}));
     let census = census_runtime::pipeline()

@@ -39,15 +39,7 @@ impl std::error::Error for Declined {}
 /// What the scenario of the reference writes, through census: a record outside any span, a
 /// span with a record, an error (a `tracing` event's and a `log` record's) and an event in it.
 fn census_envelopes(name: &str) -> (Vec<Value>, String) {
-    LogBridge::new()
-        .level(log::LevelFilter::Info)
-        .install()
-        .unwrap();
-    let subscriber = tracing_subscriber::layer::SubscriberExt::with(
-        tracing_subscriber::registry(),
-        census_runtime::integrations::tracing::CensusLayer::new(),
-    );
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    crate::bridges::install();
     let server = IngestionServer::start().unwrap();
     let census = census_runtime::pipeline()
         .cloud_role("orders-api")
@@ -269,11 +261,7 @@ fn census_s_own_warnings_are_printed_but_never_sent_while_the_endpoint_fails() {
 
 #[test]
 fn the_user_an_item_names_is_sent_as_its_user_tag() {
-    let subscriber = tracing_subscriber::layer::SubscriberExt::with(
-        tracing_subscriber::registry(),
-        census_runtime::integrations::tracing::CensusLayer::new(),
-    );
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    crate::bridges::install();
     let server = IngestionServer::start().unwrap();
     let census = census_tests::azure::install_azure(&server, "users");
     {

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use census_runtime::integrations::log::LogBridge;
 use census_runtime::integrations::metrics::CensusRecorder;
 use census_runtime::{current_span, dependency, inproc};
 use census_tests::azure::install_azure;
@@ -46,15 +45,7 @@ fn of<'a>(items: &'a [Value], base_type: &str) -> Vec<&'a Value> {
 
 #[test]
 fn empty_required_fields_lose_nothing_against_the_strict_server() {
-    LogBridge::new()
-        .level(log::LevelFilter::Info)
-        .install()
-        .unwrap();
-    let subscriber = tracing_subscriber::layer::SubscriberExt::with(
-        tracing_subscriber::registry(),
-        census_runtime::integrations::tracing::CensusLayer::new(),
-    );
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    crate::bridges::install();
     CensusRecorder::new().install().unwrap();
     // Quiet panics; census chains its own hook to this one at install.
     std::panic::set_hook(Box::new(|_| {}));

@@ -5,6 +5,7 @@
 //! `log` and `tracing` bridges, `metrics_*` the `metrics` facade's recorder, `sampling_*` samplers under load). cargo-nextest runs every test in a process of its own, so the
 //! global pipeline each test installs is its own; select an area with `-E 'test(/^db_/)'`.
 
+mod bridges;
 mod http_support;
 
 mod azure_connection_string;
