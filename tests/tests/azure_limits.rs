@@ -307,7 +307,7 @@ fn over_long_values_everywhere_lose_nothing_against_the_strict_server() {
 }
 
 /// POSTs `items` as one batch to `server`; the status and the answer's JSON.
-fn post(server: &IngestionServer, items: &[Value]) -> (u16, Value) {
+pub(crate) fn post(server: &IngestionServer, items: &[Value]) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()

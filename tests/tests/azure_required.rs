@@ -135,19 +135,9 @@ fn the_strict_server_refuses_an_empty_required_field_as_ingestion_does() {
             }}
         })
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let body = serde_json::to_vec(&[message("order placed"), message("")]).unwrap();
-    let mut response = agent
-        .post(format!("{}/v2.1/track", server.url()))
-        .content_type("application/json")
-        .send(&body[..])
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 206);
-    let answer: Value =
-        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    let (status, answer) =
+        crate::azure_limits::post(&server, &[message("order placed"), message("")]);
+    assert_eq!(status, 206);
     assert_eq!(
         answer,
         json!({
