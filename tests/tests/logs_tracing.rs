@@ -200,6 +200,13 @@ fn span_fields_follow_the_semantic_conventions() {
             "orders process",
             otel.kind = "consumer"
         ));
+        // The client's address by `tracing-actix-web`'s older name.
+        drop(tracing::info_span!(
+            "HTTP request",
+            otel.kind = "server",
+            otel.name = "GET /stock",
+            http.client_ip = "198.51.100.4",
+        ));
     }
     flush(&pipeline);
 
@@ -210,6 +217,12 @@ fn span_fields_follow_the_semantic_conventions() {
         request.property(census_runtime::export::CLIENT_ADDRESS_PROPERTY),
         Some("203.0.113.7")
     );
+    let stock = memory.one("GET /stock");
+    assert_eq!(
+        stock.property(census_runtime::export::CLIENT_ADDRESS_PROPERTY),
+        Some("198.51.100.4")
+    );
+    assert_eq!(stock.property("http.client_ip"), None);
     let db = memory.one("SELECT orders");
     assert_eq!(db.kind(), "postgresql");
     assert_eq!(db.target(), Some("db.internal:5432"));

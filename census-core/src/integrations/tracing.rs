@@ -10,7 +10,8 @@
 //!   `http.response.status_code` describe a call, its type and target named as census's own
 //!   integrations name them: `postgresql` and `db.internal:5432 | orders` for a query, `SQL` for
 //!   SQL Server, `Queue Message | kafka` for a message sent) or census's own (`census.kind`,
-//!   `census.target`). Its other fields become properties; `otel.status_code = "ERROR"`, an
+//!   `census.target`); `client.address` or `http.client_ip` is a request's client, sent as its
+//!   `ai.location.ip`. Its other fields become properties; `otel.status_code = "ERROR"`, an
 //!   `error` field, or an `ERROR` event written in it (what `#[instrument(err)]` writes when the
 //!   function returns an `Err`, as `tracing-opentelemetry` reads it) fails it, unless
 //!   `otel.status_code = "OK"` came first: that status is final, as OpenTelemetry's. A span
@@ -643,6 +644,12 @@ impl<'a> SpanFields<'a> {
                 self.facts.http = true;
             }
             Convention::StatusCode => self.facts.status = value.parse().ok(),
+            Convention::Client => {
+                *new_property(
+                    &mut extra.properties,
+                    Cow::Borrowed(crate::record::CLIENT_ADDRESS_PROPERTY),
+                ) = value;
+            }
         }
     }
 }
@@ -685,6 +692,9 @@ enum Convention {
     Url,
     /// `http.response.status_code`, `http.status_code`: the result code; 400 and above fail it.
     StatusCode,
+    /// `client.address`, `http.client_ip` (`tracing-actix-web`'s): the client a request came
+    /// from, its [`CLIENT_ADDRESS_PROPERTY`](crate::record::CLIENT_ADDRESS_PROPERTY).
+    Client,
 }
 
 impl Convention {
@@ -706,6 +716,7 @@ impl Convention {
             "http.request.method" | "http.method" => Convention::Method,
             "url.full" | "http.url" => Convention::Url,
             "http.response.status_code" | "http.status_code" => Convention::StatusCode,
+            "client.address" | "http.client_ip" => Convention::Client,
             _ => return None,
         })
     }
