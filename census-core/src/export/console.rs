@@ -820,11 +820,18 @@ fn round(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 
+/// `  {key=value, ...}`: each key once, with the value given last, as the envelope carries it.
 fn push_properties<'a>(text: &mut String, properties: impl Iterator<Item = (&'a str, &'a str)>) {
-    let mut properties = properties.peekable();
-    if properties.peek().is_some() {
+    let given: Vec<(&str, &str)> = properties.collect();
+    let shown = given
+        .iter()
+        .enumerate()
+        .filter(|(i, (key, _))| !given[i + 1..].iter().any(|(later, _)| later == key))
+        .map(|(_, pair)| *pair);
+    let mut shown = shown.peekable();
+    if shown.peek().is_some() {
         text.push_str("  {");
-        for (i, (key, value)) in properties.enumerate() {
+        for (i, (key, value)) in shown.enumerate() {
             let _ = write!(
                 text,
                 "{}{key}={}",
@@ -1201,7 +1208,11 @@ mod tests {
         let mut query = record(&CALL, trace, Some(&fetch));
         query.set_extra(Some(Box::new(SpanExtra {
             data: Some(Cow::Borrowed("SELECT id\n  FROM orders\r\n WHERE id = $1")),
-            properties: vec![(Cow::Borrowed("note"), "two\nlines".into())],
+            // A key given twice is shown once, with the value given last.
+            properties: vec![
+                (Cow::Borrowed("note"), "first".into()),
+                (Cow::Borrowed("note"), "two\nlines".into()),
+            ],
             ..SpanExtra::default()
         })));
         query.fail(
