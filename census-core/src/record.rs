@@ -148,7 +148,7 @@ pub const LINKS_PROPERTY: &str = "_MS.links";
 /// Insights derives the client's country and city (and which it then masks, unless the
 /// resource is set to keep addresses), and not as a custom property, which nothing masks. The
 /// HTTP server integrations set it from `X-Forwarded-For`, else the connection's peer; a
-/// `tracing` span's `client.address` field is it too.
+/// `tracing` span's `client.address` or `http.client_ip` field is it too.
 pub const CLIENT_ADDRESS_PROPERTY: &str = "client.address";
 
 /// The property an item's authenticated user goes in (the OpenTelemetry conventions'
