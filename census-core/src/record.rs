@@ -208,6 +208,98 @@ impl Display for Link {
     }
 }
 
+/// Which keys of a list of properties (or measurements) a later key repeats (`true`), so that
+/// each key is sent and shown once, with the value given last: setting a property again replaces
+/// it (as an OpenTelemetry attribute set again does, and as the Python reference's properties, a
+/// `dict`, do), a log record's own key-value named `level` replaces the record's level property,
+/// and a failed span's `error.message` its own property of that name. JSON leaves an object that
+/// repeats a key to each reader (one takes the first, one the last, one rejects it). `None`
+/// when every key is different, as almost always: most often seen in one pass that compares no
+/// text (keys of different lengths or last bytes differ, [`sketch`]), else found comparing each
+/// key with those after it (a few keys), or through a set (many), allocating only when a key is
+/// repeated or there are many.
+pub(crate) fn replaced<'a, I>(keys: impl Fn() -> I) -> Option<Vec<bool>>
+where
+    I: Iterator<Item = &'a str>,
+{
+    /// Up to this many keys, each is compared with those after it.
+    const COMPARED: usize = 16;
+    let (mut seen, mut alike, mut count) = (0u64, false, 0usize);
+    for key in keys() {
+        let bit = sketch(key);
+        alike |= seen & bit != 0;
+        seen |= bit;
+        count += 1;
+    }
+    if !alike {
+        return None;
+    }
+    if count <= COMPARED {
+        let repeated = |i: usize, key: &str| keys().skip(i + 1).any(|later| later == key);
+        let first = keys().enumerate().position(|(i, key)| repeated(i, key))?;
+        return Some(
+            keys()
+                .enumerate()
+                .map(|(i, key)| i >= first && repeated(i, key))
+                .collect(),
+        );
+    }
+    let all: Vec<&str> = keys().collect();
+    let mut later = std::collections::HashSet::with_capacity(all.len());
+    let mut replaced = vec![false; all.len()];
+    for (i, key) in all.iter().enumerate().rev() {
+        replaced[i] = !later.insert(*key);
+    }
+    replaced.contains(&true).then_some(replaced)
+}
+
+/// One bit of 64 for a key, from its length and its last byte: two keys with different bits are
+/// different keys.
+fn sketch(key: &str) -> u64 {
+    let last = key.as_bytes().last().copied().unwrap_or(0);
+    let mixed = (key.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ u64::from(last).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    1 << (mixed >> 58)
+}
+
+/// The members of `pairs` that [`replaced`] keeps.
+pub(crate) fn last_of_each<'r, K, V>(
+    pairs: impl Iterator<Item = (K, V)> + 'r,
+    replaced: &'r [bool],
+) -> impl Iterator<Item = (K, V)> + 'r {
+    pairs
+        .zip(replaced)
+        .filter(|(_, replaced)| !**replaced)
+        .map(|(pair, _)| pair)
+}
+
+/// The value of `key` among `properties`: the one given last, which the item carries
+/// ([`replaced`]).
+pub(crate) fn last_value<'a>(
+    properties: impl Iterator<Item = (&'a str, &'a str)>,
+    key: &str,
+) -> Option<&'a str> {
+    properties
+        .filter(|(given, _)| *given == key)
+        .last()
+        .map(|(_, value)| value)
+}
+
+/// `text` as an IP address, when it is one: an address, or a socket address (`1.2.3.4:80`,
+/// `[2001:db8::7]:443`) whose port is left out, or an IPv6 address in brackets. How a client's
+/// address is read, from `X-Forwarded-For` or from [`CLIENT_ADDRESS_PROPERTY`].
+pub(crate) fn ip_address(text: &str) -> Option<std::net::IpAddr> {
+    let text = text.trim();
+    text.parse()
+        .ok()
+        .or_else(|| {
+            text.parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|address| address.ip())
+        })
+        .or_else(|| text.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+}
+
 /// What a span sends as an Exception item: the panic that unwound through it, or the `Err` that
 /// failed it and its `source()`s, outermost first.
 #[derive(Clone, Debug, Default)]
@@ -759,10 +851,7 @@ impl SpanRecord {
     /// One property's value: the one given last, when the key was given more than once (the
     /// one the envelope carries).
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties()
-            .filter(|(k, _)| *k == key)
-            .last()
-            .map(|(_, v)| v)
+        last_value(self.properties(), key)
     }
 
     /// The operation name the whole trace is grouped under, when one was set.
@@ -1227,10 +1316,7 @@ impl LogRecord {
     /// One property's value: the one given last, when the key was given more than once (the
     /// one the envelope carries).
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties()
-            .filter(|(k, _)| *k == key)
-            .last()
-            .map(|(_, v)| v)
+        last_value(self.properties(), key)
     }
 
     /// The error it carries and its causes, outermost first; empty for a plain message.
@@ -1331,10 +1417,7 @@ impl EventRecord {
     /// One property's value: the one given last, when the key was given more than once (the
     /// one the envelope carries).
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties()
-            .filter(|(k, _)| *k == key)
-            .last()
-            .map(|(_, v)| v)
+        last_value(self.properties(), key)
     }
 
     /// Its measurements, in order.
@@ -1474,10 +1557,7 @@ impl MetricRecord {
     /// One label's value: the one given last, when the key was given more than once (the one
     /// the envelope carries).
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties()
-            .filter(|(k, _)| *k == key)
-            .last()
-            .map(|(_, v)| v)
+        last_value(self.properties(), key)
     }
 
     /// When the interval started, wall clock.

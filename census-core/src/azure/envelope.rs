@@ -8,7 +8,7 @@
 //! single item.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::limits::{self, cut, required};
@@ -16,7 +16,7 @@ use crate::export::Resource;
 use crate::record::{
     AUTHENTICATED_USER_PROPERTY, CLIENT_ADDRESS_PROPERTY, Correlation, ErrorDetail, EventRecord,
     ExceptionInfo, LogRecord, MetricKind, MetricRecord, Record, Severity, SpanRecord,
-    USER_PROPERTY,
+    USER_PROPERTY, ip_address, last_of_each, last_value, replaced,
 };
 use crate::site::SpanKind;
 use crate::standard::result_code;
@@ -256,11 +256,7 @@ impl EnvelopeWriter {
             string(out, EXCEPTION);
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"exceptions\":[");
             // The outermost error's item says what was logged too, and has the stack given.
-            let stack = log
-                .properties()
-                .filter(|(key, _)| *key == STACK_PROPERTY)
-                .last()
-                .map(|(_, value)| value);
+            let stack = last_value(log.properties(), STACK_PROPERTY);
             exception_details(
                 out,
                 &mut self.scratch,
@@ -325,30 +321,17 @@ impl EnvelopeWriter {
             event.properties().filter(|(key, _)| !names_user(key))
         });
         out.extend_from_slice(b"},\"measurements\":{");
-        let mut first = true;
         // JSON has no NaN or infinity: such a measurement is left out.
-        let finite = || event.measurements().filter(|(_, value)| value.is_finite());
-        // A measurement given again replaces the one before, as a property does.
-        let replaced = replaced(|| finite().map(|(key, _)| key));
-        let finite = || {
-            let replaced = replaced.as_deref();
-            finite()
-                .enumerate()
-                .filter(move |(i, _)| !replaced.is_some_and(|replaced| replaced[*i]))
-                .map(|(_, pair)| pair)
-        };
-        let keys = limits::property_keys(|| finite().map(|(key, _)| key));
-        for (i, (key, value)) in finite().enumerate() {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            string(out, keys.as_ref().map_or(key, |keys| &keys[i]));
-            out.push(b':');
-            self.scratch.clear();
-            let _ = write!(self.scratch, "{value}");
-            out.extend_from_slice(self.scratch.as_bytes());
-        }
+        let scratch = &mut self.scratch;
+        object(
+            out,
+            || event.measurements().filter(|(_, value)| value.is_finite()),
+            |out, value| {
+                scratch.clear();
+                let _ = write!(scratch, "{value}");
+                out.extend_from_slice(scratch.as_bytes());
+            },
+        );
         out.extend_from_slice(b"},\"ver\":2},\"baseType\":\"EventData\"}");
         correlation_sample_rate(out, &mut self.scratch, &event.correlation);
         out.push(b'}');
@@ -693,7 +676,7 @@ fn operation_tags(
     user_tags(out, || record.properties());
     if let Some(client) = client_address(record) {
         out.extend_from_slice(b",\"ai.location.ip\":\"");
-        let _ = write!(Bytes(out), "{client}");
+        let _ = std::io::Write::write_fmt(out, format_args!("{client}"));
         out.push(b'"');
     }
     out.push(b'}');
@@ -708,27 +691,13 @@ fn sends_as_tags(record: &SpanRecord) -> bool {
 }
 
 /// The address of the client a request came from ([`CLIENT_ADDRESS_PROPERTY`]), when it is
-/// one: an IP address, or a socket address whose port is left out. A Request and its Exception
+/// one ([`ip_address`]). A Request and its Exception
 /// items carry it as `ai.location.ip`, as the Azure Monitor exporters send it.
 fn client_address(record: &SpanRecord) -> Option<IpAddr> {
     if record.span_kind() != SpanKind::Request {
         return None;
     }
-    let given = record.property(CLIENT_ADDRESS_PROPERTY)?.trim();
-    given
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| given.parse::<SocketAddr>().ok().map(|address| address.ip()))
-}
-
-/// `write!` into a byte buffer.
-struct Bytes<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Bytes<'_> {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(text.as_bytes());
-        Ok(())
-    }
+    ip_address(record.property(CLIENT_ADDRESS_PROPERTY)?)
 }
 
 /// The operation tags of a log record or an event, closing the `tags` object: none at all
@@ -778,11 +747,7 @@ where
         return;
     }
     for (property, tag) in USER_TAGS {
-        let user = properties()
-            .filter(|(key, _)| *key == property)
-            .last()
-            .map(|(_, user)| user)
-            .filter(|user| !user.trim().is_empty());
+        let user = last_value(properties(), property).filter(|user| !limits::blank(user));
         if let Some(user) = user {
             out.extend_from_slice(b",\"");
             out.extend_from_slice(tag.as_bytes());
@@ -832,99 +797,48 @@ fn write_common(
     out.extend_from_slice(b"},\"ver\":2");
 }
 
-/// The members of a `properties` object: a key given more than once written once, with the
-/// value given last ([`replaced`]); keys and values cut to their limits, a cut key that would
-/// repeat another numbered (see [`limits::property_keys`]). `pairs` is asked again when two
-/// keys are the same or a key is too long.
+/// The members of a `properties` object, their values text cut to its limit ([`object`]).
 fn properties<'a, I>(out: &mut Vec<u8>, pairs: impl Fn() -> I)
 where
     I: Iterator<Item = (&'a str, &'a str)>,
 {
+    object(out, pairs, |out, value| {
+        string(out, cut(value, limits::PROPERTY_VALUE));
+    });
+}
+
+/// The members of a JSON object of `properties` or `measurements`, each written by `value`: a
+/// key given more than once written once, with the value given last ([`replaced`]); keys cut
+/// to their limit, a cut key that would repeat another numbered (see
+/// [`limits::property_keys`]). `pairs` is asked again when two keys are the same or a key does
+/// not fit.
+fn object<'a, V, I>(out: &mut Vec<u8>, pairs: impl Fn() -> I, value: impl FnMut(&mut Vec<u8>, V))
+where
+    I: Iterator<Item = (&'a str, V)>,
+{
     match replaced(|| pairs().map(|(key, _)| key)) {
-        None => members(out, pairs),
-        Some(replaced) => members(out, || last_of_each(pairs(), &replaced)),
+        None => members(out, pairs, value),
+        Some(replaced) => members(out, || last_of_each(pairs(), &replaced), value),
     }
 }
 
-/// The members of a `properties` object, each key once.
-fn members<'a, I>(out: &mut Vec<u8>, pairs: impl Fn() -> I)
-where
-    I: Iterator<Item = (&'a str, &'a str)>,
+/// The members of an object, each key once.
+fn members<'a, V, I>(
+    out: &mut Vec<u8>,
+    pairs: impl Fn() -> I,
+    mut value: impl FnMut(&mut Vec<u8>, V),
+) where
+    I: Iterator<Item = (&'a str, V)>,
 {
     let keys = limits::property_keys(|| pairs().map(|(key, _)| key));
-    for (i, (key, value)) in pairs().enumerate() {
+    for (i, (key, given)) in pairs().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         string(out, keys.as_ref().map_or(key, |keys| &keys[i]));
         out.push(b':');
-        string(out, cut(value, limits::PROPERTY_VALUE));
+        value(out, given);
     }
-}
-
-/// Which keys of a JSON object's members a later member's key repeats (`true`), so that each
-/// key is written once, with the value given last: setting a property again replaces it (as an
-/// OpenTelemetry attribute set again does, and as the Python reference's properties, a `dict`,
-/// do), a log record's own key-value named `level` replaces the record's level property, and a
-/// failed span's `error.message` its own property of that name. JSON leaves an object that
-/// repeats a key to each reader (one takes the first, one the last, one rejects it). `None`
-/// when every key is different, as almost always: most often seen in one pass that compares no
-/// text (keys of different lengths or last bytes differ, [`sketch`]), else found comparing each
-/// key with those after it (a few keys), or through a set (many), allocating only when a key is
-/// repeated or there are many.
-fn replaced<'a, I>(keys: impl Fn() -> I) -> Option<Vec<bool>>
-where
-    I: Iterator<Item = &'a str>,
-{
-    /// Up to this many keys, each is compared with those after it.
-    const COMPARED: usize = 16;
-    let (mut seen, mut alike, mut count) = (0u64, false, 0usize);
-    for key in keys() {
-        let bit = sketch(key);
-        alike |= seen & bit != 0;
-        seen |= bit;
-        count += 1;
-    }
-    if !alike {
-        return None;
-    }
-    if count <= COMPARED {
-        let repeated = |i: usize, key: &str| keys().skip(i + 1).any(|later| later == key);
-        let first = keys().enumerate().position(|(i, key)| repeated(i, key))?;
-        return Some(
-            keys()
-                .enumerate()
-                .map(|(i, key)| i >= first && repeated(i, key))
-                .collect(),
-        );
-    }
-    let all: Vec<&str> = keys().collect();
-    let mut later = std::collections::HashSet::with_capacity(all.len());
-    let mut replaced = vec![false; all.len()];
-    for (i, key) in all.iter().enumerate().rev() {
-        replaced[i] = !later.insert(*key);
-    }
-    replaced.contains(&true).then_some(replaced)
-}
-
-/// One bit of 64 for a key, from its length and its last byte: two keys with different bits are
-/// different keys.
-fn sketch(key: &str) -> u64 {
-    let last = key.as_bytes().last().copied().unwrap_or(0);
-    let mixed = (key.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ u64::from(last).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    1 << (mixed >> 58)
-}
-
-/// The members of `pairs` that [`replaced`] keeps.
-fn last_of_each<'r, K, V>(
-    pairs: impl Iterator<Item = (K, V)> + 'r,
-    replaced: &'r [bool],
-) -> impl Iterator<Item = (K, V)> + 'r {
-    pairs
-        .zip(replaced)
-        .filter(|(_, replaced)| !**replaced)
-        .map(|(pair, _)| pair)
 }
 
 fn sample_rate(out: &mut Vec<u8>, scratch: &mut String, record: &SpanRecord) {

@@ -46,19 +46,22 @@ pub(crate) const NOT_GIVEN: &str = "n/a";
 /// `responseCode`, an exception's `typeName` and `message`, a stack frame's `method`).
 #[inline]
 pub(crate) fn required(value: &str) -> &str {
+    if blank(value) { NOT_GIVEN } else { value }
+}
+
+/// Whether `value` is empty or white space only: what a required field, a property key or a
+/// user's id may not be.
+#[inline]
+pub(crate) fn blank(value: &str) -> bool {
     // Most values start with a character that is not white space: one comparison.
     if value
         .as_bytes()
         .first()
         .is_some_and(|&first| first.is_ascii() && !char::from(first).is_whitespace())
     {
-        return value;
+        return false;
     }
-    if value.trim().is_empty() {
-        NOT_GIVEN
-    } else {
-        value
-    }
+    value.trim().is_empty()
 }
 
 /// The limit of a context tag, by key (the Application Insights `ContextTagKeys`).
@@ -113,8 +116,8 @@ pub(crate) fn property_keys<'a, I>(keys: impl Fn() -> I) -> Option<Vec<Cow<'a, s
 where
     I: Iterator<Item = &'a str>,
 {
-    let fits = |key: &str| !key.trim().is_empty() && utf16_len(key) <= PROPERTY_KEY;
-    if keys().all(|key| key.len() <= PROPERTY_KEY && !key.trim().is_empty()) {
+    let fits = |key: &str| !blank(key) && utf16_len(key) <= PROPERTY_KEY;
+    if keys().all(|key| key.len() <= PROPERTY_KEY && !blank(key)) {
         return None;
     }
     let fitting: std::collections::HashSet<&str> = keys().filter(|key| fits(key)).collect();
@@ -126,11 +129,7 @@ where
             out.push(Cow::Borrowed(key));
             continue;
         }
-        let key = if key.trim().is_empty() {
-            NOT_GIVEN
-        } else {
-            key
-        };
+        let key = required(key);
         let short = cut(key, PROPERTY_KEY);
         let unique = if !fitting.contains(short) && !taken.contains(short) {
             Cow::Borrowed(short)

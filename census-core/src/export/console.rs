@@ -823,15 +823,13 @@ fn round(value: f64) -> f64 {
 /// `  {key=value, ...}`: each key once, with the value given last, as the envelope carries it.
 fn push_properties<'a>(text: &mut String, properties: impl Iterator<Item = (&'a str, &'a str)>) {
     let given: Vec<(&str, &str)> = properties.collect();
-    let shown = given
-        .iter()
-        .enumerate()
-        .filter(|(i, (key, _))| !given[i + 1..].iter().any(|(later, _)| later == key))
-        .map(|(_, pair)| *pair);
-    let mut shown = shown.peekable();
-    if shown.peek().is_some() {
+    let shown = match crate::record::replaced(|| given.iter().map(|(key, _)| *key)) {
+        None => given,
+        Some(replaced) => crate::record::last_of_each(given.into_iter(), &replaced).collect(),
+    };
+    if !shown.is_empty() {
         text.push_str("  {");
-        for (i, (key, value)) in shown.enumerate() {
+        for (i, (key, value)) in shown.into_iter().enumerate() {
             let _ = write!(
                 text,
                 "{}{key}={}",

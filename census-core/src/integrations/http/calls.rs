@@ -16,7 +16,7 @@
 use std::borrow::Cow;
 use std::fmt::Display;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -213,17 +213,11 @@ pub(crate) fn client_address<'v>(
     mut forwarded_for: impl Iterator<Item = &'v [u8]>,
     peer: Option<IpAddr>,
 ) -> Option<IpAddr> {
-    let first = forwarded_for
+    forwarded_for
         .next()
         .and_then(|value| std::str::from_utf8(value).ok())
         .and_then(|value| value.split(',').next())
-        .map(str::trim)
-        .unwrap_or_default();
-    first
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| first.parse::<SocketAddr>().ok().map(|address| address.ip()))
-        .or_else(|| first.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+        .and_then(crate::record::ip_address)
         .or(peer)
 }
 
