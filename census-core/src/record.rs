@@ -288,6 +288,10 @@ pub(crate) fn last_value<'a>(
 /// `text` as an IP address, when it is one: an address, or a socket address (`1.2.3.4:80`,
 /// `[2001:db8::7]:443`) whose port is left out, or an IPv6 address in brackets. How a client's
 /// address is read, from `X-Forwarded-For` or from [`CLIENT_ADDRESS_PROPERTY`].
+#[cfg_attr(
+    not(any(feature = "azure", feature = "tower", feature = "actix-web")),
+    allow(dead_code, reason = "the Azure exporter's and the HTTP servers'")
+)]
 pub(crate) fn ip_address(text: &str) -> Option<std::net::IpAddr> {
     let text = text.trim();
     text.parse()
