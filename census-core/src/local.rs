@@ -127,9 +127,15 @@ pub(crate) struct Local {
 }
 
 /// What entering a span of another instrumentation makes current: its context, the operation
-/// name its children inherit and, when it is recorded, its sampling percentage.
+/// name its children inherit, when it is recorded its sampling percentage, and the `tracestate`
+/// its trace came in with.
 #[cfg(feature = "tracing")]
-pub(crate) type ForeignEntry = (SpanContext, Option<OperationName>, Option<f32>);
+pub(crate) type ForeignEntry = (
+    SpanContext,
+    Option<OperationName>,
+    Option<f32>,
+    Option<Arc<str>>,
+);
 
 /// A span of another instrumentation: which of its instances (two `tracing` subscribers give
 /// out the same ids, on one thread) and its id there.
@@ -604,7 +610,7 @@ impl Local {
     /// its context not sampled makes the spans under it inert.
     #[cfg(feature = "tracing")]
     pub(crate) fn enter_foreign(&mut self, key: ForeignKey, entry: ForeignEntry) {
-        let (ctx, operation_name, sample_rate) = entry;
+        let (ctx, operation_name, sample_rate, trace_state) = entry;
         // Made in its slot: built aside, its narrow stores were read back by the copy's wide
         // loads, which then waited for them.
         let depth = self.push_in_place(|| {
@@ -612,7 +618,7 @@ impl Local {
                 Frame::Parent(CarriedContext {
                     ctx,
                     operation_name,
-                    trace_state: None,
+                    trace_state,
                     sample_rate,
                 })
             } else {

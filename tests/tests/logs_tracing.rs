@@ -10,7 +10,8 @@
 //! clones of one layer in two subscribers keep their spans apart; spans
 //! made on some threads and entered and closed on others are each recorded once; the layer
 //! needs no registry under it; a value whose formatting panics is written unprintable and the
-//! tree goes on; a span open when its layer is replaced (a `reload` handle) is recorded.
+//! tree goes on; a span open when its layer is replaced (a `reload` handle) is recorded; a span
+//! given its caller's `traceparent` continues the caller's trace.
 
 use std::collections::HashSet;
 use std::error::Error;
@@ -1102,4 +1103,96 @@ fn a_span_that_follows_from_another_is_linked_to_it() {
             .property(census_runtime::export::LINKS_PROPERTY),
         None
     );
+}
+
+#[test]
+fn a_span_given_the_callers_traceparent_continues_its_trace() {
+    use census_runtime::propagation::Outgoing;
+
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut outgoing = Vec::new();
+    {
+        // Made inside a span of this process: the caller's context comes first.
+        let _local = tracing::info_span!("accept loop").entered();
+        let request = tracing::info_span!(
+            "request",
+            otel.kind = "server",
+            traceparent = format!("00-{caller_trace}-00f067aa0ba902b7-01"),
+            tracestate = "congo=t61rcWkgMzE",
+        );
+        request.in_scope(|| {
+            query(1);
+            outgoing.push(Outgoing::current(false).expect("the request's context"));
+        });
+        // The caller did not record its trace (flag 00): neither does this service, and its
+        // calls pass the caller's trace on as not recorded. By the header's semantic
+        // convention's name this time.
+        let unsampled = tracing::info_span!(
+            "unsampled request",
+            otel.kind = "server",
+            http.request.header.traceparent =
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        );
+        unsampled.in_scope(|| {
+            query(2);
+            outgoing.push(Outgoing::current(false).expect("the trace's context"));
+        });
+        // A malformed one is ignored: the span is the accept loop's child, as if none came.
+        tracing::info_span!(
+            "broken request",
+            otel.kind = "server",
+            traceparent = "00-zz"
+        )
+        .in_scope(|| query(3));
+    }
+    flush(&pipeline);
+
+    let request = memory.one("request");
+    assert_eq!(request.trace_id().to_string(), caller_trace);
+    assert_eq!(
+        request.parent_id().map(|id| id.to_string()).as_deref(),
+        Some("00f067aa0ba902b7")
+    );
+    assert_eq!(request.property("traceparent"), None, "not a property");
+    assert_eq!(request.property("tracestate"), None, "not a property");
+    let queries: Vec<_> = memory
+        .spans()
+        .into_iter()
+        .filter(|span| span.name() == "query")
+        .collect();
+    assert_eq!(
+        queries.len(),
+        2,
+        "the unsampled request's call is not recorded"
+    );
+    assert_eq!(queries[0].parent_id(), Some(request.span_id()));
+    assert_eq!(queries[0].trace_id().to_string(), caller_trace);
+
+    let headers: Vec<Vec<(&str, &str)>> = outgoing.iter().map(|o| o.headers().collect()).collect();
+    assert_eq!(
+        headers[0],
+        [
+            (
+                "traceparent",
+                format!("00-{caller_trace}-{}-01", request.span_id()).as_str()
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ]
+    );
+    assert_eq!(headers[1].len(), 1);
+    assert!(
+        headers[1][0]
+            .1
+            .starts_with("00-0af7651916cd43dd8448eb211c80319c-")
+            && headers[1][0].1.ends_with("-00"),
+        "{headers:?}"
+    );
+
+    let broken = memory.one("broken request");
+    let accept_loop = memory.one("accept loop");
+    assert_eq!(broken.parent_id(), Some(accept_loop.span_id()));
+    assert_eq!(broken.property("traceparent"), None, "not a property");
+    assert_eq!(queries[1].parent_id(), Some(broken.span_id()));
 }

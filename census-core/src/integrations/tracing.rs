@@ -11,7 +11,12 @@
 //!   integrations name them: `postgresql` and `db.internal:5432 | orders` for a query, `SQL` for
 //!   SQL Server, `Queue Message | kafka` for a message sent) or census's own (`census.kind`,
 //!   `census.target`); `client.address` or `http.client_ip` is a request's client, sent as its
-//!   `ai.location.ip`. Its other fields become properties; `otel.status_code = "ERROR"`, an
+//!   `ai.location.ip`; `traceparent` and `tracestate` (or `http.request.header.traceparent` and
+//!   `http.request.header.tracestate`), the headers of the request a server's span is made for,
+//!   continue the caller's trace, as census's own server integrations do: the span is the
+//!   caller's span's child, whatever is current here, recorded as its sampled flag says, and
+//!   the calls made inside it pass the `tracestate` on (a malformed `traceparent` is ignored;
+//!   read when the span is made, not when recorded later). Its other fields become properties; `otel.status_code = "ERROR"`, an
 //!   `error` field, or an `ERROR` event written in it (what `#[instrument(err)]` writes when the
 //!   function returns an `Err`, as `tracing-opentelemetry` reads it) fails it, unless
 //!   `otel.status_code = "OK"` came first: that status is final, as OpenTelemetry's. A span
@@ -53,6 +58,31 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! A server's span made from its request's headers continues the caller's trace:
+//!
+//! ```
+//! use census_runtime::export::MemoryExporter;
+//! use census_runtime::integrations::tracing::CensusLayer;
+//! use tracing_subscriber::layer::SubscriberExt;
+//! use std::time::Duration;
+//!
+//! let memory = MemoryExporter::new();
+//! let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+//! let subscriber = tracing_subscriber::registry().with(CensusLayer::new());
+//! // As a server framework's `make_span_with` hook would write it, from the request.
+//! let header = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+//! tracing::subscriber::with_default(subscriber, || {
+//!     let _request =
+//!         tracing::info_span!("GET /orders", otel.kind = "server", traceparent = header).entered();
+//! });
+//! census.flush(Duration::from_secs(5))?;
+//!
+//! let request = memory.one("GET /orders");
+//! assert_eq!(request.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+//! assert_eq!(request.parent_id().unwrap().to_string(), "00f067aa0ba902b7");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Events are recorded at `INFO` and above by default ([`CensusLayer::event_level`]), spans at
 //! `DEBUG` and above ([`CensusLayer::span_level`]): `TRACE` spans are the per-poll internals of
 //! runtimes and protocol crates (`tokio`'s tasks, `h2`'s streams), which would each become a
@@ -76,6 +106,7 @@ use tracing_subscriber::layer::{Context, Layer};
 use crate::context::Carried;
 use crate::id::SpanContext;
 use crate::local::{ForeignEntry, ForeignKey, with_local};
+use crate::propagation::Incoming;
 use crate::record::{ErrorDetail, EventRecord, Item, LogRecord, Severity, Source};
 use crate::record::{SpanExtra, SpanRecord, Value, new_property};
 use crate::span::NotStarted;
@@ -280,8 +311,9 @@ impl Bridged {
                 record.context(),
                 record.shared_operation_name(),
                 Some(record.sample_percent()),
+                record.extra().and_then(|extra| extra.trace_state.clone()),
             ),
-            Bridged::Unrecorded(context) => (*context, None, None),
+            Bridged::Unrecorded(context) => (*context, None, None, None),
         }
     }
 
@@ -327,17 +359,29 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         let mut marks = 0;
         facts.describe(&mut extra, &mut marks);
         let builder = crate::span::with_extra(facts.server, extra);
+        // The caller's context, given as fields (a server's span, made from the request's
+        // headers), comes before any parent in this process.
+        let incoming = facts
+            .remote
+            .take()
+            .map(|remote| remote.incoming())
+            .filter(|incoming| incoming.parent().is_some());
         // The parent: an explicit one, none at all, or whatever is current on this thread (a
         // census span, or an entered `tracing` span's frame).
-        let explicit = if attrs.is_root() {
+        let explicit = if incoming.is_some() {
+            None
+        } else if attrs.is_root() {
             Some(None)
         } else {
             attrs.parent().map(|parent| self.context_of(parent))
         };
-        let started = match explicit {
-            Some(None) if attrs.is_root() => builder.root().start_record(),
-            Some(Some(parent)) => Carried::from_context(parent).run(|| builder.start_record()),
-            _ => builder.start_record(),
+        let started = match (&incoming, explicit) {
+            (Some(incoming), _) => incoming.under(builder).start_record(),
+            (None, Some(None)) if attrs.is_root() => builder.root().start_record(),
+            (None, Some(Some(parent))) => {
+                Carried::from_context(parent).run(|| builder.start_record())
+            }
+            (None, _) => builder.start_record(),
         };
         let bridged = match started {
             Ok(mut record) => {
@@ -560,6 +604,27 @@ struct Facts {
     port: Option<String>,
     /// An HTTP method or URL was given: an `HTTP` call unless a kind is.
     http: bool,
+    /// `traceparent` and `tracestate`: the caller's context, which the span continues.
+    remote: Option<Box<RemoteFacts>>,
+}
+
+/// The W3C trace context a span was given as fields, as an incoming request carried it.
+#[derive(Default)]
+struct RemoteFacts {
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl RemoteFacts {
+    /// The caller's context, read by the rules of the headers ([`Incoming::from_values`]): a
+    /// malformed `traceparent` is none, and the span starts its own trace.
+    fn incoming(&self) -> Incoming {
+        Incoming::from_values(
+            self.traceparent.as_deref().map(str::as_bytes),
+            self.tracestate.as_deref().map(str::as_bytes),
+            [],
+        )
+    }
 }
 
 /// `db.system`, `db.name`, `messaging.system`, its destination, `rpc.system`: the type and
@@ -588,7 +653,10 @@ impl<'a> SpanFields<'a> {
     #[inline(always)]
     fn text(&mut self, field: &Field, write: impl FnOnce(&mut Value)) {
         let name = field.name();
-        let convention = if name.contains('.') || name == "error" {
+        let convention = if name.contains('.')
+            || name == "error"
+            || name.starts_with("trace") && matches!(name, "traceparent" | "tracestate")
+        {
             Convention::of(name)
         } else {
             None
@@ -650,6 +718,10 @@ impl<'a> SpanFields<'a> {
                     Cow::Borrowed(crate::record::CLIENT_ADDRESS_PROPERTY),
                 ) = value;
             }
+            Convention::TraceParent => {
+                self.facts.remote().traceparent = Some(value.into_string());
+            }
+            Convention::TraceState => self.facts.remote().tracestate = Some(value.into_string()),
         }
     }
 }
@@ -695,6 +767,11 @@ enum Convention {
     /// `client.address`, `http.client_ip` (`tracing-actix-web`'s): the client a request came
     /// from, its [`CLIENT_ADDRESS_PROPERTY`](crate::record::CLIENT_ADDRESS_PROPERTY).
     Client,
+    /// `traceparent`, `http.request.header.traceparent`: the caller's span, which the span
+    /// continues (its trace, its parent, its sampled flag).
+    TraceParent,
+    /// `tracestate`, `http.request.header.tracestate`: passed on with the caller's trace.
+    TraceState,
 }
 
 impl Convention {
@@ -717,6 +794,8 @@ impl Convention {
             "url.full" | "http.url" => Convention::Url,
             "http.response.status_code" | "http.status_code" => Convention::StatusCode,
             "client.address" | "http.client_ip" => Convention::Client,
+            "traceparent" | "http.request.header.traceparent" => Convention::TraceParent,
+            "tracestate" | "http.request.header.tracestate" => Convention::TraceState,
             _ => return None,
         })
     }
@@ -794,6 +873,11 @@ impl Facts {
                 None => format!("{target}:{port}"),
             });
         }
+    }
+
+    /// The caller's context given as fields, made on first use.
+    fn remote(&mut self) -> &mut RemoteFacts {
+        self.remote.get_or_insert_default()
     }
 
     /// The facts of a database, queue or remote call, made on first use.
