@@ -1,7 +1,8 @@
 //! Log records, exceptions and custom events as Application Insights envelopes, through the
 //! loopback ingestion server: the shapes of the Python reference's (`s11_logs.json`) where census
-//! does not deliberately differ, their values, the user an item names sent as its user tags,
-//! and census's own warnings never sent, even while the endpoint fails.
+//! does not deliberately differ, their values, the user an item names sent as its user tags, a
+//! `tracing` request given its caller's `traceparent` sent in the caller's operation, and
+//! census's own warnings never sent, even while the endpoint fails.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -305,4 +306,47 @@ fn the_user_an_item_names_is_sent_as_its_user_tag() {
             );
         }
     }
+}
+
+#[test]
+fn a_tracing_request_given_its_callers_traceparent_is_sent_in_the_callers_operation() {
+    crate::bridges::install();
+    let server = IngestionServer::start().unwrap();
+    let census = census_tests::azure::install_azure(&server, "traceparent-field");
+    {
+        let request = tracing::info_span!(
+            "GET /orders",
+            otel.kind = "server",
+            traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+        let _request = request.enter();
+        tracing::info!("listing orders");
+    }
+    census.flush(Duration::from_secs(20)).unwrap();
+    let items = server.items();
+    let of_type = |base_type: &str| {
+        items
+            .iter()
+            .find(|item| item["data"]["baseType"] == base_type)
+            .unwrap_or_else(|| panic!("no {base_type} in {items:#?}"))
+    };
+    let (request, message) = (of_type("RequestData"), of_type("MessageData"));
+    assert_eq!(
+        request["tags"]["ai.operation.id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(request["tags"]["ai.operation.parentId"], "00f067aa0ba902b7");
+    assert_eq!(
+        message["tags"]["ai.operation.id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(
+        message["tags"]["ai.operation.parentId"],
+        request["data"]["baseData"]["id"]
+    );
+    let properties = request["data"]["baseData"]["properties"].as_object();
+    assert!(
+        properties.is_none_or(|properties| !properties.contains_key("traceparent")),
+        "{request}"
+    );
 }
