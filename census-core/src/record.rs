@@ -180,15 +180,16 @@ pub(crate) fn push_link(properties: &mut Vec<(Cow<'static, str>, Value)>, to: Sp
             .append(format_args!("[{}]", Link(to)));
         return;
     };
-    let array = links
+    // The links the array holds, when it is one and holds any.
+    let kept = links
         .as_str()
         .trim()
         .strip_prefix('[')
         .and_then(|kept| kept.strip_suffix(']'))
-        .map(str::trim_end);
-    *links = match array {
+        .map(str::trim_end)
+        .filter(|kept| !kept.trim_start().is_empty());
+    *links = match kept {
         Some(kept) if kept.matches("\"operation_Id\"").count() >= MAX_LINKS => return,
-        Some(kept) if kept.trim_start().is_empty() => Value::format(format_args!("[{}]", Link(to))),
         Some(kept) => Value::format(format_args!("[{kept}, {}]", Link(to))),
         None => Value::format(format_args!("[{}]", Link(to))),
     };

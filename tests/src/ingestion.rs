@@ -300,9 +300,9 @@ impl IngestionServer {
         self.shared.lock().default = Some(reply);
     }
 
-    /// Checks every item against the schema's field limits and required fields from now on, and answers as ingestion
-    /// does when one breaks them (see the module's documentation). Scripted replies other than a
-    /// plain 200 are answered as scripted.
+    /// Checks every item against the schema's field limits and required fields from now on, and
+    /// answers as ingestion does when one breaks them (see the module's documentation). Scripted
+    /// replies other than a plain 200 are answered as scripted.
     pub fn strict(&self) {
         self.shared.lock().strict = true;
     }

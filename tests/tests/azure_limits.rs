@@ -306,6 +306,18 @@ fn over_long_values_everywhere_lose_nothing_against_the_strict_server() {
     assert!(utf16_len(&message) >= 32767);
 }
 
+/// An envelope of the telemetry type `kind` (`RemoteDependency`, its data `{kind}Data`), as an
+/// exporter would post it, for the strict server to judge.
+pub(crate) fn envelope(kind: &str, tags: Value, base_data: Value) -> Value {
+    json!({
+        "iKey": census_tests::ingestion::IKEY,
+        "tags": tags,
+        "time": "2026-11-23T19:56:37.211428Z",
+        "name": format!("Microsoft.ApplicationInsights.{kind}"),
+        "data": {"baseType": format!("{kind}Data"), "baseData": base_data}
+    })
+}
+
 /// POSTs `items` as one batch to `server`; the status and the answer's JSON.
 pub(crate) fn post(server: &IngestionServer, items: &[Value]) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -333,17 +345,15 @@ fn the_strict_server_rejects_the_uncut_form_as_ingestion_does() {
     let server = IngestionServer::start().unwrap();
     server.strict();
     let dependency = |data: &str| {
-        json!({
-            "iKey": census_tests::ingestion::IKEY,
-            "tags": {"ai.cloud.role": "orders", "ai.operation.id": "0af7651916cd43dd8448eb211c80319c"},
-            "time": "2026-11-23T19:56:37.211428Z",
-            "name": "Microsoft.ApplicationInsights.RemoteDependency",
-            "data": {"baseType": "RemoteDependencyData", "baseData": {
+        envelope(
+            "RemoteDependency",
+            json!({"ai.cloud.role": "orders", "ai.operation.id": "0af7651916cd43dd8448eb211c80319c"}),
+            json!({
                 "ver": 2, "name": "load", "id": "b7ad6b7169203331", "resultCode": "0",
                 "duration": "0.00:00:00.001000", "success": true, "type": "SQL", "data": data,
                 "properties": {}
-            }}
-        })
+            }),
+        )
     };
     // 8,191 ASCII characters and one emoji: 8,193 UTF-16 units, though 8,192 characters.
     let uncut = format!("{}😀", "a".repeat(8191));

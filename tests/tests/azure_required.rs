@@ -125,15 +125,11 @@ fn the_strict_server_refuses_an_empty_required_field_as_ingestion_does() {
     let server = IngestionServer::start().unwrap();
     server.strict();
     let message = |text: &str| {
-        json!({
-            "iKey": census_tests::ingestion::IKEY,
-            "tags": {"ai.cloud.role": "orders"},
-            "time": "2026-11-23T19:56:37.211428Z",
-            "name": "Microsoft.ApplicationInsights.Message",
-            "data": {"baseType": "MessageData", "baseData": {
-                "ver": 2, "message": text, "severityLevel": 1, "properties": {}
-            }}
-        })
+        crate::azure_limits::envelope(
+            "Message",
+            json!({"ai.cloud.role": "orders"}),
+            json!({"ver": 2, "message": text, "severityLevel": 1, "properties": {}}),
+        )
     };
     let (status, answer) =
         crate::azure_limits::post(&server, &[message("order placed"), message("")]);

@@ -381,15 +381,10 @@ impl EnvelopeWriter {
         record: &SpanRecord,
         span_id: &[u8],
         operation_name: Option<&str>,
+        tags: Option<SpanTags>,
     ) {
         out.extend_from_slice(&self.head);
-        operation_tags(
-            out,
-            record,
-            Some(span_id),
-            operation_name,
-            sends_as_tags(record),
-        );
+        operation_tags(out, record, Some(span_id), operation_name, tags);
         out.extend_from_slice(b",\"time\":");
         time(
             out,
@@ -423,8 +418,8 @@ impl EnvelopeWriter {
             &parent_hex[..]
         });
         out.extend_from_slice(&self.head);
-        let tagged = sends_as_tags(record);
-        operation_tags(out, record, parent, operation_name, tagged);
+        let tags = SpanTags::of(record);
+        operation_tags(out, record, parent, operation_name, tags);
         out.extend_from_slice(b",\"time\":");
         time(out, &mut self.scratch, record.start_time());
         let request = record.span_kind() == SpanKind::Request;
@@ -441,7 +436,7 @@ impl EnvelopeWriter {
                 out,
                 record,
                 self.metrics_extracted.then_some(REQUESTS_EXTRACTED),
-                tagged,
+                tags,
             );
             out.extend_from_slice(b",\"name\":");
             string(out, cut(required(record.name()), limits::NAME));
@@ -463,7 +458,7 @@ impl EnvelopeWriter {
                 out,
                 record,
                 self.metrics_extracted.then_some(DEPENDENCIES_EXTRACTED),
-                tagged,
+                tags,
             );
             out.extend_from_slice(b",\"type\":");
             string(out, cut(record.kind(), limits::CODE));
@@ -483,7 +478,7 @@ impl EnvelopeWriter {
 
         if record.exception().is_none() && !record.errors().is_empty() {
             let out = &mut items.bytes;
-            self.exception_start(out, record, span_id, operation_name);
+            self.exception_start(out, record, span_id, operation_name, tags);
             out.extend_from_slice(b",\"data\":{\"baseData\":{\"exceptions\":[");
             exception_details(out, &mut self.scratch, record.errors(), None, None);
             out.extend_from_slice(
@@ -496,7 +491,7 @@ impl EnvelopeWriter {
 
         if let Some(exception) = record.exception() {
             let out = &mut items.bytes;
-            self.exception_start(out, record, span_id, operation_name);
+            self.exception_start(out, record, span_id, operation_name, tags);
             out.extend_from_slice(
                 b",\"data\":{\"baseData\":{\"exceptions\":[{\"id\":1,\"outerId\":0,\"typeName\":",
             );
@@ -648,14 +643,13 @@ fn stack(out: &mut Vec<u8>, scratch: &mut String, method: &str, exception: &Exce
     }
 }
 
-/// The per-span tags, closing the `tags` object; `tagged`: some of its properties may be sent
-/// as tags ([`sends_as_tags`]).
+/// The per-span tags, closing the `tags` object; `tags`: what of its properties is sent as tags.
 fn operation_tags(
     out: &mut Vec<u8>,
     record: &SpanRecord,
     parent: Option<&[u8]>,
     operation_name: Option<&str>,
-    tagged: bool,
+    tags: Option<SpanTags>,
 ) {
     out.extend_from_slice(b",\"ai.operation.id\":");
     let mut trace_hex = [0u8; 32];
@@ -669,12 +663,12 @@ fn operation_tags(
         out.extend_from_slice(b",\"ai.operation.name\":");
         string(out, cut(name, limits::tag("ai.operation.name")));
     }
-    if !tagged {
+    let Some(tags) = tags else {
         out.push(b'}');
         return;
-    }
+    };
     user_tags(out, || record.properties());
-    if let Some(client) = client_address(record) {
+    if let Some(client) = tags.client {
         out.extend_from_slice(b",\"ai.location.ip\":\"");
         let _ = std::io::Write::write_fmt(out, format_args!("{client}"));
         out.push(b'"');
@@ -682,12 +676,25 @@ fn operation_tags(
     out.push(b'}');
 }
 
-/// Whether a span has a property that may be sent as a tag (the client's address, the user):
-/// one pass over its properties, most often all there is to it.
-fn sends_as_tags(record: &SpanRecord) -> bool {
-    record
-        .properties()
-        .any(|(key, _)| names_user(key) || key == CLIENT_ADDRESS_PROPERTY)
+/// What of a span's properties is sent as tags rather than as properties, read once for all
+/// the items the span makes.
+#[derive(Clone, Copy)]
+struct SpanTags {
+    /// The client's address, sent as `ai.location.ip` ([`client_address`]).
+    client: Option<IpAddr>,
+}
+
+impl SpanTags {
+    /// `None` when no property may be sent as a tag (the client's address, the user): one pass
+    /// over the properties, most often all there is to it.
+    fn of(record: &SpanRecord) -> Option<SpanTags> {
+        record
+            .properties()
+            .any(|(key, _)| names_user(key) || key == CLIENT_ADDRESS_PROPERTY)
+            .then(|| SpanTags {
+                client: client_address(record),
+            })
+    }
 }
 
 /// The address of the client a request came from ([`CLIENT_ADDRESS_PROPERTY`]), when it is
@@ -762,13 +769,13 @@ fn correlation_sample_rate(out: &mut Vec<u8>, scratch: &mut String, correlation:
 }
 
 /// `success`, `properties` and `ver`, shared by requests and dependencies; `extracted`: the
-/// item was counted into the standard metrics, by this extractor; `tagged`: some of its
-/// properties may be sent as tags ([`sends_as_tags`]).
+/// item was counted into the standard metrics, by this extractor; `tags`: what of its
+/// properties is sent as tags, and not again as properties.
 fn write_common(
     out: &mut Vec<u8>,
     record: &SpanRecord,
     extracted: Option<&'static str>,
-    tagged: bool,
+    tags: Option<SpanTags>,
 ) {
     out.extend_from_slice(if record.success() {
         b",\"success\":true"
@@ -781,18 +788,18 @@ fn write_common(
         .filter(|_| !record.success())
         .map(|m| ("error.message", m));
     let extracted = extracted.map(|by| ("_MS.ProcessedByMetricExtractors", by));
-    if !tagged {
-        properties(out, || record.properties().chain(error).chain(extracted));
-    } else {
+    if let Some(tags) = tags {
         // The client's address sent as the location tag is not sent again, unmasked, as a
         // property; the user's neither.
-        let located = client_address(record).is_some();
+        let located = tags.client.is_some();
         let given = || {
             record.properties().filter(move |(key, _)| {
                 !(names_user(key) || located && *key == CLIENT_ADDRESS_PROPERTY)
             })
         };
         properties(out, || given().chain(error).chain(extracted));
+    } else {
+        properties(out, || record.properties().chain(error).chain(extracted));
     }
     out.extend_from_slice(b"},\"ver\":2");
 }

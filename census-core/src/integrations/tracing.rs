@@ -16,12 +16,12 @@
 //!   continue the caller's trace, as census's own server integrations do: the span is the
 //!   caller's span's child, whatever is current here, recorded as its sampled flag says, and
 //!   the calls made inside it pass the `tracestate` on (a malformed `traceparent` is ignored;
-//!   read when the span is made, not when recorded later). Its other fields become properties; `otel.status_code = "ERROR"`, an
-//!   `error` field, or an `ERROR` event written in it (what `#[instrument(err)]` writes when the
-//!   function returns an `Err`, as `tracing-opentelemetry` reads it) fails it, unless
-//!   `otel.status_code = "OK"` came first: that status is final, as OpenTelemetry's. A span
-//!   that `follows_from` another is linked to it (`_MS.links`, as the Azure Monitor exporters
-//!   write OpenTelemetry's links).
+//!   read when the span is made, not when recorded later). Its other fields become properties;
+//!   `otel.status_code = "ERROR"`, an `error` field, or an `ERROR` event written in it (what
+//!   `#[instrument(err)]` writes when the function returns an `Err`, as `tracing-opentelemetry`
+//!   reads it) fails it, unless `otel.status_code = "OK"` came first: that status is final, as
+//!   OpenTelemetry's. A span that `follows_from` another is linked to it (`_MS.links`, as the
+//!   Azure Monitor exporters write OpenTelemetry's links).
 //! - A value whose `Debug` or `Display` panics while the layer reads it is written
 //!   `<unprintable: its formatting panicked>`, and the panic goes no further.
 //! - The two worlds nest in one tree: a `#[dependency]` method called inside a
@@ -72,8 +72,8 @@
 //! // As a server framework's `make_span_with` hook would write it, from the request.
 //! let header = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
 //! tracing::subscriber::with_default(subscriber, || {
-//!     let _request =
-//!         tracing::info_span!("GET /orders", otel.kind = "server", traceparent = header).entered();
+//!     let request = tracing::info_span!("GET /orders", otel.kind = "server", traceparent = header);
+//!     let _request = request.entered();
 //! });
 //! census.flush(Duration::from_secs(5))?;
 //!
@@ -366,14 +366,12 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
             .take()
             .map(|remote| remote.incoming())
             .filter(|incoming| incoming.parent().is_some());
-        // The parent: an explicit one, none at all, or whatever is current on this thread (a
-        // census span, or an entered `tracing` span's frame).
-        let explicit = if incoming.is_some() {
-            None
-        } else if attrs.is_root() {
-            Some(None)
-        } else {
-            attrs.parent().map(|parent| self.context_of(parent))
+        // Else the parent: an explicit one, none at all, or whatever is current on this thread
+        // (a census span, or an entered `tracing` span's frame).
+        let explicit = match &incoming {
+            Some(_) => None,
+            None if attrs.is_root() => Some(None),
+            None => attrs.parent().map(|parent| self.context_of(parent)),
         };
         let started = match (&incoming, explicit) {
             (Some(incoming), _) => incoming.under(builder).start_record(),
