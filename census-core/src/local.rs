@@ -159,7 +159,19 @@ struct ForeignSpans {
     /// entered on the thread that made it, right after, and this spares that entry a lookup.
     made: Option<(ForeignKey, ForeignEntry)>,
     /// The frames entered spans pushed: span, where, which context.
-    entered: Vec<(ForeignKey, usize, SpanContext)>,
+    entered: Vec<Entered>,
+}
+
+/// The frame an entered span of another instrumentation pushed: which context, for which
+/// span, where. In this order, with no padding between: the context is copied into place whole
+/// (laid out after a gap, it was copied with the gap's bytes, read back in loads wider than
+/// the stores that had just written it, which the processor cannot forward).
+#[cfg(feature = "tracing")]
+#[repr(C)]
+struct Entered {
+    ctx: SpanContext,
+    key: ForeignKey,
+    depth: usize,
 }
 
 /// At most this many spare boxes per thread.
@@ -611,9 +623,17 @@ impl Local {
     #[cfg(feature = "tracing")]
     pub(crate) fn enter_foreign(&mut self, key: ForeignKey, entry: ForeignEntry) {
         let (ctx, operation_name, sample_rate, trace_state) = entry;
+        // Noted before the frame is pushed, straight from the entry: noted after, across the
+        // push's possible growth, the context was built aside and read back in loads wider than
+        // its stores, which the processor cannot forward.
+        self.foreign.entered.push(Entered {
+            ctx,
+            key,
+            depth: self.stack.len(),
+        });
         // Made in its slot: built aside, its narrow stores were read back by the copy's wide
         // loads, which then waited for them.
-        let depth = self.push_in_place(|| {
+        self.push_in_place(|| {
             if ctx.is_sampled() {
                 Frame::Parent(CarriedContext {
                     ctx,
@@ -625,7 +645,6 @@ impl Local {
                 Frame::Unsampled(Some(ctx.trace_id()))
             }
         });
-        self.foreign.entered.push((key, depth, ctx));
     }
 
     /// Undoes the last [`Local::enter_foreign`] of the span `key` on this thread.
@@ -633,8 +652,8 @@ impl Local {
     #[inline]
     pub(crate) fn exit_foreign(&mut self, key: ForeignKey) {
         let entered = &mut self.foreign.entered;
-        if let Some(at) = entered.iter().rposition(|(entered, ..)| *entered == key) {
-            let (_, depth, ctx) = entered.remove(at);
+        if let Some(at) = entered.iter().rposition(|entered| entered.key == key) {
+            let Entered { ctx, depth, .. } = entered.remove(at);
             self.take_parent(depth, ctx);
         }
     }
@@ -653,8 +672,16 @@ impl Local {
         } else {
             self.stack.iter().rposition(matches)
         };
-        if let Some(index) = index {
-            self.remove(index);
+        match index {
+            // The common case, the frame on top: dropped where it is (taken out, it went through
+            // a call to copy nothing after it and a copy read back in loads wider than its
+            // stores).
+            Some(index) if index + 1 == self.stack.len() => {
+                self.stack.truncate(index);
+                set_depth(index);
+            }
+            Some(index) => drop(self.remove(index)),
+            None => {}
         }
     }
 
