@@ -160,8 +160,12 @@ pub(crate) fn submit_item(item: Item) {
 /// it would be copied twice more.
 #[inline]
 pub(crate) fn submit_item_with(make: impl FnOnce() -> Item, fill: impl FnOnce(&mut Item)) {
+    let mut given = Some((make, fill));
     let _ = ITEMS.try_with(|items| {
         let Ok(mut items) = items.try_borrow_mut() else {
+            return;
+        };
+        let Some((make, fill)) = given.take() else {
             return;
         };
         let ring = match &mut items.ring {
@@ -198,6 +202,20 @@ pub(crate) fn submit_item_with(make: impl FnOnce() -> Item, fill: impl FnOnce(&m
             }
         }
     });
+    // The thread's ring is in use (a record written while another is formatted in its slot,
+    // by a `Display` that logs) or gone (the thread is ending): the item goes to the shared
+    // overflow, as when the ring is full.
+    if let Some((make, fill)) = given {
+        spill_made(make, fill);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn spill_made(make: impl FnOnce() -> Item, fill: impl FnOnce(&mut Item)) {
+    let mut item = make();
+    fill(&mut item);
+    spill(item);
 }
 
 fn request_wake() {

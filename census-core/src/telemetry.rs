@@ -27,8 +27,8 @@ pub(crate) fn is_census(target: &str) -> bool {
 }
 
 /// Where a record written now on this thread belongs: the span current here, or no operation
-/// at all outside any span. `None` when it is not recorded: no pipeline, a trace the sampler
-/// dropped, or one of census's own threads. Inlined into the callers, so that what it returns
+/// at all outside any span (as when the thread is ending and its state is gone). `None` when it
+/// is not recorded: no pipeline, a trace the sampler dropped, or one of census's own threads. Inlined into the callers, so that what it returns
 /// is not read back from memory in wider loads than the stores that wrote it (a trace id is
 /// one 16-byte field), which the processor cannot forward.
 #[cfg_attr(not(debug_assertions), inline(always))]
@@ -55,7 +55,9 @@ pub(crate) fn correlation() -> Option<Correlation> {
             None => outside_any_span(),
         },
     )
-    .flatten()
+    // The thread's state is gone: a record written by a thread-local's destructor as the
+    // thread ends, when no span is open any more.
+    .unwrap_or_else(outside_any_span)
 }
 
 /// Where a record written outside any span belongs, when it is kept: no operation, at the

@@ -2,7 +2,9 @@
 //! across `.await`, tasks and threads; their severities and key-values; one carrying an error
 //! an Exception with the error's chain; dropped with a dropped trace; those outside any span
 //! kept, or sampled when the pipeline is asked to; passed on to the logger the application had;
-//! chosen by target through a filter in `RUST_LOG`'s syntax, a bad one an error that names it.
+//! chosen by target through a filter in `RUST_LOG`'s syntax, a bad one an error that names it;
+//! a record written while another is formatted (by a `Display` that logs) kept as well, and one
+//! written as its thread ends (by a thread-local's destructor).
 //! `log` has one logger per process: every test here runs in a process of its own
 //! (cargo-nextest).
 
@@ -140,6 +142,77 @@ fn severities_sources_and_key_values_are_the_record_s() {
     let nested = by_message(&logs, "loading order 7");
     assert_eq!(nested.parent_id(), Some(memory.one("load_order").span_id()));
     assert_eq!(nested.property("order"), Some("7"));
+}
+
+/// An order that logs when it is shown: a `Display` that writes a record of its own, as an
+/// application's types may.
+struct Audited(u64);
+
+impl std::fmt::Display for Audited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        log::info!("order {} shown", self.0);
+        write!(f, "order {}", self.0)
+    }
+}
+
+#[test]
+fn a_record_written_while_another_is_formatted_is_kept_as_well() {
+    install_bridge(log::LevelFilter::Info);
+    let (pipeline, memory) = install_memory();
+    census_runtime::span("checkout").in_scope(|| log::info!("{} placed", Audited(7)));
+    flush(&pipeline);
+
+    let checkout = memory.one("checkout").span_id();
+    let logs = memory.logs();
+    for message in ["order 7 placed", "order 7 shown"] {
+        let log = by_message(&logs, message);
+        assert_eq!(log.parent_id(), Some(checkout), "{message}");
+    }
+    assert_eq!(logs.len(), 2, "{logs:#?}");
+    assert_eq!(
+        census_runtime::pipeline::diagnostics().dropped_queue_full,
+        0
+    );
+}
+
+/// A connection a thread keeps, which logs when the thread ends and it is let go.
+struct Connection;
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        log::info!("connection closed");
+    }
+}
+
+thread_local! {
+    static CONNECTION: Connection = const { Connection };
+}
+
+#[test]
+fn a_record_written_as_its_thread_ends_is_kept_outside_any_span() {
+    install_bridge(log::LevelFilter::Info);
+    let (pipeline, memory) = install_memory();
+    std::thread::spawn(|| {
+        // Made before census's own state on this thread, so let go after it.
+        CONNECTION.with(|_| {});
+        census_runtime::span("work").in_scope(|| log::info!("working"));
+    })
+    .join()
+    .unwrap();
+    flush(&pipeline);
+
+    let logs = memory.logs();
+    let working = by_message(&logs, "working");
+    assert_eq!(working.parent_id(), Some(memory.one("work").span_id()));
+    let closed = by_message(&logs, "connection closed");
+    assert_eq!(
+        (
+            closed.trace_id(),
+            closed.parent_id(),
+            closed.operation_name()
+        ),
+        (None, None, None)
+    );
 }
 
 #[test]

@@ -11,7 +11,8 @@
 //! made on some threads and entered and closed on others are each recorded once; the layer
 //! needs no registry under it; a value whose formatting panics is written unprintable and the
 //! tree goes on; a span open when its layer is replaced (a `reload` handle) is recorded; a span
-//! given its caller's `traceparent` continues the caller's trace.
+//! given its caller's `traceparent` continues the caller's trace; an event written while
+//! another is formatted (by a `Display` that logs) is kept as well.
 
 use std::collections::HashSet;
 use std::error::Error;
@@ -778,6 +779,46 @@ fn a_value_recorded_onto_a_span_may_itself_record_onto_that_span() {
     let span = memory.one("reads its values unlocked");
     assert_eq!(span.property("outer"), Some("outer value"));
     assert_eq!(span.property("inner"), Some("written while outer was read"));
+}
+
+/// An order that writes an event when it is shown: a `Display` that logs, as an application's
+/// types may.
+struct Audited(u64);
+
+impl fmt::Display for Audited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        tracing::info!(order = self.0, "order shown");
+        write!(f, "order {}", self.0)
+    }
+}
+
+#[test]
+fn an_event_written_while_another_is_formatted_is_kept_as_well() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    census_runtime::span("checkout").in_scope(|| {
+        tracing::info!(order = %Audited(7), "{} placed", Audited(7));
+    });
+    flush(&pipeline);
+
+    let checkout = memory.one("checkout").span_id();
+    let logs = memory.logs();
+    let placed = log(&logs, "order 7 placed");
+    assert_eq!(placed.parent_id(), Some(checkout));
+    assert_eq!(placed.property("order"), Some("order 7"));
+    let shown: Vec<&LogRecord> = logs
+        .iter()
+        .filter(|record| record.message() == "order shown")
+        .collect();
+    assert_eq!(
+        shown.len(),
+        2,
+        "one for the message, one for the field: {logs:#?}"
+    );
+    for record in shown {
+        assert_eq!(record.parent_id(), Some(checkout));
+        assert_eq!(record.property("order"), Some("7"));
+    }
 }
 
 /// A subscriber that only numbers spans: no registry, no span data to look up.
