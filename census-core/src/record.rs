@@ -138,6 +138,17 @@ pub(crate) fn push_display(
     new_property(properties, key).append(format_args!("{value}"));
 }
 
+/// Writes the values of a site's `fields(...)`, by `Display`, under their names.
+pub(crate) fn push_fields(
+    properties: &mut Vec<(Cow<'static, str>, Value)>,
+    names: &'static [&'static str],
+    values: &[&dyn Display],
+) {
+    for (name, value) in names.iter().zip(values) {
+        push_display(properties, Cow::Borrowed(*name), value);
+    }
+}
+
 /// The property a span's links go in: a JSON array of the spans it is linked to, each by its
 /// operation (trace) id and span id, `[{"operation_Id": "0af7…319c", "id": "b7ad…3331"}]`, as the
 /// Python reference and the Azure Monitor exporters write them for the portal to read.
@@ -917,9 +928,18 @@ impl SpanRecord {
         if values.is_empty() || names.is_empty() {
             return;
         }
-        let extra = self.extra_mut();
-        for (name, value) in names.iter().zip(values) {
-            push_display(&mut extra.properties, Cow::Borrowed(*name), value);
+        push_fields(&mut self.extra_mut().properties, names, values);
+    }
+
+    /// Takes the run-time values in `given`, made aside: the box itself when the record has
+    /// none yet, else its properties (the box is then kept for the thread's next span).
+    pub(crate) fn take_extra(&mut self, mut given: Box<SpanExtra>) {
+        match &mut self.extra {
+            None => self.extra = Some(given),
+            Some(extra) => {
+                extra.properties.append(&mut given.properties);
+                give_back_extra(given);
+            }
         }
     }
 

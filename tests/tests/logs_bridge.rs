@@ -4,7 +4,8 @@
 //! kept, or sampled when the pipeline is asked to; passed on to the logger the application had;
 //! chosen by target through a filter in `RUST_LOG`'s syntax, a bad one an error that names it;
 //! a record written while another is formatted (by a `Display` that logs) kept as well, and one
-//! written as its thread ends (by a thread-local's destructor).
+//! written as its thread ends (by a thread-local's destructor); one written by the error that
+//! fails a span, or by a field's `Display`, in that span.
 //! `log` has one logger per process: every test here runs in a process of its own
 //! (cargo-nextest).
 
@@ -172,6 +173,70 @@ fn a_record_written_while_another_is_formatted_is_kept_as_well() {
     assert_eq!(
         census_runtime::pipeline::diagnostics().dropped_queue_full,
         0
+    );
+}
+
+/// A refusal that logs when it is shown, as an error type may.
+#[derive(Debug)]
+struct Refused;
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        log::warn!("explaining a refusal");
+        f.write_str("refused")
+    }
+}
+
+impl std::error::Error for Refused {}
+
+#[census_runtime::inproc]
+fn reserve() -> Result<(), Refused> {
+    Err(Refused)
+}
+
+#[test]
+fn a_record_written_by_the_error_that_fails_a_span_is_written_in_that_span() {
+    install_bridge(log::LevelFilter::Info);
+    let (pipeline, memory) = install_memory();
+    let _ = reserve();
+    let _ = census_runtime::span("pay").try_in_scope(|| Err::<(), _>(Refused));
+    flush(&pipeline);
+
+    let (reserve, pay) = (memory.one("reserve"), memory.one("pay"));
+    for span in [&reserve, &pay] {
+        assert!(!span.success());
+        assert_eq!(span.error_message(), Some("refused"));
+    }
+    let logs = memory.logs();
+    let mut parents: Vec<_> = logs
+        .iter()
+        .filter(|log| log.message() == "explaining a refusal")
+        .map(|log| log.parent_id())
+        .collect();
+    parents.sort();
+    let mut expected = vec![Some(reserve.span_id()), Some(pay.span_id())];
+    expected.sort();
+    assert_eq!(parents, expected, "{logs:#?}");
+}
+
+#[census_runtime::inproc(fields(order))]
+fn ship(order: Audited) -> u64 {
+    order.0
+}
+
+#[test]
+fn a_record_written_by_a_field_s_display_is_written_in_the_span_it_is_recorded_on() {
+    install_bridge(log::LevelFilter::Info);
+    let (pipeline, memory) = install_memory();
+    ship(Audited(7));
+    flush(&pipeline);
+
+    let ship = memory.one("ship");
+    assert_eq!(ship.property("order"), Some("order 7"));
+    let logs = memory.logs();
+    assert_eq!(
+        by_message(&logs, "order 7 shown").parent_id(),
+        Some(ship.span_id())
     );
 }
 

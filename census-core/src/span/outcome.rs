@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::panic;
 use crate::record::{ErrorDetail, SpanRecord, is_path_byte};
+use crate::site::Site;
 
 /// Whether every `Err` that fails a span is sent as an Exception item too.
 static ERRORS_AS_EXCEPTIONS: AtomicBool = AtomicBool::new(false);
@@ -30,23 +31,61 @@ pub(crate) fn fail_with_error(
     chain: Option<&(dyn Error + 'static)>,
     code: &'static str,
 ) {
-    let type_name = short_type_name(code);
-    let message = error.to_string();
-    if record.site().exception() || ERRORS_AS_EXCEPTIONS.load(Ordering::Relaxed) {
-        let mut errors = vec![ErrorDetail {
-            type_name: type_name.clone().into_owned(),
-            message: message.clone(),
-        }];
-        // A loop, not `ErrorDetail::chain`'s iterator, whose adapters would be in every binary
-        // (1.3 KB more in the 500-function one of `benches/compile-cost.sh`).
-        let mut source = chain.and_then(Error::source);
-        while let Some(error) = source {
-            errors.push(ErrorDetail::of(error));
-            source = error.source();
+    Failed::read(record.site(), error, chain, code).mark(record);
+}
+
+/// What an error value says of the span it fails, read off it before the record is at hand
+/// ([`Failed::mark`]): reading it runs the application's `Display` code, which may itself log
+/// or make spans, and a record on the thread's stack is at hand only while that stack is
+/// borrowed, which they need too.
+pub(crate) struct Failed {
+    type_name: Cow<'static, str>,
+    message: String,
+    /// The error and its `source()`s, outermost first, when an Exception item is sent.
+    errors: Option<Vec<ErrorDetail>>,
+}
+
+impl Failed {
+    /// Reads `error` (and its `chain`, when the span of `site` sends an Exception item).
+    #[cold]
+    pub(crate) fn read(
+        site: &'static Site,
+        error: &dyn Display,
+        chain: Option<&(dyn Error + 'static)>,
+        code: &'static str,
+    ) -> Failed {
+        let type_name = short_type_name(code);
+        let message = error.to_string();
+        let errors =
+            (site.exception() || ERRORS_AS_EXCEPTIONS.load(Ordering::Relaxed)).then(|| {
+                let mut errors = vec![ErrorDetail {
+                    type_name: type_name.clone().into_owned(),
+                    message: message.clone(),
+                }];
+                // A loop, not `ErrorDetail::chain`'s iterator, whose adapters would be in every
+                // binary (1.3 KB more in the 500-function one of `benches/compile-cost.sh`).
+                let mut source = chain.and_then(Error::source);
+                while let Some(error) = source {
+                    errors.push(ErrorDetail::of(error));
+                    source = error.source();
+                }
+                errors
+            });
+        Failed {
+            type_name,
+            message,
+            errors,
         }
-        record.extra_mut().failure_mut().errors = errors;
     }
-    record.fail(type_name, Some(message));
+
+    /// Marks `record` failed as read.
+    #[cold]
+    pub(crate) fn mark(self, record: &mut SpanRecord) {
+        if let Some(errors) = self.errors {
+            record.extra_mut().failure_mut().errors = errors;
+        }
+        record.fail(self.type_name, Some(self.message));
+    }
 }
 
 /// Whether `c` may be part of an identifier in a type's name. Rust's punctuation is ASCII, so

@@ -8,7 +8,7 @@ use std::fmt::{self, Display};
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
-use super::outcome::{fail_on_panic, fail_with_payload};
+use super::outcome::{Failed, fail_on_panic, fail_with_payload};
 use super::parent::{self, Built, Parent, Quick, Start};
 use crate::clock;
 use crate::id::{SpanContext, SpanId};
@@ -163,7 +163,11 @@ impl SpanGuard {
         chain: Option<&(dyn std::error::Error + 'static)>,
         code: &'static str,
     ) {
-        self.with_record(|r| super::outcome::fail_with_error(r, error, chain, code));
+        // The error is read before the record is at hand: its `Display` may log or make spans.
+        if let Some(site) = self.with_record(|r| r.site()) {
+            let failed = Failed::read(site, error, chain, code);
+            self.with_record(|r| failed.mark(r));
+        }
     }
 
     /// Runs `body` inside this guard's span: a panic is caught, fails the span with the
@@ -338,7 +342,7 @@ impl Call {
         if let Some((depth, span_id)) = self.frame()
             && !values.is_empty()
         {
-            record_fields_at(depth, span_id, values);
+            record_fields_at(self.site, depth, span_id, values);
         }
     }
 
@@ -480,11 +484,19 @@ impl Drop for ExitOnUnwind {
 
 /// Records the arguments named in the site's `fields(...)` on the recorded span at `depth`.
 #[inline(never)]
-fn record_fields_at(depth: u32, span_id: SpanId, values: &[&dyn Display]) {
+fn record_fields_at(site: &'static Site, depth: u32, span_id: SpanId, values: &[&dyn Display]) {
+    let names = site.fields();
+    if names.is_empty() {
+        return;
+    }
     let unwinding = ExitOnUnwind(depth, span_id);
+    // Written aside, before the record is at hand: a value's `Display` may log or make spans,
+    // which need the thread's stack the record is on.
+    let mut extra = crate::record::boxed_extra(None);
+    crate::record::push_fields(&mut extra.properties, names, values);
     with_local(|local| {
         if let Some(record) = local.record_mut(depth as usize, span_id) {
-            record.record_fields(values);
+            record.take_extra(extra);
         }
     });
     std::mem::forget(unwinding);
@@ -527,10 +539,12 @@ fn end_failed(
         State::Span => {
             if let Some((depth, span_id)) = call.frame() {
                 let unwinding = ExitOnUnwind(depth, span_id);
+                // Read before the record is at hand: the error's `Display` may log or make spans.
+                let Failure { error, chain, code } = *failure;
+                let failed = Failed::read(site, error, chain, code);
                 with_local(|local| {
                     if let Some(record) = local.record_mut(depth as usize, span_id) {
-                        let Failure { error, chain, code } = *failure;
-                        super::outcome::fail_with_error(record, error, chain, code);
+                        failed.mark(record);
                     }
                 });
                 drop(unwinding);
