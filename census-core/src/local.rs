@@ -216,9 +216,18 @@ pub(crate) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
 }
 
 /// Hands a finished span, stamped with its end already, to the export worker, through this
-/// thread's ring; dropped while the thread is torn down.
+/// thread's ring; through the shared overflow once the thread's state is gone (a span closed by
+/// a thread-local's destructor as the thread ends).
 pub(crate) fn submit(record: SpanRecord) {
-    with_local(|local| local.submit(record));
+    let mut given = Some(record);
+    with_local(|local| {
+        if let Some(record) = given.take() {
+            local.submit(record);
+        }
+    });
+    if let Some(record) = given {
+        queue::spill(record);
+    }
 }
 
 /// The fast path's word; see [`with_word`].

@@ -12,7 +12,8 @@
 //! needs no registry under it; a value whose formatting panics is written unprintable and the
 //! tree goes on; a span open when its layer is replaced (a `reload` handle) is recorded; a span
 //! given its caller's `traceparent` continues the caller's trace; an event written while
-//! another is formatted (by a `Display` that logs) is kept as well.
+//! another is formatted (by a `Display` that logs) is kept as well; a span closed as its thread
+//! ends is recorded.
 
 use std::collections::HashSet;
 use std::error::Error;
@@ -819,6 +820,34 @@ fn an_event_written_while_another_is_formatted_is_kept_as_well() {
         assert_eq!(record.parent_id(), Some(checkout));
         assert_eq!(record.property("order"), Some("7"));
     }
+}
+
+thread_local! {
+    /// A span a thread keeps until it ends.
+    static HELD: std::cell::RefCell<Option<tracing::Span>> = const { std::cell::RefCell::new(None) };
+}
+
+#[test]
+fn a_span_closed_as_its_thread_ends_is_recorded() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    std::thread::spawn(|| {
+        // Kept by a thread-local made before census's own state on this thread: closed after
+        // that state is let go.
+        HELD.with(|_| {});
+        let span = tracing::info_span!("held until the thread ends");
+        span.in_scope(|| tracing::info!("inside"));
+        HELD.with(|held| *held.borrow_mut() = Some(span));
+    })
+    .join()
+    .unwrap();
+    flush(&pipeline);
+
+    let span = memory.one("held until the thread ends");
+    assert_eq!(
+        log(&memory.logs(), "inside").parent_id(),
+        Some(span.span_id())
+    );
 }
 
 /// A subscriber that only numbers spans: no registry, no span data to look up.
