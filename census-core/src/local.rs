@@ -230,6 +230,23 @@ pub(crate) fn submit(record: SpanRecord) {
     }
 }
 
+/// Hands an async span's finished record, ended at `end`, to the export worker: as
+/// [`Local::submit_boxed`] does, or through the shared overflow once the thread's state is gone
+/// (a future dropped by a thread-local's destructor as the thread ends).
+pub(crate) fn submit_boxed(record: Box<SpanRecord>, end: u64) {
+    let mut given = Some(record);
+    with_local(|local| {
+        if let Some(record) = given.take() {
+            local.submit_boxed(record, end);
+        }
+    });
+    if let Some(record) = given {
+        let mut record = *record;
+        record.set_end(end);
+        queue::spill(record);
+    }
+}
+
 /// The fast path's word; see [`with_word`].
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn word() -> usize {

@@ -1,5 +1,5 @@
 //! Outcomes: `Ok`, `Err` (through aliases too), panics (sync and async), run-time values,
-//! `fields`, and impl blocks with overrides and skips.
+//! `fields`, and impl blocks with overrides and skips; a call cancelled as its thread ends.
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -229,6 +229,41 @@ fn a_cancelled_async_span_did_not_succeed_and_says_why() {
         assert!(!span.success(), "a cancelled call is not a success");
         assert_eq!(span.result_code(), Some("cancelled"));
     }
+}
+
+thread_local! {
+    /// A call a thread keeps pending until it ends.
+    static PENDING: std::cell::RefCell<Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[test]
+fn a_call_cancelled_as_its_thread_ends_is_recorded_cancelled() {
+    let (pipeline, memory) = install_memory();
+    std::thread::spawn(|| {
+        // Kept by a thread-local made before census's own state on this thread: dropped after
+        // that state is let go.
+        PENDING.with(|_| {});
+        let mut pending = Box::pin(wait_forever());
+        let polled = futures_poll_once(pending.as_mut());
+        assert!(polled.is_pending());
+        let unpolled = Box::pin(census_runtime::span("never polled").instrument(async {}));
+        PENDING.with(|kept| kept.borrow_mut().extend([pending as _, unpolled as _]));
+    })
+    .join()
+    .unwrap();
+    flush(&pipeline);
+
+    for name in ["wait_forever", "never polled"] {
+        let span = memory.one(name);
+        assert!(!span.success(), "{name}");
+        assert_eq!(span.result_code(), Some("cancelled"), "{name}");
+    }
+}
+
+#[inproc]
+async fn wait_forever() {
+    std::future::pending::<()>().await;
 }
 
 #[dependency(kind = "HTTP", target = "payments")]

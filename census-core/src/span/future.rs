@@ -646,8 +646,7 @@ impl Drop for PollScope<'_> {
 /// Ends an async span that completed.
 #[inline(never)]
 fn finish(record: Box<SpanRecord>) {
-    let end = clock::now();
-    with_local(|local| local.submit_boxed(record, end));
+    crate::local::submit_boxed(record, clock::now());
 }
 
 /// Ends the span of a future dropped before it completed: the caller gave up on it (a timeout,
@@ -655,5 +654,5 @@ fn finish(record: Box<SpanRecord>) {
 #[inline(never)]
 fn cancel(mut record: Box<SpanRecord>) {
     record.fail(Cow::Borrowed("cancelled"), None);
-    with_local(|local| local.submit_boxed(record, clock::now()));
+    crate::local::submit_boxed(record, clock::now());
 }
