@@ -309,6 +309,7 @@ async fn a_00_parent_is_not_recorded_and_its_calls_pass_the_trace_on_with_00_and
         header(&echo, "request-id"),
         Some(format!("|{SCORED_ABOVE}.{span}.").as_str())
     );
+    assert_eq!(header(&echo, "tracestate"), Some("congo=t61rcWkgMzE"));
 
     let echo = forward(KEPT_BY_FLAG, "01")
         .await
