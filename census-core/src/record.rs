@@ -1972,6 +1972,38 @@ mod tests {
     }
 
     #[test]
+    fn values_made_aside_are_taken_whole_or_after_the_record_s_own() {
+        static SITE: Site = Site::inproc("aside");
+        let aside = |key: &'static str, value: &str| {
+            let mut extra = boxed_extra(None);
+            push_display(&mut extra.properties, Cow::Borrowed(key), value);
+            extra
+        };
+        let mut bare = SpanRecord::test_root(&SITE);
+        let given = aside("order", "7");
+        let address = std::ptr::from_ref(&*given);
+        bare.take_extra(given);
+        assert!(
+            bare.extra()
+                .is_some_and(|extra| std::ptr::eq(extra, address)),
+            "a record with no values of its own takes the box itself"
+        );
+        let mut named = SpanRecord::test_root(&SITE);
+        named.extra_mut().name = Some(Cow::Borrowed("renamed"));
+        push_display(
+            &mut named.extra_mut().properties,
+            Cow::Borrowed("first"),
+            &1,
+        );
+        named.take_extra(aside("order", "7"));
+        assert_eq!(named.name(), "renamed");
+        assert_eq!(
+            named.properties().collect::<Vec<_>>(),
+            [("first", "1"), ("order", "7")]
+        );
+    }
+
+    #[test]
     fn a_batch_s_span_boxes_are_handed_back_up_to_the_cap_and_large_ones_let_go() {
         static SITE: Site = Site::inproc("spare");
         let span = |properties: Vec<(Cow<'static, str>, Value)>| {
