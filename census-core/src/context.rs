@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
@@ -34,8 +35,8 @@ enum FrameCopy {
     /// A recorded context: the parent, the operation name the spans under it inherit, the
     /// `tracestate`.
     Parent(CarriedContext),
-    /// A trace that is not recorded, and its id.
-    Unsampled(TraceId),
+    /// A trace that is not recorded, its id, and the `tracestate` its caller sent.
+    Unsampled(TraceId, Option<Arc<str>>),
 }
 
 impl Carried {
@@ -69,7 +70,9 @@ impl Carried {
                         sample_rate,
                     }))
                 }
-                None => local.unsampled_trace_id().map(FrameCopy::Unsampled),
+                None => local
+                    .unsampled_trace_id()
+                    .map(|trace_id| FrameCopy::Unsampled(trace_id, local.trace_state())),
             }
         })
         .flatten();
@@ -87,7 +90,7 @@ impl Carried {
                 sample_rate: None,
             })
         } else {
-            FrameCopy::Unsampled(ctx.trace_id())
+            FrameCopy::Unsampled(ctx.trace_id(), None)
         }))
     }
 
@@ -108,7 +111,7 @@ impl Carried {
     pub fn trace_id(&self) -> Option<TraceId> {
         match &self.0 {
             Some(FrameCopy::Parent(carried)) => Some(carried.ctx.trace_id()),
-            Some(FrameCopy::Unsampled(trace_id)) => Some(*trace_id),
+            Some(FrameCopy::Unsampled(trace_id, _)) => Some(*trace_id),
             None => None,
         }
     }
@@ -117,14 +120,18 @@ impl Carried {
     pub fn trace_state(&self) -> Option<&str> {
         match &self.0 {
             Some(FrameCopy::Parent(carried)) => carried.trace_state.as_deref(),
-            _ => None,
+            Some(FrameCopy::Unsampled(_, state)) => state.as_deref(),
+            None => None,
         }
     }
 
     fn frame(&self) -> Option<Frame> {
         self.0.as_ref().map(|copy| match copy {
             FrameCopy::Parent(carried) => Frame::Parent(carried.clone()),
-            FrameCopy::Unsampled(trace_id) => Frame::Unsampled(Some(*trace_id)),
+            FrameCopy::Unsampled(trace_id, None) => Frame::Unsampled(Some(*trace_id)),
+            FrameCopy::Unsampled(trace_id, Some(state)) => {
+                Frame::UnsampledWithState(*trace_id, Arc::clone(state))
+            }
         })
     }
 

@@ -1,6 +1,6 @@
 //! What a trace passes on to the services it calls and takes into its tasks and threads: the
 //! decision of a dropped trace (flag `00`, with one trace id wherever it is asked for, never an
-//! earlier trace's), and the `tracestate` that came in with it.
+//! earlier trace's), and the `tracestate` that came in with it, recorded or not.
 
 use census_runtime::context::{Carried, FutureExt, spawn_thread};
 use census_runtime::propagation::Outgoing;
@@ -102,6 +102,57 @@ fn tracestate_goes_with_the_context_into_spawned_tasks_and_threads() {
             .unwrap()
             .contains("4bf92f3577b34da6a3ce929d0e0e4736")
     );
+}
+
+#[test]
+fn an_unsampled_callers_tracestate_is_passed_on_with_its_decision_and_nothing_is_sent() {
+    // A pipeline without the standard metrics: a dropped request is not recorded even to be
+    // counted.
+    let (pipeline, memory) = install_memory();
+    let runtime = multi_thread_runtime(2);
+    let unsampled = SpanContext::new(caller().trace_id(), caller().span_id(), false);
+    let (here, task, thread) = request("GET /orders/{id}")
+        .parent(unsampled)
+        .trace_state(STATE)
+        .in_scope(|| {
+            let task = runtime.block_on(async {
+                tokio::spawn(async { nested_work() }.in_current_span())
+                    .await
+                    .unwrap()
+            });
+            let thread = spawn_thread(nested_work).join().unwrap();
+            (outgoing(), task.1, thread.1)
+        });
+    let in_future = runtime.block_on(
+        request("GET /orders")
+            .parent(unsampled)
+            .trace_state(STATE)
+            .instrument(async {
+                tokio::task::yield_now().await;
+                outgoing()
+            }),
+    );
+    flush(&pipeline);
+
+    for (what, headers) in [
+        ("here", here),
+        ("task", task),
+        ("thread", thread),
+        ("future", in_future),
+    ] {
+        assert_eq!(
+            header(&headers, "tracestate").as_deref(),
+            Some(STATE),
+            "{what}"
+        );
+        let traceparent = header(&headers, "traceparent").unwrap();
+        assert!(
+            traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+                && traceparent.ends_with("-00"),
+            "{what}: {traceparent}"
+        );
+    }
+    assert!(memory.spans().is_empty(), "{:#?}", memory.spans());
 }
 
 #[test]

@@ -1197,13 +1197,14 @@ fn a_span_given_the_callers_traceparent_continues_its_trace() {
             outgoing.push(Outgoing::current(false).expect("the request's context"));
         });
         // The caller did not record its trace (flag 00): neither does this service, and its
-        // calls pass the caller's trace on as not recorded. By the header's semantic
-        // convention's name this time.
+        // calls pass the caller's trace on as not recorded, with its state. By the headers'
+        // semantic convention's names this time.
         let unsampled = tracing::info_span!(
             "unsampled request",
             otel.kind = "server",
             http.request.header.traceparent =
                 "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+            http.request.header.tracestate = "rojo=00f067aa0ba902b7",
         );
         unsampled.in_scope(|| {
             query(2);
@@ -1251,7 +1252,9 @@ fn a_span_given_the_callers_traceparent_continues_its_trace() {
             ("tracestate", "congo=t61rcWkgMzE"),
         ]
     );
-    assert_eq!(headers[1].len(), 1);
+    assert_eq!(headers[1].len(), 2);
+    assert_eq!(headers[1][1], ("tracestate", "rojo=00f067aa0ba902b7"));
+    assert!(memory.named("unsampled request").is_empty());
     assert!(
         headers[1][0]
             .1

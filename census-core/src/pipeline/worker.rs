@@ -224,6 +224,14 @@ impl Worker {
                 self.pending
                     .retain(|record| !record.as_span().is_some_and(SpanRecord::is_shadow));
             }
+        } else if self.pending[before..]
+            .iter()
+            .any(|record| record.as_span().is_some_and(SpanRecord::is_shadow))
+        {
+            // Without the standard metrics, a shadow is a dropped request that held its
+            // caller's `tracestate` for its calls: it goes no further either.
+            self.pending
+                .retain(|record| !record.as_span().is_some_and(SpanRecord::is_shadow));
         }
         // What was kept, shadows gone: the records before `before` were there already.
         if let Some(rate_limit) = &mut self.rate_limit {

@@ -255,14 +255,22 @@ pub(super) fn start_built(local: &mut Local, site: &'static Site, start: Start) 
 /// decision knew it, for a new root or a remote parent's): when the standard metrics are on,
 /// it is recorded anyway, as a shadow that the export worker counts and never exports, so that
 /// requests and calls whose values are known only at run time (a status, a target) are counted
-/// with them. Spans under a shadow are not recorded; its context is not sampled.
+/// with them. Spans under a shadow are not recorded; its context is not sampled. A span given
+/// a `tracestate` (a request whose caller's trace is not recorded) is a shadow whatever the
+/// metrics: its frame holds that state for the calls it makes, which pass it on.
 fn shadow(
     local: &mut Local,
     site: &'static Site,
     decision: &Decision,
     start: Start,
 ) -> Option<SpanRecord> {
-    if !crate::standard::counting() {
+    let carries_state = || {
+        start
+            .extra
+            .as_ref()
+            .is_some_and(|extra| extra.trace_state.is_some())
+    };
+    if !crate::standard::counting() && !carries_state() {
         return None;
     }
     let trace_id = match decision {
