@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::id::{SpanContext, TraceId};
+use crate::id::{SpanContext, SpanId, TraceId};
 use crate::local::{CarriedContext, Frame, with_local};
 
 /// What a task or thread takes with it so that its spans nest under the span current here.
@@ -47,7 +47,7 @@ impl Carried {
         }
         let copy = with_local(|local| {
             let ctx = match local.top() {
-                Some(Frame::Parent(carried)) => Some((
+                Some(Frame::Parent(carried)) if carried.ctx.is_sampled() => Some((
                     carried.ctx,
                     carried.operation_name.clone(),
                     carried.sample_rate,
@@ -129,9 +129,13 @@ impl Carried {
         self.0.as_ref().map(|copy| match copy {
             FrameCopy::Parent(carried) => Frame::Parent(carried.clone()),
             FrameCopy::Unsampled(trace_id, None) => Frame::Unsampled(Some(*trace_id)),
-            FrameCopy::Unsampled(trace_id, Some(state)) => {
-                Frame::UnsampledWithState(*trace_id, Arc::clone(state))
-            }
+            // A context not recorded, which its calls pass the state on in.
+            FrameCopy::Unsampled(trace_id, Some(state)) => Frame::Parent(CarriedContext {
+                ctx: SpanContext::new(*trace_id, SpanId::random(), false),
+                operation_name: None,
+                trace_state: Some(Arc::clone(state)),
+                sample_rate: None,
+            }),
         })
     }
 

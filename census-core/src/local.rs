@@ -25,12 +25,10 @@ pub(crate) enum Frame {
     /// known from the parent, or drawn when something first asks for the context (see
     /// [`Local::unsampled_trace_id`]), so that a dropped root pays nothing for it otherwise.
     Unsampled(Option<TraceId>),
-    /// A trace that is not recorded, carried in (into a task or thread, or an entered `tracing`
-    /// span's) with the `tracestate` its caller sent: as [`Frame::Unsampled`], and its calls
-    /// pass that state on.
-    UnsampledWithState(TraceId, Arc<str>),
-    /// A recorded context carried in from elsewhere (a spawned task, a thread, an entered
-    /// `tracing` span): the parent of the spans started under it, not a span itself.
+    /// A context carried in from elsewhere (a spawned task, a thread, an entered `tracing`
+    /// span), not a span itself. Recorded, it is the parent of the spans started under it; not
+    /// recorded (only when it carries the `tracestate` its caller sent, else it is an
+    /// [`Frame::Unsampled`]), it is as an unsampled frame whose calls pass that state on.
     Parent(CarriedContext),
 }
 
@@ -82,8 +80,8 @@ impl Frame {
     /// parent's; `None` for an unsampled frame.
     pub(crate) fn context(&self) -> Option<SpanContext> {
         match self {
-            Frame::Unsampled(_) | Frame::UnsampledWithState(..) => None,
-            Frame::Parent(carried) => Some(carried.ctx),
+            Frame::Unsampled(_) => None,
+            Frame::Parent(carried) => carried.ctx.is_sampled().then_some(carried.ctx),
             span => span.record().map(SpanRecord::context),
         }
     }
@@ -92,7 +90,6 @@ impl Frame {
     fn trace_id(&self) -> Option<TraceId> {
         match self {
             Frame::Unsampled(id) => *id,
-            Frame::UnsampledWithState(id, _) => Some(*id),
             Frame::Parent(carried) => Some(carried.ctx.trace_id()),
             span => span.any_record().map(SpanRecord::trace_id),
         }
@@ -102,7 +99,6 @@ impl Frame {
     fn trace_state(&self) -> Option<&Arc<str>> {
         match self {
             Frame::Parent(carried) => carried.trace_state.as_ref(),
-            Frame::UnsampledWithState(_, state) => Some(state),
             span => span
                 .any_record()
                 .and_then(SpanRecord::extra)
@@ -412,7 +408,9 @@ impl Local {
     pub(crate) fn unsampled_trace_id(&mut self) -> Option<TraceId> {
         match self.stack.last_mut() {
             Some(Frame::Unsampled(id)) => Some(*id.get_or_insert_with(sampler::dropped_trace_id)),
-            Some(Frame::UnsampledWithState(id, _)) => Some(*id),
+            Some(Frame::Parent(carried)) if !carried.ctx.is_sampled() => {
+                Some(carried.ctx.trace_id())
+            }
             Some(frame) => frame
                 .any_record()
                 .filter(|record| record.is_shadow())
@@ -667,15 +665,14 @@ impl Local {
         // Made in its slot: built aside, its narrow stores were read back by the copy's wide
         // loads, which then waited for them.
         self.push_in_place(|| {
-            if ctx.is_sampled() {
+            // Not recorded, it is a context still when it carries a `tracestate` to pass on.
+            if ctx.is_sampled() || trace_state.is_some() {
                 Frame::Parent(CarriedContext {
                     ctx,
                     operation_name,
                     trace_state,
                     sample_rate,
                 })
-            } else if let Some(state) = trace_state {
-                Frame::UnsampledWithState(ctx.trace_id(), state)
             } else {
                 Frame::Unsampled(Some(ctx.trace_id()))
             }
@@ -700,7 +697,6 @@ impl Local {
         let matches = |frame: &Frame| match frame {
             Frame::Parent(pushed) => pushed.ctx.span_id() == ctx.span_id(),
             Frame::Unsampled(id) => !ctx.is_sampled() && *id == Some(ctx.trace_id()),
-            Frame::UnsampledWithState(id, _) => !ctx.is_sampled() && *id == ctx.trace_id(),
             _ => false,
         };
         let index = if self.stack.get(depth).is_some_and(matches) {

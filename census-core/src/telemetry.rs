@@ -39,7 +39,7 @@ pub(crate) fn correlation() -> Option<Correlation> {
     with_local(
         #[inline(always)]
         |local| match local.top() {
-            Some(Frame::Parent(carried)) => Some(Correlation {
+            Some(Frame::Parent(carried)) if carried.ctx.is_sampled() => Some(Correlation {
                 trace_id: Some(carried.ctx.trace_id()),
                 parent_id: Some(carried.ctx.span_id()),
                 operation_name: carried.operation_name.clone(),

@@ -108,6 +108,9 @@ fn tracestate_goes_with_the_context_into_spawned_tasks_and_threads() {
 fn an_unsampled_callers_tracestate_is_passed_on_with_its_decision_and_nothing_is_sent() {
     // A pipeline without the standard metrics: a dropped request is not recorded even to be
     // counted.
+    census_runtime::integrations::log::LogBridge::new()
+        .install()
+        .expect("the process's first logger");
     let (pipeline, memory) = install_memory();
     let runtime = multi_thread_runtime(2);
     let unsampled = SpanContext::new(caller().trace_id(), caller().span_id(), false);
@@ -116,11 +119,22 @@ fn an_unsampled_callers_tracestate_is_passed_on_with_its_decision_and_nothing_is
         .trace_state(STATE)
         .in_scope(|| {
             let task = runtime.block_on(async {
-                tokio::spawn(async { nested_work() }.in_current_span())
-                    .await
-                    .unwrap()
+                tokio::spawn(
+                    async {
+                        log::info!("in the task");
+                        nested_work()
+                    }
+                    .in_current_span(),
+                )
+                .await
+                .unwrap()
             });
-            let thread = spawn_thread(nested_work).join().unwrap();
+            let thread = spawn_thread(|| {
+                log::info!("on the thread");
+                nested_work()
+            })
+            .join()
+            .unwrap();
             (outgoing(), task.1, thread.1)
         });
     let in_future = runtime.block_on(
@@ -153,6 +167,7 @@ fn an_unsampled_callers_tracestate_is_passed_on_with_its_decision_and_nothing_is
         );
     }
     assert!(memory.spans().is_empty(), "{:#?}", memory.spans());
+    assert!(memory.logs().is_empty(), "{:#?}", memory.logs());
 }
 
 #[test]

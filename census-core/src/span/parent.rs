@@ -190,7 +190,7 @@ pub(super) fn with_current_parent<R>(
     let parent = match local.top()? {
         // A context carried from a span of this process says the percentage its trace was
         // kept at; one carried from elsewhere does not: the one in force then.
-        Frame::Parent(carried) => Parent {
+        Frame::Parent(carried) if carried.ctx.is_sampled() => Parent {
             trace_id: carried.ctx.trace_id(),
             parent_id: Some(carried.ctx.span_id()),
             operation_name: carried.operation_name.clone(),
