@@ -35,6 +35,22 @@ fn header(headers: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
+/// Asserts that a call with `headers` passes the caller's trace on, with `flags` and the caller's
+/// `tracestate`.
+fn assert_passes_the_caller_on(what: &str, headers: &[(String, String)], flags: &str) {
+    assert_eq!(
+        header(headers, "tracestate").as_deref(),
+        Some(STATE),
+        "{what}"
+    );
+    let traceparent = header(headers, "traceparent").unwrap();
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+            && traceparent.ends_with(&format!("-{flags}")),
+        "{what}: {traceparent}"
+    );
+}
+
 #[inproc]
 fn nested_work() -> (Option<String>, Vec<(String, String)>) {
     (
@@ -72,17 +88,7 @@ fn tracestate_goes_with_the_context_into_spawned_tasks_and_threads() {
     assert_eq!(works.len(), 4);
     for (what, (state, headers)) in [("task", task), ("thread", thread), ("carried", carried)] {
         assert_eq!(state.as_deref(), Some(STATE), "{what}");
-        assert_eq!(
-            header(&headers, "tracestate").as_deref(),
-            Some(STATE),
-            "{what}"
-        );
-        let traceparent = header(&headers, "traceparent").unwrap();
-        assert!(
-            traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
-                && traceparent.ends_with("-01"),
-            "{what}: {traceparent}"
-        );
+        assert_passes_the_caller_on(what, &headers, "01");
         assert!(
             header(&headers, "request-id")
                 .unwrap()
@@ -154,17 +160,7 @@ fn an_unsampled_callers_tracestate_is_passed_on_with_its_decision_and_nothing_is
         ("thread", thread),
         ("future", in_future),
     ] {
-        assert_eq!(
-            header(&headers, "tracestate").as_deref(),
-            Some(STATE),
-            "{what}"
-        );
-        let traceparent = header(&headers, "traceparent").unwrap();
-        assert!(
-            traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
-                && traceparent.ends_with("-00"),
-            "{what}: {traceparent}"
-        );
+        assert_passes_the_caller_on(what, &headers, "00");
     }
     assert!(memory.spans().is_empty(), "{:#?}", memory.spans());
     assert!(memory.logs().is_empty(), "{:#?}", memory.logs());
