@@ -221,31 +221,35 @@ pub(crate) fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
 /// thread's ring; through the shared overflow once the thread's state is gone (a span closed by
 /// a thread-local's destructor as the thread ends).
 pub(crate) fn submit(record: SpanRecord) {
-    let mut given = Some(record);
-    with_local(|local| {
-        if let Some(record) = given.take() {
-            local.submit(record);
-        }
-    });
-    if let Some(record) = given {
-        queue::spill(record);
-    }
+    with_local_or(record, |local, record| local.submit(record), queue::spill);
 }
 
 /// Hands an async span's finished record, ended at `end`, to the export worker: as
 /// [`Local::submit_boxed`] does, or through the shared overflow once the thread's state is gone
 /// (a future dropped by a thread-local's destructor as the thread ends).
 pub(crate) fn submit_boxed(record: Box<SpanRecord>, end: u64) {
-    let mut given = Some(record);
+    with_local_or(
+        record,
+        |local, record| local.submit_boxed(record, end),
+        |record| {
+            let mut record = *record;
+            record.set_end(end);
+            queue::spill(record);
+        },
+    );
+}
+
+/// Gives `value` to `f` on this thread's stack, or to `otherwise` when the stack cannot be had
+/// (the thread is being torn down, or the stack is in use).
+fn with_local_or<T>(value: T, f: impl FnOnce(&mut Local, T), otherwise: impl FnOnce(T)) {
+    let mut given = Some(value);
     with_local(|local| {
-        if let Some(record) = given.take() {
-            local.submit_boxed(record, end);
+        if let Some(value) = given.take() {
+            f(local, value);
         }
     });
-    if let Some(record) = given {
-        let mut record = *record;
-        record.set_end(end);
-        queue::spill(record);
+    if let Some(value) = given {
+        otherwise(value);
     }
 }
 
@@ -704,16 +708,8 @@ impl Local {
         } else {
             self.stack.iter().rposition(matches)
         };
-        match index {
-            // The common case, the frame on top: dropped where it is (taken out, it went through
-            // a call to copy nothing after it and a copy read back in loads wider than its
-            // stores).
-            Some(index) if index + 1 == self.stack.len() => {
-                self.stack.truncate(index);
-                set_depth(index);
-            }
-            Some(index) => drop(self.remove(index)),
-            None => {}
+        if let Some(index) = index {
+            self.remove_at(index);
         }
     }
 
@@ -724,9 +720,14 @@ impl Local {
         frame
     }
 
-    /// Removes the frame pushed at `depth`, when the stack still reaches that deep.
+    /// Drops the frame pushed at `depth`, when the stack still reaches that deep. Most often
+    /// it is the frame on top, dropped where it is: taken out, it went through a call to move
+    /// nothing after it, and a copy read back in loads wider than its stores.
     pub(crate) fn remove_at(&mut self, depth: usize) {
-        if self.stack.len() > depth {
+        if depth + 1 == self.stack.len() {
+            self.stack.truncate(depth);
+            set_depth(depth);
+        } else if depth < self.stack.len() {
             self.remove(depth);
         }
     }

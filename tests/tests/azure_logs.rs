@@ -16,6 +16,7 @@ use serde_json::Value;
 const MESSAGE: &str = "Microsoft.ApplicationInsights.Message";
 const EXCEPTION: &str = "Microsoft.ApplicationInsights.Exception";
 const EVENT: &str = "Microsoft.ApplicationInsights.Event";
+const REQUEST: &str = "Microsoft.ApplicationInsights.Request";
 /// The stack the `tracing` error event gives, as the OpenTelemetry conventions' field.
 const STACK: &str = "at orders::price (src/price.rs:12)\nat orders::main (src/main.rs:3)";
 
@@ -285,17 +286,11 @@ fn the_user_an_item_names_is_sent_as_its_user_tag() {
     }
     census.flush(Duration::from_secs(20)).unwrap();
     let items = server.items();
-    let request = items
-        .iter()
-        .find(|item| item["data"]["baseType"] == "RequestData")
-        .unwrap();
+    let request = by_name(&items, REQUEST)[0];
     assert_eq!(request["tags"]["ai.user.id"], "a-1");
-    for (base_type, count) in [("RequestData", 1), ("MessageData", 2), ("EventData", 1)] {
-        let named: Vec<&Value> = items
-            .iter()
-            .filter(|item| item["data"]["baseType"] == base_type)
-            .collect();
-        assert_eq!(named.len(), count, "{base_type}");
+    for (name, count) in [(REQUEST, 1), (MESSAGE, 2), (EVENT, 1)] {
+        let named = by_name(&items, name);
+        assert_eq!(named.len(), count, "{name}");
         for item in named {
             assert_eq!(
                 item["tags"]["ai.user.authUserId"], "ada@example.com",
@@ -326,13 +321,13 @@ fn a_tracing_request_given_its_callers_traceparent_is_sent_in_the_callers_operat
     }
     census.flush(Duration::from_secs(20)).unwrap();
     let items = server.items();
-    let of_type = |base_type: &str| {
-        items
-            .iter()
-            .find(|item| item["data"]["baseType"] == base_type)
-            .unwrap_or_else(|| panic!("no {base_type} in {items:#?}"))
+    let one = |name: &str| {
+        by_name(&items, name)
+            .first()
+            .copied()
+            .unwrap_or_else(|| panic!("no {name} in {items:#?}"))
     };
-    let (request, message) = (of_type("RequestData"), of_type("MessageData"));
+    let (request, message) = (one(REQUEST), one(MESSAGE));
     assert_eq!(
         request["tags"]["ai.operation.id"],
         "4bf92f3577b34da6a3ce929d0e0e4736"

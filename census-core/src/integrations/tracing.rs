@@ -651,14 +651,12 @@ impl<'a> SpanFields<'a> {
     #[inline(always)]
     fn text(&mut self, field: &Field, write: impl FnOnce(&mut Value)) {
         let name = field.name();
-        let convention = if name.contains('.')
-            || name == "error"
-            || name.starts_with("trace") && matches!(name, "traceparent" | "tracestate")
-        {
-            Convention::of(name)
-        } else {
-            None
-        };
+        let convention =
+            if name.contains('.') || matches!(name, "error" | "traceparent" | "tracestate") {
+                Convention::of(name)
+            } else {
+                None
+            };
         match convention {
             Some(convention) => self.convention(convention, written(write)),
             None => write(new_property(

@@ -211,25 +211,19 @@ impl Worker {
     fn drain_queue(&mut self, most_items: usize) {
         let before = self.pending.len();
         self.drained = queue::drain(&mut self.pending, most_items);
-        if let Some(standard) = &mut self.standard {
-            let mut shadows = 0;
-            for record in &self.pending[before..] {
-                if let Record::Span(span) = record {
+        let mut shadows = false;
+        for record in &self.pending[before..] {
+            if let Record::Span(span) = record {
+                if let Some(standard) = &mut self.standard {
                     standard.observe(span);
-                    shadows += usize::from(span.is_shadow());
                 }
+                shadows |= span.is_shadow();
             }
-            // Shadows (spans of dropped traces, recorded to be counted) go no further.
-            if shadows > 0 {
-                self.pending
-                    .retain(|record| !record.as_span().is_some_and(SpanRecord::is_shadow));
-            }
-        } else if self.pending[before..]
-            .iter()
-            .any(|record| record.as_span().is_some_and(SpanRecord::is_shadow))
-        {
-            // Without the standard metrics, a shadow is a dropped request that held its
-            // caller's `tracestate` for its calls: it goes no further either.
+        }
+        // Shadows go no further: spans of dropped traces recorded to be counted, or, without
+        // the standard metrics, dropped requests that held their caller's `tracestate` for
+        // their calls.
+        if shadows {
             self.pending
                 .retain(|record| !record.as_span().is_some_and(SpanRecord::is_shadow));
         }
