@@ -92,10 +92,7 @@
 use std::borrow::Cow;
 use std::error::Error;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-
-use dashmap::DashMap;
 
 use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record as FieldValues};
@@ -113,6 +110,10 @@ use crate::span::NotStarted;
 use crate::text::Text;
 use crate::{queue, telemetry};
 
+mod spans;
+
+use spans::SpanTable;
+
 /// The layer that makes `tracing` spans census spans and events telemetry; see the
 /// [module](self).
 ///
@@ -127,33 +128,10 @@ pub struct CensusLayer {
 }
 
 /// What census keeps of the open spans, in a table of the layer's own rather than in the
-/// spans' extensions in the registry: a span made and closed touches one shard's lock twice,
-/// where the extensions took two registry lookups, two locks of the span's extensions and a
-/// box for the value (the layer's span took 320 ns through the extensions, 278-292 ns through
-/// this table, alternating runs).
-type Spans = DashMap<u64, Bridged, BuildHasherDefault<IdHasher>>;
-
-/// Hashes a span id, a number the registry gives out (close to a count): a multiplication
-/// spreads its bits over the word, the high ones choosing the shard and the low ones the
-/// bucket.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(self.0 ^ u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
+/// spans' extensions in the registry, where a span made and closed took two registry lookups,
+/// two locks of the span's extensions and a box for the value (the layer's span took 320 ns
+/// through the extensions, 278-292 ns through a sharded map).
+type Spans = SpanTable<Bridged>;
 
 impl Clone for CensusLayer {
     fn clone(&self) -> Self {
@@ -183,11 +161,12 @@ impl fmt::Debug for CensusLayer {
 /// Their scope on each thread ends when they are left, as before.
 impl Drop for CensusLayer {
     fn drop(&mut self) {
-        if self.spans.is_empty() {
+        let open = self.spans.drain();
+        if open.is_empty() {
             return;
         }
         let end = crate::clock::now();
-        for (_, bridged) in std::mem::take(&mut self.spans) {
+        for bridged in open {
             if let Some(mut record) = bridged.into_record() {
                 record.set_end(end);
                 crate::local::submit(record);
@@ -266,21 +245,21 @@ impl CensusLayer {
             None if event.is_contextual() => ctx.current_span().id().cloned(),
             None => None,
         };
-        if let Some(span) = span
-            && let Some(mut bridged) = self.spans.get_mut(&span.into_u64())
-            && let Some(record) = bridged.record_mut()
-            && !succeeded_for_good(record)
-        {
-            record.set_success(false);
+        if let Some(span) = span {
+            self.spans.with(span.into_u64(), |bridged| {
+                if let Some(record) = bridged.record_mut()
+                    && !succeeded_for_good(record)
+                {
+                    record.set_success(false);
+                }
+            });
         }
     }
 
     /// What the children and events of the span `id` take as their parent, when this layer
     /// bridged it.
     fn context_of(&self, id: &Id) -> Option<SpanContext> {
-        self.spans
-            .get(&id.into_u64())
-            .map(|bridged| bridged.context())
+        self.spans.with(id.into_u64(), |bridged| bridged.context())
     }
 
     /// The span `id` of this layer, as the thread's state knows it: two subscribers on one
@@ -415,26 +394,27 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         let mut facts = fields.facts;
         // A server named now comes with its port, before a database's name it may go before.
         facts.join_port(&mut given);
-        if let Some(mut bridged) = self.spans.get_mut(&id.into_u64())
-            && let Some(record) = bridged.record_mut()
-        {
-            let mut marks = record.marks();
-            let extra = record.extra_mut();
-            absorb(extra, given, &mut marks);
-            facts.describe(extra, &mut marks);
-            record.set_marks(marks);
-            facts.settle(record);
-        }
+        self.spans.with(id.into_u64(), |bridged| {
+            if let Some(record) = bridged.record_mut() {
+                let mut marks = record.marks();
+                let extra = record.extra_mut();
+                absorb(extra, given, &mut marks);
+                facts.describe(extra, &mut marks);
+                record.set_marks(marks);
+                facts.settle(record);
+            }
+        });
     }
 
     fn on_follows_from(&self, id: &Id, follows: &Id, _ctx: Context<'_, S>) {
         // A span that follows from another is linked to it (`_MS.links`), when this layer
         // bridged both.
-        if let Some(to) = self.context_of(follows)
-            && let Some(mut bridged) = self.spans.get_mut(&id.into_u64())
-            && let Some(record) = bridged.record_mut()
-        {
-            crate::record::push_link(&mut record.extra_mut().properties, to);
+        if let Some(to) = self.context_of(follows) {
+            self.spans.with(id.into_u64(), |bridged| {
+                if let Some(record) = bridged.record_mut() {
+                    crate::record::push_link(&mut record.extra_mut().properties, to);
+                }
+            });
         }
     }
 
@@ -442,7 +422,7 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         let key = self.key(id);
         // Most often the span this thread made last, entered right after: taken from there.
         if with_local(|local| local.enter_made(key)) == Some(false)
-            && let Some(entry) = self.spans.get(&key.id).map(|bridged| bridged.entry())
+            && let Some(entry) = self.spans.with(key.id, |bridged| bridged.entry())
         {
             with_local(|local| local.enter_foreign(key, entry));
         }
@@ -457,10 +437,10 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         // A span closed without being entered: what was kept for its entry is let go.
         let key = self.key(&id);
         with_local(|local| local.forget_made(key));
-        let bridged = self.spans.remove(&key.id);
+        let bridged = self.spans.remove(key.id);
         // Two accesses of the thread's state, not one: one access, the record moved into its
         // closure, measured slower (the layer's span 274-298 against 282-306 ns, alternating).
-        if let Some(mut record) = bridged.and_then(|(_, bridged)| bridged.into_record()) {
+        if let Some(mut record) = bridged.and_then(Bridged::into_record) {
             record.set_end(crate::clock::now());
             crate::local::submit(record);
         }
