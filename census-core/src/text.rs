@@ -117,19 +117,31 @@ impl<const N: usize> Text<N> {
     }
 
     /// Writes `s` after what the text holds.
+    #[inline]
     pub(crate) fn push_str(&mut self, s: &str) {
+        if let Repr::Inline { len, bytes } = &mut self.0 {
+            let at = usize::from(*len);
+            if at + s.len() <= N {
+                copy_short(&mut bytes[at..at + s.len()], s.as_bytes());
+                *len = (at + s.len()) as u8;
+                return;
+            }
+        }
+        self.push_str_beyond(s);
+    }
+
+    /// [`Text::push_str`] where `s` does not fit inline: kept apart, so that the inline case,
+    /// what a message's pieces almost always take, saves and restores no registers for it.
+    #[cold]
+    #[inline(never)]
+    fn push_str_beyond(&mut self, s: &str) {
         match &mut self.0 {
             Repr::Inline { len, bytes } => {
                 let at = usize::from(*len);
-                if at + s.len() <= N {
-                    copy_short(&mut bytes[at..at + s.len()], s.as_bytes());
-                    *len = (at + s.len()) as u8;
-                } else {
-                    let mut heap = String::with_capacity((at + s.len()).max(2 * N));
-                    heap.push_str(written(*len, bytes));
-                    heap.push_str(s);
-                    self.0 = Repr::Heap(heap);
-                }
+                let mut heap = String::with_capacity((at + s.len()).max(2 * N));
+                heap.push_str(written(*len, bytes));
+                heap.push_str(s);
+                self.0 = Repr::Heap(heap);
             }
             Repr::Heap(text) => text.push_str(s),
         }
