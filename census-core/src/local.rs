@@ -224,6 +224,21 @@ pub(crate) fn submit(record: SpanRecord) {
     with_local_or(record, |local, record| local.submit(record), queue::spill);
 }
 
+/// Hands a finished span, ended at `end`, to the export worker: [`submit`], with the end
+/// written into the ring's slot once the record is copied there (stamped on the record before,
+/// it was read back in the copy's wide loads, which waited for its narrow store).
+#[cfg(feature = "tracing")]
+pub(crate) fn submit_ended(record: SpanRecord, end: u64) {
+    with_local_or(
+        record,
+        |local, record| local.submit_ended(record, end),
+        |mut record| {
+            record.set_end(end);
+            queue::spill(record);
+        },
+    );
+}
+
 /// Hands an async span's finished record, ended at `end`, to the export worker: as
 /// [`Local::submit_boxed`] does, or through the shared overflow once the thread's state is gone
 /// (a future dropped by a thread-local's destructor as the thread ends).
@@ -564,6 +579,26 @@ impl Local {
             unsafe { self.stack.set_len(top) };
             set_depth(top);
         } else if let Some(Frame::Span(mut record)) = self.pop() {
+            record.set_end(end);
+            queue::spill(record);
+        }
+    }
+
+    /// Ends a span with `end`: the record is copied into the next slot of the thread's ring,
+    /// then its end set there.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn submit_ended(&mut self, record: SpanRecord, end: u64) {
+        let record = std::mem::ManuallyDrop::new(record);
+        // SAFETY: the slot is written whole: the record is copied into it, bitwise, and its end
+        // set; the record is not dropped here (`ManuallyDrop`) once it was.
+        let moved = unsafe {
+            self.outbox.submit_in_place(|slot| {
+                std::ptr::copy_nonoverlapping(&*record, slot.as_mut_ptr(), 1);
+                (*slot.as_mut_ptr()).set_end(end);
+            })
+        };
+        if !moved {
+            let mut record = std::mem::ManuallyDrop::into_inner(record);
             record.set_end(end);
             queue::spill(record);
         }
