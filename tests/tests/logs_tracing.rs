@@ -8,7 +8,8 @@
 //! below the layer's level are left out of the tree;
 //! `log` records that reach the layer through `tracing-log` keep their own source;
 //! clones of one layer in two subscribers keep their spans apart; spans
-//! made on some threads and entered and closed on others are each recorded once; the layer
+//! made on some threads and entered and closed on others are each recorded once; more spans
+//! open at once than the layer has slots are each recorded whole; the layer
 //! needs no registry under it; a value whose formatting panics is written unprintable and the
 //! tree goes on; a span open when its layer is replaced (a `reload` handle) is recorded; a span
 //! given its caller's `traceparent` continues the caller's trace; an event written while
@@ -996,6 +997,47 @@ fn spans_made_on_some_threads_and_entered_and_closed_on_others_are_each_recorded
         .map(|child| child.parent_id().expect("a child has its parent"))
         .collect();
     assert_eq!(parents, made_ids, "one child under each span");
+}
+
+/// The layer keeps 256 spans in slots of their own and the others in a map beside them: with
+/// eight times as many open at once, both are used, and every span keeps its values, its
+/// children and its end, however it is reached.
+#[test]
+fn more_spans_open_at_once_than_the_layer_has_slots_are_each_recorded_whole() {
+    subscribe();
+    let (pipeline, memory) = install_memory();
+    const OPEN: u64 = 2_048;
+    let spans: Vec<_> = (0..OPEN)
+        .map(|n| tracing::info_span!("open", n, late = tracing::field::Empty))
+        .collect();
+    for (n, span) in (0..OPEN).zip(&spans) {
+        span.record("late", n + 1);
+        span.in_scope(|| drop(tracing::info_span!("child", of = n).entered()));
+    }
+    // Closed in another order than they were made: the odd ones first, from the last.
+    let (odd, even): (Vec<_>, Vec<_>) = (0..OPEN).zip(spans).partition(|(n, _)| n % 2 == 1);
+    drop(odd.into_iter().rev().collect::<Vec<_>>());
+    drop(even);
+    flush(&pipeline);
+
+    let open = memory.named("open");
+    assert_eq!(open.len() as u64, OPEN);
+    let mut by_number = std::collections::HashMap::new();
+    for span in &open {
+        let n: u64 = span.property("n").unwrap().parse().unwrap();
+        assert_eq!(span.property("late"), Some((n + 1).to_string().as_str()));
+        by_number.insert(n, span.span_id());
+    }
+    let children = memory.named("child");
+    assert_eq!(children.len() as u64, OPEN);
+    for child in &children {
+        let of: u64 = child.property("of").unwrap().parse().unwrap();
+        assert_eq!(
+            child.parent_id(),
+            by_number.get(&of).copied(),
+            "child of {of}"
+        );
+    }
 }
 
 /// A value whose `Debug` and `Display` panic.
