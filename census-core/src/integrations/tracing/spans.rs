@@ -105,7 +105,7 @@ impl<V> Drop for Held<'_, V> {
 
 impl<V: Send> SpanTable<V> {
     fn slot(&self, id: u64) -> &Slot<V> {
-        let hash = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let hash = id.wrapping_mul(SPREAD);
         // The high bits, which the multiplication mixed best.
         &self.slots[(hash >> (u64::BITS - SLOTS.trailing_zeros())) as usize]
     }
@@ -216,11 +216,14 @@ impl<V> Drop for SpanTable<V> {
     }
 }
 
-/// Hashes a span id, a number the registry gives out (close to a count): a multiplication
-/// spreads its bits over the word, the high ones choosing the shard and the low ones the
-/// bucket.
+/// What a span id, a number the registry gives out (close to a count), is multiplied by to
+/// spread its bits over the word (2^64 divided by the golden ratio): the high bits then choose
+/// a slot, or the map's shard, and the low ones its bucket.
+const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Hashes a span id for the map beside the slots ([`SPREAD`]).
 #[derive(Default)]
-pub(super) struct IdHasher(u64);
+struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -234,7 +237,7 @@ impl Hasher for IdHasher {
     }
 
     fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = n.wrapping_mul(SPREAD);
     }
 }
 
