@@ -118,7 +118,9 @@ use spans::SpanTable;
 /// [module](self).
 ///
 /// A clone is a layer of the same configuration that keeps spans of its own: each subscriber
-/// is given its own layer (the spans of two subscribers may share ids).
+/// is given its own layer (the spans of two subscribers may share ids). A layer keeps its open
+/// spans in a table of its own, 32 KiB of slots made with it, and a map beside them for the
+/// spans past those.
 pub struct CensusLayer {
     event_level: Level,
     span_level: Level,
