@@ -232,10 +232,7 @@ pub(crate) fn submit_ended(record: SpanRecord, end: u64) {
     with_local_or(
         record,
         |local, record| local.submit_ended(record, end),
-        |mut record| {
-            record.set_end(end);
-            queue::spill(record);
-        },
+        |record| spill_ended(record, end),
     );
 }
 
@@ -246,12 +243,15 @@ pub(crate) fn submit_boxed(record: Box<SpanRecord>, end: u64) {
     with_local_or(
         record,
         |local, record| local.submit_boxed(record, end),
-        |record| {
-            let mut record = *record;
-            record.set_end(end);
-            queue::spill(record);
-        },
+        |record| spill_ended(*record, end),
     );
+}
+
+/// Puts a finished span, ended at `end`, in the shared overflow: its thread's ring is full, or
+/// the thread's state is gone.
+fn spill_ended(mut record: SpanRecord, end: u64) {
+    record.set_end(end);
+    queue::spill(record);
 }
 
 /// Gives `value` to `f` on this thread's stack, or to `otherwise` when the stack cannot be had
@@ -589,18 +589,28 @@ impl Local {
     #[cfg(feature = "tracing")]
     pub(crate) fn submit_ended(&mut self, record: SpanRecord, end: u64) {
         let record = std::mem::ManuallyDrop::new(record);
-        // SAFETY: the slot is written whole: the record is copied into it, bitwise, and its end
-        // set; the record is not dropped here (`ManuallyDrop`) once it was.
-        let moved = unsafe {
+        // SAFETY: `record` is whole, and is not dropped here (`ManuallyDrop`) once it was
+        // moved into the ring.
+        if !unsafe { self.submit_copied(&raw const *record, end) } {
+            spill_ended(std::mem::ManuallyDrop::into_inner(record), end);
+        }
+    }
+
+    /// Copies the record at `record` into the next slot of the thread's ring, bitwise, and
+    /// writes its end there; whether it was (`false`: the ring is full, nothing copied).
+    ///
+    /// # Safety
+    ///
+    /// `record` points to a whole record, whose owner no longer drops it once this returns
+    /// `true`: the slot owns it then.
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn submit_copied(&mut self, record: *const SpanRecord, end: u64) -> bool {
+        // SAFETY: the slot is written whole: the record is copied into it, and its end set.
+        unsafe {
             self.outbox.submit_in_place(|slot| {
-                std::ptr::copy_nonoverlapping(&*record, slot.as_mut_ptr(), 1);
+                std::ptr::copy_nonoverlapping(record, slot.as_mut_ptr(), 1);
                 (*slot.as_mut_ptr()).set_end(end);
             })
-        };
-        if !moved {
-            let mut record = std::mem::ManuallyDrop::into_inner(record);
-            record.set_end(end);
-            queue::spill(record);
         }
     }
 
@@ -609,23 +619,14 @@ impl Local {
     /// for the thread's next async span.
     pub(crate) fn submit_boxed(&mut self, boxed: Box<SpanRecord>, end: u64) {
         let raw = Box::into_raw(boxed);
-        // SAFETY: the slot is written whole: the record is copied into it, bitwise, and its end
-        // set.
-        let moved = unsafe {
-            self.outbox.submit_in_place(|slot| {
-                std::ptr::copy_nonoverlapping(raw, slot.as_mut_ptr(), 1);
-                (*slot.as_mut_ptr()).set_end(end);
-            })
-        };
-        if moved {
+        // SAFETY: `raw` holds a whole record; once moved, the box is kept as memory only.
+        if unsafe { self.submit_copied(raw, end) } {
             // SAFETY: the record was moved out of the box, bitwise; the box is kept as
             // uninitialised memory (nothing dropped), so the record has one owner: the slot.
             self.keep_box(unsafe { Box::from_raw(raw.cast::<MaybeUninit<SpanRecord>>()) });
         } else {
             // SAFETY: `raw` came from `Box::into_raw` above and nothing was moved out of it.
-            let mut record = *unsafe { Box::from_raw(raw) };
-            record.set_end(end);
-            queue::spill(record);
+            spill_ended(*unsafe { Box::from_raw(raw) }, end);
         }
     }
 

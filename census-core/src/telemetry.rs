@@ -28,9 +28,10 @@ pub(crate) fn is_census(target: &str) -> bool {
 
 /// Where a record written now on this thread belongs: the span current here, or no operation
 /// at all outside any span (as when the thread is ending and its state is gone). `None` when it
-/// is not recorded: no pipeline, a trace the sampler dropped, or one of census's own threads. Inlined into the callers, so that what it returns
-/// is not read back from memory in wider loads than the stores that wrote it (a trace id is
-/// one 16-byte field), which the processor cannot forward.
+/// is not recorded: no pipeline, a trace the sampler dropped, or one of census's own threads.
+/// Inlined into the callers, so that what it returns is not read back from memory in wider
+/// loads than the stores that wrote it (a trace id is one 16-byte field), which the processor
+/// cannot forward.
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn correlation() -> Option<Correlation> {
     if !sampler::is_active() || on_census_thread() {
