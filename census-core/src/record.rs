@@ -40,8 +40,8 @@ pub struct SpanRecord {
     sample_rate: f32,
     success: bool,
     /// What the `tracing` layer notes of a span it made, beyond its values: bits whose
-    /// meaning is the layer's own (`integrations/tracing.rs`), kept here where the record has
-    /// room to spare (a field of the layer's table made each entry 16 bytes larger).
+    /// meaning is the layer's own (`integrations/tracing/span_fields.rs`), kept here where the
+    /// record has room to spare (a field of the layer's table made each entry 16 bytes larger).
     #[cfg(feature = "tracing")]
     marks: u8,
     kept_by: KeptBy,
