@@ -41,6 +41,22 @@ enum FrameCopy {
 
 impl Carried {
     /// Captures the current context of this thread.
+    ///
+    /// ```
+    /// use census_runtime::context::Carried;
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let carried = census_runtime::span("checkout").in_scope(Carried::current);
+    /// std::thread::spawn(move || carried.run(|| census_runtime::span("charge").in_scope(|| ())))
+    ///     .join()
+    ///     .unwrap();
+    /// census.flush(Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("charge").parent_id(), Some(memory.one("checkout").span_id()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn current() -> Self {
         if !crate::sampler::is_active() {
             return Carried(None);
@@ -81,6 +97,18 @@ impl Carried {
 
     /// A context from a remote parent (for example a parsed `traceparent`): the spans under it
     /// are recorded when it is sampled.
+    ///
+    /// ```
+    /// use census_runtime::context::Carried;
+    /// use census_runtime::{SpanContext, SpanId, TraceId};
+    ///
+    /// let parent = SpanContext::new(
+    ///     TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+    ///     SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+    ///     true,
+    /// );
+    /// assert_eq!(Carried::from_context(parent).context(), Some(parent));
+    /// ```
     pub fn from_context(ctx: SpanContext) -> Self {
         Carried(Some(if ctx.is_sampled() {
             FrameCopy::Parent(CarriedContext {
@@ -95,6 +123,12 @@ impl Carried {
     }
 
     /// The carried context, if a recorded span was current.
+    ///
+    /// ```
+    /// use census_runtime::context::Carried;
+    ///
+    /// assert_eq!(Carried::current().context(), None); // nothing is current
+    /// ```
     pub fn context(&self) -> Option<SpanContext> {
         match &self.0 {
             Some(FrameCopy::Parent(carried)) => Some(carried.ctx),
@@ -117,6 +151,18 @@ impl Carried {
     }
 
     /// The carried `tracestate`, if one came in with the trace.
+    ///
+    /// ```
+    /// use census_runtime::context::Carried;
+    /// use census_runtime::{SpanContext, SpanId, TraceId};
+    ///
+    /// let parent = SpanContext::new(
+    ///     TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+    ///     SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+    ///     true,
+    /// );
+    /// assert_eq!(Carried::from_context(parent).trace_state(), None); // none came with it
+    /// ```
     pub fn trace_state(&self) -> Option<&str> {
         match &self.0 {
             Some(FrameCopy::Parent(carried)) => carried.trace_state.as_deref(),
@@ -140,6 +186,20 @@ impl Carried {
     }
 
     /// Runs `f` with the carried context current.
+    ///
+    /// ```
+    /// use census_runtime::context::Carried;
+    /// use census_runtime::{SpanContext, SpanId, TraceId};
+    ///
+    /// let parent = SpanContext::new(
+    ///     TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+    ///     SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+    ///     true,
+    /// );
+    /// let carried = Carried::from_context(parent);
+    /// // Without a pipeline nothing is recorded, and `f` runs all the same.
+    /// assert_eq!(carried.run(|| 6 * 7), 42);
+    /// ```
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         let Some(frame) = self.frame() else {
             return f();
@@ -149,6 +209,16 @@ impl Carried {
     }
 
     /// Wraps a future so that the carried context is current each time it is polled.
+    ///
+    /// ```
+    /// use census_runtime::context::Carried;
+    ///
+    /// # async fn demo() {
+    /// let carried = Carried::current();
+    /// let answer = tokio::spawn(carried.instrument(async { 42 })).await.unwrap();
+    /// assert_eq!(answer, 42);
+    /// # }
+    /// ```
     pub fn instrument<F: Future>(self, future: F) -> WithContext<F> {
         WithContext {
             carried: self,
@@ -206,6 +276,15 @@ impl<F: Future> Future for WithContext<F> {
 }
 
 /// Carrying the current span into futures that run elsewhere.
+///
+/// ```
+/// use census_runtime::context::FutureExt;
+///
+/// # async fn demo() {
+/// let total = tokio::spawn(async { 2 + 2 }.in_current_span()).await.unwrap();
+/// assert_eq!(total, 4);
+/// # }
+/// ```
 pub trait FutureExt: Future + Sized {
     /// Makes the span current here the parent of the spans this future starts, wherever it is
     /// polled: use it on futures handed to `tokio::spawn`.

@@ -267,6 +267,20 @@ fn is_ows(c: char) -> bool {
 /// The trace context an incoming request carries: the caller's span, and the `tracestate` to
 /// pass on. Read it with [`Incoming::from_values`] from the raw header values and start the
 /// request's span with [`Incoming::request`].
+///
+/// ```
+/// use census_runtime::propagation::Incoming;
+///
+/// // A server's handler, given its request's header values.
+/// let incoming = Incoming::from_values(
+///     [b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".as_slice()],
+///     [b"congo=t61rcWkgMzE".as_slice()],
+///     [],
+/// );
+/// incoming.request("GET /orders/{id}").in_scope(|| {
+///     // the handler's work, in the caller's trace
+/// });
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Incoming {
     parent: Option<SpanContext>,
@@ -334,6 +348,19 @@ impl Incoming {
     /// The caller's span, when the request carried a valid one. Its sampled flag is the
     /// `traceparent`'s; a legacy `Request-Id` has none (see [`Incoming::is_legacy`]) and reads
     /// as sampled.
+    ///
+    /// ```
+    /// use census_runtime::propagation::Incoming;
+    ///
+    /// let incoming = Incoming::from_values(
+    ///     [b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".as_slice()],
+    ///     [],
+    ///     [],
+    /// );
+    /// let parent = incoming.parent().unwrap();
+    /// assert_eq!(parent.span_id().to_string(), "00f067aa0ba902b7");
+    /// assert!(!parent.is_sampled()); // flag `00`: the caller did not record the trace
+    /// ```
     pub fn parent(&self) -> Option<SpanContext> {
         self.parent
     }
@@ -357,6 +384,17 @@ impl Incoming {
     }
 
     /// The validated `tracestate`, when one came with a valid `traceparent`.
+    ///
+    /// ```
+    /// use census_runtime::propagation::Incoming;
+    ///
+    /// let incoming = Incoming::from_values(
+    ///     [b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".as_slice()],
+    ///     [b"congo=t61rcWkgMzE".as_slice()],
+    ///     [],
+    /// );
+    /// assert_eq!(incoming.trace_state(), Some("congo=t61rcWkgMzE"));
+    /// ```
     pub fn trace_state(&self) -> Option<&str> {
         self.trace_state.as_deref()
     }
@@ -426,6 +464,20 @@ impl Outgoing {
     /// `request_id`, the legacy `Request-Id`. In a trace that is not recorded, its id with flag
     /// `00` (see [`CurrentSpan::context`](crate::span::CurrentSpan::context)). `None` outside
     /// any trace or without a pipeline.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use census_runtime::propagation::Outgoing;
+    ///
+    /// let census = census_runtime::pipeline().exporter(MemoryExporter::new()).install()?;
+    /// let outgoing = census_runtime::span("call inventory")
+    ///     .in_scope(|| Outgoing::current(false))
+    ///     .expect("a recorded span is current");
+    /// let (name, traceparent) = outgoing.headers().next().unwrap();
+    /// assert_eq!(name, "traceparent");
+    /// assert!(traceparent.starts_with("00-") && traceparent.ends_with("-01"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn current(request_id: bool) -> Option<Outgoing> {
         let ctx = crate::current_span().context()?;
         Some(Outgoing::for_context(
@@ -466,6 +518,21 @@ impl Outgoing {
     }
 
     /// The header names and values to set, lowercase names.
+    ///
+    /// ```
+    /// use census_runtime::{SpanContext, SpanId, TraceId, propagation::Outgoing};
+    ///
+    /// let ctx = SpanContext::new(
+    ///     TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+    ///     SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+    ///     false,
+    /// );
+    /// let outgoing = Outgoing::for_context(ctx, None, false);
+    /// assert_eq!(
+    ///     outgoing.headers().collect::<Vec<_>>(),
+    ///     [("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")]
+    /// );
+    /// ```
     pub fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
         std::iter::once((TRACEPARENT, self.traceparent.as_str()))
             .chain(self.trace_state.as_deref().map(|s| (TRACESTATE, s)))

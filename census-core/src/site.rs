@@ -3,6 +3,14 @@
 use std::fmt;
 
 /// What kind of telemetry a span becomes.
+///
+/// ```
+/// use census_runtime::site::{Site, SpanKind};
+/// static HANDLER: Site = Site::request("GET /orders");
+/// static QUERY: Site = Site::dependency("load", "SQL");
+/// assert_eq!(HANDLER.span_kind(), SpanKind::Request);
+/// assert_eq!(QUERY.span_kind(), SpanKind::Dependency);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SpanKind {
@@ -167,6 +175,12 @@ pub const INPROC: &str = "INPROC";
 
 impl Site {
     /// An in-process span (`type` `INPROC`) named `name`.
+    ///
+    /// ```
+    /// use census_runtime::site::{INPROC, Site};
+    /// static SITE: Site = Site::inproc("price basket");
+    /// assert_eq!((SITE.name(), SITE.kind()), ("price basket", INPROC));
+    /// ```
     pub const fn inproc(name: &'static str) -> Self {
         let mut site = Self::dependency(name, INPROC);
         site.kind = std::ptr::null();
@@ -175,6 +189,12 @@ impl Site {
     }
 
     /// A dependency of type `kind` (`SQL`, `HTTP`, `postgresql`, a name of your own) named `name`.
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// static SITE: Site = Site::dependency("charge", "HTTP");
+    /// assert_eq!((SITE.name(), SITE.kind()), ("charge", "HTTP"));
+    /// ```
     pub const fn dependency(name: &'static str, kind: &'static str) -> Self {
         let (name, name_len) = pack(name);
         let (kind, kind_len) = pack(kind);
@@ -202,6 +222,12 @@ impl Site {
     }
 
     /// An incoming request named `name` (integrations usually replace it per request).
+    ///
+    /// ```
+    /// use census_runtime::site::{Site, SpanKind};
+    /// static SITE: Site = Site::request("GET /orders/{id}");
+    /// assert_eq!(SITE.span_kind(), SpanKind::Request);
+    /// ```
     pub const fn request(name: &'static str) -> Self {
         let mut site = Self::dependency(name, "");
         site.span_kind = SpanKind::Request;
@@ -209,12 +235,24 @@ impl Site {
     }
 
     /// Sets the static target (the server, the database, the service called).
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// static SITE: Site = Site::dependency("load", "SQL").with_target("orders-db");
+    /// assert_eq!(SITE.target(), Some("orders-db"));
+    /// ```
     pub const fn with_target(mut self, target: &'static str) -> Self {
         (self.target, self.target_len) = pack(target);
         self
     }
 
     /// Sets the static command text (a SQL statement, a URL template).
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// static SITE: Site = Site::dependency("load", "SQL").with_data("SELECT * FROM orders");
+    /// assert_eq!(SITE.data(), Some("SELECT * FROM orders"));
+    /// ```
     pub const fn with_data(mut self, data: &'static str) -> Self {
         (self.data, self.data_len) = pack(data);
         self
@@ -222,17 +260,35 @@ impl Site {
 
     /// Sends an `Err` the function returns as an Exception item too, with the error's chain of
     /// `source()`s (`#[dependency(..., exception)]`).
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// static SITE: Site = Site::dependency("charge", "HTTP").with_exception();
+    /// assert!(SITE.exception());
+    /// ```
     pub const fn with_exception(mut self) -> Self {
         self.exception = true;
         self
     }
 
     /// Whether an `Err` is sent as an Exception item too.
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// static SITE: Site = Site::inproc("parse");
+    /// assert!(!SITE.exception());
+    /// ```
     pub const fn exception(&self) -> bool {
         self.exception
     }
 
     /// Names the function arguments that are recorded as properties, in order.
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// static SITE: Site = Site::inproc("place order").with_fields(&["customer", "sku"]);
+    /// assert_eq!(SITE.fields(), ["customer", "sku"]);
+    /// ```
     pub const fn with_fields(mut self, fields: &'static [&'static str]) -> Self {
         self.fields = fields.as_ptr();
         self.fields_len = at_most_u16(fields.len());
@@ -240,6 +296,12 @@ impl Site {
     }
 
     /// Sets where the site is in the source: `module_path!()`, `file!()`, `line!()`.
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// static SITE: Site = Site::inproc("price").at("shop::pricing", "src/pricing.rs", 12);
+    /// assert_eq!((SITE.module(), SITE.file(), SITE.line()), ("shop::pricing", "src/pricing.rs", 12));
+    /// ```
     pub const fn at(mut self, module: &'static str, file: &'static str, line: u32) -> Self {
         (self.module, self.module_len) = pack(module);
         (self.file, self.file_len) = pack(file);
@@ -263,11 +325,23 @@ impl Site {
     }
 
     /// The operation's name (the function's, or the one given in the attribute).
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// static SITE: Site = Site::inproc("price basket");
+    /// assert_eq!(SITE.name(), "price basket");
+    /// ```
     pub const fn name(&self) -> &'static str {
         unpack(self.name, self.name_len)
     }
 
     /// The dependency type: `INPROC`, or the attribute's `kind`.
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// assert_eq!(Site::inproc("price").kind(), "INPROC");
+    /// assert_eq!(Site::dependency("load", "postgresql").kind(), "postgresql");
+    /// ```
     pub const fn kind(&self) -> &'static str {
         match unpack_optional(self.kind, self.kind_len) {
             Some(kind) => kind,
@@ -276,21 +350,42 @@ impl Site {
     }
 
     /// Whether the span becomes a dependency or a request.
+    ///
+    /// ```
+    /// use census_runtime::site::{Site, SpanKind};
+    /// assert_eq!(Site::inproc("price").span_kind(), SpanKind::Dependency);
+    /// ```
     pub const fn span_kind(&self) -> SpanKind {
         self.span_kind
     }
 
     /// The static target, when the attribute gives one.
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// assert_eq!(Site::inproc("price").target(), None);
+    /// assert_eq!(Site::dependency("load", "SQL").with_target("orders-db").target(), Some("orders-db"));
+    /// ```
     pub const fn target(&self) -> Option<&'static str> {
         unpack_optional(self.target, self.target_len)
     }
 
     /// The static command text, when the attribute gives one.
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// assert_eq!(Site::inproc("price").data(), None);
+    /// ```
     pub const fn data(&self) -> Option<&'static str> {
         unpack_optional(self.data, self.data_len)
     }
 
     /// The names of the arguments recorded as properties.
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// assert!(Site::inproc("price").fields().is_empty());
+    /// ```
     pub const fn fields(&self) -> &'static [&'static str] {
         // SAFETY: `fields` and `fields_len` come from a `&'static [&'static str]` (or name no
         // element, its pointer dangling but aligned), its length cut to `u16::MAX` at most.
@@ -298,6 +393,12 @@ impl Site {
     }
 
     /// The module that holds the site.
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// static SITE: Site = Site::inproc("price").at(module_path!(), file!(), line!());
+    /// assert_eq!(SITE.module(), module_path!());
+    /// ```
     pub const fn module(&self) -> &'static str {
         let module = unpack(self.module, self.module_len);
         if self.file.is_null() {
@@ -308,6 +409,12 @@ impl Site {
     }
 
     /// The source file that holds the site.
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// static SITE: Site = Site::inproc("price").at(module_path!(), file!(), line!());
+    /// assert_eq!(SITE.file(), file!());
+    /// ```
     pub const fn file(&self) -> &'static str {
         if self.file.is_null() {
             unpack(self.module, self.module_len)
@@ -319,6 +426,12 @@ impl Site {
     }
 
     /// The line of the annotated function.
+    ///
+    /// ```
+    /// use census_runtime::site::Site;
+    /// static SITE: Site = Site::inproc("price").at(module_path!(), file!(), 42);
+    /// assert_eq!(SITE.line(), 42);
+    /// ```
     pub const fn line(&self) -> u32 {
         self.line
     }

@@ -269,12 +269,34 @@ impl Default for AzureExporterBuilder {
 
 impl AzureExporterBuilder {
     /// The connection string (default: `APPLICATIONINSIGHTS_CONNECTION_STRING`, unless empty).
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let exporter = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .no_storage()
+    ///     .build()?;
+    /// assert_eq!(exporter.connection_string().track_url(), "http://127.0.0.1:9/v2.1/track");
+    /// # Ok::<(), census_runtime::azure::AzureError>(())
+    /// ```
     pub fn connection_string(mut self, connection_string: impl Into<String>) -> Self {
         self.connection_string = Some(connection_string.into());
         self
     }
 
     /// Whether bodies are gzipped (`Content-Encoding: gzip`); default on.
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let exporter = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .no_storage()
+    ///     .gzip(false)
+    ///     .build()?;
+    /// # Ok::<(), census_runtime::azure::AzureError>(())
+    /// ```
     pub fn gzip(mut self, on: bool) -> Self {
         self.gzip = on;
         self
@@ -302,6 +324,17 @@ impl AzureExporterBuilder {
 
     /// Keeps no undelivered batch on disk: they are retried from memory (up to `queue_batches`
     /// batches), then dropped and counted.
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let exporter = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .no_storage()
+    ///     .build()?;
+    /// assert_eq!(exporter.storage_dir(), None);
+    /// # Ok::<(), census_runtime::azure::AzureError>(())
+    /// ```
     pub fn no_storage(mut self) -> Self {
         self.storage = StorageSetting::Off;
         self
@@ -309,6 +342,20 @@ impl AzureExporterBuilder {
 
     /// The most bytes local storage takes (default 50 MiB) and how old a stored batch may get
     /// before it is deleted unsent (default 48 hours).
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    /// use std::time::Duration;
+    ///
+    /// let dir = std::env::temp_dir().join("census-doc-storage-limits");
+    /// let exporter = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .storage_dir(&dir)
+    ///     .storage_limits(8 << 20, Duration::from_secs(24 * 3600))
+    ///     .build()?;
+    /// assert!(exporter.storage_dir().is_some_and(|kept| kept.starts_with(&dir)));
+    /// # Ok::<(), census_runtime::azure::AzureError>(())
+    /// ```
     pub fn storage_limits(mut self, max_bytes: u64, max_age: Duration) -> Self {
         self.storage_max_bytes = max_bytes;
         self.storage_max_age = max_age;
@@ -319,18 +366,53 @@ impl AzureExporterBuilder {
     /// Azure Monitor exporters; the Python reference sends at most 100). Fewer, larger requests
     /// cost the application and the endpoint less per envelope; a batch the endpoint finds too
     /// large (413) is split in halves and sent again.
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let exporter = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .no_storage()
+    ///     .max_batch(100)
+    ///     .build()?;
+    /// # Ok::<(), census_runtime::azure::AzureError>(())
+    /// ```
     pub fn max_batch(mut self, envelopes: usize) -> Self {
         self.max_batch = envelopes;
         self
     }
 
     /// How long envelopes may wait for a fuller batch before they are sent (default 1 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let exporter = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .no_storage()
+    ///     .send_interval(Duration::from_millis(250))
+    ///     .build()?;
+    /// # Ok::<(), census_runtime::azure::AzureError>(())
+    /// ```
     pub fn send_interval(mut self, interval: Duration) -> Self {
         self.send_interval = interval;
         self
     }
 
     /// The timeout of one HTTP request, connection included (default 10 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let exporter = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .no_storage()
+    ///     .timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// # Ok::<(), census_runtime::azure::AzureError>(())
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -338,6 +420,18 @@ impl AzureExporterBuilder {
 
     /// The backoff after a failed delivery: from `min`, doubling to `max`, with jitter
     /// (default 1 s to 60 s). A `Retry-After` from the service overrides it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let exporter = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .no_storage()
+    ///     .retry_backoff(Duration::from_millis(500), Duration::from_secs(30))
+    ///     .build()?;
+    /// # Ok::<(), census_runtime::azure::AzureError>(())
+    /// ```
     pub fn retry_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.min_backoff = min;
         self.max_backoff = max.max(min);
@@ -346,6 +440,17 @@ impl AzureExporterBuilder {
 
     /// How many batches may wait for the transport thread before they go straight to storage
     /// (default 32).
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let exporter = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .no_storage()
+    ///     .queue_batches(64)
+    ///     .build()?;
+    /// # Ok::<(), census_runtime::azure::AzureError>(())
+    /// ```
     pub fn queue_batches(mut self, batches: usize) -> Self {
         self.queue_batches = batches;
         self
@@ -479,6 +584,16 @@ impl AzureExporterBuilder {
     /// Without a connection string set on the builder, it is read from
     /// `APPLICATIONINSIGHTS_CONNECTION_STRING`; with neither, it is
     /// [`AzureError::MissingConnectionString`].
+    ///
+    /// ```
+    /// use census_runtime::azure::{AzureError, AzureExporter};
+    ///
+    /// let error = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=not-a-key")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(error, AzureError::ConnectionString(_)));
+    /// ```
     pub fn build(self) -> Result<AzureExporter, AzureError> {
         let text = match &self.connection_string {
             Some(text) => text.clone(),
@@ -731,6 +846,18 @@ impl fmt::Debug for AzureExporter {
 
 impl AzureExporter {
     /// Starts configuring an exporter.
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let exporter = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .no_storage()
+    ///     .build()?;
+    /// let census = census_runtime::pipeline().exporter(exporter).install()?;
+    /// # drop(census.shutdown(std::time::Duration::from_millis(100)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder() -> AzureExporterBuilder {
         AzureExporterBuilder::default()
     }
@@ -760,11 +887,38 @@ impl AzureExporter {
     }
 
     /// The connection string in use.
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let exporter = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .no_storage()
+    ///     .build()?;
+    /// assert_eq!(
+    ///     exporter.connection_string().instrumentation_key(),
+    ///     "00000000-0000-0000-0000-000000000001"
+    /// );
+    /// # Ok::<(), census_runtime::azure::AzureError>(())
+    /// ```
     pub fn connection_string(&self) -> &ConnectionString {
         &self.connection
     }
 
     /// The directory undelivered batches are kept in, when storage is on.
+    ///
+    /// ```
+    /// use census_runtime::azure::AzureExporter;
+    ///
+    /// let dir = std::env::temp_dir().join("census-doc-storage-dir");
+    /// let exporter = AzureExporter::builder()
+    ///     .connection_string("InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=http://127.0.0.1:9/")
+    ///     .storage_dir(&dir)
+    ///     .build()?;
+    /// // Each instrumentation key keeps its batches in a directory of its own under `dir`.
+    /// assert!(exporter.storage_dir().is_some_and(|kept| kept.starts_with(&dir)));
+    /// # Ok::<(), census_runtime::azure::AzureError>(())
+    /// ```
     pub fn storage_dir(&self) -> Option<&Path> {
         self.storage.as_ref().map(Storage::dir)
     }

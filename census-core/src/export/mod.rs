@@ -53,6 +53,21 @@ use std::time::Instant;
 /// ```
 pub trait Exporter: Send + 'static {
     /// Takes a batch of telemetry.
+    ///
+    /// ```
+    /// use census_runtime::export::{Exporter, Record, Resource};
+    ///
+    /// /// Prints each span's name with the service that recorded it.
+    /// struct Names;
+    ///
+    /// impl Exporter for Names {
+    ///     fn export(&mut self, batch: &[Record], resource: &Resource) {
+    ///         for span in batch.iter().filter_map(Record::as_span) {
+    ///             println!("{}: {}", resource.cloud_role, span.name());
+    ///         }
+    ///     }
+    /// }
+    /// ```
     fn export(&mut self, batch: &[Record], resource: &Resource);
 
     /// Called on the worker at every export interval, whether or not spans came: an exporter that
@@ -88,12 +103,53 @@ pub trait Exporter: Send + 'static {
     }
 
     /// Delivers what was exported so far, before `deadline`; `false` if it could not.
+    ///
+    /// ```
+    /// use census_runtime::export::{Exporter, Record, Resource};
+    /// use std::io::Write;
+    /// use std::time::Instant;
+    ///
+    /// /// Writes span names to a file, through a buffer.
+    /// struct ToFile(std::io::BufWriter<std::fs::File>);
+    ///
+    /// impl Exporter for ToFile {
+    ///     fn export(&mut self, batch: &[Record], _resource: &Resource) {
+    ///         for span in batch.iter().filter_map(Record::as_span) {
+    ///             let _ = writeln!(self.0, "{}", span.name());
+    ///         }
+    ///     }
+    ///
+    ///     fn flush(&mut self, _deadline: Instant) -> bool {
+    ///         self.0.flush().is_ok()
+    ///     }
+    /// }
+    /// ```
     fn flush(&mut self, deadline: Instant) -> bool {
         let _ = deadline;
         true
     }
 
     /// Delivers what is left and stops, before `deadline`; `false` if it could not.
+    ///
+    /// ```
+    /// use census_runtime::export::{Exporter, Record, Resource};
+    /// use std::time::Instant;
+    ///
+    /// /// Keeps what it is given until it is shut down, then prints how much that was.
+    /// #[derive(Default)]
+    /// struct Tally(usize);
+    ///
+    /// impl Exporter for Tally {
+    ///     fn export(&mut self, batch: &[Record], _resource: &Resource) {
+    ///         self.0 += batch.len();
+    ///     }
+    ///
+    ///     fn shutdown(&mut self, _deadline: Instant) -> bool {
+    ///         println!("{} records", self.0);
+    ///         true
+    ///     }
+    /// }
+    /// ```
     fn shutdown(&mut self, deadline: Instant) -> bool {
         self.flush(deadline)
     }
@@ -129,6 +185,27 @@ pub trait Exporter: Send + 'static {
     /// How many telemetry items this exporter holds and has not delivered yet (in memory, in
     /// local storage): asked after a flush that did not finish, so that the error can say how
     /// much is left. Exporters that deliver at once hold nothing.
+    ///
+    /// ```
+    /// use census_runtime::export::{Exporter, Record, Resource};
+    /// use std::time::Instant;
+    ///
+    /// /// Sends batches in the background; says how many records are still on their way.
+    /// #[derive(Default)]
+    /// struct Background {
+    ///     pending: Vec<Record>,
+    /// }
+    ///
+    /// impl Exporter for Background {
+    ///     fn export(&mut self, batch: &[Record], _resource: &Resource) {
+    ///         self.pending.extend_from_slice(batch);
+    ///     }
+    ///
+    ///     fn undelivered(&self) -> u64 {
+    ///         self.pending.len() as u64
+    ///     }
+    /// }
+    /// ```
     fn undelivered(&self) -> u64 {
         0
     }

@@ -46,6 +46,17 @@ use crate::text::Text;
 
 /// The `log` logger that turns records into telemetry and passes them on; see the
 /// [module](self).
+///
+/// ```
+/// use census_runtime::integrations::log::LogBridge;
+///
+/// // Info and above to Application Insights; everything the application's own logger wants on.
+/// LogBridge::new()
+///     .filter("info,hyper=warn")?
+///     .install()?;
+/// log::info!("ready");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct LogBridge {
     recorded: Recorded,
     forward: Option<Box<dyn Log>>,
@@ -105,6 +116,14 @@ impl Default for LogBridge {
 
 impl LogBridge {
     /// A bridge that records `Info` and above and passes nothing on.
+    ///
+    /// ```
+    /// use census_runtime::integrations::log::LogBridge;
+    ///
+    /// LogBridge::new().install()?;
+    /// assert_eq!(log::max_level(), log::LevelFilter::Info);
+    /// # Ok::<(), log::SetLoggerError>(())
+    /// ```
     pub fn new() -> Self {
         LogBridge {
             recorded: Recorded::UpTo(LevelFilter::Info),
@@ -115,6 +134,14 @@ impl LogBridge {
 
     /// The most verbose level that becomes telemetry (default `Info`). Each exporter may keep
     /// less: `min_severity` on the console and Azure exporters.
+    ///
+    /// ```
+    /// use census_runtime::integrations::log::LogBridge;
+    ///
+    /// LogBridge::new().level(log::LevelFilter::Warn).install()?;
+    /// assert_eq!(log::max_level(), log::LevelFilter::Warn);
+    /// # Ok::<(), log::SetLoggerError>(())
+    /// ```
     pub fn level(mut self, level: LevelFilter) -> Self {
         self.recorded = Recorded::UpTo(level);
         self
@@ -182,6 +209,15 @@ impl LogBridge {
 
     /// Makes this the process's logger (`log` allows one, once), and sets `log`'s maximum level
     /// to the more verbose of the two levels.
+    ///
+    /// ```
+    /// use census_runtime::integrations::log::LogBridge;
+    ///
+    /// LogBridge::new().install()?;
+    /// // `log` takes one logger per process, once.
+    /// assert!(LogBridge::new().install().is_err());
+    /// # Ok::<(), log::SetLoggerError>(())
+    /// ```
     pub fn install(self) -> Result<(), SetLoggerError> {
         let recorded = match &self.recorded {
             Recorded::UpTo(level) => *level,

@@ -74,6 +74,14 @@ use crate::metric::{
 use crate::record::SeriesId;
 
 /// The `metrics` recorder that pre-aggregates into census; see the [module](self).
+///
+/// ```
+/// use census_runtime::integrations::metrics::CensusRecorder;
+///
+/// CensusRecorder::new().install()?;
+/// metrics::counter!("orders_placed").increment(1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct CensusRecorder {
     /// Tells this recorder's series apart in the threads' caches.
     id: u64,
@@ -100,6 +108,21 @@ impl Default for CensusRecorder {
 impl CensusRecorder {
     /// A recorder with the default caps (1,000 names, 1,000 label sets per name). Its series
     /// are collected by the installed pipeline for as long as the recorder lives.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use census_runtime::integrations::metrics::CensusRecorder;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// // Used in a scope without being installed.
+    /// let recorder = CensusRecorder::new();
+    /// metrics::with_local_recorder(&recorder, || metrics::gauge!("queue_depth").set(3.0));
+    /// census.flush(Duration::from_secs(5))?;
+    /// assert_eq!(memory.metrics_named("queue_depth")[0].value(), 3.0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> Self {
         CensusRecorder::with_limits(Limits::default())
     }
@@ -134,6 +157,17 @@ impl CensusRecorder {
 
     /// At most this many metric names (default 1,000); the values of a new name past it are
     /// dropped and counted. Set it before anything is recorded.
+    ///
+    /// ```
+    /// use census_runtime::integrations::metrics::CensusRecorder;
+    ///
+    /// let recorder = CensusRecorder::new().max_names(2);
+    /// metrics::with_local_recorder(&recorder, || {
+    ///     metrics::counter!("first").increment(1);
+    ///     metrics::counter!("second").increment(1);
+    ///     metrics::counter!("third").increment(1); // past the cap: dropped and counted
+    /// });
+    /// ```
     pub fn max_names(self, names: usize) -> Self {
         CensusRecorder::with_limits(Limits {
             max_names: names,
@@ -143,6 +177,15 @@ impl CensusRecorder {
 
     /// Makes this the process's `metrics` recorder (`metrics` allows one, once). A test or a
     /// scope may use it without installing it: `metrics::with_local_recorder(&recorder, ...)`.
+    ///
+    /// ```
+    /// use census_runtime::integrations::metrics::CensusRecorder;
+    ///
+    /// CensusRecorder::new().install()?;
+    /// // `metrics` takes one recorder per process, once.
+    /// assert!(CensusRecorder::new().install().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn install(self) -> Result<(), SetRecorderError<CensusRecorder>> {
         metrics::set_global_recorder(self)
     }

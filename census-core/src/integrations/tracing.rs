@@ -121,6 +121,15 @@ use spans::SpanTable;
 /// is given its own layer (the spans of two subscribers may share ids). A layer keeps its open
 /// spans in a table of its own, 32 KiB of slots made with it, and a map beside them for the
 /// spans past those.
+///
+/// ```
+/// use census_runtime::integrations::tracing::CensusLayer;
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// // Beside `fmt` and under any filter, as the module's documentation shows.
+/// tracing::subscriber::set_global_default(tracing_subscriber::registry().with(CensusLayer::new()))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct CensusLayer {
     event_level: Level,
     span_level: Level,
@@ -186,6 +195,26 @@ impl Default for CensusLayer {
 impl CensusLayer {
     /// A layer recording the spans it is given at `DEBUG` and above, and events at `INFO` and
     /// above.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use census_runtime::integrations::tracing::CensusLayer;
+    /// use std::time::Duration;
+    /// use tracing_subscriber::layer::SubscriberExt;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let subscriber = tracing_subscriber::registry().with(CensusLayer::new());
+    /// tracing::subscriber::with_default(subscriber, || {
+    ///     tracing::debug_span!("recorded").in_scope(|| {});
+    ///     tracing::trace_span!("left out").in_scope(|| {});
+    ///     tracing::debug!("left out too");
+    /// });
+    /// census.flush(Duration::from_secs(5))?;
+    /// assert_eq!(memory.spans().len(), 1);
+    /// assert!(memory.logs().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> Self {
         CensusLayer {
             event_level: Level::INFO,

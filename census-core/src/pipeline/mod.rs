@@ -190,6 +190,19 @@ pub fn pipeline() -> PipelineBuilder {
 }
 
 /// Configuration of the census pipeline; made by [`pipeline`].
+///
+/// ```
+/// use census_runtime::Sampler;
+/// use census_runtime::export::ConsoleExporter;
+///
+/// let census = census_runtime::pipeline()
+///     .sampler(Sampler::probability(0.25))
+///     .cloud_role("orders")
+///     .exporter(ConsoleExporter::stdout())
+///     .install()?;
+/// // ... the application runs; dropping `census` delivers what is left.
+/// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+/// ```
 #[must_use = "nothing is recorded until install() is called"]
 pub struct PipelineBuilder {
     sampler: Sampler,
@@ -229,6 +242,22 @@ impl std::fmt::Debug for PipelineBuilder {
 
 impl PipelineBuilder {
     /// Which traces are recorded (default: all).
+    ///
+    /// ```
+    /// use census_runtime::Sampler;
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline()
+    ///     .sampler(Sampler::never())
+    ///     .exporter(memory.clone())
+    ///     .install()?;
+    /// census_runtime::span("dropped").in_scope(|| {});
+    /// census.flush(Duration::from_secs(5))?;
+    /// assert!(memory.spans().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn sampler(mut self, sampler: Sampler) -> Self {
         self.sampler = sampler;
         self
@@ -238,6 +267,21 @@ impl PipelineBuilder {
     /// the `service.namespace` and `service.name` of `OTEL_RESOURCE_ATTRIBUTES`, the App Service
     /// site or the Kubernetes workload, else the executable's name (see
     /// [`Resource`]).
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline()
+    ///     .cloud_role("orders")
+    ///     .exporter(memory.clone())
+    ///     .install()?;
+    /// census_runtime::span("checkout").in_scope(|| {});
+    /// census.flush(Duration::from_secs(5))?;
+    /// assert_eq!(memory.resource().unwrap().cloud_role, "orders");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cloud_role(mut self, role: impl Into<String>) -> Self {
         self.cloud_role = Some(role.into());
         self
@@ -246,6 +290,21 @@ impl PipelineBuilder {
     /// The cloud role instance. Default: the `service.instance.id` or `k8s.pod.name` of
     /// `OTEL_RESOURCE_ATTRIBUTES`, the App Service instance or the Kubernetes pod, else the
     /// host name.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline()
+    ///     .cloud_role_instance("orders-7f9c")
+    ///     .exporter(memory.clone())
+    ///     .install()?;
+    /// census_runtime::span("checkout").in_scope(|| {});
+    /// census.flush(Duration::from_secs(5))?;
+    /// assert_eq!(memory.resource().unwrap().cloud_role_instance, "orders-7f9c");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cloud_role_instance(mut self, instance: impl Into<String>) -> Self {
         self.cloud_role_instance = Some(instance.into());
         self
@@ -335,6 +394,17 @@ impl PipelineBuilder {
     /// An exporter that panics does not take the others down: the panic is caught, counted in
     /// [`diagnostics`]`().exporter_panics` and reported through `log`, and
     /// after three panics that exporter is switched off.
+    ///
+    /// ```
+    /// use census_runtime::export::{ConsoleExporter, MemoryExporter};
+    ///
+    /// // Two exporters: each gets every span.
+    /// let census = census_runtime::pipeline()
+    ///     .exporter(ConsoleExporter::stdout())
+    ///     .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
     pub fn exporter<E: Exporter>(mut self, exporter: E) -> Self {
         self.exporters.push(Contained::new(
             Box::new(exporter),
@@ -344,12 +414,35 @@ impl PipelineBuilder {
     }
 
     /// The most spans handed to an exporter at once (default 512).
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline()
+    ///     .max_batch(100)
+    ///     .exporter(memory.clone())
+    ///     .install()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_batch(mut self, spans: usize) -> Self {
         self.max_batch = spans;
         self
     }
 
     /// How long finished spans may wait before they are exported (default 200 ms).
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline()
+    ///     .export_interval(Duration::from_millis(50))
+    ///     .exporter(memory.clone())
+    ///     .install()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn export_interval(mut self, interval: Duration) -> Self {
         self.export_interval = interval;
         self
@@ -378,12 +471,37 @@ impl PipelineBuilder {
     /// holds (1,024 spans) before new ones are dropped and counted (default 65,536). Each thread
     /// hands its spans over without locks; this shared overflow takes bursts the worker has not
     /// yet woken up for.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline()
+    ///     .queue_capacity(1 << 20)
+    ///     .exporter(memory.clone())
+    ///     .install()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_capacity(mut self, spans: usize) -> Self {
         self.queue_capacity = spans;
         self
     }
 
     /// How long dropping the guard waits for the exporters (default 5 s).
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline()
+    ///     .shutdown_timeout(Duration::from_secs(2))
+    ///     .exporter(memory.clone())
+    ///     .install()?;
+    /// // Dropping the guard waits at most two seconds for the exporters.
+    /// drop(census);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -393,6 +511,17 @@ impl PipelineBuilder {
     ///
     /// Returns a guard that flushes and shuts the pipeline down when dropped. One pipeline at a
     /// time per process.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use census_runtime::pipeline::ConfigError;
+    ///
+    /// let census = census_runtime::pipeline().exporter(MemoryExporter::new()).install()?;
+    /// // One pipeline at a time.
+    /// let again = census_runtime::pipeline().exporter(MemoryExporter::new()).install();
+    /// assert!(matches!(again, Err(ConfigError::AlreadyInstalled)));
+    /// # Ok::<(), ConfigError>(())
+    /// ```
     pub fn install(self) -> Result<Pipeline, ConfigError> {
         if !self.sampler.is_valid() {
             return Err(ConfigError::InvalidSamplingRate(self.sampler.rate()));
@@ -498,6 +627,18 @@ static CONTROL: Mutex<Option<mpsc::Sender<Command>>> = Mutex::new(None);
 
 /// The installed pipeline. Dropping it flushes what is queued (within the shutdown timeout) and
 /// stops recording.
+///
+/// ```
+/// use census_runtime::export::MemoryExporter;
+/// use std::time::Duration;
+///
+/// let memory = MemoryExporter::new();
+/// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// census_runtime::span("checkout").in_scope(|| {});
+/// census.shutdown(Duration::from_secs(5))?; // or drop it
+/// assert_eq!(memory.spans().len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping the guard shuts the pipeline down at once"]
 pub struct Pipeline {
@@ -523,6 +664,20 @@ impl Pipeline {
     }
 
     /// Stops recording, delivers what is queued within `timeout`, and stops the worker.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("checkout").in_scope(|| {});
+    /// census.shutdown(Duration::from_secs(5))?;
+    /// // Stopped: nothing more is recorded.
+    /// census_runtime::span("after").in_scope(|| {});
+    /// assert_eq!(memory.spans().len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn shutdown(mut self, timeout: Duration) -> Result<(), FlushError> {
         self.stop(timeout)
     }
