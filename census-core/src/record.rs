@@ -611,6 +611,17 @@ impl SpanExtra {
 }
 
 /// What is known of a panic that unwound through a span.
+///
+/// ```
+/// use census_runtime::export::SpanRecord;
+///
+/// /// What a span's panic says, for a report of one's own.
+/// fn panicked(span: &SpanRecord) -> Option<String> {
+///     let panic = span.exception()?;
+///     let at = panic.location.as_deref().unwrap_or("an unknown place");
+///     Some(format!("{}: {} at {at}", panic.type_name, panic.message))
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExceptionInfo {
     /// The kind of exception: `panic`.
@@ -766,11 +777,34 @@ impl SpanRecord {
     }
 
     /// The call site that produced the span.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// #[census_runtime::inproc]
+    /// fn price() {}
+    /// price();
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("price").site().name(), "price");
+    /// assert_eq!(memory.one("price").site().kind(), "INPROC");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn site(&self) -> &'static Site {
         self.site
     }
 
     /// The operation's name: set at run time, else the site's.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("price basket").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.spans()[0].name(), "price basket");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn name(&self) -> &str {
         self.extra
             .as_ref()
@@ -779,6 +813,16 @@ impl SpanRecord {
     }
 
     /// The dependency type (`INPROC`, `SQL`, `HTTP`, ...).
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("load").kind("SQL").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("load").kind(), "SQL");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn kind(&self) -> &str {
         self.extra
             .as_ref()
@@ -787,11 +831,32 @@ impl SpanRecord {
     }
 
     /// Dependency or request.
+    ///
+    /// ```
+    /// use census_runtime::site::SpanKind;
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::request("GET /orders").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("GET /orders").span_kind(), SpanKind::Request);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn span_kind(&self) -> SpanKind {
         self.site.span_kind()
     }
 
     /// The target: set at run time, else the site's.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("load").target("orders-db").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("load").target(), Some("orders-db"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn target(&self) -> Option<&str> {
         self.extra
             .as_ref()
@@ -800,6 +865,16 @@ impl SpanRecord {
     }
 
     /// The command text (SQL, URL): set at run time, else the site's.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("load").data("SELECT * FROM orders").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("load").data(), Some("SELECT * FROM orders"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn data(&self) -> Option<&str> {
         self.extra
             .as_ref()
@@ -808,21 +883,62 @@ impl SpanRecord {
     }
 
     /// The result code, when one was set or the span failed.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("charge").in_scope(|| census_runtime::current_span().set_result_code(402));
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("charge").result_code(), Some("402"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn result_code(&self) -> Option<&str> {
         self.extra.as_ref().and_then(|e| e.result_code.as_deref())
     }
 
     /// Whether the operation succeeded.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let parsed = census_runtime::span("parse").try_in_scope(|| "300".parse::<u8>());
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert!(parsed.is_err());
+    /// assert!(!memory.one("parse").success());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn success(&self) -> bool {
         self.success
     }
 
     /// The failure's message (an error's `Display`, a panic's message).
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let parsed = census_runtime::span("parse").try_in_scope(|| "300".parse::<u8>());
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("parse").error_message(), Some("number too large to fit in target type"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn error_message(&self) -> Option<&str> {
         self.extra.as_ref().and_then(|e| e.error.as_deref())
     }
 
     /// The panic that unwound through the span, if any.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("price").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert!(memory.one("price").exception().is_none()); // it did not panic
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn exception(&self) -> Option<&ExceptionInfo> {
         self.extra
             .as_ref()
@@ -857,6 +973,21 @@ impl SpanRecord {
     }
 
     /// The custom properties recorded on the span (fields and `set_property`), in order.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("place order")
+    ///     .property("customer", "ada")
+    ///     .property("items", 3)
+    ///     .in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// let span = memory.one("place order");
+    /// let properties: Vec<_> = span.properties().collect();
+    /// assert_eq!(properties, [("customer", "ada"), ("items", "3")]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
         self.extra
             .iter()
@@ -866,46 +997,140 @@ impl SpanRecord {
 
     /// One property's value: the one given last, when the key was given more than once (the
     /// one the envelope carries).
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("place order").property("customer", "ada").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("place order").property("customer"), Some("ada"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn property(&self, key: &str) -> Option<&str> {
         last_value(self.properties(), key)
     }
 
     /// The operation name the whole trace is grouped under, when one was set.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::request("GET /orders")
+    ///     .in_scope(|| census_runtime::span("load").in_scope(|| {}));
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("load").operation_name(), Some("GET /orders"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn operation_name(&self) -> Option<&str> {
         self.operation_name.as_deref()
     }
 
     /// The trace (operation) id.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("checkout").in_scope(|| census_runtime::span("charge").in_scope(|| {}));
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("charge").trace_id(), memory.one("checkout").trace_id());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn trace_id(&self) -> TraceId {
         self.trace_id
     }
 
     /// The span's own id.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("checkout").in_scope(|| census_runtime::span("charge").in_scope(|| {}));
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("charge").parent_id(), Some(memory.one("checkout").span_id()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn span_id(&self) -> SpanId {
         self.span_id
     }
 
     /// The parent span's id; `None` for the root of a trace.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("checkout").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("checkout").parent_id(), None); // the root of its trace
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn parent_id(&self) -> Option<SpanId> {
         self.parent_id
     }
 
     /// The span's context.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("checkout").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// let span = memory.one("checkout");
+    /// assert_eq!(span.context().span_id(), span.span_id());
+    /// assert!(span.context().is_sampled());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn context(&self) -> SpanContext {
         SpanContext::new(self.trace_id, self.span_id, !self.shadow)
     }
 
     /// When the span started, wall clock.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let before = std::time::SystemTime::now();
+    /// census_runtime::span("checkout").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert!(memory.one("checkout").start_time() >= before - std::time::Duration::from_millis(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn start_time(&self) -> SystemTime {
         clock::to_system_time(self.start)
     }
 
     /// How long it lasted.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("wait").in_scope(|| std::thread::sleep(std::time::Duration::from_millis(5)));
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert!(memory.one("wait").duration() >= std::time::Duration::from_millis(5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn duration(&self) -> Duration {
         clock::between(self.start, self.end)
     }
 
     /// The sampling percentage in force when the trace was sampled (100 keeps everything).
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("checkout").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("checkout").sample_rate(), 100.0); // every trace kept
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn sample_rate(&self) -> f64 {
         f64::from(self.sample_rate)
     }
@@ -994,6 +1219,15 @@ const _: () = assert!(size_of::<Record>() <= size_of::<SpanRecord>() + 8);
 
 impl Record {
     /// The span, if this is one.
+    ///
+    /// ```
+    /// use census_runtime::export::Record;
+    ///
+    /// /// The names of the spans of a batch.
+    /// fn span_names(batch: &[Record]) -> Vec<&str> {
+    ///     batch.iter().filter_map(Record::as_span).map(|span| span.name()).collect()
+    /// }
+    /// ```
     pub fn as_span(&self) -> Option<&SpanRecord> {
         match self {
             Record::Span(span) => Some(span),
@@ -1002,6 +1236,20 @@ impl Record {
     }
 
     /// The log record, if this is one.
+    ///
+    /// ```
+    /// use census_runtime::export::{Record, Severity};
+    ///
+    /// /// The messages of a batch's warnings and errors.
+    /// fn warnings(batch: &[Record]) -> Vec<&str> {
+    ///     batch
+    ///         .iter()
+    ///         .filter_map(Record::as_log)
+    ///         .filter(|log| log.severity() >= Severity::Warning)
+    ///         .map(|log| log.message())
+    ///         .collect()
+    /// }
+    /// ```
     pub fn as_log(&self) -> Option<&LogRecord> {
         match self {
             Record::Log(log) => Some(log),
@@ -1010,6 +1258,19 @@ impl Record {
     }
 
     /// The custom event, if this is one.
+    ///
+    /// ```
+    /// use census_runtime::export::Record;
+    ///
+    /// /// How many orders a batch's events say were placed.
+    /// fn orders_placed(batch: &[Record]) -> usize {
+    ///     batch
+    ///         .iter()
+    ///         .filter_map(Record::as_event)
+    ///         .filter(|event| event.name() == "order_placed")
+    ///         .count()
+    /// }
+    /// ```
     pub fn as_event(&self) -> Option<&EventRecord> {
         match self {
             Record::Event(event) => Some(event),
@@ -1018,6 +1279,19 @@ impl Record {
     }
 
     /// The metric, if this is one.
+    ///
+    /// ```
+    /// use census_runtime::export::Record;
+    ///
+    /// /// The metrics of a batch, as `name = value` lines.
+    /// fn metric_lines(batch: &[Record]) -> Vec<String> {
+    ///     batch
+    ///         .iter()
+    ///         .filter_map(Record::as_metric)
+    ///         .map(|metric| format!("{} = {}", metric.name(), metric.value()))
+    ///         .collect()
+    /// }
+    /// ```
     pub fn as_metric(&self) -> Option<&MetricRecord> {
         match self {
             Record::Metric(metric) => Some(metric),
@@ -1026,6 +1300,17 @@ impl Record {
     }
 
     /// The trace (operation) the record belongs to, if any (a metric belongs to none).
+    ///
+    /// ```
+    /// use census_runtime::TraceId;
+    /// use census_runtime::export::Record;
+    /// use std::collections::HashSet;
+    ///
+    /// /// The operations a batch holds telemetry of.
+    /// fn operations(batch: &[Record]) -> HashSet<TraceId> {
+    ///     batch.iter().filter_map(Record::trace_id).collect()
+    /// }
+    /// ```
     pub fn trace_id(&self) -> Option<TraceId> {
         match self {
             Record::Span(span) => Some(span.trace_id()),
@@ -1067,6 +1352,13 @@ impl From<Item> for Record {
 }
 
 /// How serious a log record is: Application Insights' severity levels.
+///
+/// ```
+/// use census_runtime::export::Severity;
+///
+/// assert!(Severity::Error > Severity::Warning);
+/// assert_eq!((Severity::Warning.level(), Severity::Warning.name()), (2, "WARN"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     /// `log`'s and `tracing`'s trace and debug levels.
@@ -1083,11 +1375,24 @@ pub enum Severity {
 
 impl Severity {
     /// The `severityLevel` Application Insights shows.
+    ///
+    /// ```
+    /// use census_runtime::export::Severity;
+    ///
+    /// assert_eq!(Severity::Verbose.level(), 0);
+    /// assert_eq!(Severity::Error.level(), 3);
+    /// ```
     pub fn level(self) -> u8 {
         self as u8
     }
 
     /// The level's name, as the console prints it.
+    ///
+    /// ```
+    /// use census_runtime::export::Severity;
+    ///
+    /// assert_eq!(Severity::Information.name(), "INFO");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Severity::Verbose => "VERBOSE",
@@ -1133,6 +1438,20 @@ pub(crate) struct Source {
 
 /// An error a log record carries, and the errors that caused it (its `source()`s), outermost
 /// first: an `Exception` item's `exceptions[]`.
+///
+/// ```
+/// use census_runtime::export::LogRecord;
+///
+/// /// A log record's error and its causes, as one line.
+/// fn chain(record: &LogRecord) -> String {
+///     let errors: Vec<String> = record
+///         .errors()
+///         .iter()
+///         .map(|error| format!("{}: {}", error.type_name, error.message))
+///         .collect();
+///     errors.join(", caused by ")
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorDetail {
     /// The error's type, as far as it can be told (`std::error::Error` does not say: the
@@ -1205,6 +1524,21 @@ pub(crate) fn is_path_byte(b: u8) -> bool {
 }
 
 /// A log record or a `tracing` event, as exporters receive it.
+///
+/// ```
+/// use census_runtime::export::{Exporter, LogRecord, Record, Resource};
+///
+/// /// Prints log records as lines, and nothing else.
+/// struct Lines;
+///
+/// impl Exporter for Lines {
+///     fn export(&mut self, batch: &[Record], _resource: &Resource) {
+///         for log in batch.iter().filter_map(Record::as_log) {
+///             println!("{} {} {}", log.severity().name(), log.target(), log.message());
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct LogRecord {
     time: u64,
@@ -1271,16 +1605,41 @@ impl LogRecord {
     }
 
     /// The message.
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    ///
+    /// fn shout(record: &LogRecord) -> String {
+    ///     record.message().to_uppercase()
+    /// }
+    /// ```
     pub fn message(&self) -> &str {
         self.message.as_str()
     }
 
     /// How serious it is.
+    ///
+    /// ```
+    /// use census_runtime::export::{LogRecord, Severity};
+    ///
+    /// fn is_problem(record: &LogRecord) -> bool {
+    ///     record.severity() >= Severity::Warning
+    /// }
+    /// ```
     pub fn severity(&self) -> Severity {
         self.severity
     }
 
     /// When it was written, wall clock.
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// fn is_recent(record: &LogRecord) -> bool {
+    ///     record.time().elapsed().unwrap_or_default() < Duration::from_secs(60)
+    /// }
+    /// ```
     pub fn time(&self) -> SystemTime {
         clock::to_system_time(self.time)
     }
@@ -1291,46 +1650,122 @@ impl LogRecord {
     }
 
     /// The trace (operation) it was written in; `None` outside any span.
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    ///
+    /// /// The operation id Application Insights groups the record under, if any.
+    /// fn operation(record: &LogRecord) -> Option<String> {
+    ///     record.trace_id().map(|id| id.to_string())
+    /// }
+    /// ```
     pub fn trace_id(&self) -> Option<TraceId> {
         self.correlation.trace_id
     }
 
     /// The span it was written in; `None` outside any span.
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    ///
+    /// fn written_in_a_span(record: &LogRecord) -> bool {
+    ///     record.parent_id().is_some()
+    /// }
+    /// ```
     pub fn parent_id(&self) -> Option<SpanId> {
         self.correlation.parent_id
     }
 
     /// The name of the operation it was written in, when one was set.
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    ///
+    /// fn operation_name(record: &LogRecord) -> &str {
+    ///     record.operation_name().unwrap_or("(no operation)")
+    /// }
+    /// ```
     pub fn operation_name(&self) -> Option<&str> {
         self.correlation.operation_name.as_deref()
     }
 
     /// The sampling percentage of its trace (100 outside any trace).
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    ///
+    /// /// How many records this one stands for, its trace sampled at a rate.
+    /// fn weight(record: &LogRecord) -> f64 {
+    ///     100.0 / record.sample_rate()
+    /// }
+    /// ```
     pub fn sample_rate(&self) -> f64 {
         f64::from(self.correlation.sample_rate)
     }
 
     /// The `log` target (or the `tracing` event's).
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    ///
+    /// fn from_sqlx(record: &LogRecord) -> bool {
+    ///     record.target().starts_with("sqlx")
+    /// }
+    /// ```
     pub fn target(&self) -> &str {
         &self.source.target
     }
 
     /// The module it was written in, when known.
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    ///
+    /// fn module(record: &LogRecord) -> &str {
+    ///     record.module_path().unwrap_or("?")
+    /// }
+    /// ```
     pub fn module_path(&self) -> Option<&str> {
         self.source.module_path
     }
 
     /// The source file it was written in, when known.
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    ///
+    /// fn location(record: &LogRecord) -> Option<String> {
+    ///     Some(format!("{}:{}", record.file()?, record.line()?))
+    /// }
+    /// ```
     pub fn file(&self) -> Option<&str> {
         self.source.file
     }
 
     /// The line it was written at, when known.
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    ///
+    /// fn location(record: &LogRecord) -> Option<String> {
+    ///     Some(format!("{}:{}", record.file()?, record.line()?))
+    /// }
+    /// ```
     pub fn line(&self) -> Option<u32> {
         self.source.line
     }
 
     /// Its key-values (`log`'s `kv`, a `tracing` event's fields), in order.
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    ///
+    /// /// The record's key-values, as `key=value` words.
+    /// fn key_values(record: &LogRecord) -> String {
+    ///     let words: Vec<String> = record.properties().map(|(k, v)| format!("{k}={v}")).collect();
+    ///     words.join(" ")
+    /// }
+    /// ```
     pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
         self.extra
             .iter()
@@ -1340,11 +1775,28 @@ impl LogRecord {
 
     /// One property's value: the one given last, when the key was given more than once (the
     /// one the envelope carries).
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    ///
+    /// fn customer(record: &LogRecord) -> Option<&str> {
+    ///     record.property("customer")
+    /// }
+    /// ```
     pub fn property(&self, key: &str) -> Option<&str> {
         last_value(self.properties(), key)
     }
 
     /// The error it carries and its causes, outermost first; empty for a plain message.
+    ///
+    /// ```
+    /// use census_runtime::export::LogRecord;
+    ///
+    /// /// Whether the record becomes an Exception item (it carries an error).
+    /// fn is_exception(record: &LogRecord) -> bool {
+    ///     !record.errors().is_empty()
+    /// }
+    /// ```
     pub fn errors(&self) -> &[ErrorDetail] {
         self.extra
             .as_ref()
@@ -1354,6 +1806,21 @@ impl LogRecord {
 }
 
 /// A custom event, as exporters receive it: made by [`event`](crate::event).
+///
+/// ```
+/// # use census_runtime::export::MemoryExporter;
+/// # let memory = MemoryExporter::new();
+/// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// census_runtime::event("order_placed")
+///     .property("sku", "caviar")
+///     .measurement("total", 12.5)
+///     .send();
+/// # census.flush(std::time::Duration::from_secs(5))?;
+/// let event = &memory.events()[0];
+/// assert_eq!(event.name(), "order_placed");
+/// assert_eq!(event.property("sku"), Some("caviar"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct EventRecord {
     time: u64,
@@ -1397,11 +1864,32 @@ impl EventRecord {
     }
 
     /// The event's name.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::event("order_placed").send();
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.events()[0].name(), "order_placed");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// When it happened, wall clock.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let before = std::time::SystemTime::now();
+    /// census_runtime::event("order_placed").send();
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert!(memory.events()[0].time() >= before - std::time::Duration::from_millis(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn time(&self) -> SystemTime {
         clock::to_system_time(self.time)
     }
@@ -1412,26 +1900,79 @@ impl EventRecord {
     }
 
     /// The trace (operation) it happened in; `None` outside any span.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("checkout").in_scope(|| census_runtime::event("order_placed").send());
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.events()[0].trace_id(), Some(memory.one("checkout").trace_id()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn trace_id(&self) -> Option<TraceId> {
         self.correlation.trace_id
     }
 
     /// The span it happened in; `None` outside any span.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("checkout").in_scope(|| census_runtime::event("order_placed").send());
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.events()[0].parent_id(), Some(memory.one("checkout").span_id()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn parent_id(&self) -> Option<SpanId> {
         self.correlation.parent_id
     }
 
     /// The name of the operation it happened in, when one was set.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::request("POST /orders")
+    ///     .in_scope(|| census_runtime::event("order_placed").send());
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.events()[0].operation_name(), Some("POST /orders"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn operation_name(&self) -> Option<&str> {
         self.correlation.operation_name.as_deref()
     }
 
     /// The sampling percentage of its trace (100 outside any trace).
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::event("order_placed").send();
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.events()[0].sample_rate(), 100.0); // outside any trace
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn sample_rate(&self) -> f64 {
         f64::from(self.correlation.sample_rate)
     }
 
     /// Its properties, in order.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::event("order_placed").property("sku", "caviar").send();
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// let events = memory.events();
+    /// let properties: Vec<_> = events[0].properties().collect();
+    /// assert_eq!(properties, [("sku", "caviar")]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
         self.values
             .iter()
@@ -1441,11 +1982,33 @@ impl EventRecord {
 
     /// One property's value: the one given last, when the key was given more than once (the
     /// one the envelope carries).
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::event("order_placed").property("sku", "caviar").send();
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.events()[0].property("sku"), Some("caviar"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn property(&self, key: &str) -> Option<&str> {
         last_value(self.properties(), key)
     }
 
     /// Its measurements, in order.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::event("order_placed").measurement("total", 12.5).send();
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// let events = memory.events();
+    /// let measurements: Vec<_> = events[0].measurements().collect();
+    /// assert_eq!(measurements, [("total", 12.5)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn measurements(&self) -> impl Iterator<Item = (&str, f64)> {
         self.measurements.iter().map(|(k, v)| (k.as_ref(), *v))
     }
@@ -1455,6 +2018,20 @@ impl EventRecord {
 // Metrics.
 
 /// What a metric measures, and so what its figures mean.
+///
+/// ```
+/// use census_runtime::export::{MetricKind, MetricRecord};
+///
+/// /// What a metric's value means.
+/// fn meaning(metric: &MetricRecord) -> &'static str {
+///     match metric.kind() {
+///         MetricKind::Counter => "the increase over the interval",
+///         MetricKind::Gauge => "the last value set",
+///         MetricKind::Histogram => "the sum of the values recorded",
+///         _ => "a figure of a kind this code does not know",
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MetricKind {
@@ -1469,6 +2046,12 @@ pub enum MetricKind {
 
 impl MetricKind {
     /// Its name, as the console prints it.
+    ///
+    /// ```
+    /// use census_runtime::export::MetricKind;
+    ///
+    /// assert_eq!(MetricKind::Histogram.name(), "histogram");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             MetricKind::Counter => "counter",
@@ -1501,6 +2084,21 @@ impl SeriesId {
 /// A counter's [`value`](Self::value) is its increase over the interval, a gauge's the last
 /// value set (with a count of 1, minimum and maximum the value itself), a histogram's the sum of
 /// the values recorded.
+///
+/// ```
+/// use census_runtime::export::{Exporter, MetricRecord, Record, Resource};
+///
+/// /// Prints each metric's interval: its name, count and value.
+/// struct Metrics;
+///
+/// impl Exporter for Metrics {
+///     fn export(&mut self, batch: &[Record], _resource: &Resource) {
+///         for metric in batch.iter().filter_map(Record::as_metric) {
+///             println!("{}: {} values, {}", metric.name(), metric.count(), metric.value());
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct MetricRecord {
     id: Arc<SeriesId>,
@@ -1565,62 +2163,165 @@ impl MetricRecord {
     }
 
     /// The metric's name.
+    ///
+    /// ```
+    /// use census_runtime::export::MetricRecord;
+    ///
+    /// fn is_latency(metric: &MetricRecord) -> bool {
+    ///     metric.name().ends_with("_ms")
+    /// }
+    /// ```
     pub fn name(&self) -> &str {
         &self.id.name
     }
 
     /// What it measures.
+    ///
+    /// ```
+    /// use census_runtime::export::{MetricKind, MetricRecord};
+    ///
+    /// fn is_counter(metric: &MetricRecord) -> bool {
+    ///     metric.kind() == MetricKind::Counter
+    /// }
+    /// ```
     pub fn kind(&self) -> MetricKind {
         self.kind
     }
 
     /// Its labels, in the order they were given: the item's properties (dimensions).
+    ///
+    /// ```
+    /// use census_runtime::export::MetricRecord;
+    ///
+    /// /// The metric's labels, as `key=value` words.
+    /// fn labels(metric: &MetricRecord) -> String {
+    ///     let words: Vec<String> = metric.properties().map(|(k, v)| format!("{k}={v}")).collect();
+    ///     words.join(" ")
+    /// }
+    /// ```
     pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
         self.id.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// One label's value: the one given last, when the key was given more than once (the one
     /// the envelope carries).
+    ///
+    /// ```
+    /// use census_runtime::export::MetricRecord;
+    ///
+    /// fn region(metric: &MetricRecord) -> &str {
+    ///     metric.property("region").unwrap_or("everywhere")
+    /// }
+    /// ```
     pub fn property(&self, key: &str) -> Option<&str> {
         last_value(self.properties(), key)
     }
 
     /// When the interval started, wall clock.
+    ///
+    /// ```
+    /// use census_runtime::export::MetricRecord;
+    /// use std::time::SystemTime;
+    ///
+    /// /// When the metric's interval ended.
+    /// fn ended(metric: &MetricRecord) -> SystemTime {
+    ///     metric.start_time() + metric.interval()
+    /// }
+    /// ```
     pub fn start_time(&self) -> SystemTime {
         self.start
     }
 
     /// How long the interval lasted (shorter than a full one when a flush closed it).
+    ///
+    /// ```
+    /// use census_runtime::export::MetricRecord;
+    ///
+    /// /// The rate per second of a counter over its interval.
+    /// fn per_second(metric: &MetricRecord) -> f64 {
+    ///     metric.value() / metric.interval().as_secs_f64()
+    /// }
+    /// ```
     pub fn interval(&self) -> Duration {
         self.interval
     }
 
     /// A counter's increase, a gauge's last value, a histogram's sum.
+    ///
+    /// ```
+    /// use census_runtime::export::MetricRecord;
+    ///
+    /// fn total(metric: &MetricRecord) -> f64 {
+    ///     metric.value()
+    /// }
+    /// ```
     pub fn value(&self) -> f64 {
         self.sum
     }
 
     /// How many values a histogram recorded; 1 for a counter or a gauge.
+    ///
+    /// ```
+    /// use census_runtime::export::MetricRecord;
+    ///
+    /// fn average(metric: &MetricRecord) -> Option<f64> {
+    ///     (metric.count() > 0).then(|| metric.value() / metric.count() as f64)
+    /// }
+    /// ```
     pub fn count(&self) -> u64 {
         self.count
     }
 
     /// The smallest value recorded (a counter's or a gauge's value).
+    ///
+    /// ```
+    /// use census_runtime::export::MetricRecord;
+    ///
+    /// fn range(metric: &MetricRecord) -> f64 {
+    ///     metric.max() - metric.min()
+    /// }
+    /// ```
     pub fn min(&self) -> f64 {
         self.min
     }
 
     /// The largest value recorded (a counter's or a gauge's value).
+    ///
+    /// ```
+    /// use census_runtime::export::MetricRecord;
+    ///
+    /// fn range(metric: &MetricRecord) -> f64 {
+    ///     metric.max() - metric.min()
+    /// }
+    /// ```
     pub fn max(&self) -> f64 {
         self.max
     }
 
     /// The mean of the values recorded.
+    ///
+    /// ```
+    /// use census_runtime::export::MetricRecord;
+    ///
+    /// /// Whether the values spread widely about their mean.
+    /// fn spread(metric: &MetricRecord) -> bool {
+    ///     metric.std_dev() > metric.mean() / 2.0
+    /// }
+    /// ```
     pub fn mean(&self) -> f64 {
         self.sum / self.count.max(1) as f64
     }
 
     /// The (population) standard deviation of the values recorded; 0 for a counter or a gauge.
+    ///
+    /// ```
+    /// use census_runtime::export::MetricRecord;
+    ///
+    /// /// Whether the values spread widely about their mean.
+    /// fn spread(metric: &MetricRecord) -> bool {
+    ///     metric.std_dev() > metric.mean() / 2.0
+    /// }
+    /// ```
     pub fn std_dev(&self) -> f64 {
         self.std_dev
     }
