@@ -41,6 +41,22 @@ pub(crate) fn set_forced(on: bool) {
 pub struct PanicBacktrace(Arc<Backtrace>);
 
 /// One frame of a [`PanicBacktrace`]: an Application Insights `parsedStack` entry.
+///
+/// ```
+/// use census_runtime::export::{PanicBacktrace, StackFrame};
+///
+/// /// A backtrace as `at method (file:line)` lines, as a stack trace is printed.
+/// fn lines(backtrace: &PanicBacktrace) -> Vec<String> {
+///     backtrace
+///         .frames()
+///         .iter()
+///         .map(|StackFrame { method, file, line, .. }| match (file, line) {
+///             (Some(file), Some(line)) => format!("at {method} ({file}:{line})"),
+///             _ => format!("at {method}"),
+///         })
+///         .collect()
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackFrame {
     /// Its depth: 0 where the panic started, counting outwards.
@@ -67,6 +83,16 @@ impl PanicBacktrace {
 
     /// The frames from where the panic started outwards: `std`'s panic machinery before it and
     /// the runtime's start-up after `main` are left out. Resolves the backtrace the first time.
+    ///
+    /// ```
+    /// use census_runtime::export::SpanRecord;
+    ///
+    /// /// Where a span's panic started: the innermost frame's function.
+    /// fn panicked_in(span: &SpanRecord) -> Option<String> {
+    ///     let backtrace = span.exception()?.backtrace.as_ref()?;
+    ///     backtrace.frames().first().map(|frame| frame.method.clone())
+    /// }
+    /// ```
     pub fn frames(&self) -> Vec<StackFrame> {
         parse(&self.0.to_string())
     }

@@ -46,6 +46,20 @@ pub struct Diagnostics {
 }
 
 /// Reads the pipeline's counters.
+///
+/// ```
+/// use census_runtime::export::MemoryExporter;
+/// use std::time::Duration;
+///
+/// let census = census_runtime::pipeline().exporter(MemoryExporter::new()).install()?;
+/// let before = census_runtime::pipeline::diagnostics();
+/// census_runtime::span("checkout").in_scope(|| {});
+/// census.flush(Duration::from_secs(5))?;
+/// let after = census_runtime::pipeline::diagnostics();
+/// assert_eq!(after.exported - before.exported, 1);
+/// assert_eq!(after.dropped_queue_full, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn diagnostics() -> Diagnostics {
     Diagnostics {
         exported: COUNTERS.exported.load(Ordering::Relaxed),

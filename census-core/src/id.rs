@@ -31,9 +31,13 @@ pub struct TraceId(NonZero<u128>);
 pub struct SpanId(NonZero<u64>);
 
 macro_rules! hex_id {
-    ($ty:ident, $int:ty, $digits:expr) => {
+    ($ty:ident, $int:ty, $digits:expr, $example:literal) => {
         impl $ty {
             /// Builds an id from its integer value; zero is not a valid id.
+            ///
+            #[doc = concat!("```\nuse census_runtime::", stringify!($ty), ";\n\n")]
+            #[doc = concat!("assert_eq!(", stringify!($ty), "::new(7).map(", stringify!($ty), "::to_int), Some(7));")]
+            #[doc = concat!("assert!(", stringify!($ty), "::new(0).is_none());\n```")]
             pub const fn new(value: $int) -> Option<Self> {
                 match NonZero::new(value) {
                     Some(value) => Some($ty(value)),
@@ -42,6 +46,10 @@ macro_rules! hex_id {
             }
 
             /// The integer value.
+            ///
+            #[doc = concat!("```\nuse census_runtime::", stringify!($ty), ";\n\n")]
+            #[doc = concat!("let id = ", stringify!($ty), "::from_hex(\"", $example, "\").unwrap();")]
+            #[doc = concat!("assert_eq!(id.to_int(), 0x", $example, ");\n```")]
             pub const fn to_int(self) -> $int {
                 self.0.get()
             }
@@ -53,6 +61,12 @@ macro_rules! hex_id {
             }
 
             /// Parses exactly the lowercase or uppercase hex form; rejects zero and any other length.
+            ///
+            #[doc = concat!("```\nuse census_runtime::", stringify!($ty), ";\n\n")]
+            #[doc = concat!("let id = ", stringify!($ty), "::from_hex(\"", $example, "\").unwrap();")]
+            #[doc = concat!("assert_eq!(id.to_string(), \"", $example, "\");")]
+            #[doc = concat!("assert!(", stringify!($ty), "::from_hex(\"", $example, "0\").is_none()); // too long")]
+            #[doc = "```"]
             pub fn from_hex(hex: &str) -> Option<Self> {
                 if hex.len() != $digits || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return None;
@@ -61,6 +75,12 @@ macro_rules! hex_id {
             }
 
             /// Writes the lowercase hex form into `out`, with no allocation.
+            ///
+            #[doc = concat!("```\nuse census_runtime::", stringify!($ty), ";\n\n")]
+            #[doc = concat!("let id = ", stringify!($ty), "::from_hex(\"", $example, "\").unwrap();")]
+            #[doc = concat!("let mut out = [0u8; ", $digits, "];")]
+            #[doc = "id.write_hex(&mut out);"]
+            #[doc = concat!("assert_eq!(&out, b\"", $example, "\");\n```")]
             pub fn write_hex(self, out: &mut [u8; $digits]) {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 let mut value = self.0.get();
@@ -88,11 +108,17 @@ macro_rules! hex_id {
     };
 }
 
-hex_id!(TraceId, u128, 32);
-hex_id!(SpanId, u64, 16);
+hex_id!(TraceId, u128, 32, "4bf92f3577b34da6a3ce929d0e0e4736");
+hex_id!(SpanId, u64, 16, "00f067aa0ba902b7");
 
 impl TraceId {
     /// A fresh random trace id.
+    ///
+    /// ```
+    /// use census_runtime::TraceId;
+    ///
+    /// assert_ne!(TraceId::random(), TraceId::random());
+    /// ```
     pub fn random() -> Self {
         let high = u128::from(next_random());
         let low = u128::from(next_random());
@@ -102,6 +128,12 @@ impl TraceId {
 
 impl SpanId {
     /// A fresh random span id.
+    ///
+    /// ```
+    /// use census_runtime::SpanId;
+    ///
+    /// assert_ne!(SpanId::random(), SpanId::random());
+    /// ```
     pub fn random() -> Self {
         SpanId::from_draw(next_random())
     }
@@ -123,6 +155,17 @@ pub struct SpanContext {
 
 impl SpanContext {
     /// A context from its parts.
+    ///
+    /// ```
+    /// use census_runtime::{SpanContext, SpanId, TraceId};
+    ///
+    /// let ctx = SpanContext::new(
+    ///     TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+    ///     SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+    ///     true,
+    /// );
+    /// assert!(ctx.is_sampled());
+    /// ```
     pub const fn new(trace_id: TraceId, span_id: SpanId, sampled: bool) -> Self {
         SpanContext {
             trace_id,
@@ -132,16 +175,49 @@ impl SpanContext {
     }
 
     /// The trace (operation) id.
+    ///
+    /// ```
+    /// use census_runtime::{SpanContext, SpanId, TraceId};
+    ///
+    /// let ctx = SpanContext::new(
+    ///     TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+    ///     SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+    ///     true,
+    /// );
+    /// assert_eq!(ctx.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    /// ```
     pub const fn trace_id(&self) -> TraceId {
         self.trace_id
     }
 
     /// The span id.
+    ///
+    /// ```
+    /// use census_runtime::{SpanContext, SpanId, TraceId};
+    ///
+    /// let ctx = SpanContext::new(
+    ///     TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+    ///     SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+    ///     true,
+    /// );
+    /// assert_eq!(ctx.span_id().to_string(), "00f067aa0ba902b7");
+    /// ```
     pub const fn span_id(&self) -> SpanId {
         self.span_id
     }
 
     /// Whether the trace is recorded.
+    ///
+    /// ```
+    /// use census_runtime::{SpanContext, SpanId, TraceId};
+    ///
+    /// let ctx = SpanContext::new(
+    ///     TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+    ///     SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+    ///     true,
+    /// );
+    /// assert!(ctx.is_sampled()); // `traceparent` flag `01`
+    /// ```
     pub const fn is_sampled(&self) -> bool {
         self.sampled
     }

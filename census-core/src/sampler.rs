@@ -46,17 +46,42 @@ impl Default for Sampler {
 
 impl Sampler {
     /// Records every trace.
+    ///
+    /// ```
+    /// use census_runtime::{Sampler, TraceId};
+    ///
+    /// assert!(Sampler::always().should_sample(TraceId::random()));
+    /// ```
     pub const fn always() -> Self {
         Sampler::probability(1.0)
     }
 
     /// Records no trace.
+    ///
+    /// ```
+    /// use census_runtime::{Sampler, TraceId};
+    ///
+    /// assert!(!Sampler::never().should_sample(TraceId::random()));
+    /// ```
     pub const fn never() -> Self {
         Sampler::probability(0.0)
     }
 
     /// Records the traces whose score is below `rate`, a fraction in `0.0..=1.0`: about that
     /// share of all traces. A rate outside that range is refused at `install()`.
+    ///
+    /// ```
+    /// use census_runtime::Sampler;
+    /// use census_runtime::export::MemoryExporter;
+    ///
+    /// // A quarter of the traces, decided by their ids as every Application Insights SDK decides.
+    /// let census = census_runtime::pipeline()
+    ///     .sampler(Sampler::probability(0.25))
+    ///     .exporter(MemoryExporter::new())
+    ///     .install()?;
+    /// assert_eq!(census_runtime::pipeline::sampling_percentage(), Some(25.0));
+    /// # Ok::<(), census_runtime::pipeline::ConfigError>(())
+    /// ```
     pub const fn probability(rate: f64) -> Self {
         Sampler {
             rate,
@@ -100,6 +125,13 @@ impl Sampler {
 
     /// The fraction of traces kept; for a [rate-limited](Sampler::rate_limited) sampler, the
     /// one it starts at (1.0).
+    ///
+    /// ```
+    /// use census_runtime::Sampler;
+    ///
+    /// assert_eq!(Sampler::probability(0.25).rate(), 0.25);
+    /// assert_eq!(Sampler::rate_limited(5.0).rate(), 1.0);
+    /// ```
     pub const fn rate(&self) -> f64 {
         self.rate
     }
@@ -121,6 +153,17 @@ impl Sampler {
     }
 
     /// Whether the trace `trace_id` is recorded at [`rate`](Sampler::rate).
+    ///
+    /// ```
+    /// use census_runtime::{Sampler, TraceId};
+    ///
+    /// let trace_id = TraceId::random();
+    /// // The same trace is kept at any rate above its score.
+    /// assert_eq!(
+    ///     Sampler::probability(0.5).should_sample(trace_id),
+    ///     Sampler::score(trace_id) < 0.5
+    /// );
+    /// ```
     #[inline]
     pub fn should_sample(&self, trace_id: TraceId) -> bool {
         decide(self.rate, trace_id)

@@ -119,6 +119,19 @@ pub fn event(name: impl Into<Cow<'static, str>>) -> EventBuilder {
 }
 
 /// A custom event being described; made by [`event`].
+///
+/// ```
+/// # use census_runtime::export::MemoryExporter;
+/// # let memory = MemoryExporter::new();
+/// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// census_runtime::event("cart_abandoned")
+///     .property("items", 3)
+///     .measurement("value", 41.5)
+///     .send();
+/// # census.flush(std::time::Duration::from_secs(5))?;
+/// assert_eq!(memory.events()[0].name(), "cart_abandoned");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "an event is sent by .send()"]
 pub struct EventBuilder {
     name: Cow<'static, str>,
@@ -141,6 +154,16 @@ impl std::fmt::Debug for EventBuilder {
 impl EventBuilder {
     /// A property (a dimension to filter and group by), by `Display`. Given again, a key takes
     /// the value given last (the item carries each key once).
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::event("order_placed").property("sku", "caviar").property("items", 3).send();
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.events()[0].property("items"), Some("3"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
         crate::record::push_display(&mut self.values.properties, key.into(), &value);
         self
@@ -148,6 +171,17 @@ impl EventBuilder {
 
     /// A measurement (a number to chart and aggregate). Given again, a key takes the value
     /// given last.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::event("order_placed").measurement("total", 12.5).send();
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// let events = memory.events();
+    /// assert_eq!(events[0].measurements().collect::<Vec<_>>(), [("total", 12.5)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn measurement(mut self, key: impl Into<Cow<'static, str>>, value: f64) -> Self {
         self.measurements.push((key.into(), value));
         self
@@ -155,6 +189,16 @@ impl EventBuilder {
 
     /// Sends the event: to the exporters, with the span current here, unless that span's trace
     /// was not sampled (or no pipeline is installed).
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::event("order_placed").send(); // outside any span: kept
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.events().len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send(self) {
         match correlation() {
             Some(correlation) => {

@@ -37,6 +37,13 @@ pub(crate) fn scope(audience: Option<&str>) -> String {
 }
 
 /// What is wrong with an authentication string. Each variant names the bad part.
+///
+/// ```
+/// use census_runtime::azure::{AuthenticationString, AuthenticationStringError};
+///
+/// let error = AuthenticationString::parse("ClientId=00000000-0000-0000-0000-0000000000aa").unwrap_err();
+/// assert!(matches!(error, AuthenticationStringError::MissingAuthorization));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 #[cfg_attr(docsrs, doc(cfg(feature = "azure_identity")))]
@@ -107,6 +114,15 @@ pub struct AuthenticationString {
 
 impl AuthenticationString {
     /// Parses an authentication string; see the type's documentation for the rules.
+    ///
+    /// ```
+    /// use census_runtime::azure::AuthenticationString;
+    ///
+    /// // Keys are case-insensitive, and a trailing `;` is tolerated.
+    /// let parsed = AuthenticationString::parse("authorization=AAD;")?;
+    /// assert_eq!(parsed.client_id(), None);
+    /// # Ok::<(), census_runtime::azure::AuthenticationStringError>(())
+    /// ```
     pub fn parse(text: &str) -> Result<AuthenticationString, AuthenticationStringError> {
         let mut authorization: Option<String> = None;
         let mut client_id: Option<String> = None;
@@ -139,6 +155,15 @@ impl AuthenticationString {
     }
 
     /// The user-assigned managed identity's client id, when the string names one.
+    ///
+    /// ```
+    /// use census_runtime::azure::AuthenticationString;
+    ///
+    /// let parsed =
+    ///     AuthenticationString::parse("Authorization=AAD;ClientId=00000000-0000-0000-0000-0000000000aa")?;
+    /// assert_eq!(parsed.client_id(), Some("00000000-0000-0000-0000-0000000000aa"));
+    /// # Ok::<(), census_runtime::azure::AuthenticationStringError>(())
+    /// ```
     pub fn client_id(&self) -> Option<&str> {
         self.client_id.as_deref()
     }

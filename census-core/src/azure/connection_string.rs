@@ -11,6 +11,15 @@ const DEFAULT_INGESTION: &str = "https://dc.services.visualstudio.com";
 
 /// What is wrong with a connection string. Each variant names the bad part; none shows the
 /// instrumentation key in full.
+///
+/// ```
+/// use census_runtime::azure::{ConnectionString, ConnectionStringError};
+///
+/// let error = ConnectionString::parse("InstrumentationKey=;IngestionEndpoint=https://example.com")
+///     .unwrap_err();
+/// assert!(matches!(error, ConnectionStringError::EmptyValue { .. }));
+/// assert_eq!(error.to_string(), "InstrumentationKey in the connection string has an empty value");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 #[cfg_attr(docsrs, doc(cfg(feature = "azure")))]
@@ -126,6 +135,17 @@ pub struct ConnectionString {
 
 impl ConnectionString {
     /// Parses a connection string; see the type's documentation for the rules.
+    ///
+    /// ```
+    /// use census_runtime::azure::ConnectionString;
+    ///
+    /// let parsed = ConnectionString::parse(
+    ///     "InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/",
+    /// )?;
+    /// assert_eq!(parsed.instrumentation_key(), "00000000-0000-0000-0000-000000000001");
+    /// assert!(ConnectionString::parse("InstrumentationKey=not-a-guid").is_err());
+    /// # Ok::<(), census_runtime::azure::ConnectionStringError>(())
+    /// ```
     pub fn parse(text: &str) -> Result<ConnectionString, ConnectionStringError> {
         let mut ikey: Option<String> = None;
         let mut ingestion: Option<String> = None;
@@ -192,17 +212,44 @@ impl ConnectionString {
     }
 
     /// The instrumentation key (`iKey` of every envelope).
+    ///
+    /// ```
+    /// use census_runtime::azure::ConnectionString;
+    ///
+    /// let parsed = ConnectionString::parse("InstrumentationKey=00000000-0000-0000-0000-000000000001")?;
+    /// assert_eq!(parsed.instrumentation_key(), "00000000-0000-0000-0000-000000000001");
+    /// # Ok::<(), census_runtime::azure::ConnectionStringError>(())
+    /// ```
     pub fn instrumentation_key(&self) -> &str {
         &self.instrumentation_key
     }
 
     /// The ingestion endpoint, in the form requested (see the type's documentation), without a
     /// trailing slash.
+    ///
+    /// ```
+    /// use census_runtime::azure::ConnectionString;
+    ///
+    /// let parsed = ConnectionString::parse(
+    ///     "InstrumentationKey=00000000-0000-0000-0000-000000000001;IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/",
+    /// )?;
+    /// assert_eq!(parsed.ingestion_endpoint(), "https://westeurope-5.in.applicationinsights.azure.com");
+    /// # Ok::<(), census_runtime::azure::ConnectionStringError>(())
+    /// ```
     pub fn ingestion_endpoint(&self) -> &str {
         &self.ingestion_endpoint
     }
 
     /// Where batches are posted: `{IngestionEndpoint}/v2.1/track`.
+    ///
+    /// ```
+    /// use census_runtime::azure::ConnectionString;
+    ///
+    /// // No endpoint named: the global one.
+    /// let parsed = ConnectionString::parse("InstrumentationKey=00000000-0000-0000-0000-000000000001")?;
+    /// assert_eq!(parsed.track_url(), "https://dc.services.visualstudio.com/v2.1/track");
+    /// # Ok::<(), census_runtime::azure::ConnectionStringError>(())
+    /// ```
     pub fn track_url(&self) -> String {
         self.endpoint.track_url()
     }

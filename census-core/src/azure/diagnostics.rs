@@ -75,6 +75,12 @@ pub struct Diagnostics {
 }
 
 /// Reads the Azure exporter's counters.
+///
+/// ```
+/// // What the Azure exporter has done so far, for a health endpoint or a log line.
+/// let azure = census_runtime::azure::diagnostics();
+/// println!("{} sent, {} retried, {} kept on disk", azure.sent, azure.retried, azure.stored);
+/// ```
 pub fn diagnostics() -> Diagnostics {
     let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     Diagnostics {

@@ -39,6 +39,18 @@ fn locked<T>(store: &Mutex<Vec<T>>) -> MutexGuard<'_, Vec<T>> {
 
 impl MemoryExporter {
     /// An empty store.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("checkout").in_scope(|| {});
+    /// census.flush(Duration::from_secs(5))?;
+    /// assert_eq!(memory.spans().len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -48,11 +60,39 @@ impl MemoryExporter {
     }
 
     /// Every span exported so far, in the order they were exported.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("checkout").in_scope(|| census_runtime::span("charge").in_scope(|| {}));
+    /// census.flush(Duration::from_secs(5))?;
+    /// // A span is exported when it ends: the child first.
+    /// let names: Vec<_> = memory.spans().iter().map(|span| span.name().to_owned()).collect();
+    /// assert_eq!(names, ["charge", "checkout"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn spans(&self) -> Vec<SpanRecord> {
         self.lock().clone()
     }
 
     /// The spans named `name`.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// for _ in 0..3 {
+    ///     census_runtime::span("poll").in_scope(|| {});
+    /// }
+    /// census.flush(Duration::from_secs(5))?;
+    /// assert_eq!(memory.named("poll").len(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn named(&self, name: &str) -> Vec<SpanRecord> {
         self.lock()
             .iter()
@@ -62,6 +102,18 @@ impl MemoryExporter {
     }
 
     /// The one span named `name`; panics when there is not exactly one (meant for tests).
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("checkout").kind("HTTP").in_scope(|| {});
+    /// census.flush(Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("checkout").kind(), "HTTP");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn one(&self, name: &str) -> SpanRecord {
         let mut found = self.named(name);
         assert_eq!(
@@ -74,6 +126,21 @@ impl MemoryExporter {
     }
 
     /// The spans whose parent is `parent`.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("checkout").in_scope(|| {
+    ///     census_runtime::span("price").in_scope(|| {});
+    ///     census_runtime::span("charge").in_scope(|| {});
+    /// });
+    /// census.flush(Duration::from_secs(5))?;
+    /// assert_eq!(memory.children_of(memory.one("checkout").span_id()).len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn children_of(&self, parent: SpanId) -> Vec<SpanRecord> {
         self.lock()
             .iter()
@@ -83,6 +150,22 @@ impl MemoryExporter {
     }
 
     /// The resource the pipeline described itself with, once a batch arrived.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline()
+    ///     .cloud_role("orders")
+    ///     .exporter(memory.clone())
+    ///     .install()?;
+    /// assert_eq!(memory.resource(), None); // nothing exported yet
+    /// census_runtime::span("checkout").in_scope(|| {});
+    /// census.flush(Duration::from_secs(5))?;
+    /// assert_eq!(memory.resource().map(|resource| resource.cloud_role), Some("orders".to_owned()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn resource(&self) -> Option<Resource> {
         self.resource.lock().ok().and_then(|r| r.clone())
     }
@@ -99,16 +182,43 @@ impl MemoryExporter {
     }
 
     /// Every custom event exported so far, in order.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::event("order_placed").send();
+    /// census.flush(Duration::from_secs(5))?;
+    /// assert_eq!(memory.events()[0].name(), "order_placed");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn events(&self) -> Vec<EventRecord> {
         locked(&self.events).clone()
     }
 
     /// Every metric record exported so far (one per series and interval), in order.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// // Metrics come from the `metrics` feature's recorder, or the standard metrics.
+    /// assert!(memory.metrics().is_empty());
+    /// ```
     pub fn metrics(&self) -> Vec<MetricRecord> {
         locked(&self.metrics).clone()
     }
 
     /// The metric records of the series named `name`, in order.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// assert!(memory.metrics_named("orders_placed").is_empty());
+    /// ```
     pub fn metrics_named(&self, name: &str) -> Vec<MetricRecord> {
         locked(&self.metrics)
             .iter()
@@ -118,6 +228,19 @@ impl MemoryExporter {
     }
 
     /// Forgets everything.
+    ///
+    /// ```
+    /// use census_runtime::export::MemoryExporter;
+    /// use std::time::Duration;
+    ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("warm up").in_scope(|| {});
+    /// census.flush(Duration::from_secs(5))?;
+    /// memory.clear();
+    /// assert!(memory.spans().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn clear(&self) {
         self.lock().clear();
         locked(&self.logs).clear();

@@ -80,6 +80,22 @@ static BUILDER_SITE: Site = Site::inproc("span").at(module_path!(), file!(), lin
 static REQUEST_SITE: Site = Site::request("request").at(module_path!(), file!(), line!());
 
 /// A span for a block, a closure or a future; made by [`span`] or [`request`].
+///
+/// ```
+/// # use census_runtime::export::MemoryExporter;
+/// # let memory = MemoryExporter::new();
+/// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// let total = census_runtime::span("load orders")
+///     .kind("SQL")
+///     .target("orders-db")
+///     .data("SELECT * FROM orders WHERE customer = $1")
+///     .property("customer", "ada")
+///     .in_scope(|| 3);
+/// # census.flush(std::time::Duration::from_secs(5))?;
+/// let span = memory.one("load orders");
+/// assert_eq!((total, span.kind(), span.target()), (3, "SQL", Some("orders-db")));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "a builder does nothing until started"]
 pub struct SpanBuilder {
@@ -109,18 +125,49 @@ impl SpanBuilder {
     }
 
     /// The dependency type (default `INPROC`).
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("publish").kind("Queue Message | kafka").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("publish").kind(), "Queue Message | kafka");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn kind(mut self, kind: &'static str) -> Self {
         self.extra.kind = Some(Cow::Borrowed(kind));
         self
     }
 
     /// The target.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let shard = 3;
+    /// census_runtime::span("load").kind("SQL").target(format!("orders-{shard}")).in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("load").target(), Some("orders-3"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn target(mut self, target: impl Into<Cow<'static, str>>) -> Self {
         self.extra.target = Some(target.into());
         self
     }
 
     /// The command text (for a request: its URL).
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("load").kind("SQL").data("SELECT 1").in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("load").data(), Some("SELECT 1"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn data(mut self, data: impl Into<Cow<'static, str>>) -> Self {
         self.extra.data = Some(data.into());
         self
@@ -128,6 +175,19 @@ impl SpanBuilder {
 
     /// A custom property. Given again, a key takes the value given last (the item carries each
     /// key once).
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("place order")
+    ///     .property("items", 2)
+    ///     .property("items", 3)
+    ///     .in_scope(|| {});
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("place order").property("items"), Some("3"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn property(mut self, key: impl Into<Cow<'static, str>>, value: impl Display) -> Self {
         crate::record::push_display(&mut self.extra.properties, key.into(), &value);
         self
@@ -242,12 +302,39 @@ impl SpanBuilder {
     }
 
     /// The W3C `tracestate` that came in with the parent, passed on by outgoing calls.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// use census_runtime::propagation::Outgoing;
+    ///
+    /// let outgoing = census_runtime::request("GET /orders")
+    ///     .trace_state("congo=t61rcWkgMzE")
+    ///     .in_scope(|| Outgoing::current(false))
+    ///     .expect("a recorded span is current");
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert!(outgoing.headers().any(|header| header == ("tracestate", "congo=t61rcWkgMzE")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn trace_state(mut self, state: impl Into<Arc<str>>) -> Self {
         self.extra.trace_state = Some(state.into());
         self
     }
 
     /// The name of the whole operation (`ai.operation.name`), inherited by the spans under it.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// census_runtime::span("nightly job")
+    ///     .operation_name("reports")
+    ///     .in_scope(|| census_runtime::span("load").in_scope(|| {}));
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("load").operation_name(), Some("reports"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn operation_name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.operation_name = Some(OperationName::new(&name.into()));
         self
@@ -318,6 +405,20 @@ impl SpanBuilder {
     }
 
     /// Runs `f` inside the span. A panic fails the span and continues.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let total = census_runtime::span("price basket").in_scope(|| {
+    ///     // spans started here are its children
+    ///     census_runtime::span("price item").in_scope(|| 3 * 7)
+    /// });
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(total, 21);
+    /// assert_eq!(memory.one("price item").parent_id(), Some(memory.one("price basket").span_id()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn in_scope<R>(self, f: impl FnOnce() -> R) -> R {
         self.start().run(f)
     }
@@ -366,6 +467,19 @@ pub(crate) enum NotStarted {
 
 /// A span that is not current anywhere: started in one place, ended in another, possibly on
 /// another thread. Made by [`SpanBuilder::start_detached`].
+///
+/// ```
+/// # use census_runtime::export::MemoryExporter;
+/// # let memory = MemoryExporter::new();
+/// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// // Started in one callback...
+/// let query = census_runtime::span("SELECT").kind("SQL").start_detached();
+/// // ...ended in another, on any thread.
+/// std::thread::spawn(move || query.end()).join().unwrap();
+/// # census.flush(std::time::Duration::from_secs(5))?;
+/// assert_eq!(memory.one("SELECT").kind(), "SQL");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct DetachedSpan {
     state: Mutex<Detached>,
@@ -394,7 +508,12 @@ impl DetachedSpan {
         }
     }
 
-    span_values!("the span is recorded");
+    span_values!(
+        "the span is recorded",
+        "let span = census_runtime::span(\"load\").start_detached();",
+        "",
+        "span.end();"
+    );
 
     /// The span's context, for propagation. For a span that starts a trace not recorded (a new
     /// one the sampler dropped, or a remote parent's with flag `00`), a context that says so:
@@ -419,6 +538,18 @@ impl DetachedSpan {
     }
 
     /// Ends the span now.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let call = census_runtime::span("GET /stock").kind("HTTP").start_detached();
+    /// call.set_result_code(200);
+    /// call.end();
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("GET /stock").result_code(), Some("200"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn end(self) {}
 }
 

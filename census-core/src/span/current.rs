@@ -33,6 +33,22 @@ pub fn current_span() -> CurrentSpan {
 }
 
 /// A handle on the span current on this thread; see [`current_span`].
+///
+/// ```
+/// # use census_runtime::export::MemoryExporter;
+/// # let memory = MemoryExporter::new();
+/// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// #[census_runtime::dependency(kind = "HTTP", target = "payments")]
+/// fn charge(cents: u64) -> u16 {
+///     let status = if cents > 0 { 200 } else { 400 };
+///     census_runtime::current_span().set_result_code(status);
+///     status
+/// }
+/// charge(1250);
+/// # census.flush(std::time::Duration::from_secs(5))?;
+/// assert_eq!(memory.one("charge").result_code(), Some("200"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct CurrentSpan {
     _not_send: PhantomData<*const ()>,
@@ -46,7 +62,13 @@ impl CurrentSpan {
         with_local(|local| local.top_mut().and_then(Frame::record_mut).map(f)).flatten()
     }
 
-    span_values!("a span is recording here");
+    span_values!(
+        "a span is recording here",
+        "census_runtime::span(\"load\").in_scope(|| {
+    let span = census_runtime::current_span();",
+        "    ",
+        "});"
+    );
 
     /// The context of what is current here, for propagation: the recording span, or the
     /// context carried into this task or thread (see [`Carried`](crate::context::Carried)).

@@ -123,6 +123,11 @@ impl SpanGuard {
     }
 
     /// Whether this guard records a span (the pipeline is installed and the trace sampled).
+    ///
+    /// ```
+    /// let span = census_runtime::span("checkout").start();
+    /// assert!(!span.is_recording()); // no pipeline installed
+    /// ```
     #[inline]
     pub fn is_recording(&self) -> bool {
         matches!(self.held.get(), Held::Span { .. })
@@ -135,6 +140,18 @@ impl SpanGuard {
     }
 
     /// The recorded span's context, for propagation.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let span = census_runtime::span("checkout").start();
+    /// let context = span.context().expect("a pipeline records every trace");
+    /// drop(span);
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("checkout").span_id(), context.span_id());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn context(&self) -> Option<SpanContext> {
         self.with_record(|r| r.context())
     }
@@ -148,6 +165,18 @@ impl SpanGuard {
     }
 
     /// Marks the span failed with a message.
+    ///
+    /// ```
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let span = census_runtime::span("charge").start();
+    /// span.fail("card declined");
+    /// drop(span);
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("charge").error_message(), Some("card declined"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fail(&self, message: impl Display) {
         if self.holds_record() {
             let message = message.to_string();
