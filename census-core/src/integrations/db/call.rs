@@ -72,11 +72,25 @@ impl Target {
     }
 
     /// The dependencies' `type`.
+    ///
+    /// ```
+    /// use census_runtime::integrations::sqlx::Target;
+    ///
+    /// let target = Target::from_url("mysql://app@db.internal/shop");
+    /// assert_eq!(target.system(), "mysql");
+    /// ```
     pub fn system(&self) -> &'static str {
         self.system
     }
 
     /// The dependencies' target.
+    ///
+    /// ```
+    /// use census_runtime::integrations::sqlx::Target;
+    ///
+    /// let target = Target::from_url("postgres://app@db.internal:6432/orders");
+    /// assert_eq!(target.target(), "db.internal:6432 | orders");
+    /// ```
     pub fn target(&self) -> &str {
         &self.target
     }

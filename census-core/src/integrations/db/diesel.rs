@@ -29,6 +29,21 @@ use diesel::result::Error;
 use super::call::{Call, DriverError, Failure, OpenSpans, Target, fail_detached};
 
 /// Diesel's `Instrumentation` for census: each query a dependency; see the [module](self).
+///
+/// ```
+/// use census_runtime::integrations::diesel::QueryTracer;
+/// use diesel::connection::{Connection, SimpleConnection};
+///
+/// # use census_runtime::export::MemoryExporter;
+/// # let memory = MemoryExporter::new();
+/// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// let mut conn = diesel::SqliteConnection::establish(":memory:")?;
+/// conn.set_instrumentation(QueryTracer::for_url(":memory:"));
+/// conn.batch_execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")?;
+/// # census.flush(std::time::Duration::from_secs(5))?;
+/// assert_eq!(memory.spans()[0].kind(), "sqlite");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Default)]
 pub struct QueryTracer {
     target: Option<Target>,
@@ -52,11 +67,34 @@ impl fmt::Debug for QueryTracer {
 impl QueryTracer {
     /// A tracer that learns its system and target from the URL of the connection it sees
     /// established (as the one [`install`] sets for every connection).
+    ///
+    /// ```
+    /// use census_runtime::integrations::diesel::QueryTracer;
+    /// use diesel::connection::Connection;
+    ///
+    /// // Set before the connection is established, it learns the target from its URL.
+    /// diesel::connection::set_default_instrumentation(|| Some(Box::new(QueryTracer::new())))?;
+    /// let conn = diesel::SqliteConnection::establish(":memory:")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> QueryTracer {
         QueryTracer::default()
     }
 
     /// A tracer for a connection to `url` (`postgres://...`, `mysql://...`, or a SQLite file).
+    ///
+    /// ```
+    /// use census_runtime::integrations::diesel::QueryTracer;
+    /// use diesel::connection::Connection;
+    ///
+    /// let file = std::env::temp_dir().join("census-doc-orders.db");
+    /// let url = file.to_str().expect("a path in UTF-8");
+    /// let mut conn = diesel::SqliteConnection::establish(url)?;
+    /// conn.set_instrumentation(QueryTracer::for_url(url));
+    /// # drop(conn);
+    /// # std::fs::remove_file(&file)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn for_url(url: &str) -> QueryTracer {
         QueryTracer {
             target: Some(Target::from_url(url)),
@@ -71,6 +109,16 @@ impl QueryTracer {
 /// # Errors
 ///
 /// When diesel's default instrumentation cannot be set (its lock was poisoned).
+///
+/// ```
+/// use diesel::connection::{Connection, SimpleConnection};
+///
+/// census_runtime::integrations::diesel::install()?;
+/// // Traced from the start, whatever thread establishes it.
+/// let mut conn = diesel::SqliteConnection::establish(":memory:")?;
+/// conn.batch_execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn install() -> Result<(), Error> {
     diesel::connection::set_default_instrumentation(|| Some(Box::new(QueryTracer::new())))
 }

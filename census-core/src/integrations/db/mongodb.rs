@@ -72,6 +72,17 @@ pub fn install(options: &mut ClientOptions) {
 }
 
 /// A command event handler that makes every command a dependency (what [`install`] sets).
+///
+/// ```
+/// use mongodb::options::ClientOptions;
+///
+/// let mut options = ClientOptions::builder()
+///     .hosts(vec![mongodb::options::ServerAddress::parse("127.0.0.1:27017")?])
+///     .build();
+/// // What `install` does, for options built elsewhere.
+/// options.command_event_handler = Some(census_runtime::integrations::mongodb::command_event_handler());
+/// # Ok::<(), mongodb::error::Error>(())
+/// ```
 pub fn command_event_handler() -> EventHandler<CommandEvent> {
     // The driver reports a command's start and its end from whichever task runs it.
     let open: Arc<Mutex<OpenSpans<i32>>> = Arc::default();

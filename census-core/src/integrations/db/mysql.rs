@@ -68,6 +68,17 @@ fn text(query: &impl AsQuery) -> String {
 
 /// A `mysql_async` connection whose every call is a `mysql` dependency; see the
 /// [module](self).
+///
+/// ```no_run
+/// use census_runtime::integrations::mysql::Conn;
+///
+/// # async fn demo() -> Result<(), mysql_async::Error> {
+/// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+/// // A `mysql` dependency "INSERT orders", target "127.0.0.1:3306 | shop".
+/// conn.exec_drop("INSERT INTO orders (total) VALUES (?)", (42,)).await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Conn {
     inner: mysql_async::Conn,
     target: Target,
@@ -85,6 +96,16 @@ impl fmt::Debug for Conn {
 
 impl Conn {
     /// Wraps a connection; its options name the target.
+    ///
+    /// ```no_run
+    /// use census_runtime::integrations::mysql::Conn;
+    ///
+    /// # async fn demo() -> Result<(), mysql_async::Error> {
+    /// let conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+    /// assert_eq!(conn.target(), "127.0.0.1:3306 | shop");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(conn: mysql_async::Conn) -> Conn {
         let target = Target::new(SYSTEM, target(conn.opts()));
         Conn {
@@ -95,17 +116,49 @@ impl Conn {
     }
 
     /// The target of the dependencies.
+    ///
+    /// ```no_run
+    /// use census_runtime::integrations::mysql::Conn;
+    ///
+    /// # async fn demo() -> Result<(), mysql_async::Error> {
+    /// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+    /// println!("calls go to {}", conn.target());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn target(&self) -> &str {
         self.target.target()
     }
 
     /// The wrapped connection (its calls are not traced).
+    ///
+    /// ```no_run
+    /// use census_runtime::integrations::mysql::Conn;
+    ///
+    /// # async fn demo() -> Result<(), mysql_async::Error> {
+    /// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+    /// // For what the wrapper does not offer; its calls are not traced.
+    /// let id = conn.inner_mut().id();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn inner_mut(&mut self) -> &mut mysql_async::Conn {
         &mut self.inner
     }
 
     /// The wrapped connection. A transaction dropped uncommitted and not rolled back yet is
     /// rolled back by a pool's reset or by closing the connection.
+    ///
+    /// ```no_run
+    /// use census_runtime::integrations::mysql::Conn;
+    ///
+    /// # async fn demo() -> Result<(), mysql_async::Error> {
+    /// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+    /// // Calls made on it from here are not traced.
+    /// let conn: mysql_async::Conn = conn.into_inner();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn into_inner(self) -> mysql_async::Conn {
         self.inner
     }
@@ -140,6 +193,20 @@ impl Conn {
     }
 
     /// Prepares a statement (a dependency of its own), keeping its text.
+    ///
+    /// ```no_run
+    /// use census_runtime::integrations::mysql::Conn;
+    ///
+    /// # async fn demo() -> Result<(), mysql_async::Error> {
+    /// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+    /// let insert = conn.prepare("INSERT INTO orders (total) VALUES (?)").await?;
+    /// for total in [42, 43] {
+    ///     // Each a dependency with the statement's text as data.
+    ///     conn.exec_drop(&insert, (total,)).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn prepare(&mut self, sql: &str) -> Result<Prepared<Statement>, Error> {
         let call = self.target.statement(sql);
         let owned = sql.to_owned();
@@ -149,6 +216,18 @@ impl Conn {
 
     /// Starts a transaction (a `START TRANSACTION` dependency). Dropped uncommitted, it is
     /// rolled back before the connection's next call.
+    ///
+    /// ```no_run
+    /// use census_runtime::integrations::mysql::Conn;
+    ///
+    /// # async fn demo() -> Result<(), mysql_async::Error> {
+    /// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+    /// let mut tx = conn.start_transaction().await?;
+    /// tx.exec_drop("UPDATE stock SET count = count - 1 WHERE sku = ?", ("caviar",)).await?;
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn start_transaction(&mut self) -> Result<Transaction<'_>, Error> {
         self.query_drop("START TRANSACTION").await?;
         Ok(Transaction {
@@ -161,6 +240,16 @@ impl Conn {
 /// The statement-as-text forms of `Queryable`'s `exec*`: these record the statement.
 impl Conn {
     /// Executes a statement and drops its result.
+    ///
+    /// ```no_run
+    /// use census_runtime::integrations::mysql::Conn;
+    ///
+    /// # async fn demo() -> Result<(), mysql_async::Error> {
+    /// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+    /// conn.exec_drop("DELETE FROM carts WHERE id = ?", (7,)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn exec_drop<'a, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'a, ()>
     where
         S: Sql<Statement> + 'a,
@@ -173,6 +262,16 @@ impl Conn {
     }
 
     /// Executes a statement and collects its first result set.
+    ///
+    /// ```no_run
+    /// use census_runtime::integrations::mysql::Conn;
+    ///
+    /// # async fn demo() -> Result<(), mysql_async::Error> {
+    /// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+    /// let totals: Vec<i64> = conn.exec("SELECT total FROM orders WHERE customer = ?", ("ada",)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn exec<'a, T, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'a, Vec<T>>
     where
         T: FromRow + Send + 'static,
@@ -186,6 +285,16 @@ impl Conn {
     }
 
     /// Executes a statement and returns its first row.
+    ///
+    /// ```no_run
+    /// use census_runtime::integrations::mysql::Conn;
+    ///
+    /// # async fn demo() -> Result<(), mysql_async::Error> {
+    /// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+    /// let total: Option<i64> = conn.exec_first("SELECT total FROM orders WHERE id = ?", (7,)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn exec_first<'a, T, S, P>(&'a mut self, stmt: S, params: P) -> BoxFuture<'a, Option<T>>
     where
         T: FromRow + Send + 'static,
@@ -199,6 +308,17 @@ impl Conn {
     }
 
     /// Executes a statement once per set of parameters: one dependency for the batch.
+    ///
+    /// ```no_run
+    /// use census_runtime::integrations::mysql::Conn;
+    ///
+    /// # async fn demo() -> Result<(), mysql_async::Error> {
+    /// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+    /// // One dependency for the three rows.
+    /// conn.exec_batch("INSERT INTO orders (total) VALUES (?)", [(42,), (43,), (44,)]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn exec_batch<'a, S, P, I>(&'a mut self, stmt: S, params: I) -> BoxFuture<'a, ()>
     where
         S: Sql<Statement> + 'a,
@@ -330,6 +450,19 @@ impl Queryable for Conn {
 
 /// A transaction on a census [`Conn`]: use it as the connection (it dereferences to it), then
 /// [`commit`](Transaction::commit) or [`rollback`](Transaction::rollback).
+///
+/// ```no_run
+/// use census_runtime::integrations::mysql::Conn;
+///
+/// # async fn demo() -> Result<(), mysql_async::Error> {
+/// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+/// let mut tx = conn.start_transaction().await?;
+/// tx.exec_drop("INSERT INTO orders (total) VALUES (?)", (42,)).await?;
+/// tx.exec_drop("UPDATE stock SET count = count - 1 WHERE sku = ?", ("caviar",)).await?;
+/// tx.commit().await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Transaction<'c> {
     conn: &'c mut Conn,
     open: bool,
@@ -346,12 +479,36 @@ impl fmt::Debug for Transaction<'_> {
 
 impl Transaction<'_> {
     /// Commits (a `COMMIT` dependency).
+    ///
+    /// ```no_run
+    /// use census_runtime::integrations::mysql::Conn;
+    ///
+    /// # async fn demo() -> Result<(), mysql_async::Error> {
+    /// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+    /// let mut tx = conn.start_transaction().await?;
+    /// tx.exec_drop("INSERT INTO orders (total) VALUES (?)", (42,)).await?;
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn commit(mut self) -> Result<(), Error> {
         self.open = false;
         self.conn.query_drop("COMMIT").await
     }
 
     /// Rolls back (a `ROLLBACK` dependency).
+    ///
+    /// ```no_run
+    /// use census_runtime::integrations::mysql::Conn;
+    ///
+    /// # async fn demo() -> Result<(), mysql_async::Error> {
+    /// # let mut conn = Conn::new(mysql_async::Conn::from_url("mysql://app@127.0.0.1/shop").await?);
+    /// let mut tx = conn.start_transaction().await?;
+    /// tx.exec_drop("INSERT INTO orders (total) VALUES (?)", (42,)).await?;
+    /// tx.rollback().await?; // the row is not kept
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn rollback(mut self) -> Result<(), Error> {
         self.open = false;
         self.conn.query_drop("ROLLBACK").await

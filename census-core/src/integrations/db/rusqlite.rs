@@ -137,6 +137,21 @@ fn target_of(conn: &rusqlite::Connection) -> Target {
 macro_rules! traced_calls {
     () => {
         /// Runs one statement; see [`rusqlite::Connection::execute`].
+        ///
+        /// ```
+        /// use census_runtime::integrations::rusqlite::Connection;
+        ///
+        /// # use census_runtime::export::MemoryExporter;
+        /// # let memory = MemoryExporter::new();
+        /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+        /// let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+        /// conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER)")?;
+        /// conn.execute("INSERT INTO orders (total) VALUES (?1)", [42])?;
+        /// # census.flush(std::time::Duration::from_secs(5))?;
+        /// let insert = memory.one("INSERT orders");
+        /// assert_eq!((insert.kind(), insert.data()), ("sqlite", Some("INSERT INTO orders (total) VALUES (?1)")));
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
         pub fn execute<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
             remember_target(&self.target);
             owned_call(&self.target, sql, || self.inner.execute(sql, params))
@@ -144,12 +159,42 @@ macro_rules! traced_calls {
 
         /// Runs statements separated by semicolons, without parameters: one dependency for the
         /// batch; see [`rusqlite::Connection::execute_batch`].
+        ///
+        /// ```
+        /// use census_runtime::integrations::rusqlite::Connection;
+        ///
+        /// # use census_runtime::export::MemoryExporter;
+        /// # let memory = MemoryExporter::new();
+        /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+        /// let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+        /// // One dependency for the batch.
+        /// conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY); CREATE TABLE carts (id INTEGER)")?;
+        /// # census.flush(std::time::Duration::from_secs(5))?;
+        /// assert_eq!(memory.spans().len(), 1);
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
         pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
             remember_target(&self.target);
             owned_call(&self.target, sql, || self.inner.execute_batch(sql))
         }
 
         /// Runs a query for its first row; see [`rusqlite::Connection::query_row`].
+        ///
+        /// ```
+        /// use census_runtime::integrations::rusqlite::Connection;
+        ///
+        /// # use census_runtime::export::MemoryExporter;
+        /// # let memory = MemoryExporter::new();
+        /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+        /// let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+        /// conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER)")?;
+        /// conn.execute("INSERT INTO orders (total) VALUES (?1)", [42])?;
+        /// let total: i64 = conn.query_row("SELECT total FROM orders WHERE id = ?1", [1], |row| row.get(0))?;
+        /// # census.flush(std::time::Duration::from_secs(5))?;
+        /// assert_eq!(total, 42);
+        /// assert_eq!(memory.one("SELECT orders").data(), Some("SELECT total FROM orders WHERE id = ?1"));
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
         pub fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
         where
             P: Params,
@@ -161,6 +206,20 @@ macro_rules! traced_calls {
 
         /// Prepares a statement; when SQLite refuses it (a syntax error, a missing table), that is a
         /// failed dependency. Running the statement is traced by SQLite's events.
+        ///
+        /// ```
+        /// use census_runtime::integrations::rusqlite::Connection;
+        ///
+        /// # use census_runtime::export::MemoryExporter;
+        /// # let memory = MemoryExporter::new();
+        /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+        /// let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+        /// // Refused by SQLite: a failed dependency.
+        /// assert!(conn.prepare("SELECT total FROM missing").is_err());
+        /// # census.flush(std::time::Duration::from_secs(5))?;
+        /// assert!(!memory.one("SELECT missing").success());
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
         pub fn prepare(&self, sql: &str) -> rusqlite::Result<rusqlite::Statement<'_>> {
             remember_target(&self.target);
             match self.inner.prepare(sql) {
@@ -173,6 +232,19 @@ macro_rules! traced_calls {
 
 /// A `rusqlite::Connection` whose every statement is a `sqlite` dependency; see the
 /// [module](self).
+///
+/// ```
+/// use census_runtime::integrations::rusqlite::Connection;
+///
+/// # use census_runtime::export::MemoryExporter;
+/// # let memory = MemoryExporter::new();
+/// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+/// conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER)")?;
+/// # census.flush(std::time::Duration::from_secs(5))?;
+///
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Connection {
     inner: rusqlite::Connection,
     target: Target,
@@ -189,6 +261,15 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// Wraps a connection and registers census's statement and profile events on it
     /// (replacing any `trace_v2` callback it had).
+    ///
+    /// ```
+    /// use census_runtime::integrations::rusqlite::Connection;
+    ///
+    /// let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+    /// assert_eq!(conn.target(), ":memory:");
+    ///
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(conn: rusqlite::Connection) -> Connection {
         let target = target_of(&conn);
         conn.trace_v2(
@@ -202,6 +283,15 @@ impl Connection {
     }
 
     /// The target of the dependencies (the database file).
+    ///
+    /// ```
+    /// use census_runtime::integrations::rusqlite::Connection;
+    ///
+    /// let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+    /// assert_eq!(conn.target(), ":memory:"); // the database file's path, for a file
+    ///
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn target(&self) -> &str {
         self.target.target()
     }
@@ -209,6 +299,23 @@ impl Connection {
     traced_calls!();
 
     /// Starts a transaction (its `BEGIN`, `COMMIT`, `ROLLBACK` are traced by SQLite's events).
+    ///
+    /// ```
+    /// use census_runtime::integrations::rusqlite::Connection;
+    ///
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+    /// conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER)")?;
+    /// let mut conn = conn;
+    /// let tx = conn.transaction()?;
+    /// tx.execute("INSERT INTO orders (total) VALUES (?1)", [42])?;
+    /// tx.commit()?;
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    ///
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn transaction(&mut self) -> rusqlite::Result<Transaction<'_>> {
         remember_target(&self.target);
         let target = self.target.clone();
@@ -219,6 +326,16 @@ impl Connection {
     }
 
     /// The wrapped connection, its events still registered.
+    ///
+    /// ```
+    /// use census_runtime::integrations::rusqlite::Connection;
+    ///
+    /// let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+    /// // Its statements are still traced by SQLite's events.
+    /// let conn: rusqlite::Connection = conn.into_inner();
+    ///
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_inner(self) -> rusqlite::Connection {
         self.inner
     }
@@ -236,6 +353,24 @@ impl Deref for Connection {
 }
 
 /// A transaction on a census [`Connection`]: the same wrapped calls.
+///
+/// ```
+/// use census_runtime::integrations::rusqlite::Connection;
+///
+/// # use census_runtime::export::MemoryExporter;
+/// # let memory = MemoryExporter::new();
+/// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+/// conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER)")?;
+/// let mut conn = conn;
+/// let tx = conn.transaction()?;
+/// tx.execute("INSERT INTO orders (total) VALUES (?1)", [42])?;
+/// tx.execute("INSERT INTO orders (total) VALUES (?1)", [43])?;
+/// tx.commit()?;
+/// # census.flush(std::time::Duration::from_secs(5))?;
+/// assert_eq!(memory.named("INSERT orders").len(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Transaction<'c> {
     inner: rusqlite::Transaction<'c>,
     target: Target,
@@ -253,6 +388,23 @@ impl Transaction<'_> {
     traced_calls!();
 
     /// Commits (a `COMMIT` dependency).
+    ///
+    /// ```
+    /// use census_runtime::integrations::rusqlite::Connection;
+    ///
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+    /// conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER)")?;
+    /// let mut conn = conn;
+    /// let tx = conn.transaction()?;
+    /// tx.execute("INSERT INTO orders (total) VALUES (?1)", [42])?;
+    /// tx.commit()?;
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    ///
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn commit(self) -> rusqlite::Result<()> {
         remember_target(&self.target);
         let Transaction { inner, target } = self;
@@ -260,6 +412,25 @@ impl Transaction<'_> {
     }
 
     /// Rolls back (a `ROLLBACK` dependency).
+    ///
+    /// ```
+    /// use census_runtime::integrations::rusqlite::Connection;
+    ///
+    /// # use census_runtime::export::MemoryExporter;
+    /// # let memory = MemoryExporter::new();
+    /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let conn = Connection::new(rusqlite::Connection::open_in_memory()?);
+    /// conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, total INTEGER)")?;
+    /// let mut conn = conn;
+    /// let tx = conn.transaction()?;
+    /// tx.execute("INSERT INTO orders (total) VALUES (?1)", [42])?;
+    /// tx.rollback()?;
+    /// let count: i64 = conn.query_row("SELECT count(*) FROM orders", [], |row| row.get(0))?;
+    /// assert_eq!(count, 0);
+    /// # census.flush(std::time::Duration::from_secs(5))?;
+    ///
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn rollback(self) -> rusqlite::Result<()> {
         remember_target(&self.target);
         let Transaction { inner, target } = self;

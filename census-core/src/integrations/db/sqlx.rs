@@ -68,6 +68,18 @@ impl Target {
 }
 
 /// An executor whose every query is a dependency; made by [`Target::on`].
+///
+/// ```no_run
+/// use census_runtime::integrations::sqlx::Target;
+///
+/// # async fn demo() -> Result<(), sqlx::Error> {
+/// let pool = sqlx::PgPool::connect("postgres://app@127.0.0.1/orders").await?;
+/// let orders_db = Target::from_url("postgres://app@127.0.0.1/orders");
+/// // A `postgresql` dependency "DELETE carts".
+/// sqlx::query("DELETE FROM carts WHERE stale").execute(orders_db.on(&pool)).await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct TracedExecutor<E> {
     inner: E,
     target: Target,

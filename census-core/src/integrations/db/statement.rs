@@ -161,6 +161,19 @@ assert_eq!(operation("SELECT total FROM orders"), "SELECT");
 )]
 pub trait Sql<S>: sealed::Sealed + Send + Sync {
     /// The statement's text.
+    #[cfg_attr(
+        feature = "tokio-postgres",
+        doc = r#"
+```
+use census_runtime::integrations::postgres::Sql;
+
+fn is_read<Q: Sql<tokio_postgres::Statement> + ?Sized>(query: &Q) -> bool {
+    query.sql().trim_start().to_ascii_uppercase().starts_with("SELECT")
+}
+assert!(is_read("select 1"));
+```
+"#
+    )]
     fn sql(&self) -> &str;
     /// The driver's statement, when it was prepared.
     #[doc(hidden)]
@@ -246,6 +259,22 @@ impl<S> Prepared<S> {
     }
 
     /// The driver's statement.
+    #[cfg_attr(
+        feature = "tokio-postgres",
+        doc = r#"
+```no_run
+use census_runtime::integrations::postgres::Client;
+
+# async fn demo(client: Client) -> Result<(), tokio_postgres::Error> {
+let by_id = client.prepare("SELECT total FROM orders WHERE id = $1").await?;
+// What the driver made of it: the types of its parameters, say.
+let types = by_id.statement().params();
+# let _ = types;
+# Ok(())
+# }
+```
+"#
+    )]
     pub fn statement(&self) -> &S {
         &self.statement
     }

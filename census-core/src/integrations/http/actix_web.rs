@@ -36,6 +36,16 @@ use super::calls::{ServerRequest, X_FORWARDED_FOR, client_address};
 use crate::propagation::{Incoming, REQUEST_ID, TRACEPARENT, TRACESTATE};
 
 /// The middleware, for `App::wrap`.
+///
+/// ```
+/// use actix_web::{App, web};
+/// use census_runtime::integrations::actix_web::ActixMiddleware;
+///
+/// let app = App::new()
+///     .wrap(ActixMiddleware::new())
+///     .route("/health", web::get().to(|| async { "ok" }));
+/// # let _ = app;
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ActixMiddleware {
     _private: (),
@@ -43,6 +53,16 @@ pub struct ActixMiddleware {
 
 impl ActixMiddleware {
     /// Records each incoming request and continues its caller's trace.
+    ///
+    /// ```
+    /// use actix_web::{App, web};
+    /// use census_runtime::integrations::actix_web::ActixMiddleware;
+    ///
+    /// let app = App::new()
+    ///     .wrap(ActixMiddleware::new())
+    ///     .route("/health", web::get().to(|| async { "ok" }));
+    /// # let _ = app;
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -68,6 +88,16 @@ where
 }
 
 /// The service [`ActixMiddleware`] wraps around the app.
+///
+/// ```
+/// use actix_web::{App, web};
+/// use census_runtime::integrations::actix_web::ActixMiddleware;
+///
+/// let app = App::new()
+///     .wrap(ActixMiddleware::new())
+///     .route("/health", web::get().to(|| async { "ok" }));
+/// # let _ = app;
+/// ```
 #[derive(Debug)]
 pub struct ActixService<S> {
     inner: Rc<S>,

@@ -30,6 +30,15 @@ use super::tower::{Routes, ServerLayer};
 
 /// The server layer, for `Router::layer`: the tower [`ServerLayer`] naming requests by axum's
 /// matched route.
+///
+/// ```
+/// use axum::{Router, routing::get};
+///
+/// let app: Router = Router::new()
+///     .route("/health", get(|| async { "ok" }))
+///     .layer(census_runtime::integrations::axum::layer());
+/// # let _ = app;
+/// ```
 pub fn layer() -> ServerLayer {
     ServerLayer::with_routes(Routes {
         route,

@@ -26,6 +26,15 @@ use reqwest_middleware::{Middleware, Next, Result};
 use super::calls::{ClientCall, ClientOptions, Failure};
 
 /// A `reqwest-middleware` middleware that records each call and propagates the trace.
+///
+/// ```
+/// use census_runtime::integrations::reqwest::ReqwestMiddleware;
+///
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(ReqwestMiddleware::new())
+///     .build();
+/// # let _ = client;
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReqwestMiddleware {
     options: ClientOptions,
@@ -33,6 +42,15 @@ pub struct ReqwestMiddleware {
 
 impl ReqwestMiddleware {
     /// Records calls and sends `traceparent` (and `tracestate`).
+    ///
+    /// ```
+    /// use census_runtime::integrations::reqwest::ReqwestMiddleware;
+    ///
+    /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    ///     .with(ReqwestMiddleware::new())
+    ///     .build();
+    /// # let _ = client;
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }

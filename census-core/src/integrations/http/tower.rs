@@ -58,6 +58,16 @@ use crate::propagation::{Incoming, REQUEST_ID, TRACEPARENT, TRACESTATE};
 // Client.
 
 /// Wraps an HTTP client service in [`ClientService`].
+///
+/// ```
+/// use census_runtime::integrations::tower::{ClientLayer, ClientService};
+/// use tower_layer::Layer;
+///
+/// /// Any `tower` HTTP client (`hyper_util`'s, say), its calls made dependencies.
+/// fn traced<S>(client: S) -> ClientService<S> {
+///     ClientLayer::new().layer(client)
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClientLayer {
     options: ClientOptions,
@@ -65,6 +75,13 @@ pub struct ClientLayer {
 
 impl ClientLayer {
     /// Records calls and sends `traceparent` (and `tracestate`).
+    ///
+    /// ```
+    /// use census_runtime::integrations::tower::ClientLayer;
+    ///
+    /// let layer = ClientLayer::new();
+    /// # let _ = layer;
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -93,6 +110,15 @@ impl<S> Layer<S> for ClientLayer {
 }
 
 /// An HTTP client service whose calls are recorded as dependencies; see [`ClientLayer`].
+///
+/// ```
+/// use census_runtime::integrations::tower::{ClientLayer, ClientService};
+/// use tower_layer::Layer;
+///
+/// fn traced<S>(client: S) -> ClientService<S> {
+///     ClientLayer::new().layer(client)
+/// }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ClientService<S> {
     inner: S,
@@ -181,6 +207,16 @@ where
 // Server.
 
 /// Wraps an HTTP server service in [`ServerService`].
+///
+/// ```
+/// use census_runtime::integrations::tower::{ServerLayer, ServerService};
+/// use tower_layer::Layer;
+///
+/// /// Any `tower` HTTP service (`hyper`'s, `tonic`'s), its requests recorded.
+/// fn traced<S>(service: S) -> ServerService<S> {
+///     ServerLayer::new().layer(service)
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ServerLayer {
     routes: Option<Routes>,
@@ -205,6 +241,13 @@ impl fmt::Debug for Routes {
 
 impl ServerLayer {
     /// Records each incoming request and continues its caller's trace.
+    ///
+    /// ```
+    /// use census_runtime::integrations::tower::ServerLayer;
+    ///
+    /// let layer = ServerLayer::new();
+    /// # let _ = layer;
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
@@ -230,6 +273,15 @@ impl<S> Layer<S> for ServerLayer {
 }
 
 /// An HTTP server service whose requests are recorded; see [`ServerLayer`].
+///
+/// ```
+/// use census_runtime::integrations::tower::{ServerLayer, ServerService};
+/// use tower_layer::Layer;
+///
+/// fn traced<S>(service: S) -> ServerService<S> {
+///     ServerLayer::new().layer(service)
+/// }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ServerService<S> {
     inner: S,

@@ -23,6 +23,16 @@ use ureq::{Body, Error, SendBody};
 use super::calls::{ClientCall, ClientOptions, Failure};
 
 /// A ureq middleware that records each call and propagates the trace.
+///
+/// ```
+/// use census_runtime::integrations::ureq::UreqMiddleware;
+///
+/// let agent: ureq::Agent = ureq::Agent::config_builder()
+///     .middleware(UreqMiddleware::new())
+///     .build()
+///     .into();
+/// # let _ = agent;
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UreqMiddleware {
     options: ClientOptions,
@@ -30,6 +40,16 @@ pub struct UreqMiddleware {
 
 impl UreqMiddleware {
     /// Records calls and sends `traceparent` (and `tracestate`).
+    ///
+    /// ```
+    /// use census_runtime::integrations::ureq::UreqMiddleware;
+    ///
+    /// let agent: ureq::Agent = ureq::Agent::config_builder()
+    ///     .middleware(UreqMiddleware::new())
+    ///     .build()
+    ///     .into();
+    /// # let _ = agent;
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
