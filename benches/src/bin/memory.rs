@@ -57,7 +57,11 @@ fn main() {
             AzureExporter::builder()
                 .connection_string(sink.connection_string())
                 .no_storage()
-                .timeout(Duration::from_secs(5))
+                // Short timeouts and backoffs: the retry memory fills in the first seconds rather
+                // than one backoff cycle at a time, so that the second half of the run finds
+                // every buffer at its cap.
+                .timeout(Duration::from_millis(250))
+                .retry_backoff(Duration::from_millis(10), Duration::from_millis(100))
                 .build()
                 .expect("the Azure exporter builds"),
         )
