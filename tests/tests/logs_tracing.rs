@@ -1028,6 +1028,7 @@ fn more_spans_open_at_once_than_the_layer_has_slots_are_each_recorded_whole() {
         assert_eq!(span.property("late"), Some((n + 1).to_string().as_str()));
         by_number.insert(n, span.span_id());
     }
+    assert_eq!(by_number.len() as u64, OPEN, "each span once");
     let children = memory.named("child");
     assert_eq!(children.len() as u64, OPEN);
     for child in &children {

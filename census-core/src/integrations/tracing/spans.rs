@@ -169,10 +169,7 @@ impl<V: Send> SpanTable<V> {
     /// Takes the value of the span `id` out of the table, if it is kept.
     pub(super) fn remove(&self, id: u64) -> Option<V> {
         match self.hold(id) {
-            Some(held) => {
-                let value = held.take();
-                Some(value)
-            }
+            Some(held) => Some(held.take()),
             None => self.overflow.remove(&id).map(|(_, value)| value),
         }
     }
@@ -193,26 +190,31 @@ impl<V: Send> SpanTable<V> {
             .into_iter()
             .map(|(_, value)| value)
             .collect();
+        self.empty_slots(|value| values.push(value));
+        values
+    }
+}
+
+impl<V> SpanTable<V> {
+    /// Gives `each` the value of every full slot, and marks the slot empty: what [`drain`]
+    /// returns and what dropping the table drops.
+    ///
+    /// [`drain`]: SpanTable::drain
+    fn empty_slots(&mut self, mut each: impl FnMut(V)) {
         for slot in self.slots.iter_mut() {
             if *slot.state.get_mut() == FULL {
                 *slot.state.get_mut() = EMPTY;
                 // SAFETY: the table is borrowed whole, and the slot held a value, read once
                 // (the slot is marked empty).
-                values.push(unsafe { slot.value.get_mut().assume_init_read() });
+                each(unsafe { slot.value.get_mut().assume_init_read() });
             }
         }
-        values
     }
 }
 
 impl<V> Drop for SpanTable<V> {
     fn drop(&mut self) {
-        for slot in self.slots.iter_mut() {
-            if *slot.state.get_mut() == FULL {
-                // SAFETY: the slot holds a value, dropped once with the table.
-                unsafe { slot.value.get_mut().assume_init_drop() };
-            }
-        }
+        self.empty_slots(drop);
     }
 }
 
