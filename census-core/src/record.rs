@@ -935,8 +935,14 @@ impl SpanRecord {
     /// # let memory = MemoryExporter::new();
     /// # let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
     /// census_runtime::span("price").in_scope(|| {});
+    /// let unwound = std::panic::catch_unwind(|| {
+    ///     census_runtime::span("reserve").in_scope(|| panic!("out of stock"))
+    /// });
     /// # census.flush(std::time::Duration::from_secs(5))?;
+    /// assert!(unwound.is_err());
     /// assert!(memory.one("price").exception().is_none()); // it did not panic
+    /// let panic = memory.one("reserve").exception().cloned().expect("the span saw the panic");
+    /// assert_eq!(panic.message, "out of stock");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn exception(&self) -> Option<&ExceptionInfo> {

@@ -199,26 +199,53 @@ impl MemoryExporter {
     }
 
     /// Every metric record exported so far (one per series and interval), in order.
-    ///
-    /// ```
-    /// use census_runtime::export::MemoryExporter;
-    ///
-    /// let memory = MemoryExporter::new();
-    /// // Metrics come from the `metrics` feature's recorder, or the standard metrics.
-    /// assert!(memory.metrics().is_empty());
-    /// ```
+    #[cfg_attr(
+        feature = "metrics",
+        doc = r#"
+```
+use census_runtime::export::MemoryExporter;
+use census_runtime::integrations::metrics::CensusRecorder;
+use std::time::Duration;
+
+let memory = MemoryExporter::new();
+let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+let recorder = CensusRecorder::new();
+metrics::with_local_recorder(&recorder, || {
+    metrics::counter!("orders_placed").increment(2);
+    metrics::gauge!("queue_depth").set(7.0);
+});
+census.flush(Duration::from_secs(5))?; // a flush delivers the interval so far
+assert_eq!(memory.metrics().len(), 2);
+# Ok::<(), Box<dyn std::error::Error>>(())
+```
+"#
+    )]
     pub fn metrics(&self) -> Vec<MetricRecord> {
         locked(&self.metrics).clone()
     }
 
     /// The metric records of the series named `name`, in order.
-    ///
-    /// ```
-    /// use census_runtime::export::MemoryExporter;
-    ///
-    /// let memory = MemoryExporter::new();
-    /// assert!(memory.metrics_named("orders_placed").is_empty());
-    /// ```
+    #[cfg_attr(
+        feature = "metrics",
+        doc = r#"
+```
+use census_runtime::export::MemoryExporter;
+use census_runtime::integrations::metrics::CensusRecorder;
+use std::time::Duration;
+
+let memory = MemoryExporter::new();
+let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+let recorder = CensusRecorder::new();
+metrics::with_local_recorder(&recorder, || {
+    metrics::counter!("orders_placed").increment(2);
+    metrics::counter!("orders_refused").increment(1);
+});
+census.flush(Duration::from_secs(5))?;
+assert_eq!(memory.metrics_named("orders_placed")[0].value(), 2.0);
+# Ok::<(), Box<dyn std::error::Error>>(())
+```
+"#
+    )]
     pub fn metrics_named(&self, name: &str) -> Vec<MetricRecord> {
         locked(&self.metrics)
             .iter()

@@ -162,11 +162,13 @@ impl CensusRecorder {
     /// use census_runtime::integrations::metrics::CensusRecorder;
     ///
     /// let recorder = CensusRecorder::new().max_names(2);
+    /// let before = census_runtime::pipeline::diagnostics().metrics_dropped;
     /// metrics::with_local_recorder(&recorder, || {
     ///     metrics::counter!("first").increment(1);
     ///     metrics::counter!("second").increment(1);
     ///     metrics::counter!("third").increment(1); // past the cap: dropped and counted
     /// });
+    /// assert_eq!(census_runtime::pipeline::diagnostics().metrics_dropped - before, 1);
     /// ```
     pub fn max_names(self, names: usize) -> Self {
         CensusRecorder::with_limits(Limits {
