@@ -224,16 +224,25 @@ pub(crate) fn submit(record: SpanRecord) {
     with_local_or(record, |local, record| local.submit(record), queue::spill);
 }
 
-/// Hands a finished span, ended at `end`, to the export worker: [`submit`], with the end
-/// written into the ring's slot once the record is copied there (stamped on the record before,
-/// it was read back in the copy's wide loads, which waited for its narrow store).
+/// Hands the finished span at `record`, ended at `end`, to the export worker, moving it
+/// from where it lies: copied once, straight into this thread's ring, with its end written
+/// there (stamped on the record first, it was read back in the copy's wide loads, which
+/// waited for its narrow store); through the shared overflow when the ring is full or the
+/// thread's state is gone.
+///
+/// # Safety
+///
+/// `record` points to a whole record, which its owner no longer reads or drops: it is moved
+/// out here.
 #[cfg(feature = "tracing")]
-pub(crate) fn submit_ended(record: SpanRecord, end: u64) {
-    with_local_or(
-        record,
-        |local, record| local.submit_ended(record, end),
-        |record| spill_ended(record, end),
-    );
+pub(crate) unsafe fn submit_ended_from(record: *const SpanRecord, end: u64) {
+    // SAFETY: as this function's contract says; the record is copied into the ring's slot,
+    // which owns it then, or read out of `record` once when it was not.
+    let submitted = with_local(|local| unsafe { local.submit_copied(record, end) });
+    if submitted != Some(true) {
+        // SAFETY: as above, nothing was copied: the record is read once.
+        spill_ended(unsafe { record.read() }, end);
+    }
 }
 
 /// Hands an async span's finished record, ended at `end`, to the export worker: as
@@ -581,18 +590,6 @@ impl Local {
         } else if let Some(Frame::Span(mut record)) = self.pop() {
             record.set_end(end);
             queue::spill(record);
-        }
-    }
-
-    /// Ends a span with `end`: the record is copied into the next slot of the thread's ring,
-    /// then its end set there.
-    #[cfg(feature = "tracing")]
-    pub(crate) fn submit_ended(&mut self, record: SpanRecord, end: u64) {
-        let record = std::mem::ManuallyDrop::new(record);
-        // SAFETY: `record` is whole, and is not dropped here (`ManuallyDrop`) once it was
-        // moved into the ring.
-        if !unsafe { self.submit_copied(&raw const *record, end) } {
-            spill_ended(std::mem::ManuallyDrop::into_inner(record), end);
         }
     }
 

@@ -470,8 +470,18 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         with_local(|local| local.forget_made(key));
         // Two accesses of the thread's state, not one: one access, the record moved into its
         // closure, measured slower (the layer's span 274-298 against 282-306 ns, alternating).
-        if let Some(Bridged::Recorded(record)) = self.spans.remove(key.id) {
-            crate::local::submit_ended(record, crate::clock::now());
+        // The record is copied once, from its slot straight into the ring's: taken out of the
+        // table and then handed on, it was copied twice (the layer's span 237-270 against
+        // 223-247 ns, alternating; 265-294 against 255-300 pinned to one CPU).
+        // SAFETY: the span's value is moved out once: its record copied into the ring (or
+        // read out of its place for the overflow), or, not recorded, a context, which has
+        // nothing to drop.
+        unsafe {
+            self.spans.take_with(key.id, |bridged| {
+                if let Bridged::Recorded(record) = &*bridged {
+                    crate::local::submit_ended_from(record, crate::clock::now());
+                }
+            });
         }
     }
 

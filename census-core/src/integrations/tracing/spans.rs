@@ -89,12 +89,6 @@ impl<V> Held<'_, V> {
         // claimed, and `after` is `FULL` until the value is taken).
         unsafe { (*self.slot.value.get()).assume_init_mut() }
     }
-
-    fn take(mut self) -> V {
-        self.after = EMPTY;
-        // SAFETY: as in `value`; the slot is marked empty, so the value is read once.
-        unsafe { (*self.slot.value.get()).assume_init_read() }
-    }
 }
 
 impl<V> Drop for Held<'_, V> {
@@ -166,11 +160,32 @@ impl<V: Send> SpanTable<V> {
         }
     }
 
-    /// Takes the value of the span `id` out of the table, if it is kept.
-    pub(super) fn remove(&self, id: u64) -> Option<V> {
+    /// Moves the value of the span `id` out of the table through `take`, if it is kept:
+    /// `take` is given the value where it lies, in its slot (held until `take` returns) or, for
+    /// a span in the map, out of it, and must move it out (read it once, bitwise, and own it
+    /// from then on): it is not dropped here. Whether the span was kept.
+    ///
+    /// A value moved straight from its slot is copied once, where taking it out and moving it
+    /// on copied it twice.
+    ///
+    /// # Safety
+    ///
+    /// `take` moves the value out of the pointer it is given, exactly once.
+    pub(super) unsafe fn take_with(&self, id: u64, take: impl FnOnce(*mut V)) -> bool {
         match self.hold(id) {
-            Some(held) => Some(held.take()),
-            None => self.overflow.remove(&id).map(|(_, value)| value),
+            Some(mut held) => {
+                held.after = EMPTY;
+                take(held.value());
+                true
+            }
+            None => match self.overflow.remove(&id) {
+                Some((_, value)) => {
+                    let mut value = std::mem::ManuallyDrop::new(value);
+                    take(&raw mut *value);
+                    true
+                }
+                None => false,
+            },
         }
     }
 
@@ -249,6 +264,16 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
     use std::sync::mpsc;
+
+    impl<V: Send> SpanTable<V> {
+        /// Takes the value of the span `id` out of the table, if it is kept.
+        fn remove(&self, id: u64) -> Option<V> {
+            let mut taken = None;
+            // SAFETY: the value is read once, and owned by `taken` from then on.
+            unsafe { self.take_with(id, |value| taken = Some(value.read())) };
+            taken
+        }
+    }
 
     /// Ids that the table gives the same slot.
     fn colliding(table: &SpanTable<u64>, count: usize) -> Vec<u64> {
