@@ -469,7 +469,8 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
         let key = self.key(&id);
         with_local(|local| local.forget_made(key));
         // Two accesses of the thread's state, not one: one access, the record moved into its
-        // closure, measured slower (the layer's span 274-298 against 282-306 ns, alternating).
+        // closure, measured slower (the layer's span 274-298 against 282-306 ns, alternating),
+        // and with the record copied from its slot no faster (235-281 against 234-277 ns).
         // The record is copied once, from its slot straight into the ring's: taken out of the
         // table and then handed on, it was copied twice (the layer's span 237-270 against
         // 223-247 ns, alternating; 265-294 against 255-300 pinned to one CPU).

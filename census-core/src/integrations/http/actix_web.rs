@@ -52,15 +52,13 @@ pub struct ActixMiddleware {
 }
 
 impl ActixMiddleware {
-    /// Records each incoming request and continues its caller's trace.
+    /// Records each incoming request and continues its caller's trace; the same as
+    /// `ActixMiddleware::default()`. Wired into an app as the [type](ActixMiddleware) shows.
     ///
     /// ```
-    /// use actix_web::{App, web};
     /// use census_runtime::integrations::actix_web::ActixMiddleware;
     ///
-    /// let app = App::new()
-    ///     .wrap(ActixMiddleware::new())
-    ///     .route("/health", web::get().to(|| async { "ok" }));
+    /// let app = actix_web::App::new().wrap(ActixMiddleware::new());
     /// # let _ = app;
     /// ```
     pub fn new() -> Self {
@@ -87,16 +85,30 @@ where
     }
 }
 
-/// The service [`ActixMiddleware`] wraps around the app.
+/// The service [`ActixMiddleware`] wraps around the app: each request it serves is recorded.
 ///
 /// ```
-/// use actix_web::{App, web};
+/// use actix_web::{App, test, web};
+/// use census_runtime::site::SpanKind;
+/// use census_runtime::export::MemoryExporter;
 /// use census_runtime::integrations::actix_web::ActixMiddleware;
+/// use std::time::Duration;
 ///
-/// let app = App::new()
-///     .wrap(ActixMiddleware::new())
-///     .route("/health", web::get().to(|| async { "ok" }));
-/// # let _ = app;
+/// let memory = MemoryExporter::new();
+/// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// actix_web::rt::System::new().block_on(async {
+///     let app = App::new()
+///         .wrap(ActixMiddleware::new())
+///         .route("/health", web::get().to(|| async { "ok" }));
+///     let service = test::init_service(app).await;
+///     let request = test::TestRequest::get().uri("/health").to_request();
+///     let response = test::call_service(&service, request).await;
+///     assert!(response.status().is_success());
+/// });
+/// census.flush(Duration::from_secs(5))?;
+/// let request = memory.one("GET /health");
+/// assert_eq!((request.span_kind(), request.result_code()), (SpanKind::Request, Some("200")));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct ActixService<S> {

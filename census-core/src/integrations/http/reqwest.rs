@@ -41,15 +41,14 @@ pub struct ReqwestMiddleware {
 }
 
 impl ReqwestMiddleware {
-    /// Records calls and sends `traceparent` (and `tracestate`).
+    /// Records calls and sends `traceparent` (and `tracestate`); the same as
+    /// `ReqwestMiddleware::default()`. Given to a client as the [type](ReqwestMiddleware) shows.
     ///
     /// ```
     /// use census_runtime::integrations::reqwest::ReqwestMiddleware;
     ///
-    /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-    ///     .with(ReqwestMiddleware::new())
-    ///     .build();
-    /// # let _ = client;
+    /// let middleware = ReqwestMiddleware::new();
+    /// # let _ = reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(middleware);
     /// ```
     pub fn new() -> Self {
         Self::default()

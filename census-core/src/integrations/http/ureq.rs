@@ -39,16 +39,14 @@ pub struct UreqMiddleware {
 }
 
 impl UreqMiddleware {
-    /// Records calls and sends `traceparent` (and `tracestate`).
+    /// Records calls and sends `traceparent` (and `tracestate`); the same as
+    /// `UreqMiddleware::default()`. Given to an agent as the [type](UreqMiddleware) shows.
     ///
     /// ```
     /// use census_runtime::integrations::ureq::UreqMiddleware;
     ///
-    /// let agent: ureq::Agent = ureq::Agent::config_builder()
-    ///     .middleware(UreqMiddleware::new())
-    ///     .build()
-    ///     .into();
-    /// # let _ = agent;
+    /// let middleware = UreqMiddleware::new();
+    /// # let _ = ureq::Agent::config_builder().middleware(middleware);
     /// ```
     pub fn new() -> Self {
         Self::default()
