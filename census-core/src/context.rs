@@ -189,16 +189,24 @@ impl Carried {
     ///
     /// ```
     /// use census_runtime::context::Carried;
+    /// use census_runtime::export::MemoryExporter;
     /// use census_runtime::{SpanContext, SpanId, TraceId};
     ///
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
     /// let parent = SpanContext::new(
     ///     TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
     ///     SpanId::from_hex("00f067aa0ba902b7").unwrap(),
     ///     true,
     /// );
-    /// let carried = Carried::from_context(parent);
-    /// // Without a pipeline nothing is recorded, and `f` runs all the same.
-    /// assert_eq!(carried.run(|| 6 * 7), 42);
+    /// let total = Carried::from_context(parent).run(|| {
+    ///     census_runtime::span("price basket").in_scope(|| 6 * 7)
+    /// });
+    /// census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(total, 42);
+    /// let span = memory.one("price basket");
+    /// assert_eq!((span.trace_id(), span.parent_id()), (parent.trace_id(), Some(parent.span_id())));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         let Some(frame) = self.frame() else {
@@ -212,12 +220,18 @@ impl Carried {
     ///
     /// ```
     /// use census_runtime::context::Carried;
+    /// use census_runtime::export::MemoryExporter;
     ///
-    /// # async fn demo() {
-    /// let carried = Carried::current();
-    /// let answer = tokio::spawn(carried.instrument(async { 42 })).await.unwrap();
-    /// assert_eq!(answer, 42);
-    /// # }
+    /// let memory = MemoryExporter::new();
+    /// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+    /// let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    /// // Carried out of the span, and polled after it ended.
+    /// let carried = census_runtime::span("checkout").in_scope(Carried::current);
+    /// let charge = async { census_runtime::span("charge").in_scope(|| 42) };
+    /// assert_eq!(runtime.block_on(runtime.spawn(carried.instrument(charge)))?, 42);
+    /// census.flush(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(memory.one("charge").parent_id(), Some(memory.one("checkout").span_id()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn instrument<F: Future>(self, future: F) -> WithContext<F> {
         WithContext {
@@ -279,11 +293,17 @@ impl<F: Future> Future for WithContext<F> {
 ///
 /// ```
 /// use census_runtime::context::FutureExt;
+/// use census_runtime::export::MemoryExporter;
 ///
-/// # async fn demo() {
-/// let total = tokio::spawn(async { 2 + 2 }.in_current_span()).await.unwrap();
-/// assert_eq!(total, 4);
-/// # }
+/// let memory = MemoryExporter::new();
+/// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+/// let charge = census_runtime::span("checkout")
+///     .in_scope(|| async { census_runtime::span("charge").in_scope(|| 2 + 2) }.in_current_span());
+/// assert_eq!(runtime.block_on(runtime.spawn(charge))?, 4);
+/// census.flush(std::time::Duration::from_secs(5))?;
+/// assert_eq!(memory.one("charge").parent_id(), Some(memory.one("checkout").span_id()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait FutureExt: Future + Sized {
     /// Makes the span current here the parent of the spans this future starts, wherever it is
@@ -306,8 +326,17 @@ impl<F: Future> FutureExt for F {}
 /// Spawns a thread whose spans nest under the span current here.
 ///
 /// ```
-/// let handle = census_runtime::context::spawn_thread(|| 2 + 2);
+/// use census_runtime::export::MemoryExporter;
+///
+/// let memory = MemoryExporter::new();
+/// let census = census_runtime::pipeline().exporter(memory.clone()).install()?;
+/// let handle = census_runtime::span("checkout").in_scope(|| {
+///     census_runtime::context::spawn_thread(|| census_runtime::span("charge").in_scope(|| 2 + 2))
+/// });
 /// assert_eq!(handle.join().unwrap(), 4);
+/// census.flush(std::time::Duration::from_secs(5))?;
+/// assert_eq!(memory.one("charge").parent_id(), Some(memory.one("checkout").span_id()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn spawn_thread<F, T>(f: F) -> std::thread::JoinHandle<T>
 where
