@@ -482,12 +482,6 @@ impl Local {
         self.spare.pop().unwrap_or_else(Box::new_uninit)
     }
 
-    /// `record` in a box: a spare one, else a new one.
-    #[inline]
-    pub(crate) fn boxed(&mut self, record: SpanRecord) -> Box<SpanRecord> {
-        Box::write(self.take_slot(), record)
-    }
-
     /// Keeps the box of a record that was moved out, for the next async span; frees it when the
     /// thread has enough.
     #[inline]
@@ -662,7 +656,21 @@ impl Local {
     #[cfg(feature = "tracing")]
     #[inline]
     pub(crate) fn made_foreign(&mut self, key: ForeignKey, entry: ForeignEntry) {
-        self.foreign.made = Some((key, entry));
+        self.made_foreign_with(key, || entry);
+    }
+
+    /// [`Local::made_foreign`], with the entry `entry` makes written in place: what was kept
+    /// before is let go first, so that the entry need not be made aside and copied in (read
+    /// back in wider loads than the stores that just wrote it, which stalls).
+    #[cfg(feature = "tracing")]
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    pub(crate) fn made_foreign_with(
+        &mut self,
+        key: ForeignKey,
+        entry: impl FnOnce() -> ForeignEntry,
+    ) {
+        self.foreign.made = None;
+        self.foreign.made = Some((key, entry()));
     }
 
     /// Lets go of what was kept for entering the span `key`, closed without being entered.

@@ -635,9 +635,23 @@ pub struct ExceptionInfo {
     pub backtrace: Option<crate::backtrace::PanicBacktrace>,
 }
 
+/// What a span's record is opened with: all it holds when it starts but its start, which
+/// [`SpanRecord::open`] reads.
+pub(crate) struct Opening {
+    pub(crate) site: &'static Site,
+    pub(crate) trace_id: TraceId,
+    pub(crate) span_id: SpanId,
+    pub(crate) parent_id: Option<SpanId>,
+    pub(crate) operation_name: Option<OperationName>,
+    pub(crate) sample_rate: f32,
+    pub(crate) kept_by: KeptBy,
+    pub(crate) extra: Option<Box<SpanExtra>>,
+    pub(crate) shadow: bool,
+}
+
 impl SpanRecord {
-    /// The span `span_id` of `site`, starting now: the one way a record is made. The clock is
-    /// read last, so that the span starts as late as it can.
+    /// The span `span_id` of `site`, starting now. The clock is read last, so that the span
+    /// starts as late as it can.
     #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn start(
         site: &'static Site,
@@ -647,6 +661,35 @@ impl SpanRecord {
         operation_name: Option<OperationName>,
         sample_rate: f32,
     ) -> Self {
+        SpanRecord::open(Opening {
+            site,
+            trace_id,
+            span_id,
+            parent_id,
+            operation_name,
+            sample_rate,
+            kept_by: KeptBy::Parent,
+            extra: None,
+            shadow: false,
+        })
+    }
+
+    /// The span `opening` describes, starting now: the one way a record is made, written whole
+    /// at once, so that a record made where it is kept is written there field by field and
+    /// never copied (set afterwards, its fields were written in a temporary first).
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    pub(crate) fn open(opening: Opening) -> Self {
+        let Opening {
+            site,
+            trace_id,
+            span_id,
+            parent_id,
+            operation_name,
+            sample_rate,
+            kept_by,
+            extra,
+            shadow,
+        } = opening;
         SpanRecord {
             site,
             trace_id,
@@ -658,10 +701,10 @@ impl SpanRecord {
             success: true,
             #[cfg(feature = "tracing")]
             marks: 0,
-            kept_by: KeptBy::Parent,
-            shadow: false,
+            kept_by,
+            shadow,
             operation_name,
-            extra: None,
+            extra,
         }
     }
 
@@ -669,12 +712,6 @@ impl SpanRecord {
     #[cfg(test)]
     pub(crate) fn test_root(site: &'static Site) -> Self {
         SpanRecord::start(site, TraceId::random(), SpanId::random(), None, None, 100.0)
-    }
-
-    /// Makes this the shadow of a span whose trace is dropped: counted, never exported, its
-    /// context not sampled.
-    pub(crate) fn set_shadow(&mut self) {
-        self.shadow = true;
     }
 
     /// Whether this is a shadow, recorded only to be counted.
@@ -745,11 +782,6 @@ impl SpanRecord {
         self.marks = marks;
     }
 
-    /// Sets the name the whole operation is grouped under.
-    pub(crate) fn set_operation_name(&mut self, name: Option<OperationName>) {
-        self.operation_name = name;
-    }
-
     /// The operation name, shared with the spans started under this one.
     pub(crate) fn shared_operation_name(&self) -> Option<OperationName> {
         self.operation_name.clone()
@@ -767,6 +799,7 @@ impl SpanRecord {
     }
 
     /// Replaces the values known only at run time.
+    #[cfg(test)]
     pub(crate) fn set_extra(&mut self, extra: Option<Box<SpanExtra>>) {
         self.extra = extra;
     }

@@ -11,11 +11,11 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::future::{AsyncSpan, NoSite, Traced, Unjudged};
-use super::parent::{self, Built, Start, Under};
+use super::parent::{self, Planned, Start, Under};
 use super::sync::SpanGuard;
 use crate::clock;
 use crate::id::{SpanContext, SpanId, TraceId};
-use crate::local::{self, with_local};
+use crate::local::{self, Local, with_local};
 use crate::record::{OperationName, SpanExtra, SpanRecord};
 use crate::sampler;
 use crate::site::Site;
@@ -391,15 +391,25 @@ impl SpanBuilder {
     /// `queue::submit`), or says why not.
     #[inline]
     pub(crate) fn start_record(self) -> Result<SpanRecord, NotStarted> {
+        self.start_with(|_, planned| planned.start())
+    }
+
+    /// Decides where the span belongs and whether it is recorded, and gives what is decided to
+    /// `place`, which starts its record where it keeps it ([`Planned::start`]), with the
+    /// thread's state, borrowed meanwhile; or says why the span is not recorded.
+    #[inline]
+    pub(crate) fn start_with<R>(
+        self,
+        place: impl FnOnce(&mut Local, Planned) -> R,
+    ) -> Result<R, NotStarted> {
         if !sampler::is_active() {
             return Err(NotStarted::Inert);
         }
         let site = self.site;
         let start = self.into_start();
-        with_local(|local| match parent::start_built(local, site, start) {
-            Built::Recorded(record) | Built::Shadow(record) => Ok(record),
-            Built::Unsampled(trace_id) => Err(NotStarted::Unsampled(trace_id)),
-            Built::Inert => Err(NotStarted::Inert),
+        with_local(|local| match parent::plan(local, site, start) {
+            Ok(planned) => Ok(place(local, planned)),
+            Err(not) => Err(not),
         })
         .unwrap_or(Err(NotStarted::Inert))
     }

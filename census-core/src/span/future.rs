@@ -11,8 +11,9 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use super::builder::NotStarted;
 use super::outcome::{fail_on_panic, fail_with_payload};
-use super::parent::{self, Built, Parent, Quick, Start};
+use super::parent::{self, Parent, Quick, Start};
 use crate::clock;
 use crate::id::{SpanId, TraceId};
 use crate::local::{
@@ -278,15 +279,14 @@ impl AsyncSpan {
         if !sampler::is_active() {
             return AsyncSpan::INERT;
         }
-        let frame = with_local(|local| match parent::start_built(local, site, start) {
-            Built::Recorded(record) | Built::Shadow(record) => {
-                AsyncFrame::Recording(local.boxed(record))
-            }
-            Built::Unsampled(trace_id) => AsyncFrame::Unsampled(match trace_id {
+        let frame = with_local(|local| match parent::plan(local, site, start) {
+            // The record is started in its box, not moved there.
+            Ok(planned) => AsyncFrame::Recording(Box::write(local.take_slot(), planned.start())),
+            Err(NotStarted::Unsampled(trace_id)) => AsyncFrame::Unsampled(match trace_id {
                 Some(id) => KeptTraceId::new(id, None),
                 None => KeptTraceId::NONE,
             }),
-            Built::Inert => AsyncFrame::Inert,
+            Err(NotStarted::Inert) => AsyncFrame::Inert,
         });
         AsyncSpan {
             frame: frame.unwrap_or(AsyncFrame::Inert),

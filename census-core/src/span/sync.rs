@@ -8,8 +8,9 @@ use std::fmt::{self, Display};
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
+use super::builder::NotStarted;
 use super::outcome::{Failed, fail_on_panic, fail_with_payload};
-use super::parent::{self, Built, Parent, Quick, Start};
+use super::parent::{self, Parent, Quick, Start};
 use crate::clock;
 use crate::id::{SpanContext, SpanId};
 use crate::local::{
@@ -103,21 +104,21 @@ impl SpanGuard {
         if !sampler::is_active() {
             return SpanGuard::holding(Held::Inert);
         }
-        with_local(|local| match parent::start_built(local, site, start) {
-            Built::Recorded(record) => {
-                let span_id = record.span_id();
-                let depth = local.push(Frame::Span(record)) as u32;
-                SpanGuard::holding(Held::Span { depth, span_id })
+        with_local(|local| match parent::plan(local, site, start) {
+            // The record is started in its frame, not moved there.
+            Ok(planned) => {
+                let shadow = planned.is_shadow();
+                let span_id = SpanId::random();
+                let depth = local.push_in_place(|| Frame::Span(planned.start_as(span_id))) as u32;
+                SpanGuard::holding(match shadow {
+                    false => Held::Span { depth, span_id },
+                    true => Held::Shadow { depth, span_id },
+                })
             }
-            Built::Shadow(record) => {
-                let span_id = record.span_id();
-                let depth = local.push(Frame::Span(record)) as u32;
-                SpanGuard::holding(Held::Shadow { depth, span_id })
-            }
-            Built::Unsampled(trace_id) => SpanGuard::holding(Held::Unsampled {
+            Err(NotStarted::Unsampled(trace_id)) => SpanGuard::holding(Held::Unsampled {
                 depth: local.push(Frame::Unsampled(trace_id)) as u32,
             }),
-            Built::Inert => SpanGuard::holding(Held::Inert),
+            Err(NotStarted::Inert) => SpanGuard::holding(Held::Inert),
         })
         .unwrap_or(SpanGuard::holding(Held::Inert))
     }
