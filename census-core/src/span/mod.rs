@@ -219,5 +219,7 @@ pub use self::current::{CurrentSpan, current_span};
 pub use self::future::{AsyncSpan, Judge, Outcome, SiteOf, Traced};
 pub(crate) use self::outcome::set_errors_as_exceptions;
 pub(crate) use self::panic::{install_hook as install_panic_hook, payload_message};
+#[cfg(feature = "tracing")]
+pub(crate) use self::parent::Planned;
 pub use self::sync::{Call, SpanGuard};
 pub use crate::telemetry::EventBuilder;

@@ -104,8 +104,19 @@ impl<V: Send> SpanTable<V> {
         &self.slots[(hash >> (u64::BITS - SLOTS.trailing_zeros())) as usize]
     }
 
-    /// Keeps `value` for the span `id`.
-    pub(super) fn insert(&self, id: u64, value: V) {
+    /// Keeps the value `make` makes for the span `id`, made where it is kept, and gives it to
+    /// `then` there before anyone else may reach it: a value made in place and changed there
+    /// is not copied after its fields were written (a copy of a value just written is read in
+    /// wider loads than the stores that wrote it, which the processor cannot forward).
+    /// Neither closure may run the application's code or panic: the span's slot is held
+    /// meanwhile, and one that panicked would stay held (its spans kept in the overflow map).
+    #[inline(always)]
+    pub(super) fn insert_with<R>(
+        &self,
+        id: u64,
+        make: impl FnOnce() -> V,
+        then: impl FnOnce(&mut V) -> R,
+    ) -> R {
         let slot = self.slot(id);
         if slot
             .state
@@ -114,10 +125,15 @@ impl<V: Send> SpanTable<V> {
         {
             slot.id.store(id, Ordering::Relaxed);
             // SAFETY: the slot is held by this thread, and was empty.
-            unsafe { (*slot.value.get()).write(value) };
+            let value = unsafe { (*slot.value.get()).write(make()) };
+            let result = then(value);
             slot.state.store(FULL, Ordering::Release);
+            result
         } else {
+            let mut value = make();
+            let result = then(&mut value);
             self.overflow.insert(id, value);
+            result
         }
     }
 
@@ -266,6 +282,11 @@ mod tests {
     use std::sync::mpsc;
 
     impl<V: Send> SpanTable<V> {
+        /// Keeps `value` for the span `id`.
+        fn insert(&self, id: u64, value: V) {
+            self.insert_with(id, || value, |_| ());
+        }
+
         /// Takes the value of the span `id` out of the table, if it is kept.
         fn remove(&self, id: u64) -> Option<V> {
             let mut taken = None;
