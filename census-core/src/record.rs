@@ -650,9 +650,8 @@ pub(crate) struct Opening {
 }
 
 impl SpanRecord {
-    /// The span `span_id` of `site`, starting now. The clock is read last, so that the span
-    /// starts as late as it can.
-    #[cfg_attr(not(debug_assertions), inline(always))]
+    /// The span `span_id` of `site`, starting now, kept for its parent's sake: for tests.
+    #[cfg(test)]
     pub(crate) fn start(
         site: &'static Site,
         trace_id: TraceId,
@@ -676,7 +675,8 @@ impl SpanRecord {
 
     /// The span `opening` describes, starting now: the one way a record is made, written whole
     /// at once, so that a record made where it is kept is written there field by field and
-    /// never copied (set afterwards, its fields were written in a temporary first).
+    /// never copied (set afterwards, its fields were written in a temporary first). The clock
+    /// is read last, so that the span starts as late as it can.
     #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) fn open(opening: Opening) -> Self {
         let Opening {
@@ -740,12 +740,6 @@ impl SpanRecord {
     #[cfg(all(test, feature = "azure"))]
     pub(crate) fn set_sample_rate(&mut self, rate: f32) {
         self.sample_rate = rate;
-    }
-
-    /// Says why the span's trace is recorded, when it is not for its parent's sake.
-    #[cfg_attr(not(debug_assertions), inline(always))]
-    pub(crate) fn set_kept_by(&mut self, kept_by: KeptBy) {
-        self.kept_by = kept_by;
     }
 
     /// Why the span's trace is recorded.

@@ -67,16 +67,17 @@ impl Parent {
             kept_by,
         } = self;
         move |site, span_id| {
-            let mut record = SpanRecord::start(
+            SpanRecord::open(Opening {
                 site,
                 trace_id,
                 span_id,
                 parent_id,
                 operation_name,
                 sample_rate,
-            );
-            record.set_kept_by(kept_by);
-            record
+                kept_by,
+                extra: None,
+                shadow: false,
+            })
         }
     }
 }
