@@ -12,7 +12,8 @@
 //! open at once than the layer has slots are each recorded whole; the layer
 //! needs no registry under it; a value whose formatting panics is written unprintable and the
 //! tree goes on; a span open when its layer is replaced (a `reload` handle) is recorded; a span
-//! given its caller's `traceparent` continues the caller's trace; an event written while
+//! given its caller's `traceparent` continues the caller's trace, one given a legacy
+//! `Request-Id` too, kept by its trace id's score; an event written while
 //! another is formatted (by a `Display` that logs) is kept as well; a span closed as its thread
 //! ends is recorded.
 
@@ -1311,4 +1312,63 @@ fn a_span_given_the_callers_traceparent_continues_its_trace() {
     assert_eq!(broken.parent_id(), Some(accept_loop.span_id()));
     assert_eq!(broken.property("traceparent"), None, "not a property");
     assert_eq!(queries[1].parent_id(), Some(broken.span_id()));
+}
+
+#[test]
+fn a_span_given_a_legacy_request_id_continues_its_trace_kept_by_its_score() {
+    subscribe();
+    let legacy = "|4bf92f3577b34da6a3ce929d0e0e4736.00f067aa0ba902b7.";
+    let request = |id| {
+        tracing::info_span!(
+            "legacy request",
+            otel.kind = "server",
+            "http.request.header.request-id" = legacy,
+        )
+        .in_scope(|| query(id))
+    };
+    // The caller's trace id scores 0.33: dropped at 0.25, with what is made inside it.
+    let (pipeline, memory) = install_memory_sampled(Sampler::probability(0.25));
+    request(1);
+    flush(&pipeline);
+    assert!(memory.spans().is_empty(), "{:#?}", memory.spans());
+    drop(pipeline);
+
+    let (pipeline, memory) = install_memory_sampled(Sampler::probability(0.5));
+    request(2);
+    // A `traceparent` wins over a `Request-Id` that came with it.
+    tracing::info_span!(
+        "both headers",
+        otel.kind = "server",
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        http.request.header.request_id = legacy,
+    )
+    .in_scope(|| ());
+    flush(&pipeline);
+
+    let request = memory.one("legacy request");
+    assert_eq!(request.span_kind(), SpanKind::Request);
+    assert_eq!(
+        request.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(
+        request.parent_id().map(|id| id.to_string()).as_deref(),
+        Some("00f067aa0ba902b7")
+    );
+    assert_eq!(
+        request.property("http.request.header.request-id"),
+        None,
+        "not a property"
+    );
+    assert_eq!(memory.one("query").parent_id(), Some(request.span_id()));
+    let both = memory.one("both headers");
+    assert_eq!(
+        both.trace_id().to_string(),
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert_eq!(
+        both.property("http.request.header.request_id"),
+        None,
+        "not a property"
+    );
 }

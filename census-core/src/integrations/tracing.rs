@@ -16,7 +16,9 @@
 //!   continue the caller's trace, as census's own server integrations do: the span is the
 //!   caller's span's child, whatever is current here, recorded as its sampled flag says, and
 //!   the calls made inside it pass the `tracestate` on (a malformed `traceparent` is ignored;
-//!   read when the span is made, not when recorded later). Its other fields become properties;
+//!   read when the span is made, not when recorded later); a legacy Application Insights
+//!   `Request-Id` (`"http.request.header.request-id"`), from a caller that sends no
+//!   `traceparent`, is continued too, its trace kept by its id's score. Its other fields become properties;
 //!   `otel.status_code = "ERROR"`, an `error` field, or an `ERROR` event written in it (what
 //!   `#[instrument(err)]` writes when the function returns an `Err`, as `tracing-opentelemetry`
 //!   reads it) fails it, unless `otel.status_code = "OK"` came first: that status is final, as

@@ -41,25 +41,29 @@ pub(super) struct Facts {
     port: Option<String>,
     /// An HTTP method or URL was given: an `HTTP` call unless a kind is.
     http: bool,
-    /// `traceparent` and `tracestate`: the caller's context, which the span continues.
+    /// `traceparent` and `tracestate` (or a legacy `Request-Id`): the caller's context, which
+    /// the span continues.
     pub(super) remote: Option<Box<RemoteFacts>>,
 }
 
-/// The W3C trace context a span was given as fields, as an incoming request carried it.
+/// The W3C trace context a span was given as fields, as an incoming request carried it, or
+/// the legacy Application Insights `Request-Id` an older caller sends instead.
 #[derive(Default)]
 pub(super) struct RemoteFacts {
     traceparent: Option<String>,
     tracestate: Option<String>,
+    request_id: Option<String>,
 }
 
 impl RemoteFacts {
     /// The caller's context, read by the rules of the headers ([`Incoming::from_values`]): a
-    /// malformed `traceparent` is none, and the span starts its own trace.
+    /// malformed `traceparent` is none, and the span starts its own trace; a `Request-Id` is
+    /// read only when no `traceparent` came, and its trace kept by its id's score.
     pub(super) fn incoming(&self) -> Incoming {
         Incoming::from_values(
             self.traceparent.as_deref().map(str::as_bytes),
             self.tracestate.as_deref().map(str::as_bytes),
-            [],
+            self.request_id.as_deref().map(str::as_bytes),
         )
     }
 }
@@ -157,6 +161,7 @@ impl<'a> SpanFields<'a> {
                 self.facts.remote().traceparent = Some(value.into_string());
             }
             Convention::TraceState => self.facts.remote().tracestate = Some(value.into_string()),
+            Convention::RequestId => self.facts.remote().request_id = Some(value.into_string()),
         }
     }
 }
@@ -207,6 +212,10 @@ enum Convention {
     TraceParent,
     /// `tracestate`, `http.request.header.tracestate`: passed on with the caller's trace.
     TraceState,
+    /// `http.request.header.request-id` (or `request_id`): the legacy Application Insights
+    /// `Request-Id` of a caller that sends no `traceparent`. Not a bare `request_id`, which
+    /// applications use for ids of their own.
+    RequestId,
 }
 
 impl Convention {
@@ -231,6 +240,9 @@ impl Convention {
             "client.address" | "http.client_ip" => Convention::Client,
             "traceparent" | "http.request.header.traceparent" => Convention::TraceParent,
             "tracestate" | "http.request.header.tracestate" => Convention::TraceState,
+            "http.request.header.request-id" | "http.request.header.request_id" => {
+                Convention::RequestId
+            }
             _ => return None,
         })
     }
