@@ -325,7 +325,13 @@ impl Log for LogBridge {
             // formatting, as the `tracing` layer has, cost 5 of the call's 79 ns).
             |log| {
                 log.message_mut().append(*record.args());
-                let _ = record.key_values().visit(&mut Properties(log));
+                // Counted first: most records carry no key-values, and the count of none is a
+                // call that stores nothing, where the visit saves six registers, its stores
+                // waiting behind the record's.
+                let key_values = record.key_values();
+                if key_values.count() > 0 {
+                    let _ = key_values.visit(&mut Properties(log));
+                }
             },
         );
     }
