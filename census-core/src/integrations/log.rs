@@ -327,7 +327,9 @@ impl Log for LogBridge {
                 log.message_mut().append(*record.args());
                 // Counted first: most records carry no key-values, and the count of none is a
                 // call that stores nothing, where the visit saves six registers, its stores
-                // waiting behind the record's.
+                // waiting behind the record's. `log`'s macros give a source that counts
+                // without visiting; one that does not is visited twice (`Source::count`'s
+                // default visits it).
                 let key_values = record.key_values();
                 if key_values.count() > 0 {
                     let _ = key_values.visit(&mut Properties(log));

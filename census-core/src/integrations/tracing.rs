@@ -18,12 +18,12 @@
 //!   the calls made inside it pass the `tracestate` on (a malformed `traceparent` is ignored;
 //!   read when the span is made, not when recorded later); a legacy Application Insights
 //!   `Request-Id` (`"http.request.header.request-id"`), from a caller that sends no
-//!   `traceparent`, is continued too, its trace kept by its id's score. Its other fields become properties;
-//!   `otel.status_code = "ERROR"`, an `error` field, or an `ERROR` event written in it (what
-//!   `#[instrument(err)]` writes when the function returns an `Err`, as `tracing-opentelemetry`
-//!   reads it) fails it, unless `otel.status_code = "OK"` came first: that status is final, as
-//!   OpenTelemetry's. A span that `follows_from` another is linked to it (`_MS.links`, as the
-//!   Azure Monitor exporters write OpenTelemetry's links).
+//!   `traceparent`, is continued too, its trace kept by its id's score. Its other fields become
+//!   properties; `otel.status_code = "ERROR"`, an `error` field, or an `ERROR` event written in it
+//!   (what `#[instrument(err)]` writes when the function returns an `Err`, as
+//!   `tracing-opentelemetry` reads it) fails it, unless `otel.status_code = "OK"` came first: that
+//!   status is final, as OpenTelemetry's. A span that `follows_from` another is linked to it
+//!   (`_MS.links`, as the Azure Monitor exporters write OpenTelemetry's links).
 //! - A value whose `Debug` or `Display` panics while the layer reads it is written
 //!   `<unprintable: its formatting panicked>`, and the panic goes no further.
 //! - The two worlds nest in one tree: a `#[dependency]` method called inside a
@@ -435,8 +435,8 @@ impl<S: Subscriber> Layer<S> for CensusLayer {
             },
         };
         let entry = bridged.entry();
-        self.spans.insert_with(id.into_u64(), || bridged, |_| ());
-        with_local(|local| local.made_foreign(self.key(id), entry));
+        self.spans.insert(key.id, bridged);
+        with_local(|local| local.made_foreign(key, entry));
     }
 
     fn on_record(&self, id: &Id, values: &FieldValues<'_>, _ctx: Context<'_, S>) {

@@ -104,6 +104,11 @@ impl<V: Send> SpanTable<V> {
         &self.slots[(hash >> (u64::BITS - SLOTS.trailing_zeros())) as usize]
     }
 
+    /// Keeps `value` for the span `id`.
+    pub(super) fn insert(&self, id: u64, value: V) {
+        self.insert_with(id, || value, |_| ());
+    }
+
     /// Keeps the value `make` makes for the span `id`, made where it is kept, and gives it to
     /// `then` there before anyone else may reach it: a value made in place and changed there
     /// is not copied after its fields were written (a copy of a value just written is read in
@@ -282,11 +287,6 @@ mod tests {
     use std::sync::mpsc;
 
     impl<V: Send> SpanTable<V> {
-        /// Keeps `value` for the span `id`.
-        fn insert(&self, id: u64, value: V) {
-            self.insert_with(id, || value, |_| ());
-        }
-
         /// Takes the value of the span `id` out of the table, if it is kept.
         fn remove(&self, id: u64) -> Option<V> {
             let mut taken = None;
