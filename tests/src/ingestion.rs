@@ -10,7 +10,10 @@
 //! 'RemoteDependencyData' is too long. Expected: 8192 characters, Actual: 8193", or "Field
 //! 'message' on type 'MessageData' is required but missing or empty. Expected: string, Actual: "),
 //! or a `400` with the same body when no item was accepted. Lengths are counted in UTF-16 code
-//! units, as the service counts them.
+//! units, as the service counts them. An empty property key and a key an object gives twice
+//! are refused too: census never sends either (whether ingestion would take them is not what
+//! the tests rest on). In any mode, a server dropped after receiving a key given twice fails
+//! its test ([`IngestionServer::repeated_keys`]).
 //!
 //! ```
 //! use census_tests::ingestion::{IngestionServer, Reply};
@@ -140,6 +143,9 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// The body's JSON items (the elements of the array), when it parsed.
     pub items: Vec<Value>,
+    /// Each key an object of an item gives more than once, as the item's index and the key's
+    /// path (`data.baseData.properties.sku`): `items` holds only one member of each.
+    pub repeated_keys: Vec<(usize, String)>,
     /// What the server answered (0: dropped the connection).
     pub reply: Reply,
     /// When it arrived.
@@ -360,6 +366,17 @@ impl IngestionServer {
             .collect()
     }
 
+    /// Each key that an item of a request gave more than once, with the item's index in its
+    /// request ([`repeated_keys`]). The server fails the test that drops it when there is one.
+    pub fn repeated_keys(&self) -> Vec<(usize, String)> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .flat_map(|r| r.repeated_keys.clone())
+            .collect()
+    }
+
     /// Every item the server accepted.
     pub fn accepted(&self) -> Vec<Value> {
         self.shared
@@ -435,8 +452,14 @@ impl IngestionServer {
 }
 
 impl Drop for IngestionServer {
+    /// Stops the server; fails the test if an item it received gave a key twice (census never
+    /// means to), unless the test is failing already.
     fn drop(&mut self) {
         self.stop();
+        let repeated = self.repeated_keys();
+        if !repeated.is_empty() && !thread::panicking() {
+            panic!("items received with a key given more than once (item, key): {repeated:?}");
+        }
     }
 }
 
@@ -609,6 +632,7 @@ fn record(request: RawRequest, reply: Reply) -> Recorded {
         Ok(other) => vec![other],
         Err(_) => Vec::new(),
     };
+    let repeated_keys = repeated_keys(&body);
     Recorded {
         method: request.method,
         path: request.path,
@@ -616,6 +640,7 @@ fn record(request: RawRequest, reply: Reply) -> Recorded {
         wire_len,
         body,
         items,
+        repeated_keys,
         reply,
         received: Instant::now(),
     }
@@ -670,7 +695,12 @@ fn enforce_limits(recorded: &mut Recorded) {
     let mut errors = Vec::new();
     let mut messages = Vec::new();
     for (index, item) in recorded.items.iter().enumerate() {
-        if let Some(message) = schema_violations(item).into_iter().next() {
+        let repeated = recorded
+            .repeated_keys
+            .iter()
+            .find(|(at, _)| *at == index)
+            .map(|(_, path)| format!("Field '{path}' is given more than once"));
+        if let Some(message) = schema_violations(item).into_iter().next().or(repeated) {
             errors.push((index, 400));
             messages.push(message);
         }
@@ -823,6 +853,9 @@ pub fn schema_violations(item: &Value) -> Vec<String> {
     for map in ["properties", "measurements"] {
         if let Some(members) = base[map].as_object() {
             for (key, value) in members {
+                if key.trim().is_empty() {
+                    out.push(missing(&format!("{map} key"), base_type));
+                }
                 let actual = utf16_len(key);
                 if actual > 150 {
                     out.push(too_long(&format!("{map} key"), base_type, 150, actual));
@@ -875,5 +908,122 @@ fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "string",
         Value::Array(_) => "array",
         Value::Object(_) => "object",
+    }
+}
+
+/// Each key that an object in `body` gives more than once, as the index of the item it is in
+/// (the element of the top-level array; 0 for a body that is one object) and the key's path
+/// (`data.baseData.properties.sku`). `serde_json::Value` keeps one member of a repeated key,
+/// so a repeat would pass unseen through [`Recorded::items`]; which one a service keeps is
+/// its parser's choice. Empty for a body that is not JSON.
+///
+/// ```
+/// use census_tests::ingestion::repeated_keys;
+///
+/// let body = br#"[{"data":{"baseData":{"properties":{"a":"1","a":"2"}}}},{"a":1}]"#;
+/// assert_eq!(repeated_keys(body), [(0, "data.baseData.properties.a".to_owned())]);
+/// ```
+pub fn repeated_keys(body: &[u8]) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let walk = Walk {
+        path: String::new(),
+        item: None,
+        found: &mut found,
+    };
+    match serde::de::DeserializeSeed::deserialize(walk, &mut deserializer) {
+        Ok(()) => found,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Walks one JSON value, noting the repeated keys of its objects ([`repeated_keys`]).
+struct Walk<'a> {
+    /// Where the value is, from its item.
+    path: String,
+    /// The item it is in; `None` at the top level, whose elements are the items.
+    item: Option<usize>,
+    found: &'a mut Vec<(usize, String)>,
+}
+
+impl Walk<'_> {
+    fn at(&mut self, item: Option<usize>, path: String) -> Walk<'_> {
+        Walk {
+            path,
+            item,
+            found: self.found,
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        loop {
+            // The top level's elements are the items; deeper, an element is where it is.
+            let (item, path) = match self.item {
+                None => (Some(index), String::new()),
+                Some(item) => (Some(item), format!("{}[{index}]", self.path)),
+            };
+            if seq.next_element_seed(self.at(item, path))?.is_none() {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let item = self.item.unwrap_or(0);
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if !seen.insert(key) {
+                self.found.push((item, path.clone()));
+            }
+            map.next_value_seed(self.at(Some(item), path))?;
+        }
+        Ok(())
     }
 }

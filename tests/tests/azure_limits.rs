@@ -320,15 +320,19 @@ pub(crate) fn envelope(kind: &str, tags: Value, base_data: Value) -> Value {
 
 /// POSTs `items` as one batch to `server`; the status and the answer's JSON.
 pub(crate) fn post(server: &IngestionServer, items: &[Value]) -> (u16, Value) {
+    post_body(server, &serde_json::to_vec(items).unwrap())
+}
+
+/// POSTs `body` as it is to `server`; the status and the answer's JSON.
+fn post_body(server: &IngestionServer, body: &[u8]) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
-    let body = serde_json::to_vec(items).unwrap();
     let mut response = agent
         .post(format!("{}/v2.1/track", server.url()))
         .content_type("application/json")
-        .send(&body[..])
+        .send(body)
         .unwrap();
     let status = response.status().as_u16();
     let mut text = String::new();
@@ -407,6 +411,66 @@ fn the_strict_server_rejects_the_uncut_form_as_ingestion_does() {
         let message = error["message"].as_str().unwrap();
         assert!(message.contains(" is too long. Expected: "), "{message}");
     }
+}
+
+#[test]
+fn the_strict_server_refuses_a_key_given_twice_or_empty_and_any_server_fails_its_test_on_a_repeat()
+{
+    let server = IngestionServer::start().unwrap();
+    server.strict();
+    let item = |properties: &str| {
+        format!(
+            r#"{{"iKey":"{}","time":"2026-11-23T19:56:37.211428Z","name":"Microsoft.ApplicationInsights.Event","tags":{{}},"data":{{"baseType":"EventData","baseData":{{"ver":2,"name":"order_placed","properties":{properties}}}}}}}"#,
+            census_tests::ingestion::IKEY
+        )
+    };
+    let body = format!(
+        "[{},{},{}]",
+        item(r#"{"sku":"caviar","qty":"1"}"#),
+        item(r#"{"sku":"caviar","qty":"1","sku":"blini"}"#),
+        item(r#"{"":"caviar"}"#)
+    );
+    let (status, answer) = post_body(&server, body.as_bytes());
+    assert_eq!(status, 206);
+    assert_eq!(
+        answer,
+        json!({
+            "itemsReceived": 3,
+            "itemsAccepted": 1,
+            "errors": [
+                {
+                    "index": 1,
+                    "statusCode": 400,
+                    "message": "Field 'data.baseData.properties.sku' is given more than once"
+                },
+                {
+                    "index": 2,
+                    "statusCode": 400,
+                    "message": "Field 'properties key' on type 'EventData' is required but missing or empty. Expected: string, Actual: "
+                }
+            ]
+        })
+    );
+    assert_eq!(
+        server.repeated_keys(),
+        [(1, "data.baseData.properties.sku".to_owned())]
+    );
+
+    // A server that received a repeated key fails the test that drops it, strict or not; one
+    // that received none does not.
+    let plain = IngestionServer::start().unwrap();
+    assert_eq!(post_body(&plain, body.as_bytes()).0, 200);
+    let dropped = |server: IngestionServer| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(server)))
+    };
+    assert!(dropped(server).is_err());
+    assert!(dropped(plain).is_err());
+    let clean = IngestionServer::start().unwrap();
+    assert_eq!(
+        post_body(&clean, format!("[{}]", item("{}")).as_bytes()).0,
+        200
+    );
+    assert!(dropped(clean).is_ok());
 }
 
 /// Appends a two-unit character to every string field within one unit of its limit.
