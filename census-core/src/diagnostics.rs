@@ -12,6 +12,7 @@ pub(crate) struct Counters {
     pub(crate) dropped_queue_full: AtomicU64,
     pub(crate) exporter_panics: AtomicU64,
     pub(crate) metrics_dropped: AtomicU64,
+    pub(crate) dropped_thread_ended: AtomicU64,
 }
 
 /// On a cache line of their own: calling threads count what they drop here while they read the
@@ -21,7 +22,17 @@ pub(crate) static COUNTERS: CachePadded<Counters> = CachePadded::new(Counters {
     dropped_queue_full: AtomicU64::new(0),
     exporter_panics: AtomicU64::new(0),
     metrics_dropped: AtomicU64::new(0),
+    dropped_thread_ended: AtomicU64::new(0),
 });
+
+/// Counts a span that could not start: its thread's census state was gone already.
+#[cold]
+#[inline(never)]
+pub(crate) fn count_dropped_thread_ended() {
+    COUNTERS
+        .dropped_thread_ended
+        .fetch_add(1, Ordering::Relaxed);
+}
 
 /// A snapshot of the pipeline's counters since the process started.
 ///
@@ -43,6 +54,13 @@ pub struct Diagnostics {
     /// or more names, than the recorder allows (see
     /// `integrations::metrics::CensusRecorder::max_label_sets`, feature `metrics`).
     pub metrics_dropped: u64,
+    /// Spans not recorded because they started after census's state on their thread was let
+    /// go, in code that a thread-local's destructor runs as its thread ends (after census's
+    /// own): an instrumented sync function, or a span a builder starts there (sync, async or
+    /// detached, or a `tracing` span through the layer), counted when the sampler keeps a new
+    /// trace. An instrumented `async fn` started there is recorded, and so is what spans that
+    /// started earlier record and end then.
+    pub dropped_thread_ended: u64,
 }
 
 /// Reads the pipeline's counters.
@@ -66,5 +84,6 @@ pub fn diagnostics() -> Diagnostics {
         dropped_queue_full: COUNTERS.dropped_queue_full.load(Ordering::Relaxed),
         exporter_panics: COUNTERS.exporter_panics.load(Ordering::Relaxed),
         metrics_dropped: COUNTERS.metrics_dropped.load(Ordering::Relaxed),
+        dropped_thread_ended: COUNTERS.dropped_thread_ended.load(Ordering::Relaxed),
     }
 }

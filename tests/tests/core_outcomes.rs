@@ -365,3 +365,53 @@ fn impl_block_instruments_every_method_with_overrides_and_skips() {
         "the skipped method records nothing"
     );
 }
+
+/// Runs instrumented code when its thread ends, after census's own state there is let go.
+struct RunsAtThreadEnd;
+
+impl Drop for RunsAtThreadEnd {
+    fn drop(&mut self) {
+        // Each counted: no frame can hold a sync span any more.
+        at_thread_end();
+        census_runtime::span("builder at thread end").in_scope(at_thread_end);
+        let mut builder =
+            Box::pin(census_runtime::span("async builder at thread end").instrument(async {}));
+        assert!(futures_poll_once(builder.as_mut()).is_ready());
+        // Recorded: an async call keeps its record in its future.
+        let mut call = Box::pin(async_at_thread_end());
+        assert!(futures_poll_once(call.as_mut()).is_ready());
+    }
+}
+
+thread_local! {
+    static AT_THREAD_END: RunsAtThreadEnd = const { RunsAtThreadEnd };
+}
+
+#[inproc]
+fn at_thread_end() {}
+
+#[inproc]
+async fn async_at_thread_end() {}
+
+#[test]
+fn code_run_as_its_thread_ends_is_recorded_when_async_and_counted_when_not() {
+    let (pipeline, memory) = install_memory();
+    let before = census_runtime::pipeline::diagnostics();
+    std::thread::spawn(|| {
+        // Made before census's own state on this thread, so let go after it.
+        AT_THREAD_END.with(|_| {});
+        census_runtime::span("while the thread runs").in_scope(|| {});
+    })
+    .join()
+    .unwrap();
+    flush(&pipeline);
+    let after = census_runtime::pipeline::diagnostics();
+
+    let spans = memory.spans();
+    let mut names: Vec<&str> = spans.iter().map(|span| span.name()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["async_at_thread_end", "while the thread runs"]);
+    // `at_thread_end` twice, the sync builder's span and the async builder's.
+    assert_eq!(after.dropped_thread_ended - before.dropped_thread_ended, 4);
+    assert_eq!(after.dropped_queue_full, before.dropped_queue_full);
+}

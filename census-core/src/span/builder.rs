@@ -411,7 +411,10 @@ impl SpanBuilder {
             Ok(planned) => Ok(place(local, planned)),
             Err(not) => Err(not),
         })
-        .unwrap_or(Err(NotStarted::Inert))
+        .unwrap_or_else(|| {
+            super::sync::not_started_thread_ended();
+            Err(NotStarted::Inert)
+        })
     }
 
     /// Runs `f` inside the span. A panic fails the span and continues.

@@ -289,7 +289,10 @@ impl AsyncSpan {
             Err(NotStarted::Inert) => AsyncFrame::Inert,
         });
         AsyncSpan {
-            frame: frame.unwrap_or(AsyncFrame::Inert),
+            frame: frame.unwrap_or_else(|| {
+                super::sync::not_started_thread_ended();
+                AsyncFrame::Inert
+            }),
         }
     }
 
@@ -544,7 +547,7 @@ impl<'a> PollScope<'a> {
     #[inline(never)]
     fn enter(slot: &'a mut AsyncFrame) -> Option<PollScope<'a>> {
         // `with_local` is `None` while the thread is torn down: the future is then polled
-        // without its span.
+        // without its span current.
         // An unsampled frame stays in the future: only its trace id is read.
         let known = match &*slot {
             AsyncFrame::Inert | AsyncFrame::Counted(_) => return None,
@@ -576,15 +579,24 @@ impl<'a> PollScope<'a> {
                 })
             }
             None => {
-                let AsyncFrame::Recording(record) = std::mem::replace(slot, AsyncFrame::Inert)
-                else {
-                    return None;
-                };
-                let span_id = record.span_id();
-                with_local(|local| local.push_boxed(record)).map(|depth| PollScope {
+                // Taken out of the future only once the thread's stack is at hand: while the
+                // thread is torn down the record stays in the future, which is polled without
+                // it current and hands it over when it completes.
+                let mut span_id = None;
+                let depth = with_local(|local| {
+                    let AsyncFrame::Recording(record) =
+                        std::mem::replace(&mut *slot, AsyncFrame::Inert)
+                    else {
+                        return None;
+                    };
+                    span_id = Some(record.span_id());
+                    Some(local.push_boxed(record))
+                })
+                .flatten()?;
+                Some(PollScope {
                     slot,
                     depth: Some(depth),
-                    span_id: Some(span_id),
+                    span_id,
                 })
             }
         }

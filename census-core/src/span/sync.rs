@@ -120,7 +120,10 @@ impl SpanGuard {
             }),
             Err(NotStarted::Inert) => SpanGuard::holding(Held::Inert),
         })
-        .unwrap_or(SpanGuard::holding(Held::Inert))
+        .unwrap_or_else(|| {
+            not_started_thread_ended();
+            SpanGuard::holding(Held::Inert)
+        })
     }
 
     /// Whether this guard records a span (the pipeline is installed and the trace sampled).
@@ -476,7 +479,24 @@ fn end_with_display<E: Display>(
 #[inline(never)]
 fn enter_root(site: &'static Site) -> Option<Pushed> {
     // The parent is made inside: a closure that captured it would be filled by copying it.
-    with_local(|local| push_span(local, site, Parent::new_root()))
+    let pushed = with_local(|local| push_span(local, site, Parent::new_root()));
+    if pushed.is_none() {
+        // The sampler kept the trace, and the thread's stack is gone (a thread-local's
+        // destructor as the thread ends): no frame to keep the span in.
+        crate::diagnostics::count_dropped_thread_ended();
+    }
+    pushed
+}
+
+/// A span a builder describes could not start: the thread's stack is gone (a thread-local's
+/// destructor as the thread ends), so nothing is current there and no frame can hold it.
+/// Counted when the sampler keeps a new trace, as it would have been asked for a root.
+#[cold]
+#[inline(never)]
+pub(super) fn not_started_thread_ended() {
+    if sampler::keep_new_trace() {
+        crate::diagnostics::count_dropped_thread_ended();
+    }
 }
 
 #[inline(never)]
