@@ -394,7 +394,7 @@ fn at_thread_end() {}
 async fn async_at_thread_end() {}
 
 #[test]
-fn code_run_as_its_thread_ends_is_recorded_when_async_and_counted_when_not() {
+fn code_run_as_its_thread_ends_records_async_calls_and_counts_the_spans_it_cannot_start() {
     let (pipeline, memory) = install_memory();
     let before = census_runtime::pipeline::diagnostics();
     std::thread::spawn(|| {

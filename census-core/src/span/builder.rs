@@ -15,7 +15,7 @@ use super::parent::{self, Planned, Start, Under};
 use super::sync::SpanGuard;
 use crate::clock;
 use crate::id::{SpanContext, SpanId, TraceId};
-use crate::local::{self, Local, with_local};
+use crate::local::{self, Local};
 use crate::record::{OperationName, SpanExtra, SpanRecord};
 use crate::sampler;
 use crate::site::Site;
@@ -407,14 +407,10 @@ impl SpanBuilder {
         }
         let site = self.site;
         let start = self.into_start();
-        with_local(|local| match parent::plan(local, site, start) {
-            Ok(planned) => Ok(place(local, planned)),
-            Err(not) => Err(not),
+        parent::with_plan(site, start, |local, plan| {
+            plan.map(|planned| place(local, planned))
         })
-        .unwrap_or_else(|| {
-            super::sync::not_started_thread_ended();
-            Err(NotStarted::Inert)
-        })
+        .unwrap_or(Err(NotStarted::Inert))
     }
 
     /// Runs `f` inside the span. A panic fails the span and continues.

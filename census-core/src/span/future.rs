@@ -279,7 +279,7 @@ impl AsyncSpan {
         if !sampler::is_active() {
             return AsyncSpan::INERT;
         }
-        let frame = with_local(|local| match parent::plan(local, site, start) {
+        let frame = parent::with_plan(site, start, |local, plan| match plan {
             // The record is started in its box, not moved there.
             Ok(planned) => AsyncFrame::Recording(Box::write(local.take_slot(), planned.start())),
             Err(NotStarted::Unsampled(trace_id)) => AsyncFrame::Unsampled(match trace_id {
@@ -289,10 +289,7 @@ impl AsyncSpan {
             Err(NotStarted::Inert) => AsyncFrame::Inert,
         });
         AsyncSpan {
-            frame: frame.unwrap_or_else(|| {
-                super::sync::not_started_thread_ended();
-                AsyncFrame::Inert
-            }),
+            frame: frame.unwrap_or(AsyncFrame::Inert),
         }
     }
 
@@ -582,21 +579,20 @@ impl<'a> PollScope<'a> {
                 // Taken out of the future only once the thread's stack is at hand: while the
                 // thread is torn down the record stays in the future, which is polled without
                 // it current and hands it over when it completes.
-                let mut span_id = None;
-                let depth = with_local(|local| {
+                let (depth, span_id) = with_local(|local| {
                     let AsyncFrame::Recording(record) =
                         std::mem::replace(&mut *slot, AsyncFrame::Inert)
                     else {
                         return None;
                     };
-                    span_id = Some(record.span_id());
-                    Some(local.push_boxed(record))
+                    let span_id = record.span_id();
+                    Some((local.push_boxed(record), span_id))
                 })
                 .flatten()?;
                 Some(PollScope {
                     slot,
                     depth: Some(depth),
-                    span_id,
+                    span_id: Some(span_id),
                 })
             }
         }

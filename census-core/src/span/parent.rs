@@ -4,7 +4,7 @@
 
 use super::builder::NotStarted;
 use crate::id::{SpanContext, SpanId, TraceId};
-use crate::local::{Frame, Local, unsampled_root, unsampled_root_word};
+use crate::local::{Frame, Local, unsampled_root, unsampled_root_word, with_local};
 use crate::record::{KeptBy, Opening, OperationName, SpanExtra, SpanRecord};
 use crate::sampler;
 use crate::site::Site;
@@ -280,16 +280,42 @@ impl Planned {
     }
 }
 
-/// Decides where a span that a builder describes belongs, and whether it is recorded (a
-/// shadow, counted only, included), without making its record yet: the sync, async and
-/// detached starts, and the `tracing` layer's, start the record where they keep it. Inlined
-/// into them, which then read what it returns field by field.
+/// Decides, with the thread's state, where a span that a builder describes belongs
+/// ([`plan`]), and gives the decision and that state to `place`, which starts the record where
+/// it keeps it: the sync, async and detached starts, and the `tracing` layer's. `None` when
+/// the thread's state is gone (a thread-local's destructor as the thread ends): nothing is
+/// current there and no frame can hold the span, which is counted
+/// (`Diagnostics::dropped_thread_ended`) when the sampler keeps a new trace, as it would have
+/// been asked for a root.
 #[cfg_attr(not(debug_assertions), inline(always))]
-pub(super) fn plan(
-    local: &mut Local,
+pub(super) fn with_plan<R>(
     site: &'static Site,
     start: Start,
-) -> Result<Planned, NotStarted> {
+    place: impl FnOnce(&mut Local, Result<Planned, NotStarted>) -> R,
+) -> Option<R> {
+    let placed = with_local(|local| {
+        let plan = plan(local, site, start);
+        place(local, plan)
+    });
+    if placed.is_none() {
+        not_started_thread_ended();
+    }
+    placed
+}
+
+#[cold]
+#[inline(never)]
+fn not_started_thread_ended() {
+    if sampler::keep_new_trace() {
+        crate::diagnostics::count_dropped_thread_ended();
+    }
+}
+
+/// Decides where a span that a builder describes belongs, and whether it is recorded (a
+/// shadow, counted only, included), without making its record yet. Inlined into
+/// [`with_plan`]'s callers, which then read what it returns field by field.
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn plan(local: &mut Local, site: &'static Site, start: Start) -> Result<Planned, NotStarted> {
     let Start {
         under,
         operation_name,

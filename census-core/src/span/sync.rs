@@ -104,7 +104,7 @@ impl SpanGuard {
         if !sampler::is_active() {
             return SpanGuard::holding(Held::Inert);
         }
-        with_local(|local| match parent::plan(local, site, start) {
+        parent::with_plan(site, start, |local, plan| match plan {
             // The record is started in its frame, not moved there.
             Ok(planned) => {
                 let shadow = planned.is_shadow();
@@ -120,10 +120,7 @@ impl SpanGuard {
             }),
             Err(NotStarted::Inert) => SpanGuard::holding(Held::Inert),
         })
-        .unwrap_or_else(|| {
-            not_started_thread_ended();
-            SpanGuard::holding(Held::Inert)
-        })
+        .unwrap_or(SpanGuard::holding(Held::Inert))
     }
 
     /// Whether this guard records a span (the pipeline is installed and the trace sampled).
@@ -486,17 +483,6 @@ fn enter_root(site: &'static Site) -> Option<Pushed> {
         crate::diagnostics::count_dropped_thread_ended();
     }
     pushed
-}
-
-/// A span a builder describes could not start: the thread's stack is gone (a thread-local's
-/// destructor as the thread ends), so nothing is current there and no frame can hold it.
-/// Counted when the sampler keeps a new trace, as it would have been asked for a root.
-#[cold]
-#[inline(never)]
-pub(super) fn not_started_thread_ended() {
-    if sampler::keep_new_trace() {
-        crate::diagnostics::count_dropped_thread_ended();
-    }
 }
 
 #[inline(never)]
