@@ -650,29 +650,6 @@ pub(crate) struct Opening {
 }
 
 impl SpanRecord {
-    /// The span `span_id` of `site`, starting now, kept for its parent's sake: for tests.
-    #[cfg(test)]
-    pub(crate) fn start(
-        site: &'static Site,
-        trace_id: TraceId,
-        span_id: SpanId,
-        parent_id: Option<SpanId>,
-        operation_name: Option<OperationName>,
-        sample_rate: f32,
-    ) -> Self {
-        SpanRecord::open(Opening {
-            site,
-            trace_id,
-            span_id,
-            parent_id,
-            operation_name,
-            sample_rate,
-            kept_by: KeptBy::Parent,
-            extra: None,
-            shadow: false,
-        })
-    }
-
     /// The span `opening` describes, starting now: the one way a record is made, written whole
     /// at once, so that a record made where it is kept is written there field by field and
     /// never copied (set afterwards, its fields were written in a temporary first). The clock

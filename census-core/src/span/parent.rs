@@ -82,6 +82,29 @@ impl Parent {
     }
 }
 
+#[cfg(test)]
+impl SpanRecord {
+    /// The span `span_id` of `site`, starting now, kept for its parent's sake, made as a
+    /// recorded child span's record is: for tests.
+    pub(crate) fn start(
+        site: &'static Site,
+        trace_id: TraceId,
+        span_id: SpanId,
+        parent_id: Option<SpanId>,
+        operation_name: Option<OperationName>,
+        sample_rate: f32,
+    ) -> Self {
+        Parent {
+            trace_id,
+            parent_id,
+            operation_name,
+            sample_rate,
+            kept_by: KeptBy::Parent,
+        }
+        .start(site, span_id)
+    }
+}
+
 /// What the macros' path decides from the fast path's word alone, without the stack: the same
 /// as [`decide`] for the words it settles (0 and 1), inlined into every instrumented function.
 pub(super) enum Quick {
